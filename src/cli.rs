@@ -1,0 +1,145 @@
+//! Command-line arguments (clap derive, each with a `KATOP_*` environment twin).
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::columns::Column;
+use crate::model::duration::parse_ms;
+use crate::model::StaleReason;
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_ms(text).map(Duration::from_millis)
+}
+
+fn after_help() -> String {
+    let reasons: Vec<String> = StaleReason::ALL
+        .iter()
+        .map(|r| format!("  {:<15} {}", r.name(), r.explain()))
+        .collect();
+    format!(
+        "\
+Filter expressions (--filter):
+  state:established idle>10m service:postgres    idle postgres connections
+  dport:5432 !keepalive                          no keepalive towards port 5432
+  proc:java probes>0                             java's peers that stopped answering probes
+  stale                                          anything flagged below
+  src:10.0.0.0/8 or dst:[::1]                    by address, CIDR or :port
+Terms: state proto family src dst sport dport port service proc pid uid idle age rtt
+keepalive timer probes retrans recvq sendq stale, and each stale reason; and (implicit),
+or, not/!, parentheses. Durations: 500ms 30s 10m 2h 1d.
+
+Stale reasons:
+{}
+
+Examples:
+  katop --once                          every socket, as a table
+  katop --once -t --filter stale        stale TCP connections
+  katop --json --filter 'service:postgres idle>1h' | jq .
+",
+        reasons.join("\n")
+    )
+}
+
+/// katop: every socket on this host, with the keepalive insight ss and netstat lack.
+///
+/// Reads TCP, UDP and Unix sockets through netlink sock_diag, joins them with their
+/// processes from /proc, and flags stale connections: idle ones, ones with keepalive off,
+/// peers that stopped answering keepalive probes, CLOSE_WAIT leaks.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "katop", version, after_help = after_help())]
+pub struct Args {
+    /// Print one poll and exit (the table, or JSON with --json/--jsonl).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Print one JSON array of sockets and exit (implies --once).
+    #[arg(long, conflicts_with = "jsonl")]
+    pub json: bool,
+
+    /// Print one JSON object per socket per line and exit (implies --once).
+    #[arg(long)]
+    pub jsonl: bool,
+
+    /// Only sockets matching this expression (see below).
+    #[arg(short, long, env = "KATOP_FILTER", value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// Table columns, comma-separated.
+    #[arg(
+        short = 'o',
+        long = "columns",
+        value_name = "COLS",
+        value_delimiter = ',',
+        env = "KATOP_COLUMNS"
+    )]
+    pub columns: Option<Vec<Column>>,
+
+    /// Sort by this column: numbers largest first, text A to Z.
+    #[arg(short, long, value_name = "COL", env = "KATOP_SORT")]
+    pub sort: Option<Column>,
+
+    /// Reverse the sort order.
+    #[arg(short, long)]
+    pub reverse: bool,
+
+    /// An ESTABLISHED connection idle this long, or a CLOSE_WAIT this old, is stale.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, env = "KATOP_STALE_AFTER")]
+    pub stale_after: Duration,
+
+    /// Time between polls in the dashboard.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, env = "KATOP_INTERVAL")]
+    pub interval: Duration,
+
+    /// IPv4 sockets only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 sockets only.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// TCP sockets.
+    #[arg(short, long)]
+    pub tcp: bool,
+
+    /// UDP sockets.
+    #[arg(short, long)]
+    pub udp: bool,
+
+    /// Unix sockets.
+    #[arg(short = 'x', long)]
+    pub unix: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_durations_and_columns() {
+        let a = Args::try_parse_from([
+            "katop",
+            "--once",
+            "--stale-after",
+            "10m",
+            "-o",
+            "state,remote,idle",
+        ])
+        .unwrap();
+        assert_eq!(a.stale_after, Duration::from_secs(600));
+        assert_eq!(
+            a.columns,
+            Some(vec![Column::State, Column::Remote, Column::Idle])
+        );
+        let e = Args::try_parse_from(["katop", "--stale-after", "10x"]).unwrap_err();
+        assert!(e.to_string().contains("'10x' is not a duration"), "{e}");
+        assert!(Args::try_parse_from(["katop", "--json", "--jsonl"]).is_err());
+    }
+}

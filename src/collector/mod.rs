@@ -1,0 +1,157 @@
+//! The only code that talks to the kernel: sock_diag dumps, `/proc` and `/proc/sys`.
+//!
+//! A [`Collector`] is created once and polled; each poll returns a whole [`Snapshot`] by value.
+
+pub mod procs;
+pub mod sock_diag;
+pub mod sysctl;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::error::CollectError;
+use crate::model::{NetnsId, PollCost, Proto, Snapshot};
+use procs::ProcessMap;
+use sock_diag::{DiagSocket, DumpKind};
+use wire::DumpSink;
+
+/// Which sockets to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub protos: Vec<Proto>,
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection {
+            protos: vec![Proto::Tcp, Proto::Udp, Proto::Unix],
+            ipv4: true,
+            ipv6: true,
+        }
+    }
+}
+
+impl Selection {
+    pub fn dumps(&self) -> Vec<DumpKind> {
+        let mut out = Vec::new();
+        for &proto in &self.protos {
+            match proto {
+                Proto::Tcp | Proto::Udp => {
+                    let (v4, v6) = if proto == Proto::Tcp {
+                        (DumpKind::TCP4, DumpKind::TCP6)
+                    } else {
+                        (DumpKind::UDP4, DumpKind::UDP6)
+                    };
+                    if self.ipv4 {
+                        out.push(v4);
+                    }
+                    if self.ipv6 {
+                        out.push(v6);
+                    }
+                }
+                Proto::Unix => out.push(DumpKind::UNIX),
+            }
+        }
+        out
+    }
+}
+
+/// Polls the kernel; keeps the netlink socket and the process map between polls.
+pub struct Collector {
+    diag: DiagSocket,
+    procs: ProcessMap,
+    selection: Selection,
+    netns: NetnsId,
+    interfaces: HashMap<u32, Box<str>>,
+}
+
+impl Collector {
+    pub fn new(selection: Selection) -> Result<Self, CollectError> {
+        Ok(Collector {
+            diag: DiagSocket::open()?,
+            procs: ProcessMap::new(),
+            selection,
+            netns: current_netns(),
+            interfaces: HashMap::new(),
+        })
+    }
+
+    /// One poll: every selected dump, the process join, and the settings.
+    pub fn poll(&mut self) -> Result<Snapshot, CollectError> {
+        let started = Instant::now();
+        let mut sink = DumpSink::default();
+        for kind in self.selection.dumps() {
+            self.diag.dump(kind, self.netns, &mut sink)?;
+        }
+        let dump_cost = started.elapsed();
+        self.procs.resolve(&mut sink.socks);
+        for s in &sink.socks {
+            if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {
+                self.interfaces
+                    .insert(s.interface, interface_name(s.interface));
+            }
+        }
+        let mut warnings = Vec::new();
+        if sink.skipped > 0 {
+            warnings.push(format!(
+                "{} malformed sock_diag messages skipped (first: {})",
+                sink.skipped,
+                sink.first_skip.unwrap_or_default()
+            ));
+        }
+        if self.procs.last.denied > 0 {
+            warnings.push(format!(
+                "the fds of {} processes could not be read: their sockets show no owner \
+                 (run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)",
+                self.procs.last.denied
+            ));
+        }
+        Ok(Snapshot {
+            socks: sink.socks,
+            netns: self.netns,
+            settings: sysctl::read(),
+            interfaces: self.interfaces.clone(),
+            taken_at: Instant::now(),
+            cost: PollCost {
+                dump: dump_cost,
+                total: started.elapsed(),
+            },
+            warnings,
+        })
+    }
+
+    /// The bare netlink dump, no parsing kept: the floor a poll is measured against.
+    pub fn bare_dump(&mut self) -> Result<usize, CollectError> {
+        let mut bytes = 0;
+        for kind in self.selection.dumps() {
+            self.diag.dump_raw(kind, |d| {
+                bytes += d.len();
+                Ok(wire::scan_done(d))
+            })?;
+        }
+        Ok(bytes)
+    }
+}
+
+/// The inode of this process's network namespace.
+pub fn current_netns() -> NetnsId {
+    rustix::fs::stat("/proc/self/ns/net")
+        .map(|st| NetnsId(st.st_ino))
+        .unwrap_or_default()
+}
+
+fn interface_name(index: u32) -> Box<str> {
+    let name = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )
+    .and_then(|fd| rustix::net::netdevice::index_to_name(fd, index));
+    name.map_or_else(
+        |_| index.to_string().into_boxed_str(),
+        String::into_boxed_str,
+    )
+}

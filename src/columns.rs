@@ -1,0 +1,299 @@
+//! The socket table's columns, defined once for `--once` and the dashboard: header, cell text,
+//! sort key and how expendable each is when the terminal is narrow.
+
+use std::cmp::Ordering;
+use std::time::Instant;
+
+use clap::ValueEnum;
+
+use crate::model::duration::format_ms_short;
+use crate::model::{Keepalive, Owner, SockEntry, StaleReason};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+#[value(rename_all = "kebab-case")]
+pub enum Column {
+    /// tcp, udp or unix.
+    Proto,
+    /// Socket state, as `ss` names it (ESTABLISHED, CLOSE_WAIT, UNCONN, …).
+    State,
+    /// Local address:port or Unix path.
+    Local,
+    /// Remote address:port, or the Unix peer's inode.
+    Remote,
+    /// Service of the well-known port at either end.
+    Service,
+    /// Owning process as name[pid]; `-` when none holds it, `?` when katop cannot see.
+    Process,
+    /// Time since data moved either way (TCP).
+    Idle,
+    /// `off`, `on 1h59m` (until the next probe), `probe 3` while probing, `?` when hidden.
+    Keepalive,
+    /// Bytes in the receive queue (listeners: pending connections).
+    RecvQ,
+    /// Bytes in the send queue (listeners: backlog).
+    SendQ,
+    /// Smoothed round-trip time.
+    Rtt,
+    /// Bytes received from the peer.
+    BytesIn,
+    /// Bytes sent and acknowledged by the peer.
+    BytesOut,
+    /// The armed timer and when it fires: `keepalive 1h59m`, `retransmit 200ms (2)`.
+    Timer,
+    /// Stale reasons, comma-separated.
+    Stale,
+    Uid,
+    Inode,
+    Cookie,
+    /// How long katop has seen the socket.
+    Age,
+    /// The owning process's command line.
+    Cmdline,
+}
+
+impl Column {
+    /// Shown when `-o` is not given.
+    pub const DEFAULT: [Column; 12] = [
+        Column::Proto,
+        Column::State,
+        Column::Local,
+        Column::Remote,
+        Column::Service,
+        Column::Process,
+        Column::Idle,
+        Column::Keepalive,
+        Column::RecvQ,
+        Column::SendQ,
+        Column::Rtt,
+        Column::Stale,
+    ];
+
+    pub fn header(self) -> &'static str {
+        match self {
+            Column::Proto => "PROTO",
+            Column::State => "STATE",
+            Column::Local => "LOCAL",
+            Column::Remote => "REMOTE",
+            Column::Service => "SERVICE",
+            Column::Process => "PROCESS",
+            Column::Idle => "IDLE",
+            Column::Keepalive => "KEEPALIVE",
+            Column::RecvQ => "RECV-Q",
+            Column::SendQ => "SEND-Q",
+            Column::Rtt => "RTT",
+            Column::BytesIn => "BYTES-IN",
+            Column::BytesOut => "BYTES-OUT",
+            Column::Timer => "TIMER",
+            Column::Stale => "STALE",
+            Column::Uid => "UID",
+            Column::Inode => "INODE",
+            Column::Cookie => "COOKIE",
+            Column::Age => "AGE",
+            Column::Cmdline => "CMDLINE",
+        }
+    }
+
+    /// Lower is kept longer when the width does not fit every column.
+    pub fn priority(self) -> u8 {
+        match self {
+            Column::State | Column::Remote => 0,
+            Column::Local | Column::Process => 1,
+            Column::Idle | Column::Keepalive | Column::Stale => 2,
+            Column::Service => 3,
+            Column::Proto => 4,
+            Column::RecvQ | Column::SendQ => 5,
+            Column::Rtt | Column::Timer => 6,
+            _ => 7,
+        }
+    }
+
+    pub fn right_aligned(self) -> bool {
+        matches!(
+            self,
+            Column::Idle
+                | Column::RecvQ
+                | Column::SendQ
+                | Column::Rtt
+                | Column::BytesIn
+                | Column::BytesOut
+                | Column::Uid
+                | Column::Inode
+                | Column::Cookie
+                | Column::Age
+        )
+    }
+
+    pub fn cell(self, e: &SockEntry, now: Instant) -> String {
+        let s = &e.sock;
+        let info = s.tcp_info.as_ref();
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        match self {
+            Column::Proto => s.proto.name().into(),
+            Column::State => s.state.name(s.proto).into(),
+            Column::Local => s.local.to_string(),
+            Column::Remote => s.remote.to_string(),
+            Column::Service => e.service.unwrap_or_default().into(),
+            Column::Process => match &s.owner {
+                Owner::Process { process, .. } => format!("{}[{}]", process.name, process.pid),
+                Owner::None => "-".into(),
+                Owner::Unknown => "?".into(),
+            },
+            Column::Idle => opt(e.idle_ms().map(|ms| format_ms_short(ms.into()))),
+            Column::Keepalive => keepalive_cell(e),
+            Column::RecvQ => s.recv_q.to_string(),
+            Column::SendQ => s.send_q.to_string(),
+            Column::Rtt => opt(info.and_then(|i| i.rtt()).map(format_rtt)),
+            Column::BytesIn => opt(info.and_then(|i| i.bytes_received()).map(|b| b.to_string())),
+            Column::BytesOut => opt(info.and_then(|i| i.bytes_acked()).map(|b| b.to_string())),
+            Column::Timer => opt(s.timer.map(|t| {
+                let mut out = format!("{} {}", t.kind.name(), format_ms_short(t.expires_ms.into()));
+                if t.retrans > 0 {
+                    out.push_str(&format!(" ({})", t.retrans));
+                }
+                out
+            })),
+            Column::Stale => e
+                .stale
+                .iter()
+                .map(StaleReason::name)
+                .collect::<Vec<_>>()
+                .join(","),
+            Column::Uid => opt(s.uid.map(|u| u.to_string())),
+            Column::Inode => s.inode.0.to_string(),
+            Column::Cookie => s.cookie.0.to_string(),
+            Column::Age => format_ms_short(e.age(now).as_millis() as u64),
+            Column::Cmdline => s
+                .owner
+                .process()
+                .map(|p| p.cmdline.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Orders two entries by this column: numbers largest first (the longest idle on top, as
+    /// htop puts the busiest process on top), text alphabetically; absent values last.
+    pub fn compare(self, a: &SockEntry, b: &SockEntry, now: Instant) -> Ordering {
+        match self.number(a, now).zip(self.number(b, now)) {
+            Some((x, y)) => y.cmp(&x),
+            None if self.is_numeric() => {
+                // Present before absent.
+                self.number(b, now)
+                    .is_some()
+                    .cmp(&self.number(a, now).is_some())
+            }
+            None => self.cell(a, now).cmp(&self.cell(b, now)),
+        }
+    }
+
+    fn is_numeric(self) -> bool {
+        self.right_aligned() || self == Column::Keepalive
+    }
+
+    fn number(self, e: &SockEntry, now: Instant) -> Option<u64> {
+        let s = &e.sock;
+        let info = s.tcp_info.as_ref();
+        match self {
+            Column::Idle => e.idle_ms().map(u64::from),
+            Column::RecvQ => Some(s.recv_q.into()),
+            Column::SendQ => Some(s.send_q.into()),
+            Column::Rtt => info.and_then(|i| i.rtt()).map(u64::from),
+            Column::BytesIn => info.and_then(|i| i.bytes_received()),
+            Column::BytesOut => info.and_then(|i| i.bytes_acked()),
+            Column::Uid => s.uid.map(u64::from),
+            Column::Inode => Some(s.inode.0.into()),
+            Column::Cookie => Some(s.cookie.0),
+            Column::Age => Some(e.age(now).as_millis() as u64),
+            Column::Keepalive => e.keepalive_probes().map(u64::from),
+            _ => None,
+        }
+    }
+}
+
+fn keepalive_cell(e: &SockEntry) -> String {
+    match (e.keepalive, e.sock.timer) {
+        (Some(Keepalive::On), Some(t)) if t.retrans > 0 => format!("probe {}", t.retrans),
+        (Some(Keepalive::On), Some(t)) => format!("on {}", format_ms_short(t.expires_ms.into())),
+        (Some(Keepalive::Off), _) => "off".into(),
+        (Some(Keepalive::Unknown), _) => "?".into(),
+        _ => String::new(),
+    }
+}
+
+fn format_rtt(us: u32) -> String {
+    if us < 1000 {
+        format!("{us}us")
+    } else {
+        format!("{:.1}ms", f64::from(us) / 1000.0)
+    }
+}
+
+/// Keeps the columns that fit in `width` (cells separated by two spaces), dropping the most
+/// expendable first; the order of the survivors is kept.
+pub fn fit(columns: &[Column], widths: &[usize], width: usize) -> Vec<usize> {
+    let mut keep: Vec<usize> = (0..columns.len()).collect();
+    let total = |keep: &[usize]| -> usize {
+        keep.iter().map(|&i| widths[i]).sum::<usize>() + 2 * keep.len().saturating_sub(1)
+    };
+    while keep.len() > 1 && total(&keep) > width {
+        let drop = keep
+            .iter()
+            .enumerate()
+            .max_by_key(|(pos, &i)| (columns[i].priority(), *pos))
+            .map(|(pos, _)| pos)
+            .expect("non-empty");
+        keep.remove(drop);
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::table::tests::{snapshot, sock, with_idle};
+    use crate::model::{ConnTable, SockState, Timer, TimerKind};
+    use std::time::Duration;
+
+    fn entry(s: crate::model::RawSock) -> SockEntry {
+        let mut t = ConnTable::new(Duration::from_secs(300));
+        t.apply(snapshot(vec![s]), Instant::now());
+        t.entries()[0].clone()
+    }
+
+    #[test]
+    fn keepalive_cell_reads_like_the_issue() {
+        let now = Instant::now();
+        let mut s = with_idle(sock(SockState::Established), 1000);
+        assert_eq!(Column::Keepalive.cell(&entry(s.clone()), now), "off");
+        s.timer = Some(Timer {
+            kind: TimerKind::Keepalive,
+            expires_ms: 7_140_000,
+            retrans: 0,
+        });
+        assert_eq!(Column::Keepalive.cell(&entry(s.clone()), now), "on 1h59m");
+        s.timer = Some(Timer {
+            kind: TimerKind::Keepalive,
+            expires_ms: 75_000,
+            retrans: 3,
+        });
+        assert_eq!(Column::Keepalive.cell(&entry(s.clone()), now), "probe 3");
+        assert_eq!(
+            Column::Timer.cell(&entry(s.clone()), now),
+            "keepalive 1m15s (3)"
+        );
+        assert_eq!(Column::Process.cell(&entry(s), now), "psql[42]");
+    }
+
+    #[test]
+    fn narrow_widths_drop_the_least_useful_first() {
+        let cols = Column::DEFAULT;
+        let widths = [5, 11, 21, 21, 8, 15, 6, 9, 6, 6, 6, 20];
+        assert_eq!(fit(&cols, &widths, 1000).len(), cols.len());
+        let kept: Vec<Column> = fit(&cols, &widths, 80)
+            .into_iter()
+            .map(|i| cols[i])
+            .collect();
+        assert!(kept.contains(&Column::State) && kept.contains(&Column::Remote));
+        assert!(!kept.contains(&Column::Rtt));
+        assert_eq!(fit(&cols, &widths, 1).len(), 1);
+    }
+}

@@ -1,0 +1,140 @@
+//! katop: every socket on the host from netlink sock_diag, with keepalive insight.
+//!
+//! Layers, data flowing one way: [`collector`] (the only code that talks to the kernel) →
+//! [`model::Snapshot`] → [`model::ConnTable`] → views ([`output`], [`columns`]).
+
+pub mod cli;
+pub mod collector;
+pub mod columns;
+pub mod error;
+pub mod model;
+pub mod output;
+
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use cli::Args;
+use collector::{Collector, Selection};
+use columns::Column;
+use model::filter::Filter;
+use model::{ConnTable, Proto, SockEntry};
+
+/// Exit code for bad usage (bad filter, missing mode), as clap uses.
+const USAGE: u8 = 2;
+
+/// Runs katop with parsed arguments.
+pub fn run(args: Args) -> ExitCode {
+    let filter = match Filter::parse(args.filter.as_deref().unwrap_or("")) {
+        Ok(f) => f,
+        Err(e) => {
+            let source = args.filter.as_deref().unwrap_or("");
+            eprintln!("katop: bad --filter: {e}\n{}", e.pointed(source));
+            return ExitCode::from(USAGE);
+        }
+    };
+    if !(args.once || args.json || args.jsonl) {
+        eprintln!(
+            "katop: the interactive dashboard is not built yet; use --once for a table, or --json / --jsonl"
+        );
+        return ExitCode::from(USAGE);
+    }
+    match once(&args, &filter) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `katop --once | head` closes the pipe early: not an error.
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("katop: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Which sockets the protocol and family flags ask for (none given: all).
+pub fn selection(args: &Args) -> Selection {
+    let mut protos = Vec::new();
+    for (on, p) in [
+        (args.tcp, Proto::Tcp),
+        (args.udp, Proto::Udp),
+        (args.unix, Proto::Unix),
+    ] {
+        if on {
+            protos.push(p);
+        }
+    }
+    if protos.is_empty() {
+        protos = if args.ipv4 || args.ipv6 {
+            vec![Proto::Tcp, Proto::Udp]
+        } else {
+            Selection::default().protos
+        };
+    }
+    Selection {
+        protos,
+        ipv4: !args.ipv6,
+        ipv6: !args.ipv4,
+    }
+}
+
+/// Sorted, filtered rows of the table.
+pub fn rows<'a>(
+    table: &'a ConnTable,
+    filter: &Filter,
+    sort: Option<Column>,
+    reverse: bool,
+    now: Instant,
+) -> Vec<&'a SockEntry> {
+    let mut rows: Vec<&SockEntry> = table
+        .entries()
+        .iter()
+        .filter(|e| filter.matches(e, now))
+        .collect();
+    if let Some(col) = sort {
+        rows.sort_by(|a, b| col.compare(a, b, now));
+    }
+    if reverse {
+        rows.reverse();
+    }
+    rows
+}
+
+fn once(args: &Args, filter: &Filter) -> anyhow::Result<()> {
+    let mut collector = Collector::new(selection(args))?;
+    let snap = collector.poll()?;
+    let now = Instant::now();
+    let mut table = ConnTable::new(args.stale_after);
+    table.apply(snap, now);
+    for w in &table.warnings {
+        eprintln!("katop: {w}");
+    }
+    let rows = rows(&table, filter, args.sort, args.reverse, now);
+    let stdout = io::stdout();
+    let width = stdout
+        .is_terminal()
+        .then(|| {
+            crossterm::terminal::size()
+                .ok()
+                .map(|(w, _)| usize::from(w))
+        })
+        .flatten();
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    if args.json {
+        output::write_json(&mut out, &rows, &table)?;
+    } else if args.jsonl {
+        output::write_jsonl(&mut out, &rows, &table)?;
+    } else {
+        let columns = args
+            .columns
+            .clone()
+            .unwrap_or_else(|| Column::DEFAULT.to_vec());
+        output::write_table(&mut out, &rows, &columns, width, now)?;
+        writeln!(out, "\n{}", output::settings_line(&table.settings))?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Pure data and functions: no I/O, no terminal, no clock reads (time comes in as `now`).
+
+pub mod duration;
+pub mod filter;
+pub mod services;
+pub mod socket;
+pub mod stale;
+pub mod table;
+pub mod tcp_info;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub use socket::{
+    Cookie, Endpoint, Family, Inode, NetnsId, Owner, Process, Proto, RawSock, SockKey, SockState,
+    Timer, TimerKind,
+};
+pub use stale::{Keepalive, StaleReason, StaleSet};
+pub use table::{ConnTable, SockEntry};
+
+/// Everything one poll read, handed from the collector to the model by value.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub socks: Vec<RawSock>,
+    /// The namespace these sockets were read in.
+    pub netns: NetnsId,
+    pub settings: KernelSettings,
+    /// Interface index → name, for the indexes the sockets use.
+    pub interfaces: HashMap<u32, Box<str>>,
+    pub taken_at: Instant,
+    pub cost: PollCost,
+    /// Things that went partly wrong (unreadable processes, skipped messages), for the status line.
+    pub warnings: Vec<String>,
+}
+
+/// What a poll cost, for the header and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollCost {
+    /// The netlink dumps alone.
+    pub dump: Duration,
+    /// Dumps, process join and settings.
+    pub total: Duration,
+}
+
+/// A namespace's TCP keepalive and retry sysctls; `None` where unreadable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelSettings {
+    pub keepalive_time_s: Option<u32>,
+    pub keepalive_intvl_s: Option<u32>,
+    pub keepalive_probes: Option<u32>,
+    pub retries2: Option<u32>,
+    /// `nf_conntrack_tcp_timeout_established`, when conntrack is loaded.
+    pub conntrack_established_s: Option<u32>,
+}
+
+impl KernelSettings {
+    /// When the kernel gives up on a silent peer of an idle keepalive connection:
+    /// `tcp_keepalive_time + tcp_keepalive_intvl × tcp_keepalive_probes` (7875 s by default).
+    pub fn dead_peer_after_s(&self) -> Option<u64> {
+        let (t, i, p) = (
+            self.keepalive_time_s?,
+            self.keepalive_intvl_s?,
+            self.keepalive_probes?,
+        );
+        Some(u64::from(t) + u64::from(i) * u64::from(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_linux_gives_up_after_2h11m15s() {
+        let s = KernelSettings {
+            keepalive_time_s: Some(7200),
+            keepalive_intvl_s: Some(75),
+            keepalive_probes: Some(9),
+            ..KernelSettings::default()
+        };
+        assert_eq!(s.dead_peer_after_s(), Some(7875));
+        assert_eq!(duration::format_secs(7875), "2h11m15s");
+    }
+}

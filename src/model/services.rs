@@ -1,0 +1,95 @@
+//! Well-known server ports → service names, from `assets/services.tsv`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::model::Endpoint;
+
+const TABLE: &str = include_str!("../../assets/services.tsv");
+
+fn table() -> &'static HashMap<u16, &'static str> {
+    static MAP: OnceLock<HashMap<u16, &'static str>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        TABLE
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (port, name) = l.split_once('\t')?;
+                Some((port.trim().parse().ok()?, name.trim()))
+            })
+            .collect()
+    })
+}
+
+/// The service of a port, if well known.
+pub fn by_port(port: u16) -> Option<&'static str> {
+    table().get(&port).copied()
+}
+
+/// Whether `name` is a service in the table (for filter validation).
+pub fn is_known(name: &str) -> bool {
+    table().values().any(|&n| n.eq_ignore_ascii_case(name))
+}
+
+/// The service a connection talks: the well-known port of either end; when both are, the
+/// lower port (an ephemeral client port can collide with a registered one, a server port
+/// rarely is high).
+pub fn of(local: &Endpoint, remote: &Endpoint) -> Option<&'static str> {
+    let mut ports: Vec<u16> = [local.port(), remote.port()]
+        .into_iter()
+        .flatten()
+        .filter(|&p| p != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.into_iter().find_map(by_port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str) -> Endpoint {
+        Endpoint::Inet(s.parse().unwrap())
+    }
+
+    #[test]
+    fn names_the_issue_ports() {
+        for (port, name) in [
+            (5432, "postgres"),
+            (3306, "mysql"),
+            (6379, "redis"),
+            (27017, "mongodb"),
+            (11211, "memcached"),
+            (9042, "cassandra"),
+            (1521, "oracle"),
+            (5672, "amqp"),
+            (9092, "kafka"),
+            (2181, "zookeeper"),
+            (80, "http"),
+            (443, "https"),
+            (22, "ssh"),
+        ] {
+            assert_eq!(by_port(port), Some(name), "port {port}");
+        }
+        assert_eq!(by_port(1), None);
+        assert!(is_known("Postgres"));
+    }
+
+    #[test]
+    fn client_and_server_sides_both_name_the_service() {
+        assert_eq!(
+            of(&ep("10.0.0.1:45012"), &ep("10.0.0.2:5432")),
+            Some("postgres")
+        );
+        assert_eq!(
+            of(&ep("10.0.0.2:5432"), &ep("10.0.0.1:45012")),
+            Some("postgres")
+        );
+        // 27017 is registered, but the lower port is the server's.
+        assert_eq!(
+            of(&ep("10.0.0.2:6379"), &ep("10.0.0.1:27017")),
+            Some("redis")
+        );
+        assert_eq!(of(&ep("10.0.0.2:40000"), &ep("10.0.0.1:40001")), None);
+    }
+}

@@ -1,0 +1,306 @@
+//! What one socket is, as read from the kernel: the collector fills a [`RawSock`], the model
+//! wraps it in a [`crate::model::SockEntry`] with what it derives across polls.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::tcp_info::TcpInfo;
+
+/// The socket cookie: the kernel's unique id for a socket, stable for its whole life and never
+/// reused (unlike addresses and ports), so a kill or a selection can name exactly one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Cookie(pub u64);
+
+/// A socket inode number, the link between a socket and the fds that hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Inode(pub u32);
+
+/// A network namespace, named by the inode of its `/proc/PID/ns/net` link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
+#[serde(transparent)]
+pub struct NetnsId(pub u64);
+
+/// Identifies one socket across polls: cookies are unique within a host, the namespace keeps
+/// keys from different namespaces apart once several are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockKey {
+    pub netns: NetnsId,
+    pub cookie: Cookie,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Unix,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Unix => "unix",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Inet,
+    Inet6,
+    Unix,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Inet6 => "inet6",
+            Family::Unix => "unix",
+        }
+    }
+}
+
+/// Kernel socket states (`include/net/tcp_states.h`). UDP and Unix sockets reuse them:
+/// `ESTABLISHED` for connected, `CLOSE` for unconnected (shown as `UNCONN`, as `ss` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SockState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    /// `TCP_CLOSE`: a closed TCP socket, or an unconnected UDP/Unix socket.
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    /// A state number this build does not know; kept, never guessed.
+    Other(u8),
+}
+
+impl SockState {
+    /// Every named state, in kernel order; for help texts and parsing.
+    pub const ALL: [SockState; 11] = [
+        SockState::Established,
+        SockState::SynSent,
+        SockState::SynRecv,
+        SockState::FinWait1,
+        SockState::FinWait2,
+        SockState::TimeWait,
+        SockState::Close,
+        SockState::CloseWait,
+        SockState::LastAck,
+        SockState::Listen,
+        SockState::Closing,
+    ];
+
+    pub fn from_kernel(n: u8) -> Self {
+        match n {
+            1 => SockState::Established,
+            2 => SockState::SynSent,
+            // 12 is TCP_NEW_SYN_RECV: a request socket, which userspace knows as SYN-RECV.
+            3 | 12 => SockState::SynRecv,
+            4 => SockState::FinWait1,
+            5 => SockState::FinWait2,
+            6 => SockState::TimeWait,
+            7 => SockState::Close,
+            8 => SockState::CloseWait,
+            9 => SockState::LastAck,
+            10 => SockState::Listen,
+            11 => SockState::Closing,
+            other => SockState::Other(other),
+        }
+    }
+
+    /// The upper-case name used in JSON and tables (`ESTABLISHED`, `CLOSE_WAIT`, …).
+    pub fn name(self, proto: Proto) -> &'static str {
+        match self {
+            SockState::Established => "ESTABLISHED",
+            SockState::SynSent => "SYN_SENT",
+            SockState::SynRecv => "SYN_RECV",
+            SockState::FinWait1 => "FIN_WAIT1",
+            SockState::FinWait2 => "FIN_WAIT2",
+            SockState::TimeWait => "TIME_WAIT",
+            SockState::Close if proto == Proto::Tcp => "CLOSE",
+            SockState::Close => "UNCONN",
+            SockState::CloseWait => "CLOSE_WAIT",
+            SockState::LastAck => "LAST_ACK",
+            SockState::Listen => "LISTEN",
+            SockState::Closing => "CLOSING",
+            SockState::Other(_) => "UNKNOWN",
+        }
+    }
+}
+
+/// Which timer the kernel has armed (`idiag_timer`); words as `ss -o` prints them where it
+/// has one, the issue's `probe0` for the zero-window probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimerKind {
+    Retransmit,
+    Keepalive,
+    Timewait,
+    Probe0,
+}
+
+impl TimerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimerKind::Retransmit => "retransmit",
+            TimerKind::Keepalive => "keepalive",
+            TimerKind::Timewait => "timewait",
+            TimerKind::Probe0 => "probe0",
+        }
+    }
+}
+
+/// The armed timer with its expiry and `idiag_retrans`: for a keepalive timer the unanswered
+/// keepalive probes so far, for retransmit the retransmissions, for probe0 the window probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    pub kind: TimerKind,
+    pub expires_ms: u32,
+    pub retrans: u8,
+}
+
+/// One end of a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Inet(SocketAddr),
+    /// A Unix socket's bound path; abstract names start with `@`; `None` when unbound.
+    Unix(Option<Box<str>>),
+    /// A Unix socket's peer, by inode (the kernel gives no path for it).
+    UnixPeer(Option<Inode>),
+}
+
+impl Endpoint {
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Endpoint::Inet(a) => Some(a.port()),
+            _ => None,
+        }
+    }
+
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Endpoint::Inet(a) => Some(a.ip()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// `ip:port`, `[ip6]:port`, a Unix path, or `*` for an unbound/unknown end.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // A listener's or unconnected socket's remote end, as `ss` shows it.
+            Endpoint::Inet(a) if a.port() == 0 && a.ip().is_unspecified() => f.write_str("*"),
+            Endpoint::Inet(a) => write!(f, "{a}"),
+            Endpoint::Unix(Some(p)) => f.write_str(p),
+            Endpoint::UnixPeer(Some(Inode(i))) => write!(f, "peer:{i}"),
+            Endpoint::Unix(None) | Endpoint::UnixPeer(None) => f.write_str("*"),
+        }
+    }
+}
+
+/// A process that holds sockets. Shared by all its sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    /// `comm`, lossily made UTF-8.
+    pub name: Box<str>,
+    /// Arguments joined by spaces, lossily made UTF-8; empty for kernel threads and zombies.
+    pub cmdline: Box<str>,
+}
+
+/// Who holds a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// An fd of this process refers to the socket.
+    Process { process: Arc<Process>, fd: u32 },
+    /// No process holds it: closed by its application (TIME_WAIT, FIN_WAIT), not yet
+    /// accepted, or leaked.
+    None,
+    /// Not found, but katop could not read every process's fds (not root): it may belong to
+    /// another user's process.
+    Unknown,
+}
+
+impl Owner {
+    pub fn process(&self) -> Option<&Process> {
+        match self {
+            Owner::Process { process, .. } => Some(process),
+            _ => None,
+        }
+    }
+}
+
+/// One socket as the kernel reported it in one poll, joined with its owning process.
+#[derive(Debug, Clone)]
+pub struct RawSock {
+    pub proto: Proto,
+    pub family: Family,
+    pub state: SockState,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    /// Interface index the socket is bound to (0: any).
+    pub interface: u32,
+    pub inode: Inode,
+    pub cookie: Cookie,
+    pub netns: NetnsId,
+    /// Socket owner's uid; `None` where the kernel does not say.
+    pub uid: Option<u32>,
+    pub recv_q: u32,
+    pub send_q: u32,
+    pub timer: Option<Timer>,
+    /// `struct tcp_info`, TCP sockets with a full socket (not TIME_WAIT or SYN_RECV) only.
+    pub tcp_info: Option<TcpInfo>,
+    pub owner: Owner,
+}
+
+impl RawSock {
+    pub fn key(&self) -> SockKey {
+        SockKey {
+            netns: self.netns,
+            cookie: self.cookie,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_follow_proto() {
+        assert_eq!(SockState::from_kernel(7).name(Proto::Tcp), "CLOSE");
+        assert_eq!(SockState::from_kernel(7).name(Proto::Udp), "UNCONN");
+        assert_eq!(SockState::from_kernel(8).name(Proto::Tcp), "CLOSE_WAIT");
+        assert_eq!(SockState::from_kernel(12), SockState::SynRecv);
+        assert_eq!(SockState::from_kernel(99), SockState::Other(99));
+    }
+
+    #[test]
+    fn endpoints_print_like_ss() {
+        let v6: SocketAddr = "[::1]:5432".parse().unwrap();
+        assert_eq!(Endpoint::Inet(v6).to_string(), "[::1]:5432");
+        let v4: SocketAddr = "10.0.0.1:22".parse().unwrap();
+        assert_eq!(Endpoint::Inet(v4).to_string(), "10.0.0.1:22");
+        assert_eq!(
+            Endpoint::Unix(Some("@abstract".into())).to_string(),
+            "@abstract"
+        );
+        assert_eq!(Endpoint::Unix(None).to_string(), "*");
+    }
+}

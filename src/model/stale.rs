@@ -1,0 +1,284 @@
+//! Keepalive status and the stale rules: why a connection deserves an operator's look.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::{Owner, Proto, RawSock, SockState, TimerKind};
+
+/// Whether TCP keepalive protects a connection, as far as the kernel's armed timer tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keepalive {
+    /// The keepalive timer is armed.
+    On,
+    /// Connected, no timer armed, nothing to retransmit: `SO_KEEPALIVE` is off.
+    Off,
+    /// Another timer (retransmit, zero-window probe) hides the keepalive timer.
+    Unknown,
+}
+
+impl Keepalive {
+    /// `None` where keepalive does not apply (listeners, UDP, closing states).
+    pub fn of(sock: &RawSock) -> Option<Keepalive> {
+        // The kernel's keepalive timer runs in these states (tcp_keepalive_timer).
+        let applies = sock.proto == Proto::Tcp
+            && matches!(sock.state, SockState::Established | SockState::CloseWait);
+        if !applies {
+            return None;
+        }
+        Some(match sock.timer.map(|t| t.kind) {
+            Some(TimerKind::Keepalive) => Keepalive::On,
+            None => Keepalive::Off,
+            Some(_) => Keepalive::Unknown,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Keepalive::On => "on",
+            Keepalive::Off => "off",
+            Keepalive::Unknown => "unknown",
+        }
+    }
+}
+
+/// One reason a socket is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StaleReason {
+    Idle,
+    NoKeepalive,
+    Probing,
+    Retransmitting,
+    CloseWait,
+    Orphan,
+}
+
+impl StaleReason {
+    pub const ALL: [StaleReason; 6] = [
+        StaleReason::Idle,
+        StaleReason::NoKeepalive,
+        StaleReason::Probing,
+        StaleReason::Retransmitting,
+        StaleReason::CloseWait,
+        StaleReason::Orphan,
+    ];
+
+    /// The name used in filters, JSON and tags.
+    pub fn name(self) -> &'static str {
+        match self {
+            StaleReason::Idle => "idle",
+            StaleReason::NoKeepalive => "no-keepalive",
+            StaleReason::Probing => "probing",
+            StaleReason::Retransmitting => "retransmitting",
+            StaleReason::CloseWait => "close-wait",
+            StaleReason::Orphan => "orphan",
+        }
+    }
+
+    /// One line for the UI and `--help`.
+    pub fn explain(self) -> &'static str {
+        match self {
+            StaleReason::Idle => "ESTABLISHED and no data either way for longer than --stale-after",
+            StaleReason::NoKeepalive => {
+                "idle with keepalive off: if the peer died, this side will never notice"
+            }
+            StaleReason::Probing => "keepalive probes go unanswered: the peer is not responding",
+            StaleReason::Retransmitting => {
+                "data is being retransmitted without acknowledgement (backoff > 0)"
+            }
+            StaleReason::CloseWait => {
+                "the peer closed longer than --stale-after ago and the application never called close()"
+            }
+            StaleReason::Orphan => "no process holds this socket (never accepted, or leaked)",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<StaleReason> {
+        StaleReason::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A small set of stale reasons (one byte per socket).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct StaleSet(u8);
+
+impl StaleSet {
+    pub fn insert(&mut self, r: StaleReason) {
+        self.0 |= r.bit();
+    }
+
+    pub fn contains(self, r: StaleReason) -> bool {
+        self.0 & r.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = StaleReason> {
+        StaleReason::ALL
+            .into_iter()
+            .filter(move |r| self.contains(*r))
+    }
+}
+
+impl Serialize for StaleSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(StaleReason::name))
+    }
+}
+
+/// The stale rules; `in_state` is how long the socket has been in its state, as far as known.
+pub fn reasons(sock: &RawSock, in_state: Duration, stale_after: Duration) -> StaleSet {
+    let mut set = StaleSet::default();
+    let info = sock.tcp_info.as_ref();
+    let idle = info
+        .and_then(super::tcp_info::TcpInfo::idle_ms)
+        .map(|ms| Duration::from_millis(ms.into()));
+    if sock.state == SockState::Established && idle.is_some_and(|i| i >= stale_after) {
+        set.insert(StaleReason::Idle);
+        if Keepalive::of(sock) == Some(Keepalive::Off) {
+            set.insert(StaleReason::NoKeepalive);
+        }
+    }
+    if let Some(t) = sock.timer {
+        if t.kind == TimerKind::Keepalive && t.retrans > 0 {
+            set.insert(StaleReason::Probing);
+        }
+        if t.kind == TimerKind::Retransmit && t.retrans > 0 {
+            set.insert(StaleReason::Retransmitting);
+        }
+    }
+    if info
+        .and_then(super::tcp_info::TcpInfo::backoff)
+        .is_some_and(|b| b > 0)
+        && sock.timer.is_some_and(|t| t.kind == TimerKind::Retransmit)
+    {
+        set.insert(StaleReason::Retransmitting);
+    }
+    if sock.state == SockState::CloseWait {
+        // The peer's FIN came no later than its last ACK, so the time since that ACK is a
+        // lower bound on the time in CLOSE_WAIT even before katop has watched it that long.
+        let since_ack = info
+            .and_then(super::tcp_info::TcpInfo::last_ack_recv)
+            .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.into()));
+        if in_state.max(since_ack) >= stale_after {
+            set.insert(StaleReason::CloseWait);
+        }
+    }
+    if sock.proto == Proto::Tcp
+        && sock.owner == Owner::None
+        && matches!(sock.state, SockState::Established | SockState::CloseWait)
+    {
+        set.insert(StaleReason::Orphan);
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::table::tests::{sock, with_idle};
+    use crate::model::{Timer, TimerKind};
+
+    const FIVE_MIN: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn idle_and_no_keepalive() {
+        let quiet = with_idle(sock(SockState::Established), 600_000);
+        let r = reasons(&quiet, Duration::ZERO, FIVE_MIN);
+        assert!(r.contains(StaleReason::Idle));
+        assert!(r.contains(StaleReason::NoKeepalive));
+
+        let mut protected = quiet.clone();
+        protected.timer = Some(Timer {
+            kind: TimerKind::Keepalive,
+            expires_ms: 1000,
+            retrans: 0,
+        });
+        let r = reasons(&protected, Duration::ZERO, FIVE_MIN);
+        assert!(r.contains(StaleReason::Idle));
+        assert!(!r.contains(StaleReason::NoKeepalive));
+
+        let busy = with_idle(sock(SockState::Established), 1000);
+        assert!(reasons(&busy, Duration::ZERO, FIVE_MIN).is_empty());
+    }
+
+    #[test]
+    fn idle_is_monotonic_in_idle_time() {
+        let mut was = false;
+        for ms in (0..1_000_000).step_by(50_000) {
+            let now = reasons(
+                &with_idle(sock(SockState::Established), ms),
+                Duration::ZERO,
+                FIVE_MIN,
+            )
+            .contains(StaleReason::Idle);
+            assert!(now || !was, "idle flag dropped at {ms} ms");
+            was = now;
+        }
+        assert!(was);
+    }
+
+    #[test]
+    fn probing_and_retransmitting() {
+        let mut s = with_idle(sock(SockState::Established), 0);
+        s.timer = Some(Timer {
+            kind: TimerKind::Keepalive,
+            expires_ms: 1000,
+            retrans: 3,
+        });
+        assert!(reasons(&s, Duration::ZERO, FIVE_MIN).contains(StaleReason::Probing));
+        s.timer = Some(Timer {
+            kind: TimerKind::Retransmit,
+            expires_ms: 200,
+            retrans: 2,
+        });
+        let r = reasons(&s, Duration::ZERO, FIVE_MIN);
+        assert!(r.contains(StaleReason::Retransmitting));
+        assert!(!r.contains(StaleReason::Probing));
+        assert_eq!(Keepalive::of(&s), Some(Keepalive::Unknown));
+    }
+
+    #[test]
+    fn close_wait_counts_from_the_peers_last_ack() {
+        let cw = with_idle(sock(SockState::CloseWait), 0);
+        assert!(!reasons(&cw, Duration::from_secs(10), FIVE_MIN).contains(StaleReason::CloseWait));
+        assert!(reasons(&cw, Duration::from_secs(301), FIVE_MIN).contains(StaleReason::CloseWait));
+        // with_idle sets last_ack_recv too: ten minutes since the FIN.
+        let old = with_idle(sock(SockState::CloseWait), 600_000);
+        assert!(reasons(&old, Duration::ZERO, FIVE_MIN).contains(StaleReason::CloseWait));
+    }
+
+    #[test]
+    fn orphans_only_in_states_an_application_should_hold() {
+        let mut s = sock(SockState::Established);
+        s.owner = Owner::None;
+        assert!(reasons(&s, Duration::ZERO, FIVE_MIN).contains(StaleReason::Orphan));
+        s.owner = Owner::Unknown;
+        assert!(!reasons(&s, Duration::ZERO, FIVE_MIN).contains(StaleReason::Orphan));
+        let mut tw = sock(SockState::TimeWait);
+        tw.owner = Owner::None;
+        assert!(reasons(&tw, Duration::ZERO, FIVE_MIN).is_empty());
+    }
+
+    #[test]
+    fn names_round_trip_and_serialize() {
+        for r in StaleReason::ALL {
+            assert_eq!(StaleReason::from_name(r.name()), Some(r));
+        }
+        let mut set = StaleSet::default();
+        set.insert(StaleReason::NoKeepalive);
+        set.insert(StaleReason::Idle);
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            r#"["idle","no-keepalive"]"#
+        );
+    }
+}

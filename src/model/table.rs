@@ -1,0 +1,279 @@
+//! The connection table: the latest snapshot plus what only history can tell (age, time in
+//! state, byte rates), with keepalive status and stale reasons worked out once per poll.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::model::stale::{self, Keepalive, StaleSet};
+use crate::model::{
+    services, KernelSettings, NetnsId, PollCost, RawSock, Snapshot, SockKey, SockState,
+};
+
+/// One socket in the model.
+#[derive(Debug, Clone)]
+pub struct SockEntry {
+    pub sock: RawSock,
+    /// When katop first saw this socket (its age as observed).
+    pub first_seen: Instant,
+    /// When katop first saw it in its current state.
+    pub state_since: Instant,
+    /// Bytes/s received and sent (acknowledged) since the previous poll; `None` on first sight.
+    pub rate_in: Option<f64>,
+    pub rate_out: Option<f64>,
+    pub service: Option<&'static str>,
+    pub keepalive: Option<Keepalive>,
+    pub stale: StaleSet,
+}
+
+impl SockEntry {
+    pub fn key(&self) -> SockKey {
+        self.sock.key()
+    }
+
+    /// ms since data moved either way; TCP connections only (not listeners).
+    pub fn idle_ms(&self) -> Option<u32> {
+        if self.sock.state == SockState::Listen {
+            return None;
+        }
+        self.sock.tcp_info.as_ref()?.idle_ms()
+    }
+
+    /// Unanswered keepalive probes, when a keepalive timer is what the kernel reports.
+    pub fn keepalive_probes(&self) -> Option<u8> {
+        self.sock
+            .timer
+            .filter(|t| t.kind == crate::model::TimerKind::Keepalive)
+            .map(|t| t.retrans)
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.first_seen)
+    }
+}
+
+/// All sockets of the latest poll, keyed by cookie.
+#[derive(Debug, Clone)]
+pub struct ConnTable {
+    entries: Vec<SockEntry>,
+    index: HashMap<SockKey, usize>,
+    stale_after: Duration,
+    pub netns: NetnsId,
+    pub settings: KernelSettings,
+    pub interfaces: HashMap<u32, Box<str>>,
+    pub cost: PollCost,
+    pub warnings: Vec<String>,
+    last_poll: Option<Instant>,
+}
+
+impl ConnTable {
+    pub fn new(stale_after: Duration) -> Self {
+        ConnTable {
+            entries: Vec::new(),
+            index: HashMap::new(),
+            stale_after,
+            netns: NetnsId::default(),
+            settings: KernelSettings::default(),
+            interfaces: HashMap::new(),
+            cost: PollCost::default(),
+            warnings: Vec::new(),
+            last_poll: None,
+        }
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// Replaces the table with `snap`, carrying history over for sockets seen before.
+    pub fn apply(&mut self, snap: Snapshot, now: Instant) {
+        let dt = self
+            .last_poll
+            .map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let mut entries = Vec::with_capacity(snap.socks.len());
+        let mut index = HashMap::with_capacity(snap.socks.len());
+        for sock in snap.socks {
+            let key = sock.key();
+            let prev = self.index.get(&key).map(|&i| &self.entries[i]);
+            let first_seen = prev.map_or(now, |p| p.first_seen);
+            let state_since = match prev {
+                Some(p) if p.sock.state == sock.state => p.state_since,
+                _ => now,
+            };
+            let rate = |cur: Option<u64>, old: Option<u64>| match (cur, old, dt) {
+                (Some(c), Some(o), Some(dt)) if dt > 0.0 => Some(c.saturating_sub(o) as f64 / dt),
+                _ => None,
+            };
+            let info = sock.tcp_info;
+            let old = prev.and_then(|p| p.sock.tcp_info);
+            let rate_in = rate(
+                info.and_then(|i| i.bytes_received()),
+                old.and_then(|i| i.bytes_received()),
+            );
+            let rate_out = rate(
+                info.and_then(|i| i.bytes_acked()),
+                old.and_then(|i| i.bytes_acked()),
+            );
+            // Time in state counts from first sight only when katop saw the state change.
+            let in_state = match prev {
+                Some(_) => now.saturating_duration_since(state_since),
+                None => Duration::ZERO,
+            };
+            let entry = SockEntry {
+                service: services::of(&sock.local, &sock.remote),
+                keepalive: Keepalive::of(&sock),
+                stale: stale::reasons(&sock, in_state, self.stale_after),
+                sock,
+                first_seen,
+                state_since,
+                rate_in,
+                rate_out,
+            };
+            // A dump can repeat a socket that moved between hash buckets; keep the first.
+            if index.insert(key, entries.len()).is_none() {
+                entries.push(entry);
+            }
+        }
+        self.entries = entries;
+        self.index = index;
+        self.netns = snap.netns;
+        self.settings = snap.settings;
+        self.interfaces = snap.interfaces;
+        self.cost = snap.cost;
+        self.warnings = snap.warnings;
+        self.last_poll = Some(now);
+    }
+
+    pub fn entries(&self) -> &[SockEntry] {
+        &self.entries
+    }
+
+    pub fn get(&self, key: &SockKey) -> Option<&SockEntry> {
+        self.index.get(key).map(|&i| &self.entries[i])
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::tcp_info::TcpInfo;
+    use crate::model::{Cookie, Endpoint, Family, Inode, Owner, Process, Proto, StaleReason};
+    use std::sync::Arc;
+
+    /// A TCP socket 127.0.0.1:40000 → 127.0.0.1:5432 owned by pid 42, in `state`.
+    pub fn sock(state: SockState) -> RawSock {
+        RawSock {
+            proto: Proto::Tcp,
+            family: Family::Inet,
+            state,
+            local: Endpoint::Inet("127.0.0.1:40000".parse().unwrap()),
+            remote: Endpoint::Inet("127.0.0.1:5432".parse().unwrap()),
+            interface: 0,
+            inode: Inode(1000),
+            cookie: Cookie(1),
+            netns: NetnsId(1),
+            uid: Some(1000),
+            recv_q: 0,
+            send_q: 0,
+            timer: None,
+            tcp_info: None,
+            owner: Owner::Process {
+                process: Arc::new(Process {
+                    pid: 42,
+                    name: "psql".into(),
+                    cmdline: "psql db".into(),
+                }),
+                fd: 3,
+            },
+        }
+    }
+
+    /// Sets tcp_info with last data sent/received and last ACK all `idle_ms` ago.
+    pub fn with_idle(mut s: RawSock, idle_ms: u32) -> RawSock {
+        s.tcp_info = Some(info(idle_ms, 0, 0));
+        s
+    }
+
+    pub fn info(idle_ms: u32, bytes_acked: u64, bytes_received: u64) -> TcpInfo {
+        let mut b = vec![0u8; 248];
+        for off in [44, 52, 56] {
+            b[off..off + 4].copy_from_slice(&idle_ms.to_ne_bytes());
+        }
+        b[120..128].copy_from_slice(&bytes_acked.to_ne_bytes());
+        b[128..136].copy_from_slice(&bytes_received.to_ne_bytes());
+        TcpInfo::from_kernel_bytes(&b)
+    }
+
+    pub fn snapshot(socks: Vec<RawSock>) -> Snapshot {
+        Snapshot {
+            socks,
+            netns: NetnsId(1),
+            settings: KernelSettings::default(),
+            interfaces: HashMap::new(),
+            taken_at: Instant::now(),
+            cost: PollCost::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn history_carries_over_by_cookie() {
+        let t0 = Instant::now();
+        let mut table = ConnTable::new(Duration::from_secs(300));
+        let mut a = sock(SockState::Established);
+        a.tcp_info = Some(info(0, 1000, 500));
+        table.apply(snapshot(vec![a.clone()]), t0);
+        let e = table.get(&a.key()).unwrap();
+        assert_eq!(e.first_seen, t0);
+        assert_eq!(e.rate_in, None);
+
+        a.tcp_info = Some(info(0, 3000, 1500));
+        let t1 = t0 + Duration::from_secs(2);
+        table.apply(snapshot(vec![a.clone()]), t1);
+        let e = table.get(&a.key()).unwrap();
+        assert_eq!(e.first_seen, t0);
+        assert_eq!(e.rate_out, Some(1000.0));
+        assert_eq!(e.rate_in, Some(500.0));
+        assert_eq!(e.age(t1), Duration::from_secs(2));
+        assert_eq!(e.service, Some("postgres"));
+    }
+
+    #[test]
+    fn close_wait_watched_long_enough_is_stale() {
+        let t0 = Instant::now();
+        let mut table = ConnTable::new(Duration::from_secs(300));
+        let est = with_idle(sock(SockState::Established), 0);
+        table.apply(snapshot(vec![est]), t0);
+        let cw = with_idle(sock(SockState::CloseWait), 0);
+        table.apply(snapshot(vec![cw.clone()]), t0 + Duration::from_secs(1));
+        assert!(table.get(&cw.key()).unwrap().stale.is_empty());
+        table.apply(snapshot(vec![cw.clone()]), t0 + Duration::from_secs(302));
+        let e = table.get(&cw.key()).unwrap();
+        assert_eq!(e.state_since, t0 + Duration::from_secs(1));
+        assert!(e.stale.contains(StaleReason::CloseWait));
+    }
+
+    #[test]
+    fn gone_sockets_leave_and_apply_is_idempotent() {
+        let t0 = Instant::now();
+        let mut table = ConnTable::new(Duration::from_secs(300));
+        let a = sock(SockState::Established);
+        let mut b = sock(SockState::Listen);
+        b.cookie = Cookie(2);
+        table.apply(snapshot(vec![a.clone(), b.clone()]), t0);
+        table.apply(snapshot(vec![a.clone(), b.clone()]), t0);
+        assert_eq!(table.len(), 2);
+        table.apply(snapshot(vec![b.clone()]), t0 + Duration::from_secs(1));
+        assert_eq!(table.len(), 1);
+        assert!(table.get(&a.key()).is_none());
+        assert_eq!(table.get(&b.key()).unwrap().first_seen, t0);
+        assert_eq!(table.get(&b.key()).unwrap().idle_ms(), None);
+    }
+}

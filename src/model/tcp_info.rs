@@ -1,0 +1,159 @@
+//! The part of the kernel's `struct tcp_info` (`include/uapi/linux/tcp.h`) that katop keeps.
+//!
+//! Older kernels send a shorter struct and newer ones a longer one; a field that lies past the
+//! length the kernel sent is absent (`None`), never zero and never an error. The offsets are the
+//! uapi layout, which only ever grows at the end.
+
+/// A little-endian-or-native integer read at an offset, `None` past the end of the buffer.
+trait ReadAt: Sized + Copy + Default {
+    fn read_at(buf: &[u8], offset: usize) -> Option<Self>;
+}
+
+macro_rules! read_at {
+    ($($ty:ty),*) => {$(
+        impl ReadAt for $ty {
+            fn read_at(buf: &[u8], offset: usize) -> Option<Self> {
+                let bytes = buf.get(offset..offset + std::mem::size_of::<$ty>())?;
+                // The kernel writes tcp_info in host byte order.
+                Some(<$ty>::from_ne_bytes(bytes.try_into().ok()?))
+            }
+        }
+    )*};
+}
+read_at!(u8, u32, u64);
+
+macro_rules! tcp_info_fields {
+    ($( $(#[doc = $doc:literal])* $name:ident: $ty:ty = $offset:literal, )*) => {
+        /// Selected `tcp_info` fields with the length the kernel sent.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct TcpInfo {
+            /// Bytes of `struct tcp_info` the kernel sent; fields past it are absent.
+            len: u16,
+            $( $name: $ty, )*
+        }
+
+        impl TcpInfo {
+            /// Reads the fields present in an `INET_DIAG_INFO` payload of any length.
+            pub fn from_kernel_bytes(buf: &[u8]) -> Self {
+                TcpInfo {
+                    len: u16::try_from(buf.len()).unwrap_or(u16::MAX),
+                    $( $name: <$ty as ReadAt>::read_at(buf, $offset).unwrap_or_default(), )*
+                }
+            }
+
+            $(
+                $(#[doc = $doc])*
+                pub fn $name(&self) -> Option<$ty> {
+                    (usize::from(self.len) >= $offset + std::mem::size_of::<$ty>()).then_some(self.$name)
+                }
+            )*
+
+            /// Every field by its kernel name (without `tcpi_`), for detail views.
+            pub fn fields(&self) -> Vec<(&'static str, Option<u64>)> {
+                vec![$( (stringify!($name), self.$name().map(u64::from)), )*]
+            }
+        }
+    };
+}
+
+tcp_info_fields! {
+    /// Consecutive retransmission timeouts without progress (`tcpi_retransmits`).
+    retransmits: u8 = 2,
+    /// Unanswered keepalive or zero-window probes (`icsk_probes_out`).
+    probes: u8 = 3,
+    /// Exponential backoff of the retransmission timer.
+    backoff: u8 = 4,
+    /// Congestion-avoidance state (0 open … 4 loss).
+    ca_state: u8 = 1,
+    /// Retransmission timeout, µs.
+    rto: u32 = 8,
+    /// Delayed-ACK timeout, µs.
+    ato: u32 = 12,
+    snd_mss: u32 = 16,
+    rcv_mss: u32 = 20,
+    /// Segments in flight.
+    unacked: u32 = 24,
+    lost: u32 = 32,
+    /// Segments being retransmitted now.
+    retrans: u32 = 36,
+    /// ms since we last sent data.
+    last_data_sent: u32 = 44,
+    /// ms since we last received data.
+    last_data_recv: u32 = 52,
+    /// ms since we last received an ACK (any segment from the peer, keepalive answers too).
+    last_ack_recv: u32 = 56,
+    pmtu: u32 = 60,
+    /// Smoothed round-trip time, µs.
+    rtt: u32 = 68,
+    /// Round-trip time variance, µs.
+    rttvar: u32 = 72,
+    snd_cwnd: u32 = 80,
+    /// Segments retransmitted over the connection's life.
+    total_retrans: u32 = 100,
+    /// Bytes we sent that the peer acknowledged.
+    bytes_acked: u64 = 120,
+    /// Bytes received from the peer.
+    bytes_received: u64 = 128,
+    segs_out: u32 = 136,
+    segs_in: u32 = 140,
+    /// Bytes written by the application not yet sent.
+    notsent_bytes: u32 = 144,
+    /// Minimum round-trip time seen, µs.
+    min_rtt: u32 = 148,
+    /// Delivery rate, bytes/s.
+    delivery_rate: u64 = 160,
+    bytes_sent: u64 = 200,
+    bytes_retrans: u64 = 208,
+    snd_wnd: u32 = 228,
+    rcv_wnd: u32 = 232,
+}
+
+impl TcpInfo {
+    /// Idle time: how long since data moved in either direction (the smaller of the two).
+    pub fn idle_ms(&self) -> Option<u32> {
+        Some(self.last_data_sent()?.min(self.last_data_recv()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info_bytes(len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        b[3] = 2; // probes
+        b[44..48].copy_from_slice(&1500u32.to_ne_bytes()); // last_data_sent
+        b[52..56].copy_from_slice(&900u32.to_ne_bytes()); // last_data_recv
+        b[68..72].copy_from_slice(&250u32.to_ne_bytes()); // rtt
+        if len >= 136 {
+            b[120..128].copy_from_slice(&12_345u64.to_ne_bytes()); // bytes_acked
+            b[128..136].copy_from_slice(&678u64.to_ne_bytes()); // bytes_received
+        }
+        b
+    }
+
+    #[test]
+    fn reads_fields_at_uapi_offsets() {
+        let i = TcpInfo::from_kernel_bytes(&info_bytes(248));
+        assert_eq!(i.probes(), Some(2));
+        assert_eq!(i.rtt(), Some(250));
+        assert_eq!(i.bytes_acked(), Some(12_345));
+        assert_eq!(i.bytes_received(), Some(678));
+        assert_eq!(i.idle_ms(), Some(900));
+        assert_eq!(i.rcv_wnd(), Some(0));
+    }
+
+    #[test]
+    fn fields_past_a_short_struct_are_absent() {
+        // A 104-byte tcp_info (kernels before 4.1) has no byte counters.
+        let i = TcpInfo::from_kernel_bytes(&info_bytes(104));
+        assert_eq!(i.total_retrans(), Some(0));
+        assert_eq!(i.bytes_acked(), None);
+        assert_eq!(i.bytes_received(), None);
+        assert_eq!(i.snd_wnd(), None);
+        // Even an empty payload is data, not a panic.
+        let empty = TcpInfo::from_kernel_bytes(&[]);
+        assert_eq!(empty.rtt(), None);
+        assert_eq!(empty.idle_ms(), None);
+    }
+}

@@ -1,0 +1,344 @@
+//! Terminal-free output of one poll: an aligned table, a JSON array, or JSON lines.
+//!
+//! The JSON object is a contract (README, "JSON output"): names and meanings stay stable;
+//! new fields may be added.
+
+use std::io::{self, Write};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::columns::{self, Column};
+use crate::model::duration::format_secs;
+use crate::model::{ConnTable, Endpoint, Keepalive, KernelSettings, Owner, SockEntry, StaleSet};
+
+/// The armed timer in JSON: `{"kind": "keepalive", "expires_ms": N}`.
+#[derive(Serialize)]
+struct JsonTimer {
+    kind: &'static str,
+    expires_ms: u32,
+}
+
+/// One socket in JSON. Absent values are `null`, never guessed.
+#[derive(Serialize)]
+pub struct JsonSock<'a> {
+    proto: &'static str,
+    family: &'static str,
+    state: &'static str,
+    local: Option<String>,
+    remote: Option<String>,
+    netns: u64,
+    inode: u32,
+    cookie: u64,
+    uid: Option<u32>,
+    pid: Option<u32>,
+    process: Option<&'a str>,
+    cmdline: Option<&'a str>,
+    /// `process`, `none` (no process holds it) or `unknown` (not visible without root).
+    owner: &'static str,
+    fd: Option<u32>,
+    interface: Option<&'a str>,
+    recv_q: u32,
+    send_q: u32,
+    timer: Option<JsonTimer>,
+    keepalive: Option<Keepalive>,
+    keepalive_probes: Option<u8>,
+    retrans: Option<u8>,
+    total_retrans: Option<u32>,
+    backoff: Option<u8>,
+    idle_ms: Option<u32>,
+    last_send_ms: Option<u32>,
+    last_recv_ms: Option<u32>,
+    last_ack_ms: Option<u32>,
+    rtt_us: Option<u32>,
+    rttvar_us: Option<u32>,
+    bytes_acked: Option<u64>,
+    bytes_received: Option<u64>,
+    bytes_sent: Option<u64>,
+    service: Option<&'static str>,
+    stale: StaleSet,
+    /// Unix sockets: the peer's inode.
+    peer_inode: Option<u32>,
+}
+
+impl<'a> JsonSock<'a> {
+    pub fn new(e: &'a SockEntry, table: &'a ConnTable) -> Self {
+        let s = &e.sock;
+        let info = s.tcp_info.as_ref();
+        let endpoint = |ep: &Endpoint| match ep {
+            Endpoint::Inet(a) if a.port() == 0 && a.ip().is_unspecified() => None,
+            Endpoint::Inet(_) | Endpoint::Unix(Some(_)) => Some(ep.to_string()),
+            _ => None,
+        };
+        let (pid, process, cmdline, fd) = match &s.owner {
+            Owner::Process { process, fd } => (
+                Some(process.pid),
+                Some(&*process.name),
+                Some(&*process.cmdline),
+                Some(*fd),
+            ),
+            _ => (None, None, None, None),
+        };
+        JsonSock {
+            proto: s.proto.name(),
+            family: s.family.name(),
+            state: s.state.name(s.proto),
+            local: endpoint(&s.local),
+            remote: endpoint(&s.remote),
+            netns: s.netns.0,
+            inode: s.inode.0,
+            cookie: s.cookie.0,
+            uid: s.uid,
+            pid,
+            process,
+            cmdline,
+            owner: match s.owner {
+                Owner::Process { .. } => "process",
+                Owner::None => "none",
+                Owner::Unknown => "unknown",
+            },
+            fd,
+            interface: (s.interface != 0)
+                .then(|| table.interfaces.get(&s.interface).map(|n| &**n))
+                .flatten(),
+            recv_q: s.recv_q,
+            send_q: s.send_q,
+            timer: s.timer.map(|t| JsonTimer {
+                kind: t.kind.name(),
+                expires_ms: t.expires_ms,
+            }),
+            keepalive: e.keepalive,
+            keepalive_probes: e.keepalive_probes(),
+            retrans: info.and_then(|i| i.retransmits()),
+            total_retrans: info.and_then(|i| i.total_retrans()),
+            backoff: info.and_then(|i| i.backoff()),
+            idle_ms: e.idle_ms(),
+            last_send_ms: info.and_then(|i| i.last_data_sent()),
+            last_recv_ms: info.and_then(|i| i.last_data_recv()),
+            last_ack_ms: info.and_then(|i| i.last_ack_recv()),
+            rtt_us: info.and_then(|i| i.rtt()),
+            rttvar_us: info.and_then(|i| i.rttvar()),
+            bytes_acked: info.and_then(|i| i.bytes_acked()),
+            bytes_received: info.and_then(|i| i.bytes_received()),
+            bytes_sent: info.and_then(|i| i.bytes_sent()),
+            service: e.service,
+            stale: e.stale,
+            peer_inode: match s.remote {
+                Endpoint::UnixPeer(Some(i)) => Some(i.0),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// `--json`: one array.
+pub fn write_json(out: &mut impl Write, rows: &[&SockEntry], table: &ConnTable) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for (i, e) in rows.iter().enumerate() {
+        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        serde_json::to_writer(&mut *out, &JsonSock::new(e, table))?;
+    }
+    out.write_all(b"\n]\n")
+}
+
+/// `--jsonl`: one object per line.
+pub fn write_jsonl(out: &mut impl Write, rows: &[&SockEntry], table: &ConnTable) -> io::Result<()> {
+    for e in rows {
+        serde_json::to_writer(&mut *out, &JsonSock::new(e, table))?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// The aligned table; columns that do not fit `width` are dropped, least useful first.
+pub fn write_table(
+    out: &mut impl Write,
+    rows: &[&SockEntry],
+    columns: &[Column],
+    width: Option<usize>,
+    now: Instant,
+) -> io::Result<()> {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|e| columns.iter().map(|c| sanitize(&c.cell(e, now))).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.header().len())
+        })
+        .collect();
+    let keep = width.map_or_else(
+        || (0..columns.len()).collect(),
+        |w| columns::fit(columns, &widths, w),
+    );
+    let mut line = String::new();
+    let mut emit = |out: &mut dyn Write,
+                    texts: &mut dyn Iterator<Item = (usize, &str)>|
+     -> io::Result<()> {
+        line.clear();
+        for (n, (i, text)) in texts.enumerate() {
+            if n > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(text.chars().count());
+            if columns[i].right_aligned() {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(text);
+            } else {
+                line.push_str(text);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        let trimmed = line.trim_end();
+        let shown = match width {
+            Some(w) if trimmed.chars().count() > w => trimmed.chars().take(w).collect::<String>(),
+            _ => trimmed.to_string(),
+        };
+        writeln!(out, "{shown}")
+    };
+    emit(out, &mut keep.iter().map(|&i| (i, columns[i].header())))?;
+    for row in &cells {
+        emit(out, &mut keep.iter().map(|&i| (i, row[i].as_str())))?;
+    }
+    Ok(())
+}
+
+/// One line on the system's keepalive settings, printed under the table.
+pub fn settings_line(s: &KernelSettings) -> String {
+    let show = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| v.to_string());
+    let mut line = format!(
+        "keepalive: time {}s, intvl {}s, probes {}",
+        show(s.keepalive_time_s),
+        show(s.keepalive_intvl_s),
+        show(s.keepalive_probes)
+    );
+    if let Some(after) = s.dead_peer_after_s() {
+        line.push_str(&format!(
+            " -> the kernel gives up on a silent peer after {}",
+            format_secs(after)
+        ));
+    }
+    line.push_str(&format!("; tcp_retries2 {}", show(s.retries2)));
+    if let Some(ct) = s.conntrack_established_s {
+        line.push_str(&format!(
+            "; conntrack established timeout {}",
+            format_secs(ct.into())
+        ));
+    }
+    line
+}
+
+/// Control characters (from process names or paths) must not reach the terminal.
+fn sanitize(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::table::tests::{snapshot, sock, with_idle};
+    use crate::model::{SockState, Timer, TimerKind};
+    use std::time::Duration;
+
+    fn table() -> ConnTable {
+        let mut s = with_idle(sock(SockState::Established), 600_000);
+        s.timer = Some(Timer {
+            kind: TimerKind::Keepalive,
+            expires_ms: 1234,
+            retrans: 2,
+        });
+        let mut t = ConnTable::new(Duration::from_secs(300));
+        t.apply(snapshot(vec![s]), Instant::now());
+        t
+    }
+
+    #[test]
+    fn json_object_keeps_the_contract_names() {
+        let t = table();
+        let v = serde_json::to_value(JsonSock::new(&t.entries()[0], &t)).unwrap();
+        for key in [
+            "proto",
+            "family",
+            "state",
+            "local",
+            "remote",
+            "netns",
+            "inode",
+            "cookie",
+            "uid",
+            "pid",
+            "process",
+            "cmdline",
+            "recv_q",
+            "send_q",
+            "timer",
+            "keepalive",
+            "keepalive_probes",
+            "retrans",
+            "idle_ms",
+            "last_send_ms",
+            "last_recv_ms",
+            "last_ack_ms",
+            "rtt_us",
+            "bytes_acked",
+            "bytes_received",
+            "service",
+            "stale",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["family"], "inet");
+        assert_eq!(v["state"], "ESTABLISHED");
+        assert_eq!(v["local"], "127.0.0.1:40000");
+        assert_eq!(
+            v["timer"],
+            serde_json::json!({"kind": "keepalive", "expires_ms": 1234})
+        );
+        assert_eq!(v["keepalive"], "on");
+        assert_eq!(v["keepalive_probes"], 2);
+        assert_eq!(v["idle_ms"], 600_000);
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["service"], "postgres");
+        assert_eq!(v["stale"], serde_json::json!(["idle", "probing"]));
+    }
+
+    #[test]
+    fn table_aligns_and_fits() {
+        let t = table();
+        let rows: Vec<&SockEntry> = t.entries().iter().collect();
+        let mut out = Vec::new();
+        write_table(&mut out, &rows, &Column::DEFAULT, None, Instant::now()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("PROTO  STATE"));
+        assert!(lines[1].contains("127.0.0.1:5432") && lines[1].contains("probe 2"));
+        let mut narrow = Vec::new();
+        write_table(
+            &mut narrow,
+            &rows,
+            &Column::DEFAULT,
+            Some(40),
+            Instant::now(),
+        )
+        .unwrap();
+        assert!(String::from_utf8(narrow)
+            .unwrap()
+            .lines()
+            .all(|l| l.chars().count() <= 40));
+        assert_eq!(sanitize("a\x1b[2Jb"), "a?[2Jb");
+    }
+}

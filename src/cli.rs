@@ -43,10 +43,11 @@ Examples:
 
 /// katop: every socket on this host, with the keepalive insight ss and netstat lack.
 ///
-/// Reads TCP, UDP and Unix sockets through netlink sock_diag, joins them with their
+/// Reads TCP, UDP and Unix sockets through netlink `sock_diag`, joins them with their
 /// processes from /proc, and flags stale connections: idle ones, ones with keepalive off,
-/// peers that stopped answering keepalive probes, CLOSE_WAIT leaks.
+/// peers that stopped answering keepalive probes, `CLOSE_WAIT` leaks.
 #[derive(Debug, Clone, Parser)]
+#[allow(clippy::struct_excessive_bools)] // flags, as ss has them
 #[command(name = "katop", version, after_help = after_help())]
 pub struct Args {
     /// Print one poll and exit (the table, or JSON with --json/--jsonl).
@@ -83,7 +84,7 @@ pub struct Args {
     #[arg(short, long)]
     pub reverse: bool,
 
-    /// An ESTABLISHED connection idle this long, or a CLOSE_WAIT this old, is stale.
+    /// An ESTABLISHED connection idle this long, or a `CLOSE_WAIT` this old, is stale.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, env = "KATOP_STALE_AFTER")]
     pub stale_after: Duration,
 

@@ -2,6 +2,7 @@
 //! sort key and how expendable each is when the terminal is narrow.
 
 use std::cmp::Ordering;
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use clap::ValueEnum;
@@ -14,7 +15,7 @@ use crate::model::{Keepalive, Owner, SockEntry, StaleReason};
 pub enum Column {
     /// tcp, udp or unix.
     Proto,
-    /// Socket state, as `ss` names it (ESTABLISHED, CLOSE_WAIT, UNCONN, …).
+    /// Socket state, as `ss` names it (ESTABLISHED, `CLOSE_WAIT`, UNCONN, …).
     State,
     /// Local address:port or Unix path.
     Local,
@@ -142,13 +143,19 @@ impl Column {
             Column::Keepalive => keepalive_cell(e),
             Column::RecvQ => s.recv_q.to_string(),
             Column::SendQ => s.send_q.to_string(),
-            Column::Rtt => opt(info.and_then(|i| i.rtt()).map(format_rtt)),
-            Column::BytesIn => opt(info.and_then(|i| i.bytes_received()).map(|b| b.to_string())),
-            Column::BytesOut => opt(info.and_then(|i| i.bytes_acked()).map(|b| b.to_string())),
+            Column::Rtt => opt(info
+                .and_then(super::model::tcp_info::TcpInfo::rtt)
+                .map(format_rtt)),
+            Column::BytesIn => opt(info
+                .and_then(super::model::tcp_info::TcpInfo::bytes_received)
+                .map(|b| b.to_string())),
+            Column::BytesOut => opt(info
+                .and_then(super::model::tcp_info::TcpInfo::bytes_acked)
+                .map(|b| b.to_string())),
             Column::Timer => opt(s.timer.map(|t| {
                 let mut out = format!("{} {}", t.kind.name(), format_ms_short(t.expires_ms.into()));
                 if t.retrans > 0 {
-                    out.push_str(&format!(" ({})", t.retrans));
+                    let _ = write!(out, " ({})", t.retrans);
                 }
                 out
             })),
@@ -196,9 +203,11 @@ impl Column {
             Column::Idle => e.idle_ms().map(u64::from),
             Column::RecvQ => Some(s.recv_q.into()),
             Column::SendQ => Some(s.send_q.into()),
-            Column::Rtt => info.and_then(|i| i.rtt()).map(u64::from),
-            Column::BytesIn => info.and_then(|i| i.bytes_received()),
-            Column::BytesOut => info.and_then(|i| i.bytes_acked()),
+            Column::Rtt => info
+                .and_then(super::model::tcp_info::TcpInfo::rtt)
+                .map(u64::from),
+            Column::BytesIn => info.and_then(super::model::tcp_info::TcpInfo::bytes_received),
+            Column::BytesOut => info.and_then(super::model::tcp_info::TcpInfo::bytes_acked),
             Column::Uid => s.uid.map(u64::from),
             Column::Inode => Some(s.inode.0.into()),
             Column::Cookie => Some(s.cookie.0),

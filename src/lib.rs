@@ -1,4 +1,4 @@
-//! katop: every socket on the host from netlink sock_diag, with keepalive insight.
+//! katop: every socket on the host from netlink `sock_diag`, with keepalive insight.
 //!
 //! Layers, data flowing one way: [`collector`] (the only code that talks to the kernel) →
 //! [`model::Snapshot`] → [`model::ConnTable`] → views ([`output`], [`columns`]).
@@ -24,7 +24,7 @@ use model::{ConnTable, Proto, SockEntry};
 const USAGE: u8 = 2;
 
 /// Runs katop with parsed arguments.
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: &Args) -> ExitCode {
     let filter = match Filter::parse(args.filter.as_deref().unwrap_or("")) {
         Ok(f) => f,
         Err(e) => {
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> ExitCode {
         );
         return ExitCode::from(USAGE);
     }
-    match once(&args, &filter) {
+    match once(args, &filter) {
         Ok(()) => ExitCode::SUCCESS,
         // `katop --once | head` closes the pipe early: not an error.
         Err(e)

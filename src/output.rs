@@ -3,6 +3,7 @@
 //! The JSON object is a contract (README, "JSON output"): names and meanings stay stable;
 //! new fields may be added.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Instant;
 
@@ -109,18 +110,18 @@ impl<'a> JsonSock<'a> {
             }),
             keepalive: e.keepalive,
             keepalive_probes: e.keepalive_probes(),
-            retrans: info.and_then(|i| i.retransmits()),
-            total_retrans: info.and_then(|i| i.total_retrans()),
-            backoff: info.and_then(|i| i.backoff()),
+            retrans: info.and_then(super::model::tcp_info::TcpInfo::retransmits),
+            total_retrans: info.and_then(super::model::tcp_info::TcpInfo::total_retrans),
+            backoff: info.and_then(super::model::tcp_info::TcpInfo::backoff),
             idle_ms: e.idle_ms(),
-            last_send_ms: info.and_then(|i| i.last_data_sent()),
-            last_recv_ms: info.and_then(|i| i.last_data_recv()),
-            last_ack_ms: info.and_then(|i| i.last_ack_recv()),
-            rtt_us: info.and_then(|i| i.rtt()),
-            rttvar_us: info.and_then(|i| i.rttvar()),
-            bytes_acked: info.and_then(|i| i.bytes_acked()),
-            bytes_received: info.and_then(|i| i.bytes_received()),
-            bytes_sent: info.and_then(|i| i.bytes_sent()),
+            last_send_ms: info.and_then(super::model::tcp_info::TcpInfo::last_data_sent),
+            last_recv_ms: info.and_then(super::model::tcp_info::TcpInfo::last_data_recv),
+            last_ack_ms: info.and_then(super::model::tcp_info::TcpInfo::last_ack_recv),
+            rtt_us: info.and_then(super::model::tcp_info::TcpInfo::rtt),
+            rttvar_us: info.and_then(super::model::tcp_info::TcpInfo::rttvar),
+            bytes_acked: info.and_then(super::model::tcp_info::TcpInfo::bytes_acked),
+            bytes_received: info.and_then(super::model::tcp_info::TcpInfo::bytes_received),
+            bytes_sent: info.and_then(super::model::tcp_info::TcpInfo::bytes_sent),
             service: e.service,
             stale: e.stale,
             peer_inode: match s.remote {
@@ -220,17 +221,19 @@ pub fn settings_line(s: &KernelSettings) -> String {
         show(s.keepalive_probes)
     );
     if let Some(after) = s.dead_peer_after_s() {
-        line.push_str(&format!(
+        let _ = write!(
+            line,
             " -> the kernel gives up on a silent peer after {}",
             format_secs(after)
-        ));
+        );
     }
-    line.push_str(&format!("; tcp_retries2 {}", show(s.retries2)));
+    let _ = write!(line, "; tcp_retries2 {}", show(s.retries2));
     if let Some(ct) = s.conntrack_established_s {
-        line.push_str(&format!(
+        let _ = write!(
+            line,
             "; conntrack established timeout {}",
             format_secs(ct.into())
-        ));
+        );
     }
     line
 }

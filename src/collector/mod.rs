@@ -1,4 +1,4 @@
-//! The only code that talks to the kernel: sock_diag dumps, `/proc` and `/proc/sys`.
+//! The only code that talks to the kernel: `sock_diag` dumps, `/proc` and `/proc/sys`.
 //!
 //! A [`Collector`] is created once and polled; each poll returns a whole [`Snapshot`] by value.
 

@@ -16,8 +16,8 @@ use super::wire::{self, DumpSink, Progress};
 use crate::error::CollectError;
 use crate::model::{Family, NetnsId, Proto};
 
-/// `UDIAG_SHOW_UID` (Linux 5.3+), not in the crate's flags.
-const UDIAG_SHOW_UID: u32 = 1 << 7;
+/// `UDIAG_SHOW_UID` (0x40, Linux 5.3+), not in the crate's flags; its attribute is `UNIX_DIAG_UID` (7).
+const UDIAG_SHOW_UID: u32 = 1 << 6;
 /// Receive buffer: the kernel fills up to this much per datagram of a dump.
 const RECV_BUF: usize = 64 * 1024;
 
@@ -95,7 +95,7 @@ impl DumpKind {
     }
 }
 
-/// A connected sock_diag socket, reused across polls.
+/// A connected `sock_diag` socket, reused across polls.
 pub struct DiagSocket {
     socket: Socket,
     buf: Vec<u8>,

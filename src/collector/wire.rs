@@ -1,8 +1,8 @@
-//! Lenient parser for sock_diag dump replies (`inet_diag_msg`, `unix_diag_msg`).
+//! Lenient parser for `sock_diag` dump replies (`inet_diag_msg`, `unix_diag_msg`).
 //!
 //! Requests are encoded by netlink-packet-sock-diag; replies are parsed here because the crate
 //! (0.5) drops `idiag_retrans` for keepalive and probe0 timers (the keepalive probe count), drops
-//! the TIME_WAIT expiry, and with `rich_nlas` rejects a whole message whose `tcp_info` is
+//! the `TIME_WAIT` expiry, and with `rich_nlas` rejects a whole message whose `tcp_info` is
 //! shorter than its struct. Here a short attribute only makes later fields absent, and a
 //! malformed message is counted and skipped, never a panic and never the end of the dump.
 //! Netlink framing and attributes use netlink-packet-core's buffers.
@@ -240,12 +240,11 @@ fn parse_unix(p: &[u8], netns: NetnsId) -> Result<RawSock, String> {
 
 /// A Unix socket name: a path, or an abstract name (leading NUL) shown as `@name`, as `ss` does.
 fn unix_name(v: &[u8]) -> String {
-    match v.split_first() {
-        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-        _ => {
-            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-            String::from_utf8_lossy(&v[..end]).into_owned()
-        }
+    if let Some((0, rest)) = v.split_first() {
+        format!("@{}", String::from_utf8_lossy(rest))
+    } else {
+        let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+        String::from_utf8_lossy(&v[..end]).into_owned()
     }
 }
 

@@ -1,5 +1,7 @@
 //! Durations as operators write them: `500ms`, `90s`, `10m`, `2h11m15s`, `1d`.
 
+use std::fmt::Write as _;
+
 /// Parses a duration into milliseconds. A bare number is seconds.
 pub fn parse_ms(text: &str) -> Result<u64, String> {
     let bad = || format!("'{text}' is not a duration like 500ms, 30s, 10m, 2h or 1h30m");
@@ -43,14 +45,14 @@ pub fn format_secs(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     let mut out = String::new();
     let hours = if secs >= 172_800 {
-        out.push_str(&format!("{d}d"));
+        let _ = write!(out, "{d}d");
         h
     } else {
         secs / 3600
     };
     for (n, unit) in [(hours, "h"), (m, "m"), (s, "s")] {
         if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
+            let _ = write!(out, "{n}{unit}");
         }
     }
     if out.is_empty() {

@@ -8,7 +8,7 @@
 //! ```
 //! Examples: `state:established idle>10m service:postgres`, `dport:5432 !keepalive`,
 //! `proc:java probes>0`, `stale`, `src:10.0.0.0/8 or dst:[::1]`. A value the model does not
-//! have (no tcp_info, no owner) never matches a comparison.
+//! have (no `tcp_info`, no owner) never matches a comparison.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -217,12 +217,14 @@ fn number(n: Num, e: &SockEntry, now: Instant) -> Option<u64> {
         Num::Uid => s.uid.map(u64::from),
         Num::Pid => s.owner.process().map(|p| u64::from(p.pid)),
         Num::Probes => e.keepalive_probes().map(u64::from),
-        Num::Retrans => info.and_then(|i| i.retransmits()).map(u64::from),
+        Num::Retrans => info
+            .and_then(super::tcp_info::TcpInfo::retransmits)
+            .map(u64::from),
         Num::RecvQ => Some(u64::from(s.recv_q)),
         Num::SendQ => Some(u64::from(s.send_q)),
         Num::IdleMs => e.idle_ms().map(u64::from),
         Num::AgeMs => Some(e.age(now).as_millis() as u64),
-        Num::RttUs => info.and_then(|i| i.rtt()).map(u64::from),
+        Num::RttUs => info.and_then(super::tcp_info::TcpInfo::rtt).map(u64::from),
     }
 }
 
@@ -453,6 +455,7 @@ impl Parser<'_> {
         }
     }
 
+    #[allow(clippy::too_many_lines)] // one arm per key: the language in one place
     fn term(
         &self,
         key: &str,
@@ -772,12 +775,11 @@ fn parse_addr(v: &str) -> Option<AddrPat> {
     } else {
         (v, None)
     };
-    let (ip, len) = match host.split_once('/') {
-        Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?),
-        None => {
-            let ip = host.parse::<IpAddr>().ok()?;
-            (ip, if ip.is_ipv4() { 32 } else { 128 })
-        }
+    let (ip, len) = if let Some((ip, len)) = host.split_once('/') {
+        (ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?)
+    } else {
+        let ip = host.parse::<IpAddr>().ok()?;
+        (ip, if ip.is_ipv4() { 32 } else { 128 })
     };
     if len > if ip.is_ipv4() { 32 } else { 128 } {
         return None;

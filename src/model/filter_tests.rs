@@ -26,7 +26,7 @@ fn with_cookie(mut s: RawSock, c: u64) -> RawSock {
 }
 
 /// 1: idle postgres client without keepalive; 2: busy postgres with keepalive;
-/// 3: CLOSE_WAIT to redis over IPv6; 4: listener on :5432; 5: keepalive probing, java.
+/// 3: `CLOSE_WAIT` to redis over IPv6; 4: listener on :5432; 5: keepalive probing, java.
 fn farm() -> Vec<RawSock> {
     let idle_pg = with_cookie(with_idle(sock(SockState::Established), 3_600_000), 1);
     let mut busy_pg = with_cookie(with_idle(sock(SockState::Established), 10), 2);

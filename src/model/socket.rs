@@ -229,7 +229,7 @@ pub struct Process {
 pub enum Owner {
     /// An fd of this process refers to the socket.
     Process { process: Arc<Process>, fd: u32 },
-    /// No process holds it: closed by its application (TIME_WAIT, FIN_WAIT), not yet
+    /// No process holds it: closed by its application (`TIME_WAIT`, `FIN_WAIT`), not yet
     /// accepted, or leaked.
     None,
     /// Not found, but katop could not read every process's fds (not root): it may belong to
@@ -264,7 +264,7 @@ pub struct RawSock {
     pub recv_q: u32,
     pub send_q: u32,
     pub timer: Option<Timer>,
-    /// `struct tcp_info`, TCP sockets with a full socket (not TIME_WAIT or SYN_RECV) only.
+    /// `struct tcp_info`, TCP sockets with a full socket (not `TIME_WAIT` or `SYN_RECV`) only.
     pub tcp_info: Option<TcpInfo>,
     pub owner: Owner,
 }

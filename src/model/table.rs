@@ -195,7 +195,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// Sets tcp_info with last data sent/received and last ACK all `idle_ms` ago.
+    /// Sets `tcp_info` with last data sent/received and last ACK all `idle_ms` ago.
     pub fn with_idle(mut s: RawSock, idle_ms: u32) -> RawSock {
         s.tcp_info = Some(info(idle_ms, 0, 0));
         s

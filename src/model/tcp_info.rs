@@ -43,6 +43,7 @@ macro_rules! tcp_info_fields {
 
             $(
                 $(#[doc = $doc])*
+                #[allow(clippy::int_plus_one)] // `>= offset + size` reads as the bounds check it is
                 pub fn $name(&self) -> Option<$ty> {
                     (usize::from(self.len) >= $offset + std::mem::size_of::<$ty>()).then_some(self.$name)
                 }

@@ -1,10 +1,10 @@
-//! Captures raw sock_diag reply messages as parser fixtures.
+//! Captures raw `sock_diag` reply messages as parser fixtures.
 //!
 //! `cargo run --example capture -- tcp4|tcp6|udp4|unix PORT_OR_INODE OUT.bin` writes the first
 //! message whose local port (inet) or inode (unix) matches, netlink header included.
 
 use katop::collector::sock_diag::{DiagSocket, DumpKind};
-use katop::collector::wire::{self, Progress};
+use katop::collector::wire;
 use katop::model::{NetnsId, Proto};
 
 fn main() {

@@ -1,4 +1,4 @@
-//! Parser tests on sock_diag messages captured from a live kernel with
+//! Parser tests on `sock_diag` messages captured from a live kernel with
 //! `cargo run --example capture` (netlink header included), then cut and corrupted.
 
 use super::*;

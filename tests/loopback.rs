@@ -1,0 +1,389 @@
+//! Real sockets on loopback, set up with known options, checked against what katop's collector
+//! reports. No root needed, except for the dead-peer test at the end, which skips without it.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use katop::collector::{Collector, Selection};
+use katop::model::{
+    ConnTable, Keepalive, Owner, Proto, SockEntry, SockState, StaleReason, TimerKind,
+};
+use socket2::{Domain, Socket, TcpKeepalive, Type};
+
+/// One poll of every TCP socket, in a table with `stale_after`.
+fn poll(stale_after: Duration) -> ConnTable {
+    let mut c = Collector::new(Selection {
+        protos: vec![Proto::Tcp],
+        ipv4: true,
+        ipv6: true,
+    })
+    .expect("open sock_diag");
+    let snap = c.poll().expect("poll");
+    let mut t = ConnTable::new(stale_after);
+    t.apply(snap, Instant::now());
+    t
+}
+
+/// The one socket at `local` (a client's unique port, or a listener: `peer` `None`), or at
+/// `local` talking to `peer` (a server end, which shares the listener's address).
+fn find_pair(t: &ConnTable, local: SocketAddr, peer: Option<SocketAddr>) -> &SockEntry {
+    let peer = peer.map_or_else(|| "*".to_string(), |p| p.to_string());
+    let found: Vec<&SockEntry> = t
+        .entries()
+        .iter()
+        .filter(|e| e.sock.local.to_string() == local.to_string())
+        .filter(|e| {
+            e.sock.remote.to_string() == peer || (peer == "*" && e.sock.state != SockState::Listen)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one socket at {local} -> {peer}, found {}",
+        found.len()
+    );
+    found[0]
+}
+
+fn find(t: &ConnTable, local: SocketAddr) -> &SockEntry {
+    find_pair(t, local, None)
+}
+
+fn find_listener(t: &ConnTable, local: SocketAddr) -> &SockEntry {
+    let e = t.entries().iter().find(|e| {
+        e.sock.local.to_string() == local.to_string() && e.sock.state == SockState::Listen
+    });
+    e.expect("listener reported")
+}
+
+/// A client connected to `listener`, with keepalive idle `keepidle` if given, and the accepted
+/// server end.
+fn connect(listener: &TcpListener, keepidle: Option<Duration>) -> (TcpStream, TcpStream) {
+    let addr = listener.local_addr().unwrap();
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    if let Some(idle) = keepidle {
+        s.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))
+            .unwrap();
+    }
+    s.connect(&addr.into()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (s.into(), server)
+}
+
+fn pid_of(e: &SockEntry) -> Option<u32> {
+    e.sock.owner.process().map(|p| p.pid)
+}
+
+#[test]
+fn reports_loopback_connections_as_set_up() {
+    const SENT: usize = 12_345;
+    let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let (ka_client, _ka_server) = connect(&v4, Some(Duration::from_secs(600)));
+    let (plain_client, _plain_server) = connect(&v4, None);
+    let (mut bulk_client, mut bulk_server) = connect(&v4, None);
+    let (cw_client, cw_server) = connect(&v4, None);
+    let (tw_client, mut tw_server) = connect(&v4, None);
+    bulk_client.write_all(&vec![7u8; SENT]).unwrap();
+    let mut got = vec![0u8; SENT];
+    bulk_server.read_exact(&mut got).unwrap();
+    // The server closes, the client never does: the client end sits in CLOSE_WAIT.
+    drop(cw_server);
+    // The client closes first and the server follows: the client end goes to TIME_WAIT.
+    let tw_local = tw_client.local_addr().unwrap();
+    drop(tw_client);
+    let mut eof = [0u8; 1];
+    assert_eq!(tw_server.read(&mut eof).unwrap(), 0);
+    drop(tw_server);
+
+    let listener6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0));
+    let v6 = listener6
+        .as_ref()
+        .ok()
+        .map(|l| connect(l, Some(Duration::from_secs(300))));
+
+    // Wait (bounded) for the kernel to deliver the FINs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let t = poll(Duration::from_secs(300));
+        let cw = find(&t, cw_client.local_addr().unwrap()).sock.state;
+        let tw = t.entries().iter().any(|e| {
+            e.sock.local.to_string() == tw_local.to_string() && e.sock.state == SockState::TimeWait
+        });
+        if (cw == SockState::CloseWait && tw) || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let me = std::process::id();
+
+    let l = find_listener(&table, v4.local_addr().unwrap());
+    assert_eq!(l.sock.state, SockState::Listen);
+    assert_eq!(pid_of(l), Some(me));
+
+    let ka = find(&table, ka_client.local_addr().unwrap());
+    assert_eq!(ka.sock.state, SockState::Established);
+    assert_eq!(
+        ka.sock.remote.to_string(),
+        v4.local_addr().unwrap().to_string()
+    );
+    assert_eq!(pid_of(ka), Some(me));
+    let timer = ka.sock.timer.expect("keepalive timer armed");
+    assert_eq!(timer.kind, TimerKind::Keepalive);
+    assert!(
+        timer.expires_ms <= 600_000 && timer.expires_ms > 500_000,
+        "expires in {} ms",
+        timer.expires_ms
+    );
+    assert_eq!(ka.keepalive, Some(Keepalive::On));
+    assert_eq!(ka.keepalive_probes(), Some(0));
+
+    let plain = find(&table, plain_client.local_addr().unwrap());
+    assert_eq!(plain.sock.timer, None);
+    assert_eq!(plain.keepalive, Some(Keepalive::Off));
+
+    let bulk_out = find(&table, bulk_client.local_addr().unwrap())
+        .sock
+        .tcp_info
+        .unwrap();
+    // bytes_acked counts the SYN's sequence number too, as the kernel does.
+    assert_eq!(bulk_out.bytes_acked(), Some(SENT as u64 + 1));
+    assert_eq!(bulk_out.bytes_sent(), Some(SENT as u64));
+    let bulk_in = find_pair(
+        &table,
+        bulk_server.local_addr().unwrap(),
+        Some(bulk_client.local_addr().unwrap()),
+    )
+    .sock
+    .tcp_info
+    .unwrap();
+    assert_eq!(bulk_in.bytes_received(), Some(SENT as u64));
+
+    let cw = find(&table, cw_client.local_addr().unwrap());
+    assert_eq!(cw.sock.state, SockState::CloseWait);
+    assert_eq!(pid_of(cw), Some(me));
+    // A CLOSE_WAIT seconds old is not stale with --stale-after 5m, and is with 0s.
+    assert!(!cw.stale.contains(StaleReason::CloseWait));
+    let strict = poll(Duration::ZERO);
+    assert!(find(&strict, cw_client.local_addr().unwrap())
+        .stale
+        .contains(StaleReason::CloseWait));
+
+    let tw = table
+        .entries()
+        .iter()
+        .find(|e| {
+            e.sock.local.to_string() == tw_local.to_string() && e.sock.state == SockState::TimeWait
+        })
+        .expect("TIME_WAIT end reported");
+    assert_eq!(
+        tw.sock.owner,
+        Owner::None,
+        "TIME_WAIT sockets belong to no process"
+    );
+    assert_eq!(tw.sock.timer.map(|t| t.kind), Some(TimerKind::Timewait));
+
+    if let Some((client6, _server6)) = &v6 {
+        let e = find(&table, client6.local_addr().unwrap());
+        assert!(e.sock.local.to_string().starts_with("[::1]:"));
+        assert_eq!(e.keepalive, Some(Keepalive::On));
+        assert_eq!(pid_of(e), Some(me));
+    } else {
+        println!("no IPv6 loopback here: the IPv6 part was skipped");
+    }
+}
+
+#[test]
+fn idle_time_grows_while_nothing_is_sent() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let (client, _server) = connect(&l, None);
+    let first = find(
+        &poll(Duration::from_secs(300)),
+        client.local_addr().unwrap(),
+    )
+    .idle_ms()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = find(
+        &poll(Duration::from_secs(300)),
+        client.local_addr().unwrap(),
+    )
+    .idle_ms()
+    .unwrap();
+    assert!(
+        later >= first + 1000,
+        "idle went from {first} ms to {later} ms"
+    );
+    // With a short enough threshold the quiet connection is stale: idle, and no keepalive.
+    let t = poll(Duration::from_secs(1));
+    let e = find(&t, client.local_addr().unwrap());
+    assert!(e.stale.contains(StaleReason::Idle) && e.stale.contains(StaleReason::NoKeepalive));
+}
+
+// ---- root only: a peer that goes silent ------------------------------------------------------
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace joined to ours by a veth pair; removed on drop.
+struct PeerNs {
+    name: String,
+    host_if: String,
+    peer_if: String,
+}
+
+impl PeerNs {
+    fn new(host_ip: &str, peer_ip: &str) -> PeerNs {
+        let id = std::process::id();
+        let ns = PeerNs {
+            name: format!("katop-test-{id}"),
+            host_if: format!("kt{id}a"),
+            peer_if: format!("kt{id}b"),
+        };
+        sh(&["ip", "netns", "add", &ns.name]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.peer_if,
+        ]);
+        sh(&["ip", "link", "set", &ns.peer_if, "netns", &ns.name]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/30"),
+            "dev",
+            &ns.host_if,
+        ]);
+        sh(&["ip", "link", "set", &ns.host_if, "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns.name,
+            "ip",
+            "addr",
+            "add",
+            &format!("{peer_ip}/30"),
+            "dev",
+            &peer_if,
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &ns.name, "ip", "link", "set", &peer_if, "up",
+        ]);
+        ns
+    }
+
+    /// Cuts the peer off without a FIN or RST: its packets just stop.
+    fn go_silent(&self) {
+        let peer_if = self.host_if.replace('a', "b");
+        sh(&[
+            "ip", "netns", "exec", &self.name, "ip", "link", "set", &peer_if, "down",
+        ]);
+    }
+}
+
+impl Drop for PeerNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn keepalive_probes_count_up_when_the_peer_goes_silent() {
+    if !is_root() {
+        println!(
+            "skipped: needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) to create a network namespace"
+        );
+        return;
+    }
+    assert!(
+        std::process::Command::new("ip").arg("-V").output().is_ok(),
+        "iproute2's `ip` is missing: .ci/run installs it"
+    );
+    let net = 16 + (std::process::id() % 200) as u8;
+    let (host_ip, peer_ip) = (format!("10.213.{net}.1"), format!("10.213.{net}.2"));
+    let ns = PeerNs::new(&host_ip, &peer_ip);
+
+    // A listener inside the namespace, from a thread that joins it (setns is per thread).
+    let ns_path = format!("/run/netns/{}", ns.name);
+    let peer: SocketAddr = format!("{peer_ip}:5432").parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&ns_path).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&fd),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let l = TcpListener::bind(peer).unwrap();
+        tx.send(()).unwrap();
+        let (conn, _) = l.accept().unwrap();
+        (l, conn)
+    });
+    rx.recv().unwrap();
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(1))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(30);
+    s.set_tcp_keepalive(&ka).unwrap();
+    s.connect(&peer.into()).unwrap();
+    let mut client: TcpStream = s.into();
+    client.write_all(b"hello").unwrap();
+    let _held = server.join().unwrap();
+    let local = client.local_addr().unwrap();
+    ns.go_silent();
+
+    // Watch (bounded) until katop has reported the probe count climbing to 3.
+    let mut seen: Vec<u8> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.last().copied().unwrap_or(0) < 3 && Instant::now() < deadline {
+        let t = poll(Duration::from_secs(300));
+        let e = find(&t, local);
+        if let Some(p) = e.keepalive_probes() {
+            if seen.last() != Some(&p) {
+                seen.push(p);
+            }
+            if p > 0 {
+                assert!(
+                    e.stale.contains(StaleReason::Probing),
+                    "probing not flagged at {p} probes"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "probe counts went {seen:?}"
+    );
+    assert!(
+        seen.last().copied().unwrap_or(0) >= 3,
+        "probe counts seen: {seen:?}"
+    );
+}

@@ -285,10 +285,18 @@ impl PeerNs {
             "add",
             &format!("{peer_ip}/30"),
             "dev",
-            &peer_if,
+            &ns.peer_if,
         ]);
         sh(&[
-            "ip", "netns", "exec", &ns.name, "ip", "link", "set", &peer_if, "up",
+            "ip",
+            "netns",
+            "exec",
+            &ns.name,
+            "ip",
+            "link",
+            "set",
+            &ns.peer_if,
+            "up",
         ]);
         ns
     }

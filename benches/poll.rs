@@ -1,1 +1,178 @@
-fn main() {}
+//! Poll cost at scale: the bare netlink dump, a cold poll (dump + full /proc scan + model) and a
+//! warm poll (process map cached), on the same held loopback connections, in one run.
+//!
+//! `cargo bench --bench poll -- --count 50000` holds 50 000 connections (100 000 sockets),
+//! spread over worker processes (one process may hold only so many fds), and prints medians.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use katop::collector::{Collector, Selection};
+use katop::model::{ConnTable, Proto};
+
+/// Connections per worker: two fds each, under a 20 000-file hard limit.
+const PER_WORKER: usize = 9_000;
+
+#[allow(clippy::too_many_lines)] // a script: set up, measure, report, in order
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    if let Some(n) = value("--worker") {
+        return worker(n);
+    }
+    let count = value("--count").unwrap_or(10_000);
+    let rounds = value("--rounds").unwrap_or(7);
+
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(PER_WORKER);
+        workers.push(spawn_worker(n));
+        left -= n;
+    }
+    for (child, _) in &mut workers {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "worker failed to open its connections"
+        );
+    }
+    println!(
+        "holding {count} loopback connections ({} sockets) in {} workers, set up in {:.1?}",
+        2 * count,
+        workers.len(),
+        started.elapsed()
+    );
+
+    let tcp = Selection {
+        protos: vec![Proto::Tcp],
+        ipv4: true,
+        ipv6: true,
+    };
+    let all = Selection::default();
+    let mut warm = Collector::new(all.clone()).unwrap();
+    let seen = warm.poll().unwrap().socks.len();
+    assert!(
+        seen >= 2 * count,
+        "the collector saw {seen} sockets, fewer than the {} held",
+        2 * count
+    );
+    let mut bare = Collector::new(tcp).unwrap();
+
+    let (mut t_bare, mut t_cold, mut t_warm, mut t_once) = (vec![], vec![], vec![], vec![]);
+    let mut phases = Vec::new();
+    // The dashboard keeps one table across polls: history lookups are part of a warm poll.
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let once = std::env::var("KATOP_BIN").ok();
+    for _ in 0..rounds {
+        t_bare.push(time(|| {
+            bare.bare_dump().unwrap();
+        }));
+        t_cold.push(time(|| {
+            let mut c = Collector::new(all.clone()).unwrap();
+            ConnTable::new(Duration::from_secs(300)).apply(c.poll().unwrap(), Instant::now());
+        }));
+        t_warm.push(time(|| {
+            let snap = warm.poll().unwrap();
+            let (dump, total) = (snap.cost.dump, snap.cost.total);
+            let apply = time(|| table.apply(snap, Instant::now()));
+            phases.push((dump, total.checked_sub(dump).unwrap(), apply));
+        }));
+        if let Some(bin) = &once {
+            t_once.push(time(|| {
+                let out = Command::new(bin)
+                    .args(["--once", "--json"])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(out.success());
+            }));
+        }
+    }
+    let med = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let bare_ms = med(&mut t_bare);
+    let warm_ms = med(&mut t_warm);
+    println!("sockets seen per poll: {seen} (all protocols)");
+    println!("bare TCP dump (netlink only)   median {bare_ms:8.1?}");
+    println!(
+        "cold poll (dump+procs+model)   median {:8.1?}",
+        med(&mut t_cold)
+    );
+    println!("warm poll (process map cached) median {warm_ms:8.1?}");
+    if !t_once.is_empty() {
+        println!(
+            "katop --once --json (process)  median {:8.1?}",
+            med(&mut t_once)
+        );
+    }
+    phases.sort();
+    let (d, p, a) = phases[phases.len() / 2];
+    println!("  warm poll phases: dump+parse {d:.1?}, process join {p:.1?}, model {a:.1?}");
+    println!(
+        "warm / bare: {:.2}",
+        warm_ms.as_secs_f64() / bare_ms.as_secs_f64()
+    );
+
+    for (mut child, stdin) in workers {
+        drop(stdin);
+        let _ = child.wait();
+    }
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn spawn_worker(n: usize) -> (Child, std::process::ChildStdin) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--worker", &n.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Holds `n` connected pairs until stdin closes.
+fn worker(n: usize) {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        let c = TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        held.push(c);
+        held.push(s);
+    }
+    let mut out = std::io::stdout();
+    writeln!(out, "ready").unwrap();
+    out.flush().unwrap();
+    let mut sink = [0u8; 1];
+    let _ = std::io::stdin().read(&mut sink);
+}

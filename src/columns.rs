@@ -262,34 +262,31 @@ mod tests {
     use crate::model::{ConnTable, SockState, Timer, TimerKind};
     use std::time::Duration;
 
-    fn entry(s: crate::model::RawSock) -> SockEntry {
+    fn cell(col: Column, s: crate::model::RawSock) -> String {
         let mut t = ConnTable::new(Duration::from_secs(300));
         t.apply(snapshot(vec![s]), Instant::now());
-        t.entries()[0].clone()
+        let text = col.cell(&t.entries().next().unwrap(), Instant::now());
+        text
     }
 
     #[test]
     fn keepalive_cell_reads_like_the_issue() {
-        let now = Instant::now();
         let mut s = with_idle(sock(SockState::Established), 1000);
-        assert_eq!(Column::Keepalive.cell(&entry(s.clone()), now), "off");
+        assert_eq!(cell(Column::Keepalive, s.clone()), "off");
         s.timer = Some(Timer {
             kind: TimerKind::Keepalive,
             expires_ms: 7_140_000,
             retrans: 0,
         });
-        assert_eq!(Column::Keepalive.cell(&entry(s.clone()), now), "on 1h59m");
+        assert_eq!(cell(Column::Keepalive, s.clone()), "on 1h59m");
         s.timer = Some(Timer {
             kind: TimerKind::Keepalive,
             expires_ms: 75_000,
             retrans: 3,
         });
-        assert_eq!(Column::Keepalive.cell(&entry(s.clone()), now), "probe 3");
-        assert_eq!(
-            Column::Timer.cell(&entry(s.clone()), now),
-            "keepalive 1m15s (3)"
-        );
-        assert_eq!(Column::Process.cell(&entry(s), now), "psql[42]");
+        assert_eq!(cell(Column::Keepalive, s.clone()), "probe 3");
+        assert_eq!(cell(Column::Timer, s.clone()), "keepalive 1m15s (3)");
+        assert_eq!(cell(Column::Process, s), "psql[42]");
     }
 
     #[test]

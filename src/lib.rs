@@ -88,12 +88,8 @@ pub fn rows<'a>(
     sort: Option<Column>,
     reverse: bool,
     now: Instant,
-) -> Vec<&'a SockEntry> {
-    let mut rows: Vec<&SockEntry> = table
-        .entries()
-        .iter()
-        .filter(|e| filter.matches(e, now))
-        .collect();
+) -> Vec<SockEntry<'a>> {
+    let mut rows: Vec<SockEntry> = table.entries().filter(|e| filter.matches(e, now)).collect();
     if let Some(col) = sort {
         rows.sort_by(|a, b| col.compare(a, b, now));
     }

@@ -63,7 +63,7 @@ pub struct JsonSock<'a> {
 }
 
 impl<'a> JsonSock<'a> {
-    pub fn new(e: &'a SockEntry, table: &'a ConnTable) -> Self {
+    pub fn new(e: &SockEntry<'a>, table: &'a ConnTable) -> Self {
         let s = &e.sock;
         let info = s.tcp_info.as_ref();
         let endpoint = |ep: &Endpoint| match ep {
@@ -133,7 +133,7 @@ impl<'a> JsonSock<'a> {
 }
 
 /// `--json`: one array.
-pub fn write_json(out: &mut impl Write, rows: &[&SockEntry], table: &ConnTable) -> io::Result<()> {
+pub fn write_json(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) -> io::Result<()> {
     out.write_all(b"[")?;
     for (i, e) in rows.iter().enumerate() {
         out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
@@ -143,7 +143,7 @@ pub fn write_json(out: &mut impl Write, rows: &[&SockEntry], table: &ConnTable) 
 }
 
 /// `--jsonl`: one object per line.
-pub fn write_jsonl(out: &mut impl Write, rows: &[&SockEntry], table: &ConnTable) -> io::Result<()> {
+pub fn write_jsonl(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) -> io::Result<()> {
     for e in rows {
         serde_json::to_writer(&mut *out, &JsonSock::new(e, table))?;
         out.write_all(b"\n")?;
@@ -154,7 +154,7 @@ pub fn write_jsonl(out: &mut impl Write, rows: &[&SockEntry], table: &ConnTable)
 /// The aligned table; columns that do not fit `width` are dropped, least useful first.
 pub fn write_table(
     out: &mut impl Write,
-    rows: &[&SockEntry],
+    rows: &[SockEntry],
     columns: &[Column],
     width: Option<usize>,
     now: Instant,
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn json_object_keeps_the_contract_names() {
         let t = table();
-        let v = serde_json::to_value(JsonSock::new(&t.entries()[0], &t)).unwrap();
+        let v = serde_json::to_value(JsonSock::new(&t.entries().next().unwrap(), &t)).unwrap();
         for key in [
             "proto",
             "family",
@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn table_aligns_and_fits() {
         let t = table();
-        let rows: Vec<&SockEntry> = t.entries().iter().collect();
+        let rows: Vec<SockEntry> = t.entries().collect();
         let mut out = Vec::new();
         write_table(&mut out, &rows, &Column::DEFAULT, None, Instant::now()).unwrap();
         let text = String::from_utf8(out).unwrap();

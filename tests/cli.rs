@@ -83,8 +83,10 @@ fn json_reports_this_processs_connection() {
         .unwrap();
     let (_server, _) = l.accept().unwrap();
     let port = client.local_addr().unwrap().port();
+    // The port pair names the connection; old TIME_WAIT sockets may share the local port.
+    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
 
-    let o = katop(&["--json", "-t", "--filter", &format!("sport:{port}")]);
+    let o = katop(&["--json", "-t", "--filter", &only_it]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let rows = v.as_array().unwrap();
@@ -105,7 +107,7 @@ fn json_reports_this_processs_connection() {
     assert!(r["netns"].as_u64().unwrap() > 0);
 
     // The same socket as JSON lines, and in the table.
-    let o = katop(&["--jsonl", "-t", "--filter", &format!("sport:{port}")]);
+    let o = katop(&["--jsonl", "-t", "--filter", &only_it]);
     let lines: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
     assert_eq!(lines.len(), 1);
     let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
@@ -117,7 +119,7 @@ fn json_reports_this_processs_connection() {
         "-o",
         "state,local,keepalive",
         "--filter",
-        &format!("sport:{port}"),
+        &only_it,
     ]);
     let table = stdout(&o);
     let mut lines = table.lines();

@@ -27,14 +27,15 @@ fn poll(stale_after: Duration) -> ConnTable {
 
 /// The one socket at `local` (a client's unique port, or a listener: `peer` `None`), or at
 /// `local` talking to `peer` (a server end, which shares the listener's address).
-fn find_pair(t: &ConnTable, local: SocketAddr, peer: Option<SocketAddr>) -> &SockEntry {
+fn find_pair(t: &ConnTable, local: SocketAddr, peer: Option<SocketAddr>) -> SockEntry<'_> {
     let peer = peer.map_or_else(|| "*".to_string(), |p| p.to_string());
-    let found: Vec<&SockEntry> = t
+    let found: Vec<SockEntry> = t
         .entries()
-        .iter()
         .filter(|e| e.sock.local.to_string() == local.to_string())
+        // Without a peer: the live socket at a client's port (old TIME_WAITs may reuse it).
         .filter(|e| {
-            e.sock.remote.to_string() == peer || (peer == "*" && e.sock.state != SockState::Listen)
+            e.sock.remote.to_string() == peer
+                || (peer == "*" && !matches!(e.sock.state, SockState::Listen | SockState::TimeWait))
         })
         .collect();
     assert_eq!(
@@ -46,12 +47,12 @@ fn find_pair(t: &ConnTable, local: SocketAddr, peer: Option<SocketAddr>) -> &Soc
     found[0]
 }
 
-fn find(t: &ConnTable, local: SocketAddr) -> &SockEntry {
+fn find(t: &ConnTable, local: SocketAddr) -> SockEntry<'_> {
     find_pair(t, local, None)
 }
 
-fn find_listener(t: &ConnTable, local: SocketAddr) -> &SockEntry {
-    let e = t.entries().iter().find(|e| {
+fn find_listener(t: &ConnTable, local: SocketAddr) -> SockEntry<'_> {
+    let e = t.entries().find(|e| {
         e.sock.local.to_string() == local.to_string() && e.sock.state == SockState::Listen
     });
     e.expect("listener reported")
@@ -107,7 +108,7 @@ fn reports_loopback_connections_as_set_up() {
     let table = loop {
         let t = poll(Duration::from_secs(300));
         let cw = find(&t, cw_client.local_addr().unwrap()).sock.state;
-        let tw = t.entries().iter().any(|e| {
+        let tw = t.entries().any(|e| {
             e.sock.local.to_string() == tw_local.to_string() && e.sock.state == SockState::TimeWait
         });
         if (cw == SockState::CloseWait && tw) || Instant::now() > deadline {
@@ -119,7 +120,7 @@ fn reports_loopback_connections_as_set_up() {
 
     let l = find_listener(&table, v4.local_addr().unwrap());
     assert_eq!(l.sock.state, SockState::Listen);
-    assert_eq!(pid_of(l), Some(me));
+    assert_eq!(pid_of(&l), Some(me));
 
     let ka = find(&table, ka_client.local_addr().unwrap());
     assert_eq!(ka.sock.state, SockState::Established);
@@ -127,7 +128,7 @@ fn reports_loopback_connections_as_set_up() {
         ka.sock.remote.to_string(),
         v4.local_addr().unwrap().to_string()
     );
-    assert_eq!(pid_of(ka), Some(me));
+    assert_eq!(pid_of(&ka), Some(me));
     let timer = ka.sock.timer.expect("keepalive timer armed");
     assert_eq!(timer.kind, TimerKind::Keepalive);
     assert!(
@@ -161,7 +162,7 @@ fn reports_loopback_connections_as_set_up() {
 
     let cw = find(&table, cw_client.local_addr().unwrap());
     assert_eq!(cw.sock.state, SockState::CloseWait);
-    assert_eq!(pid_of(cw), Some(me));
+    assert_eq!(pid_of(&cw), Some(me));
     // A CLOSE_WAIT seconds old is not stale with --stale-after 5m, and is with 0s.
     assert!(!cw.stale.contains(StaleReason::CloseWait));
     let strict = poll(Duration::ZERO);
@@ -171,7 +172,6 @@ fn reports_loopback_connections_as_set_up() {
 
     let tw = table
         .entries()
-        .iter()
         .find(|e| {
             e.sock.local.to_string() == tw_local.to_string() && e.sock.state == SockState::TimeWait
         })
@@ -187,7 +187,7 @@ fn reports_loopback_connections_as_set_up() {
         let e = find(&table, client6.local_addr().unwrap());
         assert!(e.sock.local.to_string().starts_with("[::1]:"));
         assert_eq!(e.keepalive, Some(Keepalive::On));
-        assert_eq!(pid_of(e), Some(me));
+        assert_eq!(pid_of(&e), Some(me));
     } else {
         println!("no IPv6 loopback here: the IPv6 part was skipped");
     }

@@ -66,6 +66,9 @@ pub struct Collector {
     selection: Selection,
     netns: NetnsId,
     interfaces: HashMap<u32, Box<str>>,
+    /// Sockets in the last poll: the next one reserves room for about as many up front, so the
+    /// vector is not regrown (and 100k sockets copied) while the dump streams in.
+    last_count: usize,
 }
 
 impl Collector {
@@ -76,6 +79,7 @@ impl Collector {
             selection,
             netns: current_netns(),
             interfaces: HashMap::new(),
+            last_count: 0,
         })
     }
 
@@ -83,10 +87,12 @@ impl Collector {
     pub fn poll(&mut self) -> Result<Snapshot, CollectError> {
         let started = Instant::now();
         let mut sink = DumpSink::default();
+        sink.socks.reserve(self.last_count + self.last_count / 8);
         for kind in self.selection.dumps() {
             self.diag.dump(kind, self.netns, &mut sink)?;
         }
         let dump_cost = started.elapsed();
+        self.last_count = sink.socks.len();
         self.procs.resolve(&mut sink.socks);
         for s in &sink.socks {
             if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {

@@ -11,6 +11,8 @@
 //! sockets that is the difference that matters.
 
 use std::collections::{HashMap, HashSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ struct ProcEntry {
     /// `starttime` from `/proc/PID/stat`: a different value means the pid was reused.
     starttime: u64,
     /// fd → socket inode, socket fds only.
-    fds: HashMap<u32, Inode>,
+    fds: FxHashMap<u32, Inode>,
 }
 
 /// Counters of the last scan, for the poll's status.
@@ -47,9 +49,9 @@ pub struct ScanStats {
 #[derive(Default)]
 pub struct ProcessMap {
     procs: HashMap<u32, ProcEntry>,
-    owners: HashMap<Inode, (Arc<Process>, u32)>,
+    owners: FxHashMap<Inode, (Arc<Process>, u32)>,
     /// Inodes the last scan looked for and did not find: no rescan on their account.
-    unowned: HashSet<Inode>,
+    unowned: FxHashSet<Inode>,
     scans: u32,
     /// Some process's fds were unreadable in the last scan.
     incomplete: bool,
@@ -70,7 +72,8 @@ impl ProcessMap {
                 && !self.unowned.contains(&s.inode)
         });
         if unaccounted || self.scans == 0 {
-            let live: HashSet<Inode> = socks.iter().map(|s| s.inode).filter(|i| i.0 != 0).collect();
+            let live: FxHashSet<Inode> =
+                socks.iter().map(|s| s.inode).filter(|i| i.0 != 0).collect();
             self.scan(&live);
         }
         let my_uid = rustix::process::geteuid().as_raw();
@@ -87,7 +90,7 @@ impl ProcessMap {
         }
     }
 
-    fn scan(&mut self, live: &HashSet<Inode>) {
+    fn scan(&mut self, live: &FxHashSet<Inode>) {
         let full = self.scans % FULL_RESCAN_EVERY == 0;
         self.scans = self.scans.wrapping_add(1);
         let mut stats = ScanStats {
@@ -125,7 +128,7 @@ impl ProcessMap {
                     ProcEntry {
                         process,
                         starttime: stat.starttime,
-                        fds: HashMap::new(),
+                        fds: FxHashMap::default(),
                     },
                 );
             }
@@ -167,10 +170,10 @@ impl ProcessMap {
 /// an fd whose cached socket is still alive is trusted without reading its link.
 fn read_socket_fds(
     pid: u32,
-    cached: &HashMap<u32, Inode>,
-    live: &HashSet<Inode>,
+    cached: &FxHashMap<u32, Inode>,
+    live: &FxHashSet<Inode>,
     reuse: bool,
-) -> Result<(HashMap<u32, Inode>, usize), Errno> {
+) -> Result<(FxHashMap<u32, Inode>, usize), Errno> {
     let dirfd = rustix::fs::openat(
         CWD,
         format!("/proc/{pid}/fd"),
@@ -178,7 +181,7 @@ fn read_socket_fds(
         Mode::empty(),
     )?;
     let mut dir = Dir::read_from(&dirfd)?;
-    let mut fds = HashMap::with_capacity(cached.len());
+    let mut fds = FxHashMap::with_capacity_and_hasher(cached.len(), rustc_hash::FxBuildHasher);
     let mut read = 0;
     let mut link = Vec::with_capacity(64);
     while let Some(entry) = dir.read() {
@@ -244,9 +247,9 @@ mod tests {
         };
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = Inode(socket_inode(link.as_os_str().as_bytes()).unwrap());
-        let live: HashSet<Inode> = [inode].into();
+        let live: FxHashSet<Inode> = [inode].into_iter().collect();
         let (fds, read) =
-            read_socket_fds(std::process::id(), &HashMap::new(), &live, false).unwrap();
+            read_socket_fds(std::process::id(), &FxHashMap::default(), &live, false).unwrap();
         assert_eq!(fds.get(&(fd as u32)), Some(&inode));
         assert!(read >= 1);
         // With the cache trusted, the live socket's link is not read again.

@@ -12,7 +12,6 @@ fn select(expr: &str, socks: Vec<RawSock>) -> Vec<u64> {
     t.apply(snapshot(socks), now);
     let mut out: Vec<u64> = t
         .entries()
-        .iter()
         .filter(|e| f.matches(e, now))
         .map(|e| e.sock.cookie.0)
         .collect();

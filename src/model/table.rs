@@ -2,30 +2,59 @@
 //! state, byte rates), with keepalive status and stale reasons worked out once per poll.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use crate::model::stale::{self, Keepalive, StaleSet};
+use crate::model::tcp_info::TcpInfo;
 use crate::model::{
     services, KernelSettings, NetnsId, PollCost, RawSock, Snapshot, SockKey, SockState,
 };
 
-/// One socket in the model.
-#[derive(Debug, Clone)]
-pub struct SockEntry {
-    pub sock: RawSock,
+/// What the model derives for one socket; kept beside the snapshot's sockets, not copied
+/// into them, so a poll hands its socket vector to the table without moving a byte of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Derived {
     /// When katop first saw this socket (its age as observed).
     pub first_seen: Instant,
     /// When katop first saw it in its current state.
     pub state_since: Instant,
     /// Bytes/s received and sent (acknowledged) since the previous poll; `None` on first sight.
-    pub rate_in: Option<f64>,
-    pub rate_out: Option<f64>,
+    pub rate_in: Option<f32>,
+    pub rate_out: Option<f32>,
     pub service: Option<&'static str>,
     pub keepalive: Option<Keepalive>,
     pub stale: StaleSet,
 }
 
-impl SockEntry {
+/// One socket in the model: the kernel's view and what katop derived, borrowed from the table.
+#[derive(Debug, Clone, Copy)]
+pub struct SockEntry<'a> {
+    pub sock: &'a RawSock,
+    pub first_seen: Instant,
+    pub state_since: Instant,
+    pub rate_in: Option<f32>,
+    pub rate_out: Option<f32>,
+    pub service: Option<&'static str>,
+    pub keepalive: Option<Keepalive>,
+    pub stale: StaleSet,
+}
+
+impl<'a> SockEntry<'a> {
+    fn new(sock: &'a RawSock, d: &Derived) -> Self {
+        SockEntry {
+            sock,
+            first_seen: d.first_seen,
+            state_since: d.state_since,
+            rate_in: d.rate_in,
+            rate_out: d.rate_out,
+            service: d.service,
+            keepalive: d.keepalive,
+            stale: d.stale,
+        }
+    }
+
     pub fn key(&self) -> SockKey {
         self.sock.key()
     }
@@ -54,8 +83,9 @@ impl SockEntry {
 /// All sockets of the latest poll, keyed by cookie.
 #[derive(Debug, Clone)]
 pub struct ConnTable {
-    entries: Vec<SockEntry>,
-    index: HashMap<SockKey, usize>,
+    socks: Vec<RawSock>,
+    derived: Vec<Derived>,
+    index: FxHashMap<SockKey, usize>,
     stale_after: Duration,
     pub netns: NetnsId,
     pub settings: KernelSettings,
@@ -68,8 +98,9 @@ pub struct ConnTable {
 impl ConnTable {
     pub fn new(stale_after: Duration) -> Self {
         ConnTable {
-            entries: Vec::new(),
-            index: HashMap::new(),
+            socks: Vec::new(),
+            derived: Vec::new(),
+            index: FxHashMap::default(),
             stale_after,
             netns: NetnsId::default(),
             settings: KernelSettings::default(),
@@ -89,51 +120,66 @@ impl ConnTable {
         let dt = self
             .last_poll
             .map(|t| now.saturating_duration_since(t).as_secs_f64());
-        let mut entries = Vec::with_capacity(snap.socks.len());
-        let mut index = HashMap::with_capacity(snap.socks.len());
-        for sock in snap.socks {
-            let key = sock.key();
-            let prev = self.index.get(&key).map(|&i| &self.entries[i]);
-            let first_seen = prev.map_or(now, |p| p.first_seen);
+        let mut socks = snap.socks;
+        // A dump can repeat a socket that moved between hash buckets mid-dump; keep the first.
+        let mut index = FxHashMap::with_capacity_and_hasher(socks.len(), rustc_hash::FxBuildHasher);
+        let mut dups = Vec::new();
+        for (i, s) in socks.iter().enumerate() {
+            if index.insert(s.key(), i).is_some() {
+                dups.push(i);
+            }
+        }
+        if !dups.is_empty() {
+            let mut n = 0;
+            socks.retain(|_| {
+                n += 1;
+                dups.binary_search(&(n - 1)).is_err()
+            });
+            index.clear();
+            index.extend(socks.iter().enumerate().map(|(i, s)| (s.key(), i)));
+        }
+        let mut derived = Vec::with_capacity(socks.len());
+        for sock in &socks {
+            let prev = self
+                .index
+                .get(&sock.key())
+                .map(|&i| (&self.socks[i], &self.derived[i]));
+            let first_seen = prev.map_or(now, |(_, d)| d.first_seen);
             let state_since = match prev {
-                Some(p) if p.sock.state == sock.state => p.state_since,
+                Some((p, d)) if p.state == sock.state => d.state_since,
                 _ => now,
             };
             let rate = |cur: Option<u64>, old: Option<u64>| match (cur, old, dt) {
-                (Some(c), Some(o), Some(dt)) if dt > 0.0 => Some(c.saturating_sub(o) as f64 / dt),
+                (Some(c), Some(o), Some(dt)) if dt > 0.0 => {
+                    Some((c.saturating_sub(o) as f64 / dt) as f32)
+                }
                 _ => None,
             };
-            let info = sock.tcp_info;
-            let old = prev.and_then(|p| p.sock.tcp_info);
-            let rate_in = rate(
-                info.and_then(|i| i.bytes_received()),
-                old.and_then(|i| i.bytes_received()),
-            );
-            let rate_out = rate(
-                info.and_then(|i| i.bytes_acked()),
-                old.and_then(|i| i.bytes_acked()),
-            );
+            let info = sock.tcp_info.as_ref();
+            let old = prev.and_then(|(p, _)| p.tcp_info.as_ref());
             // Time in state counts from first sight only when katop saw the state change.
             let in_state = match prev {
                 Some(_) => now.saturating_duration_since(state_since),
                 None => Duration::ZERO,
             };
-            let entry = SockEntry {
-                service: services::of(&sock.local, &sock.remote),
-                keepalive: Keepalive::of(&sock),
-                stale: stale::reasons(&sock, in_state, self.stale_after),
-                sock,
+            derived.push(Derived {
                 first_seen,
                 state_since,
-                rate_in,
-                rate_out,
-            };
-            // A dump can repeat a socket that moved between hash buckets; keep the first.
-            if index.insert(key, entries.len()).is_none() {
-                entries.push(entry);
-            }
+                rate_in: rate(
+                    info.and_then(TcpInfo::bytes_received),
+                    old.and_then(TcpInfo::bytes_received),
+                ),
+                rate_out: rate(
+                    info.and_then(TcpInfo::bytes_acked),
+                    old.and_then(TcpInfo::bytes_acked),
+                ),
+                service: services::of(&sock.local, &sock.remote),
+                keepalive: Keepalive::of(sock),
+                stale: stale::reasons(sock, in_state, self.stale_after),
+            });
         }
-        self.entries = entries;
+        self.socks = socks;
+        self.derived = derived;
         self.index = index;
         self.netns = snap.netns;
         self.settings = snap.settings;
@@ -143,20 +189,26 @@ impl ConnTable {
         self.last_poll = Some(now);
     }
 
-    pub fn entries(&self) -> &[SockEntry] {
-        &self.entries
+    /// Every socket, in dump order.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = SockEntry<'_>> + '_ {
+        self.socks
+            .iter()
+            .zip(&self.derived)
+            .map(|(s, d)| SockEntry::new(s, d))
     }
 
-    pub fn get(&self, key: &SockKey) -> Option<&SockEntry> {
-        self.index.get(key).map(|&i| &self.entries[i])
+    pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
+        self.index
+            .get(key)
+            .map(|&i| SockEntry::new(&self.socks[i], &self.derived[i]))
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.socks.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.socks.is_empty()
     }
 }
 

@@ -1,4 +1,6 @@
-//! Command-line arguments (clap derive, each with a `KATOP_*` environment twin).
+//! Command-line arguments (clap derive, each with a KATOP_* environment twin).
+//! Doc comments here are the user's --help text: no Markdown.
+#![allow(clippy::doc_markdown)]
 
 use std::time::Duration;
 
@@ -43,9 +45,9 @@ Examples:
 
 /// katop: every socket on this host, with the keepalive insight ss and netstat lack.
 ///
-/// Reads TCP, UDP and Unix sockets through netlink `sock_diag`, joins them with their
+/// Reads TCP, UDP and Unix sockets through netlink sock_diag, joins them with their
 /// processes from /proc, and flags stale connections: idle ones, ones with keepalive off,
-/// peers that stopped answering keepalive probes, `CLOSE_WAIT` leaks.
+/// peers that stopped answering keepalive probes, CLOSE_WAIT leaks.
 #[derive(Debug, Clone, Parser)]
 #[allow(clippy::struct_excessive_bools)] // flags, as ss has them
 #[command(name = "katop", version, after_help = after_help())]
@@ -76,15 +78,21 @@ pub struct Args {
     )]
     pub columns: Option<Vec<Column>>,
 
-    /// Sort by this column: numbers largest first, text A to Z.
-    #[arg(short, long, value_name = "COL", env = "KATOP_SORT")]
+    /// Sort by this column (any name -o takes): numbers largest first, text A to Z.
+    #[arg(
+        short,
+        long,
+        value_name = "COL",
+        env = "KATOP_SORT",
+        hide_possible_values = true
+    )]
     pub sort: Option<Column>,
 
     /// Reverse the sort order.
     #[arg(short, long)]
     pub reverse: bool,
 
-    /// An ESTABLISHED connection idle this long, or a `CLOSE_WAIT` this old, is stale.
+    /// An ESTABLISHED connection idle this long, or a CLOSE_WAIT this old, is stale.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, env = "KATOP_STALE_AFTER")]
     pub stale_after: Duration,
 

@@ -1,5 +1,7 @@
-//! The socket table's columns, defined once for `--once` and the dashboard: header, cell text,
+//! The socket table's columns, defined once for --once and the dashboard: header, cell text,
 //! sort key and how expendable each is when the terminal is narrow.
+//! Doc comments on [`Column`] variants are --help text: no Markdown.
+#![allow(clippy::doc_markdown)]
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -15,7 +17,7 @@ use crate::model::{Keepalive, Owner, SockEntry, StaleReason};
 pub enum Column {
     /// tcp, udp or unix.
     Proto,
-    /// Socket state, as `ss` names it (ESTABLISHED, `CLOSE_WAIT`, UNCONN, …).
+    /// Socket state, as ss names it (ESTABLISHED, CLOSE_WAIT, UNCONN, …).
     State,
     /// Local address:port or Unix path.
     Local,
@@ -23,11 +25,11 @@ pub enum Column {
     Remote,
     /// Service of the well-known port at either end.
     Service,
-    /// Owning process as name[pid]; `-` when none holds it, `?` when katop cannot see.
+    /// Owning process as name[pid]; - when none holds it, ? when katop cannot see.
     Process,
     /// Time since data moved either way (TCP).
     Idle,
-    /// `off`, `on 1h59m` (until the next probe), `probe 3` while probing, `?` when hidden.
+    /// off, on 1h59m (until the next probe), probe 3 while probing, ? when hidden.
     Keepalive,
     /// Bytes in the receive queue (listeners: pending connections).
     RecvQ,
@@ -39,7 +41,7 @@ pub enum Column {
     BytesIn,
     /// Bytes sent and acknowledged by the peer.
     BytesOut,
-    /// The armed timer and when it fires: `keepalive 1h59m`, `retransmit 200ms (2)`.
+    /// The armed timer and when it fires: keepalive 1h59m, retransmit 200ms (2).
     Timer,
     /// Stale reasons, comma-separated.
     Stale,
@@ -53,7 +55,7 @@ pub enum Column {
 }
 
 impl Column {
-    /// Shown when `-o` is not given.
+    /// Shown when -o is not given.
     pub const DEFAULT: [Column; 12] = [
         Column::Proto,
         Column::State,
@@ -236,7 +238,7 @@ fn format_rtt(us: u32) -> String {
     }
 }
 
-/// Keeps the columns that fit in `width` (cells separated by two spaces), dropping the most
+/// Keeps the columns that fit in width (cells separated by two spaces), dropping the most
 /// expendable first; the order of the survivors is kept.
 pub fn fit(columns: &[Column], widths: &[usize], width: usize) -> Vec<usize> {
     let mut keep: Vec<usize> = (0..columns.len()).collect();

@@ -24,6 +24,4 @@ pub enum CollectError {
         what: &'static str,
         source: WireError,
     },
-    #[error("cannot read {path}: {source}")]
-    Proc { path: String, source: io::Error },
 }

@@ -156,20 +156,6 @@ impl Filter {
     pub fn matches(&self, e: &SockEntry, now: Instant) -> bool {
         eval(&self.expr, e, now)
     }
-
-    /// Whether the expression can match a listening socket (by asking about its state terms):
-    /// used by `kill` to refuse filters that would hit listeners.
-    pub fn mentions_listen(&self) -> bool {
-        fn walk(e: &Expr) -> bool {
-            match e {
-                Expr::Term(Term::State(s)) => s.contains(&SockState::Listen),
-                Expr::And(v) | Expr::Or(v) => v.iter().any(walk),
-                Expr::Not(x) => walk(x),
-                _ => false,
-            }
-        }
-        walk(&self.expr)
-    }
 }
 
 fn eval(x: &Expr, e: &SockEntry, now: Instant) -> bool {

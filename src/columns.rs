@@ -41,6 +41,8 @@ pub enum Column {
     BytesIn,
     /// Bytes sent and acknowledged by the peer.
     BytesOut,
+    /// Bytes/s received and sent since the previous poll (dashboard; empty on one poll).
+    Rate,
     /// The armed timer and when it fires: keepalive 1h59m, retransmit 200ms (2).
     Timer,
     /// Stale reasons, comma-separated.
@@ -86,6 +88,7 @@ impl Column {
             Column::Rtt => "RTT",
             Column::BytesIn => "BYTES-IN",
             Column::BytesOut => "BYTES-OUT",
+            Column::Rate => "RATE IN/OUT",
             Column::Timer => "TIMER",
             Column::Stale => "STALE",
             Column::Uid => "UID",
@@ -98,15 +101,17 @@ impl Column {
 
     /// Lower is kept longer when the width does not fit every column.
     pub fn priority(self) -> u8 {
+        // What a stale-connection hunt needs most stays longest.
         match self {
             Column::State | Column::Remote => 0,
-            Column::Local | Column::Process => 1,
-            Column::Idle | Column::Keepalive | Column::Stale => 2,
-            Column::Service => 3,
-            Column::Proto => 4,
-            Column::RecvQ | Column::SendQ => 5,
-            Column::Rtt | Column::Timer => 6,
-            _ => 7,
+            Column::Process | Column::Stale => 1,
+            Column::Keepalive | Column::Idle => 2,
+            Column::Local => 3,
+            Column::Service => 4,
+            Column::Proto => 5,
+            Column::RecvQ | Column::SendQ => 6,
+            Column::Rtt | Column::Timer | Column::Rate => 7,
+            _ => 8,
         }
     }
 
@@ -154,6 +159,10 @@ impl Column {
             Column::BytesOut => opt(info
                 .and_then(super::model::tcp_info::TcpInfo::bytes_acked)
                 .map(|b| b.to_string())),
+            Column::Rate => match (e.rate_in, e.rate_out) {
+                (Some(i), Some(o)) => format!("{}/{}", format_rate(i), format_rate(o)),
+                _ => String::new(),
+            },
             Column::Timer => opt(s.timer.map(|t| {
                 let mut out = format!("{} {}", t.kind.name(), format_ms_short(t.expires_ms.into()));
                 if t.retrans > 0 {
@@ -195,7 +204,7 @@ impl Column {
     }
 
     fn is_numeric(self) -> bool {
-        self.right_aligned() || self == Column::Keepalive
+        self.right_aligned() || matches!(self, Column::Keepalive | Column::Rate)
     }
 
     fn number(self, e: &SockEntry, now: Instant) -> Option<u64> {
@@ -214,6 +223,7 @@ impl Column {
             Column::Inode => Some(s.inode.0.into()),
             Column::Cookie => Some(s.cookie.0),
             Column::Age => Some(e.age(now).as_millis() as u64),
+            Column::Rate => e.rate_in.zip(e.rate_out).map(|(i, o)| (i + o) as u64),
             Column::Keepalive => e.keepalive_probes().map(u64::from),
             _ => None,
         }
@@ -227,6 +237,15 @@ fn keepalive_cell(e: &SockEntry) -> String {
         (Some(Keepalive::Off), _) => "off".into(),
         (Some(Keepalive::Unknown), _) => "?".into(),
         _ => String::new(),
+    }
+}
+
+/// Bytes per second, short: `0`, `850`, `12k`, `3.4M`.
+fn format_rate(bps: f32) -> String {
+    match bps {
+        b if b < 1000.0 => format!("{b:.0}"),
+        b if b < 1e6 => format!("{:.0}k", b / 1e3),
+        b => format!("{:.1}M", b / 1e6),
     }
 }
 

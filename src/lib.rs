@@ -3,12 +3,16 @@
 //! Layers, data flowing one way: [`collector`] (the only code that talks to the kernel) →
 //! [`model::Snapshot`] → [`model::ConnTable`] → views ([`output`], [`columns`]).
 
+pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod columns;
+pub mod dashboard;
 pub mod error;
 pub mod model;
 pub mod output;
+pub mod tui;
+pub mod ui;
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
@@ -34,10 +38,19 @@ pub fn run(args: &Args) -> ExitCode {
         }
     };
     if !(args.once || args.json || args.jsonl) {
-        eprintln!(
-            "katop: the interactive dashboard is not built yet; use --once for a table, or --json / --jsonl"
-        );
-        return ExitCode::from(USAGE);
+        if !io::stdout().is_terminal() {
+            eprintln!(
+                "katop: the dashboard needs a terminal; use --once, --json or --jsonl when piping"
+            );
+            return ExitCode::from(USAGE);
+        }
+        return match dashboard::run(args, filter, selection(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("katop: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match once(args, &filter) {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,6 +55,21 @@ impl<'a> SockEntry<'a> {
         }
     }
 
+    /// A view of a socket the table no longer holds (e.g. one that just closed): what can be
+    /// derived without history.
+    pub fn bare(sock: &'a RawSock, now: Instant) -> Self {
+        SockEntry {
+            sock,
+            first_seen: now,
+            state_since: now,
+            rate_in: None,
+            rate_out: None,
+            service: services::of(&sock.local, &sock.remote),
+            keepalive: Keepalive::of(sock),
+            stale: StaleSet::default(),
+        }
+    }
+
     pub fn key(&self) -> SockKey {
         self.sock.key()
     }
@@ -195,6 +210,11 @@ impl ConnTable {
             .iter()
             .zip(&self.derived)
             .map(|(s, d)| SockEntry::new(s, d))
+    }
+
+    /// The socket at `i` (0..len), in dump order.
+    pub fn entry(&self, i: usize) -> SockEntry<'_> {
+        SockEntry::new(&self.socks[i], &self.derived[i])
     }
 
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {

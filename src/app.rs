@@ -1,0 +1,658 @@
+//! The dashboard's state and its only mutator: `update(&mut App, Msg) -> Vec<Effect>`.
+//!
+//! Every input (a poll, a key, a mouse event, a tick) becomes a [`Msg`]; rendering reads the
+//! [`App`] and never changes it. Rows are filtered and sorted once per poll or per change of
+//! filter/sort, never per frame.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+
+use crate::columns::Column;
+use crate::model::filter::{Filter, FilterError};
+use crate::model::{ConnTable, Proto, RawSock, Snapshot, SockKey, SockState, StaleReason};
+
+/// How long a new socket stays highlighted and a closed one stays greyed.
+pub const CHANGE_HIGHLIGHT: Duration = Duration::from_secs(3);
+/// Samples kept for the header's sparkline (one per poll).
+pub const HISTORY: usize = 120;
+
+/// Presets on number keys: (key, name, filter).
+pub const PRESETS: [(char, &str, &str); 5] = [
+    ('1', "all", ""),
+    ('2', "idle DB connections", "state:established idle>=5m (service:postgres or service:mysql or service:redis or service:mongodb or service:oracle or service:mssql or service:cassandra or service:memcached)"),
+    ('3', "keepalive off", "state:established keepalive:off"),
+    ('4', "probing", "probing"),
+    ('5', "CLOSE_WAIT", "state:close-wait"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Sockets,
+    Groups,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Browse,
+    /// Typing a filter: the text, and the error if it does not parse (the table keeps the last
+    /// valid filter meanwhile).
+    Filter {
+        text: String,
+        error: Option<FilterError>,
+    },
+    Detail,
+    Help,
+}
+
+/// One line of the socket table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// Index into the table's entries.
+    Sock(usize),
+    /// `TIME_WAIT` sockets towards one remote address, summarised.
+    TimeWait { remote: IpAddr, count: usize },
+    /// A socket that closed since an earlier poll, kept greyed for a moment (index into `closed`).
+    Closed(usize),
+}
+
+/// Sockets grouped by (process, service or remote port).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub process: String,
+    pub pid: Option<u32>,
+    pub peer: String,
+    /// A filter that selects this group's sockets.
+    pub filter: String,
+    pub count: usize,
+    pub idle_min_ms: Option<u32>,
+    pub idle_max_ms: Option<u32>,
+    pub stale: usize,
+    pub keepalive_off: usize,
+}
+
+/// Sample for the sparkline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sample {
+    pub established: u64,
+    pub stale: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Poll(Box<Snapshot>, Instant),
+    PollFailed(String),
+    Key(KeyEvent),
+    /// A mouse event and the terminal's size, to map rows to the layout.
+    Mouse(MouseEvent, ratatui::layout::Rect),
+    /// Time passes (for highlight expiry).
+    Tick(Instant),
+    /// The terminal was resized (redraw only).
+    Resize,
+    /// SIGTERM, SIGHUP or SIGINT.
+    Signal,
+}
+
+/// What `update` asks the loop to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Quit,
+    /// Pause or resume polling.
+    SetPaused(bool),
+}
+
+#[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent toggles
+pub struct App {
+    pub table: ConnTable,
+    pub now: Instant,
+    pub interval: Duration,
+    pub host: String,
+    pub filter: Filter,
+    pub sort: Column,
+    pub reverse: bool,
+    pub view: View,
+    pub mode: Mode,
+    pub paused: bool,
+    pub lines: Vec<Line>,
+    pub groups: Vec<Group>,
+    /// Selected row's socket (followed across polls by cookie), or group index.
+    pub selected: Option<SockKey>,
+    pub selected_group: usize,
+    /// The selected socket is not in the latest poll.
+    pub selected_gone: bool,
+    /// First row shown (kept so the selection stays visible).
+    pub offset: usize,
+    /// Table rows that fit on screen, as last drawn (for PgUp/PgDn and mouse).
+    pub page: usize,
+    pub history: VecDeque<Sample>,
+    /// Sockets that closed recently, with when they were last seen.
+    pub closed: Vec<(RawSock, Instant)>,
+    pub status: Option<String>,
+    pub error: Option<String>,
+    pub polls: u64,
+    pub color: bool,
+    /// Counted once per poll, not per frame.
+    pub state_counts: Vec<(&'static str, usize)>,
+    pub stale_counts: Vec<(StaleReason, usize)>,
+}
+
+impl App {
+    pub fn new(
+        stale_after: Duration,
+        interval: Duration,
+        filter: Filter,
+        sort: Column,
+        host: String,
+        now: Instant,
+    ) -> App {
+        App {
+            table: ConnTable::new(stale_after),
+            now,
+            interval,
+            host,
+            filter,
+            sort,
+            reverse: false,
+            view: View::Sockets,
+            mode: Mode::Browse,
+            paused: false,
+            lines: Vec::new(),
+            groups: Vec::new(),
+            selected: None,
+            selected_group: 0,
+            selected_gone: false,
+            offset: 0,
+            page: 20,
+            history: VecDeque::new(),
+            closed: Vec::new(),
+            status: None,
+            error: None,
+            polls: 0,
+            color: true,
+            state_counts: Vec::new(),
+            stale_counts: Vec::new(),
+        }
+    }
+
+    /// Index of the selected line, if the selection is on screen's list.
+    pub fn selected_line(&self) -> Option<usize> {
+        let key = self.selected?;
+        self.lines.iter().position(|l| match l {
+            Line::Sock(i) => self.table.entry(*i).key() == key,
+            Line::Closed(i) => self.closed[*i].0.key() == key,
+            Line::TimeWait { .. } => false,
+        })
+    }
+
+    fn line_key(&self, line: &Line) -> Option<SockKey> {
+        match line {
+            Line::Sock(i) => Some(self.table.entry(*i).key()),
+            Line::Closed(i) => Some(self.closed[*i].0.key()),
+            Line::TimeWait { .. } => None,
+        }
+    }
+
+    /// Whether `TIME_WAIT` sockets are listed one by one: only when the filter asks for them.
+    fn show_time_wait(&self) -> bool {
+        let src = self.filter.source().to_ascii_lowercase().replace('_', "-");
+        src.contains("time-wait") || src.contains("timewait")
+    }
+
+    /// Rebuilds lines and groups from the table, filter and sort.
+    pub fn rebuild(&mut self) {
+        let now = self.now;
+        let mut idx: Vec<usize> = (0..self.table.len())
+            .filter(|&i| self.filter.matches(&self.table.entry(i), now))
+            .collect();
+        let col = self.sort;
+        idx.sort_by(|&a, &b| col.compare(&self.table.entry(a), &self.table.entry(b), now));
+        if self.reverse {
+            idx.reverse();
+        }
+        let show_tw = self.show_time_wait();
+        let mut lines = Vec::with_capacity(idx.len());
+        let mut tw: HashMap<IpAddr, usize> = HashMap::new();
+        for i in idx {
+            let e = self.table.entry(i);
+            if !show_tw && e.sock.state == SockState::TimeWait {
+                if let Some(ip) = e.sock.remote.ip() {
+                    *tw.entry(ip).or_default() += 1;
+                    continue;
+                }
+            }
+            lines.push(Line::Sock(i));
+        }
+        let mut tw: Vec<(IpAddr, usize)> = tw.into_iter().collect();
+        tw.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        lines.extend(
+            tw.into_iter()
+                .map(|(remote, count)| Line::TimeWait { remote, count }),
+        );
+        self.closed
+            .retain(|(_, at)| now.saturating_duration_since(*at) < CHANGE_HIGHLIGHT);
+        lines.extend((0..self.closed.len()).map(Line::Closed));
+        self.lines = lines;
+        self.groups = groups(&self.table, &self.filter, now);
+        self.selected_group = self.selected_group.min(self.groups.len().saturating_sub(1));
+        // Gone means closed, not filtered out: a socket the filter hides gives the selection up.
+        self.selected_gone = self.selected.is_some_and(|k| self.table.get(&k).is_none());
+        let hidden = self.selected.is_some_and(|k| self.table.get(&k).is_some())
+            && self.selected_line().is_none();
+        if self.selected.is_none() || hidden {
+            self.selected = self.lines.iter().find_map(|l| self.line_key(l));
+        }
+    }
+
+    /// Counts by state for the header, in a fixed order.
+    fn count_states(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
+        for e in self.table.entries() {
+            *counts.entry(e.sock.state.name(e.sock.proto)).or_default() += 1;
+        }
+        let order = [
+            "ESTABLISHED",
+            "LISTEN",
+            "TIME_WAIT",
+            "CLOSE_WAIT",
+            "SYN_SENT",
+            "SYN_RECV",
+            "FIN_WAIT1",
+            "FIN_WAIT2",
+            "LAST_ACK",
+            "CLOSING",
+            "UNCONN",
+            "CLOSE",
+            "UNKNOWN",
+        ];
+        order
+            .iter()
+            .filter_map(|s| counts.get(s).map(|&n| (*s, n)))
+            .collect()
+    }
+
+    fn count_stale(&self) -> Vec<(StaleReason, usize)> {
+        StaleReason::ALL
+            .iter()
+            .map(|&r| {
+                (
+                    r,
+                    self.table.entries().filter(|e| e.stale.contains(r)).count(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
+        // Remember what disappeared, to show it greyed for a moment.
+        // Only rows the operator could see (under the current filter) linger.
+        let live: std::collections::HashSet<SockKey> =
+            snap.socks.iter().map(RawSock::key).collect();
+        for line in &self.lines {
+            if let Line::Sock(i) = line {
+                let e = self.table.entry(*i);
+                if !live.contains(&e.key()) {
+                    self.closed.push((e.sock.clone(), now));
+                }
+            }
+        }
+        self.now = now;
+        self.table.apply(snap, now);
+        self.polls += 1;
+        self.error = None;
+        let est = self
+            .table
+            .entries()
+            .filter(|e| e.sock.state == SockState::Established && e.sock.proto == Proto::Tcp)
+            .count();
+        let stale = self.table.entries().filter(|e| !e.stale.is_empty()).count();
+        self.history.push_back(Sample {
+            established: est as u64,
+            stale: stale as u64,
+        });
+        self.state_counts = self.count_states();
+        self.stale_counts = self.count_stale();
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+        self.rebuild();
+    }
+
+    /// Whether a socket appeared recently (not on the first poll, where everything is new).
+    pub fn is_new(&self, first_seen: Instant) -> bool {
+        self.polls > 1 && self.now.saturating_duration_since(first_seen) < CHANGE_HIGHLIGHT
+    }
+
+    fn set_filter(&mut self, text: &str) -> Result<(), FilterError> {
+        self.filter = Filter::parse(text)?;
+        self.rebuild();
+        Ok(())
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        match self.view {
+            View::Groups => {
+                let max = self.groups.len().saturating_sub(1);
+                self.selected_group = self.selected_group.saturating_add_signed(delta).min(max);
+            }
+            View::Sockets => {
+                if self.lines.is_empty() {
+                    return;
+                }
+                let cur = self.selected_line().unwrap_or(0);
+                let next = cur.saturating_add_signed(delta).min(self.lines.len() - 1);
+                // Summary rows cannot be selected; step over them in the direction of travel.
+                let mut n = next;
+                while n < self.lines.len() && self.line_key(&self.lines[n]).is_none() {
+                    if delta < 0 && n > 0 {
+                        n -= 1;
+                    } else {
+                        n += 1;
+                    }
+                    if delta < 0 && n == 0 {
+                        break;
+                    }
+                }
+                if let Some(key) = self.lines.get(n).and_then(|l| self.line_key(l)) {
+                    self.selected = Some(key);
+                    self.selected_gone = false;
+                }
+            }
+        }
+    }
+
+    /// Keeps the selected row inside the visible window of `page` rows.
+    pub fn scroll_into_view(&mut self, page: usize) {
+        self.page = page.max(1);
+        let sel = match self.view {
+            View::Sockets => self.selected_line().unwrap_or(0),
+            View::Groups => self.selected_group,
+        };
+        if sel < self.offset {
+            self.offset = sel;
+        } else if sel >= self.offset + self.page {
+            self.offset = sel + 1 - self.page;
+        }
+        let len = match self.view {
+            View::Sockets => self.lines.len(),
+            View::Groups => self.groups.len(),
+        };
+        self.offset = self.offset.min(len.saturating_sub(self.page));
+    }
+}
+
+/// Groups of the filtered sockets by (process, service or remote port), most sockets first.
+pub fn groups(table: &ConnTable, filter: &Filter, now: Instant) -> Vec<Group> {
+    let mut map: HashMap<(Option<u32>, String), Group> = HashMap::new();
+    for e in table.entries().filter(|e| {
+        e.sock.proto == Proto::Tcp
+            && e.sock.state != SockState::Listen
+            && e.sock.state != SockState::TimeWait
+    }) {
+        if !filter.matches(&e, now) {
+            continue;
+        }
+        let proc = e.sock.owner.process();
+        let pid = proc.map(|p| p.pid);
+        let (peer, peer_filter) = match (e.service, e.sock.remote.port()) {
+            (Some(s), _) => (s.to_string(), format!("service:{s}")),
+            (None, Some(p)) => (format!(":{p}"), format!("dport:{p}")),
+            (None, None) => ("?".into(), String::new()),
+        };
+        let g = map.entry((pid, peer.clone())).or_insert_with(|| Group {
+            process: proc.map_or_else(|| "-".into(), |p| format!("{}[{}]", p.name, p.pid)),
+            pid,
+            filter: match pid {
+                Some(pid) => format!("pid:{pid} {peer_filter}").trim().to_string(),
+                None => format!("{peer_filter} state!=listen").trim().to_string(),
+            },
+            peer,
+            count: 0,
+            idle_min_ms: None,
+            idle_max_ms: None,
+            stale: 0,
+            keepalive_off: 0,
+        });
+        g.count += 1;
+        if let Some(idle) = e.idle_ms() {
+            g.idle_min_ms = Some(g.idle_min_ms.map_or(idle, |m| m.min(idle)));
+            g.idle_max_ms = Some(g.idle_max_ms.map_or(idle, |m| m.max(idle)));
+        }
+        g.stale += usize::from(!e.stale.is_empty());
+        g.keepalive_off += usize::from(e.keepalive == Some(crate::model::Keepalive::Off));
+    }
+    let mut out: Vec<Group> = map.into_values().collect();
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.process.cmp(&b.process))
+            .then_with(|| a.peer.cmp(&b.peer))
+    });
+    out
+}
+
+/// The one place state changes.
+pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
+    match msg {
+        Msg::Poll(snap, now) => {
+            app.apply_poll(*snap, now);
+            vec![]
+        }
+        Msg::PollFailed(e) => {
+            app.error = Some(e);
+            vec![]
+        }
+        Msg::Tick(now) => {
+            let had_closed = !app.closed.is_empty();
+            app.now = now;
+            if had_closed {
+                app.rebuild();
+            }
+            vec![]
+        }
+        Msg::Resize => vec![],
+        Msg::Signal => vec![Effect::Quit],
+        Msg::Mouse(m, area) => {
+            mouse(app, m, area);
+            vec![]
+        }
+        Msg::Key(k) => key(app, k),
+    }
+}
+
+fn mouse(app: &mut App, m: MouseEvent, area: ratatui::layout::Rect) {
+    match m.kind {
+        MouseEventKind::ScrollDown => app.move_selection(3),
+        MouseEventKind::ScrollUp => app.move_selection(-3),
+        MouseEventKind::Down(MouseButton::Left) => {
+            let table = crate::ui::layout(area, app).table;
+            // The table's first line is its header: a click there changes the sort column.
+            let row = m.row;
+            if row == table.y && app.view == View::Sockets {
+                cycle_sort(app, 1);
+            } else if row > table.y && row < table.y + table.height {
+                let target = app.offset + usize::from(row - table.y - 1);
+                let cur = match app.view {
+                    View::Sockets => app.selected_line().unwrap_or(0),
+                    View::Groups => app.selected_group,
+                };
+                app.move_selection(target as isize - cur as isize);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[allow(clippy::too_many_lines)] // the key map in one place, as help lists it
+fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+        return vec![Effect::Quit];
+    }
+    if let Mode::Filter { text, .. } = &app.mode {
+        let mut text = text.clone();
+        match k.code {
+            KeyCode::Esc => app.mode = Mode::Browse,
+            KeyCode::Enter => {
+                if let Err(e) = app.set_filter(&text) {
+                    app.mode = Mode::Filter {
+                        text,
+                        error: Some(e),
+                    };
+                } else {
+                    app.mode = Mode::Browse;
+                }
+            }
+            KeyCode::Backspace => {
+                text.pop();
+                filter_typed(app, text);
+            }
+            KeyCode::Char(c) => {
+                text.push(c);
+                filter_typed(app, text);
+            }
+            _ => {}
+        }
+        return vec![];
+    }
+    if matches!(app.mode, Mode::Help) {
+        app.mode = Mode::Browse;
+        return vec![];
+    }
+    let page = app.page.max(1) as isize;
+    match k.code {
+        KeyCode::Char('q') | KeyCode::F(10) => return vec![Effect::Quit],
+        KeyCode::Esc => {
+            app.mode = Mode::Browse;
+        }
+        KeyCode::Down | KeyCode::Char('j') => app.move_selection(1),
+        KeyCode::Up | KeyCode::Char('k') => app.move_selection(-1),
+        KeyCode::PageDown => app.move_selection(page),
+        KeyCode::PageUp => app.move_selection(-page),
+        KeyCode::Home | KeyCode::Char('g') => app.move_selection(-(isize::MAX / 2)),
+        KeyCode::End | KeyCode::Char('G') => app.move_selection(isize::MAX / 2),
+        KeyCode::Char('/') | KeyCode::F(3 | 4) => {
+            app.mode = Mode::Filter {
+                text: app.filter.source().to_string(),
+                error: None,
+            };
+        }
+        KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help,
+        KeyCode::Enter => match app.view {
+            View::Sockets => {
+                app.mode = if app.mode == Mode::Detail {
+                    Mode::Browse
+                } else {
+                    Mode::Detail
+                };
+            }
+            View::Groups => {
+                if let Some(g) = app.groups.get(app.selected_group) {
+                    let f = g.filter.clone();
+                    if app.set_filter(&f).is_ok() {
+                        app.view = View::Sockets;
+                        app.selected = None;
+                        app.rebuild();
+                        app.status = Some(format!("filter: {f}"));
+                    }
+                }
+            }
+        },
+        KeyCode::Tab => {
+            app.view = if app.view == View::Sockets {
+                View::Groups
+            } else {
+                View::Sockets
+            };
+            app.offset = 0;
+            if app.mode == Mode::Detail {
+                app.mode = Mode::Browse;
+            }
+        }
+        KeyCode::Char(' ') => {
+            app.paused = !app.paused;
+            app.status = Some(if app.paused {
+                "paused (Space resumes)".into()
+            } else {
+                "resumed".into()
+            });
+            return vec![Effect::SetPaused(app.paused)];
+        }
+        KeyCode::Char('s') => {
+            let text = if app.filter.source() == "stale" {
+                ""
+            } else {
+                "stale"
+            };
+            let _ = app.set_filter(text);
+            app.status = Some(if text.is_empty() {
+                "filter cleared".into()
+            } else {
+                "stale preset: sockets with a stale reason".into()
+            });
+        }
+        KeyCode::Char(c @ '1'..='9') => {
+            if let Some((_, name, f)) = PRESETS.iter().find(|(k, _, _)| *k == c) {
+                let _ = app.set_filter(f);
+                app.status = Some(format!("preset {c}: {name}"));
+            }
+        }
+        KeyCode::Char('<' | ',') => cycle_sort(app, -1),
+        KeyCode::Char('>' | '.') | KeyCode::F(6) => cycle_sort(app, 1),
+        KeyCode::Char('r' | 'I') => {
+            app.reverse = !app.reverse;
+            app.rebuild();
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+/// Validates as the user types; the table only changes on a valid filter.
+fn filter_typed(app: &mut App, text: String) {
+    match Filter::parse(&text) {
+        Ok(_) => {
+            let _ = app.set_filter(&text);
+            app.mode = Mode::Filter { text, error: None };
+        }
+        Err(e) => {
+            app.mode = Mode::Filter {
+                text,
+                error: Some(e),
+            }
+        }
+    }
+}
+
+/// The columns `<`/`>` step through.
+pub const SORTABLE: [Column; 12] = [
+    Column::Idle,
+    Column::State,
+    Column::Proto,
+    Column::Local,
+    Column::Remote,
+    Column::Process,
+    Column::Keepalive,
+    Column::RecvQ,
+    Column::SendQ,
+    Column::Rtt,
+    Column::BytesIn,
+    Column::BytesOut,
+];
+
+fn cycle_sort(app: &mut App, step: isize) {
+    let i = SORTABLE.iter().position(|c| *c == app.sort).unwrap_or(0) as isize;
+    let n = SORTABLE.len() as isize;
+    app.sort = SORTABLE[((i + step).rem_euclid(n)) as usize];
+    app.status = Some(format!(
+        "sorted by {}",
+        app.sort.header().to_ascii_lowercase()
+    ));
+    app.rebuild();
+}
+
+#[cfg(test)]
+#[path = "app_tests.rs"]
+pub(crate) mod tests;

@@ -1,0 +1,118 @@
+//! The interactive loop: a collector thread sends snapshots, crossterm sends input, signals and
+//! a tick arrive; each becomes a `Msg` for `app::update`, and the screen is redrawn.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event, EventStream, KeyEventKind};
+use futures_util::StreamExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::app::{self, App, Effect, Msg};
+use crate::cli::Args;
+use crate::collector::{Collector, Selection};
+use crate::columns::Column;
+use crate::model::filter::Filter;
+use crate::model::Snapshot;
+use crate::{tui, ui};
+
+/// Runs the dashboard until the user quits or a signal arrives.
+pub fn run(args: &Args, filter: Filter, selection: Selection) -> anyhow::Result<()> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut app = App::new(
+        args.stale_after,
+        args.interval,
+        filter,
+        args.sort.unwrap_or(Column::Idle),
+        host,
+        Instant::now(),
+    );
+    app.reverse = args.reverse;
+    app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(event_loop(&mut app, args.interval, selection));
+    tui::restore();
+    result
+}
+
+type PollResult = Result<Snapshot, String>;
+
+/// Polls off the UI thread; the channel holds one snapshot, so a slow UI slows polling
+/// instead of queueing stale snapshots.
+fn spawn_collector(
+    selection: Selection,
+    interval: Duration,
+    paused: Arc<AtomicBool>,
+    tx: mpsc::Sender<PollResult>,
+) {
+    std::thread::Builder::new()
+        .name("katop-collector".into())
+        .spawn(move || {
+            let mut collector = match Collector::new(selection) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.to_string()));
+                    return;
+                }
+            };
+            loop {
+                if paused.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                } else {
+                    let started = Instant::now();
+                    let result = collector.poll().map_err(|e| e.to_string());
+                    if tx.blocking_send(result).is_err() {
+                        return; // the UI has gone
+                    }
+                    std::thread::sleep(interval.saturating_sub(started.elapsed()));
+                }
+            }
+        })
+        .expect("spawn the collector thread");
+}
+
+async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> anyhow::Result<()> {
+    let paused = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::channel(1);
+    spawn_collector(selection, interval, Arc::clone(&paused), tx);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut terminal = tui::init()?;
+    let mut events = EventStream::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let size = terminal.size()?;
+        let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+        app.scroll_into_view(ui::page_rows(area, app));
+        terminal.draw(|f| ui::render(app, f))?;
+        let msg = tokio::select! {
+            Some(poll) = rx.recv() => match poll {
+                Ok(snap) => Msg::Poll(Box::new(snap), Instant::now()),
+                Err(e) => Msg::PollFailed(e),
+            },
+            Some(event) = events.next() => match event? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => Msg::Key(k),
+                Event::Mouse(m) => Msg::Mouse(m, area),
+                Event::Resize(..) => Msg::Resize,
+                _ => continue,
+            },
+            _ = tick.tick() => Msg::Tick(Instant::now()),
+            _ = sigterm.recv() => Msg::Signal,
+            _ = sighup.recv() => Msg::Signal,
+            _ = sigint.recv() => Msg::Signal,
+        };
+        for effect in app::update(app, msg) {
+            match effect {
+                Effect::Quit => return Ok(()),
+                Effect::SetPaused(p) => paused.store(p, Ordering::Relaxed),
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The header: what is being watched, what it costs, counts, and the system's keepalive promise.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Sparkline};
+use ratatui::Frame;
+
+use super::theme::Theme;
+use crate::app::App;
+use crate::model::duration::{format_ms_short, format_secs};
+
+pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
+    let t = &app.table;
+    let mut first = vec![
+        Span::styled("katop ", theme.title()),
+        Span::raw(format!(
+            "{} · every {} · poll {} · {} sockets",
+            app.host,
+            format_ms_short(app.interval.as_millis() as u64),
+            format_ms_short(t.cost.total.as_millis() as u64),
+            t.len()
+        )),
+    ];
+    if app.paused {
+        first.push(Span::styled("  PAUSED", theme.warn()));
+    }
+    let mut states = vec![];
+    for &(name, n) in &app.state_counts {
+        states.push(Span::styled(format!("{name} "), theme.label()));
+        states.push(Span::raw(format!("{n}  ")));
+    }
+    let mut stale = vec![Span::styled("stale: ", theme.label())];
+    let counts = &app.stale_counts;
+    if counts.is_empty() {
+        stale.push(Span::styled("none", theme.good()));
+    }
+    for &(r, n) in counts {
+        stale.push(Span::styled(format!("{} {n}  ", r.name()), theme.stale()));
+    }
+    let s = &t.settings;
+    let show = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| v.to_string());
+    let mut ka = vec![
+        Span::styled("keepalive ", theme.label()),
+        Span::raw(format!(
+            "{}s + {}s × {} ",
+            show(s.keepalive_time_s),
+            show(s.keepalive_intvl_s),
+            show(s.keepalive_probes)
+        )),
+    ];
+    if let Some(after) = s.dead_peer_after_s() {
+        ka.push(Span::raw("→ a silent peer is dropped after "));
+        ka.push(Span::styled(format_secs(after), theme.title()));
+    }
+    if let Some(ct) = s.conntrack_established_s {
+        ka.push(Span::styled(
+            format!("  conntrack {}", format_secs(ct.into())),
+            theme.label(),
+        ));
+    }
+    let spark_width = (area.width / 6).min(26);
+    let [text, spark] =
+        Layout::horizontal([Constraint::Min(40), Constraint::Length(spark_width)]).areas(area);
+    frame.render_widget(
+        Paragraph::new(vec![
+            Line::from(first),
+            Line::from(states),
+            Line::from(stale),
+            Line::from(ka),
+        ]),
+        text,
+    );
+
+    // Two small sparklines: ESTABLISHED and stale counts over the last polls.
+    let rows = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .split(spark);
+    let width = usize::from(spark.width);
+    let tail = |f: fn(&crate::app::Sample) -> u64| -> Vec<u64> {
+        let skip = app.history.len().saturating_sub(width);
+        app.history.iter().skip(skip).map(f).collect()
+    };
+    let est = tail(|s| s.established);
+    let st = tail(|s| s.stale);
+    frame.render_widget(
+        Paragraph::new(Line::styled(
+            format!("estab {}", est.last().copied().unwrap_or(0)),
+            theme.label(),
+        )),
+        rows[0],
+    );
+    frame.render_widget(
+        Sparkline::default()
+            .data(&est)
+            .style(theme.spark_established()),
+        rows[1],
+    );
+    frame.render_widget(
+        Paragraph::new(Line::styled(
+            format!("stale {}", st.last().copied().unwrap_or(0)),
+            theme.label(),
+        )),
+        rows[2],
+    );
+    frame.render_widget(
+        Sparkline::default().data(&st).style(theme.spark_stale()),
+        rows[3],
+    );
+}

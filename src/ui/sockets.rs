@@ -1,0 +1,181 @@
+//! The socket table: only the visible rows are built, each frame.
+
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
+use ratatui::text::Span;
+use ratatui::widgets::{Cell, Row, Table};
+use ratatui::Frame;
+
+use super::theme::Theme;
+use crate::app::{App, Line};
+use crate::columns::{self, Column};
+use crate::model::SockEntry;
+
+/// The dashboard's columns, in order; a narrow terminal drops the least useful first.
+pub const COLUMNS: [Column; 13] = [
+    Column::Proto,
+    Column::State,
+    Column::Local,
+    Column::Remote,
+    Column::Service,
+    Column::Process,
+    Column::Idle,
+    Column::Keepalive,
+    Column::RecvQ,
+    Column::SendQ,
+    Column::Rtt,
+    Column::Rate,
+    Column::Stale,
+];
+
+/// Widest a column may get, so one long value does not push the others off screen.
+fn cap(c: Column) -> usize {
+    match c {
+        Column::Local | Column::Remote => 47,
+        Column::Stale => 32,
+        _ => 20,
+    }
+}
+
+enum Kind {
+    Live { stale: bool, new: bool },
+    Summary,
+    Gone,
+}
+
+#[allow(clippy::too_many_lines)] // one table: rows, widths, styles
+pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
+    let page = usize::from(area.height.saturating_sub(1));
+    let end = (app.offset + page).min(app.lines.len());
+    let selected = app.selected_line();
+    let mut rows: Vec<(Vec<String>, Kind, bool)> = Vec::with_capacity(end - app.offset);
+    for (n, line) in app.lines[app.offset.min(end)..end].iter().enumerate() {
+        let is_sel = selected == Some(app.offset + n);
+        match line {
+            Line::Sock(i) => {
+                let e = app.table.entry(*i);
+                let kind = Kind::Live {
+                    stale: !e.stale.is_empty(),
+                    new: app.is_new(e.first_seen),
+                };
+                rows.push((cells(&e, app), kind, is_sel));
+            }
+            Line::Closed(i) => {
+                let e = SockEntry::bare(&app.closed[*i].0, app.now);
+                rows.push((cells(&e, app), Kind::Gone, is_sel));
+            }
+            Line::TimeWait { remote, count } => {
+                let texts = COLUMNS
+                    .iter()
+                    .map(|c| match c {
+                        Column::Proto => "tcp".to_string(),
+                        Column::State => "TIME_WAIT".to_string(),
+                        Column::Remote => format!("{remote} ×{count}"),
+                        _ => String::new(),
+                    })
+                    .collect();
+                rows.push((texts, Kind::Summary, false));
+            }
+        }
+    }
+    let widths: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r.0[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.header().len() + 1)
+                .min(cap(*c))
+        })
+        .collect();
+    let keep = columns::fit(&COLUMNS, &widths, usize::from(area.width));
+
+    let header = Row::new(keep.iter().map(|&i| {
+        let c = COLUMNS[i];
+        let mark = if c == app.sort {
+            if app.reverse {
+                "▲"
+            } else {
+                "▼"
+            }
+        } else {
+            ""
+        };
+        Cell::from(format!("{}{mark}", c.header()))
+    }))
+    .style(theme.header());
+    let body = rows.into_iter().map(|(texts, kind, sel)| {
+        let base = match kind {
+            Kind::Live { new: true, .. } => theme.new_row(),
+            Kind::Live { .. } => Style::new(),
+            Kind::Summary => theme.dim(),
+            Kind::Gone => theme.gone(),
+        };
+        let stale_row = matches!(kind, Kind::Live { stale: true, .. });
+        let cells = keep.iter().map(|&i| {
+            let c = COLUMNS[i];
+            let text = texts[i].clone();
+            let text = if c.right_aligned() {
+                format!("{text:>w$}", w = widths[i])
+            } else {
+                text
+            };
+            let probing = c == Column::Keepalive && texts[i].starts_with("probe");
+            if (c == Column::Stale && stale_row) || probing {
+                Cell::from(Span::styled(text, theme.stale()))
+            } else if c == Column::Keepalive && texts[i] == "off" {
+                Cell::from(Span::styled(text, theme.warn()))
+            } else {
+                Cell::from(text)
+            }
+        });
+        let row = Row::new(cells).style(base);
+        if sel {
+            row.style(base.patch(theme.selected()))
+        } else {
+            row
+        }
+    });
+    let constraints: Vec<Constraint> = keep
+        .iter()
+        .map(|&i| Constraint::Length(widths[i] as u16))
+        .collect();
+    let table = Table::new(body, constraints)
+        .header(header)
+        .column_spacing(2);
+    frame.render_widget(table, area);
+    if app.lines.is_empty() {
+        let msg = if app.polls == 0 {
+            "waiting for the first poll…"
+        } else {
+            "no socket matches the filter"
+        };
+        let y = area.y + 1;
+        if y < area.y + area.height {
+            frame.render_widget(
+                ratatui::widgets::Paragraph::new(Span::styled(msg, theme.dim())),
+                Rect::new(area.x, y, area.width, 1),
+            );
+        }
+    }
+}
+
+fn cells(e: &SockEntry, app: &App) -> Vec<String> {
+    COLUMNS
+        .iter()
+        .map(|c| sanitize(c.cell(e, app.now)))
+        .collect()
+}
+
+/// Control characters from process names or paths must not reach the terminal.
+fn sanitize(s: String) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    } else {
+        s
+    }
+}

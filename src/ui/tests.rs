@@ -1,0 +1,177 @@
+//! Rendering tests: a fixture [`App`] drawn into ratatui's `TestBackend`.
+
+use crossterm::event::KeyCode;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+use super::*;
+use crate::app::tests::{ch, fixture_app, key};
+use crate::app::{update, App};
+
+fn draw(app: &mut App, w: u16, h: u16) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let area = Rect::new(0, 0, w, h);
+    app.scroll_into_view(page_rows(area, app));
+    t.draw(|f| render(app, f)).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn text(b: &Buffer) -> String {
+    let mut out = String::new();
+    for y in 0..b.area.height {
+        let line: String = (0..b.area.width).map(|x| b[(x, y)].symbol()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn row_of(b: &Buffer, needle: &str) -> u16 {
+    let t = text(b);
+    t.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle} not on screen:\n{t}")) as u16
+}
+
+#[test]
+fn dashboard_at_120x30() {
+    let (mut app, _) = fixture_app();
+    insta::assert_snapshot!("sockets_120x30", text(&draw(&mut app, 120, 30)));
+}
+
+#[test]
+fn detail_pane_at_100x44() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, key(KeyCode::Enter));
+    let screen = text(&draw(&mut app, 100, 44));
+    insta::assert_snapshot!("detail_100x44", screen);
+    for needle in [
+        "3 probes sent, none answered",
+        "next probe in 40s",
+        "kernel drops it in ~8m",
+        "probing:",
+        "java -jar billing.jar",
+        "cookie 3",
+    ] {
+        assert!(
+            screen.contains(needle),
+            "detail lacks {needle:?}:\n{screen}"
+        );
+    }
+}
+
+#[test]
+fn eighty_by_twenty_four_keeps_the_essentials() {
+    let (mut app, _) = fixture_app();
+    // Even with a 41-character IPv6 peer on screen, who and why stay.
+    let screen = text(&draw(&mut app, 80, 24));
+    for needle in ["STATE", "REMOTE", "10.0.0.8:5432", "java[4121]", "2h11m15s"] {
+        assert!(screen.contains(needle), "80x24 lacks {needle:?}:\n{screen}");
+    }
+    assert!(screen.lines().all(|l| l.chars().count() <= 80));
+    // With IPv4 peers, idle time, keepalive and stale reasons fit too.
+    update(&mut app, ch('/'));
+    for c in "family:inet".chars() {
+        update(&mut app, ch(c));
+    }
+    update(&mut app, key(KeyCode::Enter));
+    let screen = text(&draw(&mut app, 80, 24));
+    for needle in [
+        "IDLE",
+        "KEEPALIVE",
+        "STALE",
+        "probe 3",
+        "idle,probing",
+        "on 1h59m",
+    ] {
+        assert!(screen.contains(needle), "80x24 lacks {needle:?}:\n{screen}");
+    }
+}
+
+#[test]
+fn tiny_terminal_says_so() {
+    let (mut app, _) = fixture_app();
+    let screen = text(&draw(&mut app, 40, 8));
+    assert!(screen.contains("terminal too small: 40x8"), "{screen}");
+    // Degenerate sizes draw without panicking.
+    for (w, h) in [(1, 1), (0, 0), (60, 12), (59, 30), (200, 12)] {
+        draw(&mut app, w, h);
+    }
+}
+
+#[test]
+fn hostile_names_and_ipv6_are_shown_safely() {
+    let (mut app, _) = fixture_app();
+    let b = draw(&mut app, 200, 30);
+    let screen = text(&b);
+    assert!(
+        screen.contains("[2001:db8:ffff:ffff:ffff:ffff:ffff:1]:443"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains('\u{1b}'),
+        "an escape sequence reached the screen"
+    );
+    assert!(screen.contains("\u{fffd}?[2Jevil-name"), "{screen}");
+}
+
+#[test]
+fn stale_tags_are_red_and_no_color_removes_colour() {
+    let (mut app, _) = fixture_app();
+    let b = draw(&mut app, 160, 30);
+    let y = row_of(&b, "idle,no-keepalive");
+    let x = text(&b)
+        .lines()
+        .nth(y as usize)
+        .unwrap()
+        .find("idle,no-keepalive")
+        .unwrap() as u16;
+    assert_eq!(b[(x, y)].fg, Color::Red);
+    app.color = false;
+    let b = draw(&mut app, 160, 30);
+    for cell in b.content() {
+        assert!(
+            matches!(cell.fg, Color::Reset),
+            "colour {:?} with NO_COLOR",
+            cell.fg
+        );
+    }
+}
+
+#[test]
+fn groups_and_help() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, key(KeyCode::Tab));
+    let screen = text(&draw(&mut app, 100, 24));
+    assert!(
+        screen.contains("PROCESS")
+            && screen.contains("java[4121]")
+            && screen.contains("→ postgres"),
+        "{screen}"
+    );
+    update(&mut app, ch('?'));
+    let screen = text(&draw(&mut app, 100, 34));
+    assert!(
+        screen.contains("katop help") && screen.contains("pause / resume polling"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn filter_error_is_shown_in_place() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, ch('/'));
+    for c in "idle>".chars() {
+        update(&mut app, ch(c));
+    }
+    let screen = text(&draw(&mut app, 120, 24));
+    let last = screen.lines().nth(23).unwrap();
+    assert!(
+        last.contains("filter: idle>") && last.contains("error at 6: expected a duration like 10m"),
+        "{last}"
+    );
+    // The table still shows every socket.
+    assert!(screen.contains("10.0.0.9:5432"));
+}

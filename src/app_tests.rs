@@ -22,7 +22,11 @@ pub fn conn(cookie: u64, local: &str, remote: &str, state: SockState, idle_ms: u
     let mut s = sock(state);
     s.cookie = Cookie(cookie);
     let local: std::net::SocketAddr = local.parse().unwrap();
-    s.family = if local.is_ipv6() { crate::model::Family::Inet6 } else { crate::model::Family::Inet };
+    s.family = if local.is_ipv6() {
+        crate::model::Family::Inet6
+    } else {
+        crate::model::Family::Inet
+    };
     s.local = Endpoint::Inet(local);
     s.remote = Endpoint::Inet(remote.parse().unwrap());
     s.tcp_info = Some(info(idle_ms, 1001, 500));

@@ -53,10 +53,14 @@ fn bad_arguments_exit_2() {
 }
 
 #[test]
-fn without_once_it_says_the_dashboard_is_not_there_yet() {
+fn the_dashboard_refuses_a_pipe_and_points_to_once() {
     let o = katop(&[]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--once"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs a terminal") && stderr(&o).contains("--once"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -1,0 +1,210 @@
+//! The real binary in a real terminal: tmux runs katop, `send-keys` types, `capture-pane` reads.
+//! Waits are bounded polls for text to appear, never fixed sleeps asserted on.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A private tmux server with one shell pane; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str, width: u16, height: u16) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is missing: .ci/run installs it"
+            );
+            println!("skipped: tmux is not installed");
+            return None;
+        }
+        let t = Tmux {
+            socket: format!("katop-{name}-{}", std::process::id()),
+        };
+        t.cmd(&[
+            "new-session",
+            "-d",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "bash --norc --noprofile",
+        ]);
+        t.cmd(&["set-option", "-g", "status", "off"]);
+        Some(t)
+    }
+
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.cmd(&["send-keys", "-t", "0", k]);
+        }
+    }
+
+    fn type_text(&self, text: &str) {
+        self.cmd(&["send-keys", "-t", "0", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-t", "0", "-p"])
+    }
+
+    /// Waits (at most 15 s) until `pred` holds for the screen, and returns that screen.
+    fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        self.wait(needle, |s| s.contains(needle))
+    }
+
+    fn start_katop(&self, args: &str) {
+        let bin = env!("CARGO_BIN_EXE_katop");
+        self.type_text(&format!("clear; {bin} {args}; echo AFTER-KATOP-$?; stty -a | tr ' ' '\\n' | grep -x -- '-*icanon'"));
+        self.keys(&["Enter"]);
+        self.wait_for("katop ");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn filter_select_details_stale_preset_and_quit() {
+    let Some(t) = Tmux::start("keys", 160, 40) else {
+        return;
+    };
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_server, _) = l.accept().unwrap();
+    let port = client.local_addr().unwrap().port();
+
+    t.start_katop("--interval 300ms");
+    t.wait_for("keepalive");
+    t.keys(&["/"]);
+    t.type_text(&format!("sport:{port}"));
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&format!("[sport:{port}]"));
+    let rows: Vec<&str> = s.lines().filter(|l| l.starts_with("tcp ")).collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the filter should leave only the test's client:\n{s}"
+    );
+    assert!(
+        rows[0].contains(&l.local_addr().unwrap().to_string()),
+        "{s}"
+    );
+
+    // Details of the selected socket: the test's own process, its cookie, its keepalive.
+    t.keys(&["Enter"]);
+    let s = t.wait_for("details (Enter closes)");
+    assert!(s.contains(&format!("127.0.0.1:{port}")), "{s}");
+    assert!(s.contains("keepalive is off"), "{s}");
+    assert!(
+        s.contains(&format!("[{}]", std::process::id())),
+        "the owner pid is shown:\n{s}"
+    );
+    t.keys(&["Enter"]);
+    t.wait("details closed", |s| !s.contains("details (Enter closes)"));
+
+    // A bad filter shows its error in place and keeps the table.
+    t.keys(&["/"]);
+    // (" rtt" alone is already invalid, so every keystroke here keeps the last valid filter.)
+    t.type_text(" rtt>");
+    // (Wait for the whole message: a capture can catch a frame half drawn.)
+    t.wait_for("expected a duration like 10m after 'rtt>'");
+    let s = t.wait_for(&format!("127.0.0.1:{port}"));
+    assert!(
+        s.contains(&format!("127.0.0.1:{port}")),
+        "an invalid filter cleared the table:\n{s}"
+    );
+    t.keys(&["Escape"]);
+
+    // The stale preset replaces the filter.
+    t.keys(&["s"]);
+    t.wait_for("[stale]");
+
+    t.keys(&["q"]);
+    let s = t.wait_for("AFTER-KATOP-0");
+    assert!(
+        !s.contains("ESTAB"),
+        "the dashboard is still on screen after quit:\n{s}"
+    );
+    let s = t.wait("stty's answer", |s| {
+        s.lines()
+            .any(|l| l.trim() == "icanon" || l.trim() == "-icanon")
+    });
+    assert!(
+        s.lines().any(|l| l.trim() == "icanon"),
+        "the terminal was left in raw mode:\n{s}"
+    );
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    let Some(t) = Tmux::start("sigterm", 100, 30) else {
+        return;
+    };
+    t.start_katop("");
+    t.wait_for("keepalive");
+    let shell = t.cmd(&["display-message", "-p", "-t", "0", "#{pane_pid}"]);
+    let out = Command::new("pkill")
+        .args(["-TERM", "-P", shell.trim(), "katop"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no katop child of the pane's shell");
+    let s = t.wait_for("AFTER-KATOP-");
+    assert!(s.contains("AFTER-KATOP-0"), "{s}");
+    let s = t.wait("stty's answer", |s| {
+        s.lines()
+            .any(|l| l.trim() == "icanon" || l.trim() == "-icanon")
+    });
+    assert!(
+        s.lines().any(|l| l.trim() == "icanon"),
+        "the terminal was left in raw mode:\n{s}"
+    );
+}
+
+#[test]
+fn a_tiny_terminal_gets_a_message() {
+    let Some(t) = Tmux::start("tiny", 40, 8) else {
+        return;
+    };
+    t.start_katop("");
+    t.wait_for("terminal too small");
+    t.keys(&["q"]);
+    t.wait_for("AFTER-KATOP-0");
+}

@@ -4,16 +4,13 @@
 //! `cargo bench --bench poll -- --count 50000` holds 50 000 connections (100 000 sockets),
 //! spread over worker processes (one process may hold only so many fds), and prints medians.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use katop::collector::{Collector, Selection};
 use katop::model::{ConnTable, Proto};
 
-/// Connections per worker: two fds each, under a 20 000-file hard limit.
-const PER_WORKER: usize = 9_000;
+mod common;
 
 #[allow(clippy::too_many_lines)] // a script: set up, measure, report, in order
 fn main() {
@@ -25,36 +22,11 @@ fn main() {
             .and_then(|v| v.parse::<usize>().ok())
     };
     if let Some(n) = value("--worker") {
-        return worker(n);
+        return common::worker(n);
     }
     let count = value("--count").unwrap_or(10_000);
     let rounds = value("--rounds").unwrap_or(7);
-
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    let mut left = count;
-    while left > 0 {
-        let n = left.min(PER_WORKER);
-        workers.push(spawn_worker(n));
-        left -= n;
-    }
-    for (child, _) in &mut workers {
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "worker failed to open its connections"
-        );
-    }
-    println!(
-        "holding {count} loopback connections ({} sockets) in {} workers, set up in {:.1?}",
-        2 * count,
-        workers.len(),
-        started.elapsed()
-    );
+    let farm = common::Farm::hold(count);
 
     let tcp = Selection {
         protos: vec![Proto::Tcp],
@@ -82,12 +54,14 @@ fn main() {
         }));
         t_cold.push(time(|| {
             let mut c = Collector::new(all.clone()).unwrap();
-            ConnTable::new(Duration::from_secs(300)).apply(c.poll().unwrap(), Instant::now());
+            let _ = ConnTable::new(Duration::from_secs(300)).apply(c.poll().unwrap(), Instant::now());
         }));
         t_warm.push(time(|| {
             let snap = warm.poll().unwrap();
             let (dump, total) = (snap.cost.dump, snap.cost.total);
-            let apply = time(|| table.apply(snap, Instant::now()));
+            let apply = time(|| {
+                let _ = table.apply(snap, Instant::now());
+            });
             phases.push((dump, total.checked_sub(dump).unwrap(), apply));
         }));
         if let Some(bin) = &once {
@@ -128,51 +102,11 @@ fn main() {
         warm_ms.as_secs_f64() / bare_ms.as_secs_f64()
     );
 
-    for (mut child, stdin) in workers {
-        drop(stdin);
-        let _ = child.wait();
-    }
+    drop(farm);
 }
 
 fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
     f();
     t.elapsed()
-}
-
-fn spawn_worker(n: usize) -> (Child, std::process::ChildStdin) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--worker", &n.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    (child, stdin)
-}
-
-/// Holds `n` connected pairs until stdin closes.
-fn worker(n: usize) {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let _ = rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut held = Vec::with_capacity(2 * n);
-    for _ in 0..n {
-        let c = TcpStream::connect(addr).unwrap();
-        let (s, _) = listener.accept().unwrap();
-        held.push(c);
-        held.push(s);
-    }
-    let mut out = std::io::stdout();
-    writeln!(out, "ready").unwrap();
-    out.flush().unwrap();
-    let mut sink = [0u8; 1];
-    let _ = std::io::stdin().read(&mut sink);
 }

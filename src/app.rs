@@ -121,6 +121,8 @@ pub struct App {
     /// Selected row's socket (followed across polls by cookie), or group index.
     pub selected: Option<SockKey>,
     pub selected_group: usize,
+    /// The selected socket's index in `lines`, kept in step with `selected`.
+    selected_idx: Option<usize>,
     /// The selected socket is not in the latest poll.
     pub selected_gone: bool,
     /// First row shown (kept so the selection stays visible).
@@ -136,6 +138,8 @@ pub struct App {
     pub color: bool,
     /// Counted once per poll, not per frame.
     pub state_counts: Vec<(&'static str, usize)>,
+    /// The previous poll's emptied socket vector, for the loop to hand back to the collector.
+    pub spare: Option<Vec<RawSock>>,
     pub stale_counts: Vec<(StaleReason, usize)>,
 }
 
@@ -163,6 +167,7 @@ impl App {
             groups: Vec::new(),
             selected: None,
             selected_group: 0,
+            selected_idx: None,
             selected_gone: false,
             offset: 0,
             page: 20,
@@ -173,18 +178,23 @@ impl App {
             polls: 0,
             color: true,
             state_counts: Vec::new(),
+            spare: None,
             stale_counts: Vec::new(),
         }
     }
 
-    /// Index of the selected line, if the selection is on screen's list.
+    /// Index of the selected line, if the selection is in the list.
     pub fn selected_line(&self) -> Option<usize> {
-        let key = self.selected?;
-        self.lines.iter().position(|l| match l {
-            Line::Sock(i) => self.table.entry(*i).key() == key,
-            Line::Closed(i) => self.closed[*i].0.key() == key,
-            Line::TimeWait { .. } => false,
-        })
+        self.selected_idx
+    }
+
+    /// Finds the selected socket's line again (after the lines or the selection changed).
+    fn locate_selection(&mut self) {
+        self.selected_idx = self.selected.and_then(|key| {
+            self.lines
+                .iter()
+                .position(|l| self.line_key(l) == Some(key))
+        });
     }
 
     fn line_key(&self, line: &Line) -> Option<SockKey> {
@@ -201,14 +211,19 @@ impl App {
         src.contains("time-wait") || src.contains("timewait")
     }
 
-    /// Rebuilds lines and groups from the table, filter and sort.
+    /// Rebuilds the lines (and the groups, when shown) from the table, filter and sort.
     pub fn rebuild(&mut self) {
         let now = self.now;
-        let mut idx: Vec<usize> = (0..self.table.len())
-            .filter(|&i| self.filter.matches(&self.table.entry(i), now))
-            .collect();
+        let mut idx: Vec<usize> = if self.filter.matches_all() {
+            (0..self.table.len()).collect()
+        } else {
+            (0..self.table.len())
+                .filter(|&i| self.filter.matches(&self.table.entry(i), now))
+                .collect()
+        };
+        // Keys computed once per socket, not once per comparison.
         let col = self.sort;
-        idx.sort_by(|&a, &b| col.compare(&self.table.entry(a), &self.table.entry(b), now));
+        idx.sort_by_cached_key(|&i| col.sort_key(&self.table.entry(i), now));
         if self.reverse {
             idx.reverse();
         }
@@ -235,24 +250,24 @@ impl App {
             .retain(|(_, at)| now.saturating_duration_since(*at) < CHANGE_HIGHLIGHT);
         lines.extend((0..self.closed.len()).map(Line::Closed));
         self.lines = lines;
-        self.groups = groups(&self.table, &self.filter, now);
-        self.selected_group = self.selected_group.min(self.groups.len().saturating_sub(1));
+        if self.view == View::Groups {
+            self.groups = groups(&self.table, &self.filter, now);
+            self.selected_group = self.selected_group.min(self.groups.len().saturating_sub(1));
+        }
+        self.locate_selection();
         // Gone means closed, not filtered out: a socket the filter hides gives the selection up.
         self.selected_gone = self.selected.is_some_and(|k| self.table.get(&k).is_none());
         let hidden = self.selected.is_some_and(|k| self.table.get(&k).is_some())
-            && self.selected_line().is_none();
+            && self.selected_idx.is_none();
         if self.selected.is_none() || hidden {
             self.selected = self.lines.iter().find_map(|l| self.line_key(l));
+            self.locate_selection();
         }
     }
 
-    /// Counts by state for the header, in a fixed order.
-    fn count_states(&self) -> Vec<(&'static str, usize)> {
-        let mut counts: HashMap<&'static str, usize> = HashMap::new();
-        for e in self.table.entries() {
-            *counts.entry(e.sock.state.name(e.sock.proto)).or_default() += 1;
-        }
-        let order = [
+    /// Counts by state (in a fixed order) and by stale reason, in one pass.
+    fn count(&mut self) {
+        const ORDER: [&str; 13] = [
             "ESTABLISHED",
             "LISTEN",
             "TIME_WAIT",
@@ -267,30 +282,49 @@ impl App {
             "CLOSE",
             "UNKNOWN",
         ];
-        order
+        let mut states = [0usize; ORDER.len()];
+        let mut stale = [0usize; StaleReason::ALL.len()];
+        let (mut established, mut any_stale) = (0u64, 0u64);
+        for e in self.table.entries() {
+            let name = e.sock.state.name(e.sock.proto);
+            if let Some(i) = ORDER.iter().position(|s| *s == name) {
+                states[i] += 1;
+            }
+            if e.sock.state == SockState::Established && e.sock.proto == Proto::Tcp {
+                established += 1;
+            }
+            if !e.stale.is_empty() {
+                any_stale += 1;
+                for r in e.stale.iter() {
+                    stale[r as usize] += 1;
+                }
+            }
+        }
+        self.state_counts = ORDER
             .iter()
-            .filter_map(|s| counts.get(s).map(|&n| (*s, n)))
-            .collect()
-    }
-
-    fn count_stale(&self) -> Vec<(StaleReason, usize)> {
-        StaleReason::ALL
-            .iter()
-            .map(|&r| {
-                (
-                    r,
-                    self.table.entries().filter(|e| e.stale.contains(r)).count(),
-                )
-            })
+            .zip(states)
             .filter(|(_, n)| *n > 0)
-            .collect()
+            .map(|(s, n)| (*s, n))
+            .collect();
+        self.stale_counts = StaleReason::ALL
+            .iter()
+            .zip(stale)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (*r, n))
+            .collect();
+        self.history.push_back(Sample {
+            established,
+            stale: any_stale,
+        });
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
     }
 
     fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
         // Remember what disappeared, to show it greyed for a moment.
         // Only rows the operator could see (under the current filter) linger.
-        let live: std::collections::HashSet<SockKey> =
-            snap.socks.iter().map(RawSock::key).collect();
+        let live: rustc_hash::FxHashSet<SockKey> = snap.socks.iter().map(RawSock::key).collect();
         for line in &self.lines {
             if let Line::Sock(i) = line {
                 let e = self.table.entry(*i);
@@ -300,24 +334,10 @@ impl App {
             }
         }
         self.now = now;
-        self.table.apply(snap, now);
+        self.spare = Some(self.table.apply(snap, now));
         self.polls += 1;
         self.error = None;
-        let est = self
-            .table
-            .entries()
-            .filter(|e| e.sock.state == SockState::Established && e.sock.proto == Proto::Tcp)
-            .count();
-        let stale = self.table.entries().filter(|e| !e.stale.is_empty()).count();
-        self.history.push_back(Sample {
-            established: est as u64,
-            stale: stale as u64,
-        });
-        self.state_counts = self.count_states();
-        self.stale_counts = self.count_stale();
-        while self.history.len() > HISTORY {
-            self.history.pop_front();
-        }
+        self.count();
         self.rebuild();
     }
 
@@ -358,6 +378,7 @@ impl App {
                 }
                 if let Some(key) = self.lines.get(n).and_then(|l| self.line_key(l)) {
                     self.selected = Some(key);
+                    self.selected_idx = Some(n);
                     self.selected_gone = false;
                 }
             }
@@ -566,6 +587,7 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             } else {
                 View::Sockets
             };
+            app.rebuild();
             app.offset = 0;
             if app.mode == Mode::Detail {
                 app.mode = Mode::Browse;

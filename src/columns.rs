@@ -3,7 +3,6 @@
 //! Doc comments on [`Column`] variants are --help text: no Markdown.
 #![allow(clippy::doc_markdown)]
 
-use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -188,18 +187,16 @@ impl Column {
         }
     }
 
-    /// Orders two entries by this column: numbers largest first (the longest idle on top, as
-    /// htop puts the busiest process on top), text alphabetically; absent values last.
-    pub fn compare(self, a: &SockEntry, b: &SockEntry, now: Instant) -> Ordering {
-        match self.number(a, now).zip(self.number(b, now)) {
-            Some((x, y)) => y.cmp(&x),
-            None if self.is_numeric() => {
-                // Present before absent.
-                self.number(b, now)
-                    .is_some()
-                    .cmp(&self.number(a, now).is_some())
-            }
-            None => self.cell(a, now).cmp(&self.cell(b, now)),
+    /// A key that orders like [`Column::compare`], computed once per socket for sorting many.
+    pub fn sort_key(self, e: &SockEntry, now: Instant) -> SortKey {
+        if self.is_numeric() {
+            // Largest first, absent last.
+            SortKey::Num(
+                self.number(e, now)
+                    .map_or(u64::MAX, |n| u64::MAX - 1 - n.min(u64::MAX - 1)),
+            )
+        } else {
+            SortKey::Text(self.cell(e, now))
         }
     }
 
@@ -228,6 +225,13 @@ impl Column {
             _ => None,
         }
     }
+}
+
+/// See [`Column::sort_key`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SortKey {
+    Num(u64),
+    Text(String),
 }
 
 fn keepalive_cell(e: &SockEntry) -> String {

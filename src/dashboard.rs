@@ -15,7 +15,7 @@ use crate::cli::Args;
 use crate::collector::{Collector, Selection};
 use crate::columns::Column;
 use crate::model::filter::Filter;
-use crate::model::Snapshot;
+use crate::model::{RawSock, Snapshot};
 use crate::{tui, ui};
 
 /// Runs the dashboard until the user quits or a signal arrives.
@@ -45,11 +45,14 @@ type PollResult = Result<Snapshot, String>;
 
 /// Polls off the UI thread; the channel holds one snapshot, so a slow UI slows polling
 /// instead of queueing stale snapshots.
+/// After each send it waits for the UI's ack, so at most one snapshot exists beside the
+/// table (at 100k sockets every copy is tens of MiB).
 fn spawn_collector(
     selection: Selection,
     interval: Duration,
     paused: Arc<AtomicBool>,
     tx: mpsc::Sender<PollResult>,
+    applied: std::sync::mpsc::Receiver<Vec<RawSock>>,
 ) {
     std::thread::Builder::new()
         .name("katop-collector".into())
@@ -67,7 +70,7 @@ fn spawn_collector(
                 } else {
                     let started = Instant::now();
                     let result = collector.poll().map_err(|e| e.to_string());
-                    if tx.blocking_send(result).is_err() {
+                    if tx.blocking_send(result).is_err() || applied.recv().is_err() {
                         return; // the UI has gone
                     }
                     std::thread::sleep(interval.saturating_sub(started.elapsed()));
@@ -80,7 +83,8 @@ fn spawn_collector(
 async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> anyhow::Result<()> {
     let paused = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::channel(1);
-    spawn_collector(selection, interval, Arc::clone(&paused), tx);
+    let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(1);
+    spawn_collector(selection, interval, Arc::clone(&paused), tx, applied_rx);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -95,7 +99,10 @@ async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> 
         let msg = tokio::select! {
             Some(poll) = rx.recv() => match poll {
                 Ok(snap) => Msg::Poll(Box::new(snap), Instant::now()),
-                Err(e) => Msg::PollFailed(e),
+                Err(e) => {
+                    let _ = applied_tx.try_send(Vec::new());
+                    Msg::PollFailed(e)
+                }
             },
             Some(event) = events.next() => match event? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => Msg::Key(k),
@@ -108,7 +115,12 @@ async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> 
             _ = sighup.recv() => Msg::Signal,
             _ = sigint.recv() => Msg::Signal,
         };
-        for effect in app::update(app, msg) {
+        let effects = app::update(app, msg);
+        // A poll was applied: its predecessor's buffer goes back, and the collector may go on.
+        if let Some(spare) = app.spare.take() {
+            let _ = applied_tx.try_send(spare);
+        }
+        for effect in effects {
             match effect {
                 Effect::Quit => return Ok(()),
                 Effect::SetPaused(p) => paused.store(p, Ordering::Relaxed),

@@ -104,7 +104,7 @@ pub fn rows<'a>(
 ) -> Vec<SockEntry<'a>> {
     let mut rows: Vec<SockEntry> = table.entries().filter(|e| filter.matches(e, now)).collect();
     if let Some(col) = sort {
-        rows.sort_by(|a, b| col.compare(a, b, now));
+        rows.sort_by_cached_key(|e| col.sort_key(e, now));
     }
     if reverse {
         rows.reverse();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::error::CollectError;
-use crate::model::{NetnsId, PollCost, Proto, Snapshot};
+use crate::model::{NetnsId, PollCost, Proto, RawSock, Snapshot};
 use procs::ProcessMap;
 use sock_diag::{DiagSocket, DumpKind};
 use wire::DumpSink;
@@ -85,9 +85,18 @@ impl Collector {
 
     /// One poll: every selected dump, the process join, and the settings.
     pub fn poll(&mut self) -> Result<Snapshot, CollectError> {
+        self.poll_into(Vec::new())
+    }
+
+    /// A poll that fills `buf` (emptied first), reusing its allocation: see `ConnTable::apply`.
+    pub fn poll_into(&mut self, mut buf: Vec<RawSock>) -> Result<Snapshot, CollectError> {
         let started = Instant::now();
-        let mut sink = DumpSink::default();
-        sink.socks.reserve(self.last_count + self.last_count / 8);
+        buf.clear();
+        buf.reserve((self.last_count + self.last_count / 8).saturating_sub(buf.capacity()));
+        let mut sink = DumpSink {
+            socks: buf,
+            ..DumpSink::default()
+        };
         for kind in self.selection.dumps() {
             self.diag.dump(kind, self.netns, &mut sink)?;
         }

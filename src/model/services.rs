@@ -1,34 +1,40 @@
 //! Well-known server ports → service names, from `assets/services.tsv`.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::model::Endpoint;
 
 const TABLE: &str = include_str!("../../assets/services.tsv");
 
-fn table() -> &'static HashMap<u16, &'static str> {
-    static MAP: OnceLock<HashMap<u16, &'static str>> = OnceLock::new();
-    MAP.get_or_init(|| {
-        TABLE
+/// Sorted by port: looked up twice per socket per poll, a binary search over a few dozen
+/// entries beats hashing.
+fn table() -> &'static [(u16, &'static str)] {
+    static SORTED: OnceLock<Vec<(u16, &'static str)>> = OnceLock::new();
+    SORTED.get_or_init(|| {
+        let mut v: Vec<(u16, &'static str)> = TABLE
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| {
                 let (port, name) = l.split_once('\t')?;
                 Some((port.trim().parse().ok()?, name.trim()))
             })
-            .collect()
+            .collect();
+        v.sort_unstable();
+        v
     })
 }
 
 /// The service of a port, if well known.
 pub fn by_port(port: u16) -> Option<&'static str> {
-    table().get(&port).copied()
+    let t = table();
+    t.binary_search_by_key(&port, |&(p, _)| p)
+        .ok()
+        .map(|i| t[i].1)
 }
 
 /// Whether `name` is a service in the table (for filter validation).
 pub fn is_known(name: &str) -> bool {
-    table().values().any(|&n| n.eq_ignore_ascii_case(name))
+    table().iter().any(|&(_, n)| n.eq_ignore_ascii_case(name))
 }
 
 /// The service a connection talks: the well-known port of either end; when both are, the

@@ -1,4 +1,5 @@
-//! The part of the kernel's `struct tcp_info` (`include/uapi/linux/tcp.h`) that katop keeps.
+//! The part of the kernel's `struct tcp_info` (`include/uapi/linux/tcp.h`) that katop keeps:
+//! what its views and rules use, and no more, since a copy lives in every socket (100k+).
 //!
 //! Older kernels send a shorter struct and newer ones a longer one; a field that lies past the
 //! length the kernel sent is absent (`None`), never zero and never an error. The offsets are the
@@ -68,13 +69,8 @@ tcp_info_fields! {
     ca_state: u8 = 1,
     /// Retransmission timeout, µs.
     rto: u32 = 8,
-    /// Delayed-ACK timeout, µs.
-    ato: u32 = 12,
-    snd_mss: u32 = 16,
-    rcv_mss: u32 = 20,
     /// Segments in flight.
     unacked: u32 = 24,
-    lost: u32 = 32,
     /// Segments being retransmitted now.
     retrans: u32 = 36,
     /// ms since we last sent data.
@@ -83,7 +79,6 @@ tcp_info_fields! {
     last_data_recv: u32 = 52,
     /// ms since we last received an ACK (any segment from the peer, keepalive answers too).
     last_ack_recv: u32 = 56,
-    pmtu: u32 = 60,
     /// Smoothed round-trip time, µs.
     rtt: u32 = 68,
     /// Round-trip time variance, µs.
@@ -95,18 +90,11 @@ tcp_info_fields! {
     bytes_acked: u64 = 120,
     /// Bytes received from the peer.
     bytes_received: u64 = 128,
-    segs_out: u32 = 136,
-    segs_in: u32 = 140,
     /// Bytes written by the application not yet sent.
     notsent_bytes: u32 = 144,
     /// Minimum round-trip time seen, µs.
     min_rtt: u32 = 148,
-    /// Delivery rate, bytes/s.
-    delivery_rate: u64 = 160,
     bytes_sent: u64 = 200,
-    bytes_retrans: u64 = 208,
-    snd_wnd: u32 = 228,
-    rcv_wnd: u32 = 232,
 }
 
 impl TcpInfo {
@@ -141,7 +129,7 @@ mod tests {
         assert_eq!(i.bytes_acked(), Some(12_345));
         assert_eq!(i.bytes_received(), Some(678));
         assert_eq!(i.idle_ms(), Some(900));
-        assert_eq!(i.rcv_wnd(), Some(0));
+        assert_eq!(i.min_rtt(), Some(0));
     }
 
     #[test]
@@ -151,7 +139,7 @@ mod tests {
         assert_eq!(i.total_retrans(), Some(0));
         assert_eq!(i.bytes_acked(), None);
         assert_eq!(i.bytes_received(), None);
-        assert_eq!(i.snd_wnd(), None);
+        assert_eq!(i.bytes_sent(), None);
         // Even an empty payload is data, not a panic.
         let empty = TcpInfo::from_kernel_bytes(&[]);
         assert_eq!(empty.rtt(), None);

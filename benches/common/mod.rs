@@ -1,0 +1,92 @@
+//! Held loopback connections for benchmarks, spread over worker processes (one process may hold
+//! only so many fds). Each bench binary re-executes itself with `--worker N` to be a worker.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Instant;
+
+/// Connections per worker: two fds each, under a 20 000-file hard limit.
+const PER_WORKER: usize = 9_000;
+
+/// `count` connections (2 × count sockets), held until dropped.
+pub struct Farm {
+    workers: Vec<(Child, ChildStdin)>,
+}
+
+impl Farm {
+    pub fn hold(count: usize) -> Farm {
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(PER_WORKER);
+            workers.push(spawn_worker(n));
+            left -= n;
+        }
+        for (child, _) in &mut workers {
+            let mut line = String::new();
+            BufReader::new(child.stdout.as_mut().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(
+                line.trim(),
+                "ready",
+                "worker failed to open its connections"
+            );
+        }
+        println!(
+            "holding {count} loopback connections ({} sockets) in {} workers, set up in {:.1?}",
+            2 * count,
+            workers.len(),
+            started.elapsed()
+        );
+        Farm { workers }
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        for (mut child, stdin) in self.workers.drain(..) {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_worker(n: usize) -> (Child, ChildStdin) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--worker", &n.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Holds `n` connected pairs until stdin closes.
+pub fn worker(n: usize) {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        let c = TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        held.push(c);
+        held.push(s);
+    }
+    let mut out = std::io::stdout();
+    writeln!(out, "ready").unwrap();
+    out.flush().unwrap();
+    let mut sink = [0u8; 1];
+    let _ = std::io::stdin().read(&mut sink);
+}

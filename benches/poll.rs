@@ -54,7 +54,8 @@ fn main() {
         }));
         t_cold.push(time(|| {
             let mut c = Collector::new(all.clone()).unwrap();
-            let _ = ConnTable::new(Duration::from_secs(300)).apply(c.poll().unwrap(), Instant::now());
+            let _ =
+                ConnTable::new(Duration::from_secs(300)).apply(c.poll().unwrap(), Instant::now());
         }));
         t_warm.push(time(|| {
             let snap = warm.poll().unwrap();

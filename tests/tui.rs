@@ -90,6 +90,9 @@ impl Tmux {
         self.type_text(&format!("clear; {bin} {args}; echo AFTER-KATOP-$?; stty -a | tr ' ' '\\n' | grep -x -- '-*icanon'"));
         self.keys(&["Enter"]);
         self.wait_for("katop ");
+        self.wait("the first poll", |s| {
+            !s.contains("waiting for the first poll")
+        });
     }
 }
 
@@ -114,9 +117,13 @@ fn filter_select_details_stale_preset_and_quit() {
     t.start_katop("--interval 300ms");
     t.wait_for("keepalive");
     t.keys(&["/"]);
-    t.type_text(&format!("sport:{port}"));
+    // The port pair names the connection (old TIME_WAITs may share the local port).
+    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
+    t.type_text(&only_it);
     t.keys(&["Enter"]);
-    let s = t.wait_for(&format!("[sport:{port}]"));
+    t.wait_for(&format!("[{only_it}]"));
+    // The first poll may land after the keys: wait for the test's connection to be listed.
+    let s = t.wait_for(&format!("127.0.0.1:{port}"));
     let rows: Vec<&str> = s.lines().filter(|l| l.starts_with("tcp ")).collect();
     assert_eq!(
         rows.len(),
@@ -152,6 +159,8 @@ fn filter_select_details_stale_preset_and_quit() {
         "an invalid filter cleared the table:\n{s}"
     );
     t.keys(&["Escape"]);
+    // (A key sent right after Escape would read as Alt+key: wait for the bar to close.)
+    t.wait("the filter bar to close", |s| !s.contains("filter: "));
 
     // The stale preset replaces the filter.
     t.keys(&["s"]);

@@ -418,10 +418,12 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant) -> Vec<Group> {
         }
         let proc = e.sock.owner.process();
         let pid = proc.map(|p| p.pid);
-        let (peer, peer_filter) = match (e.service, e.sock.remote.port()) {
-            (Some(s), _) => (s.to_string(), format!("service:{s}")),
-            (None, Some(p)) => (format!(":{p}"), format!("dport:{p}")),
-            (None, None) => ("?".into(), String::new()),
+        // The service, else the server's port: the lower of the two (the other is ephemeral).
+        let (peer, peer_filter) = match (e.service, e.sock.local.port(), e.sock.remote.port()) {
+            (Some(s), _, _) => (s.to_string(), format!("service:{s}")),
+            (None, Some(l), Some(r)) if r <= l => (format!("→ :{r}"), format!("dport:{r}")),
+            (None, Some(l), Some(_)) => (format!("serves :{l}"), format!("sport:{l}")),
+            _ => ("?".into(), String::new()),
         };
         let g = map.entry((pid, peer.clone())).or_insert_with(|| Group {
             process: proc.map_or_else(|| "-".into(), |p| format!("{}[{}]", p.name, p.pid)),

@@ -34,7 +34,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
                         .map(|c| if c.is_control() { '?' } else { c })
                         .collect::<String>(),
                 ),
-                Cell::from(format!("→ {}", g.peer)),
+                Cell::from(g.peer.clone()),
                 Cell::from(format!("{:>5}", g.count)),
                 Cell::from(format!("{:>8}", idle(g.idle_min_ms))),
                 Cell::from(format!("{:>8}", idle(g.idle_max_ms))),

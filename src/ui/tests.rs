@@ -148,7 +148,7 @@ fn groups_and_help() {
     assert!(
         screen.contains("PROCESS")
             && screen.contains("java[4121]")
-            && screen.contains("→ postgres"),
+            && screen.contains("postgres"),
         "{screen}"
     );
     update(&mut app, ch('?'));

@@ -20,13 +20,7 @@ mod common;
 
 #[allow(clippy::too_many_lines)] // a script: set up, measure, report, in order
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<usize>().ok())
-    };
+    let value = common::arg;
     if let Some(n) = value("--worker") {
         return common::worker(n);
     }

@@ -85,6 +85,19 @@ impl Tmux {
         self.wait(needle, |s| s.contains(needle))
     }
 
+    /// After katop exits, `stty -a` (run by `start_katop`'s command line) must show `icanon`:
+    /// the terminal is back in cooked mode.
+    fn assert_cooked(&self) {
+        let s = self.wait("stty's answer", |s| {
+            s.lines()
+                .any(|l| l.trim() == "icanon" || l.trim() == "-icanon")
+        });
+        assert!(
+            s.lines().any(|l| l.trim() == "icanon"),
+            "the terminal was left in raw mode:\n{s}"
+        );
+    }
+
     fn start_katop(&self, args: &str) {
         let bin = env!("CARGO_BIN_EXE_katop");
         self.type_text(&format!("clear; {bin} {args}; echo AFTER-KATOP-$?; stty -a | tr ' ' '\\n' | grep -x -- '-*icanon'"));
@@ -172,14 +185,7 @@ fn filter_select_details_stale_preset_and_quit() {
         !s.contains("ESTAB"),
         "the dashboard is still on screen after quit:\n{s}"
     );
-    let s = t.wait("stty's answer", |s| {
-        s.lines()
-            .any(|l| l.trim() == "icanon" || l.trim() == "-icanon")
-    });
-    assert!(
-        s.lines().any(|l| l.trim() == "icanon"),
-        "the terminal was left in raw mode:\n{s}"
-    );
+    t.assert_cooked();
 }
 
 #[test]
@@ -197,14 +203,7 @@ fn sigterm_restores_the_terminal() {
     assert!(out.status.success(), "no katop child of the pane's shell");
     let s = t.wait_for("AFTER-KATOP-");
     assert!(s.contains("AFTER-KATOP-0"), "{s}");
-    let s = t.wait("stty's answer", |s| {
-        s.lines()
-            .any(|l| l.trim() == "icanon" || l.trim() == "-icanon")
-    });
-    assert!(
-        s.lines().any(|l| l.trim() == "icanon"),
-        "the terminal was left in raw mode:\n{s}"
-    );
+    t.assert_cooked();
 }
 
 #[test]

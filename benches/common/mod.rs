@@ -9,6 +9,15 @@ use std::time::Instant;
 /// Connections per worker: two fds each, under a 20 000-file hard limit.
 const PER_WORKER: usize = 9_000;
 
+/// The number after `flag` on the command line.
+pub fn arg(flag: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
 /// `count` connections (2 × count sockets), held until dropped.
 pub struct Farm {
     workers: Vec<(Child, ChildStdin)>,

@@ -28,38 +28,31 @@ pub struct Derived {
     pub stale: StaleSet,
 }
 
-/// One socket in the model: the kernel's view and what katop derived, borrowed from the table.
+/// One socket in the model: the kernel's view, borrowed from the table, and what katop derived
+/// (its fields read through: `entry.stale`, `entry.keepalive`, …).
 #[derive(Debug, Clone, Copy)]
 pub struct SockEntry<'a> {
     pub sock: &'a RawSock,
-    pub first_seen: Instant,
-    pub state_since: Instant,
-    pub rate_in: Option<f32>,
-    pub rate_out: Option<f32>,
-    pub service: Option<&'static str>,
-    pub keepalive: Option<Keepalive>,
-    pub stale: StaleSet,
+    pub derived: Derived,
+}
+
+impl std::ops::Deref for SockEntry<'_> {
+    type Target = Derived;
+
+    fn deref(&self) -> &Derived {
+        &self.derived
+    }
 }
 
 impl<'a> SockEntry<'a> {
     fn new(sock: &'a RawSock, d: &Derived) -> Self {
-        SockEntry {
-            sock,
-            first_seen: d.first_seen,
-            state_since: d.state_since,
-            rate_in: d.rate_in,
-            rate_out: d.rate_out,
-            service: d.service,
-            keepalive: d.keepalive,
-            stale: d.stale,
-        }
+        SockEntry { sock, derived: *d }
     }
 
     /// A view of a socket the table no longer holds (e.g. one that just closed): what can be
     /// derived without history.
     pub fn bare(sock: &'a RawSock, now: Instant) -> Self {
-        SockEntry {
-            sock,
+        let derived = Derived {
             first_seen: now,
             state_since: now,
             rate_in: None,
@@ -67,7 +60,8 @@ impl<'a> SockEntry<'a> {
             service: services::of(&sock.local, &sock.remote),
             keepalive: Keepalive::of(sock),
             stale: StaleSet::default(),
-        }
+        };
+        SockEntry { sock, derived }
     }
 
     pub fn key(&self) -> SockKey {

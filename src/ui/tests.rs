@@ -146,9 +146,7 @@ fn groups_and_help() {
     update(&mut app, key(KeyCode::Tab));
     let screen = text(&draw(&mut app, 100, 24));
     assert!(
-        screen.contains("PROCESS")
-            && screen.contains("java[4121]")
-            && screen.contains("postgres"),
+        screen.contains("PROCESS") && screen.contains("java[4121]") && screen.contains("postgres"),
         "{screen}"
     );
     update(&mut app, ch('?'));

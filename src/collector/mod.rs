@@ -92,7 +92,8 @@ impl Collector {
     pub fn poll_into(&mut self, mut buf: Vec<RawSock>) -> Result<Snapshot, CollectError> {
         let started = Instant::now();
         buf.clear();
-        buf.reserve((self.last_count + self.last_count / 8).saturating_sub(buf.capacity()));
+        // Empty now, so this makes the capacity at least the last count plus a little growth.
+        buf.reserve(self.last_count + self.last_count / 32);
         let mut sink = DumpSink {
             socks: buf,
             ..DumpSink::default()

@@ -120,7 +120,7 @@ impl Collector {
         }
         if self.procs.last.denied > 0 {
             warnings.push(format!(
-                "the fds of {} processes could not be read: their sockets show no owner \
+                "the fds of {} processes could not be read, so their sockets' owners show as ? \
                  (run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)",
                 self.procs.last.denied
             ));

@@ -128,6 +128,9 @@ fn status_line(app: &App, theme: Theme) -> Line<'static> {
     }
     if let Some(s) = &app.status {
         spans.push(Span::styled(format!("{s} · "), theme.good()));
+    } else if let Some(w) = app.table.warnings.first() {
+        // Partial results (e.g. other users' processes unreadable) are said, not hidden.
+        spans.push(Span::styled(format!("{w} · "), theme.warn()));
     }
     if !app.filter.matches_all() {
         spans.push(Span::styled(

@@ -173,3 +173,21 @@ fn filter_error_is_shown_in_place() {
     // The table still shows every socket.
     assert!(screen.contains("10.0.0.9:5432"));
 }
+
+#[test]
+fn collector_warnings_reach_the_status_line() {
+    let (mut app, t0) = fixture_app();
+    let mut snap = crate::model::table::tests::snapshot(crate::app::tests::fixture_socks());
+    snap.warnings
+        .push("the fds of 3 processes could not be read".into());
+    update(&mut app, crate::app::Msg::Poll(Box::new(snap), t0));
+    let screen = text(&draw(&mut app, 120, 24));
+    assert!(
+        screen
+            .lines()
+            .last()
+            .unwrap()
+            .contains("the fds of 3 processes could not be read"),
+        "{screen}"
+    );
+}

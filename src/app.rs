@@ -223,7 +223,15 @@ impl App {
         };
         // Keys computed once per socket, not once per comparison.
         let col = self.sort;
-        idx.sort_by_cached_key(|&i| col.sort_key(&self.table.entry(i), now));
+        if col.is_numeric() {
+            // A plain number per socket: half the memory of the general key.
+            idx.sort_by_cached_key(|&i| match col.sort_key(&self.table.entry(i), now) {
+                crate::columns::SortKey::Num(n) => n,
+                crate::columns::SortKey::Text(_) => u64::MAX,
+            });
+        } else {
+            idx.sort_by_cached_key(|&i| col.sort_key(&self.table.entry(i), now));
+        }
         if self.reverse {
             idx.reverse();
         }

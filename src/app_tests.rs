@@ -27,7 +27,7 @@ pub fn conn(cookie: u64, local: &str, remote: &str, state: SockState, idle_ms: u
     } else {
         crate::model::Family::Inet
     };
-    s.local = Endpoint::Inet(local);
+    s.local = Endpoint::Inet(local.into());
     s.remote = Endpoint::Inet(remote.parse().unwrap());
     s.tcp_info = Some(info(idle_ms, 1001, 500));
     s

@@ -200,7 +200,7 @@ impl Column {
         }
     }
 
-    fn is_numeric(self) -> bool {
+    pub fn is_numeric(self) -> bool {
         self.right_aligned() || matches!(self, Column::Keepalive | Column::Rate)
     }
 

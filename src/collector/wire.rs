@@ -7,7 +7,7 @@
 //! malformed message is counted and skipped, never a panic and never the end of the dump.
 //! Netlink framing and attributes use netlink-packet-core's buffers.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NetlinkBuffer, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP};
 use netlink_packet_sock_diag::constants::{
@@ -17,7 +17,8 @@ use netlink_packet_sock_diag::constants::{
 
 use crate::model::tcp_info::TcpInfo;
 use crate::model::{
-    Cookie, Endpoint, Family, Inode, NetnsId, Owner, Proto, RawSock, SockState, Timer, TimerKind,
+    Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Proto, RawSock, SockState, Timer,
+    TimerKind,
 };
 
 /// `UNIX_DIAG_UID` (Linux 5.3+), not in the crate's constants.
@@ -152,7 +153,7 @@ fn parse_inet(p: &[u8], proto: Proto, netns: NetnsId) -> Result<RawSock, String>
             Family::Inet => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
             _ => IpAddr::V6(Ipv6Addr::from(raw)),
         };
-        Endpoint::Inet(SocketAddr::new(ip, port))
+        Endpoint::Inet(InetAddr::new(ip, port))
     };
     let timer_kind = match p[2] {
         1 => Some(TimerKind::Retransmit),

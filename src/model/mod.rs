@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub use socket::{
-    Cookie, Endpoint, Family, Inode, NetnsId, Owner, Process, Proto, RawSock, SockKey, SockState,
-    Timer, TimerKind,
+    Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Process, Proto, RawSock, SockKey,
+    SockState, Timer, TimerKind,
 };
 pub use stale::{Keepalive, StaleReason, StaleSet};
 pub use table::{ConnTable, SockEntry};

@@ -503,7 +503,19 @@ fn mouse(app: &mut App, m: MouseEvent, area: ratatui::layout::Rect) {
             // The table's first line is its header: a click there changes the sort column.
             let row = m.row;
             if row == table.y && app.view == View::Sockets {
-                cycle_sort(app, 1);
+                // As htop: click a header to sort by it, click it again to reverse.
+                if let Some(col) = crate::ui::column_at(app, table, m.column) {
+                    if col == app.sort {
+                        app.reverse = !app.reverse;
+                    } else {
+                        app.sort = col;
+                    }
+                    app.status = Some(format!(
+                        "sorted by {}",
+                        app.sort.header().to_ascii_lowercase()
+                    ));
+                    app.rebuild();
+                }
             } else if row > table.y && row < table.y + table.height {
                 let target = app.offset + usize::from(row - table.y - 1);
                 let cur = match app.view {

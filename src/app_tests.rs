@@ -353,3 +353,42 @@ fn selection_stays_in_range_and_in_view() {
     update(&mut app, key(KeyCode::Down));
     app.scroll_into_view(3);
 }
+
+#[test]
+fn clicking_a_header_sorts_by_it_and_again_reverses() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let (mut app, _) = fixture_app();
+    let area = ratatui::layout::Rect::new(0, 0, 160, 30);
+    let table = crate::ui::layout(area, &app).table;
+    // The STATE header starts after "PROTO" and its spacing.
+    let x = (0..160)
+        .find(|&x| crate::ui::column_at(&app, table, x) == Some(Column::State))
+        .unwrap();
+    let click = |column| {
+        Msg::Mouse(
+            MouseEvent {
+                kind: MouseEventKind::Down(MouseButton::Left),
+                column,
+                row: table.y,
+                modifiers: KeyModifiers::NONE,
+            },
+            area,
+        )
+    };
+    update(&mut app, click(x));
+    assert_eq!((app.sort, app.reverse), (Column::State, false));
+    update(&mut app, click(x));
+    assert_eq!((app.sort, app.reverse), (Column::State, true));
+    // A click on a row selects it.
+    let row = Msg::Mouse(
+        MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: 3,
+            row: table.y + 2,
+            modifiers: KeyModifiers::NONE,
+        },
+        area,
+    );
+    update(&mut app, row);
+    assert_eq!(app.selected_line(), Some(1));
+}

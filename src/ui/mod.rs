@@ -11,6 +11,7 @@ mod groups;
 mod header;
 mod help;
 mod sockets;
+pub use sockets::column_at;
 pub mod theme;
 
 use ratatui::layout::{Constraint, Layout, Rect};

@@ -43,12 +43,20 @@ enum Kind {
     Gone,
 }
 
-#[allow(clippy::too_many_lines)] // one table: rows, widths, styles
-pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
+/// The visible rows' texts, each column's width, and which columns fit: shared by rendering
+/// and by mouse clicks on the header.
+struct Visible {
+    rows: Vec<(Vec<String>, Kind, bool)>,
+    widths: Vec<usize>,
+    keep: Vec<usize>,
+}
+
+fn visible(app: &App, area: Rect) -> Visible {
     let page = usize::from(area.height.saturating_sub(1));
     let end = (app.offset + page).min(app.lines.len());
     let selected = app.selected_line();
-    let mut rows: Vec<(Vec<String>, Kind, bool)> = Vec::with_capacity(end - app.offset);
+    let mut rows: Vec<(Vec<String>, Kind, bool)> =
+        Vec::with_capacity(end.saturating_sub(app.offset));
     for (n, line) in app.lines[app.offset.min(end)..end].iter().enumerate() {
         let is_sel = selected == Some(app.offset + n);
         match line {
@@ -91,7 +99,25 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         })
         .collect();
     let keep = columns::fit(&COLUMNS, &widths, usize::from(area.width));
+    Visible { rows, widths, keep }
+}
 
+/// The column whose header is at screen column `x` of the table `area`.
+pub fn column_at(app: &App, area: Rect, x: u16) -> Option<Column> {
+    let v = visible(app, area);
+    let mut start = area.x;
+    for &i in &v.keep {
+        let end = start + v.widths[i] as u16;
+        if x >= start && x < end + 2 {
+            return Some(COLUMNS[i]);
+        }
+        start = end + 2;
+    }
+    None
+}
+
+pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
+    let Visible { rows, widths, keep } = visible(app, area);
     let header = Row::new(keep.iter().map(|&i| {
         let c = COLUMNS[i];
         let mark = if c == app.sort {

@@ -47,15 +47,15 @@ pub enum Mode {
     Help,
 }
 
-/// One line of the socket table.
-#[derive(Debug, Clone, PartialEq)]
+/// One line of the socket table, 8 bytes (there is one per socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line {
     /// Index into the table's entries.
-    Sock(usize),
-    /// `TIME_WAIT` sockets towards one remote address, summarised.
-    TimeWait { remote: IpAddr, count: usize },
+    Sock(u32),
+    /// `TIME_WAIT` sockets towards one remote address, summarised (index into `time_wait`).
+    TimeWait(u32),
     /// A socket that closed since an earlier poll, kept greyed for a moment (index into `closed`).
-    Closed(usize),
+    Closed(u32),
 }
 
 /// Sockets grouped by (process, service or remote port).
@@ -117,6 +117,8 @@ pub struct App {
     pub mode: Mode,
     pub paused: bool,
     pub lines: Vec<Line>,
+    /// `TIME_WAIT` summaries: remote address and count, most first.
+    pub time_wait: Vec<(IpAddr, usize)>,
     pub groups: Vec<Group>,
     /// Selected row's socket (followed across polls by cookie), or group index.
     pub selected: Option<SockKey>,
@@ -164,6 +166,7 @@ impl App {
             mode: Mode::Browse,
             paused: false,
             lines: Vec::new(),
+            time_wait: Vec::new(),
             groups: Vec::new(),
             selected: None,
             selected_group: 0,
@@ -193,15 +196,15 @@ impl App {
         self.selected_idx = self.selected.and_then(|key| {
             self.lines
                 .iter()
-                .position(|l| self.line_key(l) == Some(key))
+                .position(|&l| self.line_key(l) == Some(key))
         });
     }
 
-    fn line_key(&self, line: &Line) -> Option<SockKey> {
+    fn line_key(&self, line: Line) -> Option<SockKey> {
         match line {
-            Line::Sock(i) => Some(self.table.entry(*i).key()),
-            Line::Closed(i) => Some(self.closed[*i].0.key()),
-            Line::TimeWait { .. } => None,
+            Line::Sock(i) => Some(self.table.entry(i as usize).key()),
+            Line::Closed(i) => Some(self.closed[i as usize].0.key()),
+            Line::TimeWait(_) => None,
         }
     }
 
@@ -246,17 +249,15 @@ impl App {
                     continue;
                 }
             }
-            lines.push(Line::Sock(i));
+            lines.push(Line::Sock(i as u32));
         }
         let mut tw: Vec<(IpAddr, usize)> = tw.into_iter().collect();
         tw.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        lines.extend(
-            tw.into_iter()
-                .map(|(remote, count)| Line::TimeWait { remote, count }),
-        );
+        lines.extend((0..tw.len() as u32).map(Line::TimeWait));
+        self.time_wait = tw;
         self.closed
             .retain(|(_, at)| now.saturating_duration_since(*at) < CHANGE_HIGHLIGHT);
-        lines.extend((0..self.closed.len()).map(Line::Closed));
+        lines.extend((0..self.closed.len() as u32).map(Line::Closed));
         self.lines = lines;
         if self.view == View::Groups {
             self.groups = groups(&self.table, &self.filter, now);
@@ -268,7 +269,7 @@ impl App {
         let hidden = self.selected.is_some_and(|k| self.table.get(&k).is_some())
             && self.selected_idx.is_none();
         if self.selected.is_none() || hidden {
-            self.selected = self.lines.iter().find_map(|l| self.line_key(l));
+            self.selected = self.lines.iter().find_map(|&l| self.line_key(l));
             self.locate_selection();
         }
     }
@@ -330,19 +331,26 @@ impl App {
     }
 
     fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
-        // Remember what disappeared, to show it greyed for a moment.
-        // Only rows the operator could see (under the current filter) linger.
-        let live: rustc_hash::FxHashSet<SockKey> = snap.socks.iter().map(RawSock::key).collect();
-        for line in &self.lines {
-            if let Line::Sock(i) = line {
-                let e = self.table.entry(*i);
-                if !live.contains(&e.key()) {
-                    self.closed.push((e.sock.clone(), now));
-                }
+        // Remember what disappeared, to show it greyed for a moment; only rows the operator
+        // could see (under the current filter) linger.
+        let shown: Vec<u32> = self
+            .lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Sock(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        self.now = now;
+        let mut previous = self.table.apply(snap, now);
+        for i in shown {
+            let s = &previous[i as usize];
+            if self.table.get(&s.key()).is_none() {
+                self.closed.push((s.clone(), now));
             }
         }
-        self.now = now;
-        self.spare = Some(self.table.apply(snap, now));
+        previous.clear();
+        self.spare = Some(previous);
         self.polls += 1;
         self.error = None;
         self.count();
@@ -374,7 +382,7 @@ impl App {
                 let next = cur.saturating_add_signed(delta).min(self.lines.len() - 1);
                 // Summary rows cannot be selected; step over them in the direction of travel.
                 let mut n = next;
-                while n < self.lines.len() && self.line_key(&self.lines[n]).is_none() {
+                while n < self.lines.len() && self.line_key(self.lines[n]).is_none() {
                     if delta < 0 && n > 0 {
                         n -= 1;
                     } else {
@@ -384,7 +392,7 @@ impl App {
                         break;
                     }
                 }
-                if let Some(key) = self.lines.get(n).and_then(|l| self.line_key(l)) {
+                if let Some(key) = self.lines.get(n).and_then(|&l| self.line_key(l)) {
                     self.selected = Some(key);
                     self.selected_idx = Some(n);
                     self.selected_gone = false;

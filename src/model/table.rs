@@ -16,10 +16,10 @@ use crate::model::{
 /// into them, so a poll hands its socket vector to the table without moving a byte of it.
 #[derive(Debug, Clone, Copy)]
 pub struct Derived {
-    /// When katop first saw this socket (its age as observed).
-    pub first_seen: Instant,
-    /// When katop first saw it in its current state.
-    pub state_since: Instant,
+    /// When katop first saw this socket (its age as observed), ms after the table's epoch.
+    first_seen_ms: u32,
+    /// When katop first saw it in its current state, ms after the table's epoch.
+    state_since_ms: u32,
     /// Bytes/s received and sent (acknowledged) since the previous poll; `None` on first sight.
     pub rate_in: Option<f32>,
     pub rate_out: Option<f32>,
@@ -34,6 +34,8 @@ pub struct Derived {
 pub struct SockEntry<'a> {
     pub sock: &'a RawSock,
     pub derived: Derived,
+    /// The table's first poll: `Derived` keeps times as 4-byte offsets from it.
+    epoch: Instant,
 }
 
 impl std::ops::Deref for SockEntry<'_> {
@@ -45,23 +47,41 @@ impl std::ops::Deref for SockEntry<'_> {
 }
 
 impl<'a> SockEntry<'a> {
-    fn new(sock: &'a RawSock, d: &Derived) -> Self {
-        SockEntry { sock, derived: *d }
+    fn new(sock: &'a RawSock, d: &Derived, epoch: Instant) -> Self {
+        SockEntry {
+            sock,
+            derived: *d,
+            epoch,
+        }
+    }
+
+    /// When katop first saw this socket.
+    pub fn first_seen(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.derived.first_seen_ms.into())
+    }
+
+    /// When katop first saw it in its current state.
+    pub fn state_since(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.derived.state_since_ms.into())
     }
 
     /// A view of a socket the table no longer holds (e.g. one that just closed): what can be
     /// derived without history.
     pub fn bare(sock: &'a RawSock, now: Instant) -> Self {
         let derived = Derived {
-            first_seen: now,
-            state_since: now,
+            first_seen_ms: 0,
+            state_since_ms: 0,
             rate_in: None,
             rate_out: None,
             service: services::of(&sock.local, &sock.remote),
             keepalive: Keepalive::of(sock),
             stale: StaleSet::default(),
         };
-        SockEntry { sock, derived }
+        SockEntry {
+            sock,
+            derived,
+            epoch: now,
+        }
     }
 
     pub fn key(&self) -> SockKey {
@@ -85,7 +105,7 @@ impl<'a> SockEntry<'a> {
     }
 
     pub fn age(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.first_seen)
+        now.saturating_duration_since(self.first_seen())
     }
 }
 
@@ -102,6 +122,8 @@ pub struct ConnTable {
     pub cost: PollCost,
     pub warnings: Vec<String>,
     last_poll: Option<Instant>,
+    /// The first poll's time; entries keep times as ms after it.
+    epoch: Option<Instant>,
 }
 
 impl ConnTable {
@@ -117,6 +139,7 @@ impl ConnTable {
             cost: PollCost::default(),
             warnings: Vec::new(),
             last_poll: None,
+            epoch: None,
         }
     }
 
@@ -125,12 +148,17 @@ impl ConnTable {
     }
 
     /// Replaces the table with `snap`, carrying history over for sockets seen before. Returns
-    /// the previous poll's socket vector, emptied, so its allocation can be reused by the next
-    /// poll (two buffers take turns instead of a new 20+ MiB vector every second).
+    /// the previous poll's sockets: the caller may look at what left, then clear the vector and
+    /// hand it to the next poll (two buffers take turns instead of a new 20+ MiB vector every
+    /// second).
     pub fn apply(&mut self, snap: Snapshot, now: Instant) -> Vec<RawSock> {
         let dt = self
             .last_poll
             .map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let epoch = *self.epoch.get_or_insert(now);
+        // 4-byte stamps last 49 days; an older socket's age saturates there.
+        let now_ms =
+            u32::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u32::MAX);
         let mut socks = snap.socks;
         // A dump can repeat a socket that moved between hash buckets mid-dump; keep the first.
         let mut index = FxHashMap::with_capacity_and_hasher(socks.len(), rustc_hash::FxBuildHasher);
@@ -155,10 +183,10 @@ impl ConnTable {
                 .index
                 .get(&sock.key())
                 .map(|&i| (&self.socks[i], &self.derived[i]));
-            let first_seen = prev.map_or(now, |(_, d)| d.first_seen);
-            let state_since = match prev {
-                Some((p, d)) if p.state == sock.state => d.state_since,
-                _ => now,
+            let first_seen_ms = prev.map_or(now_ms, |(_, d)| d.first_seen_ms);
+            let state_since_ms = match prev {
+                Some((p, d)) if p.state == sock.state => d.state_since_ms,
+                _ => now_ms,
             };
             let rate = |cur: Option<u64>, old: Option<u64>| match (cur, old, dt) {
                 (Some(c), Some(o), Some(dt)) if dt > 0.0 => {
@@ -170,12 +198,12 @@ impl ConnTable {
             let old = prev.and_then(|(p, _)| p.tcp_info.as_ref());
             // Time in state counts from first sight only when katop saw the state change.
             let in_state = match prev {
-                Some(_) => now.saturating_duration_since(state_since),
+                Some(_) => Duration::from_millis(now_ms.saturating_sub(state_since_ms).into()),
                 None => Duration::ZERO,
             };
             derived.push(Derived {
-                first_seen,
-                state_since,
+                first_seen_ms,
+                state_since_ms,
                 rate_in: rate(
                     info.and_then(TcpInfo::bytes_received),
                     old.and_then(TcpInfo::bytes_received),
@@ -189,8 +217,7 @@ impl ConnTable {
                 stale: stale::reasons(sock, in_state, self.stale_after),
             });
         }
-        let mut spare = std::mem::replace(&mut self.socks, socks);
-        spare.clear();
+        let previous = std::mem::replace(&mut self.socks, socks);
         self.derived = derived;
         self.index = index;
         self.netns = snap.netns;
@@ -199,7 +226,13 @@ impl ConnTable {
         self.cost = snap.cost;
         self.warnings = snap.warnings;
         self.last_poll = Some(now);
-        spare
+        previous
+    }
+
+    /// Entries exist only after a first `apply`, which sets the epoch.
+    fn epoch(&self) -> Instant {
+        self.epoch
+            .expect("a table with entries has had a first apply")
     }
 
     /// Every socket, in dump order.
@@ -207,18 +240,18 @@ impl ConnTable {
         self.socks
             .iter()
             .zip(&self.derived)
-            .map(|(s, d)| SockEntry::new(s, d))
+            .map(|(s, d)| SockEntry::new(s, d, self.epoch()))
     }
 
     /// The socket at `i` (0..len), in dump order.
     pub fn entry(&self, i: usize) -> SockEntry<'_> {
-        SockEntry::new(&self.socks[i], &self.derived[i])
+        SockEntry::new(&self.socks[i], &self.derived[i], self.epoch())
     }
 
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
         self.index
             .get(key)
-            .map(|&i| SockEntry::new(&self.socks[i], &self.derived[i]))
+            .map(|&i| SockEntry::new(&self.socks[i], &self.derived[i], self.epoch()))
     }
 
     pub fn len(&self) -> usize {
@@ -301,14 +334,14 @@ pub(crate) mod tests {
         a.tcp_info = Some(info(0, 1000, 500));
         table.apply(snapshot(vec![a.clone()]), t0);
         let e = table.get(&a.key()).unwrap();
-        assert_eq!(e.first_seen, t0);
+        assert_eq!(e.first_seen(), t0);
         assert_eq!(e.rate_in, None);
 
         a.tcp_info = Some(info(0, 3000, 1500));
         let t1 = t0 + Duration::from_secs(2);
         table.apply(snapshot(vec![a.clone()]), t1);
         let e = table.get(&a.key()).unwrap();
-        assert_eq!(e.first_seen, t0);
+        assert_eq!(e.first_seen(), t0);
         assert_eq!(e.rate_out, Some(1000.0));
         assert_eq!(e.rate_in, Some(500.0));
         assert_eq!(e.age(t1), Duration::from_secs(2));
@@ -326,7 +359,7 @@ pub(crate) mod tests {
         assert!(table.get(&cw.key()).unwrap().stale.is_empty());
         table.apply(snapshot(vec![cw.clone()]), t0 + Duration::from_secs(302));
         let e = table.get(&cw.key()).unwrap();
-        assert_eq!(e.state_since, t0 + Duration::from_secs(1));
+        assert_eq!(e.state_since(), t0 + Duration::from_secs(1));
         assert!(e.stale.contains(StaleReason::CloseWait));
     }
 
@@ -343,7 +376,7 @@ pub(crate) mod tests {
         table.apply(snapshot(vec![b.clone()]), t0 + Duration::from_secs(1));
         assert_eq!(table.len(), 1);
         assert!(table.get(&a.key()).is_none());
-        assert_eq!(table.get(&b.key()).unwrap().first_seen, t0);
+        assert_eq!(table.get(&b.key()).unwrap().first_seen(), t0);
         assert_eq!(table.get(&b.key()).unwrap().idle_ms(), None);
     }
 }

@@ -113,7 +113,11 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
         &format!(
             "{} ago · in this state {}",
             format_ms_short(e.age(app.now).as_millis() as u64),
-            format_ms_short(app.now.saturating_duration_since(e.state_since).as_millis() as u64)
+            format_ms_short(
+                app.now
+                    .saturating_duration_since(e.state_since())
+                    .as_millis() as u64
+            )
         ),
     ));
     if let Some(t) = s.timer {

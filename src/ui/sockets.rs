@@ -61,18 +61,19 @@ fn visible(app: &App, area: Rect) -> Visible {
         let is_sel = selected == Some(app.offset + n);
         match line {
             Line::Sock(i) => {
-                let e = app.table.entry(*i);
+                let e = app.table.entry(*i as usize);
                 let kind = Kind::Live {
                     stale: !e.stale.is_empty(),
-                    new: app.is_new(e.first_seen),
+                    new: app.is_new(e.first_seen()),
                 };
                 rows.push((cells(&e, app), kind, is_sel));
             }
             Line::Closed(i) => {
-                let e = SockEntry::bare(&app.closed[*i].0, app.now);
+                let e = SockEntry::bare(&app.closed[*i as usize].0, app.now);
                 rows.push((cells(&e, app), Kind::Gone, is_sel));
             }
-            Line::TimeWait { remote, count } => {
+            Line::TimeWait(t) => {
+                let (remote, count) = app.time_wait[*t as usize];
                 let texts = COLUMNS
                     .iter()
                     .map(|c| match c {

@@ -331,22 +331,21 @@ impl App {
     }
 
     fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
-        // Remember what disappeared, to show it greyed for a moment; only rows the operator
-        // could see (under the current filter) linger.
-        let shown: Vec<u32> = self
-            .lines
-            .iter()
-            .filter_map(|l| match l {
-                Line::Sock(i) => Some(*i),
-                _ => None,
-            })
-            .collect();
         self.now = now;
-        let mut previous = self.table.apply(snap, now);
-        for i in shown {
-            let s = &previous[i as usize];
-            if self.table.get(&s.key()).is_none() {
-                self.closed.push((s.clone(), now));
+        let crate::model::table::Applied { mut previous, gone } = self.table.apply(snap, now);
+        // What disappeared stays greyed for a moment; only rows the operator could see (under
+        // the current filter) linger.
+        if !gone.is_empty() {
+            let mut shown = vec![false; previous.len()];
+            for l in &self.lines {
+                if let Line::Sock(i) = l {
+                    shown[*i as usize] = true;
+                }
+            }
+            for i in gone {
+                if shown[i as usize] {
+                    self.closed.push((previous[i as usize].clone(), now));
+                }
             }
         }
         previous.clear();

@@ -136,26 +136,27 @@ fn filter_select_details_stale_preset_and_quit() {
     t.keys(&["Enter"]);
     t.wait_for(&format!("[{only_it}]"));
     // The first poll may land after the keys: wait for the test's connection to be listed.
-    let s = t.wait_for(&format!("127.0.0.1:{port}"));
-    let rows: Vec<&str> = s.lines().filter(|l| l.starts_with("tcp ")).collect();
-    assert_eq!(
-        rows.len(),
-        1,
-        "the filter should leave only the test's client:\n{s}"
-    );
-    assert!(
-        rows[0].contains(&l.local_addr().unwrap().to_string()),
-        "{s}"
-    );
+    let server = l.local_addr().unwrap().to_string();
+    t.wait("the filter to leave only the test's client", |s| {
+        let rows: Vec<&str> = s.lines().filter(|l| l.starts_with("tcp ")).collect();
+        rows.len() == 1
+            && rows[0].contains(&format!("127.0.0.1:{port}"))
+            && rows[0].contains(&server)
+    });
 
     // Details of the selected socket: the test's own process, its cookie, its keepalive.
     t.keys(&["Enter"]);
-    let s = t.wait_for("details (Enter closes)");
-    assert!(s.contains(&format!("127.0.0.1:{port}")), "{s}");
-    assert!(s.contains("keepalive is off"), "{s}");
-    assert!(
-        s.contains(&format!("[{}]", std::process::id())),
-        "the owner pid is shown:\n{s}"
+    // (All of it at once: a capture can catch a frame half drawn.)
+    let me = format!("[{}]", std::process::id());
+    let local = format!("127.0.0.1:{port}");
+    t.wait(
+        "the detail pane with the socket, its owner and its keepalive",
+        |s| {
+            s.contains("details (Enter closes)")
+                && s.contains(&local)
+                && s.contains(&me)
+                && s.contains("keepalive is off")
+        },
     );
     t.keys(&["Enter"]);
     t.wait("details closed", |s| !s.contains("details (Enter closes)"));

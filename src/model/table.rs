@@ -109,6 +109,14 @@ impl<'a> SockEntry<'a> {
     }
 }
 
+/// What `ConnTable::apply` hands back: the previous poll's sockets and the indices (into
+/// them) of those that are gone.
+#[derive(Debug)]
+pub struct Applied {
+    pub previous: Vec<RawSock>,
+    pub gone: Vec<u32>,
+}
+
 /// All sockets of the latest poll, keyed by cookie.
 #[derive(Debug, Clone)]
 pub struct ConnTable {
@@ -148,10 +156,10 @@ impl ConnTable {
     }
 
     /// Replaces the table with `snap`, carrying history over for sockets seen before. Returns
-    /// the previous poll's sockets: the caller may look at what left, then clear the vector and
-    /// hand it to the next poll (two buffers take turns instead of a new 20+ MiB vector every
-    /// second).
-    pub fn apply(&mut self, snap: Snapshot, now: Instant) -> Vec<RawSock> {
+    /// the previous poll's sockets and which of them left: the caller may look at those, then
+    /// clear the vector and hand it to the next poll (two buffers take turns instead of a new
+    /// 20+ MiB vector every second).
+    pub fn apply(&mut self, snap: Snapshot, now: Instant) -> Applied {
         let dt = self
             .last_poll
             .map(|t| now.saturating_duration_since(t).as_secs_f64());
@@ -178,11 +186,12 @@ impl ConnTable {
             index.extend(socks.iter().enumerate().map(|(i, s)| (s.key(), i)));
         }
         let mut derived = Vec::with_capacity(socks.len());
+        let mut carried = vec![false; self.socks.len()];
         for sock in &socks {
-            let prev = self
-                .index
-                .get(&sock.key())
-                .map(|&i| (&self.socks[i], &self.derived[i]));
+            let prev = self.index.get(&sock.key()).map(|&i| {
+                carried[i] = true;
+                (&self.socks[i], &self.derived[i])
+            });
             let first_seen_ms = prev.map_or(now_ms, |(_, d)| d.first_seen_ms);
             let state_since_ms = match prev {
                 Some((p, d)) if p.state == sock.state => d.state_since_ms,
@@ -226,7 +235,10 @@ impl ConnTable {
         self.cost = snap.cost;
         self.warnings = snap.warnings;
         self.last_poll = Some(now);
-        previous
+        let gone = (0..carried.len() as u32)
+            .filter(|&i| !carried[i as usize])
+            .collect();
+        Applied { previous, gone }
     }
 
     /// Entries exist only after a first `apply`, which sets the epoch.

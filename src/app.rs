@@ -361,9 +361,18 @@ impl App {
         self.polls > 1 && self.now.saturating_duration_since(first_seen) < CHANGE_HIGHLIGHT
     }
 
+    /// A new filter is a new list: a selection it does not show (hidden, or a socket that has
+    /// closed) moves to its first row. Polls, by contrast, never move the selection.
     fn set_filter(&mut self, text: &str) -> Result<(), FilterError> {
         self.filter = Filter::parse(text)?;
+        // Rows that closed under the old filter do not linger in the new list.
+        self.closed.clear();
         self.rebuild();
+        if self.selected_idx.is_none() {
+            self.selected = self.lines.iter().find_map(|&l| self.line_key(l));
+            self.locate_selection();
+            self.selected_gone = false;
+        }
         Ok(())
     }
 

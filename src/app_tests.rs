@@ -390,3 +390,25 @@ fn clicking_a_header_sorts_by_it_and_again_reverses() {
     update(&mut app, row);
     assert_eq!(app.selected_line(), Some(1));
 }
+
+#[test]
+fn a_new_filter_moves_a_gone_selection_to_its_first_row() {
+    let (mut app, t0) = fixture_app();
+    assert_eq!(selected_cookie(&app), Some(3));
+    let socks: Vec<RawSock> = fixture_socks()
+        .into_iter()
+        .filter(|s| s.cookie.0 != 3)
+        .collect();
+    update(
+        &mut app,
+        Msg::Poll(Box::new(snapshot(socks)), t0 + Duration::from_secs(1)),
+    );
+    assert!(app.selected_gone);
+    assert_eq!(
+        selected_cookie(&app),
+        Some(3),
+        "a poll never moves the selection"
+    );
+    update(&mut app, ch('5'));
+    assert_eq!((selected_cookie(&app), app.selected_gone), (Some(4), false));
+}

@@ -291,14 +291,29 @@ impl App {
             "CLOSE",
             "UNKNOWN",
         ];
+        // Position in ORDER, without comparing names per socket.
+        fn slot(state: SockState, proto: Proto) -> usize {
+            match state {
+                SockState::Established => 0,
+                SockState::Listen => 1,
+                SockState::TimeWait => 2,
+                SockState::CloseWait => 3,
+                SockState::SynSent => 4,
+                SockState::SynRecv => 5,
+                SockState::FinWait1 => 6,
+                SockState::FinWait2 => 7,
+                SockState::LastAck => 8,
+                SockState::Closing => 9,
+                SockState::Close if proto != Proto::Tcp => 10,
+                SockState::Close => 11,
+                SockState::Other(_) => 12,
+            }
+        }
         let mut states = [0usize; ORDER.len()];
         let mut stale = [0usize; StaleReason::ALL.len()];
         let (mut established, mut any_stale) = (0u64, 0u64);
         for e in self.table.entries() {
-            let name = e.sock.state.name(e.sock.proto);
-            if let Some(i) = ORDER.iter().position(|s| *s == name) {
-                states[i] += 1;
-            }
+            states[slot(e.sock.state, e.sock.proto)] += 1;
             if e.sock.state == SockState::Established && e.sock.proto == Proto::Tcp {
                 established += 1;
             }

@@ -172,7 +172,15 @@ fn first_poll_sorts_by_idle_and_selects_the_top() {
     // Two TIME_WAITs to one host become one summary line.
     assert!(app.lines.contains(&Line::TimeWait(0)));
     assert_eq!(app.time_wait, [("10.0.0.30".parse().unwrap(), 2)]);
-    assert_eq!(app.state_counts[0], ("ESTABLISHED", 4));
+    assert_eq!(
+        app.state_counts,
+        [
+            ("ESTABLISHED", 4),
+            ("LISTEN", 1),
+            ("TIME_WAIT", 2),
+            ("CLOSE_WAIT", 1)
+        ]
+    );
 }
 
 #[test]

@@ -66,28 +66,39 @@ impl ProcessMap {
     /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed.
     pub fn resolve(&mut self, socks: &mut [RawSock]) {
         self.last = ScanStats::default();
-        let unaccounted = socks.iter().any(|s| {
-            s.inode.0 != 0
-                && !self.owners.contains_key(&s.inode)
-                && !self.unowned.contains(&s.inode)
-        });
-        if unaccounted || self.scans == 0 {
+        // In the steady state one pass with one lookup per socket does it all.
+        if !self.assign(socks) || self.scans == 0 {
             let live: FxHashSet<Inode> =
                 socks.iter().map(|s| s.inode).filter(|i| i.0 != 0).collect();
             self.scan(&live);
+            self.assign(socks);
         }
+    }
+
+    /// Sets every socket's owner from the map; false if some inode is one the map has never
+    /// accounted for (neither owned nor looked for in vain), so a scan is due.
+    fn assign(&self, socks: &mut [RawSock]) -> bool {
         let my_uid = rustix::process::geteuid().as_raw();
+        let mut accounted = true;
         for s in socks.iter_mut() {
             s.owner = match self.owners.get(&s.inode) {
-                Some((process, fd)) if s.inode.0 != 0 => Owner::Process {
+                _ if s.inode.0 == 0 => Owner::None,
+                Some((process, fd)) => Owner::Process {
                     process: Arc::clone(process),
                     fd: *fd,
                 },
-                // Not found, and some process was unreadable: it may be another user's.
-                _ if s.inode.0 != 0 && self.incomplete && s.uid != Some(my_uid) => Owner::Unknown,
-                _ => Owner::None,
+                None => {
+                    accounted &= self.unowned.contains(&s.inode);
+                    // Not found, and some process was unreadable: it may be another user's.
+                    if self.incomplete && s.uid != Some(my_uid) {
+                        Owner::Unknown
+                    } else {
+                        Owner::None
+                    }
+                }
             };
         }
+        accounted
     }
 
     fn scan(&mut self, live: &FxHashSet<Inode>) {

@@ -90,7 +90,8 @@ async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut terminal = tui::init()?;
     let mut events = EventStream::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Time-only changes (highlights expiring) need no finer clock than this.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let size = terminal.size()?;
         let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);

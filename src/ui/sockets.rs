@@ -12,7 +12,7 @@ use crate::columns::{self, Column};
 use crate::model::SockEntry;
 
 /// The dashboard's columns, in order; a narrow terminal drops the least useful first.
-pub const COLUMNS: [Column; 13] = [
+pub const COLUMNS: [Column; 15] = [
     Column::Proto,
     Column::State,
     Column::Local,
@@ -24,6 +24,8 @@ pub const COLUMNS: [Column; 13] = [
     Column::RecvQ,
     Column::SendQ,
     Column::Rtt,
+    Column::BytesIn,
+    Column::BytesOut,
     Column::Rate,
     Column::Stale,
 ];

@@ -191,3 +191,41 @@ fn collector_warnings_reach_the_status_line() {
         "{screen}"
     );
 }
+
+#[test]
+fn a_wide_terminal_shows_bytes_and_rates() {
+    let (mut app, t0) = fixture_app();
+    // A second poll two seconds later, 2000 more bytes each way on every connection.
+    let socks = crate::app::tests::fixture_socks()
+        .into_iter()
+        .map(|mut s| {
+            if s.tcp_info.is_some() {
+                s.tcp_info = Some(crate::model::table::tests::info(0, 3001, 2500));
+            }
+            s
+        })
+        .collect();
+    update(
+        &mut app,
+        crate::app::Msg::Poll(
+            Box::new(crate::model::table::tests::snapshot(socks)),
+            t0 + std::time::Duration::from_secs(2),
+        ),
+    );
+    let screen = text(&draw(&mut app, 220, 30));
+    let header = screen.lines().nth(4).unwrap();
+    assert!(
+        header.contains("BYTES-IN")
+            && header.contains("BYTES-OUT")
+            && header.contains("RATE IN/OUT"),
+        "{screen}"
+    );
+    let row = screen
+        .lines()
+        .find(|l| l.contains("10.0.0.9:5432"))
+        .unwrap();
+    assert!(
+        row.contains("2500") && row.contains("3001") && row.contains("1k/1k"),
+        "{row}"
+    );
+}

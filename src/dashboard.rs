@@ -64,17 +64,25 @@ fn spawn_collector(
                     return;
                 }
             };
+            // The buffer the next poll fills: the UI hands back the one it no longer shows.
+            let mut buf = Vec::new();
             loop {
                 if paused.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
-                } else {
-                    let started = Instant::now();
-                    let result = collector.poll().map_err(|e| e.to_string());
-                    if tx.blocking_send(result).is_err() || applied.recv().is_err() {
-                        return; // the UI has gone
-                    }
-                    std::thread::sleep(interval.saturating_sub(started.elapsed()));
+                    continue;
                 }
+                let started = Instant::now();
+                let result = collector
+                    .poll_into(std::mem::take(&mut buf))
+                    .map_err(|e| e.to_string());
+                if tx.blocking_send(result).is_err() {
+                    return; // the UI has gone
+                }
+                match applied.recv() {
+                    Ok(spare) => buf = spare,
+                    Err(_) => return,
+                }
+                std::thread::sleep(interval.saturating_sub(started.elapsed()));
             }
         })
         .expect("spawn the collector thread");
@@ -92,11 +100,14 @@ async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> 
     let mut events = EventStream::new();
     // Time-only changes (highlights expiring) need no finer clock than this.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut redraw = true;
     loop {
         let size = terminal.size()?;
         let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
-        app.scroll_into_view(ui::page_rows(area, app));
-        terminal.draw(|f| ui::render(app, f))?;
+        if redraw {
+            app.scroll_into_view(ui::page_rows(area, app));
+            terminal.draw(|f| ui::render(app, f))?;
+        }
         let msg = tokio::select! {
             Some(poll) = rx.recv() => match poll {
                 Ok(snap) => Msg::Poll(Box::new(snap), Instant::now()),
@@ -116,6 +127,11 @@ async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> 
             _ = sighup.recv() => Msg::Signal,
             _ = sigint.recv() => Msg::Signal,
         };
+        // A tick only expires highlights; when polls already redraw every second it can wait.
+        redraw = !matches!(msg, Msg::Tick(_))
+            || app.paused
+            || app.interval > Duration::from_secs(1)
+            || !app.closed.is_empty();
         let effects = app::update(app, msg);
         // A poll was applied: its predecessor's buffer goes back, and the collector may go on.
         if let Some(spare) = app.spare.take() {

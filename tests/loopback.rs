@@ -395,3 +395,20 @@ fn keepalive_probes_count_up_when_the_peer_goes_silent() {
         "probe counts seen: {seen:?}"
     );
 }
+
+#[test]
+fn a_poll_reuses_the_buffer_it_is_given() {
+    let mut c = Collector::new(Selection::default()).unwrap();
+    let first = c.poll().unwrap().socks;
+    let mut t = ConnTable::new(Duration::from_secs(300));
+    let _ = t.apply(c.poll().unwrap(), Instant::now());
+    // Hand the previous poll's vector back, as the dashboard does: no new allocation.
+    let room = 2 * first.len() + 4096; // more than the next poll asks for
+    let mut spare = first;
+    spare.clear();
+    spare.reserve(room);
+    let ptr = spare.as_ptr();
+    let again = c.poll_into(spare).unwrap();
+    assert_eq!(again.socks.as_ptr(), ptr, "the poll allocated a new vector");
+    assert!(!again.socks.is_empty());
+}

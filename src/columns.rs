@@ -72,6 +72,26 @@ impl Column {
         Column::Stale,
     ];
 
+    /// The dashboard's columns, in order; a narrow terminal drops the least useful first.
+    /// [`Column::DEFAULT`] is this list less the byte counters and the rate, which need two polls.
+    pub const DASHBOARD: [Column; 15] = [
+        Column::Proto,
+        Column::State,
+        Column::Local,
+        Column::Remote,
+        Column::Service,
+        Column::Process,
+        Column::Idle,
+        Column::Keepalive,
+        Column::RecvQ,
+        Column::SendQ,
+        Column::Rtt,
+        Column::BytesIn,
+        Column::BytesOut,
+        Column::Rate,
+        Column::Stale,
+    ];
+
     pub fn header(self) -> &'static str {
         match self {
             Column::Proto => "PROTO",

@@ -11,24 +11,8 @@ use crate::app::{App, Line};
 use crate::columns::{self, Column};
 use crate::model::SockEntry;
 
-/// The dashboard's columns, in order; a narrow terminal drops the least useful first.
-pub const COLUMNS: [Column; 15] = [
-    Column::Proto,
-    Column::State,
-    Column::Local,
-    Column::Remote,
-    Column::Service,
-    Column::Process,
-    Column::Idle,
-    Column::Keepalive,
-    Column::RecvQ,
-    Column::SendQ,
-    Column::Rtt,
-    Column::BytesIn,
-    Column::BytesOut,
-    Column::Rate,
-    Column::Stale,
-];
+/// The dashboard's columns: [`Column::DASHBOARD`].
+const COLUMNS: [Column; 15] = Column::DASHBOARD;
 
 /// Widest a column may get, so one long value does not push the others off screen.
 fn cap(c: Column) -> usize {

@@ -210,8 +210,7 @@ impl App {
 
     /// Whether `TIME_WAIT` sockets are listed one by one: only when the filter asks for them.
     fn show_time_wait(&self) -> bool {
-        let src = self.filter.source().to_ascii_lowercase().replace('_', "-");
-        src.contains("time-wait") || src.contains("timewait")
+        self.filter.asks_for_time_wait()
     }
 
     /// Rebuilds the lines (and the groups, when shown) from the table, filter and sort.

@@ -153,6 +153,21 @@ impl Filter {
         self.expr == Expr::All
     }
 
+    /// Whether the expression asks about `TIME_WAIT` sockets (a state or timer term), so a
+    /// view that summarises them should list them one by one.
+    pub fn asks_for_time_wait(&self) -> bool {
+        fn walk(e: &Expr) -> bool {
+            match e {
+                Expr::Term(Term::State(s)) => s.contains(&SockState::TimeWait),
+                Expr::Term(Term::Timer(t)) => *t == Some(TimerKind::Timewait),
+                Expr::And(v) | Expr::Or(v) => v.iter().any(walk),
+                Expr::Not(x) => walk(x),
+                _ => false,
+            }
+        }
+        walk(&self.expr)
+    }
+
     pub fn matches(&self, e: &SockEntry, now: Instant) -> bool {
         eval(&self.expr, e, now)
     }

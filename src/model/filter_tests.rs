@@ -176,3 +176,21 @@ proptest::proptest! {
         let _ = Filter::parse(&s);
     }
 }
+
+#[test]
+fn knows_when_time_wait_is_asked_for() {
+    for (expr, asks) in [
+        ("state:time-wait", true),
+        ("state:TIME_WAIT or stale", true),
+        ("timer:timewait", true),
+        ("!state:time-wait", true),
+        ("stale", false),
+        ("proc:timewait", false),
+    ] {
+        assert_eq!(
+            Filter::parse(expr).unwrap().asks_for_time_wait(),
+            asks,
+            "{expr}"
+        );
+    }
+}

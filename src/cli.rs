@@ -2,9 +2,12 @@
 //! Doc comments here are the user's --help text: no Markdown.
 #![allow(clippy::doc_markdown)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use crate::actions::Method;
 
 use crate::columns::Column;
 use crate::model::duration::parse_ms;
@@ -38,6 +41,7 @@ Examples:
   katop --once                          every socket, as a table
   katop --once -t --filter stale        stale TCP connections
   katop --json --filter 'service:postgres idle>1h' | jq .
+  katop kill --filter 'service:postgres idle>2h' --dry-run
 ",
         reasons.join("\n")
     )
@@ -52,6 +56,9 @@ Examples:
 #[allow(clippy::struct_excessive_bools)] // flags, as ss has them
 #[command(name = "katop", version, after_help = after_help())]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Print one poll and exit (the table, or JSON with --json/--jsonl).
     #[arg(long)]
     pub once: bool,
@@ -93,7 +100,7 @@ pub struct Args {
     pub reverse: bool,
 
     /// An ESTABLISHED connection idle this long, or a CLOSE_WAIT this old, is stale.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, env = "KATOP_STALE_AFTER")]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, env = "KATOP_STALE_AFTER", global = true)]
     pub stale_after: Duration,
 
     /// Time between polls in the dashboard.
@@ -119,6 +126,61 @@ pub struct Args {
     /// Unix sockets.
     #[arg(short = 'x', long)]
     pub unix: bool,
+
+    /// Dashboard: killing disabled (k and F9 say why nothing happens).
+    #[arg(long, env = "KATOP_READ_ONLY")]
+    pub read_only: bool,
+
+    /// Append every kill attempt here, one JSON line each
+    /// [default: $XDG_STATE_HOME/katop/kills.jsonl, else ~/.local/state/katop/kills.jsonl].
+    #[arg(long, value_name = "PATH", env = "KATOP_KILL_LOG", global = true)]
+    pub kill_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Kill the TCP/UDP sockets a filter matches (SOCK_DESTROY, as ss -K), exactly those.
+    ///
+    /// Lists what matches, asks for confirmation on a terminal (or takes --yes), kills each
+    /// socket by its id and cookie (a newer socket on the same ports is never touched),
+    /// re-reads the kernel to confirm, and appends every attempt to the kill log.
+    /// Exit status: 0 when every matched socket is gone (killed, or closed meanwhile), 1 when
+    /// some could not be killed, 2 on bad usage.
+    #[command(after_help = "\
+Examples:
+  katop kill --filter 'service:postgres idle>2h' --dry-run
+  katop kill --filter 'state:close-wait proc:java' --yes --json
+  sudo katop kill --filter 'dport:5432 probes>3'")]
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[allow(clippy::struct_excessive_bools)] // flags
+pub struct KillArgs {
+    /// Which sockets (the --filter language; required, and never taken from KATOP_FILTER).
+    #[arg(short, long, value_name = "EXPR")]
+    pub filter: String,
+
+    /// List what would be killed, kill nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Print the per-socket results as a JSON array (the kill log's objects).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also kill listening sockets (and unconnected UDP sockets) the filter matches.
+    #[arg(long)]
+    pub include_listen: bool,
+
+    /// How to kill: SOCK_DESTROY, falling back to shutdown(2) on the owner's fd where the
+    /// kernel lacks it (auto); or only one of them.
+    #[arg(long, value_enum, default_value_t, value_name = "HOW")]
+    pub mechanism: Method,
 }
 
 #[cfg(test)]

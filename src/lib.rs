@@ -3,10 +3,12 @@
 //! Layers, data flowing one way: [`collector`] (the only code that talks to the kernel) →
 //! [`model::Snapshot`] → [`model::ConnTable`] → views ([`output`], [`columns`]).
 
+pub mod actions;
 pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod columns;
+pub mod commands;
 pub mod dashboard;
 pub mod error;
 pub mod model;
@@ -29,6 +31,9 @@ const USAGE: u8 = 2;
 
 /// Runs katop with parsed arguments.
 pub fn run(args: &Args) -> ExitCode {
+    if let Some(cli::Command::Kill(k)) = &args.command {
+        return commands::kill(args, k);
+    }
     let filter = match Filter::parse(args.filter.as_deref().unwrap_or("")) {
         Ok(f) => f,
         Err(e) => {

@@ -6,46 +6,11 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use katop::collector::{Collector, Selection};
-use katop::model::{
-    ConnTable, Keepalive, Owner, Proto, SockEntry, SockState, StaleReason, TimerKind,
-};
+use katop::model::{ConnTable, Keepalive, Owner, SockEntry, SockState, StaleReason, TimerKind};
 use socket2::{Domain, Socket, TcpKeepalive, Type};
 
-/// One poll of every TCP socket, in a table with `stale_after`.
-fn poll(stale_after: Duration) -> ConnTable {
-    let mut c = Collector::new(Selection {
-        protos: vec![Proto::Tcp],
-        ipv4: true,
-        ipv6: true,
-    })
-    .expect("open sock_diag");
-    let snap = c.poll().expect("poll");
-    let mut t = ConnTable::new(stale_after);
-    t.apply(snap, Instant::now());
-    t
-}
-
-/// The one socket at `local` (a client's unique port, or a listener: `peer` `None`), or at
-/// `local` talking to `peer` (a server end, which shares the listener's address).
-fn find_pair(t: &ConnTable, local: SocketAddr, peer: Option<SocketAddr>) -> SockEntry<'_> {
-    let peer = peer.map_or_else(|| "*".to_string(), |p| p.to_string());
-    let found: Vec<SockEntry> = t
-        .entries()
-        .filter(|e| e.sock.local.to_string() == local.to_string())
-        // Without a peer: the live socket at a client's port (old TIME_WAITs may reuse it).
-        .filter(|e| {
-            e.sock.remote.to_string() == peer
-                || (peer == "*" && !matches!(e.sock.state, SockState::Listen | SockState::TimeWait))
-        })
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one socket at {local} -> {peer}, found {}",
-        found.len()
-    );
-    found[0]
-}
+mod common;
+use common::{connect, find_pair, is_root, poll};
 
 fn find(t: &ConnTable, local: SocketAddr) -> SockEntry<'_> {
     find_pair(t, local, None)
@@ -56,20 +21,6 @@ fn find_listener(t: &ConnTable, local: SocketAddr) -> SockEntry<'_> {
         e.sock.local.to_string() == local.to_string() && e.sock.state == SockState::Listen
     });
     e.expect("listener reported")
-}
-
-/// A client connected to `listener`, with keepalive idle `keepidle` if given, and the accepted
-/// server end.
-fn connect(listener: &TcpListener, keepidle: Option<Duration>) -> (TcpStream, TcpStream) {
-    let addr = listener.local_addr().unwrap();
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
-    if let Some(idle) = keepidle {
-        s.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))
-            .unwrap();
-    }
-    s.connect(&addr.into()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (s.into(), server)
 }
 
 fn pid_of(e: &SockEntry) -> Option<u32> {
@@ -221,10 +172,6 @@ fn idle_time_grows_while_nothing_is_sent() {
 }
 
 // ---- root only: a peer that goes silent ------------------------------------------------------
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 fn sh(args: &[&str]) {
     let out = std::process::Command::new(args[0])

@@ -2,19 +2,25 @@
 //!
 //! Requests are built with netlink-packet-sock-diag; replies go to [`super::wire`].
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkSerializable, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::constants::SOCK_DIAG_BY_FAMILY;
 use netlink_packet_sock_diag::constants::{
     AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP, UDIAG_SHOW_NAME, UDIAG_SHOW_PEER,
     UDIAG_SHOW_RQLEN,
 };
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::unix::{self, ShowFlags, UnixRequest};
-use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
 use super::wire::{self, DumpSink, Progress};
 use crate::error::CollectError;
-use crate::model::{Family, NetnsId, Proto};
+use crate::model::{Cookie, Endpoint, Family, InetAddr, NetnsId, Proto, RawSock};
 
 /// `UDIAG_SHOW_UID` (0x40, Linux 5.3+), not in the crate's flags; its attribute is `UNIX_DIAG_UID` (7).
 const UDIAG_SHOW_UID: u32 = 1 << 6;
@@ -95,6 +101,77 @@ impl DumpKind {
     }
 }
 
+/// The kernel's identity of one TCP or UDP socket: what `SOCK_DESTROY` and an exact lookup
+/// match. The cookie makes it exact: a later socket that reuses the same ports has another one,
+/// and the kernel answers `ESTALE` instead of acting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InetSockId {
+    pub proto: Proto,
+    pub family: Family,
+    pub local: InetAddr,
+    pub remote: InetAddr,
+    pub interface: u32,
+    pub cookie: Cookie,
+}
+
+impl InetSockId {
+    /// The id of an inet socket from a dump; `None` for Unix sockets.
+    pub fn of(sock: &RawSock) -> Option<Self> {
+        match (&sock.local, &sock.remote, sock.proto) {
+            (Endpoint::Inet(local), Endpoint::Inet(remote), Proto::Tcp | Proto::Udp) => {
+                Some(InetSockId {
+                    proto: sock.proto,
+                    family: sock.family,
+                    local: *local,
+                    remote: *remote,
+                    interface: sock.interface,
+                    cookie: sock.cookie,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn request(&self) -> SockDiagMessage {
+        let v4 = self.family == Family::Inet;
+        // The kernel splits the cookie into two native-endian u32s, low word first.
+        let mut cookie = [0u8; 8];
+        cookie[..4].copy_from_slice(&(self.cookie.0 as u32).to_ne_bytes());
+        cookie[4..].copy_from_slice(&((self.cookie.0 >> 32) as u32).to_ne_bytes());
+        let ip = |ip: IpAddr| match (v4, ip) {
+            (false, IpAddr::V4(a)) => IpAddr::V6(a.to_ipv6_mapped()),
+            _ => ip,
+        };
+        SockDiagMessage::InetRequest(InetRequest {
+            family: if v4 { AF_INET } else { AF_INET6 },
+            protocol: if self.proto == Proto::Udp {
+                IPPROTO_UDP
+            } else {
+                IPPROTO_TCP
+            },
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: SocketId {
+                source_port: self.local.port(),
+                destination_port: self.remote.port(),
+                source_address: ip(self.local.ip()),
+                destination_address: ip(self.remote.ip()),
+                interface_id: self.interface,
+                cookie,
+            },
+        })
+    }
+}
+
+/// How the kernel answered a request about one socket.
+#[derive(Debug)]
+pub enum Answer<T> {
+    Done(T),
+    /// The kernel refused or failed the request with this errno (`ENOENT`, `ESTALE`: no such
+    /// socket; `EPERM`: no `CAP_NET_ADMIN`; `EOPNOTSUPP`: no `CONFIG_INET_DIAG_DESTROY`).
+    Errno(rustix::io::Errno),
+}
+
 /// A connected `sock_diag` socket, reused across polls.
 pub struct DiagSocket {
     socket: Socket,
@@ -133,6 +210,98 @@ impl DiagSocket {
         })
     }
 
+    /// Asks the kernel to destroy exactly this socket (`SOCK_DESTROY`, as `ss -K` does): TCP
+    /// sends the peer an RST and the owner gets `ECONNABORTED`.
+    pub fn destroy(&mut self, id: &InetSockId) -> Result<Answer<()>, CollectError> {
+        let reply = self.exact(SockDiagDestroy::new(id.request()), NLM_F_ACK)?;
+        Ok(match reply {
+            Exact::Errno(e) => Answer::Errno(e),
+            Exact::Ack | Exact::Sock(_) => Answer::Done(()),
+        })
+    }
+
+    /// The kernel's current view of exactly this socket; `None` when it no longer exists (no
+    /// socket with that id, or one with another cookie).
+    pub fn lookup(
+        &mut self,
+        id: &InetSockId,
+        netns: NetnsId,
+    ) -> Result<Option<RawSock>, CollectError> {
+        let what = "lookup";
+        match self.exact(id.request(), 0)? {
+            Exact::Sock(payload) => wire::parse_sock(&payload, id.proto, netns)
+                .map(Some)
+                .map_err(|reason| CollectError::Reply {
+                    what,
+                    source: wire::WireError::Framing { offset: 0, reason },
+                }),
+            Exact::Errno(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::STALE => {
+                Ok(None)
+            }
+            Exact::Errno(e) => Err(CollectError::Reply {
+                what,
+                source: wire::WireError::Kernel(e.raw_os_error()),
+            }),
+            Exact::Ack => Ok(None),
+        }
+    }
+
+    /// Sends one non-dump request and reads its one answer (replies to other sequence numbers,
+    /// e.g. the tail of an abandoned dump, are skipped).
+    fn exact<M: NetlinkSerializable>(
+        &mut self,
+        payload: M,
+        extra_flags: u16,
+    ) -> Result<Exact, CollectError>
+    where
+        netlink_packet_core::NetlinkPayload<M>: From<M>,
+    {
+        let what = "single-socket";
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | extra_flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, payload.into());
+        packet.finalize();
+        let mut out = vec![0; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.socket
+            .send(&out, 0)
+            .map_err(|source| CollectError::Send { what, source })?;
+        loop {
+            let n = self
+                .socket
+                .recv(&mut &mut self.buf[..], 0)
+                .map_err(|source| CollectError::Recv { what, source })?;
+            let mut buf = &self.buf[..n.min(self.buf.len())];
+            while let Ok(msg) = NetlinkBuffer::new_checked(buf) {
+                let step = (msg.length() as usize + 3) & !3;
+                if msg.sequence_number() == self.seq {
+                    let payload = msg.payload();
+                    match msg.message_type() {
+                        NLMSG_ERROR => {
+                            let code = payload
+                                .get(..4)
+                                .and_then(|b| b.try_into().ok())
+                                .map_or(0, i32::from_ne_bytes);
+                            return Ok(if code < 0 {
+                                Exact::Errno(rustix::io::Errno::from_raw_os_error(-code))
+                            } else {
+                                Exact::Ack
+                            });
+                        }
+                        SOCK_DIAG_BY_FAMILY => return Ok(Exact::Sock(payload.to_vec())),
+                        _ => {}
+                    }
+                }
+                buf = buf.get(step..).unwrap_or_default();
+            }
+            if n == 0 {
+                return Ok(Exact::Ack);
+            }
+        }
+    }
+
     /// Sends the dump request for `kind` and hands each reply datagram to `on_datagram` until it
     /// says the dump is done. Also used to capture fixtures and to time the bare dump.
     pub fn dump_raw(
@@ -168,4 +337,12 @@ impl DiagSocket {
             }
         }
     }
+}
+
+/// One answer to a non-dump request.
+enum Exact {
+    Ack,
+    Errno(rustix::io::Errno),
+    /// A `SOCK_DIAG_BY_FAMILY` payload.
+    Sock(Vec<u8>),
 }

@@ -1,0 +1,222 @@
+//! Killing exactly one socket: `SOCK_DESTROY` over `sock_diag` by id and cookie, or, where the
+//! kernel lacks it, `shutdown(2)` on a duplicate of the owner's fd. Each kill is confirmed by
+//! asking the kernel about that socket again.
+
+use std::time::SystemTime;
+
+use rustix::io::Errno;
+
+use super::fd;
+use super::target::{Report, Target};
+use crate::collector::current_netns;
+use crate::collector::sock_diag::{Answer, DiagSocket, InetSockId};
+use crate::error::CollectError;
+use crate::model::{NetnsId, SockState};
+
+/// How a kill was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// `SOCK_DESTROY` over `sock_diag` (`ss -K`): TCP sends an RST, the owner reads
+    /// `ECONNABORTED`.
+    SockDestroy,
+    /// `shutdown(SHUT_RDWR)` on a duplicate of the owner's fd: TCP sends a FIN, the owner
+    /// reads EOF.
+    Shutdown,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::SockDestroy => "sock-destroy",
+            Mechanism::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Which mechanism to use (`katop kill --mechanism`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Method {
+    /// `SOCK_DESTROY`; `shutdown` on the owner's fd only where the kernel lacks it.
+    #[default]
+    Auto,
+    /// `SOCK_DESTROY` only.
+    SockDestroy,
+    /// `shutdown(2)` on a duplicate of the owner's fd (`pidfd_getfd`), only.
+    Shutdown,
+}
+
+/// What happened to one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel acted, and re-reading it shows the socket gone (`after: None`) or closing.
+    Killed {
+        mechanism: Mechanism,
+        after: Option<SockState>,
+    },
+    /// The chosen socket no longer exists (a socket that reuses its ports is another socket
+    /// and was not touched).
+    AlreadyGone,
+    /// Nothing was done, for this reason (a missing privilege says which and how to get it).
+    Refused(String),
+    /// The attempt was made and did not work.
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Killed { .. } => "killed",
+            Outcome::AlreadyGone => "already-gone",
+            Outcome::Refused(_) => "refused",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        match self {
+            Outcome::Killed { mechanism, .. } => Some(*mechanism),
+            _ => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Refused(r) | Outcome::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The socket is not there any more, whoever closed it: what a kill wants.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Killed { .. } | Outcome::AlreadyGone)
+    }
+}
+
+/// What the operator must do to be allowed to use `SOCK_DESTROY`.
+pub const NEED_NET_ADMIN: &str = "SOCK_DESTROY needs CAP_NET_ADMIN: run katop as root, or \
+     grant it with `sudo setcap cap_net_admin+ep $(command -v katop)`";
+
+/// Kills sockets in katop's own network namespace; keeps its `sock_diag` socket.
+pub struct Killer {
+    diag: DiagSocket,
+    netns: NetnsId,
+    method: Method,
+}
+
+impl Killer {
+    pub fn new(method: Method) -> Result<Self, CollectError> {
+        Ok(Killer {
+            diag: DiagSocket::open()?,
+            netns: current_netns(),
+            method,
+        })
+    }
+
+    /// Kills each target in turn; one report per target, in order.
+    pub fn kill_all(&mut self, targets: &[Target]) -> Vec<Report> {
+        targets
+            .iter()
+            .map(|t| Report {
+                outcome: self.kill(t),
+                target: t.clone(),
+                at: SystemTime::now(),
+            })
+            .collect()
+    }
+
+    pub fn kill(&mut self, t: &Target) -> Outcome {
+        let Some(id) = t.id else {
+            return Outcome::Refused(
+                "a Unix socket cannot be killed (the kernel has no SOCK_DESTROY for them)".into(),
+            );
+        };
+        if t.netns != self.netns {
+            return Outcome::Refused(format!(
+                "the socket is in network namespace {}, katop runs in {}",
+                t.netns.0, self.netns.0
+            ));
+        }
+        if self.method == Method::Shutdown {
+            return self.shutdown(t, &id);
+        }
+        match self.diag.destroy(&id) {
+            Ok(Answer::Done(())) => self.confirm(&id, Mechanism::SockDestroy),
+            Ok(Answer::Errno(Errno::NOENT | Errno::STALE)) => Outcome::AlreadyGone,
+            Ok(Answer::Errno(Errno::PERM | Errno::ACCESS)) => {
+                Outcome::Refused(NEED_NET_ADMIN.into())
+            }
+            Ok(Answer::Errno(Errno::OPNOTSUPP)) if self.method == Method::Auto => {
+                self.shutdown(t, &id)
+            }
+            Ok(Answer::Errno(Errno::OPNOTSUPP)) => Outcome::Refused(
+                "this kernel has no SOCK_DESTROY (built without CONFIG_INET_DIAG_DESTROY); \
+                 --mechanism shutdown closes it through its owner's fd instead"
+                    .into(),
+            ),
+            Ok(Answer::Errno(e)) => Outcome::Failed(format!("SOCK_DESTROY failed: {e}")),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    /// `shutdown(2)` on a duplicate of the owner's fd, after checking the socket is still the
+    /// chosen one (same id and cookie) and the fd still refers to its inode.
+    fn shutdown(&mut self, t: &Target, id: &InetSockId) -> Outcome {
+        match self.diag.lookup(id, self.netns) {
+            Ok(None) => return Outcome::AlreadyGone,
+            Ok(Some(_)) => {}
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+        let Some(owner) = &t.owner else {
+            return Outcome::Refused(
+                "shutdown needs the owning process's fd, and no process is known to hold this \
+                 socket (run as root to see every process's fds)"
+                    .into(),
+            );
+        };
+        let dup = match fd::borrow(owner.pid, owner.fd, t.inode) {
+            Ok(dup) => dup,
+            Err(e) => return Outcome::Refused(e.to_string()),
+        };
+        if let Err(e) = rustix::net::shutdown(&dup, rustix::net::Shutdown::Both) {
+            return Outcome::Failed(format!("shutdown failed: {e}"));
+        }
+        drop(dup);
+        self.confirm(id, Mechanism::Shutdown)
+    }
+
+    /// Asks the kernel about the socket again: gone or closing is a kill.
+    fn confirm(&mut self, id: &InetSockId, mechanism: Mechanism) -> Outcome {
+        match self.diag.lookup(id, self.netns) {
+            Ok(None) => Outcome::Killed {
+                mechanism,
+                after: None,
+            },
+            Ok(Some(s)) if is_closing(s.state) => Outcome::Killed {
+                mechanism,
+                after: Some(s.state),
+            },
+            Ok(Some(s)) => Outcome::Failed(format!(
+                "{} reported success, but the kernel still lists the socket as {}",
+                mechanism.name(),
+                s.state.name(s.proto)
+            )),
+            Err(e) => Outcome::Failed(format!(
+                "{} reported success, but re-reading the socket failed: {e}",
+                mechanism.name()
+            )),
+        }
+    }
+}
+
+/// States of a socket on its way out (or, for UDP, disconnected).
+fn is_closing(state: SockState) -> bool {
+    matches!(
+        state,
+        SockState::FinWait1
+            | SockState::FinWait2
+            | SockState::TimeWait
+            | SockState::Close
+            | SockState::LastAck
+            | SockState::Closing
+    )
+}

@@ -1,0 +1,151 @@
+//! The audit log: one JSON line per attempt, appended to `$XDG_STATE_HOME/katop/kills.jsonl`
+//! (default `~/.local/state/katop/kills.jsonl`), or the `--kill-log` path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::target::Report;
+
+/// Where the log goes when `--kill-log` is not given; `None` without `XDG_STATE_HOME` and `HOME`.
+pub fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(base.join("katop/kills.jsonl"))
+}
+
+/// An open, append-only log file.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    actor: Actor,
+}
+
+/// Who acted: the real uid, its name, and the `sudo` caller when there is one.
+#[derive(Debug, Clone, Serialize)]
+struct Actor {
+    uid: u32,
+    user: Option<String>,
+    sudo_user: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    #[serde(flatten)]
+    actor: &'a Actor,
+    #[serde(flatten)]
+    record: T,
+}
+
+impl AuditLog {
+    /// Opens (creating it and its directory, private to the user) the log at `path`. Done
+    /// before any action, so nothing is killed that could not be recorded.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        let uid = rustix::process::getuid().as_raw();
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            file,
+            actor: Actor {
+                uid,
+                user: user_name(uid),
+                sudo_user: std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()),
+            },
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one line per report, each written whole (one `write` per line).
+    pub fn append(&mut self, reports: &[Report]) -> io::Result<()> {
+        for r in reports {
+            let mut line = serde_json::to_vec(&Line {
+                actor: &self.actor,
+                record: r.json(),
+            })?;
+            line.push(b'\n');
+            self.file.write_all(&line)?;
+        }
+        self.file.sync_data()
+    }
+}
+
+/// The name of `uid` from `/etc/passwd`, if it has one.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = fs::read("/etc/passwd").ok()?;
+    passwd.split(|&b| b == b'\n').find_map(|line| {
+        let mut f = line.split(|&b| b == b':');
+        let name = f.next()?;
+        let id: u32 = std::str::from_utf8(f.nth(1)?).ok()?.parse().ok()?;
+        (id == uid).then(|| String::from_utf8_lossy(name).into_owned())
+    })
+}
+
+/// `2026-11-22T00:41:12.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_308_072_123);
+        assert_eq!(rfc3339(t), "2026-11-22T00:41:12.123Z");
+        // A leap day.
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
+    }
+}

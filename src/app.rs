@@ -9,7 +9,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use rustc_hash::FxHashSet;
 
+use crate::actions::target::summary;
+use crate::actions::{Report, Target};
 use crate::columns::Column;
 use crate::model::filter::{Filter, FilterError};
 use crate::model::{ConnTable, Proto, RawSock, Snapshot, SockKey, SockState, StaleReason};
@@ -32,6 +35,8 @@ pub const PRESETS: [(char, &str, &str); 5] = [
 pub enum View {
     Sockets,
     Groups,
+    /// This session's kill attempts, newest first.
+    Kills,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,12 @@ pub enum Mode {
     },
     Detail,
     Help,
+    /// Asking before a kill: exactly these sockets; `yes` is the highlighted answer (the
+    /// default is No).
+    ConfirmKill {
+        targets: Vec<Target>,
+        yes: bool,
+    },
 }
 
 /// One line of the socket table, 8 bytes (there is one per socket).
@@ -93,14 +104,21 @@ pub enum Msg {
     Resize,
     /// SIGTERM, SIGHUP or SIGINT.
     Signal,
+    /// Kill attempts finished; `log_error` when they could not be recorded.
+    Killed {
+        reports: Vec<Report>,
+        log_error: Option<String>,
+    },
 }
 
 /// What `update` asks the loop to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Quit,
     /// Pause or resume polling.
     SetPaused(bool),
+    /// Kill exactly these sockets (the operator confirmed them).
+    Kill(Vec<Target>),
 }
 
 #[derive(Debug)]
@@ -143,6 +161,16 @@ pub struct App {
     /// The previous poll's emptied socket vector, for the loop to hand back to the collector.
     pub spare: Option<Vec<RawSock>>,
     pub stale_counts: Vec<(StaleReason, usize)>,
+    /// Sockets marked with Space (or `a`) for a kill.
+    pub marked: FxHashSet<SockKey>,
+    /// Started with `--read-only`: `k` explains instead of killing.
+    pub read_only: bool,
+    /// This session's kill attempts, oldest first.
+    pub kills: Vec<Report>,
+    /// Where kill attempts are recorded, for the kill log view.
+    pub kill_log: Option<String>,
+    /// First kill log entry shown (newest first).
+    pub kills_offset: usize,
 }
 
 impl App {
@@ -183,6 +211,11 @@ impl App {
             state_counts: Vec::new(),
             spare: None,
             stale_counts: Vec::new(),
+            marked: FxHashSet::default(),
+            read_only: false,
+            kills: Vec::new(),
+            kill_log: None,
+            kills_offset: 0,
         }
     }
 
@@ -364,6 +397,10 @@ impl App {
         }
         previous.clear();
         self.spare = Some(previous);
+        if !self.marked.is_empty() {
+            let table = &self.table;
+            self.marked.retain(|k| table.get(k).is_some());
+        }
         self.polls += 1;
         self.error = None;
         self.count();
@@ -392,6 +429,10 @@ impl App {
 
     fn move_selection(&mut self, delta: isize) {
         match self.view {
+            View::Kills => {
+                let max = self.kills.len().saturating_sub(1);
+                self.kills_offset = self.kills_offset.saturating_add_signed(delta).min(max);
+            }
             View::Groups => {
                 let max = self.groups.len().saturating_sub(1);
                 self.selected_group = self.selected_group.saturating_add_signed(delta).min(max);
@@ -429,6 +470,8 @@ impl App {
         let sel = match self.view {
             View::Sockets => self.selected_line().unwrap_or(0),
             View::Groups => self.selected_group,
+            // The kill log scrolls by its own offset and has no selection.
+            View::Kills => return,
         };
         if sel < self.offset {
             self.offset = sel;
@@ -437,7 +480,7 @@ impl App {
         }
         let len = match self.view {
             View::Sockets => self.lines.len(),
-            View::Groups => self.groups.len(),
+            View::Groups | View::Kills => self.groups.len(),
         };
         self.offset = self.offset.min(len.saturating_sub(self.page));
     }
@@ -517,10 +560,156 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Resize => vec![],
         Msg::Signal => vec![Effect::Quit],
         Msg::Mouse(m, area) => {
-            mouse(app, m, area);
+            // Behind the kill confirmation nothing moves.
+            if !matches!(app.mode, Mode::ConfirmKill { .. }) {
+                mouse(app, m, area);
+            }
             vec![]
         }
         Msg::Key(k) => key(app, k),
+        Msg::Killed { reports, log_error } => {
+            killed(app, reports, log_error);
+            vec![]
+        }
+    }
+}
+
+/// The sockets a kill would hit: the marked ones (in table order), else the selected one.
+fn kill_targets(app: &App) -> Vec<Target> {
+    if app.marked.is_empty() {
+        return app
+            .selected
+            .and_then(|k| app.table.get(&k))
+            .map(|e| vec![Target::of(&e)])
+            .unwrap_or_default();
+    }
+    let mut shown = Vec::with_capacity(app.marked.len());
+    let mut listed = FxHashSet::default();
+    for &l in &app.lines {
+        if let Line::Sock(i) = l {
+            let e = app.table.entry(i as usize);
+            if app.marked.contains(&e.key()) {
+                listed.insert(e.key());
+                shown.push(Target::of(&e));
+            }
+        }
+    }
+    // Marked, then hidden by a later filter: still marked, so still listed (and killed).
+    let mut hidden: Vec<Target> = app
+        .marked
+        .iter()
+        .filter(|k| !listed.contains(k))
+        .filter_map(|k| app.table.get(k))
+        .map(|e| Target::of(&e))
+        .collect();
+    hidden.sort_by_key(|t| t.cookie);
+    shown.extend(hidden);
+    shown
+}
+
+/// `k` / F9: ask before killing (or say why not).
+fn ask_kill(app: &mut App) {
+    if app.read_only {
+        app.status =
+            Some("read-only: katop was started with --read-only, so k kills nothing".into());
+        return;
+    }
+    let targets = kill_targets(app);
+    if targets.is_empty() {
+        app.status = Some(if app.selected_gone {
+            "the selected socket is gone: nothing to kill".into()
+        } else {
+            "nothing to kill: select a socket or mark some with Space".into()
+        });
+        return;
+    }
+    app.mode = Mode::ConfirmKill {
+        targets,
+        yes: false,
+    };
+}
+
+/// Keys while the kill confirmation is open; only an explicit yes kills.
+fn confirm_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let Mode::ConfirmKill { targets, yes } = &mut app.mode else {
+        return vec![];
+    };
+    let go = match k.code {
+        KeyCode::Left
+        | KeyCode::Right
+        | KeyCode::Tab
+        | KeyCode::BackTab
+        | KeyCode::Char('h' | 'l') => {
+            *yes = !*yes;
+            return vec![];
+        }
+        KeyCode::Char('y' | 'Y') => true,
+        KeyCode::Enter => *yes,
+        KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => false,
+        _ => return vec![],
+    };
+    let targets = std::mem::take(targets);
+    app.mode = Mode::Browse;
+    if go {
+        app.status = Some(format!("killing {} socket(s)…", targets.len()));
+        vec![Effect::Kill(targets)]
+    } else {
+        app.status = Some("kill cancelled: nothing was killed".into());
+        vec![]
+    }
+}
+
+fn killed(app: &mut App, reports: Vec<Report>, log_error: Option<String>) {
+    let mut status = format!("kill: {} (L shows the kill log)", summary(&reports));
+    if let Some(reason) = reports.iter().find_map(|r| r.outcome.reason()) {
+        status = format!("{status} · {reason}");
+    }
+    if let Some(e) = log_error {
+        status = format!("KILL LOG NOT WRITTEN: {e} · {status}");
+    }
+    app.status = Some(status);
+    for r in &reports {
+        if r.outcome.is_success() {
+            app.marked.retain(|k| k.cookie.0 != r.target.cookie);
+        }
+    }
+    app.kills.extend(reports);
+}
+
+/// Space: mark or unmark the selected socket, then move down (as htop tags).
+fn toggle_mark(app: &mut App) {
+    if app.view != View::Sockets {
+        return;
+    }
+    if let Some(key) = app.selected.filter(|k| app.table.get(k).is_some()) {
+        if !app.marked.remove(&key) {
+            app.marked.insert(key);
+        }
+        app.move_selection(1);
+    }
+}
+
+/// `a`: mark every listed socket (all the filter matches); when all are marked, unmark them.
+fn mark_all(app: &mut App) {
+    let keys: Vec<SockKey> = app
+        .lines
+        .iter()
+        .filter_map(|&l| match l {
+            Line::Sock(i) => Some(app.table.entry(i as usize).key()),
+            _ => None,
+        })
+        .collect();
+    if !keys.is_empty() && keys.iter().all(|k| app.marked.contains(k)) {
+        for k in &keys {
+            app.marked.remove(k);
+        }
+        app.status = Some(format!("unmarked {} socket(s)", keys.len()));
+    } else {
+        app.status = Some(format!(
+            "marked {} socket(s) (the filter's matches)",
+            keys.len()
+        ));
+        app.marked.extend(keys);
     }
 }
 
@@ -551,6 +740,7 @@ fn mouse(app: &mut App, m: MouseEvent, area: ratatui::layout::Rect) {
                 let cur = match app.view {
                     View::Sockets => app.selected_line().unwrap_or(0),
                     View::Groups => app.selected_group,
+                    View::Kills => return,
                 };
                 app.move_selection(target as isize - cur as isize);
             }
@@ -594,14 +784,17 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         app.mode = Mode::Browse;
         return vec![];
     }
+    if matches!(app.mode, Mode::ConfirmKill { .. }) {
+        return confirm_key(app, k);
+    }
     let page = app.page.max(1) as isize;
     match k.code {
         KeyCode::Char('q') | KeyCode::F(10) => return vec![Effect::Quit],
         KeyCode::Esc => {
             app.mode = Mode::Browse;
         }
-        KeyCode::Down | KeyCode::Char('j') => app.move_selection(1),
-        KeyCode::Up | KeyCode::Char('k') => app.move_selection(-1),
+        KeyCode::Down => app.move_selection(1),
+        KeyCode::Up => app.move_selection(-1),
         KeyCode::PageDown => app.move_selection(page),
         KeyCode::PageUp => app.move_selection(-page),
         KeyCode::Home | KeyCode::Char('g') => app.move_selection(-(isize::MAX / 2)),
@@ -614,6 +807,7 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help,
         KeyCode::Enter => match app.view {
+            View::Kills => {}
             View::Sockets => {
                 app.mode = if app.mode == Mode::Detail {
                     Mode::Browse
@@ -633,6 +827,22 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                 }
             }
         },
+        KeyCode::Char('k') | KeyCode::F(9) => ask_kill(app),
+        KeyCode::Char(' ') => toggle_mark(app),
+        KeyCode::Char('a') => mark_all(app),
+        KeyCode::Char('U') => {
+            app.status = Some(format!("unmarked {} socket(s)", app.marked.len()));
+            app.marked.clear();
+        }
+        KeyCode::Char('L') => {
+            app.view = if app.view == View::Kills {
+                View::Sockets
+            } else {
+                View::Kills
+            };
+            app.mode = Mode::Browse;
+            app.offset = 0;
+        }
         KeyCode::Tab => {
             app.view = if app.view == View::Sockets {
                 View::Groups
@@ -645,10 +855,10 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                 app.mode = Mode::Browse;
             }
         }
-        KeyCode::Char(' ') => {
+        KeyCode::Char('z' | 'Z') => {
             app.paused = !app.paused;
             app.status = Some(if app.paused {
-                "paused (Space resumes)".into()
+                "paused (z resumes)".into()
             } else {
                 "resumed".into()
             });

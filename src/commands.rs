@@ -16,8 +16,11 @@ const USAGE: u8 = 2;
 /// Listening sockets, and unconnected UDP sockets (a UDP server's socket): killing them takes
 /// a service down, so only with `--include-listen`.
 pub fn is_listening(e: &SockEntry<'_>) -> bool {
-    e.sock.state == SockState::Listen
-        || (e.sock.proto == Proto::Udp && e.sock.state == SockState::Close)
+    is_listening_state(e.sock.proto, e.sock.state)
+}
+
+pub fn is_listening_state(proto: Proto, state: SockState) -> bool {
+    state == SockState::Listen || (proto == Proto::Udp && state == SockState::Close)
 }
 
 /// `katop kill`: see `cli::Command::Kill` for the contract.

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::actions::{log, AuditLog, Killer, Method, Outcome, Report, Target};
 use crate::app::{self, App, Effect, Msg};
 use crate::cli::Args;
 use crate::collector::{Collector, Selection};
@@ -32,11 +33,14 @@ pub fn run(args: &Args, filter: Filter, selection: Selection) -> anyhow::Result<
         Instant::now(),
     );
     app.reverse = args.reverse;
+    app.read_only = args.read_only;
+    let kill_log = args.kill_log.clone().or_else(log::default_path);
+    app.kill_log = kill_log.as_ref().map(|p| p.display().to_string());
     app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(event_loop(&mut app, args.interval, selection));
+    let result = rt.block_on(event_loop(&mut app, args.interval, selection, kill_log));
     tui::restore();
     result
 }
@@ -88,8 +92,90 @@ fn spawn_collector(
         .expect("spawn the collector thread");
 }
 
-async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> anyhow::Result<()> {
+/// Kills off the UI thread (each kill is a few syscalls, a marked set can be thousands): the
+/// log and the `sock_diag` socket are opened on first use. A log that cannot be opened stops
+/// the kill: nothing is killed that could not be recorded.
+fn spawn_killer(
+    log_path: Option<std::path::PathBuf>,
+    rx: std::sync::mpsc::Receiver<Vec<Target>>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    std::thread::Builder::new()
+        .name("katop-actions".into())
+        .spawn(move || {
+            let mut audit: Option<AuditLog> = None;
+            let mut killer: Option<Killer> = None;
+            for targets in rx {
+                let refuse_all = |why: String| {
+                    let at = std::time::SystemTime::now();
+                    targets
+                        .iter()
+                        .map(|t| Report {
+                            target: t.clone(),
+                            outcome: Outcome::Refused(why.clone()),
+                            at,
+                        })
+                        .collect::<Vec<_>>()
+                };
+                if audit.is_none() {
+                    let opened = match &log_path {
+                        None => Err("nowhere to write the kill log (set HOME or \
+                                     XDG_STATE_HOME, or pass --kill-log)"
+                            .to_string()),
+                        Some(p) => AuditLog::open(p)
+                            .map_err(|e| format!("cannot open the kill log {}: {e}", p.display())),
+                    };
+                    match opened {
+                        Ok(a) => audit = Some(a),
+                        Err(why) => {
+                            let reports = refuse_all(why);
+                            let _ = tx.send(Msg::Killed {
+                                reports,
+                                log_error: None,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                if killer.is_none() {
+                    match Killer::new(Method::Auto) {
+                        Ok(k) => killer = Some(k),
+                        Err(e) => {
+                            let reports = refuse_all(e.to_string());
+                            let _ = tx.send(Msg::Killed {
+                                reports,
+                                log_error: None,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                let (Some(a), Some(k)) = (audit.as_mut(), killer.as_mut()) else {
+                    continue;
+                };
+                let reports = k.kill_all(&targets);
+                let log_error = a
+                    .append(&reports)
+                    .err()
+                    .map(|e| format!("{}: {e}", a.path().display()));
+                if tx.send(Msg::Killed { reports, log_error }).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn the actions thread");
+}
+
+async fn event_loop(
+    app: &mut App,
+    interval: Duration,
+    selection: Selection,
+    kill_log: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let paused = Arc::new(AtomicBool::new(false));
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    spawn_killer(kill_log, kill_rx, done_tx);
     let (tx, mut rx) = mpsc::channel(1);
     let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(1);
     spawn_collector(selection, interval, Arc::clone(&paused), tx, applied_rx);
@@ -122,6 +208,7 @@ async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> 
                 Event::Resize(..) => Msg::Resize,
                 _ => continue,
             },
+            Some(done) = done_rx.recv() => done,
             _ = tick.tick() => Msg::Tick(Instant::now()),
             _ = sigterm.recv() => Msg::Signal,
             _ = sighup.recv() => Msg::Signal,
@@ -141,6 +228,9 @@ async fn event_loop(app: &mut App, interval: Duration, selection: Selection) -> 
             match effect {
                 Effect::Quit => return Ok(()),
                 Effect::SetPaused(p) => paused.store(p, Ordering::Relaxed),
+                Effect::Kill(targets) => {
+                    let _ = kill_tx.send(targets);
+                }
             }
         }
     }

@@ -136,7 +136,9 @@ fn a_closed_socket_is_already_gone_and_its_successor_is_untouched() {
         methods.push(Method::SockDestroy);
     }
     for method in methods {
-        let reports = Killer::new(method).unwrap().kill_all(&[target.clone()]);
+        let reports = Killer::new(method)
+            .unwrap()
+            .kill_all(std::slice::from_ref(&target));
         assert_eq!(reports[0].outcome, Outcome::AlreadyGone, "{method:?}");
         carries_data(&mut new, &mut new_server);
     }

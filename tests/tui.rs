@@ -1,6 +1,7 @@
 //! The real binary in a real terminal: tmux runs katop, `send-keys` types, `capture-pane` reads.
 //! Waits are bounded polls for text to appear, never fixed sleeps asserted on.
 
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -216,4 +217,78 @@ fn a_tiny_terminal_gets_a_message() {
     t.wait_for("terminal too small");
     t.keys(&["q"]);
     t.wait_for("AFTER-KATOP-0");
+}
+
+#[test]
+fn kills_a_connection_through_the_confirmation_dialog() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: killing with SOCK_DESTROY needs root (CAP_NET_ADMIN)");
+        return;
+    }
+    let Some(t) = Tmux::start("kill", 160, 40) else {
+        return;
+    };
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_server, _) = l.accept().unwrap();
+    let (mut keep, _) = (
+        TcpStream::connect(l.local_addr().unwrap()).unwrap(),
+        l.accept().unwrap(),
+    );
+    let port = client.local_addr().unwrap().port();
+    let log = std::env::temp_dir().join(format!("katop-tui-kill-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    t.start_katop(&format!(
+        "--interval 300ms --kill-log {}",
+        log.to_str().unwrap()
+    ));
+    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
+    t.keys(&["/"]);
+    t.type_text(&only_it);
+    t.keys(&["Enter"]);
+    let local = format!("127.0.0.1:{port}");
+    t.wait("the test's client as the only row", |s| {
+        s.contains(&format!("[{only_it}]"))
+            && s.lines().filter(|l| l.starts_with("tcp ")).count() == 1
+            && s.contains(&local)
+    });
+    // k asks, Enter on the default No cancels: the connection lives.
+    t.keys(&["k"]);
+    t.wait("the confirmation", |s| {
+        s.contains("Kill these 1 socket(s)?") && s.contains(&local) && s.contains("[ No ]")
+    });
+    t.keys(&["Enter"]);
+    t.wait_for("kill cancelled");
+    // k, y: killed, and the row goes.
+    t.keys(&["k"]);
+    t.wait_for("Kill these 1 socket(s)?");
+    t.keys(&["y"]);
+    t.wait("the kill's result", |s| {
+        s.contains("kill: killed 1, already gone 0, refused 0, failed 0")
+    });
+    t.wait("the killed row to go", |s| {
+        s.lines().filter(|l| l.starts_with("tcp ")).count() == 0
+    });
+    // The kill log view lists it.
+    t.keys(&["L"]);
+    t.wait("the kill log", |s| {
+        s.contains("killed (sock-destroy, now gone)") && s.contains(&local)
+    });
+    t.keys(&["q"]);
+    t.wait_for("AFTER-KATOP-0");
+    t.assert_cooked();
+
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let err = client.read(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
+    keep.write_all(b"still alive").unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.lines().count(), 1, "{logged}");
+    assert!(
+        logged.contains(&format!("\"local\":\"{local}\"")),
+        "{logged}"
+    );
+    let _ = std::fs::remove_file(&log);
 }

@@ -106,12 +106,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// `killed  tcp ESTABLISHED … (sock-destroy; now gone)`: one line for people.
+    /// `killed (sock-destroy, now gone)  tcp ESTABLISHED …`: one line for people.
     pub fn line(&self) -> String {
         let what = self.target.describe();
         match &self.outcome {
             Outcome::Killed { mechanism, after } => format!(
-                "killed        {what}  ({}; now {})",
+                "killed ({}, now {})  {what}",
                 mechanism.name(),
                 after.map_or("gone", |s| s.name(self.target.proto))
             ),

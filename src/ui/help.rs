@@ -9,11 +9,11 @@ use super::theme::Theme;
 use crate::app::PRESETS;
 use crate::model::StaleReason;
 
-pub const HEIGHT: u16 = 30;
+pub const HEIGHT: u16 = 35;
 
-const KEYS: [(&str, &str); 14] = [
+const KEYS: [(&str, &str); 19] = [
     (
-        "↑ ↓ j k, PgUp PgDn, Home End",
+        "↑ ↓, PgUp PgDn, Home End",
         "move; the selection follows its socket across polls",
     ),
     ("Enter", "details of the socket / open a group"),
@@ -23,7 +23,21 @@ const KEYS: [(&str, &str); 14] = [
     ("1-5", "presets (below)"),
     ("< >  F6", "sort column"),
     ("r", "reverse the sort"),
-    ("Space", "pause / resume polling"),
+    ("z", "pause / resume polling"),
+    ("Space", "mark / unmark the socket for a kill, move down"),
+    (
+        "a  U",
+        "mark every socket the filter shows (again: unmark) · unmark all",
+    ),
+    (
+        "k  F9",
+        "kill the marked sockets, else the selected one (asks first)",
+    ),
+    (
+        "L",
+        "kill log: this session's kills and where they are recorded",
+    ),
+    ("", ""),
     (
         "mouse",
         "wheel scrolls, click selects, click a header sorts",

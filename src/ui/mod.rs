@@ -6,10 +6,12 @@
 //! └ status line: filter being typed, last message, or key hints                             ┘
 //! ```
 
+mod confirm;
 mod detail;
 mod groups;
 mod header;
 mod help;
+mod kills;
 mod sockets;
 pub use sockets::column_at;
 pub mod theme;
@@ -87,6 +89,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     match app.view {
         View::Sockets => sockets::render(app, theme, frame, r.table),
         View::Groups => groups::render(app, theme, frame, r.table),
+        View::Kills => kills::render(app, theme, frame, r.table),
     }
     if let Some(d) = r.detail {
         detail::render(app, theme, frame, d);
@@ -103,6 +106,9 @@ pub fn render(app: &App, frame: &mut Frame) {
         );
         frame.render_widget(Clear, popup);
         help::render(theme, frame, popup);
+    }
+    if let Mode::ConfirmKill { targets, yes } = &app.mode {
+        confirm::render(targets, *yes, theme, frame, area);
     }
 }
 
@@ -139,8 +145,17 @@ fn status_line(app: &App, theme: Theme) -> Line<'static> {
             theme.warn(),
         ));
     }
+    if !app.marked.is_empty() {
+        spans.push(Span::styled(
+            format!("{} marked ", app.marked.len()),
+            theme.warn(),
+        ));
+    }
+    if app.paused {
+        spans.push(Span::styled("PAUSED ", theme.warn()));
+    }
     spans.push(Span::styled(
-        "q quit  / filter  s stale  1-5 presets  Enter details  Tab groups  </> sort  r reverse  Space pause  ? help",
+        "q quit  / filter  s stale  1-5 presets  Enter details  Space mark  k kill  Tab groups  </> sort  z pause  ? help",
         theme.dim(),
     ));
     Line::from(spans)

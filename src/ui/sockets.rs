@@ -24,7 +24,11 @@ fn cap(c: Column) -> usize {
 }
 
 enum Kind {
-    Live { stale: bool, new: bool },
+    Live {
+        stale: bool,
+        new: bool,
+        marked: bool,
+    },
     Summary,
     Gone,
 }
@@ -48,9 +52,11 @@ fn visible(app: &App, area: Rect) -> Visible {
         match line {
             Line::Sock(i) => {
                 let e = app.table.entry(*i as usize);
+                let marked = app.marked.contains(&e.key());
                 let kind = Kind::Live {
                     stale: !e.stale.is_empty(),
                     new: app.is_new(e.first_seen()),
+                    marked,
                 };
                 rows.push((cells(&e, app), kind, is_sel));
             }
@@ -85,7 +91,24 @@ fn visible(app: &App, area: Rect) -> Visible {
                 .min(cap(*c))
         })
         .collect();
+    let mut widths = widths;
     let keep = columns::fit(&COLUMNS, &widths, usize::from(area.width));
+    // A mark shows as a `*` before the first shown column too, so it survives NO_COLOR.
+    if let Some(&first) = keep.first() {
+        let mut any = false;
+        for (texts, kind, _) in &mut rows {
+            if matches!(kind, Kind::Live { marked: true, .. }) {
+                texts[first].insert(0, '*');
+                any = true;
+            }
+        }
+        if any {
+            let longest = rows.iter().map(|r| r.0[first].chars().count()).max();
+            widths[first] = widths[first]
+                .max(longest.unwrap_or(0))
+                .min(cap(COLUMNS[first]) + 1);
+        }
+    }
     Visible { rows, widths, keep }
 }
 
@@ -121,6 +144,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     .style(theme.header());
     let body = rows.into_iter().map(|(texts, kind, sel)| {
         let base = match kind {
+            Kind::Live { marked: true, .. } => theme.marked(),
             Kind::Live { new: true, .. } => theme.new_row(),
             Kind::Live { .. } => Style::new(),
             Kind::Summary => theme.dim(),
@@ -183,7 +207,7 @@ fn cells(e: &SockEntry, app: &App) -> Vec<String> {
 }
 
 /// Control characters from process names or paths must not reach the terminal.
-fn sanitize(s: String) -> String {
+pub(super) fn sanitize(s: String) -> String {
     if s.chars().any(char::is_control) {
         s.chars()
             .map(|c| if c.is_control() { '?' } else { c })

@@ -229,3 +229,74 @@ fn a_wide_terminal_shows_bytes_and_rates() {
         "{row}"
     );
 }
+
+#[test]
+fn marked_rows_and_the_kill_confirmation() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, ch(' '));
+    update(&mut app, ch(' '));
+    update(&mut app, ch('k'));
+    let b = draw(&mut app, 120, 30);
+    let screen = text(&b);
+    insta::assert_snapshot!("confirm_kill_120x30", screen);
+    assert!(screen.contains("Kill these 2 socket(s)?"), "{screen}");
+    assert!(screen.contains("2 marked"), "{screen}");
+    // Marked rows carry a `*` (visible without colour) and the dialog names each socket.
+    assert!(screen.contains("*ESTABLISHED  10.0.0.8:5432"), "{screen}");
+    assert!(screen.contains("java[4121]"), "{screen}");
+    // No is highlighted until the operator moves to Yes.
+    let no = row_of(&b, "[ No ]");
+    let x = text(&b)
+        .lines()
+        .nth(no as usize)
+        .unwrap()
+        .find("[ No ]")
+        .unwrap();
+    let col = text(&b).lines().nth(no as usize).unwrap()[..x]
+        .chars()
+        .count() as u16;
+    assert!(b[(col + 2, no)]
+        .modifier
+        .contains(ratatui::style::Modifier::REVERSED));
+    // A tiny terminal still draws the dialog without panicking.
+    for (w, h) in [(60, 12), (61, 13)] {
+        draw(&mut app, w, h);
+    }
+}
+
+#[test]
+fn kill_log_view_lists_results() {
+    use crate::actions::{Mechanism, Outcome, Report, Target};
+    let (mut app, _) = fixture_app();
+    app.kill_log = Some("/root/.local/state/katop/kills.jsonl".into());
+    let target = Target::of(&app.table.entry(0));
+    update(
+        &mut app,
+        crate::app::Msg::Killed {
+            reports: vec![
+                Report {
+                    target: target.clone(),
+                    outcome: Outcome::Killed {
+                        mechanism: Mechanism::SockDestroy,
+                        after: None,
+                    },
+                    at: std::time::SystemTime::UNIX_EPOCH,
+                },
+                Report {
+                    target,
+                    outcome: Outcome::AlreadyGone,
+                    at: std::time::SystemTime::UNIX_EPOCH,
+                },
+            ],
+            log_error: None,
+        },
+    );
+    update(&mut app, ch('L'));
+    let screen = text(&draw(&mut app, 120, 30));
+    insta::assert_snapshot!("kill_log_120x30", screen);
+    assert!(screen.contains("recorded in /root/.local/state/katop/kills.jsonl"));
+    assert!(
+        screen.contains("killed (sock-destroy, now gone)  tcp ESTABLISHED"),
+        "{screen}"
+    );
+}

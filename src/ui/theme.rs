@@ -48,6 +48,10 @@ impl Theme {
         self.fg(Color::DarkGray)
             .add_modifier(Modifier::DIM | Modifier::CROSSED_OUT)
     }
+    /// Marked for a kill, as htop shows tagged processes.
+    pub fn marked(self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    }
     pub fn dim(self) -> Style {
         self.fg(Color::DarkGray).add_modifier(Modifier::DIM)
     }

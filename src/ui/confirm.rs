@@ -1,0 +1,80 @@
+//! The kill confirmation: exactly what will be killed, with the count; No is the default.
+
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::Frame;
+
+use super::sockets::sanitize;
+use super::theme::Theme;
+use crate::actions::Target;
+use crate::commands::is_listening_state;
+
+/// The dialog's rectangle in `area`: wide enough for a socket line, high enough for `lines`.
+fn area_for(area: Rect, lines: usize) -> Rect {
+    let w = area.width.saturating_sub(4).min(110);
+    let h = (lines as u16)
+        .saturating_add(2)
+        .min(area.height.saturating_sub(2));
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+pub fn render(targets: &[Target], yes: bool, theme: Theme, frame: &mut Frame, area: Rect) {
+    let listening = targets
+        .iter()
+        .filter(|t| is_listening_state(t.proto, t.state))
+        .count();
+    let mut lines = vec![Line::from(Span::styled(
+        format!("Kill these {} socket(s)?", targets.len()),
+        theme.title(),
+    ))];
+    if listening > 0 {
+        lines.push(Line::from(Span::styled(
+            format!("{listening} of them listening: killing a listener stops a service"),
+            theme.error(),
+        )));
+    }
+    // The list, the blank line and the buttons under the title lines.
+    let popup = area_for(area, lines.len() + targets.len() + 2);
+    let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
+    let shown = if targets.len() > room {
+        room.saturating_sub(1)
+    } else {
+        targets.len()
+    };
+    for t in &targets[..shown] {
+        lines.push(Line::from(format!("  {}", sanitize(t.describe()))));
+    }
+    if shown < targets.len() {
+        lines.push(Line::from(Span::styled(
+            format!("  … and {} more", targets.len() - shown),
+            theme.dim(),
+        )));
+    }
+    lines.push(Line::from(""));
+    let button = |label: &'static str, on: bool| {
+        if on {
+            Span::styled(label, theme.selected())
+        } else {
+            Span::raw(label)
+        }
+    };
+    lines.push(Line::from(vec![
+        Span::raw("  "),
+        button("[ No ]", !yes),
+        Span::raw("   "),
+        button("[ Yes, kill ]", yes),
+        Span::styled("    y kill · n/Esc cancel · ←→ choose · Enter", theme.dim()),
+    ]));
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" kill (SOCK_DESTROY) ")
+        .border_style(theme.error());
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}

@@ -147,3 +147,29 @@ fn family_and_protocol_flags_select_dumps() {
         .lines()
         .all(|l| l.contains(r#""family":"inet6""#)));
 }
+
+#[test]
+fn kill_needs_its_own_filter_and_teaches_how() {
+    // KATOP_FILTER set for the dashboard must never choose what `katop kill` kills.
+    let o = Command::new(env!("CARGO_BIN_EXE_katop"))
+        .args(["kill", "--yes"])
+        .env("KATOP_FILTER", "stale")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--filter <EXPR>"), "{}", stderr(&o));
+    let help = katop(&["kill", "--help"]);
+    let text = stdout(&help);
+    for needle in [
+        "--dry-run",
+        "--include-listen",
+        "--mechanism",
+        "SOCK_DESTROY",
+        "Exit status",
+    ] {
+        assert!(text.contains(needle), "kill --help lacks {needle}:\n{text}");
+    }
+    let bad = katop(&["kill", "--filter", "idle>"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("bad --filter"), "{}", stderr(&bad));
+}

@@ -341,3 +341,51 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("\"result\":\"refused\""), "{logged}");
 }
+
+#[test]
+fn sock_destroy_kills_ipv6_tcp_and_udp() {
+    if skip_unless_root("killing with SOCK_DESTROY") {
+        return;
+    }
+    use katop::collector::{Collector, Selection};
+    use katop::model::{ConnTable, Proto};
+    use std::net::{Ipv6Addr, UdpSocket};
+
+    // IPv6 TCP.
+    let l6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+    let (mut c6, mut s6) = connect(&l6, None);
+    let (mut keep_c, mut keep_s) = connect(&l6, None);
+    let target = target_of(&c6);
+    let out = Killer::new(Method::SockDestroy).unwrap().kill(&target);
+    assert!(matches!(out, Outcome::Killed { .. }), "{out:?}");
+    assert_eq!(read_after_kill(&mut c6), Some(ErrorKind::ConnectionAborted));
+    assert_eq!(read_after_kill(&mut s6), Some(ErrorKind::ConnectionReset));
+    carries_data(&mut keep_c, &mut keep_s);
+
+    // A connected UDP socket: its owner's next receive reports the abort.
+    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    b.connect(a.local_addr().unwrap()).unwrap();
+    let mut c = Collector::new(Selection {
+        protos: vec![Proto::Udp],
+        ipv4: true,
+        ipv6: false,
+    })
+    .unwrap();
+    let mut t = ConnTable::new(Duration::from_secs(300));
+    t.apply(c.poll().unwrap(), std::time::Instant::now());
+    let e = t
+        .entries()
+        .find(|e| e.sock.local.to_string() == a.local_addr().unwrap().to_string())
+        .expect("the UDP socket is listed");
+    let out = Killer::new(Method::SockDestroy)
+        .unwrap()
+        .kill(&Target::of(&e));
+    assert!(matches!(out, Outcome::Killed { .. }), "{out:?}");
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let err = a.recv(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionAborted, "{err}");
+    // Its peer is another socket, untouched.
+    b.send(b"x").unwrap();
+}

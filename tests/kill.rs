@@ -3,13 +3,14 @@
 //! `shutdown` fallback acts on this process's own fds and runs as any user.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use katop::actions::{Killer, Mechanism, Method, Outcome, Target};
-use katop::model::SockState;
+use katop::collector::{Collector, Selection};
+use katop::model::{ConnTable, Proto, SockState};
 use socket2::{Domain, Socket, Type};
 
 mod common;
@@ -347,10 +348,6 @@ fn sock_destroy_kills_ipv6_tcp_and_udp() {
     if skip_unless_root("killing with SOCK_DESTROY") {
         return;
     }
-    use katop::collector::{Collector, Selection};
-    use katop::model::{ConnTable, Proto};
-    use std::net::{Ipv6Addr, UdpSocket};
-
     // IPv6 TCP.
     let l6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
     let (mut c6, mut s6) = connect(&l6, None);
@@ -363,29 +360,31 @@ fn sock_destroy_kills_ipv6_tcp_and_udp() {
     carries_data(&mut keep_c, &mut keep_s);
 
     // A connected UDP socket: its owner's next receive reports the abort.
-    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    a.connect(b.local_addr().unwrap()).unwrap();
-    b.connect(a.local_addr().unwrap()).unwrap();
-    let mut c = Collector::new(Selection {
+    let victim = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    victim.connect(peer.local_addr().unwrap()).unwrap();
+    peer.connect(victim.local_addr().unwrap()).unwrap();
+    let mut collector = Collector::new(Selection {
         protos: vec![Proto::Udp],
         ipv4: true,
         ipv6: false,
     })
     .unwrap();
     let mut t = ConnTable::new(Duration::from_secs(300));
-    t.apply(c.poll().unwrap(), std::time::Instant::now());
+    t.apply(collector.poll().unwrap(), std::time::Instant::now());
     let e = t
         .entries()
-        .find(|e| e.sock.local.to_string() == a.local_addr().unwrap().to_string())
+        .find(|e| e.sock.local.to_string() == victim.local_addr().unwrap().to_string())
         .expect("the UDP socket is listed");
     let out = Killer::new(Method::SockDestroy)
         .unwrap()
         .kill(&Target::of(&e));
     assert!(matches!(out, Outcome::Killed { .. }), "{out:?}");
-    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let err = a.recv(&mut [0u8; 8]).unwrap_err();
+    victim
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let err = victim.recv(&mut [0u8; 8]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionAborted, "{err}");
     // Its peer is another socket, untouched.
-    b.send(b"x").unwrap();
+    peer.send(b"x").unwrap();
 }

@@ -16,6 +16,7 @@ use netlink_packet_sock_diag::constants::{
 };
 
 use crate::model::tcp_info::TcpInfo;
+use crate::model::SockOpts;
 use crate::model::{
     Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Proto, RawSock, SockState, Timer,
     TimerKind,
@@ -192,6 +193,7 @@ fn parse_inet(p: &[u8], proto: Proto, netns: NetnsId) -> Result<RawSock, String>
         netns,
         tcp_info,
         owner: Owner::None,
+        opts: SockOpts::default(),
     })
 }
 
@@ -219,6 +221,7 @@ fn parse_unix(p: &[u8], netns: NetnsId) -> Result<RawSock, String> {
         timer: None,
         tcp_info: None,
         owner: Owner::None,
+        opts: SockOpts::default(),
     };
     for nla in NlasIterator::new(&p[UNIX_DIAG_MSG_LEN..]) {
         let Ok(nla) = nla else { break };

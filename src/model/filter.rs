@@ -115,7 +115,7 @@ enum Term {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct AddrPat {
+pub struct AddrPat {
     net: Option<(IpAddr, u8)>,
     port: Option<u16>,
     path: Option<String>,
@@ -230,7 +230,7 @@ fn number(n: Num, e: &SockEntry, now: Instant) -> Option<u64> {
 }
 
 impl AddrPat {
-    fn matches(&self, ep: &Endpoint) -> bool {
+    pub fn matches(&self, ep: &Endpoint) -> bool {
         match ep {
             Endpoint::Inet(a) => {
                 self.path.is_none()
@@ -745,7 +745,7 @@ fn parse_states(v: &str) -> Option<Vec<SockState>> {
         .map(|s| vec![s])
 }
 
-fn parse_addr(v: &str) -> Option<AddrPat> {
+pub fn parse_addr(v: &str) -> Option<AddrPat> {
     let none = AddrPat {
         net: None,
         port: None,

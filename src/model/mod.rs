@@ -2,6 +2,7 @@
 
 pub mod duration;
 pub mod filter;
+pub mod keepalive;
 pub mod services;
 pub mod socket;
 pub mod stale;
@@ -15,6 +16,7 @@ pub use socket::{
     Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Process, Proto, RawSock, SockKey,
     SockState, Timer, TimerKind,
 };
+pub use keepalive::{Detect, Middlebox, Params, SockOpts};
 pub use stale::{Keepalive, StaleReason, StaleSet};
 pub use table::{ConnTable, SockEntry};
 

@@ -299,6 +299,7 @@ pub(crate) mod tests {
             send_q: 0,
             timer: None,
             tcp_info: None,
+            opts: crate::model::SockOpts::default(),
             owner: Owner::Process {
                 process: Arc::new(Process {
                     pid: 42,

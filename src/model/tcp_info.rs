@@ -26,10 +26,11 @@ read_at!(u8, u32, u64);
 macro_rules! tcp_info_fields {
     ($( $(#[doc = $doc:literal])* $name:ident: $ty:ty = $offset:literal, )*) => {
         /// Selected `tcp_info` fields with the length the kernel sent.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub struct TcpInfo {
-            /// Bytes of `struct tcp_info` the kernel sent; fields past it are absent.
-            len: u16,
+            /// Bytes of `struct tcp_info` the kernel sent; fields past it are absent. Never
+            /// zero, so `Option<TcpInfo>` costs no tag (room for the socket's options).
+            len: std::num::NonZeroU16,
             $( $name: $ty, )*
         }
 
@@ -37,7 +38,8 @@ macro_rules! tcp_info_fields {
             /// Reads the fields present in an `INET_DIAG_INFO` payload of any length.
             pub fn from_kernel_bytes(buf: &[u8]) -> Self {
                 TcpInfo {
-                    len: u16::try_from(buf.len()).unwrap_or(u16::MAX),
+                    len: std::num::NonZeroU16::new(u16::try_from(buf.len()).unwrap_or(u16::MAX))
+                        .unwrap_or(std::num::NonZeroU16::MIN),
                     $( $name: <$ty as ReadAt>::read_at(buf, $offset).unwrap_or_default(), )*
                 }
             }
@@ -46,7 +48,7 @@ macro_rules! tcp_info_fields {
                 $(#[doc = $doc])*
                 #[allow(clippy::int_plus_one)] // `>= offset + size` reads as the bounds check it is
                 pub fn $name(&self) -> Option<$ty> {
-                    (usize::from(self.len) >= $offset + std::mem::size_of::<$ty>()).then_some(self.$name)
+                    (usize::from(self.len.get()) >= $offset + std::mem::size_of::<$ty>()).then_some(self.$name)
                 }
             )*
 

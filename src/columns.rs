@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::ValueEnum;
 
 use crate::model::duration::format_ms_short;
-use crate::model::{Keepalive, Owner, SockEntry, StaleReason};
+use crate::model::{Detect, Keepalive, Owner, SockEntry, StaleReason, TimerKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 #[value(rename_all = "kebab-case")]
@@ -28,8 +28,12 @@ pub enum Column {
     Process,
     /// Time since data moved either way (TCP).
     Idle,
-    /// off, on 1h59m (until the next probe), probe 3 while probing, ? when hidden.
+    /// off, on 1h59m (until the next probe), probe 3/9 while probing (of the socket's
+    /// TCP_KEEPCNT), ? when hidden.
     Keepalive,
+    /// If the peer went silent now: when the kernel would notice and drop the connection
+    /// (counting down), never with keepalive off (ESTABLISHED TCP).
+    Detect,
     /// Bytes in the receive queue (listeners: pending connections).
     RecvQ,
     /// Bytes in the send queue (listeners: backlog).
@@ -57,7 +61,7 @@ pub enum Column {
 
 impl Column {
     /// Shown when -o is not given.
-    pub const DEFAULT: [Column; 12] = [
+    pub const DEFAULT: [Column; 13] = [
         Column::Proto,
         Column::State,
         Column::Local,
@@ -66,6 +70,7 @@ impl Column {
         Column::Process,
         Column::Idle,
         Column::Keepalive,
+        Column::Detect,
         Column::RecvQ,
         Column::SendQ,
         Column::Rtt,
@@ -74,7 +79,7 @@ impl Column {
 
     /// The dashboard's columns, in order; a narrow terminal drops the least useful first.
     /// [`Column::DEFAULT`] is this list less the byte counters and the rate, which need two polls.
-    pub const DASHBOARD: [Column; 15] = [
+    pub const DASHBOARD: [Column; 16] = [
         Column::Proto,
         Column::State,
         Column::Local,
@@ -83,6 +88,7 @@ impl Column {
         Column::Process,
         Column::Idle,
         Column::Keepalive,
+        Column::Detect,
         Column::RecvQ,
         Column::SendQ,
         Column::Rtt,
@@ -102,6 +108,7 @@ impl Column {
             Column::Process => "PROCESS",
             Column::Idle => "IDLE",
             Column::Keepalive => "KEEPALIVE",
+            Column::Detect => "DETECT",
             Column::RecvQ => "RECV-Q",
             Column::SendQ => "SEND-Q",
             Column::Rtt => "RTT",
@@ -125,7 +132,7 @@ impl Column {
             Column::State | Column::Remote => 0,
             Column::Process | Column::Stale => 1,
             Column::Keepalive | Column::Idle => 2,
-            Column::Local => 3,
+            Column::Local | Column::Detect => 3,
             Column::Service => 4,
             Column::Proto => 5,
             Column::RecvQ | Column::SendQ => 6,
@@ -138,6 +145,7 @@ impl Column {
         matches!(
             self,
             Column::Idle
+                | Column::Detect
                 | Column::RecvQ
                 | Column::SendQ
                 | Column::Rtt
@@ -167,6 +175,11 @@ impl Column {
             },
             Column::Idle => opt(e.idle_ms().map(|ms| format_ms_short(ms.into()))),
             Column::Keepalive => keepalive_cell(e),
+            Column::Detect => match e.detect(now) {
+                Some(Detect::Never) => "never".into(),
+                Some(Detect::InMs(ms)) => format_ms_short(ms),
+                None => String::new(),
+            },
             Column::RecvQ => s.recv_q.to_string(),
             Column::SendQ => s.send_q.to_string(),
             Column::Rtt => opt(info
@@ -242,6 +255,11 @@ impl Column {
             Column::Age => Some(e.age(now).as_millis() as u64),
             Column::Rate => e.rate_in.zip(e.rate_out).map(|(i, o)| (i + o) as u64),
             Column::Keepalive => e.keepalive_probes().map(u64::from),
+            // Never sorts as the longest wait.
+            Column::Detect => e.detect(now).map(|d| match d {
+                Detect::Never => u64::MAX / 2,
+                Detect::InMs(ms) => ms,
+            }),
             _ => None,
         }
     }
@@ -256,8 +274,16 @@ pub enum SortKey {
 
 fn keepalive_cell(e: &SockEntry) -> String {
     match (e.keepalive, e.sock.timer) {
-        (Some(Keepalive::On), Some(t)) if t.retrans > 0 => format!("probe {}", t.retrans),
-        (Some(Keepalive::On), Some(t)) => format!("on {}", format_ms_short(t.expires_ms.into())),
+        (Some(Keepalive::On), Some(t)) if t.kind == TimerKind::Keepalive && t.retrans > 0 => {
+            match e.params() {
+                Some(p) => format!("probe {}/{}", t.retrans, p.cnt),
+                None => format!("probe {}", t.retrans),
+            }
+        }
+        (Some(Keepalive::On), Some(t)) if t.kind == TimerKind::Keepalive => {
+            format!("on {}", format_ms_short(t.expires_ms.into()))
+        }
+        (Some(Keepalive::On), _) => "on".into(),
         (Some(Keepalive::Off), _) => "off".into(),
         (Some(Keepalive::Unknown), _) => "?".into(),
         _ => String::new(),
@@ -329,7 +355,7 @@ mod tests {
             expires_ms: 75_000,
             retrans: 3,
         });
-        assert_eq!(cell(Column::Keepalive, s.clone()), "probe 3");
+        assert_eq!(cell(Column::Keepalive, s.clone()), "probe 3/9");
         assert_eq!(cell(Column::Timer, s.clone()), "keepalive 1m15s (3)");
         assert_eq!(cell(Column::Process, s), "psql[42]");
     }
@@ -337,7 +363,7 @@ mod tests {
     #[test]
     fn narrow_widths_drop_the_least_useful_first() {
         let cols = Column::DEFAULT;
-        let widths = [5, 11, 21, 21, 8, 15, 6, 9, 6, 6, 6, 20];
+        let widths = [5, 11, 21, 21, 8, 15, 6, 9, 7, 6, 6, 6, 20];
         assert_eq!(fit(&cols, &widths, 1000).len(), cols.len());
         let kept: Vec<Column> = fit(&cols, &widths, 80)
             .into_iter()

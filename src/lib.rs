@@ -147,7 +147,7 @@ fn once(args: &Args, filter: &Filter) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| Column::DEFAULT.to_vec());
         output::write_table(&mut out, &rows, &columns, width, now)?;
-        writeln!(out, "\n{}", output::settings_line(&table.settings))?;
+        writeln!(out, "\n{}", output::settings_line(table.settings()))?;
     }
     out.flush()?;
     Ok(())

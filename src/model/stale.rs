@@ -27,6 +27,14 @@ impl Keepalive {
         if !applies {
             return None;
         }
+        // Read from the socket: SO_KEEPALIVE itself, whatever timer is armed.
+        if sock.opts.read {
+            return Some(if sock.opts.keepalive {
+                Keepalive::On
+            } else {
+                Keepalive::Off
+            });
+        }
         Some(match sock.timer.map(|t| t.kind) {
             Some(TimerKind::Keepalive) => Keepalive::On,
             None => Keepalive::Off,
@@ -53,16 +61,18 @@ pub enum StaleReason {
     Retransmitting,
     CloseWait,
     Orphan,
+    AtRisk,
 }
 
 impl StaleReason {
-    pub const ALL: [StaleReason; 6] = [
+    pub const ALL: [StaleReason; 7] = [
         StaleReason::Idle,
         StaleReason::NoKeepalive,
         StaleReason::Probing,
         StaleReason::Retransmitting,
         StaleReason::CloseWait,
         StaleReason::Orphan,
+        StaleReason::AtRisk,
     ];
 
     /// The name used in filters, JSON and tags.
@@ -74,6 +84,7 @@ impl StaleReason {
             StaleReason::Retransmitting => "retransmitting",
             StaleReason::CloseWait => "close-wait",
             StaleReason::Orphan => "orphan",
+            StaleReason::AtRisk => "at-risk",
         }
     }
 
@@ -92,6 +103,10 @@ impl StaleReason {
                 "the peer closed longer than --stale-after ago and the application never called close()"
             }
             StaleReason::Orphan => "no process holds this socket (never accepted, or leaked)",
+            StaleReason::AtRisk => {
+                "silent longer than a declared middlebox (--middlebox-timeout) or conntrack \
+                 remembers, with no keepalive probing sooner: the flow is likely forgotten"
+            }
         }
     }
 

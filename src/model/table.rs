@@ -8,9 +8,37 @@ use std::time::{Duration, Instant};
 
 use crate::model::stale::{self, Keepalive, StaleSet};
 use crate::model::tcp_info::TcpInfo;
+use crate::model::keepalive::{self, AtRisk, Detect, Middlebox, Params};
 use crate::model::{
     services, KernelSettings, NetnsId, PollCost, RawSock, Snapshot, SockKey, SockState,
 };
+
+/// What entries' derived views need beside the socket: the poll's settings, when it was
+/// taken, and the middleboxes in front of the peers.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    pub settings: KernelSettings,
+    /// When the latest poll was applied: timer expiries count from it.
+    pub polled_at: Option<Instant>,
+    /// Declared middleboxes (`--middlebox-timeout`, the config file).
+    pub declared: Vec<Middlebox>,
+    /// The declared ones plus the local conntrack table, when loaded.
+    pub middleboxes: Vec<Middlebox>,
+}
+
+impl Ctx {
+    fn update_middleboxes(&mut self) {
+        self.middleboxes.clone_from(&self.declared);
+        if let Some(s) = self.settings.conntrack_established_s {
+            self.middleboxes.push(Middlebox {
+                name: "the local conntrack table".into(),
+                dest: None,
+                timeout_s: s,
+                spec: "net.netfilter.nf_conntrack_tcp_timeout_established".into(),
+            });
+        }
+    }
+}
 
 /// What the model derives for one socket; kept beside the snapshot's sockets, not copied
 /// into them, so a poll hands its socket vector to the table without moving a byte of it.
@@ -36,6 +64,7 @@ pub struct SockEntry<'a> {
     pub derived: Derived,
     /// The table's first poll: `Derived` keeps times as 4-byte offsets from it.
     epoch: Instant,
+    pub ctx: &'a Ctx,
 }
 
 impl std::ops::Deref for SockEntry<'_> {
@@ -47,11 +76,12 @@ impl std::ops::Deref for SockEntry<'_> {
 }
 
 impl<'a> SockEntry<'a> {
-    fn new(sock: &'a RawSock, d: &Derived, epoch: Instant) -> Self {
+    fn new(sock: &'a RawSock, d: &Derived, epoch: Instant, ctx: &'a Ctx) -> Self {
         SockEntry {
             sock,
             derived: *d,
             epoch,
+            ctx,
         }
     }
 
@@ -67,7 +97,7 @@ impl<'a> SockEntry<'a> {
 
     /// A view of a socket the table no longer holds (e.g. one that just closed): what can be
     /// derived without history.
-    pub fn bare(sock: &'a RawSock, now: Instant) -> Self {
+    pub fn bare(sock: &'a RawSock, now: Instant, ctx: &'a Ctx) -> Self {
         let derived = Derived {
             first_seen_ms: 0,
             state_since_ms: 0,
@@ -81,7 +111,31 @@ impl<'a> SockEntry<'a> {
             sock,
             derived,
             epoch: now,
+            ctx,
         }
+    }
+
+    /// The keepalive settings that govern it: read from the socket, or the sysctls.
+    pub fn params(&self) -> Option<Params> {
+        Params::of(self.sock, &self.ctx.settings)
+    }
+
+    /// If the peer went silent, when the kernel would notice, counted down to `now`.
+    pub fn detect(&self, now: Instant) -> Option<Detect> {
+        let d = keepalive::dead_peer_detect(self.sock, &self.params()?, &self.ctx.settings)?;
+        let since_poll = self
+            .ctx
+            .polled_at
+            .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
+        Some(match d {
+            Detect::InMs(ms) => Detect::InMs(ms.saturating_sub(since_poll)),
+            Detect::Never => Detect::Never,
+        })
+    }
+
+    /// Why a middlebox has probably forgotten it, if it has.
+    pub fn at_risk(&self) -> Option<AtRisk<'a>> {
+        keepalive::at_risk(self.sock, self.params().as_ref(), &self.ctx.middleboxes)
     }
 
     pub fn key(&self) -> SockKey {
@@ -125,7 +179,7 @@ pub struct ConnTable {
     index: FxHashMap<SockKey, usize>,
     stale_after: Duration,
     pub netns: NetnsId,
-    pub settings: KernelSettings,
+    pub ctx: Ctx,
     pub interfaces: HashMap<u32, Box<str>>,
     pub cost: PollCost,
     pub warnings: Vec<String>,
@@ -142,7 +196,7 @@ impl ConnTable {
             index: FxHashMap::default(),
             stale_after,
             netns: NetnsId::default(),
-            settings: KernelSettings::default(),
+            ctx: Ctx::default(),
             interfaces: HashMap::new(),
             cost: PollCost::default(),
             warnings: Vec::new(),
@@ -153,6 +207,18 @@ impl ConnTable {
 
     pub fn stale_after(&self) -> Duration {
         self.stale_after
+    }
+
+    /// Declares the middleboxes in front of the peers (for the `at-risk` rule).
+    #[must_use]
+    pub fn with_middleboxes(mut self, middleboxes: Vec<Middlebox>) -> Self {
+        self.ctx.declared = middleboxes;
+        self.ctx.update_middleboxes();
+        self
+    }
+
+    pub fn settings(&self) -> &KernelSettings {
+        &self.ctx.settings
     }
 
     /// Replaces the table with `snap`, carrying history over for sockets seen before. Returns
@@ -185,6 +251,11 @@ impl ConnTable {
             index.clear();
             index.extend(socks.iter().enumerate().map(|(i, s)| (s.key(), i)));
         }
+        if self.ctx.settings != snap.settings || self.ctx.polled_at.is_none() {
+            self.ctx.settings = snap.settings;
+            self.ctx.update_middleboxes();
+        }
+        self.ctx.polled_at = Some(now);
         let mut derived = Vec::with_capacity(socks.len());
         let mut carried = vec![false; self.socks.len()];
         for sock in &socks {
@@ -223,14 +294,24 @@ impl ConnTable {
                 ),
                 service: services::of(&sock.local, &sock.remote),
                 keepalive: Keepalive::of(sock),
-                stale: stale::reasons(sock, in_state, self.stale_after),
+                stale: {
+                    let mut set = stale::reasons(sock, in_state, self.stale_after);
+                    if !self.ctx.middleboxes.is_empty() {
+                        let params = Params::of(sock, &self.ctx.settings);
+                        if keepalive::at_risk(sock, params.as_ref(), &self.ctx.middleboxes)
+                            .is_some()
+                        {
+                            set.insert(stale::StaleReason::AtRisk);
+                        }
+                    }
+                    set
+                },
             });
         }
         let previous = std::mem::replace(&mut self.socks, socks);
         self.derived = derived;
         self.index = index;
         self.netns = snap.netns;
-        self.settings = snap.settings;
         self.interfaces = snap.interfaces;
         self.cost = snap.cost;
         self.warnings = snap.warnings;
@@ -252,18 +333,18 @@ impl ConnTable {
         self.socks
             .iter()
             .zip(&self.derived)
-            .map(|(s, d)| SockEntry::new(s, d, self.epoch()))
+            .map(|(s, d)| SockEntry::new(s, d, self.epoch(), &self.ctx))
     }
 
     /// The socket at `i` (0..len), in dump order.
     pub fn entry(&self, i: usize) -> SockEntry<'_> {
-        SockEntry::new(&self.socks[i], &self.derived[i], self.epoch())
+        SockEntry::new(&self.socks[i], &self.derived[i], self.epoch(), &self.ctx)
     }
 
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
         self.index
             .get(key)
-            .map(|&i| SockEntry::new(&self.socks[i], &self.derived[i], self.epoch()))
+            .map(|&i| SockEntry::new(&self.socks[i], &self.derived[i], self.epoch(), &self.ctx))
     }
 
     pub fn len(&self) -> usize {

@@ -147,7 +147,7 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
     out.push(Line::from(""));
     out.push(Line::styled("keepalive", theme.title()));
     out.extend(
-        timeline(e, &app.table.settings)
+        timeline(e, app.table.settings())
             .into_iter()
             .map(|l| Line::raw(format!("  {l}"))),
     );

@@ -37,7 +37,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     for &(r, n) in counts {
         stale.push(Span::styled(format!("{} {n}  ", r.name()), theme.stale()));
     }
-    let s = &t.settings;
+    let s = t.settings();
     let show = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| v.to_string());
     let mut ka = vec![
         Span::styled("keepalive ", theme.label()),

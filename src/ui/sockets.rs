@@ -12,7 +12,7 @@ use crate::columns::{self, Column};
 use crate::model::SockEntry;
 
 /// The dashboard's columns: [`Column::DASHBOARD`].
-const COLUMNS: [Column; 15] = Column::DASHBOARD;
+const COLUMNS: [Column; Column::DASHBOARD.len()] = Column::DASHBOARD;
 
 /// Widest a column may get, so one long value does not push the others off screen.
 fn cap(c: Column) -> usize {
@@ -61,7 +61,7 @@ fn visible(app: &App, area: Rect) -> Visible {
                 rows.push((cells(&e, app), kind, is_sel));
             }
             Line::Closed(i) => {
-                let e = SockEntry::bare(&app.closed[*i as usize].0, app.now);
+                let e = SockEntry::bare(&app.closed[*i as usize].0, app.now, &app.table.ctx);
                 rows.push((cells(&e, app), Kind::Gone, is_sel));
             }
             Line::TimeWait(t) => {

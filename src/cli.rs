@@ -30,9 +30,12 @@ Filter expressions (--filter):
   proc:java probes>0                             java's peers that stopped answering probes
   stale                                          anything flagged below
   src:10.0.0.0/8 or dst:[::1]                    by address, CIDR or :port
+  ka_idle>1h ka_source:socket                    keepalive set to wait over an hour
+  state:established detect>1h                    a dead peer goes unnoticed for 1h+
 Terms: state proto family src dst sport dport port service proc pid uid idle age rtt
-keepalive timer probes retrans recvq sendq stale, and each stale reason; and (implicit),
-or, not/!, parentheses. Durations: 500ms 30s 10m 2h 1d.
+keepalive timer probes retrans recvq sendq ka_idle ka_intvl ka_cnt ka_source user_timeout
+detect stale, and each stale reason; and (implicit), or, not/!, parentheses. Durations:
+500ms 30s 10m 2h 1d. detect compares never (keepalive off) as longer than any duration.
 
 Stale reasons:
 {}

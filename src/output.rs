@@ -60,6 +60,17 @@ pub struct JsonSock<'a> {
     stale: StaleSet,
     /// Unix sockets: the peer's inode.
     peer_inode: Option<u32>,
+    /// TCP: the keepalive settings that govern it, and where they come from.
+    keepalive_idle_s: Option<u32>,
+    keepalive_intvl_s: Option<u32>,
+    keepalive_cnt: Option<u32>,
+    user_timeout_ms: Option<u32>,
+    keepalive_source: Option<&'static str>,
+    /// ESTABLISHED: seconds until the kernel would notice a peer that went silent at the poll;
+    /// null when never (keepalive off) or not applicable.
+    dead_peer_detect_s: Option<f64>,
+    /// Why a middlebox has likely forgotten it (the `at-risk` reason), in one sentence.
+    at_risk: Option<String>,
 }
 
 impl<'a> JsonSock<'a> {
@@ -71,6 +82,9 @@ impl<'a> JsonSock<'a> {
             Endpoint::Inet(_) | Endpoint::Unix(Some(_)) => Some(ep.to_string()),
             _ => None,
         };
+        let params = e.params();
+        let detect =
+            params.and_then(|p| crate::model::keepalive::dead_peer_detect(s, &p, table.settings()));
         let (pid, process, cmdline, fd) = match &s.owner {
             Owner::Process { process, fd } => (
                 Some(process.pid),
@@ -128,6 +142,16 @@ impl<'a> JsonSock<'a> {
                 Endpoint::UnixPeer(Some(i)) => Some(i.0),
                 _ => None,
             },
+            keepalive_idle_s: params.map(|p| p.idle_s),
+            keepalive_intvl_s: params.map(|p| p.intvl_s),
+            keepalive_cnt: params.map(|p| p.cnt),
+            user_timeout_ms: params.map(|p| p.user_timeout_ms),
+            keepalive_source: params.map(|p| p.source.name()),
+            dead_peer_detect_s: match detect {
+                Some(crate::model::Detect::InMs(ms)) => Some(ms as f64 / 1000.0),
+                _ => None,
+            },
+            at_risk: e.at_risk().map(|r| r.to_string()),
         }
     }
 }

@@ -6,10 +6,9 @@ use std::time::SystemTime;
 
 use rustix::io::Errno;
 
-use super::fd;
 use super::target::{Report, Target};
-use crate::collector::current_netns;
 use crate::collector::sock_diag::{Answer, DiagSocket, InetSockId};
+use crate::collector::{borrow, current_netns};
 use crate::error::CollectError;
 use crate::model::{NetnsId, SockState};
 
@@ -173,7 +172,7 @@ impl Killer {
                     .into(),
             );
         };
-        let dup = match fd::borrow(owner.pid, owner.fd, t.inode) {
+        let dup = match borrow::borrow(owner.pid, owner.fd, t.inode) {
             Ok(dup) => dup,
             Err(e) => return Outcome::Refused(e.to_string()),
         };

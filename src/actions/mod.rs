@@ -5,7 +5,6 @@
 //! The dashboard and `katop kill` share this layer: they build [`Target`]s from what the
 //! operator saw, and get one [`Report`] per target back.
 
-pub mod fd;
 pub mod kill;
 pub mod log;
 pub mod target;

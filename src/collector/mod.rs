@@ -2,8 +2,10 @@
 //!
 //! A [`Collector`] is created once and polled; each poll returns a whole [`Snapshot`] by value.
 
+pub mod borrow;
 pub mod procs;
 pub mod sock_diag;
+pub mod sockopts;
 pub mod sysctl;
 pub mod wire;
 
@@ -14,6 +16,7 @@ use crate::error::CollectError;
 use crate::model::{NetnsId, PollCost, Proto, RawSock, Snapshot};
 use procs::ProcessMap;
 use sock_diag::{DiagSocket, DumpKind};
+use sockopts::OptsCache;
 use wire::DumpSink;
 
 /// Which sockets to read.
@@ -63,6 +66,8 @@ impl Selection {
 pub struct Collector {
     diag: DiagSocket,
     procs: ProcessMap,
+    /// Each TCP socket's keepalive options, by cookie.
+    pub opts: OptsCache,
     selection: Selection,
     netns: NetnsId,
     interfaces: HashMap<u32, Box<str>>,
@@ -76,6 +81,7 @@ impl Collector {
         Ok(Collector {
             diag: DiagSocket::open()?,
             procs: ProcessMap::new(),
+            opts: OptsCache::default(),
             selection,
             netns: current_netns(),
             interfaces: HashMap::new(),
@@ -104,6 +110,7 @@ impl Collector {
         let dump_cost = started.elapsed();
         self.last_count = sink.socks.len();
         self.procs.resolve(&mut sink.socks);
+        self.opts.fill(&mut sink.socks);
         for s in &sink.socks {
             if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {
                 self.interfaces
@@ -123,6 +130,14 @@ impl Collector {
                 "the fds of {} processes could not be read, so their sockets' owners show as ? \
                  (run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)",
                 self.procs.last.denied
+            ));
+        }
+        if self.opts.last.denied > 0 {
+            warnings.push(format!(
+                "the keepalive options of {} sockets could not be read (no ptrace rights over \
+                 their owners: run as root or grant CAP_SYS_PTRACE), so they show the sysctl \
+                 defaults",
+                self.opts.last.denied
             ));
         }
         Ok(Snapshot {

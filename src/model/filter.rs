@@ -97,6 +97,12 @@ enum Num {
     IdleMs,
     AgeMs,
     RttUs,
+    KaIdleMs,
+    KaIntvlMs,
+    KaCnt,
+    UserTimeoutMs,
+    /// Dead-peer detection time; never counts as larger than any duration.
+    DetectMs,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +116,7 @@ enum Term {
     Service(String),
     ProcName(String),
     Keepalive(Keepalive),
+    KaSource(crate::model::keepalive::Source),
     Timer(Option<TimerKind>),
     Stale(Option<StaleReason>),
 }
@@ -202,6 +209,7 @@ fn term(t: &Term, e: &SockEntry, now: Instant) -> bool {
             .process()
             .is_some_and(|p| p.name.to_ascii_lowercase().contains(name.as_str())),
         Term::Keepalive(k) => e.keepalive == Some(*k),
+        Term::KaSource(src) => e.params().is_some_and(|p| p.source == *src),
         Term::Timer(kind) => s.timer.map(|t| t.kind) == *kind,
         Term::Stale(None) => !e.stale.is_empty(),
         Term::Stale(Some(r)) => e.stale.contains(*r),
@@ -226,6 +234,14 @@ fn number(n: Num, e: &SockEntry, now: Instant) -> Option<u64> {
         Num::IdleMs => e.idle_ms().map(u64::from),
         Num::AgeMs => Some(e.age(now).as_millis() as u64),
         Num::RttUs => info.and_then(super::tcp_info::TcpInfo::rtt).map(u64::from),
+        Num::KaIdleMs => e.params().map(|p| u64::from(p.idle_s) * 1000),
+        Num::KaIntvlMs => e.params().map(|p| u64::from(p.intvl_s) * 1000),
+        Num::KaCnt => e.params().map(|p| u64::from(p.cnt)),
+        Num::UserTimeoutMs => e.params().map(|p| u64::from(p.user_timeout_ms)),
+        Num::DetectMs => e.detect(now).map(|d| match d {
+            super::Detect::Never => u64::MAX,
+            super::Detect::InMs(ms) => ms,
+        }),
     }
 }
 
@@ -540,7 +556,7 @@ impl Parser<'_> {
                     .ok_or_else(|| self.err_at(op_at, format!("{key} takes ':' or '!='")))
             }
             "sport" | "dport" | "port" | "uid" | "pid" | "probes" | "retrans" | "recvq"
-            | "sendq" => {
+            | "sendq" | "ka_cnt" => {
                 let n: u64 = value.parse().map_err(|_| bad("a number"))?;
                 let num = match key {
                     "sport" => Num::Sport,
@@ -551,11 +567,12 @@ impl Parser<'_> {
                     "probes" => Num::Probes,
                     "retrans" => Num::Retrans,
                     "recvq" => Num::RecvQ,
+                    "ka_cnt" => Num::KaCnt,
                     _ => Num::SendQ,
                 };
                 Ok(Expr::Term(Term::Cmp(num, op, n)))
             }
-            "idle" | "age" | "rtt" => {
+            "idle" | "age" | "rtt" | "ka_idle" | "ka_intvl" | "user_timeout" | "detect" => {
                 let ms = parse_ms(&v).map_err(|_| bad("a duration like 10m"))?;
                 // ':' on a duration reads as "at least".
                 let op = if op == Op::Eq && op_text.ends_with(':') {
@@ -566,6 +583,10 @@ impl Parser<'_> {
                 let (num, n) = match key {
                     "idle" => (Num::IdleMs, ms),
                     "age" => (Num::AgeMs, ms),
+                    "ka_idle" => (Num::KaIdleMs, ms),
+                    "ka_intvl" => (Num::KaIntvlMs, ms),
+                    "user_timeout" => (Num::UserTimeoutMs, ms),
+                    "detect" => (Num::DetectMs, ms),
                     _ => (Num::RttUs, ms * 1000),
                 };
                 Ok(Expr::Term(Term::Cmp(num, op, n)))
@@ -597,6 +618,16 @@ impl Parser<'_> {
                 };
                 negatable(op, Term::Keepalive(k))
                     .ok_or_else(|| self.err_at(op_at, "keepalive takes ':' or '!='".into()))
+            }
+            "ka_source" => {
+                use crate::model::keepalive::Source;
+                let src = match v.as_str() {
+                    "socket" => Source::Socket,
+                    "sysctl-default" | "sysctl" | "default" => Source::SysctlDefault,
+                    _ => return Err(bad("socket or sysctl-default")),
+                };
+                negatable(op, Term::KaSource(src))
+                    .ok_or_else(|| self.err_at(op_at, "ka_source takes ':' or '!='".into()))
             }
             "timer" => {
                 let k = match v.as_str() {
@@ -658,7 +689,7 @@ impl Parser<'_> {
     }
 }
 
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 27] = [
     "state",
     "proto",
     "family",
@@ -680,6 +711,12 @@ const KEYS: [&str; 21] = [
     "retrans",
     "recvq",
     "sendq",
+    "ka_idle",
+    "ka_intvl",
+    "ka_cnt",
+    "ka_source",
+    "user_timeout",
+    "detect",
 ];
 
 /// A set-membership term under ':' (is) or '!=' (is not); other operators do not apply.
@@ -693,7 +730,10 @@ fn negatable(op: Op, t: Term) -> Option<Expr> {
 
 fn expected_value(key: &str) -> String {
     match key {
-        "idle" | "age" | "rtt" => "a duration like 10m".into(),
+        "idle" | "age" | "rtt" | "ka_idle" | "ka_intvl" | "user_timeout" | "detect" => {
+            "a duration like 10m".into()
+        }
+        "ka_source" => "socket or sysctl-default".into(),
         "state" => "a state like established, close-wait, time-wait, listen or connected".into(),
         "src" | "dst" => "an address like 10.0.0.0/8, :22 or [::1]:5432".into(),
         "service" => "a service name like postgres".into(),
@@ -707,7 +747,10 @@ fn expected_value(key: &str) -> String {
 
 fn example(key: &str) -> &'static str {
     match key {
-        "idle" | "age" => "10m",
+        "idle" | "age" | "ka_idle" | "detect" => "10m",
+        "ka_intvl" => "30s",
+        "user_timeout" => "30s",
+        "ka_source" => "socket",
         "rtt" => "100ms",
         "state" => "established",
         "src" | "dst" => "10.0.0.0/8",

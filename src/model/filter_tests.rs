@@ -194,3 +194,34 @@ fn knows_when_time_wait_is_asked_for() {
         );
     }
 }
+
+#[test]
+fn keepalive_settings_and_detection_are_filterable() {
+    use crate::model::SockOpts;
+    let opts = |idle_s, keepalive| SockOpts {
+        user_timeout_ms: 0,
+        idle_s,
+        intvl_s: 10,
+        cnt: 5,
+        keepalive,
+        read: true,
+    };
+    // 1: keepalive on after 60 s; 2: keepalive set to 2 h; 3: unread (sysctl defaults), off.
+    let mut short = with_cookie(with_idle(sock(SockState::Established), 1000), 1);
+    short.opts = opts(60, true);
+    let mut long = with_cookie(with_idle(sock(SockState::Established), 1000), 2);
+    long.opts = opts(7200, true);
+    let unread = with_cookie(with_idle(sock(SockState::Established), 1000), 3);
+    let socks = vec![short, long, unread];
+    assert_eq!(select("ka_idle>1h", socks.clone()), [2, 3]);
+    assert_eq!(select("ka_idle>1h ka_source:socket", socks.clone()), [2]);
+    assert_eq!(select("ka_source:sysctl-default", socks.clone()), [3]);
+    assert_eq!(select("ka_cnt=5", socks.clone()), [1, 2]);
+    assert_eq!(select("ka_intvl<=10s", socks.clone()), [1, 2]);
+    // 60 s + 5 × 10 s; never (keepalive off) is longer than any bound.
+    assert_eq!(select("detect<2m", socks.clone()), [1]);
+    assert_eq!(select("detect>3h", socks.clone()), [3]);
+    let e = Filter::parse("ka_source:maybe").unwrap_err();
+    assert!(e.message.contains("socket or sysctl-default"), "{e}");
+    assert_eq!(Filter::parse("detect>soon").unwrap_err().column, 8);
+}

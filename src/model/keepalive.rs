@@ -74,7 +74,8 @@ pub struct Params {
 impl Params {
     /// `None` where keepalive does not apply: not TCP, `TIME_WAIT`, a request socket.
     pub fn of(sock: &RawSock, settings: &KernelSettings) -> Option<Params> {
-        if sock.proto != Proto::Tcp || matches!(sock.state, SockState::TimeWait | SockState::SynRecv)
+        if sock.proto != Proto::Tcp
+            || matches!(sock.state, SockState::TimeWait | SockState::SynRecv)
         {
             return None;
         }
@@ -127,11 +128,7 @@ pub fn retransmit_give_up_ms(retries2: u32) -> u64 {
 /// If the peer went silent at the poll, when the kernel would drop an `ESTABLISHED` connection:
 /// keepalive off: never; keepalive on: the time to the next probe plus the probes left ×
 /// interval, or with `TCP_USER_TIMEOUT` the first check past it. `None` where unknown.
-pub fn dead_peer_detect(
-    sock: &RawSock,
-    p: &Params,
-    settings: &KernelSettings,
-) -> Option<Detect> {
+pub fn dead_peer_detect(sock: &RawSock, p: &Params, settings: &KernelSettings) -> Option<Detect> {
     if sock.state != SockState::Established {
         return None;
     }
@@ -139,8 +136,7 @@ pub fn dead_peer_detect(
     // ms since the last segment from the peer: what the keepalive timer measures idleness by.
     let silent = u64::from(info.last_ack_recv()?);
     let timer = sock.timer;
-    if let Some(t) = timer.filter(|t| matches!(t.kind, TimerKind::Retransmit | TimerKind::Probe0))
-    {
+    if let Some(t) = timer.filter(|t| matches!(t.kind, TimerKind::Retransmit | TimerKind::Probe0)) {
         // Data is outstanding: retransmissions decide, capped by TCP_USER_TIMEOUT when set.
         let _ = t;
         let total = if p.user_timeout_ms > 0 {
@@ -209,7 +205,9 @@ impl Middlebox {
         let dest = dest
             .map(|d| {
                 parse_addr(d).ok_or_else(|| {
-                    format!("'{d}' is not a destination (an address, CIDR like 10.0.0.0/8, or :port)")
+                    format!(
+                        "'{d}' is not a destination (an address, CIDR like 10.0.0.0/8, or :port)"
+                    )
                 })
             })
             .transpose()?;
@@ -246,7 +244,12 @@ impl Middlebox {
 
 impl fmt::Display for Middlebox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}'s {} idle timeout", self.name, format_secs(self.timeout_s.into()))
+        write!(
+            f,
+            "{}'s {} idle timeout",
+            self.name,
+            format_secs(self.timeout_s.into())
+        )
     }
 }
 

@@ -47,7 +47,10 @@ fn options_read_from_the_socket_win_over_sysctls() {
     s.opts = read(60, 10, 5, true, 0);
     let p = Params::of(&s, &settings()).unwrap();
     assert_eq!(p.source, Source::Socket);
-    assert_eq!((p.enabled, p.idle_s, p.intvl_s, p.cnt), (Some(true), 60, 10, 5));
+    assert_eq!(
+        (p.enabled, p.idle_s, p.intvl_s, p.cnt),
+        (Some(true), 60, 10, 5)
+    );
     // Not TCP, or TIME_WAIT: keepalive does not apply.
     s.proto = Proto::Udp;
     assert_eq!(Params::of(&s, &settings()), None);
@@ -153,7 +156,12 @@ fn at_risk_when_silent_past_the_middlebox_without_shorter_keepalive() {
     let r = at_risk(&s, p.as_ref(), &mbs).expect("at risk");
     assert_eq!(r.middlebox.name, "pg-proxy");
     let text = r.to_string();
-    assert!(text.contains("silent for 5m") && text.contains("pg-proxy's 4m") && text.contains("keepalive is off"), "{text}");
+    assert!(
+        text.contains("silent for 5m")
+            && text.contains("pg-proxy's 4m")
+            && text.contains("keepalive is off"),
+        "{text}"
+    );
     // Keepalive that probes before the middlebox forgets protects it.
     s.opts = read(60, 10, 5, true, 0);
     assert_eq!(at_risk(&s, Params::of(&s, &st).as_ref(), &mbs), None);
@@ -163,6 +171,9 @@ fn at_risk_when_silent_past_the_middlebox_without_shorter_keepalive() {
     assert!(r.to_string().contains("keepalive waits 2h"), "{r}");
     // Not yet silent that long: not at risk; no middlebox declared: never.
     let quiet = with_idle(sock(SockState::Established), 100_000);
-    assert_eq!(at_risk(&quiet, Params::of(&quiet, &st).as_ref(), &mbs), None);
+    assert_eq!(
+        at_risk(&quiet, Params::of(&quiet, &st).as_ref(), &mbs),
+        None
+    );
     assert_eq!(at_risk(&s, Params::of(&s, &st).as_ref(), &[]), None);
 }

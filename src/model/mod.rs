@@ -12,11 +12,11 @@ pub mod tcp_info;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use keepalive::{Detect, Middlebox, Params, SockOpts};
 pub use socket::{
     Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Process, Proto, RawSock, SockKey,
     SockState, Timer, TimerKind,
 };
-pub use keepalive::{Detect, Middlebox, Params, SockOpts};
 pub use stale::{Keepalive, StaleReason, StaleSet};
 pub use table::{ConnTable, SockEntry};
 

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
+use crate::model::keepalive::{self, AtRisk, Detect, Middlebox, Params};
 use crate::model::stale::{self, Keepalive, StaleSet};
 use crate::model::tcp_info::TcpInfo;
-use crate::model::keepalive::{self, AtRisk, Detect, Middlebox, Params};
 use crate::model::{
     services, KernelSettings, NetnsId, PollCost, RawSock, Snapshot, SockKey, SockState,
 };

@@ -32,14 +32,28 @@ pub enum BorrowError {
 
 /// A duplicate of fd `fd` of process `pid`, which must still be socket `inode`.
 pub fn borrow(pid: u32, fd: u32, inode: Inode) -> Result<OwnedFd, BorrowError> {
-    let other = |errno| BorrowError::Other { pid, fd, errno };
+    borrow_from(&open_process(pid)?, pid, fd, inode)
+}
+
+/// A pidfd for `pid`, to borrow several of its sockets.
+pub fn open_process(pid: u32) -> Result<OwnedFd, BorrowError> {
     let target = Pid::from_raw(pid as i32).ok_or(BorrowError::ProcessGone { pid })?;
-    let pidfd = pidfd_open(target, PidfdFlags::empty()).map_err(|e| match e {
+    pidfd_open(target, PidfdFlags::empty()).map_err(|e| match e {
         Errno::SRCH => BorrowError::ProcessGone { pid },
         Errno::NOSYS => BorrowError::Unsupported,
-        e => other(e),
-    })?;
-    let dup = pidfd_getfd(&pidfd, fd as i32, PidfdGetfdFlags::empty()).map_err(|e| match e {
+        errno => BorrowError::Other { pid, fd: 0, errno },
+    })
+}
+
+/// Like [`borrow`], through a pidfd from [`open_process`].
+pub fn borrow_from(
+    pidfd: &OwnedFd,
+    pid: u32,
+    fd: u32,
+    inode: Inode,
+) -> Result<OwnedFd, BorrowError> {
+    let other = |errno| BorrowError::Other { pid, fd, errno };
+    let dup = pidfd_getfd(pidfd, fd as i32, PidfdGetfdFlags::empty()).map_err(|e| match e {
         Errno::BADF => BorrowError::FdClosed { pid, fd },
         Errno::PERM | Errno::ACCESS => BorrowError::NotPermitted { pid },
         Errno::SRCH => BorrowError::ProcessGone { pid },

@@ -8,8 +8,11 @@ use ratatui::Frame;
 
 use super::theme::Theme;
 use crate::app::App;
+use std::time::Instant;
+
 use crate::model::duration::{format_ms_short, format_secs};
-use crate::model::{Keepalive, KernelSettings, Owner, SockEntry, TimerKind};
+use crate::model::keepalive::{middlebox_for, retransmit_give_up_ms, Source};
+use crate::model::{Detect, Keepalive, Owner, SockEntry, TimerKind};
 
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let block = Block::default()
@@ -147,7 +150,7 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
     out.push(Line::from(""));
     out.push(Line::styled("keepalive", theme.title()));
     out.extend(
-        timeline(e, app.table.settings())
+        timeline(e, app.now)
             .into_iter()
             .map(|l| Line::raw(format!("  {l}"))),
     );
@@ -166,21 +169,71 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
     out
 }
 
-/// The keepalive story of one socket, in sentences, with the system's settings where the
-/// socket's own are not known (per-socket values are read in a later version).
-pub fn timeline(e: &SockEntry, k: &KernelSettings) -> Vec<String> {
+/// The keepalive story of one socket, in sentences: its settings (read from the socket, or
+/// the sysctl defaults, said which), where it stands, when a silent peer would be noticed, and
+/// what a declared middlebox makes of it.
+pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(idle) = e.idle_ms() {
         out.push(format!("idle for {}", format_ms_short(idle.into())));
     }
-    let (intvl, cnt) = (k.keepalive_intvl_s, k.keepalive_probes);
+    let Some(p) = e.params() else {
+        out.push("keepalive does not apply to this socket".into());
+        return out;
+    };
+    let k = &e.ctx.settings;
+    let default = |v: u32, sysctl: Option<u32>| {
+        if p.source == Source::Socket && sysctl == Some(v) {
+            " (= sysctl)"
+        } else {
+            ""
+        }
+    };
+    let enabled = match p.enabled {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "?",
+    };
+    let ut = if p.user_timeout_ms > 0 {
+        format!(
+            " · user timeout {}",
+            format_ms_short(p.user_timeout_ms.into())
+        )
+    } else {
+        String::new()
+    };
+    let source = match p.source {
+        Source::Socket => "read from the socket",
+        Source::SysctlDefault => "sysctl defaults: not readable",
+    };
+    out.push(format!(
+        "SO_KEEPALIVE {enabled} · idle {}s{} · intvl {}s{} · cnt {}{}{ut} ({source})",
+        p.idle_s,
+        default(p.idle_s, k.keepalive_time_s),
+        p.intvl_s,
+        default(p.intvl_s, k.keepalive_intvl_s),
+        p.cnt,
+        default(p.cnt, k.keepalive_probes),
+    ));
     match e.keepalive {
-        None => out.push("keepalive does not apply to this socket".into()),
+        None => {}
         Some(Keepalive::Off) => {
+            let retries2 = k.retries2.unwrap_or(15);
+            let give_up = if p.user_timeout_ms > 0 {
+                format!(
+                    "TCP_USER_TIMEOUT {}",
+                    format_ms_short(p.user_timeout_ms.into())
+                )
+            } else {
+                format!(
+                    "~{} of retransmissions, tcp_retries2 {retries2}",
+                    format_secs(retransmit_give_up_ms(retries2) / 1000)
+                )
+            };
             out.push("keepalive is off: if the peer dies silently, this side never notices".into());
-            out.push(
-                "until the application writes (then after tcp_retries2 retransmissions)".into(),
-            );
+            out.push(format!(
+                "until the application writes (then after {give_up})"
+            ));
         }
         Some(Keepalive::Unknown) => {
             out.push("another timer hides the keepalive timer (data in flight)".into());
@@ -195,22 +248,43 @@ pub fn timeline(e: &SockEntry, k: &KernelSettings) -> Vec<String> {
                     format_ms_short(next.into())
                 ));
             } else {
-                let limit = cnt.map_or_else(|| "?".into(), |c| c.to_string());
                 out.push(format!(
-                    "{probes} probes sent, none answered (limit {limit} by sysctl default)"
+                    "{probes} probes sent, none answered (limit {}{})",
+                    p.cnt,
+                    if p.source == Source::Socket {
+                        ""
+                    } else {
+                        ", sysctl default"
+                    }
                 ));
                 out.push(format!("next probe in {}", format_ms_short(next.into())));
             }
-            if let (Some(i), Some(c)) = (intvl, cnt) {
-                let left = u64::from(c.saturating_sub(u32::from(probes)));
-                let dead_ms = u64::from(next) + left * u64::from(i) * 1000;
-                out.push(format!(
-                    "if the peer stays silent, the kernel drops it in ~{} ({}s × {c} probes, system defaults)",
-                    format_secs(dead_ms / 1000),
-                    i
-                ));
-            }
         }
+    }
+    match e.detect(now) {
+        Some(Detect::InMs(ms)) => out.push(format!(
+            "if the peer stays silent, the kernel drops it in ~{}",
+            format_secs(ms.div_ceil(1000))
+        )),
+        Some(Detect::Never) | None => {}
+    }
+    if let Some(r) = e.at_risk() {
+        out.push(format!("at risk: {r}"));
+    } else if let Some(m) = middlebox_for(&e.ctx.middleboxes, &e.sock.remote) {
+        let verdict = match p.enabled {
+            Some(true) if p.idle_s < m.timeout_s => {
+                format!(
+                    "keepalive probes after {}s, so it stays remembered",
+                    p.idle_s
+                )
+            }
+            Some(true) => format!(
+                "keepalive waits {}s: a silence that long gets it forgotten",
+                p.idle_s
+            ),
+            _ => "keepalive is off: a silence that long gets it forgotten".into(),
+        };
+        out.push(format!("{m}: {verdict}"));
     }
     out
 }

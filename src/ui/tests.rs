@@ -42,11 +42,11 @@ fn dashboard_at_120x30() {
 }
 
 #[test]
-fn detail_pane_at_100x44() {
+fn detail_pane_at_100x48() {
     let (mut app, _) = fixture_app();
     update(&mut app, key(KeyCode::Enter));
-    let screen = text(&draw(&mut app, 100, 44));
-    insta::assert_snapshot!("detail_100x44", screen);
+    let screen = text(&draw(&mut app, 100, 48));
+    insta::assert_snapshot!("detail_100x48", screen);
     for needle in [
         "3 probes sent, none answered",
         "next probe in 40s",

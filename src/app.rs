@@ -12,10 +12,13 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent,
 use rustc_hash::FxHashSet;
 
 use crate::actions::target::summary;
-use crate::actions::{Report, Target};
+use crate::actions::{Change, Report, Target};
 use crate::columns::Column;
 use crate::model::filter::{Filter, FilterError};
-use crate::model::{ConnTable, Proto, RawSock, Snapshot, SockKey, SockState, StaleReason};
+use crate::model::keepalive::middlebox_for;
+use crate::model::{
+    ConnTable, Endpoint, Proto, RawSock, Snapshot, SockKey, SockState, StaleReason,
+};
 
 /// How long a new socket stays highlighted and a closed one stays greyed.
 pub const CHANGE_HIGHLIGHT: Duration = Duration::from_secs(3);
@@ -55,6 +58,13 @@ pub enum Mode {
     ConfirmKill {
         targets: Vec<Target>,
         yes: bool,
+    },
+    /// Asking before turning keepalive on: these sockets, the settings being typed
+    /// (`idle=60s intvl=10s cnt=5`) and what is wrong with them.
+    SetKeepalive {
+        targets: Vec<Target>,
+        text: String,
+        error: Option<String>,
     },
 }
 
@@ -104,8 +114,8 @@ pub enum Msg {
     Resize,
     /// SIGTERM, SIGHUP or SIGINT.
     Signal,
-    /// Kill attempts finished; `log_error` when they could not be recorded.
-    Killed {
+    /// Kills or keepalive changes finished; `log_error` when they could not be recorded.
+    Acted {
         reports: Vec<Report>,
         log_error: Option<String>,
     },
@@ -119,6 +129,8 @@ pub enum Effect {
     SetPaused(bool),
     /// Kill exactly these sockets (the operator confirmed them).
     Kill(Vec<Target>),
+    /// Turn keepalive on with these settings on exactly these sockets (confirmed).
+    SetKeepalive(Vec<Target>, Change),
 }
 
 #[derive(Debug)]
@@ -560,22 +572,25 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Resize => vec![],
         Msg::Signal => vec![Effect::Quit],
         Msg::Mouse(m, area) => {
-            // Behind the kill confirmation nothing moves.
-            if !matches!(app.mode, Mode::ConfirmKill { .. }) {
+            // Behind a dialog nothing moves.
+            if !matches!(
+                app.mode,
+                Mode::ConfirmKill { .. } | Mode::SetKeepalive { .. }
+            ) {
                 mouse(app, m, area);
             }
             vec![]
         }
         Msg::Key(k) => key(app, k),
-        Msg::Killed { reports, log_error } => {
-            killed(app, reports, log_error);
+        Msg::Acted { reports, log_error } => {
+            acted(app, reports, log_error);
             vec![]
         }
     }
 }
 
-/// The sockets a kill would hit: the marked ones (in table order), else the selected one.
-fn kill_targets(app: &App) -> Vec<Target> {
+/// The sockets an action takes: the marked ones (in table order), else the selected one.
+fn chosen(app: &App) -> Vec<Target> {
     if app.marked.is_empty() {
         return app
             .selected
@@ -607,14 +622,89 @@ fn kill_targets(app: &App) -> Vec<Target> {
     shown
 }
 
-/// `k` / F9: ask before killing (or say why not).
-fn ask_kill(app: &mut App) {
+/// Whether acting is allowed; says why not.
+fn may_act(app: &mut App, key: char) -> bool {
     if app.read_only {
-        app.status =
-            Some("read-only: katop was started with --read-only, so k kills nothing".into());
+        app.status = Some(format!(
+            "read-only: katop was started with --read-only, so {key} changes nothing"
+        ));
+    }
+    !app.read_only
+}
+
+/// `K`: offer to turn keepalive on (or change its timers) on the chosen sockets.
+fn ask_keepalive(app: &mut App) {
+    if !may_act(app, 'K') {
         return;
     }
-    let targets = kill_targets(app);
+    let targets = chosen(app);
+    if targets.is_empty() {
+        app.status = Some("nothing chosen: select a socket or mark some with Space".into());
+        return;
+    }
+    // Probe well inside the tightest middlebox in front of the first socket's peer.
+    let mut change = Change::default();
+    let first = targets
+        .first()
+        .and_then(|t| t.id)
+        .map(|id| Endpoint::Inet(id.remote));
+    if let Some(m) = first.and_then(|r| middlebox_for(&app.table.ctx.middleboxes, &r)) {
+        change.idle_s = change.idle_s.min((m.timeout_s / 2).max(1));
+    }
+    app.mode = Mode::SetKeepalive {
+        targets,
+        text: change.to_string(),
+        error: None,
+    };
+}
+
+/// Keys while the keepalive dialog is open: the settings are edited in place; Enter applies
+/// valid ones, Esc cancels.
+fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let Mode::SetKeepalive {
+        targets,
+        text,
+        error,
+    } = &mut app.mode
+    else {
+        return vec![];
+    };
+    match k.code {
+        KeyCode::Esc => {
+            app.mode = Mode::Browse;
+            app.status = Some("keepalive unchanged".into());
+        }
+        KeyCode::Backspace => {
+            text.pop();
+            *error = None;
+        }
+        KeyCode::Char(c) => {
+            text.push(c);
+            *error = None;
+        }
+        KeyCode::Enter => match text.parse::<Change>() {
+            Ok(change) => {
+                let targets = std::mem::take(targets);
+                app.mode = Mode::Browse;
+                app.status = Some(format!(
+                    "turning keepalive on ({change}) for {} socket(s)…",
+                    targets.len()
+                ));
+                return vec![Effect::SetKeepalive(targets, change)];
+            }
+            Err(e) => *error = Some(e),
+        },
+        _ => {}
+    }
+    vec![]
+}
+
+/// `k` / F9: ask before killing (or say why not).
+fn ask_kill(app: &mut App) {
+    if !may_act(app, 'k') {
+        return;
+    }
+    let targets = chosen(app);
     if targets.is_empty() {
         app.status = Some(if app.selected_gone {
             "the selected socket is gone: nothing to kill".into()
@@ -659,17 +749,18 @@ fn confirm_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     }
 }
 
-fn killed(app: &mut App, reports: Vec<Report>, log_error: Option<String>) {
-    let mut status = format!("kill: {} (L shows the kill log)", summary(&reports));
+fn acted(app: &mut App, reports: Vec<Report>, log_error: Option<String>) {
+    let action = reports.first().map_or("kill", |r| r.action.name());
+    let mut status = format!("{action}: {} (L shows the log)", summary(&reports));
     if let Some(reason) = reports.iter().find_map(|r| r.outcome.reason()) {
         status = format!("{status} · {reason}");
     }
     if let Some(e) = log_error {
-        status = format!("KILL LOG NOT WRITTEN: {e} · {status}");
+        status = format!("LOG NOT WRITTEN: {e} · {status}");
     }
     app.status = Some(status);
     for r in &reports {
-        if r.outcome.is_success() {
+        if r.outcome.is_success() && r.action == crate::actions::Action::Kill {
             app.marked.retain(|k| k.cookie.0 != r.target.cookie);
         }
     }
@@ -787,6 +878,9 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     if matches!(app.mode, Mode::ConfirmKill { .. }) {
         return confirm_key(app, k);
     }
+    if matches!(app.mode, Mode::SetKeepalive { .. }) {
+        return keepalive_key(app, k);
+    }
     let page = app.page.max(1) as isize;
     match k.code {
         KeyCode::Char('q') | KeyCode::F(10) => return vec![Effect::Quit],
@@ -828,6 +922,7 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             }
         },
         KeyCode::Char('k') | KeyCode::F(9) => ask_kill(app),
+        KeyCode::Char('K') => ask_keepalive(app),
         KeyCode::Char(' ') => toggle_mark(app),
         KeyCode::Char('a') => mark_all(app),
         KeyCode::Char('U') => {

@@ -522,12 +522,13 @@ fn kill_results_reach_the_status_line_and_the_log_view() {
     let target = Target::of(&app.table.entry(0));
     let report = |outcome| Report {
         target: target.clone(),
+        action: crate::actions::Action::Kill,
         outcome,
         at: std::time::SystemTime::UNIX_EPOCH,
     };
     update(
         &mut app,
-        Msg::Killed {
+        Msg::Acted {
             reports: vec![
                 report(Outcome::Killed {
                     mechanism: Mechanism::SockDestroy,
@@ -544,7 +545,7 @@ fn kill_results_reach_the_status_line_and_the_log_view() {
         "{status}"
     );
     assert!(status.contains("needs CAP_NET_ADMIN"), "{status}");
-    assert!(status.contains("KILL LOG NOT WRITTEN"), "{status}");
+    assert!(status.contains("LOG NOT WRITTEN"), "{status}");
     assert!(
         !app.marked.contains(&app.table.entry(0).key()),
         "a killed socket is unmarked"

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::actions::Method;
+use crate::model::Middlebox;
 
 use crate::columns::Column;
 use crate::model::duration::parse_ms;
@@ -130,6 +131,26 @@ pub struct Args {
     #[arg(short = 'x', long)]
     pub unix: bool,
 
+    /// What sits between this host and its peers and forgets idle connections: a load
+    /// balancer's or NAT's idle timeout, for every peer or for some ([DEST=]TIMEOUT, DEST an
+    /// address, CIDR or :port; TIMEOUT a duration or aws-nlb, aws-nat-gateway, azure-lb,
+    /// gcp-cloud-nat, gcp-lb). Repeatable. Connections silent longer, with no keepalive
+    /// probing sooner, are flagged at-risk. Also [middleboxes] in the config file.
+    #[arg(
+        long = "middlebox-timeout",
+        value_name = "[DEST=]TIMEOUT",
+        value_parser = |s: &str| Middlebox::parse(None, s),
+        env = "KATOP_MIDDLEBOX_TIMEOUT",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub middlebox_timeout: Vec<Middlebox>,
+
+    /// The config file [default: $XDG_CONFIG_HOME/katop/config.toml, else
+    /// ~/.config/katop/config.toml].
+    #[arg(long, value_name = "PATH", env = "KATOP_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Dashboard: killing disabled (k and F9 say why nothing happens).
     #[arg(long, env = "KATOP_READ_ONLY")]
     pub read_only: bool,
@@ -155,16 +176,30 @@ Examples:
   katop kill --filter 'state:close-wait proc:java' --yes --json
   sudo katop kill --filter 'dport:5432 probes>3'")]
     Kill(KillArgs),
+
+    /// Turn keepalive on (or change its timers) on live TCP connections a filter matches.
+    ///
+    /// Sets SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT with setsockopt on a
+    /// duplicate of the owner's fd (pidfd_getfd; needs ptrace rights over the owner), reads
+    /// them back, checks the kernel now reports a keepalive timer, and logs every attempt in
+    /// the same log as kills. The application keeps using its socket as before.
+    /// Exit status as katop kill.
+    #[command(after_help = "\
+Examples:
+  katop keepalive --filter 'service:postgres keepalive:off' --dry-run
+  katop keepalive --filter 'stale:at-risk' --idle 60s --intvl 10s --cnt 5 --yes")]
+    Keepalive(KeepaliveArgs),
 }
 
+/// Which sockets an action takes, and how the operator consents.
 #[derive(Debug, Clone, clap::Args)]
 #[allow(clippy::struct_excessive_bools)] // flags
-pub struct KillArgs {
+pub struct Choose {
     /// Which sockets (the --filter language; required, and never taken from KATOP_FILTER).
     #[arg(short, long, value_name = "EXPR")]
     pub filter: String,
 
-    /// List what would be killed, kill nothing.
+    /// List what would be done, do nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 
@@ -172,18 +207,42 @@ pub struct KillArgs {
     #[arg(short, long)]
     pub yes: bool,
 
-    /// Print the per-socket results as a JSON array (the kill log's objects).
+    /// Print the per-socket results as a JSON array (the log's objects).
     #[arg(long)]
     pub json: bool,
 
-    /// Also kill listening sockets (and unconnected UDP sockets) the filter matches.
+    /// Also act on listening sockets (and unconnected UDP sockets) the filter matches.
     #[arg(long)]
     pub include_listen: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub choose: Choose,
 
     /// How to kill: SOCK_DESTROY, falling back to shutdown(2) on the owner's fd where the
     /// kernel lacks it (auto); or only one of them.
     #[arg(long, value_enum, default_value_t, value_name = "HOW")]
     pub mechanism: Method,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeepaliveArgs {
+    #[command(flatten)]
+    pub choose: Choose,
+
+    /// TCP_KEEPIDLE: silence before the first probe (1s..9h6m7s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub idle: Duration,
+
+    /// TCP_KEEPINTVL: time between probes.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub intvl: Duration,
+
+    /// TCP_KEEPCNT: unanswered probes before the kernel drops the connection (1..127).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub cnt: u32,
 }
 
 #[cfg(test)]

@@ -1,20 +1,22 @@
-//! Subcommands that act on sockets from scripts: `katop kill`.
+//! Subcommands that act on sockets from scripts: `katop kill` and `katop keepalive`. Both
+//! choose sockets with a filter, show or ask before acting, act on exactly those (by cookie),
+//! and record every attempt in the audit log.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
 use crate::actions::target::{summary, JsonReport};
-use crate::actions::{log, AuditLog, Killer, Target};
-use crate::cli::{Args, KillArgs};
+use crate::actions::{log, Action, AuditLog, Killer, Method, Report, Target, Tuner};
+use crate::cli::{Args, Choose};
 use crate::collector::{Collector, Selection};
 use crate::model::filter::Filter;
-use crate::model::{ConnTable, Proto, SockEntry, SockState};
+use crate::model::{ConnTable, Middlebox, Proto, SockEntry, SockState};
 
 const USAGE: u8 = 2;
 
-/// Listening sockets, and unconnected UDP sockets (a UDP server's socket): killing them takes
-/// a service down, so only with `--include-listen`.
+/// Listening sockets, and unconnected UDP sockets (a UDP server's socket): acting on them
+/// affects a whole service, so only with `--include-listen`.
 pub fn is_listening(e: &SockEntry<'_>) -> bool {
     is_listening_state(e.sock.proto, e.sock.state)
 }
@@ -23,83 +25,109 @@ pub fn is_listening_state(proto: Proto, state: SockState) -> bool {
     state == SockState::Listen || (proto == Proto::Udp && state == SockState::Close)
 }
 
-/// `katop kill`: see `cli::Command::Kill` for the contract.
-pub fn kill(args: &Args, k: &KillArgs) -> ExitCode {
-    match kill_inner(args, k) {
+/// `katop kill` / `katop keepalive`: see `cli::Command` for the contract.
+pub fn act(
+    args: &Args,
+    choose: &Choose,
+    action: Action,
+    method: Method,
+    middleboxes: Vec<Middlebox>,
+) -> ExitCode {
+    let name = action.name();
+    match act_inner(args, choose, action, method, middleboxes) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("katop kill: {e:#}");
+            eprintln!("katop {name}: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("katop kill: {msg}");
+fn usage(action: Action, msg: &str) -> ExitCode {
+    eprintln!("katop {}: {msg}", action.name());
     ExitCode::from(USAGE)
 }
 
-fn kill_inner(args: &Args, k: &KillArgs) -> anyhow::Result<ExitCode> {
-    let targets = match select(args, k)? {
+/// "Kill these 3 socket(s)?"
+fn question(action: Action, n: usize) -> String {
+    match action {
+        Action::Kill => format!("Kill these {n} socket(s)?"),
+        Action::Keepalive(c) => format!("Turn keepalive on ({c}) for these {n} socket(s)?"),
+    }
+}
+
+fn act_inner(
+    args: &Args,
+    c: &Choose,
+    action: Action,
+    method: Method,
+    middleboxes: Vec<Middlebox>,
+) -> anyhow::Result<ExitCode> {
+    let name = action.name();
+    let targets = match select(args, c, action, middleboxes)? {
         Ok(t) => t,
-        Err(msg) => return Ok(usage(&msg)),
+        Err(msg) => return Ok(usage(action, &msg)),
     };
     let mut out = io::stdout().lock();
     if targets.is_empty() {
         eprintln!(
-            "katop kill: no TCP or UDP socket matches {:?}; nothing to do",
-            k.filter
+            "katop {name}: no socket matches {:?}; nothing to do",
+            c.filter
         );
-        if k.json {
+        if c.json {
             writeln!(out, "[]")?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if k.dry_run {
-        if k.json {
+    if c.dry_run {
+        if c.json {
             let at = SystemTime::now();
-            let planned: Vec<JsonReport> =
-                targets.iter().map(|t| JsonReport::planned(t, at)).collect();
+            let planned: Vec<JsonReport> = targets
+                .iter()
+                .map(|t| JsonReport::planned(t, action, at))
+                .collect();
             serde_json::to_writer_pretty(&mut out, &planned)?;
             writeln!(out)?;
         } else {
-            writeln!(out, "would kill {} socket(s):", targets.len())?;
+            writeln!(out, "would {name} {} socket(s):", targets.len())?;
             for t in &targets {
                 writeln!(out, "  {}", t.describe())?;
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !k.yes {
+    if !c.yes {
         if !io::stdin().is_terminal() {
             return Ok(usage(
-                "refusing to kill without confirmation: stdin is not a terminal. Check the list \
+                action,
+                "refusing to act without confirmation: stdin is not a terminal. Check the list \
                  with --dry-run, then pass --yes",
             ));
         }
-        if !ask(&targets)? {
-            eprintln!("nothing killed");
+        if !ask(action, &targets)? {
+            eprintln!("nothing done");
             return Ok(ExitCode::FAILURE);
         }
     }
     let Some(path) = args.kill_log.clone().or_else(log::default_path) else {
         anyhow::bail!(
-            "nowhere to write the kill log (neither XDG_STATE_HOME nor HOME is set); pass \
-             --kill-log PATH. Nothing was killed"
+            "nowhere to write the log (neither XDG_STATE_HOME nor HOME is set); pass \
+             --kill-log PATH. Nothing was done"
         );
     };
     let mut audit = AuditLog::open(&path).map_err(|e| {
         anyhow::anyhow!(
-            "cannot open the kill log {}: {e}; nothing was killed (--kill-log PATH puts it \
-             elsewhere)",
+            "cannot open the log {}: {e}; nothing was done (--kill-log PATH puts it elsewhere)",
             path.display()
         )
     })?;
-    let mut killer = Killer::new(k.mechanism)?;
-    let reports = killer.kill_all(&targets);
+    let reports: Vec<Report> = match action {
+        Action::Kill => Killer::new(method)?.kill_all(&targets),
+        Action::Keepalive(change) => Tuner::new()?.apply_all(&targets, change),
+    };
     let logged = audit.append(&reports);
-    if k.json {
-        let json: Vec<JsonReport> = reports.iter().map(|r| r.json()).collect();
+    if c.json {
+        let json: Vec<JsonReport> = reports.iter().map(Report::json).collect();
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
     } else {
@@ -109,13 +137,13 @@ fn kill_inner(args: &Args, k: &KillArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     eprintln!(
-        "katop kill: {}; logged to {}",
+        "katop {name}: {}; logged to {}",
         summary(&reports),
         path.display()
     );
     if let Err(e) = logged {
         eprintln!(
-            "katop kill: could not write the kill log {}: {e}; the results above are not recorded",
+            "katop {name}: could not write the log {}: {e}; the results above are not recorded",
             path.display()
         );
         return Ok(ExitCode::FAILURE);
@@ -127,24 +155,28 @@ fn kill_inner(args: &Args, k: &KillArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Asks on the terminal; only an explicit yes kills.
-fn ask(targets: &[Target]) -> io::Result<bool> {
-    eprintln!("about to kill {} socket(s):", targets.len());
+/// Asks on the terminal; only an explicit yes acts.
+fn ask(action: Action, targets: &[Target]) -> io::Result<bool> {
     for t in targets {
         eprintln!("  {}", t.describe());
     }
-    eprint!("Kill these {} socket(s)? [y/N] ", targets.len());
+    eprint!("{} [y/N] ", question(action, targets.len()));
     let mut answer = String::new();
     io::stdin().lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 /// The sockets the filter chooses, as targets; `Err(message)` for bad usage.
-fn select(args: &Args, k: &KillArgs) -> anyhow::Result<Result<Vec<Target>, String>> {
-    let filter = match Filter::parse(&k.filter) {
+fn select(
+    args: &Args,
+    c: &Choose,
+    action: Action,
+    middleboxes: Vec<Middlebox>,
+) -> anyhow::Result<Result<Vec<Target>, String>> {
+    let filter = match Filter::parse(&c.filter) {
         Ok(f) => f,
         Err(e) => {
-            return Ok(Err(format!("bad --filter: {e}\n{}", e.pointed(&k.filter))));
+            return Ok(Err(format!("bad --filter: {e}\n{}", e.pointed(&c.filter))));
         }
     };
     if filter.matches_all() {
@@ -152,21 +184,27 @@ fn select(args: &Args, k: &KillArgs) -> anyhow::Result<Result<Vec<Target>, Strin
             "refusing an empty --filter: it would match every socket".into(),
         ));
     }
+    // Killing works on TCP and UDP; keepalive is TCP's.
+    let protos = match action {
+        Action::Kill => vec![Proto::Tcp, Proto::Udp],
+        Action::Keepalive(_) => vec![Proto::Tcp],
+    };
     let mut collector = Collector::new(Selection {
-        protos: vec![Proto::Tcp, Proto::Udp],
+        protos,
         ipv4: true,
         ipv6: true,
     })?;
     let snap = collector.poll()?;
     let now = Instant::now();
     let mut table = ConnTable::new(args.stale_after);
+    table.set_middleboxes(middleboxes);
     table.apply(snap, now);
     let matched: Vec<SockEntry> = table.entries().filter(|e| filter.matches(e, now)).collect();
     let listening: Vec<&SockEntry> = matched.iter().filter(|e| is_listening(e)).collect();
-    if !k.include_listen && !listening.is_empty() {
+    if !c.include_listen && !listening.is_empty() {
         let mut lines = vec![format!(
-            "the filter matches {} listening socket(s); killing them stops a service. Add \
-             --include-listen to kill them too, or narrow the filter (e.g. add state!=listen):",
+            "the filter matches {} listening socket(s), which serve every client. Add \
+             --include-listen to include them, or narrow the filter (e.g. add state!=listen):",
             listening.len()
         )];
         lines.extend(

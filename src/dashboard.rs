@@ -10,9 +10,10 @@ use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::actions::{log, AuditLog, Killer, Method, Outcome, Report, Target};
+use crate::actions::{log, Action, AuditLog, Killer, Method, Outcome, Report, Target, Tuner};
 use crate::app::{self, App, Effect, Msg};
 use crate::cli::Args;
+use crate::collector::sockopts::Reread;
 use crate::collector::{Collector, Selection};
 use crate::columns::Column;
 use crate::model::filter::Filter;
@@ -20,7 +21,12 @@ use crate::model::{RawSock, Snapshot};
 use crate::{tui, ui};
 
 /// Runs the dashboard until the user quits or a signal arrives.
-pub fn run(args: &Args, filter: Filter, selection: Selection) -> anyhow::Result<()> {
+pub fn run(
+    args: &Args,
+    filter: Filter,
+    selection: Selection,
+    middleboxes: Vec<crate::model::Middlebox>,
+) -> anyhow::Result<()> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -33,6 +39,7 @@ pub fn run(args: &Args, filter: Filter, selection: Selection) -> anyhow::Result<
         Instant::now(),
     );
     app.reverse = args.reverse;
+    app.table.set_middleboxes(middleboxes);
     app.read_only = args.read_only;
     let kill_log = args.kill_log.clone().or_else(log::default_path);
     app.kill_log = kill_log.as_ref().map(|p| p.display().to_string());
@@ -47,6 +54,9 @@ pub fn run(args: &Args, filter: Filter, selection: Selection) -> anyhow::Result<
 
 type PollResult = Result<Snapshot, String>;
 
+/// Sockets whose keepalive options the dashboard's collector reads per poll, at most.
+const OPTS_PER_POLL: usize = 25_000;
+
 /// Polls off the UI thread; the channel holds one snapshot, so a slow UI slows polling
 /// instead of queueing stale snapshots.
 /// After each send it waits for the UI's ack, so at most one snapshot exists beside the
@@ -57,6 +67,7 @@ fn spawn_collector(
     paused: Arc<AtomicBool>,
     tx: mpsc::Sender<PollResult>,
     applied: std::sync::mpsc::Receiver<Vec<RawSock>>,
+    reread: Reread,
 ) {
     std::thread::Builder::new()
         .name("katop-collector".into())
@@ -68,6 +79,9 @@ fn spawn_collector(
                     return;
                 }
             };
+            // A first poll of 100k sockets reads their options over a few polls, not in one.
+            collector.opts.budget = Some(OPTS_PER_POLL);
+            collector.opts.reread = reread;
             // The buffer the next poll fills: the UI hands back the one it no longer shows.
             let mut buf = Vec::new();
             loop {
@@ -92,78 +106,74 @@ fn spawn_collector(
         .expect("spawn the collector thread");
 }
 
-/// Kills off the UI thread (each kill is a few syscalls, a marked set can be thousands): the
-/// log and the `sock_diag` socket are opened on first use. A log that cannot be opened stops
-/// the kill: nothing is killed that could not be recorded.
-fn spawn_killer(
+/// Acts off the UI thread (each kill or change is a few syscalls, a marked set can be
+/// thousands). The log is opened before acting: nothing is done that could not be recorded.
+/// After a keepalive change the collector is told to read those sockets' options again.
+fn spawn_actor(
     log_path: Option<std::path::PathBuf>,
-    rx: std::sync::mpsc::Receiver<Vec<Target>>,
+    rx: std::sync::mpsc::Receiver<(Action, Vec<Target>)>,
     tx: mpsc::UnboundedSender<Msg>,
+    reread: Reread,
 ) {
     std::thread::Builder::new()
         .name("katop-actions".into())
         .spawn(move || {
-            let mut audit: Option<AuditLog> = None;
-            let mut killer: Option<Killer> = None;
-            for targets in rx {
-                let refuse_all = |why: String| {
-                    let at = std::time::SystemTime::now();
-                    targets
-                        .iter()
-                        .map(|t| Report {
-                            target: t.clone(),
-                            outcome: Outcome::Refused(why.clone()),
-                            at,
-                        })
-                        .collect::<Vec<_>>()
-                };
-                if audit.is_none() {
-                    let opened = match &log_path {
-                        None => Err("nowhere to write the kill log (set HOME or \
-                                     XDG_STATE_HOME, or pass --kill-log)"
-                            .to_string()),
-                        Some(p) => AuditLog::open(p)
-                            .map_err(|e| format!("cannot open the kill log {}: {e}", p.display())),
-                    };
-                    match opened {
-                        Ok(a) => audit = Some(a),
-                        Err(why) => {
-                            let reports = refuse_all(why);
-                            let _ = tx.send(Msg::Killed {
-                                reports,
-                                log_error: None,
-                            });
-                            continue;
+            for (action, targets) in rx {
+                let msg = match act(log_path.as_deref(), action, &targets) {
+                    Ok((reports, log_error)) => Msg::Acted { reports, log_error },
+                    Err(why) => {
+                        let at = std::time::SystemTime::now();
+                        let reports = targets
+                            .iter()
+                            .map(|t| Report {
+                                target: t.clone(),
+                                action,
+                                outcome: Outcome::Refused(why.clone()),
+                                at,
+                            })
+                            .collect();
+                        Msg::Acted {
+                            reports,
+                            log_error: None,
                         }
                     }
-                }
-                if killer.is_none() {
-                    match Killer::new(Method::Auto) {
-                        Ok(k) => killer = Some(k),
-                        Err(e) => {
-                            let reports = refuse_all(e.to_string());
-                            let _ = tx.send(Msg::Killed {
-                                reports,
-                                log_error: None,
-                            });
-                            continue;
-                        }
+                };
+                if matches!(action, Action::Keepalive(_)) {
+                    if let Ok(mut again) = reread.lock() {
+                        again.extend(targets.iter().map(|t| crate::model::Cookie(t.cookie)));
                     }
                 }
-                let (Some(a), Some(k)) = (audit.as_mut(), killer.as_mut()) else {
-                    continue;
-                };
-                let reports = k.kill_all(&targets);
-                let log_error = a
-                    .append(&reports)
-                    .err()
-                    .map(|e| format!("{}: {e}", a.path().display()));
-                if tx.send(Msg::Killed { reports, log_error }).is_err() {
+                if tx.send(msg).is_err() {
                     return;
                 }
             }
         })
         .expect("spawn the actions thread");
+}
+
+/// One confirmed action: the reports, and why the log could not be written if it could not.
+fn act(
+    log_path: Option<&std::path::Path>,
+    action: Action,
+    targets: &[Target],
+) -> Result<(Vec<Report>, Option<String>), String> {
+    let path = log_path
+        .ok_or("nowhere to write the log (set HOME or XDG_STATE_HOME, or pass --kill-log)")?;
+    let mut audit =
+        AuditLog::open(path).map_err(|e| format!("cannot open the log {}: {e}", path.display()))?;
+    let reports = match action {
+        Action::Kill => Killer::new(Method::Auto)
+            .map_err(|e| e.to_string())?
+            .kill_all(targets),
+        Action::Keepalive(change) => Tuner::new()
+            .map_err(|e| e.to_string())?
+            .apply_all(targets, change),
+    };
+    let log_error = audit
+        .append(&reports)
+        .err()
+        .map(|e| format!("{}: {e}", path.display()));
+    Ok((reports, log_error))
 }
 
 async fn event_loop(
@@ -175,10 +185,18 @@ async fn event_loop(
     let paused = Arc::new(AtomicBool::new(false));
     let (kill_tx, kill_rx) = std::sync::mpsc::channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    spawn_killer(kill_log, kill_rx, done_tx);
+    let reread = Reread::default();
+    spawn_actor(kill_log, kill_rx, done_tx, reread.clone());
     let (tx, mut rx) = mpsc::channel(1);
     let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(1);
-    spawn_collector(selection, interval, Arc::clone(&paused), tx, applied_rx);
+    spawn_collector(
+        selection,
+        interval,
+        Arc::clone(&paused),
+        tx,
+        applied_rx,
+        reread.clone(),
+    );
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -229,7 +247,10 @@ async fn event_loop(
                 Effect::Quit => return Ok(()),
                 Effect::SetPaused(p) => paused.store(p, Ordering::Relaxed),
                 Effect::Kill(targets) => {
-                    let _ = kill_tx.send(targets);
+                    let _ = kill_tx.send((Action::Kill, targets));
+                }
+                Effect::SetKeepalive(targets, change) => {
+                    let _ = kill_tx.send((Action::Keepalive(change), targets));
                 }
             }
         }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod collector;
 pub mod columns;
 pub mod commands;
+pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod model;
@@ -31,8 +32,32 @@ const USAGE: u8 = 2;
 
 /// Runs katop with parsed arguments.
 pub fn run(args: &Args) -> ExitCode {
-    if let Some(cli::Command::Kill(k)) = &args.command {
-        return commands::kill(args, k);
+    let middleboxes = match middleboxes(args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("katop: bad config: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    match &args.command {
+        Some(cli::Command::Kill(k)) => {
+            let action = actions::Action::Kill;
+            return commands::act(args, &k.choose, action, k.mechanism, middleboxes);
+        }
+        Some(cli::Command::Keepalive(k)) => {
+            let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+            let change = match actions::Change::new(secs(k.idle), secs(k.intvl), k.cnt) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("katop keepalive: {e}");
+                    return ExitCode::from(USAGE);
+                }
+            };
+            let action = actions::Action::Keepalive(change);
+            let method = actions::Method::default();
+            return commands::act(args, &k.choose, action, method, middleboxes);
+        }
+        None => {}
     }
     let filter = match Filter::parse(args.filter.as_deref().unwrap_or("")) {
         Ok(f) => f,
@@ -49,7 +74,7 @@ pub fn run(args: &Args) -> ExitCode {
             );
             return ExitCode::from(USAGE);
         }
-        return match dashboard::run(args, filter, selection(args)) {
+        return match dashboard::run(args, filter, selection(args), middleboxes) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("katop: {e:#}");
@@ -57,7 +82,7 @@ pub fn run(args: &Args) -> ExitCode {
             }
         };
     }
-    match once(args, &filter) {
+    match once(args, &filter, middleboxes) {
         Ok(()) => ExitCode::SUCCESS,
         // `katop --once | head` closes the pipe early: not an error.
         Err(e)
@@ -117,11 +142,19 @@ pub fn rows<'a>(
     rows
 }
 
-fn once(args: &Args, filter: &Filter) -> anyhow::Result<()> {
+/// The declared middleboxes: the config file's, then `--middlebox-timeout`'s.
+pub fn middleboxes(args: &Args) -> Result<Vec<model::Middlebox>, String> {
+    let mut all = config::middleboxes(args.config.as_deref())?;
+    all.extend(args.middlebox_timeout.iter().cloned());
+    Ok(all)
+}
+
+fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> anyhow::Result<()> {
     let mut collector = Collector::new(selection(args))?;
     let snap = collector.poll()?;
     let now = Instant::now();
     let mut table = ConnTable::new(args.stale_after);
+    table.set_middleboxes(middleboxes);
     table.apply(snap, now);
     for w in &table.warnings {
         eprintln!("katop: {w}");

@@ -328,6 +328,7 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
             .arg("--kill-log")
             .arg(&log)
             .stdin(Stdio::null())
+            .env("HOME", &dir)
             .uid(65534)
             .gid(65534)
             .output()

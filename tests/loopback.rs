@@ -2,15 +2,15 @@
 //! reports. No root needed, except for the dead-peer test at the end, which skips without it.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use katop::collector::{Collector, Selection};
 use katop::model::{ConnTable, Keepalive, Owner, SockEntry, SockState, StaleReason, TimerKind};
-use socket2::{Domain, Socket, TcpKeepalive, Type};
+use socket2::TcpKeepalive;
 
 mod common;
-use common::{connect, find_pair, is_root, poll};
+use common::{connect, find_pair, is_root, poll, SilentPeer};
 
 fn find(t: &ConnTable, local: SocketAddr) -> SockEntry<'_> {
     find_pair(t, local, None)
@@ -173,101 +173,6 @@ fn idle_time_grows_while_nothing_is_sent() {
 
 // ---- root only: a peer that goes silent ------------------------------------------------------
 
-fn sh(args: &[&str]) {
-    let out = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace joined to ours by a veth pair; removed on drop.
-struct PeerNs {
-    name: String,
-    host_if: String,
-    peer_if: String,
-}
-
-impl PeerNs {
-    fn new(host_ip: &str, peer_ip: &str) -> PeerNs {
-        let id = std::process::id();
-        let ns = PeerNs {
-            name: format!("katop-test-{id}"),
-            host_if: format!("kt{id}a"),
-            peer_if: format!("kt{id}b"),
-        };
-        sh(&["ip", "netns", "add", &ns.name]);
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            &ns.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns.peer_if,
-        ]);
-        sh(&["ip", "link", "set", &ns.peer_if, "netns", &ns.name]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/30"),
-            "dev",
-            &ns.host_if,
-        ]);
-        sh(&["ip", "link", "set", &ns.host_if, "up"]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns.name,
-            "ip",
-            "addr",
-            "add",
-            &format!("{peer_ip}/30"),
-            "dev",
-            &ns.peer_if,
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns.name,
-            "ip",
-            "link",
-            "set",
-            &ns.peer_if,
-            "up",
-        ]);
-        ns
-    }
-
-    /// Cuts the peer off without a FIN or RST: its packets just stop.
-    fn go_silent(&self) {
-        let peer_if = self.host_if.replace('a', "b");
-        sh(&[
-            "ip", "netns", "exec", &self.name, "ip", "link", "set", &peer_if, "down",
-        ]);
-    }
-}
-
-impl Drop for PeerNs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
 #[test]
 fn keepalive_probes_count_up_when_the_peer_goes_silent() {
     if !is_root() {
@@ -276,43 +181,13 @@ fn keepalive_probes_count_up_when_the_peer_goes_silent() {
         );
         return;
     }
-    assert!(
-        std::process::Command::new("ip").arg("-V").output().is_ok(),
-        "iproute2's `ip` is missing: .ci/run installs it"
-    );
-    let net = 16 + (std::process::id() % 200) as u8;
-    let (host_ip, peer_ip) = (format!("10.213.{net}.1"), format!("10.213.{net}.2"));
-    let ns = PeerNs::new(&host_ip, &peer_ip);
-
-    // A listener inside the namespace, from a thread that joins it (setns is per thread).
-    let ns_path = format!("/run/netns/{}", ns.name);
-    let peer: SocketAddr = format!("{peer_ip}:5432").parse().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        let fd = std::fs::File::open(&ns_path).unwrap();
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&fd),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
-        let l = TcpListener::bind(peer).unwrap();
-        tx.send(()).unwrap();
-        let (conn, _) = l.accept().unwrap();
-        (l, conn)
-    });
-    rx.recv().unwrap();
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     let ka = TcpKeepalive::new()
         .with_time(Duration::from_secs(1))
         .with_interval(Duration::from_secs(1))
         .with_retries(30);
-    s.set_tcp_keepalive(&ka).unwrap();
-    s.connect(&peer.into()).unwrap();
-    let mut client: TcpStream = s.into();
-    client.write_all(b"hello").unwrap();
-    let _held = server.join().unwrap();
-    let local = client.local_addr().unwrap();
-    ns.go_silent();
+    let peer = SilentPeer::connect(&ka);
+    let local = peer.client.local_addr().unwrap();
+    peer.go_silent();
 
     // Watch (bounded) until katop has reported the probe count climbing to 3.
     let mut seen: Vec<u8> = Vec::new();

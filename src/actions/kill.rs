@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use rustix::io::Errno;
 
-use super::target::{Report, Target};
+use super::reach;
+use super::target::{Action, Outcome, Report, Target};
+use crate::collector::current_netns;
 use crate::collector::sock_diag::{Answer, DiagSocket, InetSockId};
-use crate::collector::{borrow, current_netns};
 use crate::error::CollectError;
 use crate::model::{NetnsId, SockState};
 
@@ -44,53 +45,6 @@ pub enum Method {
     Shutdown,
 }
 
-/// What happened to one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The kernel acted, and re-reading it shows the socket gone (`after: None`) or closing.
-    Killed {
-        mechanism: Mechanism,
-        after: Option<SockState>,
-    },
-    /// The chosen socket no longer exists (a socket that reuses its ports is another socket
-    /// and was not touched).
-    AlreadyGone,
-    /// Nothing was done, for this reason (a missing privilege says which and how to get it).
-    Refused(String),
-    /// The attempt was made and did not work.
-    Failed(String),
-}
-
-impl Outcome {
-    pub fn result(&self) -> &'static str {
-        match self {
-            Outcome::Killed { .. } => "killed",
-            Outcome::AlreadyGone => "already-gone",
-            Outcome::Refused(_) => "refused",
-            Outcome::Failed(_) => "failed",
-        }
-    }
-
-    pub fn mechanism(&self) -> Option<Mechanism> {
-        match self {
-            Outcome::Killed { mechanism, .. } => Some(*mechanism),
-            _ => None,
-        }
-    }
-
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Outcome::Refused(r) | Outcome::Failed(r) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// The socket is not there any more, whoever closed it: what a kill wants.
-    pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Killed { .. } | Outcome::AlreadyGone)
-    }
-}
-
 /// What the operator must do to be allowed to use `SOCK_DESTROY`.
 pub const NEED_NET_ADMIN: &str = "SOCK_DESTROY needs CAP_NET_ADMIN: run katop as root, or \
      grant it with `sudo setcap cap_net_admin+ep $(command -v katop)`";
@@ -118,23 +72,17 @@ impl Killer {
             .map(|t| Report {
                 outcome: self.kill(t),
                 target: t.clone(),
+                action: Action::Kill,
                 at: SystemTime::now(),
             })
             .collect()
     }
 
     pub fn kill(&mut self, t: &Target) -> Outcome {
-        let Some(id) = t.id else {
-            return Outcome::Refused(
-                "a Unix socket cannot be killed (the kernel has no SOCK_DESTROY for them)".into(),
-            );
+        let id = match reach::id(t, self.netns) {
+            Ok(id) => id,
+            Err(o) => return o,
         };
-        if t.netns != self.netns {
-            return Outcome::Refused(format!(
-                "the socket is in network namespace {}, katop runs in {}",
-                t.netns.0, self.netns.0
-            ));
-        }
         if self.method == Method::Shutdown {
             return self.shutdown(t, &id);
         }
@@ -160,21 +108,9 @@ impl Killer {
     /// `shutdown(2)` on a duplicate of the owner's fd, after checking the socket is still the
     /// chosen one (same id and cookie) and the fd still refers to its inode.
     fn shutdown(&mut self, t: &Target, id: &InetSockId) -> Outcome {
-        match self.diag.lookup(id, self.netns) {
-            Ok(None) => return Outcome::AlreadyGone,
-            Ok(Some(_)) => {}
-            Err(e) => return Outcome::Failed(e.to_string()),
-        }
-        let Some(owner) = &t.owner else {
-            return Outcome::Refused(
-                "shutdown needs the owning process's fd, and no process is known to hold this \
-                 socket (run as root to see every process's fds)"
-                    .into(),
-            );
-        };
-        let dup = match borrow::borrow(owner.pid, owner.fd, t.inode) {
+        let dup = match reach::owner_fd(&mut self.diag, t, id, self.netns) {
             Ok(dup) => dup,
-            Err(e) => return Outcome::Refused(e.to_string()),
+            Err(o) => return o,
         };
         if let Err(e) = rustix::net::shutdown(&dup, rustix::net::Shutdown::Both) {
             return Outcome::Failed(format!("shutdown failed: {e}"));

@@ -1,14 +1,17 @@
-//! Actions that change sockets: killing them (and, later, setting their options). Everything
+//! Actions that change sockets: killing them, and turning their keepalive on. Everything
 //! here acts on exactly the socket chosen, identified by its cookie, and every attempt is
 //! recorded in the [`log`].
 //!
 //! The dashboard and `katop kill` share this layer: they build [`Target`]s from what the
 //! operator saw, and get one [`Report`] per target back.
 
+pub mod keepalive;
 pub mod kill;
 pub mod log;
+mod reach;
 pub mod target;
 
-pub use kill::{Killer, Mechanism, Method, Outcome};
+pub use keepalive::{Change, Tuner};
+pub use kill::{Killer, Mechanism, Method};
 pub use log::AuditLog;
-pub use target::{Report, Target};
+pub use target::{Action, Outcome, Report, Target};

@@ -4,9 +4,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::kill::Outcome;
+use super::kill::Mechanism;
 use crate::collector::sock_diag::InetSockId;
-use crate::model::{Inode, NetnsId, Owner, Proto, SockEntry, SockState};
+use crate::model::{Inode, NetnsId, Owner, Proto, SockEntry, SockOpts, SockState};
 
 /// The process that held a target socket, and through which fd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,10 +97,94 @@ impl Target {
     }
 }
 
+/// What happened to one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel acted, and re-reading it shows the socket gone (`after: None`) or closing.
+    Killed {
+        mechanism: Mechanism,
+        after: Option<SockState>,
+    },
+    /// The chosen socket no longer exists (a socket that reuses its ports is another socket
+    /// and was not touched).
+    AlreadyGone,
+    /// Keepalive options were set: what they were and are, read back from the socket, and
+    /// whether the kernel now reports a keepalive timer armed.
+    Changed {
+        before: SockOpts,
+        after: SockOpts,
+        timer_armed: bool,
+    },
+    /// Nothing was done, for this reason (a missing privilege says which and how to get it).
+    Refused(String),
+    /// The attempt was made and did not work.
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Killed { .. } => "killed",
+            Outcome::Changed { .. } => "changed",
+            Outcome::AlreadyGone => "already-gone",
+            Outcome::Refused(_) => "refused",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        match self {
+            Outcome::Killed { mechanism, .. } => Some(*mechanism),
+            _ => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Refused(r) | Outcome::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Done, or moot: the socket is not there any more, whoever closed it.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Killed { .. } | Outcome::Changed { .. } | Outcome::AlreadyGone
+        )
+    }
+}
+
+/// What was asked of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Kill,
+    /// Turn keepalive on with these timers.
+    Keepalive(super::keepalive::Change),
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Kill => "kill",
+            Action::Keepalive(_) => "keepalive",
+        }
+    }
+
+    /// The word for success in summaries.
+    fn done(self) -> &'static str {
+        match self {
+            Action::Kill => "killed",
+            Action::Keepalive(_) => "changed",
+        }
+    }
+}
+
 /// One attempt on one target: the log's and `--json`'s record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub target: Target,
+    pub action: Action,
     pub outcome: Outcome,
     pub at: SystemTime,
 }
@@ -115,10 +199,33 @@ impl Report {
                 mechanism.name(),
                 after.map_or("gone", |s| s.name(self.target.proto))
             ),
+            Outcome::Changed {
+                before,
+                after,
+                timer_armed,
+            } => format!(
+                "changed ({}, was {}{})  {what}",
+                opts_text(after),
+                opts_text(before),
+                if *timer_armed {
+                    "; keepalive timer armed"
+                } else {
+                    ""
+                }
+            ),
             Outcome::AlreadyGone => format!("already gone  {what}"),
             Outcome::Refused(r) => format!("refused       {what}: {r}"),
             Outcome::Failed(r) => format!("failed        {what}: {r}"),
         }
+    }
+}
+
+/// `keepalive on 60s/10s×5` or `keepalive off`.
+pub fn opts_text(o: &SockOpts) -> String {
+    if o.keepalive {
+        format!("keepalive on {}s/{}s×{}", o.idle_s, o.intvl_s, o.cnt)
+    } else {
+        "keepalive off".into()
     }
 }
 
@@ -130,9 +237,10 @@ pub fn summary(reports: &[Report]) -> String {
             .filter(|r| r.outcome.result() == name)
             .count()
     };
+    let done = reports.first().map_or(Action::Kill, |r| r.action).done();
     format!(
-        "killed {}, already gone {}, refused {}, failed {}",
-        count("killed"),
+        "{done} {}, already gone {}, refused {}, failed {}",
+        count(done),
         count("already-gone"),
         count("refused"),
         count("failed")
@@ -161,6 +269,38 @@ pub struct JsonReport<'a> {
     /// The state the kernel reports after the kill, `"gone"` when it lists no such socket.
     pub state_after: Option<&'static str>,
     pub reason: Option<&'a str>,
+    /// Keepalive changes: what was asked, the options before and after (read back), and
+    /// whether the kernel then reported a keepalive timer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<super::keepalive::Change>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<JsonOpts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<JsonOpts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_timer: Option<bool>,
+}
+
+/// Socket options in the log.
+#[derive(Serialize)]
+pub struct JsonOpts {
+    pub keepalive: bool,
+    pub idle_s: u16,
+    pub intvl_s: u16,
+    pub cnt: u8,
+    pub user_timeout_ms: u32,
+}
+
+impl From<&SockOpts> for JsonOpts {
+    fn from(o: &SockOpts) -> Self {
+        JsonOpts {
+            keepalive: o.keepalive,
+            idle_s: o.idle_s,
+            intvl_s: o.intvl_s,
+            cnt: o.cnt,
+            user_timeout_ms: o.user_timeout_ms,
+        }
+    }
 }
 
 impl Report {
@@ -168,7 +308,7 @@ impl Report {
         let o = &self.outcome;
         JsonReport {
             result: o.result(),
-            mechanism: o.mechanism().map(super::Mechanism::name),
+            mechanism: o.mechanism().map(Mechanism::name),
             state_after: match o {
                 Outcome::Killed { after, .. } => {
                     Some(after.map_or("gone", |s| s.name(self.target.proto)))
@@ -176,17 +316,36 @@ impl Report {
                 _ => None,
             },
             reason: o.reason(),
-            ..JsonReport::planned(&self.target, self.at)
+            before: match o {
+                Outcome::Changed { before, .. } => Some(before.into()),
+                _ => None,
+            },
+            after: match o {
+                Outcome::Changed { after, .. } => Some(after.into()),
+                _ => None,
+            },
+            keepalive_timer: match o {
+                Outcome::Changed { timer_armed, .. } => Some(*timer_armed),
+                _ => None,
+            },
+            ..JsonReport::planned(&self.target, self.action, self.at)
         }
     }
 }
 
 impl<'a> JsonReport<'a> {
     /// A target not acted on (a dry run): `result` is `"dry-run"`.
-    pub fn planned(t: &'a Target, at: SystemTime) -> Self {
+    pub fn planned(t: &'a Target, action: Action, at: SystemTime) -> Self {
         JsonReport {
             time: super::log::rfc3339(at),
-            action: "kill",
+            action: action.name(),
+            requested: match action {
+                Action::Keepalive(c) => Some(c),
+                Action::Kill => None,
+            },
+            before: None,
+            after: None,
+            keepalive_timer: None,
             proto: t.proto.name(),
             state: t.state_name(),
             local: &t.local,

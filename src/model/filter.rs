@@ -748,8 +748,7 @@ fn expected_value(key: &str) -> String {
 fn example(key: &str) -> &'static str {
     match key {
         "idle" | "age" | "ka_idle" | "detect" => "10m",
-        "ka_intvl" => "30s",
-        "user_timeout" => "30s",
+        "ka_intvl" | "user_timeout" => "30s",
         "ka_source" => "socket",
         "rtt" => "100ms",
         "state" => "established",

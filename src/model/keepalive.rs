@@ -211,25 +211,25 @@ impl Middlebox {
                 })
             })
             .transpose()?;
-        let (known, timeout_s) = match KNOWN_MIDDLEBOXES.iter().find(|(n, _)| *n == timeout) {
-            Some((n, s)) => (Some(*n), *s),
-            None => {
-                let ms = parse_ms(timeout).map_err(|_| {
-                    let names: Vec<&str> = KNOWN_MIDDLEBOXES.iter().map(|(n, _)| *n).collect();
-                    format!(
-                        "'{timeout}' is neither a duration like 350s nor a known middlebox ({})",
-                        names.join(", ")
-                    )
-                })?;
-                if ms < 1000 {
-                    return Err(format!("'{timeout}': a middlebox timeout is at least 1s"));
-                }
-                (None, u32::try_from(ms / 1000).unwrap_or(u32::MAX))
+        let known = KNOWN_MIDDLEBOXES.iter().find(|(n, _)| *n == timeout);
+        let timeout_s = if let Some((_, s)) = known {
+            *s
+        } else {
+            let ms = parse_ms(timeout).map_err(|_| {
+                let names: Vec<&str> = KNOWN_MIDDLEBOXES.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "'{timeout}' is neither a duration like 350s nor a known middlebox ({})",
+                    names.join(", ")
+                )
+            })?;
+            if ms < 1000 {
+                return Err(format!("'{timeout}': a middlebox timeout is at least 1s"));
             }
+            u32::try_from(ms / 1000).unwrap_or(u32::MAX)
         };
         Ok(Middlebox {
             name: name
-                .or(known)
+                .or(known.map(|(n, _)| *n))
                 .map_or_else(|| "the middlebox".to_string(), str::to_string),
             dest,
             timeout_s,

@@ -23,12 +23,12 @@ fn read(idle_s: u16, intvl_s: u16, cnt: u8, keepalive: bool, user_timeout_ms: u3
     }
 }
 
-fn ka_timer(expires_ms: u32, probes: u8) -> Option<Timer> {
-    Some(Timer {
+fn ka_timer(expires_ms: u32, probes: u8) -> Timer {
+    Timer {
         kind: TimerKind::Keepalive,
         expires_ms,
         retrans: probes,
-    })
+    }
 }
 
 fn detect(s: &RawSock) -> Option<Detect> {
@@ -73,14 +73,14 @@ fn keepalive_on_is_time_to_first_probe_plus_all_probes() {
     let mut s = with_idle(sock(SockState::Established), 5000);
     s.opts = read(60, 10, 5, true, 0);
     // Timer armed 55 s out: 55 s + 5 × 10 s.
-    s.timer = ka_timer(55_000, 0);
+    s.timer = Some(ka_timer(55_000, 0));
     assert_eq!(detect(&s), Some(Detect::InMs(105_000)));
     // No keepalive timer reported (hidden): from the idle time, 60 s − 5 s silent.
     s.timer = None;
     assert_eq!(detect(&s), Some(Detect::InMs(105_000)));
     // System defaults: 2h + 75 s × 9 less the 5 s already silent.
     let mut d = with_idle(sock(SockState::Established), 5000);
-    d.timer = ka_timer(7_195_000, 0);
+    d.timer = Some(ka_timer(7_195_000, 0));
     assert_eq!(detect(&d), Some(Detect::InMs(7_195_000 + 675_000)));
 }
 
@@ -89,10 +89,10 @@ fn while_probing_it_is_the_next_probe_plus_the_probes_left() {
     let mut s = with_idle(sock(SockState::Established), 90_000);
     s.opts = read(60, 10, 5, true, 0);
     // 3 of 5 probes out, next check in 4 s: two more intervals after it.
-    s.timer = ka_timer(4000, 3);
+    s.timer = Some(ka_timer(4000, 3));
     assert_eq!(detect(&s), Some(Detect::InMs(4000 + 2 * 10_000)));
     // All probes out: the next check drops it.
-    s.timer = ka_timer(4000, 5);
+    s.timer = Some(ka_timer(4000, 5));
     assert_eq!(detect(&s), Some(Detect::InMs(4000)));
 }
 
@@ -102,7 +102,7 @@ fn user_timeout_replaces_the_probe_count() {
     // idle 60, intvl 10, cnt 9, user timeout 75 s: first probe at 60 s, checks at 70, 80 s:
     // at 80 s the silence (80 s) passed 75 s with a probe out.
     s.opts = read(60, 10, 9, true, 75_000);
-    s.timer = ka_timer(60_000, 0);
+    s.timer = Some(ka_timer(60_000, 0));
     assert_eq!(detect(&s), Some(Detect::InMs(80_000)));
     // A user timeout shorter than the idle time: the first check after a probe.
     s.opts = read(60, 10, 9, true, 5_000);

@@ -210,11 +210,9 @@ impl ConnTable {
     }
 
     /// Declares the middleboxes in front of the peers (for the `at-risk` rule).
-    #[must_use]
-    pub fn with_middleboxes(mut self, middleboxes: Vec<Middlebox>) -> Self {
+    pub fn set_middleboxes(&mut self, middleboxes: Vec<Middlebox>) {
         self.ctx.declared = middleboxes;
         self.ctx.update_middleboxes();
-        self
     }
 
     pub fn settings(&self) -> &KernelSettings {

@@ -1,4 +1,5 @@
-//! The kill confirmation: exactly what will be killed, with the count; No is the default.
+//! The dialogs that come before an action: exactly which sockets, with the count. A kill
+//! defaults to No; keepalive settings are edited in place and applied with Enter.
 
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -75,6 +76,67 @@ pub fn render(targets: &[Target], yes: bool, theme: Theme, frame: &mut Frame, ar
         .borders(Borders::ALL)
         .title(" kill (SOCK_DESTROY) ")
         .border_style(theme.error());
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+/// The keepalive dialog: the sockets, the settings being typed, and what they would mean.
+pub fn render_keepalive(
+    targets: &[Target],
+    text: &str,
+    error: Option<&str>,
+    theme: Theme,
+    frame: &mut Frame,
+    area: Rect,
+) {
+    let mut lines = vec![Line::from(Span::styled(
+        format!("Turn keepalive on for these {} socket(s)?", targets.len()),
+        theme.title(),
+    ))];
+    // Title, list, blank, settings, verdict, keys.
+    let popup = area_for(area, targets.len() + 5);
+    let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(5);
+    let shown = if targets.len() > room {
+        room.saturating_sub(1)
+    } else {
+        targets.len()
+    };
+    for t in &targets[..shown] {
+        lines.push(Line::from(format!("  {}", sanitize(t.describe()))));
+    }
+    if shown < targets.len() {
+        lines.push(Line::from(Span::styled(
+            format!("  … and {} more", targets.len() - shown),
+            theme.dim(),
+        )));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled("  settings: ", theme.label()),
+        Span::raw(sanitize(text.to_string())),
+        Span::raw("█"),
+    ]));
+    let parsed = text.parse::<crate::actions::Change>();
+    let problem = error.map(str::to_string).or_else(|| parsed.clone().err());
+    lines.push(match (problem, parsed) {
+        (Some(e), _) => Line::from(Span::styled(format!("  {}", sanitize(e)), theme.error())),
+        (None, Ok(c)) => Line::from(Span::styled(
+            format!(
+                "  a silent peer is then noticed within {}",
+                crate::model::duration::format_secs(c.detect_s().into())
+            ),
+            theme.good(),
+        )),
+        (None, Err(_)) => Line::from(""),
+    });
+    lines.push(Line::from(Span::styled(
+        "  Enter applies (setsockopt on the owner's fd) · Esc cancels",
+        theme.dim(),
+    )));
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" keepalive ")
+        .border_style(theme.warn());
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(lines).block(block), popup);
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::model::duration::{format_ms_short, format_secs};
 use crate::model::keepalive::{middlebox_for, retransmit_give_up_ms, Source};
-use crate::model::{Detect, Keepalive, Owner, SockEntry, TimerKind};
+use crate::model::{Detect, Keepalive, KernelSettings, Owner, Params, SockEntry, TimerKind};
 
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let block = Block::default()
@@ -181,7 +181,37 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
         out.push("keepalive does not apply to this socket".into());
         return out;
     };
-    let k = &e.ctx.settings;
+    out.push(settings_line(&p, &e.ctx.settings));
+    out.extend(state_lines(e, &p));
+    if let Some(Detect::InMs(ms)) = e.detect(now) {
+        out.push(format!(
+            "if the peer stays silent, the kernel drops it in ~{}",
+            format_secs(ms.div_ceil(1000))
+        ));
+    }
+    if let Some(r) = e.at_risk() {
+        out.push(format!("at risk: {r}"));
+    } else if let Some(m) = middlebox_for(&e.ctx.middleboxes, &e.sock.remote) {
+        let verdict = match p.enabled {
+            Some(true) if p.idle_s < m.timeout_s => {
+                format!(
+                    "keepalive probes after {}s, so it stays remembered",
+                    p.idle_s
+                )
+            }
+            Some(true) => format!(
+                "keepalive waits {}s: a silence that long gets it forgotten",
+                p.idle_s
+            ),
+            _ => "keepalive is off: a silence that long gets it forgotten".into(),
+        };
+        out.push(format!("{m}: {verdict}"));
+    }
+    out
+}
+
+/// `SO_KEEPALIVE on · idle 60s · intvl 10s · cnt 5 (read from the socket)`.
+fn settings_line(p: &Params, k: &KernelSettings) -> String {
     let default = |v: u32, sysctl: Option<u32>| {
         if p.source == Source::Socket && sysctl == Some(v) {
             " (= sysctl)"
@@ -206,7 +236,7 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
         Source::Socket => "read from the socket",
         Source::SysctlDefault => "sysctl defaults: not readable",
     };
-    out.push(format!(
+    format!(
         "SO_KEEPALIVE {enabled} · idle {}s{} · intvl {}s{} · cnt {}{}{ut} ({source})",
         p.idle_s,
         default(p.idle_s, k.keepalive_time_s),
@@ -214,11 +244,15 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
         default(p.intvl_s, k.keepalive_intvl_s),
         p.cnt,
         default(p.cnt, k.keepalive_probes),
-    ));
+    )
+}
+
+/// Where keepalive stands: off (and what happens then), hidden, the next check, the probes.
+fn state_lines(e: &SockEntry, p: &Params) -> Vec<String> {
     match e.keepalive {
-        None => {}
+        None => vec![],
         Some(Keepalive::Off) => {
-            let retries2 = k.retries2.unwrap_or(15);
+            let retries2 = e.ctx.settings.retries2.unwrap_or(15);
             let give_up = if p.user_timeout_ms > 0 {
                 format!(
                     "TCP_USER_TIMEOUT {}",
@@ -230,61 +264,33 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
                     format_secs(retransmit_give_up_ms(retries2) / 1000)
                 )
             };
-            out.push("keepalive is off: if the peer dies silently, this side never notices".into());
-            out.push(format!(
-                "until the application writes (then after {give_up})"
-            ));
+            vec![
+                "keepalive is off: if the peer dies silently, this side never notices".into(),
+                format!("until the application writes (then after {give_up})"),
+            ]
         }
         Some(Keepalive::Unknown) => {
-            out.push("another timer hides the keepalive timer (data in flight)".into());
+            vec!["another timer hides the keepalive timer (data in flight)".into()]
         }
         Some(Keepalive::On) => {
             let t = e.sock.timer.filter(|t| t.kind == TimerKind::Keepalive);
             let probes = t.map_or(0, |t| t.retrans);
-            let next = t.map_or(0, |t| t.expires_ms);
+            let next = format_ms_short(t.map_or(0, |t| t.expires_ms).into());
             if probes == 0 {
-                out.push(format!(
-                    "next keepalive check in {}",
-                    format_ms_short(next.into())
-                ));
-            } else {
-                out.push(format!(
-                    "{probes} probes sent, none answered (limit {}{})",
-                    p.cnt,
-                    if p.source == Source::Socket {
-                        ""
-                    } else {
-                        ", sysctl default"
-                    }
-                ));
-                out.push(format!("next probe in {}", format_ms_short(next.into())));
+                return vec![format!("next keepalive check in {next}")];
             }
+            let whose = if p.source == Source::Socket {
+                ""
+            } else {
+                ", sysctl default"
+            };
+            vec![
+                format!(
+                    "{probes} probes sent, none answered (limit {}{whose})",
+                    p.cnt
+                ),
+                format!("next probe in {next}"),
+            ]
         }
     }
-    match e.detect(now) {
-        Some(Detect::InMs(ms)) => out.push(format!(
-            "if the peer stays silent, the kernel drops it in ~{}",
-            format_secs(ms.div_ceil(1000))
-        )),
-        Some(Detect::Never) | None => {}
-    }
-    if let Some(r) = e.at_risk() {
-        out.push(format!("at risk: {r}"));
-    } else if let Some(m) = middlebox_for(&e.ctx.middleboxes, &e.sock.remote) {
-        let verdict = match p.enabled {
-            Some(true) if p.idle_s < m.timeout_s => {
-                format!(
-                    "keepalive probes after {}s, so it stays remembered",
-                    p.idle_s
-                )
-            }
-            Some(true) => format!(
-                "keepalive waits {}s: a silence that long gets it forgotten",
-                p.idle_s
-            ),
-            _ => "keepalive is off: a silence that long gets it forgotten".into(),
-        };
-        out.push(format!("{m}: {verdict}"));
-    }
-    out
 }

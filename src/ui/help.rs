@@ -9,9 +9,9 @@ use super::theme::Theme;
 use crate::app::PRESETS;
 use crate::model::StaleReason;
 
-pub const HEIGHT: u16 = 35;
+pub const HEIGHT: u16 = 38;
 
-const KEYS: [(&str, &str); 19] = [
+const KEYS: [(&str, &str); 20] = [
     (
         "↑ ↓, PgUp PgDn, Home End",
         "move; the selection follows its socket across polls",
@@ -24,7 +24,7 @@ const KEYS: [(&str, &str); 19] = [
     ("< >  F6", "sort column"),
     ("r", "reverse the sort"),
     ("z", "pause / resume polling"),
-    ("Space", "mark / unmark the socket for a kill, move down"),
+    ("Space", "mark / unmark the socket (for k or K), move down"),
     (
         "a  U",
         "mark every socket the filter shows (again: unmark) · unmark all",
@@ -34,8 +34,12 @@ const KEYS: [(&str, &str); 19] = [
         "kill the marked sockets, else the selected one (asks first)",
     ),
     (
+        "K",
+        "turn keepalive on (or change its timers) on the marked / selected sockets",
+    ),
+    (
         "L",
-        "kill log: this session's kills and where they are recorded",
+        "action log: this session's kills and keepalive changes, and where recorded",
     ),
     ("", ""),
     (

@@ -1,5 +1,5 @@
-//! The kill log view (`L`): this session's kill attempts, newest first, and where they are
-//! recorded.
+//! The action log view (`L`): this session's kills and keepalive changes, newest first, and
+//! where they are recorded.
 
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -14,10 +14,10 @@ use crate::app::App;
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let title = match &app.kill_log {
         Some(p) => format!(
-            " kill log · recorded in {} · L closes ",
+            " action log · recorded in {} · L closes ",
             sanitize(p.clone())
         ),
-        None => " kill log · not recorded: no HOME or XDG_STATE_HOME · L closes ".into(),
+        None => " action log · not recorded: no HOME or XDG_STATE_HOME · L closes ".into(),
     };
     let block = Block::default().borders(Borders::TOP).title(title);
     let mut lines: Vec<Line> = app
@@ -28,7 +28,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         .take(usize::from(area.height))
         .map(|r| {
             let style = match r.outcome {
-                Outcome::Killed { .. } => theme.good(),
+                Outcome::Killed { .. } | Outcome::Changed { .. } => theme.good(),
                 Outcome::AlreadyGone => theme.dim(),
                 Outcome::Refused(_) | Outcome::Failed(_) => theme.error(),
             };
@@ -41,7 +41,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         .collect();
     if lines.is_empty() {
         lines.push(Line::from(Span::styled(
-            "no kills yet: select a socket (or mark some with Space) and press k",
+            "nothing done yet: select a socket (or mark some with Space), then k kills, K sets keepalive",
             theme.dim(),
         )));
     }

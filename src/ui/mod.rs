@@ -107,8 +107,14 @@ pub fn render(app: &App, frame: &mut Frame) {
         frame.render_widget(Clear, popup);
         help::render(theme, frame, popup);
     }
-    if let Mode::ConfirmKill { targets, yes } = &app.mode {
-        confirm::render(targets, *yes, theme, frame, area);
+    match &app.mode {
+        Mode::ConfirmKill { targets, yes } => confirm::render(targets, *yes, theme, frame, area),
+        Mode::SetKeepalive {
+            targets,
+            text,
+            error,
+        } => confirm::render_keepalive(targets, text, error.as_deref(), theme, frame, area),
+        _ => {}
     }
 }
 
@@ -155,7 +161,7 @@ fn status_line(app: &App, theme: Theme) -> Line<'static> {
         spans.push(Span::styled("PAUSED ", theme.warn()));
     }
     spans.push(Span::styled(
-        "q quit  / filter  s stale  1-5 presets  Enter details  Space mark  k kill  Tab groups  </> sort  z pause  ? help",
+        "q quit  / filter  s stale  1-5 presets  Enter details  Space mark  k kill  K keepalive  Tab groups  </> sort  z pause  ? help",
         theme.dim(),
     ));
     Line::from(spans)

@@ -272,10 +272,11 @@ fn kill_log_view_lists_results() {
     let target = Target::of(&app.table.entry(0));
     update(
         &mut app,
-        crate::app::Msg::Killed {
+        crate::app::Msg::Acted {
             reports: vec![
                 Report {
                     target: target.clone(),
+                    action: crate::actions::Action::Kill,
                     outcome: Outcome::Killed {
                         mechanism: Mechanism::SockDestroy,
                         after: None,
@@ -284,6 +285,7 @@ fn kill_log_view_lists_results() {
                 },
                 Report {
                     target,
+                    action: crate::actions::Action::Kill,
                     outcome: Outcome::AlreadyGone,
                     at: std::time::SystemTime::UNIX_EPOCH,
                 },
@@ -294,7 +296,7 @@ fn kill_log_view_lists_results() {
     update(&mut app, ch('L'));
     let screen = text(&draw(&mut app, 120, 30));
     insta::assert_snapshot!("kill_log_120x30", screen);
-    assert!(screen.contains("recorded in /root/.local/state/katop/kills.jsonl"));
+    assert!(screen.contains("action log · recorded in /root/.local/state/katop/kills.jsonl"));
     assert!(
         screen.contains("killed (sock-destroy, now gone)  tcp ESTABLISHED"),
         "{screen}"

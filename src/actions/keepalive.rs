@@ -1,0 +1,206 @@
+//! Turning keepalive on (or changing its timers) on a live connection: `setsockopt` on a
+//! duplicate of the owner's fd, read back, and confirmed by the kernel's armed timer.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use rustix::net::sockopt;
+use serde::Serialize;
+
+use super::reach;
+use super::target::{Action, Outcome, Report, Target};
+use crate::collector::current_netns;
+use crate::collector::sock_diag::DiagSocket;
+use crate::collector::sockopts;
+use crate::error::CollectError;
+use crate::model::duration::parse_ms;
+use crate::model::{NetnsId, TimerKind};
+
+/// The kernel's limits (`MAX_TCP_KEEPIDLE`, `MAX_TCP_KEEPINTVL`, `MAX_TCP_KEEPCNT`).
+const MAX_IDLE_S: u32 = 32_767;
+const MAX_INTVL_S: u32 = 32_767;
+const MAX_CNT: u32 = 127;
+
+/// Keepalive on, with these timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub idle_s: u32,
+    pub intvl_s: u32,
+    pub cnt: u32,
+}
+
+impl Default for Change {
+    /// A dead peer noticed within 110 s, and a probe well inside common middlebox timeouts.
+    fn default() -> Self {
+        Change {
+            idle_s: 60,
+            intvl_s: 10,
+            cnt: 5,
+        }
+    }
+}
+
+impl Change {
+    /// Checks each value against the kernel's limits.
+    pub fn new(idle_s: u32, intvl_s: u32, cnt: u32) -> Result<Change, String> {
+        let check = |name: &str, v: u32, max: u32| {
+            if v == 0 || v > max {
+                Err(format!("{name} must be 1..={max}, not {v}"))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(Change {
+            idle_s: check("idle (s)", idle_s, MAX_IDLE_S)?,
+            intvl_s: check("intvl (s)", intvl_s, MAX_INTVL_S)?,
+            cnt: check("cnt", cnt, MAX_CNT)?,
+        })
+    }
+
+    /// How long a dead peer goes unnoticed on an idle connection with these settings.
+    pub fn detect_s(self) -> u32 {
+        self.idle_s + self.intvl_s * self.cnt
+    }
+}
+
+impl fmt::Display for Change {
+    /// `idle=60s intvl=10s cnt=5`: the form `FromStr` reads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "idle={}s intvl={}s cnt={}",
+            self.idle_s, self.intvl_s, self.cnt
+        )
+    }
+}
+
+impl FromStr for Change {
+    type Err = String;
+
+    /// `idle=60s intvl=10s cnt=5`, any order, each optional (defaults: the [`Default`]).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = Change::default();
+        let (mut idle, mut intvl, mut cnt) = (d.idle_s, d.intvl_s, d.cnt);
+        for word in s.split_whitespace() {
+            let (k, v) = word
+                .split_once('=')
+                .ok_or_else(|| format!("'{word}': expected idle=DUR, intvl=DUR or cnt=N"))?;
+            let secs = || {
+                parse_ms(v)
+                    .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX))
+                    .map_err(|_| format!("'{v}' is not a duration like 60s"))
+            };
+            match k {
+                "idle" => idle = secs()?,
+                "intvl" => intvl = secs()?,
+                "cnt" => cnt = v.parse().map_err(|_| format!("'{v}' is not a count"))?,
+                _ => {
+                    return Err(format!(
+                        "unknown setting '{k}': expected idle, intvl or cnt"
+                    ))
+                }
+            }
+        }
+        Change::new(idle, intvl, cnt)
+    }
+}
+
+/// Changes keepalive settings on sockets in katop's own network namespace.
+pub struct Tuner {
+    diag: DiagSocket,
+    netns: NetnsId,
+}
+
+impl Tuner {
+    pub fn new() -> Result<Self, CollectError> {
+        Ok(Tuner {
+            diag: DiagSocket::open()?,
+            netns: current_netns(),
+        })
+    }
+
+    pub fn apply_all(&mut self, targets: &[Target], change: Change) -> Vec<Report> {
+        targets
+            .iter()
+            .map(|t| Report {
+                outcome: self.apply(t, change),
+                target: t.clone(),
+                action: Action::Keepalive(change),
+                at: SystemTime::now(),
+            })
+            .collect()
+    }
+
+    pub fn apply(&mut self, t: &Target, c: Change) -> Outcome {
+        let id = match reach::id(t, self.netns) {
+            Ok(id) => id,
+            Err(o) => return o,
+        };
+        if id.proto != crate::model::Proto::Tcp {
+            return Outcome::Refused("keepalive is a TCP option".into());
+        }
+        let dup = match reach::owner_fd(&mut self.diag, t, &id, self.netns) {
+            Ok(dup) => dup,
+            Err(o) => return o,
+        };
+        let Some(before) = sockopts::read(&dup) else {
+            return Outcome::Failed("cannot read the socket's options".into());
+        };
+        // Timers first, then SO_KEEPALIVE: enabling arms the timer with the new idle time.
+        let set = sockopt::set_tcp_keepidle(&dup, Duration::from_secs(c.idle_s.into()))
+            .and_then(|()| sockopt::set_tcp_keepintvl(&dup, Duration::from_secs(c.intvl_s.into())))
+            .and_then(|()| sockopt::set_tcp_keepcnt(&dup, c.cnt))
+            .and_then(|()| sockopt::set_socket_keepalive(&dup, true));
+        if let Err(e) = set {
+            return Outcome::Failed(format!("setsockopt failed: {e}"));
+        }
+        let Some(after) = sockopts::read(&dup) else {
+            return Outcome::Failed("set, but the options cannot be read back".into());
+        };
+        drop(dup);
+        // The kernel's own view: a keepalive timer (or, with data in flight, another timer).
+        let timer_armed = match reach::lookup(&mut self.diag, &id, self.netns) {
+            Ok(s) => s.timer.is_some_and(|t| t.kind == TimerKind::Keepalive),
+            Err(o) => return o,
+        };
+        Outcome::Changed {
+            before,
+            after,
+            timer_armed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_parse_check_limits_and_print_back() {
+        let c: Change = "idle=2m cnt=3".parse().unwrap();
+        assert_eq!(
+            c,
+            Change {
+                idle_s: 120,
+                intvl_s: 10,
+                cnt: 3
+            }
+        );
+        assert_eq!(c.to_string().parse::<Change>().unwrap(), c);
+        assert_eq!(c.detect_s(), 150);
+        assert!("idle=0s"
+            .parse::<Change>()
+            .unwrap_err()
+            .contains("1..=32767"));
+        assert!("cnt=200".parse::<Change>().unwrap_err().contains("1..=127"));
+        assert!("idle 60"
+            .parse::<Change>()
+            .unwrap_err()
+            .contains("expected idle=DUR"));
+        assert!("wait=1s"
+            .parse::<Change>()
+            .unwrap_err()
+            .contains("unknown setting"));
+    }
+}

@@ -1,0 +1,96 @@
+//! The config file: `$XDG_CONFIG_HOME/katop/config.toml` (default `~/.config/katop/config.toml`),
+//! or `--config PATH`. Today it names middleboxes:
+//!
+//! ```toml
+//! [middleboxes]
+//! aws-nlb = "350s"                  # in front of every peer
+//! office-vpn = "10.8.0.0/16=600s"   # in front of these peers only
+//! pg-proxy = ":5432=aws-nlb"        # a known timeout by name
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::Middlebox;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    middleboxes: BTreeMap<String, String>,
+}
+
+/// Where the config file is looked for when `--config` is not given.
+pub fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })?;
+    Some(base.join("katop/config.toml"))
+}
+
+/// The middleboxes the config file declares. A missing file is fine unless it was named
+/// explicitly; a broken one is an error that says where.
+pub fn middleboxes(explicit: Option<&Path>) -> Result<Vec<Middlebox>, String> {
+    let Some(path) = explicit.map(Path::to_path_buf).or_else(default_path) else {
+        return Ok(Vec::new());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if explicit.is_some() => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // Not asked for by name (e.g. sudo -u someone with HOME still root's): said, not fatal.
+        Err(e) => {
+            eprintln!("katop: ignoring the config file {}: {e}", path.display());
+            return Ok(Vec::new());
+        }
+    };
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse(text: &str) -> Result<Vec<Middlebox>, String> {
+    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    file.middleboxes
+        .iter()
+        .map(|(name, spec)| {
+            Middlebox::parse(Some(name), spec).map_err(|e| format!("[middleboxes] {name}: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_middleboxes_and_says_what_is_wrong() {
+        let m = parse(
+            "[middleboxes]\naws-nlb = \"350s\"\noffice-vpn = \"10.8.0.0/16=600s\"\npg = \":5432=azure-lb\"\n",
+        )
+        .unwrap();
+        let got: Vec<(&str, u32)> = m.iter().map(|m| (m.name.as_str(), m.timeout_s)).collect();
+        assert_eq!(got, [("aws-nlb", 350), ("office-vpn", 600), ("pg", 240)]);
+        let e = parse("[middleboxes]\nlb = \"soon\"\n").unwrap_err();
+        assert!(
+            e.contains("[middleboxes] lb:") && e.contains("not a duration")
+                || e.contains("neither a duration"),
+            "{e}"
+        );
+        let e = parse("[middlebox]\nlb = \"1s\"\n").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_a_missing_named_one_is_not() {
+        let missing = Path::new("/nonexistent/katop.toml");
+        let e = middleboxes(Some(missing)).unwrap_err();
+        assert!(e.contains("/nonexistent/katop.toml"), "{e}");
+    }
+}

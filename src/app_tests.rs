@@ -565,3 +565,61 @@ fn read_only_explains_and_kills_nothing() {
     assert_eq!(app.mode, Mode::Browse);
     assert!(app.status.as_deref().unwrap().contains("--read-only"));
 }
+
+#[test]
+fn shift_k_offers_keepalive_settings_and_applies_only_valid_ones() {
+    let (mut app, _) = fixture_app();
+    let sel = selected_cookie(&app).unwrap();
+    assert!(update(&mut app, ch('K')).is_empty());
+    let Mode::SetKeepalive { targets, text, .. } = &app.mode else {
+        panic!("{:?}", app.mode)
+    };
+    assert_eq!(cookies(targets), [sel]);
+    assert_eq!(text, "idle=60s intvl=10s cnt=5");
+    // Edit: a bad value is reported and nothing is applied.
+    for _ in 0..5 {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    for c in "cnt=900".chars() {
+        update(&mut app, ch(c));
+    }
+    assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+    let Mode::SetKeepalive { error, .. } = &app.mode else {
+        panic!("{:?}", app.mode)
+    };
+    assert!(error.as_deref().unwrap().contains("1..=127"), "{error:?}");
+    for _ in 0..3 {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    update(&mut app, ch('3'));
+    let effects = update(&mut app, key(KeyCode::Enter));
+    match effects.as_slice() {
+        [Effect::SetKeepalive(t, c)] => {
+            assert_eq!(cookies(t), [sel]);
+            assert_eq!((c.idle_s, c.intvl_s, c.cnt), (60, 10, 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.mode, Mode::Browse);
+    // Esc cancels; read-only refuses.
+    update(&mut app, ch('K'));
+    assert!(update(&mut app, key(KeyCode::Esc)).is_empty());
+    assert_eq!(app.mode, Mode::Browse);
+    app.read_only = true;
+    update(&mut app, ch('K'));
+    assert_eq!(app.mode, Mode::Browse);
+    assert!(app.status.as_deref().unwrap().contains("--read-only"));
+}
+
+#[test]
+fn a_declared_middlebox_shortens_the_offered_idle_time() {
+    let (mut app, t0) = fixture_app();
+    app.table
+        .set_middleboxes(vec![crate::model::Middlebox::parse(None, "50s").unwrap()]);
+    update(&mut app, Msg::Poll(Box::new(snapshot(fixture_socks())), t0));
+    update(&mut app, ch('K'));
+    let Mode::SetKeepalive { text, .. } = &app.mode else {
+        panic!("{:?}", app.mode)
+    };
+    assert_eq!(text, "idle=25s intvl=10s cnt=5");
+}

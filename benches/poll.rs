@@ -35,6 +35,8 @@ fn main() {
         "the collector saw {seen} sockets, fewer than the {} held",
         2 * count
     );
+    let first_opts = warm.opts.last;
+    let cached_opts = warm.opts.len();
     let mut bare = Collector::new(tcp).unwrap();
 
     let (mut t_bare, mut t_cold, mut t_warm, mut t_once) = (vec![], vec![], vec![], vec![]);
@@ -79,7 +81,7 @@ fn main() {
     println!("sockets seen per poll: {seen} (all protocols)");
     println!("bare TCP dump (netlink only)   median {bare_ms:8.1?}");
     println!(
-        "cold poll (dump+procs+model)   median {:8.1?}",
+        "cold poll (dump+procs+opts+model) median {:8.1?}",
         med(&mut t_cold)
     );
     println!("warm poll (process map cached) median {warm_ms:8.1?}");
@@ -91,7 +93,14 @@ fn main() {
     }
     phases.sort();
     let (d, p, a) = phases[phases.len() / 2];
-    println!("  warm poll phases: dump+parse {d:.1?}, process join {p:.1?}, model {a:.1?}");
+    println!(
+        "  warm poll phases: dump+parse {d:.1?}, process join + options {p:.1?}, model {a:.1?}"
+    );
+    println!(
+        "keepalive options: first poll read {} sockets ({} denied), {cached_opts} cached; \
+         last warm poll read {}",
+        first_opts.read, first_opts.denied, warm.opts.last.read
+    );
     println!(
         "warm / bare: {:.2}",
         warm_ms.as_secs_f64() / bare_ms.as_secs_f64()

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use rustix::net::sockopt;
 
 use super::borrow::{self, BorrowError};
-use crate::model::{Cookie, Owner, Proto, RawSock, SockOpts, SockState};
+use crate::model::{Cookie, Inode, Owner, Proto, RawSock, SockOpts, SockState};
 
 /// Polls between two reads of one socket's options.
 pub const REFRESH_EVERY: u32 = 300;
@@ -85,41 +85,39 @@ impl OptsCache {
             }
         }
         let mut stats = OptsStats::default();
+        // New sockets get an entry each: room for all of them at once (one allocation on a
+        // first poll of 100k, not a doubling per budgeted poll).
+        self.map.reserve(todo.len());
         if let Some(b) = self.budget {
             stats.deferred = todo.len().saturating_sub(b);
             todo.truncate(b);
         }
+        // What each read needs, taken out of the sockets so threads can share the work.
+        let mut jobs: Vec<Job> = todo
+            .iter()
+            .filter_map(|&i| match &socks[i as usize].owner {
+                Owner::Process { process, fd } => Some(Job {
+                    index: i,
+                    pid: process.pid,
+                    fd: *fd,
+                    inode: socks[i as usize].inode,
+                }),
+                _ => None,
+            })
+            .collect();
         // One pidfd per process: visit each process's sockets together.
-        let pid_of = |s: &RawSock| s.owner.process().map_or(0, |p| p.pid);
-        todo.sort_unstable_by_key(|&i| pid_of(&socks[i as usize]));
-        let mut process: Option<(u32, Result<OwnedFd, BorrowError>)> = None;
-        for i in todo {
-            let s = &mut socks[i as usize];
-            let Owner::Process { process: p, fd } = &s.owner else {
-                continue;
-            };
-            let pid = p.pid;
-            if process.as_ref().map(|(p, _)| *p) != Some(pid) {
-                process = Some((pid, borrow::open_process(pid)));
-            }
-            let Some((_, pidfd)) = &process else { continue };
-            let opts = match pidfd
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|pidfd| borrow::borrow_from(pidfd, pid, *fd, s.inode))
-            {
-                Ok(dup) => match read(&dup) {
-                    Some(o) => o,
-                    None => continue,
-                },
-                Err(BorrowError::NotPermitted { .. }) => {
+        jobs.sort_unstable_by_key(|j| j.pid);
+        for (job, read) in jobs.iter().zip(read_all(&jobs)) {
+            let opts = match read {
+                Read::Opts(o) => o,
+                Read::Denied => {
                     stats.denied += 1;
                     SockOpts::default()
                 }
-                // The process, fd or socket went away mid-poll: nothing to remember.
-                Err(_) => continue,
+                Read::Gone => continue,
             };
             stats.read += usize::from(opts.read);
+            let s = &mut socks[job.index as usize];
             s.opts = opts;
             self.map.insert(s.cookie, (opts, poll));
         }
@@ -134,6 +132,65 @@ impl OptsCache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// One socket to read: where it is in the poll, and whose fd it is.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    index: u32,
+    pid: u32,
+    fd: u32,
+    inode: Inode,
+}
+
+enum Read {
+    Opts(SockOpts),
+    /// No ptrace rights over the owner: remembered as unreadable.
+    Denied,
+    /// The process, fd or socket went away mid-poll: nothing to remember.
+    Gone,
+}
+
+/// Below this many reads one thread does them all.
+const PARALLEL_FROM: usize = 4096;
+
+/// Reads every job (the answers in the same order), on as many threads as there are cores
+/// when there are many: a first poll of 100k sockets is ~8 syscalls each. The threads fill
+/// slices of one vector allocated here, so they leave no per-thread heap behind.
+fn read_all(jobs: &[Job]) -> Vec<Read> {
+    let mut out: Vec<Read> = std::iter::repeat_with(|| Read::Gone)
+        .take(jobs.len())
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if jobs.len() < PARALLEL_FROM || threads < 2 {
+        read_some(jobs, &mut out);
+        return out;
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (part, answers) in jobs.chunks(chunk).zip(out.chunks_mut(chunk)) {
+            scope.spawn(move || read_some(part, answers));
+        }
+    });
+    out
+}
+
+fn read_some(jobs: &[Job], out: &mut [Read]) {
+    let mut process: Option<(u32, Result<OwnedFd, BorrowError>)> = None;
+    for (job, answer) in jobs.iter().zip(out) {
+        if process.as_ref().map(|(p, _)| *p) != Some(job.pid) {
+            process = Some((job.pid, borrow::open_process(job.pid)));
+        }
+        *answer = match process.as_ref().map(|(_, r)| r) {
+            Some(Ok(pidfd)) => match borrow::borrow_from(pidfd, job.pid, job.fd, job.inode) {
+                Ok(dup) => read(&dup).map_or(Read::Gone, Read::Opts),
+                Err(BorrowError::NotPermitted { .. }) => Read::Denied,
+                Err(_) => Read::Gone,
+            },
+            Some(Err(BorrowError::NotPermitted { .. })) => Read::Denied,
+            _ => Read::Gone,
+        };
     }
 }
 

@@ -301,7 +301,6 @@ pub fn at_risk<'a>(
     if sock.proto != Proto::Tcp || sock.state != SockState::Established {
         return None;
     }
-    let middlebox = middlebox_for(middleboxes, &sock.remote)?;
     let info = sock.tcp_info.as_ref()?;
     // A middlebox sees packets, not data: keepalive probes and their answers count.
     let silent_ms = u64::from(
@@ -309,6 +308,12 @@ pub fn at_risk<'a>(
             .min(info.last_data_recv()?)
             .min(info.last_ack_recv()?),
     );
+    // Most connections are not silent that long: no middlebox lookup for them.
+    let shortest = middleboxes.iter().map(|m| m.timeout_s).min()?;
+    if silent_ms <= u64::from(shortest) * 1000 {
+        return None;
+    }
+    let middlebox = middlebox_for(middleboxes, &sock.remote)?;
     let timeout_ms = u64::from(middlebox.timeout_s) * 1000;
     let keepalive_idle_s = match params.and_then(|p| p.enabled.map(|on| (on, p.idle_s))) {
         Some((true, idle)) if idle < middlebox.timeout_s => return None,

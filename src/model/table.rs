@@ -294,7 +294,7 @@ impl ConnTable {
                 keepalive: Keepalive::of(sock),
                 stale: {
                     let mut set = stale::reasons(sock, in_state, self.stale_after);
-                    if !self.ctx.middleboxes.is_empty() {
+                    if !self.ctx.middleboxes.is_empty() && sock.state == SockState::Established {
                         let params = Params::of(sock, &self.ctx.settings);
                         if keepalive::at_risk(sock, params.as_ref(), &self.ctx.middleboxes)
                             .is_some()

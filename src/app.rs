@@ -512,7 +512,7 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant) -> Vec<Group> {
         let proc = e.sock.owner.process();
         let pid = proc.map(|p| p.pid);
         // The service, else the server's port: the lower of the two (the other is ephemeral).
-        let (peer, peer_filter) = match (e.service, e.sock.local.port(), e.sock.remote.port()) {
+        let (peer, peer_filter) = match (e.service(), e.sock.local.port(), e.sock.remote.port()) {
             (Some(s), _, _) => (s.to_string(), format!("service:{s}")),
             (None, Some(l), Some(r)) if r <= l => (format!("→ :{r}"), format!("dport:{r}")),
             (None, Some(l), Some(_)) => (format!("serves :{l}"), format!("sport:{l}")),

@@ -167,7 +167,7 @@ impl Column {
             Column::State => s.state.name(s.proto).into(),
             Column::Local => s.local.to_string(),
             Column::Remote => s.remote.to_string(),
-            Column::Service => e.service.unwrap_or_default().into(),
+            Column::Service => e.service().unwrap_or_default().into(),
             Column::Process => match &s.owner {
                 Owner::Process { process, .. } => format!("{}[{}]", process.name, process.pid),
                 Owner::None => "-".into(),
@@ -191,7 +191,7 @@ impl Column {
             Column::BytesOut => opt(info
                 .and_then(super::model::tcp_info::TcpInfo::bytes_acked)
                 .map(|b| b.to_string())),
-            Column::Rate => match (e.rate_in, e.rate_out) {
+            Column::Rate => match (e.rate_in(), e.rate_out()) {
                 (Some(i), Some(o)) => format!("{}/{}", format_rate(i), format_rate(o)),
                 _ => String::new(),
             },
@@ -253,7 +253,7 @@ impl Column {
             Column::Inode => Some(s.inode.0.into()),
             Column::Cookie => Some(s.cookie.0),
             Column::Age => Some(e.age(now).as_millis() as u64),
-            Column::Rate => e.rate_in.zip(e.rate_out).map(|(i, o)| (i + o) as u64),
+            Column::Rate => e.rate_in().zip(e.rate_out()).map(|(i, o)| (i + o) as u64),
             Column::Keepalive => e.keepalive_probes().map(u64::from),
             // Never sorts as the longest wait.
             Column::Detect => e.detect(now).map(|d| match d {

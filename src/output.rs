@@ -136,7 +136,7 @@ impl<'a> JsonSock<'a> {
             bytes_acked: info.and_then(super::model::tcp_info::TcpInfo::bytes_acked),
             bytes_received: info.and_then(super::model::tcp_info::TcpInfo::bytes_received),
             bytes_sent: info.and_then(super::model::tcp_info::TcpInfo::bytes_sent),
-            service: e.service,
+            service: e.service(),
             stale: e.stale,
             peer_inode: match s.remote {
                 Endpoint::UnixPeer(Some(i)) => Some(i.0),

@@ -34,11 +34,14 @@ pub struct OptsStats {
     pub deferred: usize,
 }
 
-/// The cache: 24 bytes per TCP socket with a visible owner.
+/// The cache: 16 bytes per TCP socket with a visible owner (there may be 100k).
 #[derive(Debug, Default)]
 pub struct OptsCache {
-    /// Options (`read: false`: not permitted) and the poll that last saw the socket.
-    map: FxHashMap<Cookie, (SockOpts, u32)>,
+    /// Cookie → options (`read: false`: not permitted) and the poll that last saw the
+    /// socket, packed into one word ([`pack`]).
+    map: FxHashMap<u64, u64>,
+    /// `TCP_USER_TIMEOUT` of the few sockets that set one.
+    user_timeouts: FxHashMap<u64, u32>,
     polls: u32,
     /// Most sockets read per poll (`None`: all), so a first poll of 100k sockets does not
     /// stall the dashboard: the rest follow in the next polls.
@@ -65,7 +68,7 @@ impl OptsCache {
         let poll = self.polls;
         if let Ok(mut again) = self.reread.lock() {
             for c in again.drain(..) {
-                self.map.remove(&c);
+                self.map.remove(&c.0);
             }
         }
         let mut todo: Vec<u32> = Vec::new();
@@ -73,10 +76,11 @@ impl OptsCache {
             if !wanted(s) {
                 continue;
             }
-            match self.map.get_mut(&s.cookie) {
-                Some((opts, seen)) => {
-                    s.opts = *opts;
-                    *seen = poll;
+            match self.map.get_mut(&s.cookie.0) {
+                Some(word) => {
+                    let ut = self.user_timeouts.get(&s.cookie.0).copied().unwrap_or(0);
+                    s.opts = unpack(*word, ut);
+                    *word = pack(&s.opts, poll);
                     if due(s.cookie, poll) {
                         todo.push(i as u32);
                     }
@@ -119,10 +123,18 @@ impl OptsCache {
             stats.read += usize::from(opts.read);
             let s = &mut socks[job.index as usize];
             s.opts = opts;
-            self.map.insert(s.cookie, (opts, poll));
+            self.map.insert(s.cookie.0, pack(&opts, poll));
+            if opts.user_timeout_ms > 0 {
+                self.user_timeouts.insert(s.cookie.0, opts.user_timeout_ms);
+            } else {
+                self.user_timeouts.remove(&s.cookie.0);
+            }
         }
         // Forget sockets this poll did not see.
-        self.map.retain(|_, (_, seen)| *seen == poll);
+        let stamp = u64::from(poll & 0xffff);
+        self.map.retain(|_, word| *word >> 48 == stamp);
+        let map = &self.map;
+        self.user_timeouts.retain(|c, _| map.contains_key(c));
         self.last = stats;
     }
 
@@ -132,6 +144,28 @@ impl OptsCache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// Options and a 16-bit poll stamp in one word: idle (15 bits), intvl (15), cnt (7),
+/// keepalive, read, and the stamp in the top 16 bits. The user timeout lives beside it.
+fn pack(o: &SockOpts, poll: u32) -> u64 {
+    u64::from(o.idle_s & 0x7fff)
+        | u64::from(o.intvl_s & 0x7fff) << 15
+        | u64::from(o.cnt & 0x7f) << 30
+        | u64::from(o.keepalive) << 37
+        | u64::from(o.read) << 38
+        | u64::from(poll & 0xffff) << 48
+}
+
+fn unpack(w: u64, user_timeout_ms: u32) -> SockOpts {
+    SockOpts {
+        idle_s: (w & 0x7fff) as u16,
+        intvl_s: (w >> 15 & 0x7fff) as u16,
+        cnt: (w >> 30 & 0x7f) as u8,
+        keepalive: w >> 37 & 1 == 1,
+        read: w >> 38 & 1 == 1,
+        user_timeout_ms,
     }
 }
 
@@ -205,4 +239,36 @@ pub fn read(fd: &OwnedFd) -> Option<SockOpts> {
         user_timeout_ms: sockopt::tcp_user_timeout(fd).unwrap_or(0),
         read: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_keeps_every_option_at_the_kernels_limits() {
+        for o in [
+            SockOpts::default(),
+            SockOpts {
+                user_timeout_ms: 7,
+                idle_s: 32_767,
+                intvl_s: 32_767,
+                cnt: 127,
+                keepalive: true,
+                read: true,
+            },
+            SockOpts {
+                user_timeout_ms: 0,
+                idle_s: 60,
+                intvl_s: 10,
+                cnt: 5,
+                keepalive: false,
+                read: true,
+            },
+        ] {
+            let w = pack(&o, 0x1_2345);
+            assert_eq!(unpack(w, o.user_timeout_ms), o);
+            assert_eq!(w >> 48, 0x2345);
+        }
+    }
 }

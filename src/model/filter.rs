@@ -203,7 +203,9 @@ fn term(t: &Term, e: &SockEntry, now: Instant) -> bool {
             .flatten()
             .any(|p| op.test(u64::from(p), *v)),
         Term::Cmp(num, op, v) => number(*num, e, now).is_some_and(|n| op.test(n, *v)),
-        Term::Service(name) => e.service.is_some_and(|svc| svc.eq_ignore_ascii_case(name)),
+        Term::Service(name) => e
+            .service()
+            .is_some_and(|svc| svc.eq_ignore_ascii_case(name)),
         Term::ProcName(name) => s
             .owner
             .process()

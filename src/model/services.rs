@@ -26,10 +26,26 @@ fn table() -> &'static [(u16, &'static str)] {
 
 /// The service of a port, if well known.
 pub fn by_port(port: u16) -> Option<&'static str> {
+    id_by_port(port).name()
+}
+
+/// A service as 2 bytes (kept per socket): its position in the table plus one; 0 is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceId(u16);
+
+impl ServiceId {
+    pub fn name(self) -> Option<&'static str> {
+        let i = usize::from(self.0.checked_sub(1)?);
+        table().get(i).map(|&(_, n)| n)
+    }
+}
+
+fn id_by_port(port: u16) -> ServiceId {
     let t = table();
     t.binary_search_by_key(&port, |&(p, _)| p)
         .ok()
-        .map(|i| t[i].1)
+        .and_then(|i| u16::try_from(i + 1).ok())
+        .map_or(ServiceId(0), ServiceId)
 }
 
 /// Whether `name` is a service in the table (for filter validation).
@@ -41,13 +57,23 @@ pub fn is_known(name: &str) -> bool {
 /// lower port (an ephemeral client port can collide with a registered one, a server port
 /// rarely is high).
 pub fn of(local: &Endpoint, remote: &Endpoint) -> Option<&'static str> {
-    let mut ports: Vec<u16> = [local.port(), remote.port()]
-        .into_iter()
-        .flatten()
-        .filter(|&p| p != 0)
-        .collect();
-    ports.sort_unstable();
-    ports.into_iter().find_map(by_port)
+    id_of(local, remote).name()
+}
+
+/// [`of`], as the 2-byte id the model keeps.
+pub fn id_of(local: &Endpoint, remote: &Endpoint) -> ServiceId {
+    let (a, b) = match (
+        local.port().filter(|&p| p != 0),
+        remote.port().filter(|&p| p != 0),
+    ) {
+        (Some(a), Some(b)) => (a.min(b), Some(a.max(b))),
+        (Some(a), None) | (None, Some(a)) => (a, None),
+        (None, None) => return ServiceId(0),
+    };
+    match id_by_port(a) {
+        ServiceId(0) => b.map_or(ServiceId(0), id_by_port),
+        found => found,
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use crate::model::keepalive::{self, AtRisk, Detect, Middlebox, Params};
+use crate::model::services::ServiceId;
 use crate::model::stale::{self, Keepalive, StaleSet};
 use crate::model::tcp_info::TcpInfo;
 use crate::model::{
@@ -48,12 +49,30 @@ pub struct Derived {
     first_seen_ms: u32,
     /// When katop first saw it in its current state, ms after the table's epoch.
     state_since_ms: u32,
-    /// Bytes/s received and sent (acknowledged) since the previous poll; `None` on first sight.
-    pub rate_in: Option<f32>,
-    pub rate_out: Option<f32>,
-    pub service: Option<&'static str>,
+    /// Bytes/s received and sent (acknowledged) since the previous poll; NaN on first sight
+    /// (4 bytes, not an 8-byte `Option`: there is one of these per socket).
+    rate_in: f32,
+    rate_out: f32,
+    service: ServiceId,
     pub keepalive: Option<Keepalive>,
     pub stale: StaleSet,
+}
+
+impl Derived {
+    /// Bytes/s received since the previous poll; `None` on first sight.
+    pub fn rate_in(&self) -> Option<f32> {
+        (!self.rate_in.is_nan()).then_some(self.rate_in)
+    }
+
+    /// Bytes/s sent and acknowledged since the previous poll; `None` on first sight.
+    pub fn rate_out(&self) -> Option<f32> {
+        (!self.rate_out.is_nan()).then_some(self.rate_out)
+    }
+
+    /// The well-known service at either end.
+    pub fn service(&self) -> Option<&'static str> {
+        self.service.name()
+    }
 }
 
 /// One socket in the model: the kernel's view, borrowed from the table, and what katop derived
@@ -101,9 +120,9 @@ impl<'a> SockEntry<'a> {
         let derived = Derived {
             first_seen_ms: 0,
             state_since_ms: 0,
-            rate_in: None,
-            rate_out: None,
-            service: services::of(&sock.local, &sock.remote),
+            rate_in: f32::NAN,
+            rate_out: f32::NAN,
+            service: services::id_of(&sock.local, &sock.remote),
             keepalive: Keepalive::of(sock),
             stale: StaleSet::default(),
         };
@@ -176,7 +195,10 @@ pub struct Applied {
 pub struct ConnTable {
     socks: Vec<RawSock>,
     derived: Vec<Derived>,
-    index: FxHashMap<SockKey, usize>,
+    /// Cookie → position. Cookies are unique host-wide (one kernel counter for every
+    /// namespace), so the cookie alone keys it: 12 bytes a socket, not 24; `get` still checks
+    /// the namespace.
+    index: FxHashMap<u64, u32>,
     stale_after: Duration,
     pub netns: NetnsId,
     pub ctx: Ctx,
@@ -236,7 +258,7 @@ impl ConnTable {
         let mut index = FxHashMap::with_capacity_and_hasher(socks.len(), rustc_hash::FxBuildHasher);
         let mut dups = Vec::new();
         for (i, s) in socks.iter().enumerate() {
-            if index.insert(s.key(), i).is_some() {
+            if index.insert(s.cookie.0, i as u32).is_some() {
                 dups.push(i);
             }
         }
@@ -247,7 +269,12 @@ impl ConnTable {
                 dups.binary_search(&(n - 1)).is_err()
             });
             index.clear();
-            index.extend(socks.iter().enumerate().map(|(i, s)| (s.key(), i)));
+            index.extend(
+                socks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.cookie.0, i as u32)),
+            );
         }
         if self.ctx.settings != snap.settings || self.ctx.polled_at.is_none() {
             self.ctx.settings = snap.settings;
@@ -257,10 +284,15 @@ impl ConnTable {
         let mut derived = Vec::with_capacity(socks.len());
         let mut carried = vec![false; self.socks.len()];
         for sock in &socks {
-            let prev = self.index.get(&sock.key()).map(|&i| {
-                carried[i] = true;
-                (&self.socks[i], &self.derived[i])
-            });
+            let prev = self
+                .index
+                .get(&sock.cookie.0)
+                .map(|&i| i as usize)
+                .filter(|&i| self.socks[i].netns == sock.netns)
+                .map(|i| {
+                    carried[i] = true;
+                    (&self.socks[i], &self.derived[i])
+                });
             let first_seen_ms = prev.map_or(now_ms, |(_, d)| d.first_seen_ms);
             let state_since_ms = match prev {
                 Some((p, d)) if p.state == sock.state => d.state_since_ms,
@@ -285,25 +317,16 @@ impl ConnTable {
                 rate_in: rate(
                     info.and_then(TcpInfo::bytes_received),
                     old.and_then(TcpInfo::bytes_received),
-                ),
+                )
+                .unwrap_or(f32::NAN),
                 rate_out: rate(
                     info.and_then(TcpInfo::bytes_acked),
                     old.and_then(TcpInfo::bytes_acked),
-                ),
-                service: services::of(&sock.local, &sock.remote),
+                )
+                .unwrap_or(f32::NAN),
+                service: services::id_of(&sock.local, &sock.remote),
                 keepalive: Keepalive::of(sock),
-                stale: {
-                    let mut set = stale::reasons(sock, in_state, self.stale_after);
-                    if !self.ctx.middleboxes.is_empty() && sock.state == SockState::Established {
-                        let params = Params::of(sock, &self.ctx.settings);
-                        if keepalive::at_risk(sock, params.as_ref(), &self.ctx.middleboxes)
-                            .is_some()
-                        {
-                            set.insert(stale::StaleReason::AtRisk);
-                        }
-                    }
-                    set
-                },
+                stale: self.stale(sock, in_state),
             });
         }
         let previous = std::mem::replace(&mut self.socks, socks);
@@ -318,6 +341,18 @@ impl ConnTable {
             .filter(|&i| !carried[i as usize])
             .collect();
         Applied { previous, gone }
+    }
+
+    /// The stale rules, with `at-risk` when middleboxes are declared.
+    fn stale(&self, sock: &RawSock, in_state: Duration) -> StaleSet {
+        let mut set = stale::reasons(sock, in_state, self.stale_after);
+        if !self.ctx.middleboxes.is_empty() && sock.state == SockState::Established {
+            let params = Params::of(sock, &self.ctx.settings);
+            if keepalive::at_risk(sock, params.as_ref(), &self.ctx.middleboxes).is_some() {
+                set.insert(stale::StaleReason::AtRisk);
+            }
+        }
+        set
     }
 
     /// Entries exist only after a first `apply`, which sets the epoch.
@@ -340,9 +375,9 @@ impl ConnTable {
     }
 
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
-        self.index
-            .get(key)
-            .map(|&i| SockEntry::new(&self.socks[i], &self.derived[i], self.epoch(), &self.ctx))
+        let i = *self.index.get(&key.cookie.0)? as usize;
+        (self.socks[i].netns == key.netns)
+            .then(|| SockEntry::new(&self.socks[i], &self.derived[i], self.epoch(), &self.ctx))
     }
 
     pub fn len(&self) -> usize {
@@ -427,17 +462,17 @@ pub(crate) mod tests {
         table.apply(snapshot(vec![a.clone()]), t0);
         let e = table.get(&a.key()).unwrap();
         assert_eq!(e.first_seen(), t0);
-        assert_eq!(e.rate_in, None);
+        assert_eq!(e.rate_in(), None);
 
         a.tcp_info = Some(info(0, 3000, 1500));
         let t1 = t0 + Duration::from_secs(2);
         table.apply(snapshot(vec![a.clone()]), t1);
         let e = table.get(&a.key()).unwrap();
         assert_eq!(e.first_seen(), t0);
-        assert_eq!(e.rate_out, Some(1000.0));
-        assert_eq!(e.rate_in, Some(500.0));
+        assert_eq!(e.rate_out(), Some(1000.0));
+        assert_eq!(e.rate_in(), Some(500.0));
         assert_eq!(e.age(t1), Duration::from_secs(2));
-        assert_eq!(e.service, Some("postgres"));
+        assert_eq!(e.service(), Some("postgres"));
     }
 
     #[test]
@@ -470,5 +505,14 @@ pub(crate) mod tests {
         assert!(table.get(&a.key()).is_none());
         assert_eq!(table.get(&b.key()).unwrap().first_seen(), t0);
         assert_eq!(table.get(&b.key()).unwrap().idle_ms(), None);
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// One per socket beside the snapshot: its size is a memory budget at 100k+ sockets.
+    #[test]
+    fn derived_stays_20_bytes() {
+        assert_eq!(std::mem::size_of::<super::Derived>(), 20);
     }
 }

@@ -68,7 +68,7 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
             &format!(
                 "{}{}",
                 s.remote,
-                e.service.map(|x| format!("  ({x})")).unwrap_or_default()
+                e.service().map(|x| format!("  ({x})")).unwrap_or_default()
             ),
         ),
     ];

@@ -310,8 +310,14 @@ fn keepalive_dialog_shows_the_settings_and_their_meaning() {
     update(&mut app, ch('K'));
     let screen = text(&draw(&mut app, 120, 30));
     insta::assert_snapshot!("keepalive_120x30", screen);
-    assert!(screen.contains("Turn keepalive on for these 1 socket(s)?"), "{screen}");
-    assert!(screen.contains("settings: idle=60s intvl=10s cnt=5"), "{screen}");
+    assert!(
+        screen.contains("Turn keepalive on for these 1 socket(s)?"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("settings: idle=60s intvl=10s cnt=5"),
+        "{screen}"
+    );
     assert!(screen.contains("noticed within 1m50s"), "{screen}");
     update(&mut app, ch(' '));
     update(&mut app, ch('x'));

@@ -58,6 +58,21 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
             theme.label(),
         ));
     }
+    // Declared middleboxes, tightest first: what `at-risk` is measured against.
+    let mut declared: Vec<&crate::model::Middlebox> = t.ctx.declared.iter().collect();
+    declared.sort_by_key(|m| m.timeout_s);
+    for m in declared.iter().take(3) {
+        ka.push(Span::styled(
+            format!("  {} {}", m.name, format_secs(m.timeout_s.into())),
+            theme.warn(),
+        ));
+    }
+    if declared.len() > 3 {
+        ka.push(Span::styled(
+            format!("  +{} middleboxes", declared.len() - 3),
+            theme.warn(),
+        ));
+    }
     let spark_width = (area.width / 6).min(26);
     let [text, spark] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(spark_width)]).areas(area);

@@ -324,3 +324,27 @@ fn keepalive_dialog_shows_the_settings_and_their_meaning() {
     let screen = text(&draw(&mut app, 120, 30));
     assert!(screen.contains("'x': expected idle=DUR"), "{screen}");
 }
+
+#[test]
+fn declared_middleboxes_show_in_the_header_and_flag_at_risk() {
+    let (mut app, t0) = fixture_app();
+    app.table
+        .set_middleboxes(vec![crate::model::Middlebox::parse(
+            Some("aws-nlb"),
+            "350s",
+        )
+        .unwrap()]);
+    update(
+        &mut app,
+        crate::app::Msg::Poll(
+            Box::new(crate::model::table::tests::snapshot(
+                crate::app::tests::fixture_socks(),
+            )),
+            t0,
+        ),
+    );
+    let screen = text(&draw(&mut app, 120, 30));
+    assert!(screen.contains("aws-nlb 5m50s"), "{screen}");
+    // The idle postgres client (2 h, keepalive off) has outlived the NLB's memory.
+    assert!(screen.contains("at-risk"), "{screen}");
+}

@@ -37,42 +37,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     for &(r, n) in counts {
         stale.push(Span::styled(format!("{} {n}  ", r.name()), theme.stale()));
     }
-    let s = t.settings();
-    let show = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| v.to_string());
-    let mut ka = vec![
-        Span::styled("keepalive ", theme.label()),
-        Span::raw(format!(
-            "{}s + {}s × {} ",
-            show(s.keepalive_time_s),
-            show(s.keepalive_intvl_s),
-            show(s.keepalive_probes)
-        )),
-    ];
-    if let Some(after) = s.dead_peer_after_s() {
-        ka.push(Span::raw("→ a silent peer is dropped after "));
-        ka.push(Span::styled(format_secs(after), theme.title()));
-    }
-    if let Some(ct) = s.conntrack_established_s {
-        ka.push(Span::styled(
-            format!("  conntrack {}", format_secs(ct.into())),
-            theme.label(),
-        ));
-    }
-    // Declared middleboxes, tightest first: what `at-risk` is measured against.
-    let mut declared: Vec<&crate::model::Middlebox> = t.ctx.declared.iter().collect();
-    declared.sort_by_key(|m| m.timeout_s);
-    for m in declared.iter().take(3) {
-        ka.push(Span::styled(
-            format!("  {} {}", m.name, format_secs(m.timeout_s.into())),
-            theme.warn(),
-        ));
-    }
-    if declared.len() > 3 {
-        ka.push(Span::styled(
-            format!("  +{} middleboxes", declared.len() - 3),
-            theme.warn(),
-        ));
-    }
+    let ka = keepalive_line(t, theme);
     let spark_width = (area.width / 6).min(26);
     let [text, spark] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(spark_width)]).areas(area);
@@ -125,4 +90,46 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         Sparkline::default().data(&st).style(theme.spark_stale()),
         rows[3],
     );
+}
+
+/// The system keepalive settings, when a silent peer is dropped, conntrack's timeout and the
+/// declared middleboxes.
+fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static>> {
+    let s = t.settings();
+    let show = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| v.to_string());
+    let mut ka = vec![
+        Span::styled("keepalive ", theme.label()),
+        Span::raw(format!(
+            "{}s + {}s × {} ",
+            show(s.keepalive_time_s),
+            show(s.keepalive_intvl_s),
+            show(s.keepalive_probes)
+        )),
+    ];
+    if let Some(after) = s.dead_peer_after_s() {
+        ka.push(Span::raw("→ a silent peer is dropped after "));
+        ka.push(Span::styled(format_secs(after), theme.title()));
+    }
+    if let Some(ct) = s.conntrack_established_s {
+        ka.push(Span::styled(
+            format!("  conntrack {}", format_secs(ct.into())),
+            theme.label(),
+        ));
+    }
+    // Declared middleboxes, tightest first: what `at-risk` is measured against.
+    let mut declared: Vec<&crate::model::Middlebox> = t.ctx.declared.iter().collect();
+    declared.sort_by_key(|m| m.timeout_s);
+    for m in declared.iter().take(3) {
+        ka.push(Span::styled(
+            format!("  {} {}", m.name, format_secs(m.timeout_s.into())),
+            theme.warn(),
+        ));
+    }
+    if declared.len() > 3 {
+        ka.push(Span::styled(
+            format!("  +{} middleboxes", declared.len() - 3),
+            theme.warn(),
+        ));
+    }
+    ka
 }

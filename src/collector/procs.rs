@@ -114,6 +114,8 @@ impl ProcessMap {
             self.last = stats;
             return;
         };
+        // Which processes to read, and whether their cached fds may be trusted.
+        let mut work: Vec<(u32, bool)> = Vec::new();
         for proc in all.flatten() {
             let Ok(pid) = u32::try_from(proc.pid()) else {
                 continue;
@@ -143,10 +145,17 @@ impl ProcessMap {
                     },
                 );
             }
-            let entry = self.procs.get_mut(&pid).expect("inserted above");
-            match read_socket_fds(pid, &entry.fds, live, reuse) {
+            work.push((pid, reuse));
+        }
+        // The first scan reads every fd link of every process (the bulk of a cold poll): on
+        // all cores. Later scans read few links, on this thread (no per-thread heaps kept).
+        let parallel = self.scans == 1;
+        for ((pid, _), read) in work.iter().zip(read_all_fds(&self.procs, &work, live, parallel)) {
+            match read {
                 Ok((fds, read)) => {
-                    entry.fds = fds;
+                    if let Some(entry) = self.procs.get_mut(pid) {
+                        entry.fds = fds;
+                    }
                     stats.links_read += read;
                 }
                 Err(Errno::ACCESS | Errno::PERM) => stats.denied += 1,
@@ -175,6 +184,48 @@ impl ProcessMap {
         self.incomplete = stats.denied > 0;
         self.last = stats;
     }
+}
+
+type FdsRead = Result<(FxHashMap<u32, Inode>, usize), Errno>;
+
+/// [`read_socket_fds`] for every `(pid, reuse)` of `work`, in order; with `parallel`, spread
+/// over the cores (every n-th process to each, so neighbouring big processes are split).
+fn read_all_fds(
+    procs: &HashMap<u32, ProcEntry>,
+    work: &[(u32, bool)],
+    live: &FxHashSet<Inode>,
+    parallel: bool,
+) -> Vec<FdsRead> {
+    let empty = FxHashMap::default();
+    let one = |&(pid, reuse): &(u32, bool)| {
+        let cached = procs.get(&pid).map_or(&empty, |e| &e.fds);
+        read_socket_fds(pid, cached, live, reuse)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if !parallel || threads < 2 || work.len() < 2 {
+        return work.iter().map(one).collect();
+    }
+    let mut out: Vec<Option<FdsRead>> = std::iter::repeat_with(|| None).take(work.len()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                scope.spawn(move || {
+                    (k..work.len())
+                        .step_by(threads)
+                        .map(|i| (i, one(&work[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().unwrap_or_default() {
+                out[i] = Some(r);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| r.unwrap_or(Err(Errno::SRCH)))
+        .collect()
 }
 
 /// Reads `/proc/PID/fd`, returning its socket fds and how many links were read. With `reuse`,

@@ -22,17 +22,21 @@ struct File {
     middleboxes: BTreeMap<String, String>,
 }
 
-/// Where the config file is looked for when `--config` is not given.
-pub fn default_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// An XDG base directory: `$var` when absolute (as the spec requires), else `$HOME/fallback`.
+pub fn xdg_base(var: &str, fallback: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
         .filter(|v| Path::new(v).is_absolute())
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".config"))
-        })?;
-    Some(base.join("katop/config.toml"))
+                .map(|h| PathBuf::from(h).join(fallback))
+        })
+}
+
+/// Where the config file is looked for when `--config` is not given.
+pub fn default_path() -> Option<PathBuf> {
+    Some(xdg_base("XDG_CONFIG_HOME", ".config")?.join("katop/config.toml"))
 }
 
 /// The middleboxes the config file declares. A missing file is fine unless it was named

@@ -13,15 +13,7 @@ use super::target::Report;
 
 /// Where the log goes when `--kill-log` is not given; `None` without `XDG_STATE_HOME` and `HOME`.
 pub fn default_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| Path::new(v).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/state"))
-        })?;
-    Some(base.join("katop/kills.jsonl"))
+    Some(crate::config::xdg_base("XDG_STATE_HOME", ".local/state")?.join("katop/kills.jsonl"))
 }
 
 /// An open, append-only log file.

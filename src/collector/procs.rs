@@ -150,7 +150,10 @@ impl ProcessMap {
         // The first scan reads every fd link of every process (the bulk of a cold poll): on
         // all cores. Later scans read few links, on this thread (no per-thread heaps kept).
         let parallel = self.scans == 1;
-        for ((pid, _), read) in work.iter().zip(read_all_fds(&self.procs, &work, live, parallel)) {
+        for ((pid, _), read) in work
+            .iter()
+            .zip(read_all_fds(&self.procs, &work, live, parallel))
+        {
             match read {
                 Ok((fds, read)) => {
                     if let Some(entry) = self.procs.get_mut(pid) {

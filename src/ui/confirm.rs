@@ -43,20 +43,7 @@ pub fn render(targets: &[Target], yes: bool, theme: Theme, frame: &mut Frame, ar
     // The list, the blank line and the buttons under the title lines.
     let popup = area_for(area, lines.len() + targets.len() + 2);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
-    let shown = if targets.len() > room {
-        room.saturating_sub(1)
-    } else {
-        targets.len()
-    };
-    for t in &targets[..shown] {
-        lines.push(Line::from(format!("  {}", sanitize(t.describe()))));
-    }
-    if shown < targets.len() {
-        lines.push(Line::from(Span::styled(
-            format!("  … and {} more", targets.len() - shown),
-            theme.dim(),
-        )));
-    }
+    lines.extend(target_lines(targets, room, theme));
     lines.push(Line::from(""));
     let button = |label: &'static str, on: bool| {
         if on {
@@ -96,20 +83,7 @@ pub fn render_keepalive(
     // Title, list, blank, settings, verdict, keys.
     let popup = area_for(area, targets.len() + 5);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(5);
-    let shown = if targets.len() > room {
-        room.saturating_sub(1)
-    } else {
-        targets.len()
-    };
-    for t in &targets[..shown] {
-        lines.push(Line::from(format!("  {}", sanitize(t.describe()))));
-    }
-    if shown < targets.len() {
-        lines.push(Line::from(Span::styled(
-            format!("  … and {} more", targets.len() - shown),
-            theme.dim(),
-        )));
-    }
+    lines.extend(target_lines(targets, room, theme));
     lines.push(Line::from(""));
     lines.push(Line::from(vec![
         Span::styled("  settings: ", theme.label()),
@@ -139,4 +113,24 @@ pub fn render_keepalive(
         .border_style(theme.warn());
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+/// One line per target, as many as `room` allows, the rest counted.
+fn target_lines(targets: &[Target], room: usize, theme: Theme) -> Vec<Line<'static>> {
+    let shown = if targets.len() > room {
+        room.saturating_sub(1)
+    } else {
+        targets.len()
+    };
+    let mut lines: Vec<Line> = targets[..shown]
+        .iter()
+        .map(|t| Line::from(format!("  {}", sanitize(t.describe()))))
+        .collect();
+    if shown < targets.len() {
+        lines.push(Line::from(Span::styled(
+            format!("  … and {} more", targets.len() - shown),
+            theme.dim(),
+        )));
+    }
+    lines
 }

@@ -11,7 +11,7 @@ use katop::model::{ConnTable, Detect, SockEntry, SockState, StaleReason};
 use socket2::{SockRef, TcpKeepalive};
 
 mod common;
-use common::{find_pair, is_root, poll, SilentPeer};
+use common::{find_pair, is_root, katop_as_nobody, poll, SilentPeer};
 
 /// Sets keepalive options on a connected socket.
 fn keepalive(s: &TcpStream, idle: u64, intvl: u64, cnt: u32) {
@@ -149,25 +149,8 @@ fn unreadable_sockets_show_the_sysctl_defaults_as_such() {
     let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_server, _) = l.accept().unwrap();
     keepalive(&s, 45, 7, 4);
-    let out = {
-        use std::os::unix::process::CommandExt;
-        let dir = std::env::temp_dir().join(format!("katop-ka-nobody-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bin = dir.join("katop");
-        std::fs::copy(env!("CARGO_BIN_EXE_katop"), &bin).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let filter = format!("sport:{}", s.local_addr().unwrap().port());
-        Command::new(&bin)
-            .args(["--json", "--filter", &filter])
-            .env("HOME", &dir)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap()
-    };
+    let filter = format!("sport:{}", s.local_addr().unwrap().port());
+    let (out, _) = katop_as_nobody("ka-nobody", &["--json", "--filter", &filter]);
     assert!(
         out.status.success(),
         "{}",

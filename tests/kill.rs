@@ -4,7 +4,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use katop::model::{ConnTable, Proto, SockState};
 use socket2::{Domain, Socket, Type};
 
 mod common;
-use common::{connect, find_pair, is_root, poll};
+use common::{connect, find_pair, is_root, katop_as_nobody, poll};
 
 fn skip_unless_root(what: &str) -> bool {
     if is_root() {
@@ -314,26 +313,16 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
     let l = listener();
     let (mut c, mut s) = connect(&l, None);
     let port = c.local_addr().unwrap().port();
-    // Where nobody can read the binary and write the log.
-    let dir = scratch("nobody");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let bin = dir.join("katop");
-    std::fs::copy(env!("CARGO_BIN_EXE_katop"), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let log = dir.join("kills.jsonl");
-    let out = {
-        use std::os::unix::process::CommandExt;
-        Command::new(&bin)
-            .args(["kill", "--filter", &format!("sport:{port}"), "--yes"])
-            .arg("--kill-log")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .env("HOME", &dir)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap()
-    };
+    // The log goes where nobody may write it: the directory katop_as_nobody prepares.
+    let log = std::env::temp_dir()
+        .join(format!("katop-kill-nobody-{}", std::process::id()))
+        .join("kills.jsonl");
+    let filter = format!("sport:{port}");
+    let log_arg = log.to_str().unwrap();
+    let (out, _) = katop_as_nobody(
+        "kill-nobody",
+        &["kill", "--filter", &filter, "--yes", "--kill-log", log_arg],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("refused"), "{stdout}");

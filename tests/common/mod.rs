@@ -211,3 +211,28 @@ impl SilentPeer {
         self.ns.go_silent();
     }
 }
+
+/// Runs the katop binary as the unprivileged user `nobody` (root only), from a private
+/// world-writable directory (returned, for files nobody must write) holding a copy of it, with
+/// `HOME` there too (root's config is not nobody's to read).
+pub fn katop_as_nobody(name: &str, args: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("katop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = dir.join("katop");
+    std::fs::copy(env!("CARGO_BIN_EXE_katop"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .env("HOME", &dir)
+        .env_remove("KATOP_FILTER")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    (out, dir)
+}

@@ -292,3 +292,61 @@ fn kills_a_connection_through_the_confirmation_dialog() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn turns_keepalive_on_from_the_dashboard() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: borrowing this process's fd (pidfd_getfd) from katop needs root");
+        return;
+    }
+    let Some(t) = Tmux::start("keepalive", 160, 40) else {
+        return;
+    };
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut server, _) = l.accept().unwrap();
+    let port = client.local_addr().unwrap().port();
+    let log = std::env::temp_dir().join(format!("katop-tui-ka-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    t.start_katop(&format!(
+        "--interval 300ms --kill-log {}",
+        log.to_str().unwrap()
+    ));
+    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
+    t.keys(&["/"]);
+    t.type_text(&only_it);
+    t.keys(&["Enter"]);
+    let local = format!("127.0.0.1:{port}");
+    t.wait("the test's client, keepalive off", |s| {
+        s.lines().filter(|l| l.starts_with("tcp ")).count() == 1
+            && s.lines().any(|l| l.contains(&local) && l.contains(" off "))
+    });
+    t.keys(&["K"]);
+    t.wait("the keepalive dialog", |s| {
+        s.contains("Turn keepalive on for these 1 socket(s)?")
+            && s.contains("settings: idle=60s intvl=10s cnt=5")
+    });
+    // Edit the count: cnt=5 -> cnt=3.
+    t.keys(&["BSpace"]);
+    t.type_text("3");
+    t.wait_for("noticed within 1m30s");
+    t.keys(&["Enter"]);
+    t.wait("the change's result", |s| {
+        s.contains("keepalive: changed 1, already gone 0, refused 0, failed 0")
+    });
+    // katop reads the socket again: keepalive on, 3 probes to go.
+    t.wait("the row to show keepalive on", |s| {
+        s.lines().any(|l| l.contains(&local) && l.contains(" on "))
+    });
+    t.keys(&["q"]);
+    t.wait_for("AFTER-KATOP-0");
+    let r = socket2::SockRef::from(&client);
+    assert!(r.keepalive().unwrap());
+    assert_eq!(r.tcp_keepalive_retries().unwrap(), 3);
+    client.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    server.read_exact(&mut b).unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("\"action\":\"keepalive\""), "{logged}");
+    let _ = std::fs::remove_file(&log);
+}

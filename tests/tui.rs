@@ -66,9 +66,10 @@ impl Tmux {
         self.cmd(&["capture-pane", "-t", "0", "-p"])
     }
 
-    /// Waits (at most 15 s) until `pred` holds for the screen, and returns that screen.
+    /// Waits (at most 30 s: a loaded 2-core CI machine runs five of these at once) until `pred`
+    /// holds for the screen, and returns that screen.
     fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.screen();
             if pred(&s) {

@@ -623,3 +623,21 @@ fn a_declared_middlebox_shortens_the_offered_idle_time() {
     };
     assert_eq!(text, "idle=25s intvl=10s cnt=5");
 }
+
+#[test]
+fn a_hostile_process_name_cannot_reach_the_terminal_through_a_kill_listing() {
+    let (app, _) = fixture_app();
+    let evil = app
+        .table
+        .entries()
+        .find(|e| {
+            e.sock
+                .owner
+                .process()
+                .is_some_and(|p| p.name.contains('\u{1b}'))
+        })
+        .expect("the fixture's hostile name");
+    let line = Target::of(&evil).describe();
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+    assert!(line.contains("?[2Jevil"), "{line}");
+}

@@ -263,7 +263,7 @@ pub fn settings_line(s: &KernelSettings) -> String {
 }
 
 /// Control characters (from process names or paths) must not reach the terminal.
-fn sanitize(s: &str) -> String {
+pub fn sanitize(s: &str) -> String {
     if s.chars().any(char::is_control) {
         s.chars()
             .map(|c| if c.is_control() { '?' } else { c })

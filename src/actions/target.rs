@@ -75,7 +75,8 @@ impl Target {
             .map_or_else(|| "-".into(), |o| format!("{}[{}]", o.name, o.pid))
     }
 
-    /// One line for confirmations and dry runs: `tcp ESTABLISHED 10.0.0.1:5 → 10.0.0.2:80 …`.
+    /// One line for confirmations and dry runs: `tcp ESTABLISHED 10.0.0.1:5 → 10.0.0.2:80 …`,
+    /// printable (a process name or Unix path cannot smuggle escapes to the terminal).
     pub fn describe(&self) -> String {
         let idle = self.idle_ms.map_or_else(
             || "-".into(),
@@ -86,14 +87,14 @@ impl Target {
         } else {
             format!("  stale: {}", self.stale.join(","))
         };
-        format!(
+        crate::output::sanitize(&format!(
             "{} {} {} → {}  {}  idle {idle}{stale}",
             self.proto.name(),
             self.state_name(),
             self.local,
             self.remote,
             self.process_label()
-        )
+        ))
     }
 }
 

@@ -317,12 +317,21 @@ mod tests {
             read_socket_fds(std::process::id(), &FxHashMap::default(), &live, false).unwrap();
         assert_eq!(fds.get(&(fd as u32)), Some(&inode));
         assert!(read >= 1);
-        // With the cache trusted, the live socket's link is not read again.
-        let (again, reread) = read_socket_fds(std::process::id(), &fds, &live, true).unwrap();
-        assert_eq!(again.get(&(fd as u32)), Some(&inode));
-        assert!(
-            reread < read,
-            "cached fds were read again: {reread} vs {read}"
+        // With the cache trusted, a cached fd whose socket is live is not read again: a cache
+        // that (wrongly) says another live inode is believed. (Asked of the fd itself, not
+        // of counts, which other tests' threads change by opening files meanwhile.)
+        let decoy = Inode(inode.0 ^ 1);
+        let live: FxHashSet<Inode> = [inode, decoy].into_iter().collect();
+        let cached: FxHashMap<u32, Inode> = [(fd as u32, decoy)].into_iter().collect();
+        let pid = std::process::id();
+        let (trusted, _) = read_socket_fds(pid, &cached, &live, true).unwrap();
+        assert_eq!(
+            trusted.get(&(fd as u32)),
+            Some(&decoy),
+            "the cached fd was read again"
         );
+        // Without reuse (a full rescan) the link is read and the truth wins.
+        let (fresh, _) = read_socket_fds(pid, &cached, &live, false).unwrap();
+        assert_eq!(fresh.get(&(fd as u32)), Some(&inode));
     }
 }

@@ -83,8 +83,8 @@ impl<'a> JsonSock<'a> {
             _ => None,
         };
         let params = e.params();
-        let detect =
-            params.and_then(|p| crate::model::keepalive::dead_peer_detect(s, &p, table.settings()));
+        // Counted from the poll, as every other time in the object.
+        let detect = e.ctx.polled_at.and_then(|at| e.detect(at));
         let (pid, process, cmdline, fd) = match &s.owner {
             Owner::Process { process, fd } => (
                 Some(process.pid),

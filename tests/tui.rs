@@ -111,6 +111,30 @@ impl Tmux {
         });
     }
 
+    /// Starts the dashboard with its action log in a fresh file, whose path it returns.
+    fn start_logging_katop(&self, name: &str) -> std::path::PathBuf {
+        let log =
+            std::env::temp_dir().join(format!("katop-tui-{name}-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        self.start_katop(&format!("--interval 300ms --kill-log {}", log.display()));
+        log
+    }
+
+    /// Filters the dashboard to one connection, by its port pair (old `TIME_WAIT`s may share the
+    /// local port); returns the filter and the connection's local address.
+    fn show_only(&self, client: &TcpStream) -> (String, String) {
+        let local = client.local_addr().unwrap();
+        let only_it = format!(
+            "sport:{} dport:{}",
+            local.port(),
+            client.peer_addr().unwrap().port()
+        );
+        self.keys(&["/"]);
+        self.type_text(&only_it);
+        self.keys(&["Enter"]);
+        (only_it, local.to_string())
+    }
+
     /// Types the katop command line, followed by what shows the terminal's mode afterwards.
     fn launch(&self, args: &str) {
         let bin = env!("CARGO_BIN_EXE_katop");
@@ -139,11 +163,7 @@ fn filter_select_details_stale_preset_and_quit() {
 
     t.start_katop("--interval 300ms");
     t.wait_for("keepalive");
-    t.keys(&["/"]);
-    // The port pair names the connection (old TIME_WAITs may share the local port).
-    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
-    t.type_text(&only_it);
-    t.keys(&["Enter"]);
+    let (only_it, _) = t.show_only(&client);
     t.wait_for(&format!("[{only_it}]"));
     // The first poll may land after the keys: wait for the test's connection to be listed.
     let server = l.local_addr().unwrap().to_string();
@@ -244,18 +264,8 @@ fn kills_a_connection_through_the_confirmation_dialog() {
         TcpStream::connect(l.local_addr().unwrap()).unwrap(),
         l.accept().unwrap(),
     );
-    let port = client.local_addr().unwrap().port();
-    let log = std::env::temp_dir().join(format!("katop-tui-kill-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&log);
-    t.start_katop(&format!(
-        "--interval 300ms --kill-log {}",
-        log.to_str().unwrap()
-    ));
-    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
-    t.keys(&["/"]);
-    t.type_text(&only_it);
-    t.keys(&["Enter"]);
-    let local = format!("127.0.0.1:{port}");
+    let log = t.start_logging_katop("kill");
+    let (only_it, local) = t.show_only(&client);
     t.wait("the test's client as the only row", |s| {
         s.contains(&format!("[{only_it}]"))
             && s.lines().filter(|l| l.starts_with("tcp ")).count() == 1
@@ -314,18 +324,8 @@ fn turns_keepalive_on_from_the_dashboard() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (mut server, _) = l.accept().unwrap();
-    let port = client.local_addr().unwrap().port();
-    let log = std::env::temp_dir().join(format!("katop-tui-ka-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&log);
-    t.start_katop(&format!(
-        "--interval 300ms --kill-log {}",
-        log.to_str().unwrap()
-    ));
-    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
-    t.keys(&["/"]);
-    t.type_text(&only_it);
-    t.keys(&["Enter"]);
-    let local = format!("127.0.0.1:{port}");
+    let log = t.start_logging_katop("ka");
+    let (_, local) = t.show_only(&client);
     t.wait("the test's client, keepalive off", |s| {
         s.lines().filter(|l| l.starts_with("tcp ")).count() == 1
             && s.lines().any(|l| l.contains(&local) && l.contains(" off "))

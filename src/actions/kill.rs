@@ -9,7 +9,7 @@ use rustix::io::Errno;
 use super::reach;
 use super::target::{Action, Outcome, Report, Target};
 use crate::collector::current_netns;
-use crate::collector::sock_diag::{Answer, DiagSocket, InetSockId};
+use crate::collector::sock_diag::{DiagSocket, InetSockId};
 use crate::error::CollectError;
 use crate::model::{NetnsId, SockState};
 
@@ -87,20 +87,16 @@ impl Killer {
             return self.shutdown(t, &id);
         }
         match self.diag.destroy(&id) {
-            Ok(Answer::Done(())) => self.confirm(&id, Mechanism::SockDestroy),
-            Ok(Answer::Errno(Errno::NOENT | Errno::STALE)) => Outcome::AlreadyGone,
-            Ok(Answer::Errno(Errno::PERM | Errno::ACCESS)) => {
-                Outcome::Refused(NEED_NET_ADMIN.into())
-            }
-            Ok(Answer::Errno(Errno::OPNOTSUPP)) if self.method == Method::Auto => {
-                self.shutdown(t, &id)
-            }
-            Ok(Answer::Errno(Errno::OPNOTSUPP)) => Outcome::Refused(
+            Ok(Ok(())) => self.confirm(&id, Mechanism::SockDestroy),
+            Ok(Err(Errno::NOENT | Errno::STALE)) => Outcome::AlreadyGone,
+            Ok(Err(Errno::PERM | Errno::ACCESS)) => Outcome::Refused(NEED_NET_ADMIN.into()),
+            Ok(Err(Errno::OPNOTSUPP)) if self.method == Method::Auto => self.shutdown(t, &id),
+            Ok(Err(Errno::OPNOTSUPP)) => Outcome::Refused(
                 "this kernel has no SOCK_DESTROY (built without CONFIG_INET_DIAG_DESTROY); \
                  --mechanism shutdown closes it through its owner's fd instead"
                     .into(),
             ),
-            Ok(Answer::Errno(e)) => Outcome::Failed(format!("SOCK_DESTROY failed: {e}")),
+            Ok(Err(e)) => Outcome::Failed(format!("SOCK_DESTROY failed: {e}")),
             Err(e) => Outcome::Failed(e.to_string()),
         }
     }

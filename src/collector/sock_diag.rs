@@ -163,15 +163,6 @@ impl InetSockId {
     }
 }
 
-/// How the kernel answered a request about one socket.
-#[derive(Debug)]
-pub enum Answer<T> {
-    Done(T),
-    /// The kernel refused or failed the request with this errno (`ENOENT`, `ESTALE`: no such
-    /// socket; `EPERM`: no `CAP_NET_ADMIN`; `EOPNOTSUPP`: no `CONFIG_INET_DIAG_DESTROY`).
-    Errno(rustix::io::Errno),
-}
-
 /// A connected `sock_diag` socket, reused across polls.
 pub struct DiagSocket {
     socket: Socket,
@@ -211,12 +202,17 @@ impl DiagSocket {
     }
 
     /// Asks the kernel to destroy exactly this socket (`SOCK_DESTROY`, as `ss -K` does): TCP
-    /// sends the peer an RST and the owner gets `ECONNABORTED`.
-    pub fn destroy(&mut self, id: &InetSockId) -> Result<Answer<()>, CollectError> {
+    /// sends the peer an RST and the owner gets `ECONNABORTED`. The inner error is the
+    /// kernel's refusal: `ENOENT`/`ESTALE` no such socket, `EPERM` no `CAP_NET_ADMIN`,
+    /// `EOPNOTSUPP` no `CONFIG_INET_DIAG_DESTROY`.
+    pub fn destroy(
+        &mut self,
+        id: &InetSockId,
+    ) -> Result<Result<(), rustix::io::Errno>, CollectError> {
         let reply = self.exact(SockDiagDestroy::new(id.request()), NLM_F_ACK)?;
         Ok(match reply {
-            Exact::Errno(e) => Answer::Errno(e),
-            Exact::Ack | Exact::Sock(_) => Answer::Done(()),
+            Exact::Errno(e) => Err(e),
+            Exact::Ack | Exact::Sock(_) => Ok(()),
         })
     }
 
@@ -246,6 +242,30 @@ impl DiagSocket {
         }
     }
 
+    /// Sends one request under the next sequence number.
+    fn send<M: NetlinkSerializable>(
+        &mut self,
+        payload: M,
+        flags: u16,
+        what: &'static str,
+    ) -> Result<(), CollectError>
+    where
+        netlink_packet_core::NetlinkPayload<M>: From<M>,
+    {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, payload.into());
+        packet.finalize();
+        let mut out = vec![0; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.socket
+            .send(&out, 0)
+            .map(drop)
+            .map_err(|source| CollectError::Send { what, source })
+    }
+
     /// Sends one non-dump request and reads its one answer (replies to other sequence numbers,
     /// e.g. the tail of an abandoned dump, are skipped).
     fn exact<M: NetlinkSerializable>(
@@ -257,17 +277,7 @@ impl DiagSocket {
         netlink_packet_core::NetlinkPayload<M>: From<M>,
     {
         let what = "single-socket";
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | extra_flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, payload.into());
-        packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.socket
-            .send(&out, 0)
-            .map_err(|source| CollectError::Send { what, source })?;
+        self.send(payload, NLM_F_REQUEST | extra_flags, what)?;
         loop {
             let n = self
                 .socket
@@ -309,20 +319,7 @@ impl DiagSocket {
         kind: DumpKind,
         mut on_datagram: impl FnMut(&[u8]) -> Result<Progress, CollectError>,
     ) -> Result<(), CollectError> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, kind.request().into());
-        packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.socket
-            .send(&out, 0)
-            .map_err(|source| CollectError::Send {
-                what: kind.label(),
-                source,
-            })?;
+        self.send(kind.request(), NLM_F_REQUEST | NLM_F_DUMP, kind.label())?;
         loop {
             let n = self
                 .socket

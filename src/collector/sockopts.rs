@@ -50,11 +50,20 @@ pub struct OptsCache {
     pub last: OptsStats,
 }
 
-/// Sockets whose options mean something and can be read: TCP, held by a known process.
-fn wanted(s: &RawSock) -> bool {
-    s.proto == Proto::Tcp
-        && !matches!(s.state, SockState::TimeWait | SockState::SynRecv)
-        && matches!(s.owner, Owner::Process { .. })
+/// The read of socket `index`, if its options mean something and can be read: TCP, held by
+/// a known process.
+fn job(index: usize, s: &RawSock) -> Option<Job> {
+    let Owner::Process { process, fd } = &s.owner else {
+        return None;
+    };
+    (s.proto == Proto::Tcp && !matches!(s.state, SockState::TimeWait | SockState::SynRecv)).then(
+        || Job {
+            index: index as u32,
+            pid: process.pid,
+            fd: *fd,
+            inode: s.inode,
+        },
+    )
 }
 
 fn due(cookie: Cookie, poll: u32) -> bool {
@@ -71,44 +80,30 @@ impl OptsCache {
                 self.map.remove(&c.0);
             }
         }
-        let mut todo: Vec<u32> = Vec::new();
+        // What each read needs, taken out of the sockets so threads can share the work.
+        let mut jobs: Vec<Job> = Vec::new();
         for (i, s) in socks.iter_mut().enumerate() {
-            if !wanted(s) {
-                continue;
-            }
+            let Some(job) = job(i, s) else { continue };
             match self.map.get_mut(&s.cookie.0) {
                 Some(word) => {
                     let ut = self.user_timeouts.get(&s.cookie.0).copied().unwrap_or(0);
                     s.opts = unpack(*word, ut);
                     *word = pack(&s.opts, poll);
                     if due(s.cookie, poll) {
-                        todo.push(i as u32);
+                        jobs.push(job);
                     }
                 }
-                None => todo.push(i as u32),
+                None => jobs.push(job),
             }
         }
         let mut stats = OptsStats::default();
         // New sockets get an entry each: room for all of them at once (one allocation on a
         // first poll of 100k, not a doubling per budgeted poll).
-        self.map.reserve(todo.len());
+        self.map.reserve(jobs.len());
         if let Some(b) = self.budget {
-            stats.deferred = todo.len().saturating_sub(b);
-            todo.truncate(b);
+            stats.deferred = jobs.len().saturating_sub(b);
+            jobs.truncate(b);
         }
-        // What each read needs, taken out of the sockets so threads can share the work.
-        let mut jobs: Vec<Job> = todo
-            .iter()
-            .filter_map(|&i| match &socks[i as usize].owner {
-                Owner::Process { process, fd } => Some(Job {
-                    index: i,
-                    pid: process.pid,
-                    fd: *fd,
-                    inode: socks[i as usize].inode,
-                }),
-                _ => None,
-            })
-            .collect();
         // One pidfd per process: visit each process's sockets together.
         jobs.sort_unstable_by_key(|j| j.pid);
         for (job, read) in jobs.iter().zip(read_all(&jobs)) {

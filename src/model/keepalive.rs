@@ -295,12 +295,13 @@ impl fmt::Display for AtRisk<'_> {
 /// alive.
 pub fn at_risk<'a>(
     sock: &RawSock,
-    params: Option<&Params>,
+    settings: &KernelSettings,
     middleboxes: &'a [Middlebox],
 ) -> Option<AtRisk<'a>> {
     if sock.proto != Proto::Tcp || sock.state != SockState::Established {
         return None;
     }
+    let shortest = middleboxes.iter().map(|m| m.timeout_s).min()?;
     let info = sock.tcp_info.as_ref()?;
     // A middlebox sees packets, not data: keepalive probes and their answers count.
     let silent_ms = u64::from(
@@ -309,12 +310,12 @@ pub fn at_risk<'a>(
             .min(info.last_ack_recv()?),
     );
     // Most connections are not silent that long: no middlebox lookup for them.
-    let shortest = middleboxes.iter().map(|m| m.timeout_s).min()?;
     if silent_ms <= u64::from(shortest) * 1000 {
         return None;
     }
     let middlebox = middlebox_for(middleboxes, &sock.remote)?;
     let timeout_ms = u64::from(middlebox.timeout_s) * 1000;
+    let params = Params::of(sock, settings);
     let keepalive_idle_s = match params.and_then(|p| p.enabled.map(|on| (on, p.idle_s))) {
         Some((true, idle)) if idle < middlebox.timeout_s => return None,
         Some((true, idle)) => Some(idle),

@@ -152,8 +152,7 @@ fn at_risk_when_silent_past_the_middlebox_without_shorter_keepalive() {
     // Silent 5 min towards :5432: the 240 s proxy is the tightest; keepalive off.
     let mut s = with_idle(sock(SockState::Established), 300_000);
     s.opts = read(7200, 75, 9, false, 0);
-    let p = Params::of(&s, &st);
-    let r = at_risk(&s, p.as_ref(), &mbs).expect("at risk");
+    let r = at_risk(&s, &st, &mbs).expect("at risk");
     assert_eq!(r.middlebox.name, "pg-proxy");
     let text = r.to_string();
     assert!(
@@ -164,16 +163,13 @@ fn at_risk_when_silent_past_the_middlebox_without_shorter_keepalive() {
     );
     // Keepalive that probes before the middlebox forgets protects it.
     s.opts = read(60, 10, 5, true, 0);
-    assert_eq!(at_risk(&s, Params::of(&s, &st).as_ref(), &mbs), None);
+    assert_eq!(at_risk(&s, &st, &mbs), None);
     // Keepalive slower than the middlebox does not.
     s.opts = read(7200, 75, 9, true, 0);
-    let r = at_risk(&s, Params::of(&s, &st).as_ref(), &mbs).unwrap();
+    let r = at_risk(&s, &st, &mbs).unwrap();
     assert!(r.to_string().contains("keepalive waits 2h"), "{r}");
     // Not yet silent that long: not at risk; no middlebox declared: never.
     let quiet = with_idle(sock(SockState::Established), 100_000);
-    assert_eq!(
-        at_risk(&quiet, Params::of(&quiet, &st).as_ref(), &mbs),
-        None
-    );
-    assert_eq!(at_risk(&s, Params::of(&s, &st).as_ref(), &[]), None);
+    assert_eq!(at_risk(&quiet, &st, &mbs), None);
+    assert_eq!(at_risk(&s, &st, &[]), None);
 }

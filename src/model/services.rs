@@ -24,11 +24,6 @@ fn table() -> &'static [(u16, &'static str)] {
     })
 }
 
-/// The service of a port, if well known.
-pub fn by_port(port: u16) -> Option<&'static str> {
-    id_by_port(port).name()
-}
-
 /// A service as 2 bytes (kept per socket): its position in the table plus one; 0 is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ServiceId(u16);
@@ -40,7 +35,8 @@ impl ServiceId {
     }
 }
 
-fn id_by_port(port: u16) -> ServiceId {
+/// The service of a port, if well known (`ServiceId::name` is `None` if not).
+pub fn by_port(port: u16) -> ServiceId {
     let t = table();
     t.binary_search_by_key(&port, |&(p, _)| p)
         .ok()
@@ -56,12 +52,7 @@ pub fn is_known(name: &str) -> bool {
 /// The service a connection talks: the well-known port of either end; when both are, the
 /// lower port (an ephemeral client port can collide with a registered one, a server port
 /// rarely is high).
-pub fn of(local: &Endpoint, remote: &Endpoint) -> Option<&'static str> {
-    id_of(local, remote).name()
-}
-
-/// [`of`], as the 2-byte id the model keeps.
-pub fn id_of(local: &Endpoint, remote: &Endpoint) -> ServiceId {
+pub fn of(local: &Endpoint, remote: &Endpoint) -> ServiceId {
     let (a, b) = match (
         local.port().filter(|&p| p != 0),
         remote.port().filter(|&p| p != 0),
@@ -70,8 +61,8 @@ pub fn id_of(local: &Endpoint, remote: &Endpoint) -> ServiceId {
         (Some(a), None) | (None, Some(a)) => (a, None),
         (None, None) => return ServiceId(0),
     };
-    match id_by_port(a) {
-        ServiceId(0) => b.map_or(ServiceId(0), id_by_port),
+    match by_port(a) {
+        ServiceId(0) => b.map_or(ServiceId(0), by_port),
         found => found,
     }
 }
@@ -101,27 +92,30 @@ mod tests {
             (443, "https"),
             (22, "ssh"),
         ] {
-            assert_eq!(by_port(port), Some(name), "port {port}");
+            assert_eq!(by_port(port).name(), Some(name), "port {port}");
         }
-        assert_eq!(by_port(1), None);
+        assert_eq!(by_port(1).name(), None);
         assert!(is_known("Postgres"));
     }
 
     #[test]
     fn client_and_server_sides_both_name_the_service() {
         assert_eq!(
-            of(&ep("10.0.0.1:45012"), &ep("10.0.0.2:5432")),
+            of(&ep("10.0.0.1:45012"), &ep("10.0.0.2:5432")).name(),
             Some("postgres")
         );
         assert_eq!(
-            of(&ep("10.0.0.2:5432"), &ep("10.0.0.1:45012")),
+            of(&ep("10.0.0.2:5432"), &ep("10.0.0.1:45012")).name(),
             Some("postgres")
         );
         // 27017 is registered, but the lower port is the server's.
         assert_eq!(
-            of(&ep("10.0.0.2:6379"), &ep("10.0.0.1:27017")),
+            of(&ep("10.0.0.2:6379"), &ep("10.0.0.1:27017")).name(),
             Some("redis")
         );
-        assert_eq!(of(&ep("10.0.0.2:40000"), &ep("10.0.0.1:40001")), None);
+        assert_eq!(
+            of(&ep("10.0.0.2:40000"), &ep("10.0.0.1:40001")).name(),
+            None
+        );
     }
 }

@@ -122,7 +122,7 @@ impl<'a> SockEntry<'a> {
             state_since_ms: 0,
             rate_in: f32::NAN,
             rate_out: f32::NAN,
-            service: services::id_of(&sock.local, &sock.remote),
+            service: services::of(&sock.local, &sock.remote),
             keepalive: Keepalive::of(sock),
             stale: StaleSet::default(),
         };
@@ -154,7 +154,7 @@ impl<'a> SockEntry<'a> {
 
     /// Why a middlebox has probably forgotten it, if it has.
     pub fn at_risk(&self) -> Option<AtRisk<'a>> {
-        keepalive::at_risk(self.sock, self.params().as_ref(), &self.ctx.middleboxes)
+        keepalive::at_risk(self.sock, &self.ctx.settings, &self.ctx.middleboxes)
     }
 
     pub fn key(&self) -> SockKey {
@@ -324,7 +324,7 @@ impl ConnTable {
                     old.and_then(TcpInfo::bytes_acked),
                 )
                 .unwrap_or(f32::NAN),
-                service: services::id_of(&sock.local, &sock.remote),
+                service: services::of(&sock.local, &sock.remote),
                 keepalive: Keepalive::of(sock),
                 stale: self.stale(sock, in_state),
             });
@@ -346,11 +346,8 @@ impl ConnTable {
     /// The stale rules, with `at-risk` when middleboxes are declared.
     fn stale(&self, sock: &RawSock, in_state: Duration) -> StaleSet {
         let mut set = stale::reasons(sock, in_state, self.stale_after);
-        if !self.ctx.middleboxes.is_empty() && sock.state == SockState::Established {
-            let params = Params::of(sock, &self.ctx.settings);
-            if keepalive::at_risk(sock, params.as_ref(), &self.ctx.middleboxes).is_some() {
-                set.insert(stale::StaleReason::AtRisk);
-            }
+        if keepalive::at_risk(sock, &self.ctx.settings, &self.ctx.middleboxes).is_some() {
+            set.insert(stale::StaleReason::AtRisk);
         }
         set
     }

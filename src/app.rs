@@ -177,6 +177,9 @@ pub struct App {
     pub marked: FxHashSet<SockKey>,
     /// Started with `--read-only`: `k` explains instead of killing.
     pub read_only: bool,
+    /// Whose sockets actions may touch (only the user's own when katop holds privileges the
+    /// user lacks); the dialogs say so.
+    pub scope: crate::actions::Scope,
     /// This session's kill attempts, oldest first.
     pub kills: Vec<Report>,
     /// Where kill attempts are recorded, for the kill log view.
@@ -225,6 +228,7 @@ impl App {
             stale_counts: Vec::new(),
             marked: FxHashSet::default(),
             read_only: false,
+            scope: crate::actions::Scope::Everything,
             kills: Vec::new(),
             kill_log: None,
             kills_offset: 0,

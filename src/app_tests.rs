@@ -154,6 +154,7 @@ pub fn fixture_app() -> (App, Instant) {
         keepalive_intvl_s: Some(75),
         keepalive_probes: Some(9),
         retries2: Some(15),
+        rto_max_ms: Some(120_000),
         conntrack_established_s: None,
     };
     update(&mut app, Msg::Poll(Box::new(snap), t0));

@@ -9,7 +9,8 @@ use std::time::Instant;
 use clap::ValueEnum;
 
 use crate::model::duration::format_ms_short;
-use crate::model::{Detect, Keepalive, Owner, SockEntry, StaleReason, TimerKind};
+use crate::model::keepalive::Source;
+use crate::model::{Countdown, Detect, Keepalive, Owner, SockEntry, StaleReason, TimerKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 #[value(rename_all = "kebab-case")]
@@ -24,7 +25,8 @@ pub enum Column {
     Remote,
     /// Service of the well-known port at either end.
     Service,
-    /// Owning process as name[pid]; - when none holds it, ? when katop cannot see.
+    /// Owning process as name[pid], +N when N more processes hold it; - when none holds it,
+    /// ? when katop cannot see.
     Process,
     /// Time since data moved either way (TCP).
     Idle,
@@ -32,7 +34,8 @@ pub enum Column {
     /// TCP_KEEPCNT), ? when hidden.
     Keepalive,
     /// If the peer went silent now: when the kernel would notice and drop the connection
-    /// (counting down), never with keepalive off (ESTABLISHED TCP).
+    /// (counting down; ~ marks an estimate), never with keepalive off, persist while a
+    /// zero-window peer answers window probes (ESTABLISHED TCP).
     Detect,
     /// Bytes in the receive queue (listeners: pending connections).
     RecvQ,
@@ -169,17 +172,16 @@ impl Column {
             Column::Remote => s.remote.to_string(),
             Column::Service => e.service().unwrap_or_default().into(),
             Column::Process => match &s.owner {
-                Owner::Process { process, .. } => format!("{}[{}]", process.name, process.pid),
+                Owner::Process { process, .. } => match e.other_processes() {
+                    0 => format!("{}[{}]", process.name, process.pid),
+                    n => format!("{}[{}]+{n}", process.name, process.pid),
+                },
                 Owner::None => "-".into(),
                 Owner::Unknown => "?".into(),
             },
             Column::Idle => opt(e.idle_ms().map(|ms| format_ms_short(ms.into()))),
             Column::Keepalive => keepalive_cell(e),
-            Column::Detect => match e.detect(now) {
-                Some(Detect::Never) => "never".into(),
-                Some(Detect::InMs(ms)) => format_ms_short(ms),
-                None => String::new(),
-            },
+            Column::Detect => e.detect(now).as_ref().map_or_else(String::new, detect_cell),
             Column::RecvQ => s.recv_q.to_string(),
             Column::SendQ => s.send_q.to_string(),
             Column::Rtt => opt(info
@@ -255,9 +257,9 @@ impl Column {
             Column::Age => Some(e.age(now).as_millis() as u64),
             Column::Rate => e.rate_in().zip(e.rate_out()).map(|(i, o)| (i + o) as u64),
             Column::Keepalive => e.keepalive_probes().map(u64::from),
-            // Never sorts as the longest wait.
-            Column::Detect => e.detect(now).map(|d| match d {
-                Detect::Never => u64::MAX / 2,
+            // Never (and a zero window's persistence) sorts as the longest wait.
+            Column::Detect => e.detect(now).map(|c| match c.detect {
+                Detect::Never | Detect::ZeroWindow => u64::MAX / 2,
                 Detect::InMs(ms) => ms,
             }),
             _ => None,
@@ -272,10 +274,24 @@ pub enum SortKey {
     Text(String),
 }
 
+/// `4m04s`, `~11m17s` (an estimate: see [`Countdown::is_estimate`]), `never`, `persist`.
+pub fn detect_cell(c: &Countdown) -> String {
+    match c.detect {
+        Detect::Never => "never".into(),
+        Detect::ZeroWindow => "persist".into(),
+        Detect::InMs(ms) if c.is_estimate() => format!("~{}", format_ms_short(ms)),
+        Detect::InMs(ms) => format_ms_short(ms),
+    }
+}
+
 fn keepalive_cell(e: &SockEntry) -> String {
     match (e.keepalive, e.sock.timer) {
         (Some(Keepalive::On), Some(t)) if t.kind == TimerKind::Keepalive && t.retrans > 0 => {
             match e.params() {
+                // The limit is the sysctl's when the socket's own could not be read.
+                Some(p) if p.source == Source::SysctlDefault => {
+                    format!("probe {}/~{}", t.retrans, p.cnt)
+                }
                 Some(p) => format!("probe {}/{}", t.retrans, p.cnt),
                 None => format!("probe {}", t.retrans),
             }
@@ -355,7 +371,17 @@ mod tests {
             expires_ms: 75_000,
             retrans: 3,
         });
-        assert_eq!(cell(Column::Keepalive, s.clone()), "probe 3/9");
+        assert_eq!(cell(Column::Keepalive, s.clone()), "probe 3/~9");
+        let mut read = s.clone();
+        read.opts = crate::model::SockOpts {
+            keepalive: true,
+            idle_s: 60,
+            intvl_s: 10,
+            cnt: 5,
+            user_timeout_ms: 0,
+            read: true,
+        };
+        assert_eq!(cell(Column::Keepalive, read), "probe 3/5");
         assert_eq!(cell(Column::Timer, s.clone()), "keepalive 1m15s (3)");
         assert_eq!(cell(Column::Process, s), "psql[42]");
     }

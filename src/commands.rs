@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
 use crate::actions::target::{summary, JsonReport};
-use crate::actions::{log, Action, AuditLog, Killer, Method, Report, Target, Tuner};
+use crate::actions::{log, Action, AuditLog, Killer, Method, Report, Scope, Target, Tuner};
 use crate::cli::{Args, Choose};
 use crate::collector::{Collector, Selection};
 use crate::model::filter::Filter;
@@ -69,6 +69,10 @@ fn act_inner(
         Err(msg) => return Ok(usage(action, &msg)),
     };
     let mut out = io::stdout().lock();
+    let scope = Scope::current();
+    if scope != Scope::Everything {
+        eprintln!("katop {name}: {scope}");
+    }
     if targets.is_empty() {
         eprintln!(
             "katop {name}: no socket matches {:?}; nothing to do",
@@ -80,20 +84,7 @@ fn act_inner(
         return Ok(ExitCode::SUCCESS);
     }
     if c.dry_run {
-        if c.json {
-            let at = SystemTime::now();
-            let planned: Vec<JsonReport> = targets
-                .iter()
-                .map(|t| JsonReport::planned(t, action, at))
-                .collect();
-            serde_json::to_writer_pretty(&mut out, &planned)?;
-            writeln!(out)?;
-        } else {
-            writeln!(out, "would {name} {} socket(s):", targets.len())?;
-            for t in &targets {
-                writeln!(out, "  {}", t.describe())?;
-            }
-        }
+        print_dry_run(&mut out, &targets, action, &scope, c.json)?;
         return Ok(ExitCode::SUCCESS);
     }
     if !c.yes {
@@ -153,6 +144,45 @@ fn act_inner(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--dry-run`: what would be acted on, and what katop would refuse (and why).
+fn print_dry_run(
+    out: &mut impl Write,
+    targets: &[Target],
+    action: Action,
+    scope: &Scope,
+    json: bool,
+) -> anyhow::Result<()> {
+    let name = action.name();
+    if json {
+        let at = SystemTime::now();
+        let refusals: Vec<Option<String>> = targets.iter().map(|t| t.refusal(scope)).collect();
+        let planned: Vec<JsonReport> = targets
+            .iter()
+            .zip(&refusals)
+            .map(|(t, why)| JsonReport {
+                reason: why.as_deref(),
+                ..JsonReport::planned(t, action, at)
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &planned)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "would {name} {} socket(s):", targets.len())?;
+        for t in targets {
+            match t.refusal(scope) {
+                Some(why) => writeln!(
+                    out,
+                    "  {}\n    would be refused: {}",
+                    t.describe(),
+                    crate::output::sanitize(&why)
+                )?,
+                None => writeln!(out, "  {}", t.describe())?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Asks on the terminal; only an explicit yes acts.

@@ -41,6 +41,7 @@ pub fn run(
     app.reverse = args.reverse;
     app.table.set_middleboxes(middleboxes);
     app.read_only = args.read_only;
+    app.scope = crate::actions::Scope::current();
     let kill_log = args.kill_log.clone().or_else(log::default_path);
     app.kill_log = kill_log.as_ref().map(|p| p.display().to_string());
     app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

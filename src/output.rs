@@ -11,13 +11,23 @@ use serde::Serialize;
 
 use crate::columns::{self, Column};
 use crate::model::duration::format_secs;
-use crate::model::{ConnTable, Endpoint, Keepalive, KernelSettings, Owner, SockEntry, StaleSet};
+use crate::model::{
+    ConnTable, Detect, Endpoint, Keepalive, KernelSettings, Owner, SockEntry, StaleSet,
+};
 
 /// The armed timer in JSON: `{"kind": "keepalive", "expires_ms": N}`.
 #[derive(Serialize)]
 struct JsonTimer {
     kind: &'static str,
     expires_ms: u32,
+}
+
+/// One process fd holding a socket, in JSON.
+#[derive(Serialize)]
+struct JsonHolder<'a> {
+    pid: u32,
+    process: &'a str,
+    fd: u32,
 }
 
 /// One socket in JSON. Absent values are `null`, never guessed.
@@ -38,6 +48,8 @@ pub struct JsonSock<'a> {
     /// `process`, `none` (no process holds it) or `unknown` (not visible without root).
     owner: &'static str,
     fd: Option<u32>,
+    /// Every process fd that holds it, the first being `pid`/`fd`; empty when none is known.
+    owners: Vec<JsonHolder<'a>>,
     interface: Option<&'a str>,
     recv_q: u32,
     send_q: u32,
@@ -67,8 +79,14 @@ pub struct JsonSock<'a> {
     user_timeout_ms: Option<u32>,
     keepalive_source: Option<&'static str>,
     /// ESTABLISHED: seconds until the kernel would notice a peer that went silent at the poll;
-    /// null when never (keepalive off) or not applicable.
+    /// null when never (keepalive off), a zero window held open, or not applicable.
     dead_peer_detect_s: Option<f64>,
+    /// `countdown`, `never` (keepalive off, nothing in flight) or `zero-window` (held open
+    /// while the peer answers window probes); null where not applicable.
+    dead_peer_detect: Option<&'static str>,
+    /// What the countdown rests on: `socket`, `sysctl-default` (the socket's settings were
+    /// not readable) or `estimate` (the retransmission clock was estimated).
+    dead_peer_detect_source: Option<&'static str>,
     /// Why a middlebox has likely forgotten it (the `at-risk` reason), in one sentence.
     at_risk: Option<String>,
 }
@@ -85,6 +103,22 @@ impl<'a> JsonSock<'a> {
         let params = e.params();
         // Counted from the poll, as every other time in the object.
         let detect = e.ctx.polled_at.and_then(|at| e.detect(at));
+        let owners = match (&s.owner, e.holders()) {
+            (_, Some(all)) => all
+                .iter()
+                .map(|h| JsonHolder {
+                    pid: h.process.pid,
+                    process: &h.process.name,
+                    fd: h.fd,
+                })
+                .collect(),
+            (Owner::Process { process, fd }, None) => vec![JsonHolder {
+                pid: process.pid,
+                process: &process.name,
+                fd: *fd,
+            }],
+            _ => Vec::new(),
+        };
         let (pid, process, cmdline, fd) = match &s.owner {
             Owner::Process { process, fd } => (
                 Some(process.pid),
@@ -113,6 +147,7 @@ impl<'a> JsonSock<'a> {
                 Owner::Unknown => "unknown",
             },
             fd,
+            owners,
             interface: (s.interface != 0)
                 .then(|| table.interfaces.get(&s.interface).map(|n| &**n))
                 .flatten(),
@@ -147,10 +182,16 @@ impl<'a> JsonSock<'a> {
             keepalive_cnt: params.map(|p| p.cnt),
             user_timeout_ms: params.map(|p| p.user_timeout_ms),
             keepalive_source: params.map(|p| p.source.name()),
-            dead_peer_detect_s: match detect {
-                Some(crate::model::Detect::InMs(ms)) => Some(ms as f64 / 1000.0),
+            dead_peer_detect_s: match detect.map(|c| c.detect) {
+                Some(Detect::InMs(ms)) => Some(ms as f64 / 1000.0),
                 _ => None,
             },
+            dead_peer_detect: detect.map(|c| match c.detect {
+                Detect::InMs(_) => "countdown",
+                Detect::Never => "never",
+                Detect::ZeroWindow => "zero-window",
+            }),
+            dead_peer_detect_source: detect.map(|c| c.basis.name()),
             at_risk: e.at_risk().map(|r| r.to_string()),
         }
     }

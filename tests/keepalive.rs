@@ -27,7 +27,7 @@ fn entry<'a>(t: &'a ConnTable, s: &TcpStream) -> SockEntry<'a> {
 }
 
 fn detect_s(e: &SockEntry) -> Option<f64> {
-    match e.detect(Instant::now()) {
+    match e.detect(Instant::now()).map(|c| c.detect) {
         Some(Detect::InMs(ms)) => Some(ms as f64 / 1000.0),
         _ => None,
     }
@@ -93,7 +93,10 @@ fn reads_each_sockets_own_options() {
     assert_eq!(p.enabled, Some(false));
     assert_eq!(Some(p.idle_s), sysctl.keepalive_time_s);
     assert_eq!(Some(p.cnt), sysctl.keepalive_probes);
-    assert_eq!(e.detect(Instant::now()), Some(Detect::Never));
+    assert_eq!(
+        e.detect(Instant::now()).map(|c| c.detect),
+        Some(Detect::Never)
+    );
 
     // The dead-peer time matches the formula: the first probe after 45 s of silence (the user
     // timeout of 20 s is shorter, so the first check after that probe drops it: + 7 s).

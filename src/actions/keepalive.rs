@@ -9,6 +9,7 @@ use rustix::net::sockopt;
 use serde::Serialize;
 
 use super::reach;
+use super::scope::Scope;
 use super::target::{Action, Outcome, Report, Target};
 use crate::collector::current_netns;
 use crate::collector::sock_diag::DiagSocket;
@@ -110,6 +111,7 @@ impl FromStr for Change {
 pub struct Tuner {
     diag: DiagSocket,
     netns: NetnsId,
+    scope: Scope,
 }
 
 impl Tuner {
@@ -117,6 +119,7 @@ impl Tuner {
         Ok(Tuner {
             diag: DiagSocket::open()?,
             netns: current_netns(),
+            scope: Scope::current(),
         })
     }
 
@@ -133,7 +136,7 @@ impl Tuner {
     }
 
     pub fn apply(&mut self, t: &Target, c: Change) -> Outcome {
-        let id = match reach::id(t, self.netns) {
+        let id = match reach::id(t, self.netns, &self.scope) {
             Ok(id) => id,
             Err(o) => return o,
         };

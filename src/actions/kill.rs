@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use rustix::io::Errno;
 
 use super::reach;
+use super::scope::Scope;
 use super::target::{Action, Outcome, Report, Target};
 use crate::collector::current_netns;
 use crate::collector::sock_diag::{DiagSocket, InetSockId};
@@ -54,6 +55,7 @@ pub struct Killer {
     diag: DiagSocket,
     netns: NetnsId,
     method: Method,
+    scope: Scope,
 }
 
 impl Killer {
@@ -62,6 +64,7 @@ impl Killer {
             diag: DiagSocket::open()?,
             netns: current_netns(),
             method,
+            scope: Scope::current(),
         })
     }
 
@@ -79,7 +82,7 @@ impl Killer {
     }
 
     pub fn kill(&mut self, t: &Target) -> Outcome {
-        let id = match reach::id(t, self.netns) {
+        let id = match reach::id(t, self.netns, &self.scope) {
             Ok(id) => id,
             Err(o) => return o,
         };

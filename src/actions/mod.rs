@@ -9,9 +9,11 @@ pub mod keepalive;
 pub mod kill;
 pub mod log;
 mod reach;
+pub mod scope;
 pub mod target;
 
 pub use keepalive::{Change, Tuner};
 pub use kill::{Killer, Mechanism, Method};
 pub use log::AuditLog;
+pub use scope::Scope;
 pub use target::{Action, Outcome, Report, Target};

@@ -2,13 +2,18 @@
 
 use std::os::fd::OwnedFd;
 
+use super::scope::Scope;
 use super::target::{Outcome, Target};
 use crate::collector::borrow;
 use crate::collector::sock_diag::{DiagSocket, InetSockId};
 use crate::model::{NetnsId, RawSock};
 
-/// The target's kernel id, if katop can act on it from namespace `netns` at all.
-pub fn id(t: &Target, netns: NetnsId) -> Result<InetSockId, Outcome> {
+/// The target's kernel id, if katop may act on it (its guard and whose it is, for `scope`)
+/// and can from namespace `netns`.
+pub fn id(t: &Target, netns: NetnsId, scope: &Scope) -> Result<InetSockId, Outcome> {
+    if let Some(why) = t.refusal(scope) {
+        return Err(Outcome::Refused(why));
+    }
     let Some(id) = t.id else {
         return Err(Outcome::Refused(
             "a Unix socket cannot be acted on (the kernel offers no way)".into(),

@@ -29,10 +29,17 @@ pub struct Target {
     pub netns: NetnsId,
     pub inode: Inode,
     pub cookie: u64,
+    /// The socket's owner uid (whose it is, for [`super::Scope`]).
+    pub uid: Option<u32>,
     pub owner: Option<TargetOwner>,
+    /// No owner was found because katop could not see every process (`?`, not `-`).
+    pub owner_unknown: bool,
     pub idle_ms: Option<u32>,
     /// Stale reasons' names, as flagged when chosen.
     pub stale: Vec<&'static str>,
+    /// Why the model says never to act on it, whatever the filter chose (a connection not
+    /// yet accepted, younger than `--stale-after`).
+    pub guard: Option<String>,
 }
 
 impl Target {
@@ -47,6 +54,9 @@ impl Target {
             netns: s.netns,
             inode: s.inode,
             cookie: s.cookie.0,
+            uid: s.uid,
+            owner_unknown: s.owner == Owner::Unknown,
+            guard: e.protected(),
             owner: match &s.owner {
                 Owner::Process { process, fd } => Some(TargetOwner {
                     pid: process.pid,
@@ -68,11 +78,18 @@ impl Target {
         self.state.name(self.proto)
     }
 
-    /// `name[pid]`, or `-` when no process is known.
+    /// `name[pid]`; `-` when no process holds it, `?` when katop could not see.
     pub fn process_label(&self) -> String {
-        self.owner
-            .as_ref()
-            .map_or_else(|| "-".into(), |o| format!("{}[{}]", o.name, o.pid))
+        match &self.owner {
+            Some(o) => format!("{}[{}]", o.name, o.pid),
+            None if self.owner_unknown => "?".into(),
+            None => "-".into(),
+        }
+    }
+
+    /// Why katop will not act on it, if it will not: the model's guard, then whose it is.
+    pub fn refusal(&self, scope: &super::Scope) -> Option<String> {
+        self.guard.clone().or_else(|| scope.refusal(self.uid))
     }
 
     /// One line for confirmations and dry runs: `tcp ESTABLISHED 10.0.0.1:5 → 10.0.0.2:80 …`,

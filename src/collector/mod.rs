@@ -125,12 +125,8 @@ impl Collector {
                 sink.first_skip.unwrap_or_default()
             ));
         }
-        if self.procs.last.denied > 0 {
-            warnings.push(format!(
-                "the fds of {} processes could not be read, so their sockets' owners show as ? \
-                 (run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)",
-                self.procs.last.denied
-            ));
+        if let Some(w) = self.procs.last.warning() {
+            warnings.push(w);
         }
         if self.opts.last.denied > 0 {
             warnings.push(format!(
@@ -145,6 +141,7 @@ impl Collector {
             netns: self.netns,
             settings: sysctl::read(),
             interfaces: self.interfaces.clone(),
+            holders: self.procs.shared(),
             taken_at: Instant::now(),
             cost: PollCost {
                 dump: dump_cost,
@@ -169,7 +166,7 @@ impl Collector {
 
 /// The inode of this process's network namespace.
 pub fn current_netns() -> NetnsId {
-    rustix::fs::stat("/proc/self/ns/net")
+    rustix::fs::stat("/proc/thread-self/ns/net")
         .map(|st| NetnsId(st.st_ino))
         .unwrap_or_default()
 }

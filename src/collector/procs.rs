@@ -3,8 +3,12 @@
 //! A full scan reads every fd link of every process. Later polls rescan only when the dump holds
 //! a socket inode the map has never accounted for, and then read links only for fds that are new
 //! or whose cached socket has gone; every [`FULL_RESCAN_EVERY`]th scan reads everything again, so
-//! a reused fd number or pid cannot keep a stale answer for long. Processes that exit mid-scan
-//! and unreadable fds are skipped, never fatal.
+//! a reused fd number or pid cannot keep a stale answer for long.
+//!
+//! An error is never an absence: only "no such process" means a process exited. A process
+//! whose fds could not be read for any other reason (permission, `EMFILE`, a failed `/proc`
+//! listing) is a blind spot, and a socket no readable process holds is then `Owner::Unknown`,
+//! not `Owner::None`: katop cannot tell that nobody holds it.
 //!
 //! procfs gives the process list and each process's `stat` and `cmdline`; the fd links are read
 //! here with one `readlinkat` per fd, where procfs's `fd()` makes four syscalls per fd: at 100k
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use rustix::fs::{Dir, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
-use crate::model::{Inode, Owner, Process, RawSock};
+use crate::model::{Holder, Holders, Inode, Owner, Process, RawSock};
 
 /// Every this many scans, read every fd link again instead of trusting the cache.
 pub const FULL_RESCAN_EVERY: u32 = 30;
@@ -35,14 +39,76 @@ struct ProcEntry {
 }
 
 /// Counters of the last scan, for the poll's status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanStats {
     pub scanned: bool,
     pub full: bool,
     pub processes: usize,
     pub links_read: usize,
-    /// Processes whose fds could not be read (permission): their sockets show as unknown.
+    /// Processes whose fds could not be read for lack of permission, and the first of them.
     pub denied: usize,
+    pub first_denied: Option<u32>,
+    /// Processes (or the process list) that could not be read for another reason, and the
+    /// first such error: every socket no readable process holds is then unknown.
+    pub failed: usize,
+    pub first_failure: Option<String>,
+}
+
+impl ScanStats {
+    /// One warning for the status line, while the last scan had blind spots.
+    pub fn warning(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.denied > 0 {
+            let fix = if rustix::process::geteuid().is_root() {
+                "denied even to root"
+            } else {
+                "run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+            };
+            parts.push(format!(
+                "the fds of {} process(es) could not be read (first: pid {}; {fix})",
+                self.denied,
+                self.first_denied.unwrap_or(0)
+            ));
+        }
+        if self.failed > 0 {
+            parts.push(format!(
+                "{} reads of /proc failed (first: {})",
+                self.failed,
+                self.first_failure.as_deref().unwrap_or("?")
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "{}, so sockets no readable process holds show their owner as ?",
+                parts.join("; ")
+            )
+        })
+    }
+
+    fn deny(&mut self, pid: u32) {
+        self.denied += 1;
+        self.first_denied.get_or_insert(pid);
+    }
+
+    fn fail(&mut self, what: impl FnOnce() -> String) {
+        self.failed += 1;
+        if self.first_failure.is_none() {
+            self.first_failure = Some(what());
+        }
+    }
+}
+
+/// Where the last scan could not see.
+#[derive(Debug, Default)]
+enum Blind {
+    /// Every process's fds were read.
+    #[default]
+    Nothing,
+    /// Only processes of these users were unreadable (permission): a socket of another user
+    /// that no process holds is held by none.
+    Users(FxHashSet<u32>),
+    /// Some read failed for another reason: no socket can be said to be held by none.
+    Everything,
 }
 
 /// The cached map; one per collector, reused every poll.
@@ -50,11 +116,13 @@ pub struct ScanStats {
 pub struct ProcessMap {
     procs: HashMap<u32, ProcEntry>,
     owners: FxHashMap<Inode, (Arc<Process>, u32)>,
+    /// Every holder of the sockets more than one fd refers to (usually few).
+    shared: Arc<Holders>,
     /// Inodes the last scan looked for and did not find: no rescan on their account.
     unowned: FxHashSet<Inode>,
     scans: u32,
-    /// Some process's fds were unreadable in the last scan.
-    incomplete: bool,
+    blind: Blind,
+    /// What the latest scan saw; kept until the next scan, so its warning stays up while true.
     pub last: ScanStats,
 }
 
@@ -65,7 +133,7 @@ impl ProcessMap {
 
     /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed.
     pub fn resolve(&mut self, socks: &mut [RawSock]) {
-        self.last = ScanStats::default();
+        self.last.scanned = false;
         // In the steady state one pass with one lookup per socket does it all.
         if !self.assign(socks) || self.scans == 0 {
             let live: FxHashSet<Inode> =
@@ -75,13 +143,18 @@ impl ProcessMap {
         }
     }
 
+    /// Every holder of the sockets that more than one fd refers to, by inode.
+    pub fn shared(&self) -> Arc<Holders> {
+        Arc::clone(&self.shared)
+    }
+
     /// Sets every socket's owner from the map; false if some inode is one the map has never
     /// accounted for (neither owned nor looked for in vain), so a scan is due.
     fn assign(&self, socks: &mut [RawSock]) -> bool {
-        let my_uid = rustix::process::geteuid().as_raw();
         let mut accounted = true;
         for s in socks.iter_mut() {
             s.owner = match self.owners.get(&s.inode) {
+                // No file refers to it (not yet accepted, or closed by its application).
                 _ if s.inode.0 == 0 => Owner::None,
                 Some((process, fd)) => Owner::Process {
                     process: Arc::clone(process),
@@ -89,8 +162,13 @@ impl ProcessMap {
                 },
                 None => {
                     accounted &= self.unowned.contains(&s.inode);
-                    // Not found, and some process was unreadable: it may be another user's.
-                    if self.incomplete && s.uid != Some(my_uid) {
+                    // Not found: held by none only if katop saw every process that could.
+                    let unseen = match &self.blind {
+                        Blind::Nothing => false,
+                        Blind::Users(uids) => s.uid.is_none_or(|u| uids.contains(&u)),
+                        Blind::Everything => true,
+                    };
+                    if unseen {
                         Owner::Unknown
                     } else {
                         Owner::None
@@ -109,19 +187,104 @@ impl ProcessMap {
             full,
             ..ScanStats::default()
         };
-        let mut seen = HashSet::new();
-        let Ok(all) = procfs::process::all_processes() else {
+        let mut denied_uids = FxHashSet::default();
+        let Some((work, seen)) = self.list(full, &mut stats, &mut denied_uids) else {
+            // Nothing is known: keep the last map, and trust no absence.
+            self.blind = Blind::Everything;
             self.last = stats;
             return;
         };
-        // Which processes to read, and whether their cached fds may be trusted.
+        // The first scan reads every fd link of every process (the bulk of a cold poll): on
+        // all cores. Later scans read few links, on this thread (no per-thread heaps kept).
+        let parallel = self.scans == 1;
+        for ((pid, _), read) in work
+            .iter()
+            .zip(read_all_fds(&self.procs, &work, live, parallel))
+        {
+            match read {
+                Ok((fds, read)) => {
+                    if let Some(entry) = self.procs.get_mut(pid) {
+                        entry.fds = fds;
+                    }
+                    stats.links_read += read;
+                }
+                // Exited meanwhile: its fds are gone with it.
+                Err(Errno::NOENT | Errno::SRCH) => {
+                    if let Some(entry) = self.procs.get_mut(pid) {
+                        entry.fds.clear();
+                    }
+                }
+                Err(Errno::ACCESS | Errno::PERM) => {
+                    stats.deny(*pid);
+                    if let Ok(p) = procfs::process::Process::new(*pid as i32) {
+                        note_denied(&p, &mut denied_uids, &mut stats);
+                    }
+                }
+                Err(e) => stats.fail(|| format!("/proc/{pid}/fd: {e}")),
+            }
+        }
+        self.procs.retain(|pid, _| seen.contains(pid));
+        self.shared = Arc::new(self.index_owners());
+        self.unowned = live
+            .iter()
+            .copied()
+            .filter(|i| !self.owners.contains_key(i))
+            .collect();
+        self.blind = if stats.failed > 0 {
+            Blind::Everything
+        } else if stats.denied > 0 {
+            Blind::Users(denied_uids)
+        } else {
+            Blind::Nothing
+        };
+        self.last = stats;
+    }
+
+    /// Lists the processes to read, refreshing the entries of new ones: `(pid, reuse)`, where
+    /// `reuse` says the cached fds may be trusted, and the pids seen. `None` when `/proc`
+    /// cannot be listed at all.
+    fn list(
+        &mut self,
+        full: bool,
+        stats: &mut ScanStats,
+        denied_uids: &mut FxHashSet<u32>,
+    ) -> Option<Listing> {
+        let all = match procfs::process::all_processes() {
+            Ok(all) => all,
+            Err(e) => {
+                stats.fail(|| format!("listing /proc: {e}"));
+                return None;
+            }
+        };
+        let mut seen = HashSet::new();
         let mut work: Vec<(u32, bool)> = Vec::new();
-        for proc in all.flatten() {
+        for proc in all {
+            // A process can exit at any point below: "not found" is that, anything else a
+            // blind spot.
+            let proc = match proc {
+                Ok(p) => p,
+                Err(procfs::ProcError::NotFound(_)) => continue,
+                Err(e) => {
+                    stats.fail(|| format!("listing /proc: {e}"));
+                    continue;
+                }
+            };
             let Ok(pid) = u32::try_from(proc.pid()) else {
                 continue;
             };
-            // A process can exit at any point below; whatever fails is skipped.
-            let Ok(stat) = proc.stat() else { continue };
+            let stat = match proc.stat() {
+                Ok(stat) => stat,
+                Err(procfs::ProcError::NotFound(_)) => continue,
+                Err(procfs::ProcError::PermissionDenied(_)) => {
+                    stats.deny(pid);
+                    note_denied(&proc, denied_uids, stats);
+                    continue;
+                }
+                Err(e) => {
+                    stats.fail(|| format!("/proc/{pid}/stat: {e}"));
+                    continue;
+                }
+            };
             seen.insert(pid);
             stats.processes += 1;
             let reuse = !full
@@ -147,49 +310,66 @@ impl ProcessMap {
             }
             work.push((pid, reuse));
         }
-        // The first scan reads every fd link of every process (the bulk of a cold poll): on
-        // all cores. Later scans read few links, on this thread (no per-thread heaps kept).
-        let parallel = self.scans == 1;
-        for ((pid, _), read) in work
-            .iter()
-            .zip(read_all_fds(&self.procs, &work, live, parallel))
-        {
-            match read {
-                Ok((fds, read)) => {
-                    if let Some(entry) = self.procs.get_mut(pid) {
-                        entry.fds = fds;
-                    }
-                    stats.links_read += read;
-                }
-                Err(Errno::ACCESS | Errno::PERM) => stats.denied += 1,
-                Err(_) => {} // exited meanwhile
-            }
-        }
-        self.procs.retain(|pid, _| seen.contains(pid));
+        Some((work, seen))
+    }
+
+    /// Rebuilds inode → first holder (the lowest pid, a stable choice across polls) and
+    /// returns every holder of the sockets held more than once (inherited after fork, a
+    /// listener shared by workers, passed with `SCM_RIGHTS`), in pid and fd order.
+    fn index_owners(&mut self) -> Holders {
         self.owners.clear();
+        let mut shared: Holders = FxHashMap::default();
         for e in self.procs.values() {
             for (&fd, &inode) in &e.fds {
-                // Shared after fork: keep the lowest pid, a stable choice across polls.
-                let slot = self
-                    .owners
-                    .entry(inode)
-                    .or_insert((Arc::clone(&e.process), fd));
-                if e.process.pid < slot.0.pid {
-                    *slot = (Arc::clone(&e.process), fd);
+                let holder = || Holder {
+                    process: Arc::clone(&e.process),
+                    fd,
+                };
+                match self.owners.entry(inode) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert((Arc::clone(&e.process), fd));
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let (first, first_fd) = o.get();
+                        shared
+                            .entry(inode)
+                            .or_insert_with(|| {
+                                vec![Holder {
+                                    process: Arc::clone(first),
+                                    fd: *first_fd,
+                                }]
+                            })
+                            .push(holder());
+                        if (e.process.pid, fd) < (first.pid, *first_fd) {
+                            o.insert((Arc::clone(&e.process), fd));
+                        }
+                    }
                 }
             }
         }
-        self.unowned = live
-            .iter()
-            .copied()
-            .filter(|i| !self.owners.contains_key(i))
-            .collect();
-        self.incomplete = stats.denied > 0;
-        self.last = stats;
+        for list in shared.values_mut() {
+            list.sort_unstable_by_key(|h| (h.process.pid, h.fd));
+        }
+        shared
+    }
+}
+
+/// Records the user of a process whose fds katop may not read; a process whose user cannot
+/// be told makes every absence unknown.
+fn note_denied(proc: &procfs::process::Process, uids: &mut FxHashSet<u32>, stats: &mut ScanStats) {
+    match proc.uid() {
+        Ok(uid) => {
+            uids.insert(uid);
+        }
+        Err(procfs::ProcError::NotFound(_)) => {}
+        Err(e) => stats.fail(|| format!("/proc/{}: {e}", proc.pid())),
     }
 }
 
 type FdsRead = Result<(FxHashMap<u32, Inode>, usize), Errno>;
+
+/// The processes to read, `(pid, reuse)`, and every pid seen.
+type Listing = (Vec<(u32, bool)>, HashSet<u32>);
 
 /// [`read_socket_fds`] for every `(pid, reuse)` of `work`, in order; with `parallel`, spread
 /// over the cores (every n-th process to each, so neighbouring big processes are split).
@@ -250,7 +430,8 @@ fn read_socket_fds(
     let mut read = 0;
     let mut link = Vec::with_capacity(64);
     while let Some(entry) = dir.read() {
-        let Ok(entry) = entry else { break };
+        // A listing cut short is not a complete one.
+        let entry = entry?;
         let name = entry.file_name().to_bytes();
         let Some(fd) = parse_u32(name) else { continue }; // "." and ".."
         if reuse {
@@ -261,9 +442,13 @@ fn read_socket_fds(
         }
         read += 1;
         link.clear();
-        let Ok(target) = rustix::fs::readlinkat(&dirfd, OsStr::from_bytes(name), link) else {
-            link = Vec::with_capacity(64);
-            continue; // closed meanwhile
+        let target = match rustix::fs::readlinkat(&dirfd, OsStr::from_bytes(name), link) {
+            Ok(t) => t,
+            Err(Errno::NOENT) => {
+                link = Vec::with_capacity(64);
+                continue; // closed meanwhile
+            }
+            Err(e) => return Err(e),
         };
         if let Some(inode) = socket_inode(target.as_bytes()) {
             fds.insert(fd, Inode(inode));

@@ -19,6 +19,7 @@ fn read_from(ipv4: &Path, conntrack: &Path) -> KernelSettings {
         keepalive_intvl_s: num(&ipv4.join("tcp_keepalive_intvl")),
         keepalive_probes: num(&ipv4.join("tcp_keepalive_probes")),
         retries2: num(&ipv4.join("tcp_retries2")),
+        rto_max_ms: num(&ipv4.join("tcp_rto_max_ms")),
         conntrack_established_s: num(conntrack),
     }
 }

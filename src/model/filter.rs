@@ -240,8 +240,8 @@ fn number(n: Num, e: &SockEntry, now: Instant) -> Option<u64> {
         Num::KaIntvlMs => e.params().map(|p| u64::from(p.intvl_s) * 1000),
         Num::KaCnt => e.params().map(|p| u64::from(p.cnt)),
         Num::UserTimeoutMs => e.params().map(|p| u64::from(p.user_timeout_ms)),
-        Num::DetectMs => e.detect(now).map(|d| match d {
-            super::Detect::Never => u64::MAX,
+        Num::DetectMs => e.detect(now).map(|c| match c.detect {
+            super::Detect::Never | super::Detect::ZeroWindow => u64::MAX,
             super::Detect::InMs(ms) => ms,
         }),
     }

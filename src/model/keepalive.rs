@@ -10,16 +10,16 @@ use serde::Serialize;
 
 use crate::model::duration::{format_secs, parse_ms};
 use crate::model::filter::{parse_addr, AddrPat};
-use crate::model::{Endpoint, Keepalive, KernelSettings, Proto, RawSock, SockState, TimerKind};
+use crate::model::retransmit::{self, InFlight};
+use crate::model::{
+    Endpoint, Keepalive, KernelSettings, Proto, RawSock, SockState, Timer, TimerKind,
+};
 
 /// Linux's defaults (`include/net/tcp.h`), for when a sysctl cannot be read.
 const DEFAULT_TIME_S: u32 = 7200;
 const DEFAULT_INTVL_S: u32 = 75;
 const DEFAULT_PROBES: u32 = 9;
 const DEFAULT_RETRIES2: u32 = 15;
-/// `TCP_RTO_MIN` and `TCP_RTO_MAX`, ms.
-const RTO_MIN_MS: u64 = 200;
-const RTO_MAX_MS: u64 = 120_000;
 
 /// A socket's options as read from it (`getsockopt` on a duplicate of its owner's fd), 12 bytes
 /// in every socket. `read: false` means nothing was read (no owner visible, not permitted, or
@@ -105,72 +105,187 @@ impl Params {
     }
 }
 
-/// When the kernel would notice that the peer went silent, counted from the poll.
+/// When the kernel would notice a peer that went silent at the poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detect {
-    /// Keepalive is off: not until the application writes (then retransmissions time out).
+    /// Keepalive is off and nothing is in flight: not until the application writes (then
+    /// retransmissions time out).
     Never,
+    /// The peer advertises a zero window: while it answers the window probes the kernel keeps
+    /// the connection open indefinitely (`tcp_probe_timer`; no `TCP_USER_TIMEOUT` to end it).
+    ZeroWindow,
     InMs(u64),
 }
 
-/// How long retransmissions go on before the kernel gives up (`tcp_retries2`, modelled as the
-/// kernel does in `tcp_model_timeout`: exponential backoff from `TCP_RTO_MIN` up to
-/// `TCP_RTO_MAX`, then linear): 924.6 s for the default 15.
-pub fn retransmit_give_up_ms(retries2: u32) -> u64 {
-    let thresh = (RTO_MAX_MS / RTO_MIN_MS).ilog2();
-    if retries2 <= thresh {
-        ((2u64 << retries2) - 1) * RTO_MIN_MS
-    } else {
-        ((2u64 << thresh) - 1) * RTO_MIN_MS + u64::from(retries2 - thresh) * RTO_MAX_MS
+/// What a countdown rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Basis {
+    /// The socket's own settings and the kernel's timers and clocks.
+    Socket,
+    /// The socket's settings could not be read: the namespace's sysctls stand in, which are
+    /// right only if the application set none of its own.
+    SysctlDefault,
+    /// How long unacknowledged data has been retransmitted (or the window closed) is
+    /// estimated from the retransmit count and the RTO.
+    Estimate,
+}
+
+impl Basis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Socket => "socket",
+            Basis::SysctlDefault => "sysctl-default",
+            Basis::Estimate => "estimate",
+        }
     }
 }
 
-/// If the peer went silent at the poll, when the kernel would drop an `ESTABLISHED` connection:
-/// keepalive off: never; keepalive on: the time to the next probe plus the probes left ×
-/// interval, or with `TCP_USER_TIMEOUT` the first check past it. `None` where unknown.
-pub fn dead_peer_detect(sock: &RawSock, p: &Params, settings: &KernelSettings) -> Option<Detect> {
+/// A dead-peer countdown and what it rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Countdown {
+    pub detect: Detect,
+    pub basis: Basis,
+}
+
+impl Countdown {
+    /// Shown as an estimate (`~`): not everything it rests on was read.
+    pub fn is_estimate(&self) -> bool {
+        self.basis != Basis::Socket
+    }
+
+    /// The same countdown `ms` later.
+    #[must_use]
+    pub fn after(self, ms: u64) -> Countdown {
+        Countdown {
+            detect: match self.detect {
+                Detect::InMs(left) => Detect::InMs(left.saturating_sub(ms)),
+                other => other,
+            },
+            ..self
+        }
+    }
+}
+
+/// If the peer of an `ESTABLISHED` connection went silent at the poll, when the kernel would
+/// drop it, as `net/ipv4/tcp_timer.c` does it (README, "Keepalive insight"). `None` where
+/// unknown or not applicable.
+///
+/// - Data in flight: retransmissions time out ([`retransmit`]), counted from the first
+///   retransmission, not from the peer's last packet.
+/// - A zero window: the peer keeps it open by answering window probes, unless a user timeout
+///   ends it.
+/// - Keepalive: the timer re-arms lazily (`tcp_keepalive_timer`): a firing before the peer has
+///   been silent for `TCP_KEEPIDLE` only waits out the rest, so the first probe goes at the
+///   later of the armed expiry and the peer's last segment + idle. Then a probe every
+///   interval, and the check after the `TCP_KEEPCNT`th drops it; with `TCP_USER_TIMEOUT`
+///   the count is ignored and the first check after a probe at which the silence has lasted
+///   the user timeout drops it. Silence is the time since the last segment from the peer,
+///   data or ACK (`keepalive_time_elapsed`).
+pub fn dead_peer_detect(
+    sock: &RawSock,
+    p: &Params,
+    settings: &KernelSettings,
+) -> Option<Countdown> {
     if sock.state != SockState::Established {
         return None;
     }
     let info = sock.tcp_info.as_ref()?;
-    // ms since the last segment from the peer: what the keepalive timer measures idleness by.
-    let silent = u64::from(info.last_ack_recv()?);
-    let timer = sock.timer;
-    if let Some(t) = timer.filter(|t| matches!(t.kind, TimerKind::Retransmit | TimerKind::Probe0)) {
-        // Data is outstanding: retransmissions decide, capped by TCP_USER_TIMEOUT when set.
-        let _ = t;
-        let total = if p.user_timeout_ms > 0 {
-            u64::from(p.user_timeout_ms)
-        } else {
-            retransmit_give_up_ms(settings.retries2.unwrap_or(DEFAULT_RETRIES2))
+    let read = match p.source {
+        Source::Socket => Basis::Socket,
+        Source::SysctlDefault => Basis::SysctlDefault,
+    };
+    let user_timeout = u64::from(p.user_timeout_ms);
+    let in_flight = |timer: Timer, retransmits: u32, rto_us: u64| {
+        let f = InFlight {
+            expires_ms: timer.expires_ms.into(),
+            retransmits,
+            rto_us,
+            since_first_ms: None,
+            rtt_us: info.rtt().unwrap_or(0).into(),
+            rttvar_us: info.rttvar().unwrap_or(0).into(),
         };
-        return Some(Detect::InMs(total.saturating_sub(silent)));
+        (f, settings.retries2.unwrap_or(DEFAULT_RETRIES2))
+    };
+    let rto_max = settings
+        .rto_max_ms
+        .map_or(retransmit::RTO_MAX_MS, u64::from);
+    let estimated = |e: bool| match read {
+        Basis::Socket if e => Basis::Estimate,
+        b => b,
+    };
+    match sock.timer {
+        Some(t) if t.kind == TimerKind::Retransmit => {
+            let (mut f, retries2) = in_flight(t, t.retrans.into(), info.rto()?.into());
+            f.since_first_ms = info.rto_recovery_ms().map(u64::from);
+            let a = f.abort(user_timeout, retries2, rto_max);
+            return Some(Countdown {
+                detect: Detect::InMs(a.in_ms),
+                basis: estimated(a.estimated),
+            });
+        }
+        Some(t) if t.kind == TimerKind::Probe0 => {
+            if user_timeout == 0 {
+                return Some(Countdown {
+                    detect: Detect::ZeroWindow,
+                    basis: read,
+                });
+            }
+            // The user timeout counts from the first window probe; each probe backs the
+            // interval off from the RTO, so the backoff counts the probes sent.
+            let backoff = info.backoff().unwrap_or(0);
+            let base = u64::from(info.rto()?).max(retransmit::RTO_MIN_MS * 1000);
+            let wait = base
+                .checked_shl(backoff.into())
+                .unwrap_or(u64::MAX)
+                .min(rto_max * 1000);
+            let (f, retries2) = in_flight(t, backoff.into(), wait);
+            let a = f.abort(user_timeout, retries2, rto_max);
+            return Some(Countdown {
+                detect: Detect::InMs(a.in_ms),
+                basis: estimated(a.estimated),
+            });
+        }
+        _ => {}
     }
     match p.enabled {
-        Some(false) => return Some(Detect::Never),
+        Some(false) => {
+            return Some(Countdown {
+                detect: Detect::Never,
+                basis: read,
+            })
+        }
         None => return None,
         Some(true) => {}
     }
-    let intvl = u64::from(p.intvl_s) * 1000;
-    let ka = timer.filter(|t| t.kind == TimerKind::Keepalive);
+    let silent = u64::from(info.silent_ms()?);
+    let idle = u64::from(p.idle_s) * 1000;
+    let intvl = (u64::from(p.intvl_s) * 1000).max(1);
+    let ka = sock.timer.filter(|t| t.kind == TimerKind::Keepalive);
     let probes = u64::from(ka.map_or(0, |t| t.retrans));
-    // The next time the keepalive timer looks at the connection.
-    let next = match ka {
-        Some(t) => u64::from(t.expires_ms),
-        None => (u64::from(p.idle_s) * 1000).saturating_sub(silent),
+    let armed = ka.map_or(0, |t| u64::from(t.expires_ms));
+    let ms = if probes == 0 {
+        let first = idle.saturating_sub(silent).max(armed);
+        if user_timeout == 0 {
+            first.saturating_add(u64::from(p.cnt).saturating_mul(intvl))
+        } else {
+            let short = user_timeout.saturating_sub(silent + first);
+            first.saturating_add(short.div_ceil(intvl).max(1).saturating_mul(intvl))
+        }
+    } else if user_timeout == 0 {
+        armed.saturating_add(
+            u64::from(p.cnt)
+                .saturating_sub(probes)
+                .saturating_mul(intvl),
+        )
+    } else {
+        let short = user_timeout.saturating_sub(silent + armed);
+        armed.saturating_add(short.div_ceil(intvl).saturating_mul(intvl))
     };
-    if p.user_timeout_ms == 0 {
-        // Each check sends a probe until `cnt` are out; the check after the last one drops it.
-        return Some(Detect::InMs(
-            next + u64::from(p.cnt).saturating_sub(probes) * intvl,
-        ));
-    }
-    // With TCP_USER_TIMEOUT the count is ignored: the first check after a probe went out at
-    // which the silence has lasted the user timeout drops it.
-    let first = if probes == 0 { next + intvl } else { next };
-    let short = u64::from(p.user_timeout_ms).saturating_sub(silent + first);
-    let checks = if intvl == 0 { 0 } else { short.div_ceil(intvl) };
-    Some(Detect::InMs(first + checks * intvl))
+    Some(Countdown {
+        detect: Detect::InMs(ms),
+        basis: read,
+    })
 }
 
 /// Something between this host and its peers that forgets idle connections: a load balancer,

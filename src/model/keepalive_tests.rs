@@ -8,6 +8,7 @@ fn settings() -> KernelSettings {
         keepalive_intvl_s: Some(75),
         keepalive_probes: Some(9),
         retries2: Some(15),
+        rto_max_ms: Some(120_000),
         conntrack_established_s: None,
     }
 }
@@ -32,6 +33,10 @@ fn ka_timer(expires_ms: u32, probes: u8) -> Timer {
 }
 
 fn detect(s: &RawSock) -> Option<Detect> {
+    countdown(s).map(|c| c.detect)
+}
+
+fn countdown(s: &RawSock) -> Option<Countdown> {
     let p = Params::of(s, &settings())?;
     dead_peer_detect(s, &p, &settings())
 }
@@ -72,16 +77,46 @@ fn keepalive_off_never_notices() {
 fn keepalive_on_is_time_to_first_probe_plus_all_probes() {
     let mut s = with_idle(sock(SockState::Established), 5000);
     s.opts = read(60, 10, 5, true, 0);
-    // Timer armed 55 s out: 55 s + 5 × 10 s.
+    // Timer armed 55 s out, the peer silent 5 s: 55 s + 5 × 10 s.
     s.timer = Some(ka_timer(55_000, 0));
     assert_eq!(detect(&s), Some(Detect::InMs(105_000)));
+    assert_eq!(countdown(&s).unwrap().basis, Basis::Socket);
     // No keepalive timer reported (hidden): from the idle time, 60 s − 5 s silent.
     s.timer = None;
     assert_eq!(detect(&s), Some(Detect::InMs(105_000)));
-    // System defaults: 2h + 75 s × 9 less the 5 s already silent.
+    // System defaults, not read: 2h + 75 s × 9 less the 5 s already silent, an estimate.
     let mut d = with_idle(sock(SockState::Established), 5000);
     d.timer = Some(ka_timer(7_195_000, 0));
-    assert_eq!(detect(&d), Some(Detect::InMs(7_195_000 + 675_000)));
+    let c = countdown(&d).unwrap();
+    assert_eq!(c.detect, Detect::InMs(7_195_000 + 675_000));
+    assert_eq!(c.basis, Basis::SysctlDefault);
+    assert!(c.is_estimate());
+}
+
+#[test]
+fn the_keepalive_timer_rearms_lazily_after_traffic() {
+    // Keepalive 5 s / 1 s / 3, armed at the handshake; the peer's last packet 1 s ago, the
+    // timer fires in 1 s: then the silence is only 2 s, so it waits 3 s more before the first
+    // probe (4 s from now), and drops it 3 probes later: 7 s, not 1 + 3 = 4 s.
+    let mut s = with_idle(sock(SockState::Established), 1000);
+    s.opts = read(5, 1, 3, true, 0);
+    s.timer = Some(ka_timer(1000, 0));
+    assert_eq!(detect(&s), Some(Detect::InMs(7000)));
+    // Silent for longer than the idle time already: the armed firing probes.
+    let mut quiet = with_idle(sock(SockState::Established), 6000);
+    quiet.opts = s.opts;
+    quiet.timer = Some(ka_timer(500, 0));
+    assert_eq!(detect(&quiet), Some(Detect::InMs(500 + 3000)));
+}
+
+#[test]
+fn silence_is_the_time_since_any_segment_from_the_peer() {
+    // Data 100 s ago, but an ACK 2 s ago: the keepalive timer counts from the ACK.
+    let mut s = with_idle(sock(SockState::Established), 100_000);
+    set_ms(&mut s, 56, 2000);
+    s.opts = read(60, 10, 5, true, 0);
+    s.timer = Some(ka_timer(0, 0));
+    assert_eq!(detect(&s), Some(Detect::InMs(58_000 + 50_000)));
 }
 
 #[test]
@@ -107,21 +142,112 @@ fn user_timeout_replaces_the_probe_count() {
     // A user timeout shorter than the idle time: the first check after a probe.
     s.opts = read(60, 10, 9, true, 5_000);
     assert_eq!(detect(&s), Some(Detect::InMs(70_000)));
+    // Probing, 2 probes out, silent 75 s, next check in 5 s: 80 s passes 78 s: dropped then.
+    let mut p = with_idle(sock(SockState::Established), 75_000);
+    p.opts = read(60, 10, 9, true, 78_000);
+    p.timer = Some(ka_timer(5000, 2));
+    assert_eq!(detect(&p), Some(Detect::InMs(5000)));
+}
+
+/// A retransmit timer with `n` retransmissions, and `tcpi_rto`.
+fn retransmitting(expires_ms: u32, n: u8, rto_ms: u32) -> RawSock {
+    let mut s = with_idle(sock(SockState::Established), 4000);
+    s.timer = Some(Timer {
+        kind: TimerKind::Retransmit,
+        expires_ms,
+        retrans: n,
+    });
+    set_ms(&mut s, 8, rto_ms * 1000);
+    s
+}
+
+/// Overwrites a u32 of the test socket's `tcp_info` at `offset`.
+fn set_ms(s: &mut RawSock, offset: usize, v: u32) {
+    let info = s.tcp_info.unwrap();
+    let mut b = vec![0u8; 248];
+    for (off, val) in [
+        (44, info.last_data_sent().unwrap()),
+        (52, info.last_data_recv().unwrap()),
+        (56, info.last_ack_recv().unwrap()),
+        (8, info.rto().unwrap()),
+    ] {
+        b[off..off + 4].copy_from_slice(&val.to_ne_bytes());
+    }
+    b[offset..offset + 4].copy_from_slice(&v.to_ne_bytes());
+    s.tcp_info = Some(crate::model::tcp_info::TcpInfo::from_kernel_bytes(&b));
 }
 
 #[test]
-fn outstanding_data_times_out_by_retransmissions() {
-    assert_eq!(retransmit_give_up_ms(15), 924_600);
-    assert_eq!(retransmit_give_up_ms(8), 102_200);
+fn outstanding_data_times_out_from_the_first_retransmission() {
+    // A write after 4 s of silence; the first RTO fires in 200 ms and starts the clock: the
+    // user timeout of 8 s runs from then, not from the peer's last packet 4 s ago.
+    let mut s = retransmitting(200, 0, 200);
+    s.opts = read(60, 10, 5, false, 8000);
+    let c = countdown(&s).unwrap();
+    assert_eq!(
+        c,
+        Countdown {
+            detect: Detect::InMs(8200),
+            basis: Basis::Socket
+        }
+    );
+    // Two retransmissions later, no exact clock (a short tcp_info): estimated, and said so.
+    let mut s = retransmitting(500, 2, 800);
+    s.opts = read(60, 10, 5, false, 8000);
+    let c = countdown(&s).unwrap();
+    // Waits 400 ms, then 300 of the current 800: 0.7 s since the first retransmission.
+    assert_eq!(c.detect, Detect::InMs(7300));
+    assert_eq!(c.basis, Basis::Estimate);
+    // The kernel's own clock (tcpi_total_rto_time, the only recovery) makes it exact.
+    let mut exact = s.clone();
+    set_ms(&mut exact, 244, 1000);
+    let mut b = vec![0u8; 248];
+    b.copy_from_slice(&tcp_info_bytes(&exact));
+    b[242..244].copy_from_slice(&1u16.to_ne_bytes());
+    exact.tcp_info = Some(crate::model::tcp_info::TcpInfo::from_kernel_bytes(&b));
+    let c = countdown(&exact).unwrap();
+    assert_eq!(
+        c,
+        Countdown {
+            detect: Detect::InMs(7000),
+            basis: Basis::Socket
+        }
+    );
+    // Without a user timeout: tcp_retries2's model, from the first retransmission.
+    let mut d = retransmitting(200, 0, 200);
+    d.opts = read(60, 10, 5, false, 0);
+    assert_eq!(detect(&d), Some(Detect::InMs(200 + 1_044_400)));
+}
+
+fn tcp_info_bytes(s: &RawSock) -> Vec<u8> {
+    let info = s.tcp_info.unwrap();
+    let mut b = vec![0u8; 248];
+    for (off, val) in [
+        (44, info.last_data_sent().unwrap()),
+        (52, info.last_data_recv().unwrap()),
+        (56, info.last_ack_recv().unwrap()),
+        (8, info.rto().unwrap()),
+        (244, info.total_rto_time().unwrap()),
+    ] {
+        b[off..off + 4].copy_from_slice(&val.to_ne_bytes());
+    }
+    b
+}
+
+#[test]
+fn a_zero_window_peer_keeps_the_connection_unless_a_user_timeout_ends_it() {
     let mut s = with_idle(sock(SockState::Established), 1000);
     s.timer = Some(Timer {
-        kind: TimerKind::Retransmit,
-        expires_ms: 400,
-        retrans: 2,
+        kind: TimerKind::Probe0,
+        expires_ms: 3000,
+        retrans: 0,
     });
-    assert_eq!(detect(&s), Some(Detect::InMs(924_600 - 1000)));
-    s.opts = read(60, 10, 5, false, 30_000);
-    assert_eq!(detect(&s), Some(Detect::InMs(29_000)));
+    set_ms(&mut s, 8, 200_000);
+    s.opts = read(60, 10, 5, true, 0);
+    assert_eq!(detect(&s), Some(Detect::ZeroWindow));
+    s.opts = read(60, 10, 5, true, 30_000);
+    let c = countdown(&s).unwrap();
+    assert_eq!(c.detect, Detect::InMs(33_000));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 pub mod duration;
 pub mod filter;
 pub mod keepalive;
+pub mod retransmit;
 pub mod services;
 pub mod socket;
 pub mod stale;
@@ -12,10 +13,10 @@ pub mod tcp_info;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub use keepalive::{Detect, Middlebox, Params, SockOpts};
+pub use keepalive::{Basis, Countdown, Detect, Middlebox, Params, SockOpts};
 pub use socket::{
-    Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Process, Proto, RawSock, SockKey,
-    SockState, Timer, TimerKind,
+    Cookie, Endpoint, Family, Holder, Holders, InetAddr, Inode, NetnsId, Owner, Process, Proto,
+    RawSock, SockKey, SockState, Timer, TimerKind,
 };
 pub use stale::{Keepalive, StaleReason, StaleSet};
 pub use table::{ConnTable, SockEntry};
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub settings: KernelSettings,
     /// Interface index → name, for the indexes the sockets use.
     pub interfaces: HashMap<u32, Box<str>>,
+    /// Every holder of the sockets held by more than one fd.
+    pub holders: std::sync::Arc<Holders>,
     pub taken_at: Instant,
     pub cost: PollCost,
     /// Things that went partly wrong (unreadable processes, skipped messages), for the status line.
@@ -51,6 +54,8 @@ pub struct KernelSettings {
     pub keepalive_intvl_s: Option<u32>,
     pub keepalive_probes: Option<u32>,
     pub retries2: Option<u32>,
+    /// `tcp_rto_max_ms` (Linux 6.15+; 120 s before).
+    pub rto_max_ms: Option<u32>,
     /// `nf_conntrack_tcp_timeout_established`, when conntrack is loaded.
     pub conntrack_established_s: Option<u32>,
 }

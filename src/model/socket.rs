@@ -272,16 +272,29 @@ pub struct Process {
     pub cmdline: Box<str>,
 }
 
+/// One fd, of one process, that refers to a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub process: Arc<Process>,
+    pub fd: u32,
+}
+
+/// Every holder of the sockets that more than one fd refers to (a listener shared by
+/// workers, a socket inherited after fork or passed with `SCM_RIGHTS`), by inode, in pid and
+/// fd order. Most sockets have one holder and no entry here: it costs nothing per socket.
+pub type Holders = rustc_hash::FxHashMap<Inode, Vec<Holder>>;
+
 /// Who holds a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
-    /// An fd of this process refers to the socket.
+    /// An fd of this process refers to the socket (the lowest pid when several do: see
+    /// [`Holders`]).
     Process { process: Arc<Process>, fd: u32 },
     /// No process holds it: closed by its application (`TIME_WAIT`, `FIN_WAIT`), not yet
     /// accepted, or leaked.
     None,
-    /// Not found, but katop could not read every process's fds (not root): it may belong to
-    /// another user's process.
+    /// Not found, but katop could not read every process that might hold it (another
+    /// user's process without root, or a read of `/proc` that failed): unknown, never none.
     Unknown,
 }
 
@@ -358,9 +371,11 @@ mod tests {
 #[cfg(test)]
 mod size {
     /// Every socket is held twice (two poll buffers take turns) at 100k+ sockets: its size is
-    /// a memory budget. The keepalive options fit where `Option<TcpInfo>`'s tag used to be.
+    /// a memory budget. The keepalive options fit where `Option<TcpInfo>`'s tag used to be;
+    /// the RTO and the kernel's RTO-recovery clock (the dead-peer countdown with data in
+    /// flight) cost 8 bytes.
     #[test]
-    fn raw_sock_stays_184_bytes() {
-        assert_eq!(std::mem::size_of::<super::RawSock>(), 184);
+    fn raw_sock_stays_192_bytes() {
+        assert_eq!(std::mem::size_of::<super::RawSock>(), 192);
     }
 }

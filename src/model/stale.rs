@@ -61,17 +61,19 @@ pub enum StaleReason {
     Retransmitting,
     CloseWait,
     Orphan,
+    Unaccepted,
     AtRisk,
 }
 
 impl StaleReason {
-    pub const ALL: [StaleReason; 7] = [
+    pub const ALL: [StaleReason; 8] = [
         StaleReason::Idle,
         StaleReason::NoKeepalive,
         StaleReason::Probing,
         StaleReason::Retransmitting,
         StaleReason::CloseWait,
         StaleReason::Orphan,
+        StaleReason::Unaccepted,
         StaleReason::AtRisk,
     ];
 
@@ -84,6 +86,7 @@ impl StaleReason {
             StaleReason::Retransmitting => "retransmitting",
             StaleReason::CloseWait => "close-wait",
             StaleReason::Orphan => "orphan",
+            StaleReason::Unaccepted => "unaccepted",
             StaleReason::AtRisk => "at-risk",
         }
     }
@@ -102,7 +105,14 @@ impl StaleReason {
             StaleReason::CloseWait => {
                 "the peer closed longer than --stale-after ago and the application never called close()"
             }
-            StaleReason::Orphan => "no process holds this socket (never accepted, or leaked)",
+            StaleReason::Orphan => {
+                "no process holds this connection and no listener is taking it, for longer than \
+                 --stale-after (a kernel socket, one in flight between processes, or leaked)"
+            }
+            StaleReason::Unaccepted => {
+                "waiting in its listener's accept queue for longer than --stale-after: the \
+                 application stopped calling accept()"
+            }
             StaleReason::AtRisk => {
                 "silent longer than a declared middlebox (--middlebox-timeout) or conntrack \
                  remembers, with no keepalive probing sooner: the flow is likely forgotten"
@@ -116,6 +126,35 @@ impl StaleReason {
 
     fn bit(self) -> u8 {
         1 << (self as u8)
+    }
+}
+
+/// A connected TCP socket that no process holds, as far as katop could see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unowned {
+    /// How long it has had no holder: for a socket no file ever referred to, its age as the
+    /// kernel measures it; otherwise how long katop has watched it ownerless.
+    pub waited: Duration,
+    /// A listener on its local address and port exists: it is waiting to be accepted.
+    pub queued: bool,
+}
+
+impl Unowned {
+    /// Whether `sock` is connected TCP with no holder (`Owner::None`; an unknown owner is
+    /// not no owner), and so may be an [`Unowned`].
+    pub fn applies(sock: &RawSock) -> bool {
+        sock.proto == Proto::Tcp
+            && sock.owner == Owner::None
+            && matches!(sock.state, SockState::Established | SockState::CloseWait)
+    }
+
+    /// A socket no file ever referred to was never accepted: it has not sent a byte since the
+    /// handshake, so the kernel's time since data was sent is its age.
+    pub fn kernel_age(sock: &RawSock) -> Option<Duration> {
+        (sock.inode.0 == 0)
+            .then(|| sock.tcp_info.as_ref()?.last_data_sent())
+            .flatten()
+            .map(|ms| Duration::from_millis(ms.into()))
     }
 }
 
@@ -149,8 +188,14 @@ impl Serialize for StaleSet {
     }
 }
 
-/// The stale rules; `in_state` is how long the socket has been in its state, as far as known.
-pub fn reasons(sock: &RawSock, in_state: Duration, stale_after: Duration) -> StaleSet {
+/// The stale rules; `in_state` is how long the socket has been in its state, as far as known,
+/// and `unowned` says how long a connected TCP socket has had no holder.
+pub fn reasons(
+    sock: &RawSock,
+    in_state: Duration,
+    unowned: Option<Unowned>,
+    stale_after: Duration,
+) -> StaleSet {
     let mut set = StaleSet::default();
     let info = sock.tcp_info.as_ref();
     let idle = info
@@ -187,11 +232,14 @@ pub fn reasons(sock: &RawSock, in_state: Duration, stale_after: Duration) -> Sta
             set.insert(StaleReason::CloseWait);
         }
     }
-    if sock.proto == Proto::Tcp
-        && sock.owner == Owner::None
-        && matches!(sock.state, SockState::Established | SockState::CloseWait)
-    {
-        set.insert(StaleReason::Orphan);
+    // A connection no process holds is normal for the milliseconds before accept(): only
+    // one that has waited --stale-after counts.
+    if let Some(u) = unowned.filter(|u| u.waited >= stale_after) {
+        set.insert(if u.queued {
+            StaleReason::Unaccepted
+        } else {
+            StaleReason::Orphan
+        });
     }
     set
 }
@@ -207,7 +255,7 @@ mod tests {
     #[test]
     fn idle_and_no_keepalive() {
         let quiet = with_idle(sock(SockState::Established), 600_000);
-        let r = reasons(&quiet, Duration::ZERO, FIVE_MIN);
+        let r = reasons(&quiet, Duration::ZERO, None, FIVE_MIN);
         assert!(r.contains(StaleReason::Idle));
         assert!(r.contains(StaleReason::NoKeepalive));
 
@@ -217,12 +265,12 @@ mod tests {
             expires_ms: 1000,
             retrans: 0,
         });
-        let r = reasons(&protected, Duration::ZERO, FIVE_MIN);
+        let r = reasons(&protected, Duration::ZERO, None, FIVE_MIN);
         assert!(r.contains(StaleReason::Idle));
         assert!(!r.contains(StaleReason::NoKeepalive));
 
         let busy = with_idle(sock(SockState::Established), 1000);
-        assert!(reasons(&busy, Duration::ZERO, FIVE_MIN).is_empty());
+        assert!(reasons(&busy, Duration::ZERO, None, FIVE_MIN).is_empty());
     }
 
     #[test]
@@ -232,6 +280,7 @@ mod tests {
             let now = reasons(
                 &with_idle(sock(SockState::Established), ms),
                 Duration::ZERO,
+                None,
                 FIVE_MIN,
             )
             .contains(StaleReason::Idle);
@@ -249,13 +298,13 @@ mod tests {
             expires_ms: 1000,
             retrans: 3,
         });
-        assert!(reasons(&s, Duration::ZERO, FIVE_MIN).contains(StaleReason::Probing));
+        assert!(reasons(&s, Duration::ZERO, None, FIVE_MIN).contains(StaleReason::Probing));
         s.timer = Some(Timer {
             kind: TimerKind::Retransmit,
             expires_ms: 200,
             retrans: 2,
         });
-        let r = reasons(&s, Duration::ZERO, FIVE_MIN);
+        let r = reasons(&s, Duration::ZERO, None, FIVE_MIN);
         assert!(r.contains(StaleReason::Retransmitting));
         assert!(!r.contains(StaleReason::Probing));
         assert_eq!(Keepalive::of(&s), Some(Keepalive::Unknown));
@@ -264,23 +313,54 @@ mod tests {
     #[test]
     fn close_wait_counts_from_the_peers_last_ack() {
         let cw = with_idle(sock(SockState::CloseWait), 0);
-        assert!(!reasons(&cw, Duration::from_secs(10), FIVE_MIN).contains(StaleReason::CloseWait));
-        assert!(reasons(&cw, Duration::from_secs(301), FIVE_MIN).contains(StaleReason::CloseWait));
+        assert!(
+            !reasons(&cw, Duration::from_secs(10), None, FIVE_MIN).contains(StaleReason::CloseWait)
+        );
+        assert!(
+            reasons(&cw, Duration::from_secs(301), None, FIVE_MIN).contains(StaleReason::CloseWait)
+        );
         // with_idle sets last_ack_recv too: ten minutes since the FIN.
         let old = with_idle(sock(SockState::CloseWait), 600_000);
-        assert!(reasons(&old, Duration::ZERO, FIVE_MIN).contains(StaleReason::CloseWait));
+        assert!(reasons(&old, Duration::ZERO, None, FIVE_MIN).contains(StaleReason::CloseWait));
     }
 
     #[test]
-    fn orphans_only_in_states_an_application_should_hold() {
+    fn ownerless_connections_count_only_after_stale_after() {
         let mut s = sock(SockState::Established);
         s.owner = Owner::None;
-        assert!(reasons(&s, Duration::ZERO, FIVE_MIN).contains(StaleReason::Orphan));
+        assert!(Unowned::applies(&s));
+        let young = Unowned {
+            waited: Duration::from_millis(3),
+            queued: false,
+        };
+        assert!(reasons(&s, Duration::ZERO, Some(young), FIVE_MIN).is_empty());
+        let old = Unowned {
+            waited: FIVE_MIN,
+            ..young
+        };
+        assert!(reasons(&s, Duration::ZERO, Some(old), FIVE_MIN).contains(StaleReason::Orphan));
+        // Waiting in a listener's accept queue is its own reason, never orphan.
+        let queued = Unowned {
+            queued: true,
+            ..old
+        };
+        let r = reasons(&s, Duration::ZERO, Some(queued), FIVE_MIN);
+        assert!(r.contains(StaleReason::Unaccepted) && !r.contains(StaleReason::Orphan));
+        // An owner katop could not see is not no owner; TIME_WAIT is held by none by design.
         s.owner = Owner::Unknown;
-        assert!(!reasons(&s, Duration::ZERO, FIVE_MIN).contains(StaleReason::Orphan));
+        assert!(!Unowned::applies(&s));
         let mut tw = sock(SockState::TimeWait);
         tw.owner = Owner::None;
-        assert!(reasons(&tw, Duration::ZERO, FIVE_MIN).is_empty());
+        assert!(!Unowned::applies(&tw));
+    }
+
+    #[test]
+    fn a_never_accepted_socket_is_as_old_as_its_last_send() {
+        let mut s = with_idle(sock(SockState::Established), 2500);
+        s.owner = Owner::None;
+        assert_eq!(Unowned::kernel_age(&s), None, "a file refers to it");
+        s.inode = crate::model::Inode(0);
+        assert_eq!(Unowned::kernel_age(&s), Some(Duration::from_millis(2500)));
     }
 
     #[test]

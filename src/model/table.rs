@@ -6,12 +6,18 @@ use std::collections::HashMap;
 use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
-use crate::model::keepalive::{self, AtRisk, Detect, Middlebox, Params};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
+
+use crate::model::keepalive::{self, AtRisk, Countdown, Middlebox, Params};
 use crate::model::services::ServiceId;
-use crate::model::stale::{self, Keepalive, StaleSet};
+use crate::model::stale::{self, Keepalive, StaleSet, Unowned};
 use crate::model::tcp_info::TcpInfo;
 use crate::model::{
-    services, KernelSettings, NetnsId, PollCost, RawSock, Snapshot, SockKey, SockState,
+    services, Endpoint, Holder, Holders, KernelSettings, NetnsId, PollCost, Proto, RawSock,
+    Snapshot, SockKey, SockState,
 };
 
 /// What entries' derived views need beside the socket: the poll's settings, when it was
@@ -25,6 +31,10 @@ pub struct Ctx {
     pub declared: Vec<Middlebox>,
     /// The declared ones plus the local conntrack table, when loaded.
     pub middleboxes: Vec<Middlebox>,
+    /// Idle (or ownerless, or in `CLOSE_WAIT`) this long counts as stale.
+    pub stale_after: Duration,
+    /// Every holder of the sockets held by more than one fd.
+    pub holders: Arc<Holders>,
 }
 
 impl Ctx {
@@ -140,15 +150,44 @@ impl<'a> SockEntry<'a> {
     }
 
     /// If the peer went silent, when the kernel would notice, counted down to `now`.
-    pub fn detect(&self, now: Instant) -> Option<Detect> {
+    pub fn detect(&self, now: Instant) -> Option<Countdown> {
         let d = keepalive::dead_peer_detect(self.sock, &self.params()?, &self.ctx.settings)?;
         let since_poll = self
             .ctx
             .polled_at
             .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
-        Some(match d {
-            Detect::InMs(ms) => Detect::InMs(ms.saturating_sub(since_poll)),
-            Detect::Never => Detect::Never,
+        Some(d.after(since_poll))
+    }
+
+    /// Why katop refuses to act on it whatever the filter says, if it does: a connection not
+    /// yet accepted by its listener is healthy for the moments before `accept()` (the cookie
+    /// stays the same once accepted), so one younger than `--stale-after` is never touched.
+    pub fn protected(&self) -> Option<String> {
+        if !Unowned::applies(self.sock) {
+            return None;
+        }
+        let age = Unowned::kernel_age(self.sock)?;
+        (age < self.ctx.stale_after).then(|| {
+            format!(
+                "not yet accepted by its application ({} old, younger than --stale-after {}): \
+                 it may be accepted any moment, and killing it would reset a healthy connection",
+                crate::model::duration::format_ms_short(age.as_millis() as u64),
+                crate::model::duration::format_secs(self.ctx.stale_after.as_secs())
+            )
+        })
+    }
+
+    /// Every fd that refers to it, when more than one does (the first is `sock.owner`).
+    pub fn holders(&self) -> Option<&'a [Holder]> {
+        self.ctx.holders.get(&self.sock.inode).map(Vec::as_slice)
+    }
+
+    /// How many processes besides the first hold it.
+    pub fn other_processes(&self) -> usize {
+        self.holders().map_or(0, |h| {
+            let mut pids: Vec<u32> = h.iter().map(|h| h.process.pid).collect();
+            pids.dedup();
+            pids.len().saturating_sub(1)
         })
     }
 
@@ -182,6 +221,62 @@ impl<'a> SockEntry<'a> {
     }
 }
 
+/// Cookie → position, after dropping repeats: a dump can list a socket twice when it moves
+/// between hash buckets mid-dump; the first is kept.
+fn dedup_by_cookie(socks: &mut Vec<RawSock>) -> FxHashMap<u64, u32> {
+    let mut index = FxHashMap::with_capacity_and_hasher(socks.len(), rustc_hash::FxBuildHasher);
+    let mut dups = Vec::new();
+    for (i, s) in socks.iter().enumerate() {
+        if index.insert(s.cookie.0, i as u32).is_some() {
+            dups.push(i);
+        }
+    }
+    if !dups.is_empty() {
+        let mut n = 0;
+        socks.retain(|_| {
+            n += 1;
+            dups.binary_search(&(n - 1)).is_err()
+        });
+        index.clear();
+        index.extend(
+            socks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.cookie.0, i as u32)),
+        );
+    }
+    index
+}
+
+/// Every TCP listener's namespace, address and port.
+fn listening(socks: &[RawSock]) -> FxHashSet<(NetnsId, IpAddr, u16)> {
+    socks
+        .iter()
+        .filter(|s| s.proto == Proto::Tcp && s.state == SockState::Listen)
+        .filter_map(|s| Some((s.netns, s.local.ip()?, s.local.port()?)))
+        .collect()
+}
+
+/// Whether a listener takes connections at `sock`'s local end: its address, or a wildcard
+/// of either family (a dual-stack `[::]` listener's IPv4 connections are IPv4-mapped).
+fn has_listener(listeners: &FxHashSet<(NetnsId, IpAddr, u16)>, sock: &RawSock) -> bool {
+    let Endpoint::Inet(local) = &sock.local else {
+        return false;
+    };
+    let (ns, port) = (sock.netns, local.port());
+    let any4 = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let any6 = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    let ip = local.ip();
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+    };
+    [Some(ip), mapped, Some(any4), Some(any6)]
+        .into_iter()
+        .flatten()
+        .any(|a| listeners.contains(&(ns, a, port)))
+}
+
 /// What `ConnTable::apply` hands back: the previous poll's sockets and the indices (into
 /// them) of those that are gone.
 #[derive(Debug)]
@@ -199,7 +294,9 @@ pub struct ConnTable {
     /// namespace), so the cookie alone keys it: 12 bytes a socket, not 24; `get` still checks
     /// the namespace.
     index: FxHashMap<u64, u32>,
-    stale_after: Duration,
+    /// Cookie → when katop first saw a connected TCP socket with no holder (ms after the
+    /// epoch); a few entries, not one per socket.
+    ownerless_since: FxHashMap<u64, u32>,
     pub netns: NetnsId,
     pub ctx: Ctx,
     pub interfaces: HashMap<u32, Box<str>>,
@@ -216,9 +313,12 @@ impl ConnTable {
             socks: Vec::new(),
             derived: Vec::new(),
             index: FxHashMap::default(),
-            stale_after,
+            ownerless_since: FxHashMap::default(),
             netns: NetnsId::default(),
-            ctx: Ctx::default(),
+            ctx: Ctx {
+                stale_after,
+                ..Ctx::default()
+            },
             interfaces: HashMap::new(),
             cost: PollCost::default(),
             warnings: Vec::new(),
@@ -228,7 +328,7 @@ impl ConnTable {
     }
 
     pub fn stale_after(&self) -> Duration {
-        self.stale_after
+        self.ctx.stale_after
     }
 
     /// Declares the middleboxes in front of the peers (for the `at-risk` rule).
@@ -254,33 +354,15 @@ impl ConnTable {
         let now_ms =
             u32::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u32::MAX);
         let mut socks = snap.socks;
-        // A dump can repeat a socket that moved between hash buckets mid-dump; keep the first.
-        let mut index = FxHashMap::with_capacity_and_hasher(socks.len(), rustc_hash::FxBuildHasher);
-        let mut dups = Vec::new();
-        for (i, s) in socks.iter().enumerate() {
-            if index.insert(s.cookie.0, i as u32).is_some() {
-                dups.push(i);
-            }
-        }
-        if !dups.is_empty() {
-            let mut n = 0;
-            socks.retain(|_| {
-                n += 1;
-                dups.binary_search(&(n - 1)).is_err()
-            });
-            index.clear();
-            index.extend(
-                socks
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.cookie.0, i as u32)),
-            );
-        }
+        let index = dedup_by_cookie(&mut socks);
         if self.ctx.settings != snap.settings || self.ctx.polled_at.is_none() {
             self.ctx.settings = snap.settings;
             self.ctx.update_middleboxes();
         }
         self.ctx.polled_at = Some(now);
+        self.ctx.holders = snap.holders;
+        let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
+        let mut ownerless_since = FxHashMap::default();
         let mut derived = Vec::with_capacity(socks.len());
         let mut carried = vec![false; self.socks.len()];
         for sock in &socks {
@@ -311,6 +393,17 @@ impl ConnTable {
                 Some(_) => Duration::from_millis(now_ms.saturating_sub(state_since_ms).into()),
                 None => Duration::ZERO,
             };
+            let unowned = Unowned::applies(sock).then(|| {
+                let since = *self.ownerless_since.get(&sock.cookie.0).unwrap_or(&now_ms);
+                ownerless_since.insert(sock.cookie.0, since);
+                let watched = Duration::from_millis(now_ms.saturating_sub(since).into());
+                let queued = sock.inode.0 == 0
+                    && has_listener(listeners.get_or_insert_with(|| listening(&socks)), sock);
+                Unowned {
+                    waited: Unowned::kernel_age(sock).unwrap_or(watched),
+                    queued,
+                }
+            });
             derived.push(Derived {
                 first_seen_ms,
                 state_since_ms,
@@ -326,9 +419,10 @@ impl ConnTable {
                 .unwrap_or(f32::NAN),
                 service: services::of(&sock.local, &sock.remote),
                 keepalive: Keepalive::of(sock),
-                stale: self.stale(sock, in_state),
+                stale: self.stale(sock, in_state, unowned),
             });
         }
+        self.ownerless_since = ownerless_since;
         let previous = std::mem::replace(&mut self.socks, socks);
         self.derived = derived;
         self.index = index;
@@ -344,8 +438,8 @@ impl ConnTable {
     }
 
     /// The stale rules, with `at-risk` when middleboxes are declared.
-    fn stale(&self, sock: &RawSock, in_state: Duration) -> StaleSet {
-        let mut set = stale::reasons(sock, in_state, self.stale_after);
+    fn stale(&self, sock: &RawSock, in_state: Duration, unowned: Option<Unowned>) -> StaleSet {
+        let mut set = stale::reasons(sock, in_state, unowned, self.ctx.stale_after);
         if keepalive::at_risk(sock, &self.ctx.settings, &self.ctx.middleboxes).is_some() {
             set.insert(stale::StaleReason::AtRisk);
         }
@@ -444,6 +538,7 @@ pub(crate) mod tests {
             netns: NetnsId(1),
             settings: KernelSettings::default(),
             interfaces: HashMap::new(),
+            holders: Arc::default(),
             taken_at: Instant::now(),
             cost: PollCost::default(),
             warnings: Vec::new(),

@@ -21,7 +21,7 @@ macro_rules! read_at {
         }
     )*};
 }
-read_at!(u8, u32, u64);
+read_at!(u8, u16, u32, u64);
 
 macro_rules! tcp_info_fields {
     ($( $(#[doc = $doc:literal])* $name:ident: $ty:ty = $offset:literal, )*) => {
@@ -69,6 +69,8 @@ tcp_info_fields! {
     backoff: u8 = 4,
     /// Congestion-avoidance state (0 open … 4 loss).
     ca_state: u8 = 1,
+    /// The current retransmission timeout, µs (backed off while retransmitting).
+    rto: u32 = 8,
     /// ms since we last sent data.
     last_data_sent: u32 = 44,
     /// ms since we last received data.
@@ -86,12 +88,28 @@ tcp_info_fields! {
     /// Bytes received from the peer.
     bytes_received: u64 = 128,
     bytes_sent: u64 = 200,
+    /// RTO recoveries over the connection's life (Linux 6.7+).
+    total_rto_recoveries: u16 = 242,
+    /// ms spent in RTO recoveries, the unfinished one included (Linux 6.7+).
+    total_rto_time: u32 = 244,
 }
 
 impl TcpInfo {
     /// Idle time: how long since data moved in either direction (the smaller of the two).
     pub fn idle_ms(&self) -> Option<u32> {
         Some(self.last_data_sent()?.min(self.last_data_recv()?))
+    }
+
+    /// How long since the peer last sent anything (data or ACK), as the keepalive timer
+    /// measures it (`keepalive_time_elapsed`: the smaller of the two).
+    pub fn silent_ms(&self) -> Option<u32> {
+        Some(self.last_data_recv()?.min(self.last_ack_recv()?))
+    }
+
+    /// ms since the first retransmission of the RTO recovery under way, when the kernel says
+    /// so exactly: it is the connection's only one (`tcpi_total_rto_time`, Linux 6.7+).
+    pub fn rto_recovery_ms(&self) -> Option<u32> {
+        (self.total_rto_recoveries()? == 1).then_some(self.total_rto_time()?)
     }
 }
 
@@ -121,6 +139,21 @@ mod tests {
         assert_eq!(i.bytes_received(), Some(678));
         assert_eq!(i.idle_ms(), Some(900));
         assert_eq!(i.bytes_sent(), Some(0));
+    }
+
+    #[test]
+    fn rto_recovery_time_is_exact_only_for_a_first_recovery() {
+        let mut b = info_bytes(248);
+        b[242..244].copy_from_slice(&1u16.to_ne_bytes());
+        b[244..248].copy_from_slice(&4321u32.to_ne_bytes());
+        assert_eq!(TcpInfo::from_kernel_bytes(&b).rto_recovery_ms(), Some(4321));
+        b[242..244].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(TcpInfo::from_kernel_bytes(&b).rto_recovery_ms(), None);
+        // Before Linux 6.7 the struct ends at 240 bytes.
+        assert_eq!(
+            TcpInfo::from_kernel_bytes(&b[..240]).rto_recovery_ms(),
+            None
+        );
     }
 
     #[test]

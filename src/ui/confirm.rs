@@ -8,7 +8,7 @@ use ratatui::Frame;
 
 use super::sockets::sanitize;
 use super::theme::Theme;
-use crate::actions::Target;
+use crate::actions::{Scope, Target};
 use crate::commands::is_listening_state;
 
 /// The dialog's rectangle in `area`: wide enough for a socket line, high enough for `lines`.
@@ -25,7 +25,14 @@ fn area_for(area: Rect, lines: usize) -> Rect {
     )
 }
 
-pub fn render(targets: &[Target], yes: bool, theme: Theme, frame: &mut Frame, area: Rect) {
+pub fn render(
+    targets: &[Target],
+    yes: bool,
+    scope: &Scope,
+    theme: Theme,
+    frame: &mut Frame,
+    area: Rect,
+) {
     let listening = targets
         .iter()
         .filter(|t| is_listening_state(t.proto, t.state))
@@ -40,6 +47,7 @@ pub fn render(targets: &[Target], yes: bool, theme: Theme, frame: &mut Frame, ar
             theme.error(),
         )));
     }
+    lines.extend(refusals(targets, scope, theme));
     // The list, the blank line and the buttons under the title lines.
     let popup = area_for(area, lines.len() + targets.len() + 2);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
@@ -70,8 +78,8 @@ pub fn render(targets: &[Target], yes: bool, theme: Theme, frame: &mut Frame, ar
 /// The keepalive dialog: the sockets, the settings being typed, and what they would mean.
 pub fn render_keepalive(
     targets: &[Target],
-    text: &str,
-    error: Option<&str>,
+    (text, error): (&str, Option<&str>),
+    scope: &Scope,
     theme: Theme,
     frame: &mut Frame,
     area: Rect,
@@ -80,9 +88,11 @@ pub fn render_keepalive(
         format!("Turn keepalive on for these {} socket(s)?", targets.len()),
         theme.title(),
     ))];
-    // Title, list, blank, settings, verdict, keys.
-    let popup = area_for(area, targets.len() + 5);
-    let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(5);
+    lines.extend(refusals(targets, scope, theme));
+    let head = lines.len();
+    // Title lines, list, blank, settings, verdict, keys.
+    let popup = area_for(area, targets.len() + head + 4);
+    let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(head + 4);
     lines.extend(target_lines(targets, room, theme));
     lines.push(Line::from(""));
     lines.push(Line::from(vec![
@@ -113,6 +123,26 @@ pub fn render_keepalive(
         .border_style(theme.warn());
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+/// How many of the targets katop will refuse, and why (the first reason), before anyone
+/// confirms; and whose sockets it acts on when limited.
+fn refusals(targets: &[Target], scope: &Scope, theme: Theme) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if *scope != Scope::Everything {
+        lines.push(Line::from(Span::styled(scope.to_string(), theme.warn())));
+    }
+    let refused: Vec<String> = targets.iter().filter_map(|t| t.refusal(scope)).collect();
+    if let Some(first) = refused.first() {
+        lines.push(Line::from(Span::styled(
+            sanitize(format!(
+                "{} of them will be refused: {first}",
+                refused.len()
+            )),
+            theme.error(),
+        )));
+    }
+    lines
 }
 
 /// One line per target, as many as `room` allows, the rest counted.

@@ -11,8 +11,9 @@ use crate::app::App;
 use std::time::Instant;
 
 use crate::model::duration::{format_ms_short, format_secs};
-use crate::model::keepalive::{middlebox_for, retransmit_give_up_ms, Source};
-use crate::model::{Detect, Keepalive, KernelSettings, Owner, Params, SockEntry, TimerKind};
+use crate::model::keepalive::{middlebox_for, Source};
+use crate::model::retransmit::{give_up_ms, RTO_MAX_MS};
+use crate::model::{Basis, Detect, Keepalive, KernelSettings, Owner, Params, SockEntry, TimerKind};
 
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let block = Block::default()
@@ -80,7 +81,23 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
                 &format!("{}[{}] fd {fd}", process.name, process.pid),
             ));
             out.push(kv(theme, "cmdline", &process.cmdline));
+            if let Some(all) = e.holders() {
+                let list: Vec<String> = all
+                    .iter()
+                    .map(|h| format!("{}[{}] fd {}", h.process.name, h.process.pid, h.fd))
+                    .collect();
+                out.push(kv(
+                    theme,
+                    "held by",
+                    &format!("{} fds: {}", list.len(), list.join(", ")),
+                ));
+            }
         }
+        Owner::None if s.inode.0 == 0 => out.push(kv(
+            theme,
+            "process",
+            "none yet: no application has accepted it from its listener",
+        )),
         Owner::None => out.push(kv(theme, "process", "none holds it")),
         Owner::Unknown => out.push(kv(
             theme,
@@ -135,6 +152,9 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
             ),
         ));
     }
+    if let Some(why) = e.protected() {
+        out.push(kv(theme, "kill", &format!("refused: {why}")));
+    }
     out.push(Line::from(""));
     if e.stale.is_empty() {
         out.push(Line::styled("not stale", theme.good()));
@@ -183,11 +203,29 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
     };
     out.push(settings_line(&p, &e.ctx.settings));
     out.extend(state_lines(e, &p));
-    if let Some(Detect::InMs(ms)) = e.detect(now) {
-        out.push(format!(
-            "if the peer stays silent, the kernel drops it in ~{}",
-            format_secs(ms.div_ceil(1000))
-        ));
+    if let Some(c) = e.detect(now) {
+        let why = match c.basis {
+            Basis::Socket => "",
+            Basis::SysctlDefault => {
+                " (an estimate: the socket's own settings are not readable, the sysctls stand in)"
+            }
+            Basis::Estimate => {
+                " (an estimate: how long the data has been retransmitted is reckoned from the \
+                 retransmit count and RTO)"
+            }
+        };
+        match c.detect {
+            Detect::InMs(ms) => out.push(format!(
+                "if the peer went silent now, the kernel would drop it in {}{}{why}",
+                if c.is_estimate() { "~" } else { "" },
+                format_secs(ms.div_ceil(1000))
+            )),
+            Detect::ZeroWindow => out.push(format!(
+                "the peer advertises a zero window: while it answers the window probes the \
+                 kernel keeps the connection open indefinitely (no TCP_USER_TIMEOUT){why}"
+            )),
+            Detect::Never => {}
+        }
     }
     if let Some(r) = e.at_risk() {
         out.push(format!("at risk: {r}"));
@@ -253,15 +291,16 @@ fn state_lines(e: &SockEntry, p: &Params) -> Vec<String> {
         None => vec![],
         Some(Keepalive::Off) => {
             let retries2 = e.ctx.settings.retries2.unwrap_or(15);
+            let rto_max = e.ctx.settings.rto_max_ms.map_or(RTO_MAX_MS, u64::from);
             let give_up = if p.user_timeout_ms > 0 {
                 format!(
-                    "TCP_USER_TIMEOUT {}",
+                    "TCP_USER_TIMEOUT {} from the first retransmission",
                     format_ms_short(p.user_timeout_ms.into())
                 )
             } else {
                 format!(
                     "~{} of retransmissions, tcp_retries2 {retries2}",
-                    format_secs(retransmit_give_up_ms(retries2) / 1000)
+                    format_secs(give_up_ms(retries2, rto_max) / 1000)
                 )
             };
             vec![

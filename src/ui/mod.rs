@@ -3,6 +3,7 @@
 //! ```text
 //! ┌ header: host, poll cost, counts by state and stale reason, keepalive settings, sparklines ┐
 //! │ socket table (or groups)                    │ detail pane (Enter; below when narrow)    │
+//! │ warning line, while the last poll's results are partial                                  │
 //! └ status line: filter being typed, last message, or key hints                             ┘
 //! ```
 
@@ -35,14 +36,18 @@ pub struct Regions {
     pub header: Rect,
     pub table: Rect,
     pub detail: Option<Rect>,
+    /// The collector's warnings, while there are any.
+    pub warning: Option<Rect>,
     pub status: Rect,
 }
 
 /// The layout, shared by rendering and mouse handling.
 pub fn layout(area: Rect, app: &App) -> Regions {
-    let [header, body, status] = Layout::vertical([
+    let warned = u16::from(!app.table.warnings.is_empty());
+    let [header, body, warning, status] = Layout::vertical([
         Constraint::Length(HEADER_HEIGHT),
         Constraint::Min(3),
+        Constraint::Length(warned),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -63,6 +68,7 @@ pub fn layout(area: Rect, app: &App) -> Regions {
         header,
         table,
         detail,
+        warning: (warned > 0).then_some(warning),
         status,
     }
 }
@@ -94,6 +100,14 @@ pub fn render(app: &App, frame: &mut Frame) {
     if let Some(d) = r.detail {
         detail::render(app, theme, frame, d);
     }
+    if let Some(w) = r.warning {
+        // Partial results (e.g. unreadable processes) are said for as long as they last.
+        let text = app.table.warnings.join(" · ");
+        frame.render_widget(
+            Paragraph::new(Line::styled(sanitize_line(&text), theme.warn())),
+            w,
+        );
+    }
     frame.render_widget(Paragraph::new(status_line(app, theme)), r.status);
     if app.mode == Mode::Help {
         let w = area.width.min(76);
@@ -108,12 +122,21 @@ pub fn render(app: &App, frame: &mut Frame) {
         help::render(theme, frame, popup);
     }
     match &app.mode {
-        Mode::ConfirmKill { targets, yes } => confirm::render(targets, *yes, theme, frame, area),
+        Mode::ConfirmKill { targets, yes } => {
+            confirm::render(targets, *yes, &app.scope, theme, frame, area);
+        }
         Mode::SetKeepalive {
             targets,
             text,
             error,
-        } => confirm::render_keepalive(targets, text, error.as_deref(), theme, frame, area),
+        } => confirm::render_keepalive(
+            targets,
+            (text, error.as_deref()),
+            &app.scope,
+            theme,
+            frame,
+            area,
+        ),
         _ => {}
     }
 }
@@ -141,9 +164,6 @@ fn status_line(app: &App, theme: Theme) -> Line<'static> {
     }
     if let Some(s) = &app.status {
         spans.push(Span::styled(format!("{s} · "), theme.good()));
-    } else if let Some(w) = app.table.warnings.first() {
-        // Partial results (e.g. other users' processes unreadable) are said, not hidden.
-        spans.push(Span::styled(format!("{w} · "), theme.warn()));
     }
     if !app.filter.matches_all() {
         spans.push(Span::styled(
@@ -165,6 +185,11 @@ fn status_line(app: &App, theme: Theme) -> Line<'static> {
         theme.dim(),
     ));
     Line::from(spans)
+}
+
+/// Text from the collector, made printable.
+fn sanitize_line(text: &str) -> String {
+    crate::output::sanitize(text)
 }
 
 #[cfg(test)]

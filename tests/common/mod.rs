@@ -76,21 +76,39 @@ pub fn sh(args: &[&str]) {
     );
 }
 
-/// A network namespace joined to ours by a veth pair; removed on drop.
+/// Network namespaces made by this test process so far (each gets its own names and /30).
+static NAMESPACES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A network namespace joined to ours by a veth pair, `host_ip` on our side and `peer_ip`
+/// inside; removed on drop. Several can exist at once in one test process.
 pub struct PeerNs {
-    name: String,
+    pub name: String,
     host_if: String,
     peer_if: String,
+    pub host_ip: String,
+    pub peer_ip: String,
 }
 
 impl PeerNs {
-    pub fn new(host_ip: &str, peer_ip: &str) -> PeerNs {
+    pub fn new() -> PeerNs {
+        assert!(
+            std::process::Command::new("ip").arg("-V").output().is_ok(),
+            "iproute2's `ip` is missing: .ci/run installs it"
+        );
         let id = std::process::id();
+        let n = NAMESPACES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let block = 4 * (n % 64);
+        let net = format!("10.213.{}", id % 250);
         let ns = PeerNs {
-            name: format!("katop-test-{id}"),
-            host_if: format!("kt{id}a"),
-            peer_if: format!("kt{id}b"),
+            name: format!("katop-test-{id}-{n}"),
+            host_if: format!("kt{id}x{n}a"),
+            peer_if: format!("kt{id}x{n}b"),
+            host_ip: format!("{net}.{}", block + 1),
+            peer_ip: format!("{net}.{}", block + 2),
         };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns.name])
+            .output();
         sh(&["ip", "netns", "add", &ns.name]);
         sh(&[
             "ip",
@@ -108,42 +126,100 @@ impl PeerNs {
             "ip",
             "addr",
             "add",
-            &format!("{host_ip}/30"),
+            &format!("{}/30", ns.host_ip),
             "dev",
             &ns.host_if,
         ]);
         sh(&["ip", "link", "set", &ns.host_if, "up"]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns.name,
+        ns.exec(&[
             "ip",
             "addr",
             "add",
-            &format!("{peer_ip}/30"),
+            &format!("{}/30", ns.peer_ip),
             "dev",
             &ns.peer_if,
         ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns.name,
-            "ip",
-            "link",
-            "set",
-            &ns.peer_if,
-            "up",
-        ]);
+        ns.exec(&["ip", "link", "set", &ns.peer_if, "up"]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
         ns
     }
 
-    /// Cuts the peer off without a FIN or RST: its packets just stop.
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) {
+        let mut all = vec!["ip", "netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        sh(&all);
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (setns is per thread).
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = std::fs::File::open(&path).unwrap();
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Cuts the namespace off without a FIN or RST: its packets just stop. Neighbour entries
+    /// are pinned first, so no ARP failure turns the silence into ICMP errors.
     pub fn go_silent(&self) {
-        let peer_if = self.host_if.replace('a', "b");
+        self.pin_neighbours();
+        self.exec(&["ip", "link", "set", &self.peer_if, "down"]);
+    }
+
+    /// Cuts our side off instead: from inside the namespace, the host goes silent.
+    pub fn host_goes_silent(&self) {
+        self.pin_neighbours();
+        sh(&["ip", "link", "set", &self.host_if, "down"]);
+    }
+
+    fn pin_neighbours(&self) {
+        let mac = |ifname: &str, inside: bool| {
+            let path = format!("/sys/class/net/{ifname}/address");
+            let out = if inside {
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &self.name, "cat", &path])
+                    .output()
+                    .unwrap()
+                    .stdout
+            } else {
+                std::fs::read(&path).unwrap()
+            };
+            String::from_utf8(out).unwrap().trim().to_string()
+        };
+        let (host_mac, peer_mac) = (mac(&self.host_if, false), mac(&self.peer_if, true));
         sh(&[
-            "ip", "netns", "exec", &self.name, "ip", "link", "set", &peer_if, "down",
+            "ip",
+            "neigh",
+            "replace",
+            &self.peer_ip,
+            "lladdr",
+            &peer_mac,
+            "dev",
+            &self.host_if,
+            "nud",
+            "permanent",
+        ]);
+        self.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &self.host_ip,
+            "lladdr",
+            &host_mac,
+            "dev",
+            &self.peer_if,
+            "nud",
+            "permanent",
         ]);
     }
 }
@@ -164,47 +240,37 @@ impl Drop for PeerNs {
 pub struct SilentPeer {
     pub client: TcpStream,
     /// The accepted end and its listener, held inside the namespace.
-    _server: (TcpListener, TcpStream),
+    accepted: (TcpListener, TcpStream),
     ns: PeerNs,
 }
 
 impl SilentPeer {
-    /// Connects with keepalive `ka` and sends a greeting; each test process gets its own /30.
+    /// Connects with keepalive `ka` and sends a greeting.
     pub fn connect(ka: &TcpKeepalive) -> SilentPeer {
-        assert!(
-            std::process::Command::new("ip").arg("-V").output().is_ok(),
-            "iproute2's `ip` is missing: .ci/run installs it"
-        );
-        let net = 16 + (std::process::id() % 200) as u8;
-        let (host_ip, peer_ip) = (format!("10.213.{net}.1"), format!("10.213.{net}.2"));
-        let ns = PeerNs::new(&host_ip, &peer_ip);
-        // A listener inside the namespace, from a thread that joins it (setns is per thread).
-        let ns_path = format!("/run/netns/{}", ns.name);
-        let peer: SocketAddr = format!("{peer_ip}:5432").parse().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let server = std::thread::spawn(move || {
-            let fd = std::fs::File::open(&ns_path).unwrap();
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&fd),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .unwrap();
-            let l = TcpListener::bind(peer).unwrap();
-            tx.send(()).unwrap();
-            let (conn, _) = l.accept().unwrap();
-            (l, conn)
-        });
-        rx.recv().unwrap();
+        Self::connect_with(|s| s.set_tcp_keepalive(ka).unwrap())
+    }
+
+    /// Connects with options set by `setup` before the handshake, and sends a greeting.
+    pub fn connect_with(setup: impl FnOnce(&Socket)) -> SilentPeer {
+        let ns = PeerNs::new();
+        let peer: SocketAddr = format!("{}:5432", ns.peer_ip).parse().unwrap();
+        let listener = ns.within(|| TcpListener::bind(peer).unwrap());
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_tcp_keepalive(ka).unwrap();
+        setup(&s);
         s.connect(&peer.into()).unwrap();
         let mut client: TcpStream = s.into();
         std::io::Write::write_all(&mut client, b"hello").unwrap();
+        let (conn, _) = listener.accept().unwrap();
         SilentPeer {
             client,
-            _server: server.join().unwrap(),
+            accepted: (listener, conn),
             ns,
         }
+    }
+
+    /// The accepted end, inside the namespace (to send the client something).
+    pub fn server(&mut self) -> &mut TcpStream {
+        &mut self.accepted.1
     }
 
     pub fn go_silent(&self) {
@@ -212,12 +278,10 @@ impl SilentPeer {
     }
 }
 
-/// Runs the katop binary as the unprivileged user `nobody` (root only), from a private
-/// world-writable directory (returned, for files nobody must write) holding a copy of it, with
-/// `HOME` there too (root's config is not nobody's to read).
-pub fn katop_as_nobody(name: &str, args: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+/// A private world-writable directory (for files nobody must write) holding a copy of the
+/// katop binary that `nobody` may run; returns the directory and the binary.
+pub fn nobody_dir(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let dir = std::env::temp_dir().join(format!("katop-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -225,14 +289,30 @@ pub fn katop_as_nobody(name: &str, args: &[&str]) -> (std::process::Output, std:
     let bin = dir.join("katop");
     std::fs::copy(env!("CARGO_BIN_EXE_katop"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new(&bin)
+    (dir, bin)
+}
+
+/// Runs the katop binary as the unprivileged user `nobody` (root only), from [`nobody_dir`],
+/// with `HOME` there too (root's config is not nobody's to read).
+pub fn katop_as_nobody(name: &str, args: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+    let (dir, bin) = nobody_dir(name);
+    (run_as_nobody(&bin, &dir, args), dir)
+}
+
+/// Runs `bin` as `nobody` with `HOME` at `dir`.
+pub fn run_as_nobody(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(bin)
         .args(args)
         .stdin(std::process::Stdio::null())
-        .env("HOME", &dir)
+        .env("HOME", dir)
         .env_remove("KATOP_FILTER")
         .uid(65534)
         .gid(65534)
         .output()
-        .unwrap();
-    (out, dir)
+        .unwrap()
 }

@@ -72,7 +72,7 @@ impl ScanStats {
         }
         if self.failed > 0 {
             parts.push(format!(
-                "{} reads of /proc failed (first: {})",
+                "reading /proc failed {} time(s) (first: {})",
                 self.failed,
                 self.first_failure.as_deref().unwrap_or("?")
             ));

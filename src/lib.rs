@@ -181,6 +181,9 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
             .unwrap_or_else(|| Column::DEFAULT.to_vec());
         output::write_table(&mut out, &rows, &columns, width, now)?;
         writeln!(out, "\n{}", output::settings_line(table.settings()))?;
+        if let Some(legend) = output::estimate_legend(&rows, &columns, now) {
+            writeln!(out, "{legend}")?;
+        }
     }
     out.flush()?;
     Ok(())

@@ -276,6 +276,20 @@ pub fn write_table(
     Ok(())
 }
 
+/// The legend for `~` under a table whose DETECT column shows an estimate.
+pub fn estimate_legend(rows: &[SockEntry], columns: &[Column], now: Instant) -> Option<&'static str> {
+    let shown = columns.contains(&Column::Detect)
+        && rows.iter().any(|e| {
+            e.detect(now)
+                .is_some_and(|c| c.is_estimate() && matches!(c.detect, Detect::InMs(_)))
+        });
+    shown.then_some(
+        "~ DETECT is an estimate: the socket's own keepalive settings were not readable (the \
+         sysctls stand in), or how long data has been retransmitted was reckoned from the \
+         retransmit count and RTO",
+    )
+}
+
 /// One line on the system's keepalive settings, printed under the table.
 pub fn settings_line(s: &KernelSettings) -> String {
     let show = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| v.to_string());

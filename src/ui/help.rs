@@ -9,9 +9,9 @@ use super::theme::Theme;
 use crate::app::PRESETS;
 use crate::model::StaleReason;
 
-pub const HEIGHT: u16 = 38;
+pub const HEIGHT: u16 = 40;
 
-const KEYS: [(&str, &str); 20] = [
+const KEYS: [(&str, &str); 21] = [
     (
         "↑ ↓, PgUp PgDn, Home End",
         "move; the selection follows its socket across polls",
@@ -52,6 +52,10 @@ const KEYS: [(&str, &str); 20] = [
     (
         "colours",
         "red: stale · green: new · grey: closed · NO_COLOR=1 turns colour off",
+    ),
+    (
+        "~ in DETECT",
+        "an estimate: settings unreadable (sysctls stand in) or retransmit clock reckoned",
     ),
 ];
 

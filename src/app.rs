@@ -112,8 +112,12 @@ pub enum Msg {
     Tick(Instant),
     /// The terminal was resized (redraw only).
     Resize,
-    /// SIGTERM, SIGHUP or SIGINT.
+    /// SIGTERM, SIGHUP, SIGINT or SIGQUIT.
     Signal,
+    /// SIGTSTP: stop as Ctrl-Z does.
+    Suspend,
+    /// Text pasted into the terminal (bracketed paste), whole.
+    Paste(String),
     /// Kills or keepalive changes finished; `log_error` when they could not be recorded.
     Acted {
         reports: Vec<Report>,
@@ -125,6 +129,8 @@ pub enum Msg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Quit,
+    /// Restore the terminal and stop (Ctrl-Z), coming back on `fg`.
+    Suspend,
     /// Pause or resume polling.
     SetPaused(bool),
     /// Kill exactly these sockets (the operator confirmed them).
@@ -575,6 +581,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         }
         Msg::Resize => vec![],
         Msg::Signal => vec![Effect::Quit],
+        Msg::Suspend => vec![Effect::Suspend],
+        Msg::Paste(text) => {
+            paste(app, &text);
+            vec![]
+        }
         Msg::Mouse(m, area) => {
             // Behind a dialog nothing moves.
             if !matches!(
@@ -846,8 +857,13 @@ fn mouse(app: &mut App, m: MouseEvent, area: ratatui::layout::Rect) {
 
 #[allow(clippy::too_many_lines)] // the key map in one place, as help lists it
 fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
-    if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
-        return vec![Effect::Quit];
+    if k.modifiers.contains(KeyModifiers::CONTROL) {
+        match k.code {
+            KeyCode::Char('c') => return vec![Effect::Quit],
+            // In raw mode Ctrl-Z is a key, not SIGTSTP: suspend as the shell would.
+            KeyCode::Char('z') => return vec![Effect::Suspend],
+            _ => {}
+        }
     }
     if let Mode::Filter { text, .. } = &app.mode {
         let mut text = text.clone();
@@ -994,6 +1010,26 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
 }
 
 /// Validates as the user types; the table only changes on a valid filter.
+/// Pasted text lands whole where typing would (newlines as spaces); elsewhere it is ignored,
+/// never taken as keys.
+fn paste(app: &mut App, pasted: &str) {
+    let clean: String = pasted
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match &mut app.mode {
+        Mode::Filter { text, .. } => {
+            let text = format!("{text}{clean}");
+            filter_typed(app, text);
+        }
+        Mode::SetKeepalive { text, error, .. } => {
+            text.push_str(&clean);
+            *error = None;
+        }
+        _ => {}
+    }
+}
+
 fn filter_typed(app: &mut App, text: String) {
     match Filter::parse(&text) {
         Ok(_) => {

@@ -18,6 +18,19 @@ fn duration(text: &str) -> Result<Duration, String> {
     parse_ms(text).map(Duration::from_millis)
 }
 
+/// The shortest poll interval: below it polling spins the CPU to no one's benefit.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn interval(text: &str) -> Result<Duration, String> {
+    let d = duration(text)?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "'{text}' is too short: the poll interval is at least 100ms"
+        ));
+    }
+    Ok(d)
+}
+
 fn after_help() -> String {
     let reasons: Vec<String> = StaleReason::ALL
         .iter()
@@ -108,7 +121,7 @@ pub struct Args {
     pub stale_after: Duration,
 
     /// Time between polls in the dashboard.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, env = "KATOP_INTERVAL")]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = interval, env = "KATOP_INTERVAL")]
     pub interval: Duration,
 
     /// IPv4 sockets only.

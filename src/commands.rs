@@ -106,12 +106,19 @@ fn act_inner(
              --kill-log PATH. Nothing was done"
         );
     };
-    let mut audit = AuditLog::open(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the log {}: {e}; nothing was done (--kill-log PATH puts it elsewhere)",
-            path.display()
-        )
-    })?;
+    let mut audit = match AuditLog::open(&path, args.kill_log.is_some()) {
+        Ok(a) => a,
+        Err(e) => {
+            return Ok(usage(
+                action,
+                &format!(
+                    "cannot use the log {}: {e}; nothing was done (--kill-log PATH puts it \
+                     elsewhere)",
+                    path.display()
+                ),
+            ))
+        }
+    };
     let reports: Vec<Report> = match action {
         Action::Kill => Killer::new(method)?.kill_all(&targets),
         Action::Keepalive(change) => Tuner::new()?.apply_all(&targets, change),
@@ -119,7 +126,7 @@ fn act_inner(
     let logged = audit.append(&reports);
     if c.json {
         let json: Vec<JsonReport> = reports.iter().map(Report::json).collect();
-        serde_json::to_writer_pretty(&mut out, &json)?;
+        crate::text::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
     } else {
         for r in &reports {
@@ -166,7 +173,7 @@ fn print_dry_run(
                 ..JsonReport::planned(t, action, at)
             })
             .collect();
-        serde_json::to_writer_pretty(&mut *out, &planned)?;
+        crate::text::to_writer_pretty(&mut *out, &planned)?;
         writeln!(out)?;
     } else {
         writeln!(out, "would {name} {} socket(s):", targets.len())?;
@@ -176,7 +183,7 @@ fn print_dry_run(
                     out,
                     "  {}\n    would be refused: {}",
                     t.describe(),
-                    crate::output::sanitize(&why)
+                    crate::text::printable(&why)
                 )?,
                 None => writeln!(out, "  {}", t.describe())?,
             }

@@ -45,7 +45,7 @@ pub fn middleboxes(explicit: Option<&Path>) -> Result<Vec<Middlebox>, String> {
     let Some(path) = explicit.map(Path::to_path_buf).or_else(default_path) else {
         return Ok(Vec::new());
     };
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read_small(&path) {
         Ok(t) => t,
         Err(e) if explicit.is_some() => return Err(format!("cannot read {}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -56,6 +56,40 @@ pub fn middleboxes(explicit: Option<&Path>) -> Result<Vec<Middlebox>, String> {
         }
     };
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A config file is small text: more than this is not one.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a regular file of at most [`MAX_CONFIG_BYTES`]. Opened without blocking (a FIFO
+/// with no writer would otherwise hang the open), and anything but a regular file (a FIFO,
+/// `/dev/urandom`, `/dev/zero`, a directory) is refused before a byte is read.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a config is a TOML file)",
+        ));
+    }
+    let mut text = String::new();
+    let read = file
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::new(e.kind(), format!("not UTF-8 text ({e})")))?;
+    if read as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "larger than 1 MiB: not a katop config",
+        ));
+    }
+    Ok(text)
 }
 
 fn parse(text: &str) -> Result<Vec<Middlebox>, String> {
@@ -89,6 +123,23 @@ mod tests {
         let e = parse("[middlebox]\nlb = \"1s\"\n").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
         assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        for (path, why) in [
+            ("/dev/zero", "not a regular file"),
+            ("/dev/urandom", "not a regular file"),
+            ("/", "not a regular file"),
+        ] {
+            let e = middleboxes(Some(Path::new(path))).unwrap_err();
+            assert!(e.contains(why), "{path}: {e}");
+        }
+        let big = std::env::temp_dir().join(format!("katop-big-{}.toml", std::process::id()));
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let e = middleboxes(Some(&big)).unwrap_err();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        let _ = std::fs::remove_file(big);
     }
 
     #[test]

@@ -42,8 +42,17 @@ pub fn run(
     app.table.set_middleboxes(middleboxes);
     app.read_only = args.read_only;
     app.scope = crate::actions::Scope::current();
-    let kill_log = args.kill_log.clone().or_else(log::default_path);
-    app.kill_log = kill_log.as_ref().map(|p| p.display().to_string());
+    let kill_log = match &args.kill_log {
+        Some(p) => Some(LogPath {
+            path: p.clone(),
+            explicit: true,
+        }),
+        None => log::default_path().map(|path| LogPath {
+            path,
+            explicit: false,
+        }),
+    };
+    app.kill_log = kill_log.as_ref().map(|l| l.path.display().to_string());
     app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -73,11 +82,20 @@ fn spawn_collector(
     std::thread::Builder::new()
         .name("katop-collector".into())
         .spawn(move || {
-            let mut collector = match Collector::new(selection) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e.to_string()));
-                    return;
+            // A collector that cannot start (no netlink socket, no fd left) says why in the
+            // status line and tries again each interval.
+            let mut collector = loop {
+                match Collector::new(selection.clone()) {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        if tx.blocking_send(Err(e.to_string())).is_err() {
+                            return;
+                        }
+                        if applied.recv().is_err() {
+                            return;
+                        }
+                        std::thread::sleep(interval);
+                    }
                 }
             };
             // A first poll of 100k sockets reads their options over a few polls, not in one.
@@ -85,6 +103,13 @@ fn spawn_collector(
             collector.opts.reread = reread;
             // The buffer the next poll fills: the UI hands back the one it no longer shows.
             let mut buf = Vec::new();
+            // Debug builds only: a panic here on demand, for the test that katop then ends
+            // cleanly instead of drawing on without polls.
+            #[cfg(debug_assertions)]
+            if std::env::var_os("KATOP_TEST_PANIC").is_some_and(|v| v == "collector") {
+                let _ = collector.poll();
+                panic!("injected by KATOP_TEST_PANIC");
+            }
             loop {
                 if paused.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
@@ -111,7 +136,7 @@ fn spawn_collector(
 /// thousands). The log is opened before acting: nothing is done that could not be recorded.
 /// After a keepalive change the collector is told to read those sockets' options again.
 fn spawn_actor(
-    log_path: Option<std::path::PathBuf>,
+    log_path: Option<LogPath>,
     rx: std::sync::mpsc::Receiver<(Action, Vec<Target>)>,
     tx: mpsc::UnboundedSender<Msg>,
     reread: Reread,
@@ -120,7 +145,7 @@ fn spawn_actor(
         .name("katop-actions".into())
         .spawn(move || {
             for (action, targets) in rx {
-                let msg = match act(log_path.as_deref(), action, &targets) {
+                let msg = match act(log_path.as_ref(), action, &targets) {
                     Ok((reports, log_error)) => Msg::Acted { reports, log_error },
                     Err(why) => {
                         let at = std::time::SystemTime::now();
@@ -152,16 +177,32 @@ fn spawn_actor(
         .expect("spawn the actions thread");
 }
 
+/// A worker thread ended (it only does on a panic): katop ends too, saying why, instead of
+/// going on half alive (no polls, or kills that wait for ever).
+fn worker_gone(name: &str) -> anyhow::Error {
+    match tui::take_worker_panic() {
+        Some(panic) => anyhow::anyhow!("the {name} thread failed: {panic}"),
+        None => anyhow::anyhow!("the {name} thread stopped"),
+    }
+}
+
+/// Where actions are recorded, and whether the user named it (`--kill-log`).
+struct LogPath {
+    path: std::path::PathBuf,
+    explicit: bool,
+}
+
 /// One confirmed action: the reports, and why the log could not be written if it could not.
 fn act(
-    log_path: Option<&std::path::Path>,
+    log: Option<&LogPath>,
     action: Action,
     targets: &[Target],
 ) -> Result<(Vec<Report>, Option<String>), String> {
-    let path = log_path
-        .ok_or("nowhere to write the log (set HOME or XDG_STATE_HOME, or pass --kill-log)")?;
-    let mut audit =
-        AuditLog::open(path).map_err(|e| format!("cannot open the log {}: {e}", path.display()))?;
+    let log =
+        log.ok_or("nowhere to write the log (set HOME or XDG_STATE_HOME, or pass --kill-log)")?;
+    let path = &log.path;
+    let mut audit = AuditLog::open(path, log.explicit)
+        .map_err(|e| format!("cannot use the log {}: {e}", path.display()))?;
     let reports = match action {
         Action::Kill => Killer::new(Method::Auto)
             .map_err(|e| e.to_string())?
@@ -181,7 +222,7 @@ async fn event_loop(
     app: &mut App,
     interval: Duration,
     selection: Selection,
-    kill_log: Option<std::path::PathBuf>,
+    kill_log: Option<LogPath>,
 ) -> anyhow::Result<()> {
     let paused = Arc::new(AtomicBool::new(false));
     let (kill_tx, kill_rx) = std::sync::mpsc::channel();
@@ -201,6 +242,9 @@ async fn event_loop(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigquit = signal(SignalKind::quit())?;
+    let mut sigtstp = signal(SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()))?;
+    let mut sigcont = signal(SignalKind::from_raw(rustix::process::Signal::CONT.as_raw()))?;
     let mut terminal = tui::init()?;
     let mut events = EventStream::new();
     // Time-only changes (highlights expiring) need no finer clock than this.
@@ -214,24 +258,36 @@ async fn event_loop(
             terminal.draw(|f| ui::render(app, f))?;
         }
         let msg = tokio::select! {
-            Some(poll) = rx.recv() => match poll {
-                Ok(snap) => Msg::Poll(Box::new(snap), Instant::now()),
-                Err(e) => {
+            poll = rx.recv() => match poll {
+                Some(Ok(snap)) => Msg::Poll(Box::new(snap), Instant::now()),
+                Some(Err(e)) => {
                     let _ = applied_tx.try_send(Vec::new());
                     Msg::PollFailed(e)
                 }
+                None => return Err(worker_gone("collector")),
             },
             Some(event) = events.next() => match event? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => Msg::Key(k),
                 Event::Mouse(m) => Msg::Mouse(m, area),
                 Event::Resize(..) => Msg::Resize,
+                Event::Paste(text) => Msg::Paste(text),
                 _ => continue,
             },
-            Some(done) = done_rx.recv() => done,
+            done = done_rx.recv() => match done {
+                Some(done) => done,
+                None => return Err(worker_gone("actions")),
+            },
             _ = tick.tick() => Msg::Tick(Instant::now()),
             _ = sigterm.recv() => Msg::Signal,
             _ = sighup.recv() => Msg::Signal,
             _ = sigint.recv() => Msg::Signal,
+            _ = sigquit.recv() => Msg::Signal,
+            _ = sigtstp.recv() => Msg::Suspend,
+            _ = sigcont.recv() => {
+                // Stopped from outside (SIGSTOP) and continued: make sure of the terminal.
+                tui::resume(&mut terminal)?;
+                Msg::Resize
+            }
         };
         // A tick only expires highlights; when polls already redraw every second it can wait.
         redraw = !matches!(msg, Msg::Tick(_))
@@ -246,12 +302,20 @@ async fn event_loop(
         for effect in effects {
             match effect {
                 Effect::Quit => return Ok(()),
+                Effect::Suspend => {
+                    tui::suspend(&mut terminal)?;
+                    redraw = true;
+                }
                 Effect::SetPaused(p) => paused.store(p, Ordering::Relaxed),
                 Effect::Kill(targets) => {
-                    let _ = kill_tx.send((Action::Kill, targets));
+                    if kill_tx.send((Action::Kill, targets)).is_err() {
+                        return Err(worker_gone("actions"));
+                    }
                 }
                 Effect::SetKeepalive(targets, change) => {
-                    let _ = kill_tx.send((Action::Keepalive(change), targets));
+                    if kill_tx.send((Action::Keepalive(change), targets)).is_err() {
+                        return Err(worker_gone("actions"));
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod error;
 pub mod model;
 pub mod output;
+pub mod text;
 pub mod tui;
 pub mod ui;
 

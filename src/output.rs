@@ -202,7 +202,7 @@ pub fn write_json(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) -
     out.write_all(b"[")?;
     for (i, e) in rows.iter().enumerate() {
         out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-        serde_json::to_writer(&mut *out, &JsonSock::new(e, table))?;
+        crate::text::to_writer(&mut *out, &JsonSock::new(e, table))?;
     }
     out.write_all(b"\n]\n")
 }
@@ -210,7 +210,7 @@ pub fn write_json(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) -
 /// `--jsonl`: one object per line.
 pub fn write_jsonl(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) -> io::Result<()> {
     for e in rows {
-        serde_json::to_writer(&mut *out, &JsonSock::new(e, table))?;
+        crate::text::to_writer(&mut *out, &JsonSock::new(e, table))?;
         out.write_all(b"\n")?;
     }
     Ok(())
@@ -226,7 +226,12 @@ pub fn write_table(
 ) -> io::Result<()> {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|e| columns.iter().map(|c| sanitize(&c.cell(e, now))).collect())
+        .map(|e| {
+            columns
+                .iter()
+                .map(|c| crate::text::printable_owned(c.cell(e, now)))
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = columns
         .iter()
@@ -277,7 +282,11 @@ pub fn write_table(
 }
 
 /// The legend for `~` under a table whose DETECT column shows an estimate.
-pub fn estimate_legend(rows: &[SockEntry], columns: &[Column], now: Instant) -> Option<&'static str> {
+pub fn estimate_legend(
+    rows: &[SockEntry],
+    columns: &[Column],
+    now: Instant,
+) -> Option<&'static str> {
     let shown = columns.contains(&Column::Detect)
         && rows.iter().any(|e| {
             e.detect(now)
@@ -315,17 +324,6 @@ pub fn settings_line(s: &KernelSettings) -> String {
         );
     }
     line
-}
-
-/// Control characters (from process names or paths) must not reach the terminal.
-pub fn sanitize(s: &str) -> String {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
-    } else {
-        s.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -421,6 +419,5 @@ mod tests {
             .unwrap()
             .lines()
             .all(|l| l.chars().count() <= 40));
-        assert_eq!(sanitize("a\x1b[2Jb"), "a?[2Jb");
     }
 }

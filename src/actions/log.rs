@@ -1,9 +1,15 @@
 //! The audit log: one JSON line per attempt, appended to `$XDG_STATE_HOME/katop/kills.jsonl`
 //! (default `~/.local/state/katop/kills.jsonl`), or the `--kill-log` path.
+//!
+//! katop often runs as root, so where it writes is checked: the log must be a regular file
+//! (or a new one); it is opened without following a symbolic link and without blocking (a FIFO
+//! with no reader would hang the open); a symbolic link, or a file another user owns, is
+//! refused unless the path was given explicitly, the link is the user's own, and it leads into
+//! a directory the user owns. The default directory is created private (`0700`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +20,24 @@ use super::target::Report;
 /// Where the log goes when `--kill-log` is not given; `None` without `XDG_STATE_HOME` and `HOME`.
 pub fn default_path() -> Option<PathBuf> {
     Some(crate::config::xdg_base("XDG_STATE_HOME", ".local/state")?.join("katop/kills.jsonl"))
+}
+
+/// Why the log path was refused or could not be opened; nothing is done without a log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error(
+        "it is not a regular file (a FIFO, device or directory): the log must be a regular file"
+    )]
+    NotRegular,
+    #[error(
+        "it is a symbolic link that is not yours or leads outside your own directories: give \
+         the real path"
+    )]
+    Symlink,
+    #[error("the file belongs to uid {0}, not to you: give a path in a directory you own")]
+    NotOwned(u32),
 }
 
 /// An open, append-only log file.
@@ -41,20 +65,54 @@ struct Line<'a, T: Serialize> {
 }
 
 impl AuditLog {
-    /// Opens (creating it and its directory, private to the user) the log at `path`. Done
-    /// before any action, so nothing is killed that could not be recorded.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    /// Opens (creating it, and its directory private to the user) the log at `path`, which
+    /// the user named (`explicit`) or is the default. Done before any action, so nothing is
+    /// killed that could not be recorded.
+    pub fn open(path: &Path, explicit: bool) -> Result<Self, LogError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)?;
         }
+        let me = rustix::process::geteuid().as_raw();
+        let target = match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                // Followed only when the user named it, owns it, and it leads home.
+                let real = fs::canonicalize(path)?;
+                if !(explicit && m.uid() == me && parent_owned_by(&real, me)) {
+                    return Err(LogError::Symlink);
+                }
+                real
+            }
+            Ok(m) if !m.file_type().is_file() => return Err(LogError::NotRegular),
+            Ok(m) if m.uid() != me && !(explicit && parent_owned_by(path, me)) => {
+                return Err(LogError::NotOwned(m.uid()));
+            }
+            Ok(_) => path.to_path_buf(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
+            Err(e) => return Err(e.into()),
+        };
+        // No link followed and no wait for a reader, whatever changed since the check.
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
-            .open(path)?;
+            .custom_flags(flags.bits() as i32)
+            .open(&target)
+            .map_err(|e| {
+                let errno = e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+                match errno {
+                    Some(rustix::io::Errno::LOOP) => LogError::Symlink,
+                    // A FIFO no one reads: O_NONBLOCK made the open fail instead of waiting.
+                    Some(rustix::io::Errno::NXIO) => LogError::NotRegular,
+                    _ => LogError::Io(e),
+                }
+            })?;
+        if !file.metadata()?.file_type().is_file() {
+            return Err(LogError::NotRegular);
+        }
         let uid = rustix::process::getuid().as_raw();
         Ok(AuditLog {
             path: path.to_path_buf(),
@@ -74,15 +132,28 @@ impl AuditLog {
     /// Appends one line per report, each written whole (one `write` per line).
     pub fn append(&mut self, reports: &[Report]) -> io::Result<()> {
         for r in reports {
-            let mut line = serde_json::to_vec(&Line {
-                actor: &self.actor,
-                record: r.json(),
-            })?;
+            let mut line = Vec::new();
+            crate::text::to_writer(
+                &mut line,
+                &Line {
+                    actor: &self.actor,
+                    record: r.json(),
+                },
+            )?;
             line.push(b'\n');
             self.file.write_all(&line)?;
         }
         self.file.sync_data()
     }
+}
+
+/// Whether the directory holding `path` belongs to `uid`.
+fn parent_owned_by(path: &Path, uid: u32) -> bool {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::metadata(dir).is_ok_and(|m| m.uid() == uid)
 }
 
 /// The name of `uid` from `/etc/passwd`, if it has one.

@@ -104,7 +104,7 @@ impl Target {
         } else {
             format!("  stale: {}", self.stale.join(","))
         };
-        crate::output::sanitize(&format!(
+        crate::text::printable_owned(format!(
             "{} {} {} → {}  {}  idle {idle}{stale}",
             self.proto.name(),
             self.state_name(),

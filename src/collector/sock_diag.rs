@@ -283,28 +283,11 @@ impl DiagSocket {
                 .socket
                 .recv(&mut &mut self.buf[..], 0)
                 .map_err(|source| CollectError::Recv { what, source })?;
-            let mut buf = &self.buf[..n.min(self.buf.len())];
-            while let Ok(msg) = NetlinkBuffer::new_checked(buf) {
-                let step = (msg.length() as usize + 3) & !3;
-                if msg.sequence_number() == self.seq {
-                    let payload = msg.payload();
-                    match msg.message_type() {
-                        NLMSG_ERROR => {
-                            let code = payload
-                                .get(..4)
-                                .and_then(|b| b.try_into().ok())
-                                .map_or(0, i32::from_ne_bytes);
-                            return Ok(if code < 0 {
-                                Exact::Errno(rustix::io::Errno::from_raw_os_error(-code))
-                            } else {
-                                Exact::Ack
-                            });
-                        }
-                        SOCK_DIAG_BY_FAMILY => return Ok(Exact::Sock(payload.to_vec())),
-                        _ => {}
-                    }
-                }
-                buf = buf.get(step..).unwrap_or_default();
+            let datagram = &self.buf[..n.min(self.buf.len())];
+            if let Some(answer) = answer_in(datagram, self.seq)
+                .map_err(|source| CollectError::Reply { what, source })?
+            {
+                return Ok(answer);
             }
             if n == 0 {
                 return Ok(Exact::Ack);
@@ -336,10 +319,73 @@ impl DiagSocket {
     }
 }
 
+/// The answer to request `seq` in one datagram, if it holds one; every value in it is data
+/// (an out-of-range error code is an error, never a panic).
+fn answer_in(mut buf: &[u8], seq: u32) -> Result<Option<Exact>, wire::WireError> {
+    while let Ok(msg) = NetlinkBuffer::new_checked(buf) {
+        let step = (msg.length() as usize + 3) & !3;
+        if msg.sequence_number() == seq {
+            let payload = msg.payload();
+            match msg.message_type() {
+                NLMSG_ERROR => {
+                    let code = payload
+                        .get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, i32::from_ne_bytes);
+                    return Ok(Some(match wire::kernel_errno(code)? {
+                        Some(e) => Exact::Errno(e),
+                        None => Exact::Ack,
+                    }));
+                }
+                SOCK_DIAG_BY_FAMILY => return Ok(Some(Exact::Sock(payload.to_vec()))),
+                _ => {}
+            }
+        }
+        buf = buf.get(step..).unwrap_or_default();
+    }
+    Ok(None)
+}
+
 /// One answer to a non-dump request.
+#[derive(Debug, PartialEq, Eq)]
 enum Exact {
     Ack,
     Errno(rustix::io::Errno),
     /// A `SOCK_DIAG_BY_FAMILY` payload.
     Sock(Vec<u8>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `NLMSG_ERROR` answering `seq` with `code`.
+    fn error_msg(seq: u32, code: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&20u32.to_ne_bytes());
+        b.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        b.extend_from_slice(&0u16.to_ne_bytes());
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&code.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn error_codes_out_of_range_are_errors_not_panics() {
+        assert_eq!(
+            answer_in(&error_msg(7, -2), 7).unwrap(),
+            Some(Exact::Errno(rustix::io::Errno::NOENT))
+        );
+        assert_eq!(answer_in(&error_msg(7, 0), 7).unwrap(), Some(Exact::Ack));
+        for code in [i32::MIN, -4096, -70_000] {
+            assert_eq!(
+                answer_in(&error_msg(7, code), 7),
+                Err(wire::WireError::BadCode(code)),
+                "{code}"
+            );
+        }
+        // Another request's answer is skipped.
+        assert_eq!(answer_in(&error_msg(6, i32::MIN), 7).unwrap(), None);
+    }
 }

@@ -48,6 +48,19 @@ pub enum WireError {
     Kernel(i32),
     #[error("malformed netlink framing at byte {offset}: {reason}")]
     Framing { offset: usize, reason: String },
+    /// An error message whose code is no errno (not -4095..=-1): data, not a crash.
+    #[error("the kernel answered with an error code out of range ({0})")]
+    BadCode(i32),
+}
+
+/// The errno an `NLMSG_ERROR` / `NLMSG_DONE` code carries: `Ok(None)` for 0 or positive (an
+/// ACK, or a dump's count), the errno for -4095..=-1, and an error for anything else.
+pub fn kernel_errno(code: i32) -> Result<Option<rustix::io::Errno>, WireError> {
+    match code {
+        0.. => Ok(None),
+        -4095..=-1 => Ok(Some(rustix::io::Errno::from_raw_os_error(-code))),
+        _ => Err(WireError::BadCode(code)),
+    }
 }
 
 /// Sockets parsed from one dump, with the messages that had to be skipped.
@@ -83,16 +96,15 @@ pub fn parse_datagram(
         let payload = msg.payload();
         match msg.message_type() {
             NLMSG_DONE => {
-                return match read_i32(payload, 0) {
-                    Some(code) if code < 0 => Err(WireError::Kernel(-code)),
-                    _ => Ok(Progress::Done),
+                return match kernel_errno(read_i32(payload, 0).unwrap_or(0))? {
+                    Some(e) => Err(WireError::Kernel(e.raw_os_error())),
+                    None => Ok(Progress::Done),
                 };
             }
             NLMSG_ERROR => {
-                let code = read_i32(payload, 0).unwrap_or(0);
                 // An error message with code 0 is an ACK; a dump has none, but it is no error.
-                if code < 0 {
-                    return Err(WireError::Kernel(-code));
+                if let Some(e) = kernel_errno(read_i32(payload, 0).unwrap_or(0))? {
+                    return Err(WireError::Kernel(e.raw_os_error()));
                 }
             }
             NLMSG_NOOP => {}

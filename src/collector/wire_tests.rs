@@ -120,6 +120,18 @@ fn done_and_errors_end_the_dump() {
         Err(WireError::Kernel(1))
     );
     assert!(WireError::Kernel(1).to_string().contains("not permitted"));
+    // Codes that are no errno are errors, not a panic or an overflow.
+    for kind in [NLMSG_ERROR, NLMSG_DONE] {
+        for code in [i32::MIN, -4096] {
+            let mut bad = done.clone();
+            bad[4..6].copy_from_slice(&kind.to_ne_bytes());
+            bad[16..20].copy_from_slice(&code.to_ne_bytes());
+            assert_eq!(
+                parse_datagram(&bad, Proto::Tcp, NS, &mut sink),
+                Err(WireError::BadCode(code))
+            );
+        }
+    }
 }
 
 #[test]

@@ -136,6 +136,7 @@ impl Filter {
             tokens,
             pos: 0,
             text,
+            depth: 0,
         };
         let expr = if p.tokens.is_empty() {
             Expr::All
@@ -395,10 +396,16 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
 
 // ---- parsing ---------------------------------------------------------------------------------
 
+/// Deepest nesting of parentheses and negations a filter may have: far more than anyone
+/// writes, and far less than would overflow the stack of the recursive parser.
+pub const MAX_DEPTH: u32 = 256;
+
 struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
     text: &'a str,
+    /// Parentheses and negations open at this point.
+    depth: u32,
 }
 
 impl Parser<'_> {
@@ -452,6 +459,29 @@ impl Parser<'_> {
             return Err(self.err_at(self.text.len(), "expected a term after this".into()));
         };
         self.pos += 1;
+        let nests = match &t.tok {
+            Tok::Not | Tok::Open => true,
+            Tok::Word { key, op: None, .. } => key == "not",
+            _ => false,
+        };
+        if nests {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(self.err_at(
+                    t.at,
+                    format!("nested more than {MAX_DEPTH} levels deep (parentheses and negations)"),
+                ));
+            }
+        }
+        let parsed = self.nested(t);
+        if nests {
+            self.depth -= 1;
+        }
+        parsed
+    }
+
+    /// What `unary` reads after its first token `t`.
+    fn nested(&mut self, t: Token) -> Result<Expr, FilterError> {
         match t.tok {
             Tok::Not => Ok(Expr::Not(Box::new(self.unary()?))),
             Tok::Word {

@@ -225,3 +225,24 @@ fn keepalive_settings_and_detection_are_filterable() {
     assert!(e.message.contains("socket or sysctl-default"), "{e}");
     assert_eq!(Filter::parse("detect>soon").unwrap_err().column, 8);
 }
+
+#[test]
+fn nesting_is_bounded_with_an_error_at_its_column() {
+    // 256 levels parse; one more is an error at the 257th opener, not a stack overflow.
+    let ok = format!("{}idle>1s{}", "(".repeat(256), ")".repeat(256));
+    assert!(Filter::parse(&ok).is_ok());
+    let deep = format!("{}idle>1s{}", "(".repeat(257), ")".repeat(257));
+    let e = Filter::parse(&deep).unwrap_err();
+    assert_eq!(e.column, 257, "{e}");
+    assert!(e.message.contains("more than 256 levels"), "{e}");
+    // What crashed katop before: ~8,900 parentheses, ~18,000 negations.
+    for text in [
+        "(".repeat(100_000),
+        "!".repeat(100_000),
+        "not ".repeat(50_000),
+    ] {
+        let e = Filter::parse(&text).unwrap_err();
+        assert!(e.message.contains("levels"), "{e}");
+    }
+    assert!(Filter::parse(&format!("{}idle", "!".repeat(256))).is_ok());
+}

@@ -6,10 +6,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::sockets::sanitize;
 use super::theme::Theme;
 use crate::actions::{Scope, Target};
 use crate::commands::is_listening_state;
+use crate::text::printable_owned as sanitize;
 
 /// The dialog's rectangle in `area`: wide enough for a socket line, high enough for `lines`.
 fn area_for(area: Rect, lines: usize) -> Rect {

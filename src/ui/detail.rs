@@ -43,9 +43,7 @@ fn kv(theme: Theme, k: &str, v: &str) -> Line<'static> {
 }
 
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::text::printable(s).into_owned()
 }
 
 #[allow(clippy::too_many_lines)] // the pane top to bottom, in reading order

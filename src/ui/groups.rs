@@ -28,12 +28,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
                 Span::raw("0")
             };
             let row = Row::new(vec![
-                Cell::from(
-                    g.process
-                        .chars()
-                        .map(|c| if c.is_control() { '?' } else { c })
-                        .collect::<String>(),
-                ),
+                Cell::from(crate::text::printable(&g.process).into_owned()),
                 Cell::from(g.peer.clone()),
                 Cell::from(format!("{:>5}", g.count)),
                 Cell::from(format!("{:>8}", idle(g.idle_min_ms))),

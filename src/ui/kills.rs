@@ -6,10 +6,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
-use super::sockets::sanitize;
 use super::theme::Theme;
 use crate::actions::Outcome;
 use crate::app::App;
+use crate::text::printable_owned as sanitize;
 
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let title = match &app.kill_log {

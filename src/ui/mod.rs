@@ -104,7 +104,10 @@ pub fn render(app: &App, frame: &mut Frame) {
         // Partial results (e.g. unreadable processes) are said for as long as they last.
         let text = app.table.warnings.join(" · ");
         frame.render_widget(
-            Paragraph::new(Line::styled(sanitize_line(&text), theme.warn())),
+            Paragraph::new(Line::styled(
+                crate::text::printable_owned(text),
+                theme.warn(),
+            )),
             w,
         );
     }
@@ -185,11 +188,6 @@ fn status_line(app: &App, theme: Theme) -> Line<'static> {
         theme.dim(),
     ));
     Line::from(spans)
-}
-
-/// Text from the collector, made printable.
-fn sanitize_line(text: &str) -> String {
-    crate::output::sanitize(text)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The socket table: only the visible rows are built, each frame.
 
+use crate::text::printable_owned;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::text::Span;
@@ -202,17 +203,6 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
 fn cells(e: &SockEntry, app: &App) -> Vec<String> {
     COLUMNS
         .iter()
-        .map(|c| sanitize(c.cell(e, app.now)))
+        .map(|c| printable_owned(c.cell(e, app.now)))
         .collect()
-}
-
-/// Control characters from process names or paths must not reach the terminal.
-pub(super) fn sanitize(s: String) -> String {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
-    } else {
-        s
-    }
 }

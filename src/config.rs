@@ -92,7 +92,8 @@ fn read_small(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-fn parse(text: &str) -> Result<Vec<Middlebox>, String> {
+/// The middleboxes a config text declares.
+pub fn parse(text: &str) -> Result<Vec<Middlebox>, String> {
     let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
     file.middleboxes
         .iter()

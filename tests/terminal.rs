@@ -144,3 +144,37 @@ fn a_long_paste_arrives_whole() {
     t.keys(&["q"]);
     t.wait_for("AFTER-KATOP-0");
 }
+
+#[test]
+fn partial_results_are_said_for_as_long_as_they_last() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to run katop as nobody");
+        return;
+    }
+    let Some(t) = Tmux::start("partial", 200, 30) else {
+        return;
+    };
+    // As nobody, other users' processes and sockets cannot be read: every poll says so, not
+    // only those that rescan /proc.
+    let (dir, bin) = common::nobody_dir("partial");
+    t.type_text(&format!(
+        "clear; HOME={} setpriv --reuid=65534 --regid=65534 --clear-groups {} --interval 200ms",
+        dir.display(),
+        bin.display()
+    ));
+    t.keys(&["Enter"]);
+    t.wait("the dashboard as nobody, and its warning", |s| {
+        s.contains("q quit") && s.contains("could not be read")
+    });
+    // Polls every 200 ms for 3 s: the warning is on screen at every look.
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let s = t.screen();
+        assert!(
+            s.contains("could not be read"),
+            "the warning went away:\n{s}"
+        );
+    }
+    t.keys(&["q"]);
+    let _ = std::fs::remove_dir_all(dir);
+}

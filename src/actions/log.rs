@@ -78,9 +78,17 @@ impl AuditLog {
         let me = rustix::process::geteuid().as_raw();
         let target = match fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => {
-                // Followed only when the user named it, owns it, and it leads home.
-                let real = fs::canonicalize(path)?;
-                if !(explicit && m.uid() == me && parent_owned_by(&real, me)) {
+                // Followed (one step) only when the user named it, owns it, and it leads into
+                // a directory the user owns.
+                if !(explicit && m.uid() == me) {
+                    return Err(LogError::Symlink);
+                }
+                let to = fs::read_link(path)?;
+                let real = match path.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                };
+                if !parent_owned_by(&real, me) {
                     return Err(LogError::Symlink);
                 }
                 real
@@ -201,6 +209,42 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn only_regular_files_of_ones_own_and_safe_links_are_logs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("katop-log-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // The default path's directory is created private.
+        let default = dir.join("state/katop/kills.jsonl");
+        AuditLog::open(&default, false).unwrap();
+        let mode = fs::metadata(default.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // A link the user made, named explicitly, into the user's own directory: followed.
+        let real = dir.join("real.jsonl");
+        let link = dir.join("link.jsonl");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        AuditLog::open(&link, true).unwrap();
+        assert!(real.exists());
+        // Not named explicitly: refused.
+        assert!(matches!(
+            AuditLog::open(&link, false),
+            Err(LogError::Symlink)
+        ));
+        // Not a regular file.
+        assert!(matches!(
+            AuditLog::open(Path::new("/dev/null"), true),
+            Err(LogError::NotRegular)
+        ));
+        assert!(matches!(
+            AuditLog::open(&dir, true),
+            Err(LogError::NotRegular)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn formats_utc_times() {

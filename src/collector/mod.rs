@@ -74,6 +74,17 @@ pub struct Collector {
     /// Sockets in the last poll: the next one reserves room for about as many up front, so the
     /// vector is not regrown (and 100k sockets copied) while the dump streams in.
     last_count: usize,
+    /// Polls in a row whose sockets fill under a quarter of the buffer: after a spike, memory
+    /// is given back once the count has stayed low for [`SHRINK_AFTER`] polls.
+    sparse_polls: u32,
+}
+
+/// Polls in a row with far fewer sockets than room before buffers and caches shrink.
+pub const SHRINK_AFTER: u32 = 10;
+
+/// Whether `capacity` is far more than `len` needs (a quarter used, beyond a small floor).
+pub fn sparse(capacity: usize, len: usize) -> bool {
+    capacity > 4 * len + 4096
 }
 
 impl Collector {
@@ -86,6 +97,7 @@ impl Collector {
             netns: current_netns(),
             interfaces: HashMap::new(),
             last_count: 0,
+            sparse_polls: 0,
         })
     }
 
@@ -109,7 +121,8 @@ impl Collector {
         }
         let dump_cost = started.elapsed();
         self.last_count = sink.socks.len();
-        self.procs.resolve(&mut sink.socks);
+        self.give_back_memory(&mut sink.socks);
+        self.procs.resolve(&mut sink.socks, &[self.netns]);
         self.opts.fill(&mut sink.socks);
         for s in &sink.socks {
             if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {
@@ -128,12 +141,12 @@ impl Collector {
         if let Some(w) = self.procs.last.warning() {
             warnings.push(w);
         }
-        if self.opts.last.denied > 0 {
+        if self.opts.last.unreadable > 0 {
             warnings.push(format!(
                 "the keepalive options of {} sockets could not be read (no ptrace rights over \
                  their owners: run as root or grant CAP_SYS_PTRACE), so they show the sysctl \
-                 defaults",
-                self.opts.last.denied
+                 defaults, marked ~",
+                self.opts.last.unreadable
             ));
         }
         Ok(Snapshot {
@@ -149,6 +162,27 @@ impl Collector {
             },
             warnings,
         })
+    }
+
+    /// What the last `/proc` scan did (for tests and the benchmark).
+    pub fn scan_stats(&self) -> &procs::ScanStats {
+        &self.procs.last
+    }
+
+    /// After a spike (a burst of sockets elsewhere on the host), the buffers and caches keep
+    /// their high-water room; once the count has stayed far below it for a while, give it back.
+    fn give_back_memory(&mut self, socks: &mut Vec<RawSock>) {
+        let n = socks.len();
+        if sparse(socks.capacity(), n) {
+            self.sparse_polls += 1;
+        } else {
+            self.sparse_polls = 0;
+        }
+        if self.sparse_polls >= SHRINK_AFTER {
+            socks.shrink_to(n + n / 32 + 1024);
+            self.opts.shrink();
+            self.procs.shrink();
+        }
     }
 
     /// The bare netlink dump, no parsing kept: the floor a poll is measured against.

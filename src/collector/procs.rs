@@ -24,7 +24,7 @@ use std::sync::Arc;
 use rustix::fs::{Dir, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
-use crate::model::{Holder, Holders, Inode, Owner, Process, RawSock};
+use crate::model::{Holder, Holders, Inode, NetnsId, Owner, Process, RawSock};
 
 /// Every this many scans, read every fd link again instead of trusting the cache.
 pub const FULL_RESCAN_EVERY: u32 = 30;
@@ -45,6 +45,8 @@ pub struct ScanStats {
     pub full: bool,
     pub processes: usize,
     pub links_read: usize,
+    /// Processes not read again: they live in a namespace that was not dumped.
+    pub skipped: usize,
     /// Processes whose fds could not be read for lack of permission, and the first of them.
     pub denied: usize,
     pub first_denied: Option<u32>,
@@ -131,15 +133,27 @@ impl ProcessMap {
         Self::default()
     }
 
-    /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed.
-    pub fn resolve(&mut self, socks: &mut [RawSock]) {
+    /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed. `dumped`
+    /// are the network namespaces the sockets were read in: between full rescans, a process
+    /// in another namespace holds none of the sockets looked for, and is not read again.
+    pub fn resolve(&mut self, socks: &mut [RawSock], dumped: &[NetnsId]) {
         self.last.scanned = false;
         // In the steady state one pass with one lookup per socket does it all.
         if !self.assign(socks) || self.scans == 0 {
             let live: FxHashSet<Inode> =
                 socks.iter().map(|s| s.inode).filter(|i| i.0 != 0).collect();
-            self.scan(&live);
+            self.scan(&live, dumped);
             self.assign(socks);
+        }
+    }
+
+    /// Gives back room the maps no longer need.
+    pub fn shrink(&mut self) {
+        if super::sparse(self.owners.capacity(), self.owners.len()) {
+            self.owners.shrink_to(2 * self.owners.len());
+        }
+        if super::sparse(self.unowned.capacity(), self.unowned.len()) {
+            self.unowned.shrink_to(2 * self.unowned.len());
         }
     }
 
@@ -179,7 +193,7 @@ impl ProcessMap {
         accounted
     }
 
-    fn scan(&mut self, live: &FxHashSet<Inode>) {
+    fn scan(&mut self, live: &FxHashSet<Inode>, dumped: &[NetnsId]) {
         let full = self.scans % FULL_RESCAN_EVERY == 0;
         self.scans = self.scans.wrapping_add(1);
         let mut stats = ScanStats {
@@ -188,7 +202,7 @@ impl ProcessMap {
             ..ScanStats::default()
         };
         let mut denied_uids = FxHashSet::default();
-        let Some((work, seen)) = self.list(full, &mut stats, &mut denied_uids) else {
+        let Some((work, seen)) = self.list(full, dumped, &mut stats, &mut denied_uids) else {
             // Nothing is known: keep the last map, and trust no absence.
             self.blind = Blind::Everything;
             self.last = stats;
@@ -246,6 +260,7 @@ impl ProcessMap {
     fn list(
         &mut self,
         full: bool,
+        dumped: &[NetnsId],
         stats: &mut ScanStats,
         denied_uids: &mut FxHashSet<u32>,
     ) -> Option<Listing> {
@@ -293,7 +308,7 @@ impl ProcessMap {
                     .get(&pid)
                     .is_some_and(|e| e.starttime == stat.starttime);
             if !reuse {
-                let cmdline = proc.cmdline().map(|a| a.join(" ")).unwrap_or_default();
+                let cmdline = read_cmdline(pid);
                 let process = Arc::new(Process {
                     pid,
                     name: stat.comm.clone().into_boxed_str(),
@@ -307,6 +322,13 @@ impl ProcessMap {
                         fds: FxHashMap::default(),
                     },
                 );
+            }
+            // Its fds stay as last read when it lives in a namespace not dumped: a socket this
+            // poll looks for is not its (a process that moved its sockets across namespaces
+            // is caught at the next full rescan).
+            if reuse && net_namespace(pid).is_some_and(|ns| !dumped.contains(&ns)) {
+                stats.skipped += 1;
+                continue;
             }
             work.push((pid, reuse));
         }
@@ -458,6 +480,36 @@ fn read_socket_fds(
     Ok((fds, read))
 }
 
+/// The network namespace of process `pid`, when it can be told.
+fn net_namespace(pid: u32) -> Option<NetnsId> {
+    rustix::fs::stat(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|st| NetnsId(st.st_ino))
+}
+
+/// The most of a command line katop keeps: enough to tell processes apart.
+const CMDLINE_MAX: usize = 4096;
+
+/// `/proc/PID/cmdline`, arguments joined by spaces and made UTF-8 lossily (an argument that is
+/// not UTF-8 keeps its other characters), at most [`CMDLINE_MAX`] bytes; empty for kernel
+/// threads and zombies, and for a process that exited meanwhile.
+fn read_cmdline(pid: u32) -> String {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+        let _ = f.take(CMDLINE_MAX as u64).read_to_end(&mut raw);
+    }
+    cmdline_text(&raw)
+}
+
+fn cmdline_text(raw: &[u8]) -> String {
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `socket:[12345]` → 12345.
 pub fn socket_inode(link: &[u8]) -> Option<u32> {
     parse_u32(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?)
@@ -476,6 +528,15 @@ fn parse_u32(digits: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_lines_are_lossy_never_empty() {
+        assert_eq!(cmdline_text(b"postgres: idle\0"), "postgres: idle");
+        assert_eq!(cmdline_text(b"java\0-jar\0app.jar\0"), "java -jar app.jar");
+        assert_eq!(cmdline_text(b"a\xffb\0--x\0"), "a\u{fffd}b --x");
+        assert_eq!(cmdline_text(b""), "");
+        assert!(!read_cmdline(std::process::id()).is_empty());
+    }
 
     #[test]
     fn parses_socket_links_only() {

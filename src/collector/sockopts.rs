@@ -28,8 +28,11 @@ pub type Reread = Arc<Mutex<Vec<Cookie>>>;
 pub struct OptsStats {
     /// Sockets whose options were read in this poll.
     pub read: usize,
-    /// Sockets katop may not inspect (no ptrace rights over their owner), this poll.
+    /// Sockets katop may not inspect (no ptrace rights over their owner), found this poll.
     pub denied: usize,
+    /// Sockets of this poll whose options are known to be unreadable (found now or before):
+    /// they show the sysctl defaults, and the warning says how many, every poll.
+    pub unreadable: usize,
     /// Sockets left for later polls by the budget.
     pub deferred: usize,
 }
@@ -125,9 +128,13 @@ impl OptsCache {
                 self.user_timeouts.remove(&s.cookie.0);
             }
         }
-        // Forget sockets this poll did not see.
+        // Forget sockets this poll did not see; count the unreadable ones it did.
         let stamp = u64::from(poll & 0xffff);
-        self.map.retain(|_, word| *word >> 48 == stamp);
+        self.map.retain(|_, word| {
+            let seen = *word >> 48 == stamp;
+            stats.unreadable += usize::from(seen && *word >> 38 & 1 == 0);
+            seen
+        });
         let map = &self.map;
         self.user_timeouts.retain(|c, _| map.contains_key(c));
         self.last = stats;
@@ -135,6 +142,16 @@ impl OptsCache {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Gives back room the cache no longer needs.
+    pub fn shrink(&mut self) {
+        if super::sparse(self.map.capacity(), self.map.len()) {
+            self.map.shrink_to(2 * self.map.len());
+        }
+        if super::sparse(self.user_timeouts.capacity(), self.user_timeouts.len()) {
+            self.user_timeouts.shrink_to(2 * self.user_timeouts.len());
+        }
     }
 
     pub fn is_empty(&self) -> bool {

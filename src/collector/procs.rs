@@ -414,13 +414,17 @@ fn read_all_fds(
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|k| {
-                scope.spawn(move || {
-                    (k..work.len())
-                        .step_by(threads)
-                        .map(|i| (i, one(&work[i])))
-                        .collect::<Vec<_>>()
-                })
+                // Named as katop's workers, so a panic here ends katop through the UI loop.
+                std::thread::Builder::new()
+                    .name("katop-procs".into())
+                    .spawn_scoped(scope, move || {
+                        (k..work.len())
+                            .step_by(threads)
+                            .map(|i| (i, one(&work[i])))
+                            .collect::<Vec<_>>()
+                    })
             })
+            .filter_map(Result::ok)
             .collect();
         for h in handles {
             for (i, r) in h.join().unwrap_or_default() {
@@ -428,8 +432,9 @@ fn read_all_fds(
             }
         }
     });
+    // A read that never came back (its thread failed) is a blind spot, not an exit.
     out.into_iter()
-        .map(|r| r.unwrap_or(Err(Errno::SRCH)))
+        .map(|r| r.unwrap_or(Err(Errno::IO)))
         .collect()
 }
 

@@ -216,7 +216,11 @@ fn read_all(jobs: &[Job]) -> Vec<Read> {
     let chunk = jobs.len().div_ceil(threads);
     std::thread::scope(|scope| {
         for (part, answers) in jobs.chunks(chunk).zip(out.chunks_mut(chunk)) {
-            scope.spawn(move || read_some(part, answers));
+            // Named as katop's workers, so a panic here ends katop through the UI loop. A
+            // chunk whose thread cannot start stays unread (`Gone`): read again next poll.
+            let _ = std::thread::Builder::new()
+                .name("katop-options".into())
+                .spawn_scoped(scope, move || read_some(part, answers));
         }
     });
     out

@@ -26,6 +26,7 @@ fn main() {
         protos: vec![Proto::Tcp],
         ipv4: true,
         ipv6: true,
+        ..Selection::default()
     };
     let all = Selection::default();
     let mut warm = Collector::new(all.clone()).unwrap();

@@ -82,6 +82,8 @@ pub enum Line {
 /// Sockets grouped by (process, service or remote port).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
+    /// The container the group's processes run in, when there is one.
+    pub container: Option<String>,
     pub process: String,
     pub pid: Option<u32>,
     pub peer: String,
@@ -183,6 +185,9 @@ pub struct App {
     pub marked: FxHashSet<SockKey>,
     /// Started with `--read-only`: `k` explains instead of killing.
     pub read_only: bool,
+    /// The namespaces the operator is looking at (those the filter leaves, when a few, and the
+    /// selected socket's): the collector refreshes them every poll. Shared with it.
+    pub focus: crate::collector::namespaces::Focus,
     /// Whose sockets actions may touch (only the user's own when katop holds privileges the
     /// user lacks); the dialogs say so.
     pub scope: crate::actions::Scope,
@@ -235,6 +240,7 @@ impl App {
             marked: FxHashSet::default(),
             read_only: false,
             scope: crate::actions::Scope::Everything,
+            focus: crate::collector::namespaces::Focus::default(),
             kills: Vec::new(),
             kill_log: None,
             kills_offset: 0,
@@ -318,6 +324,7 @@ impl App {
             self.selected_group = self.selected_group.min(self.groups.len().saturating_sub(1));
         }
         self.locate_selection();
+        self.set_focus();
         // Gone means closed, not filtered out: a socket the filter hides gives the selection up.
         self.selected_gone = self.selected.is_some_and(|k| self.table.get(&k).is_none());
         let hidden = self.selected.is_some_and(|k| self.table.get(&k).is_some())
@@ -325,6 +332,38 @@ impl App {
         if self.selected.is_none() || hidden {
             self.selected = self.lines.iter().find_map(|&l| self.line_key(l));
             self.locate_selection();
+        }
+    }
+
+    /// Tells the collector which namespaces the operator looks at: the few a filter leaves,
+    /// and the selected socket's.
+    fn set_focus(&self) {
+        const FEW: usize = 8;
+        if self.table.ctx.namespaces.len() <= 1 {
+            return;
+        }
+        let mut focus: Vec<crate::model::NetnsId> = Vec::new();
+        if !self.filter.matches_all() {
+            for &l in &self.lines {
+                if let Line::Sock(i) = l {
+                    let ns = self.table.entry(i as usize).sock.netns;
+                    if !focus.contains(&ns) {
+                        focus.push(ns);
+                        if focus.len() > FEW {
+                            focus.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(k) = self.selected {
+            if !focus.contains(&k.netns) {
+                focus.push(k.netns);
+            }
+        }
+        if let Ok(mut f) = self.focus.lock() {
+            *f = focus;
         }
     }
 
@@ -510,7 +549,7 @@ impl App {
 
 /// Groups of the filtered sockets by (process, service or remote port), most sockets first.
 pub fn groups(table: &ConnTable, filter: &Filter, now: Instant) -> Vec<Group> {
-    let mut map: HashMap<(Option<u32>, String), Group> = HashMap::new();
+    let mut map: HashMap<(Option<String>, Option<u32>, String), Group> = HashMap::new();
     for e in table.entries().filter(|e| {
         e.sock.proto == Proto::Tcp
             && e.sock.state != SockState::Listen
@@ -528,13 +567,22 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant) -> Vec<Group> {
             (None, Some(l), Some(_)) => (format!("serves :{l}"), format!("sport:{l}")),
             _ => ("?".into(), String::new()),
         };
-        let g = map.entry((pid, peer.clone())).or_insert_with(|| Group {
+        let container = e.container().map(str::to_string);
+        let key = (container.clone(), pid, peer.clone());
+        let g = map.entry(key).or_insert_with(|| Group {
             process: proc.map_or_else(|| "-".into(), |p| format!("{}[{}]", p.name, p.pid)),
             pid,
-            filter: match pid {
-                Some(pid) => format!("pid:{pid} {peer_filter}").trim().to_string(),
-                None => format!("{peer_filter} state!=listen").trim().to_string(),
+            filter: {
+                let mut f = match pid {
+                    Some(pid) => format!("pid:{pid} {peer_filter}"),
+                    None => format!("{peer_filter} state!=listen"),
+                };
+                if let Some(c) = &container {
+                    f = format!("container:{} {f}", glob::Pattern::escape(c));
+                }
+                f.trim().to_string()
             },
+            container,
             peer,
             count: 0,
             idle_min_ms: None,

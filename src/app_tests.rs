@@ -42,6 +42,7 @@ pub fn fixture_socks() -> Vec<RawSock> {
         pid: 4121,
         name: "java".into(),
         cmdline: "java -jar billing.jar".into(),
+        container: None,
     });
     let owned = |mut s: RawSock, p: &Arc<Process>, fd| {
         s.owner = Owner::Process {
@@ -123,6 +124,7 @@ pub fn fixture_socks() -> Vec<RawSock> {
         pid: 77,
         name: "\u{fffd}\u{1b}[2Jevil-name-that-is-very-long-indeed".into(),
         cmdline: String::new().into(),
+        container: None,
     });
     let v6 = owned(
         conn(

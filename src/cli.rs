@@ -132,6 +132,18 @@ pub struct Args {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
+    /// Network namespaces to read: all, host, a name (ip netns, container), a pid (its
+    /// namespace) or an inode; repeatable. Default: all when katop may enter them (root, or
+    /// CAP_SYS_ADMIN and CAP_SYS_PTRACE), else its own.
+    #[arg(
+        long,
+        value_name = "NS",
+        value_delimiter = ',',
+        env = "KATOP_NETNS",
+        global = true
+    )]
+    pub netns: Vec<String>,
+
     /// TCP sockets.
     #[arg(short, long)]
     pub tcp: bool,

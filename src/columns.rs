@@ -19,6 +19,9 @@ pub enum Column {
     Proto,
     /// Socket state, as ss names it (ESTABLISHED, CLOSE_WAIT, UNCONN, …).
     State,
+    /// The network namespace's name (host, a container, an ip netns name); shown when more
+    /// than one namespace is read.
+    Netns,
     /// Local address:port or Unix path.
     Local,
     /// Remote address:port, or the Unix peer's inode.
@@ -64,9 +67,10 @@ pub enum Column {
 
 impl Column {
     /// Shown when -o is not given.
-    pub const DEFAULT: [Column; 13] = [
+    pub const DEFAULT: [Column; 14] = [
         Column::Proto,
         Column::State,
+        Column::Netns,
         Column::Local,
         Column::Remote,
         Column::Service,
@@ -82,9 +86,10 @@ impl Column {
 
     /// The dashboard's columns, in order; a narrow terminal drops the least useful first.
     /// [`Column::DEFAULT`] is this list less the byte counters and the rate, which need two polls.
-    pub const DASHBOARD: [Column; 16] = [
+    pub const DASHBOARD: [Column; 17] = [
         Column::Proto,
         Column::State,
+        Column::Netns,
         Column::Local,
         Column::Remote,
         Column::Service,
@@ -105,6 +110,7 @@ impl Column {
         match self {
             Column::Proto => "PROTO",
             Column::State => "STATE",
+            Column::Netns => "NETNS",
             Column::Local => "LOCAL",
             Column::Remote => "REMOTE",
             Column::Service => "SERVICE",
@@ -135,7 +141,7 @@ impl Column {
             Column::State | Column::Remote => 0,
             Column::Process | Column::Stale => 1,
             Column::Keepalive | Column::Idle => 2,
-            Column::Local | Column::Detect => 3,
+            Column::Local | Column::Detect | Column::Netns => 3,
             Column::Service => 4,
             Column::Proto => 5,
             Column::RecvQ | Column::SendQ => 6,
@@ -168,6 +174,9 @@ impl Column {
         match self {
             Column::Proto => s.proto.name().into(),
             Column::State => s.state.name(s.proto).into(),
+            Column::Netns => e
+                .netns_name()
+                .map_or_else(|| s.netns.0.to_string(), str::to_string),
             Column::Local => s.local.to_string(),
             Column::Remote => s.remote.to_string(),
             Column::Service => e.service().unwrap_or_default().into(),
@@ -323,6 +332,15 @@ fn format_rtt(us: u32) -> String {
     }
 }
 
+/// `columns` less NETNS when only one namespace was read (it would say the same on every row).
+pub fn for_table(columns: &[Column], namespaces: usize) -> Vec<Column> {
+    columns
+        .iter()
+        .copied()
+        .filter(|&c| c != Column::Netns || namespaces > 1)
+        .collect()
+}
+
 /// Keeps the columns that fit in width (cells separated by two spaces), dropping the most
 /// expendable first; the order of the survivors is kept.
 pub fn fit(columns: &[Column], widths: &[usize], width: usize) -> Vec<usize> {
@@ -389,7 +407,7 @@ mod tests {
     #[test]
     fn narrow_widths_drop_the_least_useful_first() {
         let cols = Column::DEFAULT;
-        let widths = [5, 11, 21, 21, 8, 15, 6, 9, 7, 6, 6, 6, 20];
+        let widths = [5, 11, 8, 21, 21, 8, 15, 6, 9, 7, 6, 6, 6, 20];
         assert_eq!(fit(&cols, &widths, 1000).len(), cols.len());
         let kept: Vec<Column> = fit(&cols, &widths, 80)
             .into_iter()

@@ -230,6 +230,7 @@ fn select(
         protos,
         ipv4: true,
         ipv6: true,
+        netns: crate::netns_choice(args).0,
     })?;
     let snap = collector.poll()?;
     let now = Instant::now();

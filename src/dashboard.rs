@@ -42,6 +42,7 @@ pub fn run(
     app.table.set_middleboxes(middleboxes);
     app.read_only = args.read_only;
     app.scope = crate::actions::Scope::current();
+    app.status = crate::netns_choice(args).1.map(str::to_string);
     let kill_log = match &args.kill_log {
         Some(p) => Some(LogPath {
             path: p.clone(),
@@ -77,7 +78,7 @@ fn spawn_collector(
     paused: Arc<AtomicBool>,
     tx: mpsc::Sender<PollResult>,
     applied: std::sync::mpsc::Receiver<Vec<RawSock>>,
-    reread: Reread,
+    (reread, focus): (Reread, crate::collector::namespaces::Focus),
 ) {
     std::thread::Builder::new()
         .name("katop-collector".into())
@@ -101,6 +102,7 @@ fn spawn_collector(
             // A first poll of 100k sockets reads their options over a few polls, not in one.
             collector.opts.budget = Some(OPTS_PER_POLL);
             collector.opts.reread = reread;
+            collector.namespaces.focus = focus;
             // The buffer the next poll fills: the UI hands back the one it no longer shows.
             let mut buf = Vec::new();
             // Debug builds only: a panic here on demand, for the test that katop then ends
@@ -237,7 +239,7 @@ async fn event_loop(
         Arc::clone(&paused),
         tx,
         applied_rx,
-        reread.clone(),
+        (reread.clone(), Arc::clone(&app.focus)),
     );
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;

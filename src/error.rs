@@ -24,4 +24,10 @@ pub enum CollectError {
         what: &'static str,
         source: WireError,
     },
+    #[error("network namespace {id}: {what}: {errno}")]
+    Netns {
+        id: u64,
+        what: String,
+        errno: rustix::io::Errno,
+    },
 }

@@ -122,7 +122,39 @@ pub fn selection(args: &Args) -> Selection {
         protos,
         ipv4: !args.ipv6,
         ipv6: !args.ipv4,
+        netns: netns_choice(args).0,
     }
+}
+
+/// Which namespaces `--netns` asks for, and when the default had to be katop's own, why.
+pub fn netns_choice(args: &Args) -> (collector::namespaces::Which, Option<&'static str>) {
+    use collector::namespaces::Which;
+    let asked: Vec<&str> = args.netns.iter().map(String::as_str).collect();
+    match asked.as_slice() {
+        [] if may_enter_namespaces() => (Which::All, None),
+        [] => (
+            Which::Own,
+            Some(
+                "showing katop's own network namespace only: reading every namespace and \
+                 container needs root (or CAP_SYS_ADMIN and CAP_SYS_PTRACE); --netns all to try",
+            ),
+        ),
+        l if l.contains(&"all") => (Which::All, None),
+        l => (
+            Which::Some(l.iter().map(|s| (*s).to_string()).collect()),
+            None,
+        ),
+    }
+}
+
+/// Whether katop may enter other network namespaces (`setns` needs `CAP_SYS_ADMIN`, reading
+/// other processes' namespace links `CAP_SYS_PTRACE`).
+fn may_enter_namespaces() -> bool {
+    use rustix::thread::CapabilitySet;
+    rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_PTRACE)
+    })
 }
 
 /// Sorted, filtered rows of the table.
@@ -151,6 +183,9 @@ pub fn middleboxes(args: &Args) -> Result<Vec<model::Middlebox>, String> {
 }
 
 fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> anyhow::Result<()> {
+    if let Some(note) = netns_choice(args).1 {
+        eprintln!("katop: {note}");
+    }
     let mut collector = Collector::new(selection(args))?;
     let snap = collector.poll()?;
     let now = Instant::now();
@@ -179,7 +214,7 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
         let columns = args
             .columns
             .clone()
-            .unwrap_or_else(|| Column::DEFAULT.to_vec());
+            .unwrap_or_else(|| columns::for_table(&Column::DEFAULT, table.ctx.namespaces.len()));
         output::write_table(&mut out, &rows, &columns, width, now)?;
         writeln!(out, "\n{}", output::settings_line(table.settings()))?;
         if let Some(legend) = output::estimate_legend(&rows, &columns, now) {

@@ -39,6 +39,11 @@ pub struct JsonSock<'a> {
     local: Option<String>,
     remote: Option<String>,
     netns: u64,
+    /// The namespace's human name (`host`, a container, an `ip netns` name, `netns:<inode>`)
+    /// when katop read several; null when it read only its own.
+    netns_name: Option<&'a str>,
+    /// The container the socket belongs to (its owner's, else its namespace's), or null.
+    container: Option<&'a str>,
     inode: u32,
     cookie: u64,
     uid: Option<u32>,
@@ -92,6 +97,7 @@ pub struct JsonSock<'a> {
 }
 
 impl<'a> JsonSock<'a> {
+    #[allow(clippy::too_many_lines)] // one field per line: the contract, in order
     pub fn new(e: &SockEntry<'a>, table: &'a ConnTable) -> Self {
         let s = &e.sock;
         let info = s.tcp_info.as_ref();
@@ -135,6 +141,8 @@ impl<'a> JsonSock<'a> {
             local: endpoint(&s.local),
             remote: endpoint(&s.remote),
             netns: s.netns.0,
+            netns_name: e.netns_name(),
+            container: e.container(),
             inode: s.inode.0,
             cookie: s.cookie.0,
             uid: s.uid,

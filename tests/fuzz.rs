@@ -15,8 +15,8 @@ use katop::collector::wire::{parse_datagram, DumpSink};
 use katop::columns::Column;
 use katop::model::filter::Filter;
 use katop::model::{
-    ConnTable, KernelSettings, Middlebox, NetnsId, Owner, PollCost, Process, Proto, RawSock,
-    Snapshot, SockOpts,
+    ConnTable, KernelSettings, Middlebox, NetnsId, NsInfo, Owner, PollCost, Process, Proto,
+    RawSock, Snapshot, SockOpts,
 };
 use katop::output::{write_table, JsonSock};
 use proptest::prelude::*;
@@ -167,6 +167,15 @@ fn snapshot(socks: Vec<RawSock>, settings: KernelSettings) -> Snapshot {
         settings,
         interfaces: std::collections::HashMap::default(),
         holders: Arc::default(),
+        // Read as one of several namespaces, with its own sysctls and a hostile name.
+        namespaces: vec![NsInfo {
+            id: NetnsId(1),
+            name: "ns\u{202e}1".into(),
+            container: Some("podman:\u{1b}[31mweb".into()),
+            settings,
+            age: Duration::ZERO,
+            host: false,
+        }],
         taken_at: Instant::now(),
         cost: PollCost::default(),
         warnings: vec!["a warning \u{202e} with \u{1b}[31m escapes".into()],
@@ -213,6 +222,7 @@ proptest! {
                         pid: fd % 100_000,
                         name: name.clone().into(),
                         cmdline: name.into(),
+                        container: None,
                     }),
                     fd,
                 },

@@ -358,6 +358,7 @@ fn sock_destroy_kills_ipv6_tcp_and_udp() {
         protos: vec![Proto::Udp],
         ipv4: true,
         ipv6: false,
+        ..Selection::default()
     })
     .unwrap();
     let mut t = ConnTable::new(Duration::from_secs(300));

@@ -8,15 +8,13 @@ use std::time::{Duration, SystemTime};
 use rustix::net::sockopt;
 use serde::Serialize;
 
-use super::reach;
+use super::reach::{self, Diags};
 use super::scope::Scope;
 use super::target::{Action, Outcome, Report, Target};
-use crate::collector::current_netns;
-use crate::collector::sock_diag::DiagSocket;
 use crate::collector::sockopts;
 use crate::error::CollectError;
 use crate::model::duration::parse_ms;
-use crate::model::{NetnsId, TimerKind};
+use crate::model::TimerKind;
 
 /// The kernel's limits (`MAX_TCP_KEEPIDLE`, `MAX_TCP_KEEPINTVL`, `MAX_TCP_KEEPCNT`).
 const MAX_IDLE_S: u32 = 32_767;
@@ -107,18 +105,16 @@ impl FromStr for Change {
     }
 }
 
-/// Changes keepalive settings on sockets in katop's own network namespace.
+/// Changes keepalive settings on sockets in any network namespace.
 pub struct Tuner {
-    diag: DiagSocket,
-    netns: NetnsId,
+    diags: Diags,
     scope: Scope,
 }
 
 impl Tuner {
     pub fn new() -> Result<Self, CollectError> {
         Ok(Tuner {
-            diag: DiagSocket::open()?,
-            netns: current_netns(),
+            diags: Diags::new()?,
             scope: Scope::current(),
         })
     }
@@ -136,14 +132,18 @@ impl Tuner {
     }
 
     pub fn apply(&mut self, t: &Target, c: Change) -> Outcome {
-        let id = match reach::id(t, self.netns, &self.scope) {
+        let id = match reach::id(t, &self.scope) {
             Ok(id) => id,
             Err(o) => return o,
         };
         if id.proto != crate::model::Proto::Tcp {
             return Outcome::Refused("keepalive is a TCP option".into());
         }
-        let dup = match reach::owner_fd(&mut self.diag, t, &id, self.netns) {
+        let diag = match self.diags.get(t.netns) {
+            Ok(d) => d,
+            Err(o) => return o,
+        };
+        let dup = match reach::owner_fd(diag, t, &id, t.netns) {
             Ok(dup) => dup,
             Err(o) => return o,
         };
@@ -163,7 +163,7 @@ impl Tuner {
         };
         drop(dup);
         // The kernel's own view: a keepalive timer (or, with data in flight, another timer).
-        let timer_armed = match reach::lookup(&mut self.diag, &id, self.netns) {
+        let timer_armed = match reach::lookup(diag, &id, t.netns) {
             Ok(s) => s.timer.is_some_and(|t| t.kind == TimerKind::Keepalive),
             Err(o) => return o,
         };

@@ -6,10 +6,9 @@ use std::time::SystemTime;
 
 use rustix::io::Errno;
 
-use super::reach;
+use super::reach::{self, Diags};
 use super::scope::Scope;
 use super::target::{Action, Outcome, Report, Target};
-use crate::collector::current_netns;
 use crate::collector::sock_diag::{DiagSocket, InetSockId};
 use crate::error::CollectError;
 use crate::model::{NetnsId, SockState};
@@ -50,10 +49,9 @@ pub enum Method {
 pub const NEED_NET_ADMIN: &str = "SOCK_DESTROY needs CAP_NET_ADMIN: run katop as root, or \
      grant it with `sudo setcap cap_net_admin+ep $(command -v katop)`";
 
-/// Kills sockets in katop's own network namespace; keeps its `sock_diag` socket.
+/// Kills sockets in any network namespace, through a `sock_diag` socket created inside each.
 pub struct Killer {
-    diag: DiagSocket,
-    netns: NetnsId,
+    diags: Diags,
     method: Method,
     scope: Scope,
 }
@@ -61,8 +59,7 @@ pub struct Killer {
 impl Killer {
     pub fn new(method: Method) -> Result<Self, CollectError> {
         Ok(Killer {
-            diag: DiagSocket::open()?,
-            netns: current_netns(),
+            diags: Diags::new()?,
             method,
             scope: Scope::current(),
         })
@@ -82,18 +79,23 @@ impl Killer {
     }
 
     pub fn kill(&mut self, t: &Target) -> Outcome {
-        let id = match reach::id(t, self.netns, &self.scope) {
+        let id = match reach::id(t, &self.scope) {
             Ok(id) => id,
             Err(o) => return o,
         };
-        if self.method == Method::Shutdown {
-            return self.shutdown(t, &id);
+        let method = self.method;
+        let diag = match self.diags.get(t.netns) {
+            Ok(d) => d,
+            Err(o) => return o,
+        };
+        if method == Method::Shutdown {
+            return shutdown(diag, t, &id);
         }
-        match self.diag.destroy(&id) {
-            Ok(Ok(())) => self.confirm(&id, Mechanism::SockDestroy),
+        match diag.destroy(&id) {
+            Ok(Ok(())) => confirm(diag, &id, t.netns, Mechanism::SockDestroy),
             Ok(Err(Errno::NOENT | Errno::STALE)) => Outcome::AlreadyGone,
             Ok(Err(Errno::PERM | Errno::ACCESS)) => Outcome::Refused(NEED_NET_ADMIN.into()),
-            Ok(Err(Errno::OPNOTSUPP)) if self.method == Method::Auto => self.shutdown(t, &id),
+            Ok(Err(Errno::OPNOTSUPP)) if method == Method::Auto => shutdown(diag, t, &id),
             Ok(Err(Errno::OPNOTSUPP)) => Outcome::Refused(
                 "this kernel has no SOCK_DESTROY (built without CONFIG_INET_DIAG_DESTROY); \
                  --mechanism shutdown closes it through its owner's fd instead"
@@ -103,42 +105,47 @@ impl Killer {
             Err(e) => Outcome::Failed(e.to_string()),
         }
     }
+}
 
-    /// `shutdown(2)` on a duplicate of the owner's fd, after checking the socket is still the
-    /// chosen one (same id and cookie) and the fd still refers to its inode.
-    fn shutdown(&mut self, t: &Target, id: &InetSockId) -> Outcome {
-        let dup = match reach::owner_fd(&mut self.diag, t, id, self.netns) {
-            Ok(dup) => dup,
-            Err(o) => return o,
-        };
-        if let Err(e) = rustix::net::shutdown(&dup, rustix::net::Shutdown::Both) {
-            return Outcome::Failed(format!("shutdown failed: {e}"));
-        }
-        drop(dup);
-        self.confirm(id, Mechanism::Shutdown)
+/// `shutdown(2)` on a duplicate of the owner's fd, after checking the socket is still the
+/// chosen one (same id and cookie) and the fd still refers to its inode.
+fn shutdown(diag: &mut DiagSocket, t: &Target, id: &InetSockId) -> Outcome {
+    let dup = match reach::owner_fd(diag, t, id, t.netns) {
+        Ok(dup) => dup,
+        Err(o) => return o,
+    };
+    if let Err(e) = rustix::net::shutdown(&dup, rustix::net::Shutdown::Both) {
+        return Outcome::Failed(format!("shutdown failed: {e}"));
     }
+    drop(dup);
+    confirm(diag, id, t.netns, Mechanism::Shutdown)
+}
 
-    /// Asks the kernel about the socket again: gone or closing is a kill.
-    fn confirm(&mut self, id: &InetSockId, mechanism: Mechanism) -> Outcome {
-        match self.diag.lookup(id, self.netns) {
-            Ok(None) => Outcome::Killed {
-                mechanism,
-                after: None,
-            },
-            Ok(Some(s)) if is_closing(s.state) => Outcome::Killed {
-                mechanism,
-                after: Some(s.state),
-            },
-            Ok(Some(s)) => Outcome::Failed(format!(
-                "{} reported success, but the kernel still lists the socket as {}",
-                mechanism.name(),
-                s.state.name(s.proto)
-            )),
-            Err(e) => Outcome::Failed(format!(
-                "{} reported success, but re-reading the socket failed: {e}",
-                mechanism.name()
-            )),
-        }
+/// Asks the kernel about the socket again: gone or closing is a kill.
+fn confirm(
+    diag: &mut DiagSocket,
+    id: &InetSockId,
+    netns: NetnsId,
+    mechanism: Mechanism,
+) -> Outcome {
+    match diag.lookup(id, netns) {
+        Ok(None) => Outcome::Killed {
+            mechanism,
+            after: None,
+        },
+        Ok(Some(s)) if is_closing(s.state) => Outcome::Killed {
+            mechanism,
+            after: Some(s.state),
+        },
+        Ok(Some(s)) => Outcome::Failed(format!(
+            "{} reported success, but the kernel still lists the socket as {}",
+            mechanism.name(),
+            s.state.name(s.proto)
+        )),
+        Err(e) => Outcome::Failed(format!(
+            "{} reported success, but re-reading the socket failed: {e}",
+            mechanism.name()
+        )),
     }
 }
 

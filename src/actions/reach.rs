@@ -1,5 +1,6 @@
 //! Reaching exactly the chosen socket: checks shared by every action.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 
 use super::scope::Scope;
@@ -8,24 +9,43 @@ use crate::collector::borrow;
 use crate::collector::sock_diag::{DiagSocket, InetSockId};
 use crate::model::{NetnsId, RawSock};
 
-/// The target's kernel id, if katop may act on it (its guard and whose it is, for `scope`)
-/// and can from namespace `netns`.
-pub fn id(t: &Target, netns: NetnsId, scope: &Scope) -> Result<InetSockId, Outcome> {
+/// The target's kernel id, if katop may act on it (its guard, and whose it is for `scope`).
+pub fn id(t: &Target, scope: &Scope) -> Result<InetSockId, Outcome> {
     if let Some(why) = t.refusal(scope) {
         return Err(Outcome::Refused(why));
     }
-    let Some(id) = t.id else {
-        return Err(Outcome::Refused(
-            "a Unix socket cannot be acted on (the kernel offers no way)".into(),
-        ));
-    };
-    if t.netns != netns {
-        return Err(Outcome::Refused(format!(
-            "the socket is in network namespace {}, katop runs in {}",
-            t.netns.0, netns.0
-        )));
+    t.id.ok_or_else(|| {
+        Outcome::Refused("a Unix socket cannot be acted on (the kernel offers no way)".into())
+    })
+}
+
+/// `sock_diag` sockets by network namespace: a socket is destroyed or looked up through one
+/// created inside its own namespace. katop's own is opened at once, others when first needed.
+pub struct Diags {
+    map: HashMap<NetnsId, DiagSocket>,
+}
+
+impl Diags {
+    pub fn new() -> Result<Self, crate::error::CollectError> {
+        let own = crate::collector::current_netns();
+        Ok(Diags {
+            map: HashMap::from([(own, DiagSocket::open()?)]),
+        })
     }
-    Ok(id)
+
+    /// The socket for namespace `netns`; refused when the namespace is gone or cannot be
+    /// entered (nothing was done).
+    pub fn get(&mut self, netns: NetnsId) -> Result<&mut DiagSocket, Outcome> {
+        match self.map.entry(netns) {
+            std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let diag = crate::collector::netns::diag_in(netns).map_err(|e| {
+                    Outcome::Refused(format!("cannot reach the socket's namespace: {e}"))
+                })?;
+                Ok(v.insert(diag))
+            }
+        }
+    }
 }
 
 /// The socket as the kernel has it now, if it is still the chosen one (same id and cookie).

@@ -27,6 +27,8 @@ pub struct Target {
     pub local: String,
     pub remote: String,
     pub netns: NetnsId,
+    /// The namespace's name when katop read several (`podman:web-1`, `host`).
+    pub netns_name: Option<String>,
     pub inode: Inode,
     pub cookie: u64,
     /// The socket's owner uid (whose it is, for [`super::Scope`]).
@@ -52,6 +54,7 @@ impl Target {
             local: s.local.to_string(),
             remote: s.remote.to_string(),
             netns: s.netns,
+            netns_name: e.netns_name().map(str::to_string),
             inode: s.inode,
             cookie: s.cookie.0,
             uid: s.uid,
@@ -104,8 +107,13 @@ impl Target {
         } else {
             format!("  stale: {}", self.stale.join(","))
         };
+        // Outside the host, the namespace first: a port says little across namespaces.
+        let ns = match self.netns_name.as_deref() {
+            Some(n) if n != "host" => format!("[{n}] "),
+            _ => String::new(),
+        };
         crate::text::printable_owned(format!(
-            "{} {} {} → {}  {}  idle {idle}{stale}",
+            "{ns}{} {} {} → {}  {}  idle {idle}{stale}",
             self.proto.name(),
             self.state_name(),
             self.local,

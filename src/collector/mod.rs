@@ -3,6 +3,9 @@
 //! A [`Collector`] is created once and polled; each poll returns a whole [`Snapshot`] by value.
 
 pub mod borrow;
+pub mod containers;
+pub mod namespaces;
+pub mod netns;
 pub mod procs;
 pub mod sock_diag;
 pub mod sockopts;
@@ -25,6 +28,8 @@ pub struct Selection {
     pub protos: Vec<Proto>,
     pub ipv4: bool,
     pub ipv6: bool,
+    /// Which network namespaces.
+    pub netns: namespaces::Which,
 }
 
 impl Default for Selection {
@@ -33,6 +38,7 @@ impl Default for Selection {
             protos: vec![Proto::Tcp, Proto::Udp, Proto::Unix],
             ipv4: true,
             ipv6: true,
+            netns: namespaces::Which::Own,
         }
     }
 }
@@ -65,6 +71,8 @@ impl Selection {
 /// Polls the kernel; keeps the netlink socket and the process map between polls.
 pub struct Collector {
     diag: DiagSocket,
+    /// The namespaces read beyond katop's own.
+    pub namespaces: namespaces::Namespaces,
     procs: ProcessMap,
     /// Each TCP socket's keepalive options, by cookie.
     pub opts: OptsCache,
@@ -89,8 +97,10 @@ pub fn sparse(capacity: usize, len: usize) -> bool {
 
 impl Collector {
     pub fn new(selection: Selection) -> Result<Self, CollectError> {
+        let own = current_netns();
         Ok(Collector {
             diag: DiagSocket::open()?,
+            namespaces: namespaces::Namespaces::new(selection.netns.clone(), own),
             procs: ProcessMap::new(),
             opts: OptsCache::default(),
             selection,
@@ -116,13 +126,24 @@ impl Collector {
             socks: buf,
             ..DumpSink::default()
         };
-        for kind in self.selection.dumps() {
-            self.diag.dump(kind, self.netns, &mut sink)?;
+        let dumps = self.selection.dumps();
+        if self.namespaces.reads_own() {
+            for &kind in &dumps {
+                self.diag.dump(kind, self.netns, &mut sink)?;
+            }
+        }
+        let (mut namespaces, mut warnings) = self.namespaces.poll(&dumps, &mut sink.socks, started);
+        let settings = sysctl::read();
+        if self.namespaces.reads_others() {
+            namespaces.push(self.namespaces.own_info(settings));
         }
         let dump_cost = started.elapsed();
         self.last_count = sink.socks.len();
         self.give_back_memory(&mut sink.socks);
-        self.procs.resolve(&mut sink.socks, &[self.netns]);
+        let dumped: Vec<NetnsId> = std::iter::once(self.netns)
+            .chain(self.namespaces.ids())
+            .collect();
+        self.procs.resolve(&mut sink.socks, &dumped);
         self.opts.fill(&mut sink.socks);
         for s in &sink.socks {
             if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {
@@ -130,7 +151,6 @@ impl Collector {
                     .insert(s.interface, interface_name(s.interface));
             }
         }
-        let mut warnings = Vec::new();
         if sink.skipped > 0 {
             warnings.push(format!(
                 "{} malformed sock_diag messages skipped (first: {})",
@@ -152,9 +172,10 @@ impl Collector {
         Ok(Snapshot {
             socks: sink.socks,
             netns: self.netns,
-            settings: sysctl::read(),
+            settings,
             interfaces: self.interfaces.clone(),
             holders: self.procs.shared(),
+            namespaces,
             taken_at: Instant::now(),
             cost: PollCost {
                 dump: dump_cost,

@@ -124,6 +124,8 @@ pub struct ProcessMap {
     unowned: FxHashSet<Inode>,
     scans: u32,
     blind: Blind,
+    /// Container labels, read once per container.
+    containers: super::containers::Names,
     /// What the latest scan saw; kept until the next scan, so its warning stays up while true.
     pub last: ScanStats,
 }
@@ -313,6 +315,7 @@ impl ProcessMap {
                     pid,
                     name: stat.comm.clone().into_boxed_str(),
                     cmdline: cmdline.into_boxed_str(),
+                    container: self.containers.of_pid(pid),
                 });
                 self.procs.insert(
                     pid,

@@ -111,10 +111,17 @@ enum Term {
     Connected,
     Proto(Proto),
     Family(Family),
-    Addr { remote: bool, pat: AddrPat },
+    Addr {
+        remote: bool,
+        pat: AddrPat,
+    },
     Cmp(Num, Op, u64),
     Service(String),
     ProcName(String),
+    /// `netns:host`, `netns:INODE`, `netns:NAME` (a glob on the namespace's name).
+    Netns(String),
+    /// `container:GLOB` on the container's label.
+    Container(glob::Pattern),
     Keepalive(Keepalive),
     KaSource(crate::model::keepalive::Source),
     Timer(Option<TimerKind>),
@@ -211,12 +218,29 @@ fn term(t: &Term, e: &SockEntry, now: Instant) -> bool {
             .owner
             .process()
             .is_some_and(|p| p.name.to_ascii_lowercase().contains(name.as_str())),
+        Term::Netns(want) => netns_is(e, want),
+        Term::Container(pat) => e.container().is_some_and(|c| pat.matches(c)),
         Term::Keepalive(k) => e.keepalive == Some(*k),
         Term::KaSource(src) => e.params().is_some_and(|p| p.source == *src),
         Term::Timer(kind) => s.timer.map(|t| t.kind) == *kind,
         Term::Stale(None) => !e.stale.is_empty(),
         Term::Stale(Some(r)) => e.stale.contains(*r),
     }
+}
+
+/// `netns:host`, `netns:INODE`, or a glob on the namespace's name (or its container's). With
+/// one namespace read, every socket is in it: katop's own, taken as the host's.
+fn netns_is(e: &SockEntry, want: &str) -> bool {
+    let ns = e.ctx.namespace(e.sock.netns);
+    if want == "host" {
+        return ns.is_none_or(|n| n.host);
+    }
+    if let Ok(inode) = want.parse::<u64>() {
+        return e.sock.netns.0 == inode;
+    }
+    let pat = glob::Pattern::new(want).ok();
+    let hit = |name: &str| pat.as_ref().map_or(name == want, |p| p.matches(name));
+    ns.is_some_and(|n| hit(&n.name) || n.container.as_deref().is_some_and(hit))
 }
 
 fn number(n: Num, e: &SockEntry, now: Instant) -> Option<u64> {
@@ -634,6 +658,15 @@ impl Parser<'_> {
                 }
                 eq_only(Term::Service(v))
             }
+            "netns" => negatable(op, Term::Netns(value.clone()))
+                .ok_or_else(|| self.err_at(op_at, "netns takes ':' or '!='".into())),
+            "container" => {
+                let pat = glob::Pattern::new(&value).map_err(|e| {
+                    self.err_at(v_at, format!("'{value}' is not a glob pattern: {}", e.msg))
+                })?;
+                negatable(op, Term::Container(pat))
+                    .ok_or_else(|| self.err_at(op_at, "container takes ':' or '!='".into()))
+            }
             "proc" => {
                 if let Ok(pid) = value.parse::<u64>() {
                     return Ok(Expr::Term(Term::Cmp(Num::Pid, op, pid)));
@@ -721,7 +754,7 @@ impl Parser<'_> {
     }
 }
 
-const KEYS: [&str; 27] = [
+const KEYS: [&str; 29] = [
     "state",
     "proto",
     "family",
@@ -732,6 +765,8 @@ const KEYS: [&str; 27] = [
     "port",
     "service",
     "proc",
+    "netns",
+    "container",
     "pid",
     "uid",
     "idle",
@@ -770,6 +805,8 @@ fn expected_value(key: &str) -> String {
         "src" | "dst" => "an address like 10.0.0.0/8, :22 or [::1]:5432".into(),
         "service" => "a service name like postgres".into(),
         "proc" => "a process name or pid".into(),
+        "netns" => "a namespace: host, a name or an inode".into(),
+        "container" => "a container glob like podman:web-*".into(),
         "keepalive" => "on, off or unknown".into(),
         "stale" => reason_list(),
         "proto" => "tcp, udp or unix".into(),
@@ -787,6 +824,8 @@ fn example(key: &str) -> &'static str {
         "src" | "dst" => "10.0.0.0/8",
         "service" => "postgres",
         "proc" => "java",
+        "netns" => "host",
+        "container" => "docker:*",
         "keepalive" => "off",
         "stale" => "idle",
         "proto" => "tcp",

@@ -53,6 +53,7 @@ fn farm() -> Vec<RawSock> {
             pid: 7,
             name: "java".into(),
             cmdline: "java -jar app".into(),
+            container: None,
         }),
         fd: 9,
     };
@@ -245,4 +246,45 @@ fn nesting_is_bounded_with_an_error_at_its_column() {
         assert!(e.message.contains("levels"), "{e}");
     }
     assert!(Filter::parse(&format!("{}idle", "!".repeat(256))).is_ok());
+}
+
+#[test]
+fn namespaces_and_containers() {
+    use crate::model::{NetnsId, NsInfo};
+    let now = Instant::now();
+    let mut host = sock(SockState::Established);
+    host.netns = NetnsId(10);
+    let mut web = sock(SockState::Established);
+    web.netns = NetnsId(20);
+    web.cookie = Cookie(2);
+    let mut snap = snapshot(vec![host, web]);
+    let info = |id, name: &str, container: Option<&str>, is_host| NsInfo {
+        id: NetnsId(id),
+        name: name.into(),
+        container: container.map(Into::into),
+        settings: crate::model::KernelSettings::default(),
+        age: Duration::ZERO,
+        host: is_host,
+    };
+    snap.namespaces = vec![
+        info(10, "host", None, true),
+        info(20, "podman:web-1", Some("podman:web-1"), false),
+    ];
+    let mut t = ConnTable::new(Duration::from_secs(300));
+    t.apply(snap, now);
+    let pick = |expr: &str| -> Vec<u64> {
+        let f = Filter::parse(expr).unwrap();
+        t.entries()
+            .filter(|e| f.matches(e, now))
+            .map(|e| e.sock.cookie.0)
+            .collect()
+    };
+    assert_eq!(pick("netns:host"), [1]);
+    assert_eq!(pick("netns:20"), [2]);
+    assert_eq!(pick("netns:podman:web-1"), [2]);
+    assert_eq!(pick("container:podman:web-*"), [2]);
+    assert_eq!(pick("!container:*"), [1]);
+    assert_eq!(pick("netns!=host"), [2]);
+    let e = Filter::parse("container:[").unwrap_err();
+    assert!(e.message.contains("not a glob"), "{e}");
 }

@@ -32,10 +32,30 @@ pub struct Snapshot {
     pub interfaces: HashMap<u32, Box<str>>,
     /// Every holder of the sockets held by more than one fd.
     pub holders: std::sync::Arc<Holders>,
+    /// The namespaces the sockets were read in, beyond the host's (names, containers, their
+    /// own sysctls, how fresh their data is); empty when katop reads only its own.
+    pub namespaces: Vec<NsInfo>,
     pub taken_at: Instant,
     pub cost: PollCost,
     /// Things that went partly wrong (unreadable processes, skipped messages), for the status line.
     pub warnings: Vec<String>,
+}
+
+/// A network namespace katop read sockets in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NsInfo {
+    pub id: NetnsId,
+    /// Its human name, best first: `host`, the container it belongs to, its `ip netns` or
+    /// bind-mount name, else `netns:<inode>`.
+    pub name: std::sync::Arc<str>,
+    /// The container whose namespace it is (`podman:web-1`, `docker:3f2a91c0d4e1`, …).
+    pub container: Option<std::sync::Arc<str>>,
+    /// Its own keepalive and retransmission sysctls.
+    pub settings: KernelSettings,
+    /// How old its sockets' data is (namespaces other than the host's and the focused ones
+    /// are refreshed less often).
+    pub age: Duration,
+    pub host: bool,
 }
 
 /// What a poll cost, for the header and the benchmark.

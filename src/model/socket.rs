@@ -270,6 +270,8 @@ pub struct Process {
     pub name: Box<str>,
     /// Arguments joined by spaces, lossily made UTF-8; empty for kernel threads and zombies.
     pub cmdline: Box<str>,
+    /// The container it runs in, from its cgroup (`podman:web-1`); `None` on the host.
+    pub container: Option<Arc<str>>,
 }
 
 /// One fd, of one process, that refers to a socket.

@@ -35,6 +35,30 @@ pub struct Ctx {
     pub stale_after: Duration,
     /// Every holder of the sockets held by more than one fd.
     pub holders: Arc<Holders>,
+    /// The namespaces read, beyond the host's, and where each is in that list.
+    pub namespaces: Vec<crate::model::NsInfo>,
+    ns_index: FxHashMap<NetnsId, usize>,
+}
+
+impl Ctx {
+    /// The namespace `id`, if katop read it as one of several.
+    pub fn namespace(&self, id: NetnsId) -> Option<&crate::model::NsInfo> {
+        self.ns_index.get(&id).map(|&i| &self.namespaces[i])
+    }
+
+    /// The sysctls that govern sockets of namespace `id`: its own, else the host's.
+    pub fn settings_for(&self, id: NetnsId) -> &KernelSettings {
+        self.namespace(id).map_or(&self.settings, |n| &n.settings)
+    }
+
+    fn set_namespaces(&mut self, namespaces: Vec<crate::model::NsInfo>) {
+        self.ns_index = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id, i))
+            .collect();
+        self.namespaces = namespaces;
+    }
 }
 
 impl Ctx {
@@ -146,12 +170,13 @@ impl<'a> SockEntry<'a> {
 
     /// The keepalive settings that govern it: read from the socket, or the sysctls.
     pub fn params(&self) -> Option<Params> {
-        Params::of(self.sock, &self.ctx.settings)
+        Params::of(self.sock, self.ctx.settings_for(self.sock.netns))
     }
 
     /// If the peer went silent, when the kernel would notice, counted down to `now`.
     pub fn detect(&self, now: Instant) -> Option<Countdown> {
-        let d = keepalive::dead_peer_detect(self.sock, &self.params()?, &self.ctx.settings)?;
+        let settings = self.ctx.settings_for(self.sock.netns);
+        let d = keepalive::dead_peer_detect(self.sock, &self.params()?, settings)?;
         let since_poll = self
             .ctx
             .polled_at
@@ -191,9 +216,25 @@ impl<'a> SockEntry<'a> {
         })
     }
 
+    /// The container the socket belongs to: its owner's (a container sharing the host's
+    /// namespace is still named), else its namespace's.
+    pub fn container(&self) -> Option<&'a str> {
+        self.sock
+            .owner
+            .process()
+            .and_then(|p| p.container.as_deref())
+            .or_else(|| self.ctx.namespace(self.sock.netns)?.container.as_deref())
+    }
+
+    /// The name of the socket's network namespace, when katop read several.
+    pub fn netns_name(&self) -> Option<&'a str> {
+        self.ctx.namespace(self.sock.netns).map(|n| &*n.name)
+    }
+
     /// Why a middlebox has probably forgotten it, if it has.
     pub fn at_risk(&self) -> Option<AtRisk<'a>> {
-        keepalive::at_risk(self.sock, &self.ctx.settings, &self.ctx.middleboxes)
+        let settings = self.ctx.settings_for(self.sock.netns);
+        keepalive::at_risk(self.sock, settings, &self.ctx.middleboxes)
     }
 
     pub fn key(&self) -> SockKey {
@@ -361,6 +402,7 @@ impl ConnTable {
         }
         self.ctx.polled_at = Some(now);
         self.ctx.holders = snap.holders;
+        self.ctx.set_namespaces(snap.namespaces);
         let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
         let mut ownerless_since = FxHashMap::default();
         let mut derived = Vec::with_capacity(socks.len());
@@ -440,7 +482,8 @@ impl ConnTable {
     /// The stale rules, with `at-risk` when middleboxes are declared.
     fn stale(&self, sock: &RawSock, in_state: Duration, unowned: Option<Unowned>) -> StaleSet {
         let mut set = stale::reasons(sock, in_state, unowned, self.ctx.stale_after);
-        if keepalive::at_risk(sock, &self.ctx.settings, &self.ctx.middleboxes).is_some() {
+        let settings = self.ctx.settings_for(sock.netns);
+        if keepalive::at_risk(sock, settings, &self.ctx.middleboxes).is_some() {
             set.insert(stale::StaleReason::AtRisk);
         }
         set
@@ -510,6 +553,7 @@ pub(crate) mod tests {
                     pid: 42,
                     name: "psql".into(),
                     cmdline: "psql db".into(),
+                    container: None,
                 }),
                 fd: 3,
             },
@@ -539,6 +583,7 @@ pub(crate) mod tests {
             settings: KernelSettings::default(),
             interfaces: HashMap::new(),
             holders: Arc::default(),
+            namespaces: Vec::new(),
             taken_at: Instant::now(),
             cost: PollCost::default(),
             warnings: Vec::new(),

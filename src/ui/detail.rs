@@ -103,6 +103,16 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
             "not visible (another user's; run as root)",
         )),
     }
+    if let Some(ns) = e.netns_name() {
+        out.push(kv(
+            theme,
+            "namespace",
+            &format!("{ns} (netns {})", s.netns.0),
+        ));
+    }
+    if let Some(c) = e.container() {
+        out.push(kv(theme, "container", c));
+    }
     let uid = s.uid.map_or_else(|| "?".into(), |u| u.to_string());
     out.push(kv(
         theme,

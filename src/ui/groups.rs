@@ -27,8 +27,12 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
             } else {
                 Span::raw("0")
             };
+            let who = match &g.container {
+                Some(c) => format!("{c} {}", g.process),
+                None => g.process.clone(),
+            };
             let row = Row::new(vec![
-                Cell::from(crate::text::printable(&g.process).into_owned()),
+                Cell::from(crate::text::printable_owned(who)),
                 Cell::from(g.peer.clone()),
                 Cell::from(format!("{:>5}", g.count)),
                 Cell::from(format!("{:>8}", idle(g.idle_min_ms))),
@@ -43,7 +47,13 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
             }
         });
     let header = Row::new([
-        "PROCESS", "PEER", "CONNS", "IDLE MIN", "IDLE MAX", "STALE", "KA OFF",
+        "[CONTAINER] PROCESS",
+        "PEER",
+        "CONNS",
+        "IDLE MIN",
+        "IDLE MAX",
+        "STALE",
+        "KA OFF",
     ])
     .style(theme.header());
     let widths = [

@@ -21,6 +21,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
             t.len()
         )),
     ];
+    first.extend(namespaces(t, theme));
     if app.paused {
         first.push(Span::styled("  PAUSED", theme.warn()));
     }
@@ -92,6 +93,31 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     );
 }
 
+/// How many namespaces are read, how many are containers', and how fresh the oldest data is
+/// when namespaces are refreshed at different rates.
+fn namespaces(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static>> {
+    let ns = &t.ctx.namespaces;
+    if ns.len() <= 1 {
+        return Vec::new();
+    }
+    let containers = ns.iter().filter(|n| n.container.is_some()).count();
+    let mut out = vec![Span::raw(format!(
+        " · {} namespaces ({containers} containers)",
+        ns.len()
+    ))];
+    let oldest = ns.iter().map(|n| n.age).max().unwrap_or_default();
+    if oldest >= std::time::Duration::from_secs(2) {
+        out.push(Span::styled(
+            format!(
+                " · oldest data {}",
+                format_ms_short(oldest.as_millis() as u64)
+            ),
+            theme.label(),
+        ));
+    }
+    out
+}
+
 /// The system keepalive settings, when a silent peer is dropped, conntrack's timeout and the
 /// declared middleboxes.
 fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static>> {
@@ -114,6 +140,14 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
         ka.push(Span::styled(
             format!("  conntrack {}", format_secs(ct.into())),
             theme.label(),
+        ));
+    }
+    // These are the host's; namespaces with their own say so.
+    let differ = t.ctx.namespaces.iter().filter(|n| n.settings != *s).count();
+    if differ > 0 {
+        ka.push(Span::styled(
+            format!("  (differ in {differ} namespaces)"),
+            theme.warn(),
         ));
     }
     // Declared middleboxes, tightest first: what `at-risk` is measured against.

@@ -93,7 +93,16 @@ fn visible(app: &App, area: Rect) -> Visible {
         })
         .collect();
     let mut widths = widths;
-    let keep = columns::fit(&COLUMNS, &widths, usize::from(area.width));
+    // One namespace read: its name would be the same on every row.
+    let candidates: Vec<usize> = (0..COLUMNS.len())
+        .filter(|&i| COLUMNS[i] != Column::Netns || app.table.ctx.namespaces.len() > 1)
+        .collect();
+    let cols: Vec<Column> = candidates.iter().map(|&i| COLUMNS[i]).collect();
+    let ws: Vec<usize> = candidates.iter().map(|&i| widths[i]).collect();
+    let keep: Vec<usize> = columns::fit(&cols, &ws, usize::from(area.width))
+        .into_iter()
+        .map(|k| candidates[k])
+        .collect();
     // A mark shows as a `*` before the first shown column too, so it survives NO_COLOR.
     if let Some(&first) = keep.first() {
         let mut any = false;

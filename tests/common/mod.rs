@@ -20,6 +20,7 @@ pub fn poll(stale_after: Duration) -> ConnTable {
         protos: vec![Proto::Tcp],
         ipv4: true,
         ipv6: true,
+        ..Selection::default()
     })
     .expect("open sock_diag");
     let snap = c.poll().expect("poll");

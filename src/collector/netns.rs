@@ -1,0 +1,388 @@
+//! Every network namespace on the host, and a way into each.
+//!
+//! Found through the `ns/net` link of every process and through `nsfs` bind mounts
+//! (`/run/netns/*` as `ip netns` makes them, `/run/docker/netns/*`, any other in
+//! `/proc/self/mountinfo`), so a namespace no process is in still shows. A namespace in use is
+//! held by an fd (its inode cannot be reused meanwhile); its `sock_diag` socket is created on a
+//! short-lived thread that entered it (a netlink socket belongs to the namespace it was
+//! created in), so no thread that runs anything else ever changes namespace. When a namespace
+//! is no longer found, katop drops the fd and every socket it opened there: it never keeps a
+//! dead container's namespace alive.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustc_hash::FxHashMap;
+use rustix::fs::{Mode, OFlags, CWD};
+
+use super::sock_diag::DiagSocket;
+use crate::error::CollectError;
+use crate::model::{KernelSettings, NetnsId};
+
+/// How katop reaches a namespace: a process in it, or a bind mount of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handle {
+    Pid(u32),
+    Mount(PathBuf),
+}
+
+impl Handle {
+    fn path(&self) -> PathBuf {
+        match self {
+            Handle::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Handle::Mount(p) => p.clone(),
+        }
+    }
+}
+
+/// A namespace found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: NetnsId,
+    pub handle: Handle,
+    /// The name of its bind mount (`ip netns` name), if it has one.
+    pub mount_name: Option<String>,
+    /// Some processes in it (the first few found), to name it by their cgroup.
+    pub pids: Vec<u32>,
+}
+
+/// Processes kept per namespace for naming it.
+const PIDS_KEPT: usize = 4;
+
+/// Every network namespace on the host, by inode: processes' first, then bind mounts. A
+/// process that exits meanwhile, or whose link katop may not read, is skipped (its namespace
+/// is found through another process, or is not enterable anyway).
+pub fn discover() -> Vec<Found> {
+    let mut by_id: FxHashMap<NetnsId, Found> = FxHashMap::default();
+    let mut order = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(st) = rustix::fs::stat(format!("/proc/{pid}/ns/net")) else {
+                continue;
+            };
+            let id = NetnsId(st.st_ino);
+            let f = by_id.entry(id).or_insert_with(|| {
+                order.push(id);
+                Found {
+                    id,
+                    handle: Handle::Pid(pid),
+                    mount_name: None,
+                    pids: Vec::new(),
+                }
+            });
+            if f.pids.len() < PIDS_KEPT {
+                f.pids.push(pid);
+            }
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for (id, path) in nsfs_mounts(&mountinfo) {
+        let name = mount_name(&path);
+        let f = by_id.entry(id).or_insert_with(|| {
+            order.push(id);
+            Found {
+                id,
+                handle: Handle::Mount(path.clone()),
+                mount_name: None,
+                pids: Vec::new(),
+            }
+        });
+        if f.mount_name.is_none() {
+            f.mount_name = name;
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect()
+}
+
+/// The network namespace bind mounts in a `mountinfo` text: (inode, mount point).
+pub fn nsfs_mounts(mountinfo: &str) -> Vec<(NetnsId, PathBuf)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            if right.split_whitespace().next()? != "nsfs" {
+                return None;
+            }
+            let mut f = left.split_whitespace();
+            let root = f.nth(3)?;
+            let point = f.next()?;
+            let inode = root
+                .strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((NetnsId(inode), PathBuf::from(unescape(point))))
+        })
+        .collect()
+}
+
+/// `mountinfo` escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The name a bind mount gives its namespace: the file name (`ip netns add web` → `web`).
+fn mount_name(path: &Path) -> Option<String> {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+}
+
+/// The namespace at `handle`, held by an fd, after checking it is still namespace `id` (a pid
+/// can be reused, a mount replaced).
+pub fn hold(id: NetnsId, handle: &Handle) -> Result<OwnedFd, CollectError> {
+    let path = handle.path();
+    let fd = rustix::fs::openat(CWD, &path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| CollectError::Netns {
+            id: id.0,
+            what: format!("open {}", path.display()),
+            errno: e,
+        })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| CollectError::Netns {
+        id: id.0,
+        what: "fstat".into(),
+        errno: e,
+    })?;
+    if st.st_ino != id.0 {
+        return Err(CollectError::Netns {
+            id: id.0,
+            what: format!("{} is now namespace {}", path.display(), st.st_ino),
+            errno: rustix::io::Errno::STALE,
+        });
+    }
+    Ok(fd)
+}
+
+/// What katop keeps of a namespace it entered: its `sock_diag` socket, its socket counts (to
+/// skip dumps of protocols it has no sockets of), and its sysctls.
+pub struct Inside {
+    pub diag: DiagSocket,
+    pub counts: Counts,
+    pub settings: KernelSettings,
+}
+
+/// Creates, on a thread that enters namespace `fd` and then ends, what katop needs there.
+pub fn enter(fd: &OwnedFd, id: NetnsId) -> Result<Inside, CollectError> {
+    let fd = fd.as_fd();
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("katop-setns".into())
+            .spawn_scoped(s, move || {
+                rustix::thread::move_into_link_name_space(
+                    fd,
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(|e| CollectError::Netns {
+                    id: id.0,
+                    what: "setns (needs CAP_SYS_ADMIN)".into(),
+                    errno: e,
+                })?;
+                Ok(Inside {
+                    diag: DiagSocket::open()?,
+                    counts: Counts::open(),
+                    settings: super::sysctl::read(),
+                })
+            })
+            .map_err(|e| CollectError::Netns {
+                id: id.0,
+                what: format!("spawn a thread: {e}"),
+                errno: rustix::io::Errno::AGAIN,
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(CollectError::Netns {
+                    id: id.0,
+                    what: "the thread entering it failed".into(),
+                    errno: rustix::io::Errno::IO,
+                })
+            })
+    })
+}
+
+/// A `sock_diag` socket inside namespace `id`, to act on a socket there; an error when the
+/// namespace is gone or cannot be entered.
+pub fn diag_in(id: NetnsId) -> Result<DiagSocket, CollectError> {
+    if id == super::current_netns() {
+        return DiagSocket::open();
+    }
+    let found = discover()
+        .into_iter()
+        .find(|f| f.id == id)
+        .ok_or_else(|| CollectError::Netns {
+            id: id.0,
+            what: "no process or mount holds it any more".into(),
+            errno: rustix::io::Errno::NOENT,
+        })?;
+    let fd = hold(id, &found.handle)?;
+    // The socket keeps the namespace alive for as long as katop acts through it.
+    Ok(enter(&fd, id)?.diag)
+}
+
+/// Reads a namespace's sysctls again, on a thread that enters it.
+pub fn read_settings(fd: &OwnedFd) -> Option<KernelSettings> {
+    let fd = fd.as_fd();
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("katop-setns".into())
+            .spawn_scoped(s, move || {
+                rustix::thread::move_into_link_name_space(
+                    fd,
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .ok()?;
+                Some(super::sysctl::read())
+            })
+            .ok()?
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
+/// A namespace's `sockstat` files, opened inside it (they stay bound to it): how many TCP and
+/// UDP sockets it has, so a namespace without any costs no dump of them (a TCP dump walks the
+/// host's whole hash table, whichever namespace asks).
+pub struct Counts {
+    v4: Option<File>,
+    v6: Option<File>,
+}
+
+/// Sockets a namespace has, by protocol; `None` where unknown (then dump anyway).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InUse {
+    pub tcp: Option<u64>,
+    pub udp: Option<u64>,
+}
+
+impl Counts {
+    fn open() -> Counts {
+        Counts {
+            v4: File::open("/proc/thread-self/net/sockstat").ok(),
+            v6: File::open("/proc/thread-self/net/sockstat6").ok(),
+        }
+    }
+
+    /// No counts: every dump is made.
+    pub fn unknown() -> Counts {
+        Counts { v4: None, v6: None }
+    }
+
+    /// The counts now.
+    pub fn read(&mut self) -> InUse {
+        let mut text = String::new();
+        let mut read = |f: &mut Option<File>| -> Option<String> {
+            let f = f.as_mut()?;
+            f.rewind().ok()?;
+            text.clear();
+            f.take(4096).read_to_string(&mut text).ok()?;
+            Some(text.clone())
+        };
+        let (v4, v6) = (read(&mut self.v4), read(&mut self.v6));
+        let both = |key4: &str, key6: &str, tw: bool| -> Option<u64> {
+            let a = sockstat_count(v4.as_deref()?, key4, tw)?;
+            let b = sockstat_count(v6.as_deref()?, key6, false)?;
+            Some(a + b)
+        };
+        InUse {
+            tcp: both("TCP:", "TCP6:", true),
+            udp: both("UDP:", "UDP6:", false),
+        }
+    }
+}
+
+/// `inuse` (plus `tw` for TCP) on the line starting with `key` of a `sockstat` file.
+pub fn sockstat_count(text: &str, key: &str, with_tw: bool) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let mut words = line.split_whitespace().skip(1);
+    let mut total = 0;
+    while let (Some(k), Some(v)) = (words.next(), words.next()) {
+        if k == "inuse" || (with_tw && k == "tw") {
+            total += v.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_namespace_bind_mounts_in_mountinfo() {
+        let text = "\
+36 25 0:4 net:[4026532451] /run/netns/web rw shared:5 - nsfs nsfs rw
+37 25 0:4 net:[4026532999] /run/docker/netns/3f2a91c0d4e1 rw - nsfs nsfs rw
+38 25 0:4 mnt:[4026532000] /run/mnt-ns rw - nsfs nsfs rw
+39 25 0:21 / /proc rw - proc proc rw
+40 25 0:4 net:[4026532777] /run/netns/with\\040space rw - nsfs nsfs rw
+";
+        let found = nsfs_mounts(text);
+        assert_eq!(
+            found,
+            vec![
+                (NetnsId(4_026_532_451), PathBuf::from("/run/netns/web")),
+                (
+                    NetnsId(4_026_532_999),
+                    PathBuf::from("/run/docker/netns/3f2a91c0d4e1")
+                ),
+                (
+                    NetnsId(4_026_532_777),
+                    PathBuf::from("/run/netns/with space")
+                ),
+            ]
+        );
+        assert_eq!(mount_name(&found[0].1).as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn reads_socket_counts() {
+        let v4 =
+            "sockets: used 120\nTCP: inuse 3 orphan 0 tw 2 alloc 9 mem 1\nUDP: inuse 1 mem 0\n";
+        assert_eq!(sockstat_count(v4, "TCP:", true), Some(5));
+        assert_eq!(sockstat_count(v4, "TCP:", false), Some(3));
+        assert_eq!(sockstat_count(v4, "UDP:", false), Some(1));
+        assert_eq!(sockstat_count(v4, "RAW:", false), None);
+    }
+
+    #[test]
+    fn discovers_this_processs_namespace() {
+        let own = crate::collector::current_netns();
+        let all = discover();
+        let me = all
+            .iter()
+            .find(|f| f.id == own)
+            .expect("katop's own namespace is found");
+        let fd = hold(me.id, &me.handle).unwrap();
+        assert_eq!(rustix::fs::fstat(&fd).unwrap().st_ino, own.0);
+        // The wrong inode for a handle is refused, never entered.
+        assert!(hold(NetnsId(own.0 ^ 1), &me.handle).is_err());
+    }
+}

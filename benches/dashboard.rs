@@ -5,7 +5,6 @@
 //!
 //! `cargo bench --bench dashboard -- --count 50000 --seconds 30` (100 000 sockets).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use katop::app::{update, App, Msg};
@@ -75,52 +74,10 @@ fn main() {
 
     // The real binary in tmux at its default 1 s interval.
     let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
-    let sock = format!("katop-bench-{}", std::process::id());
-    let tmux = |a: &[&str]| {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&sock)
-            .args(a)
-            .output()
-            .unwrap()
-    };
-    tmux(&["new-session", "-d", "-x", "200", "-y", "50", &bin]);
-    std::thread::sleep(Duration::from_secs(3)); // first polls: the cold /proc scan is not steady state
-    let pid = String::from_utf8(tmux(&["display-message", "-p", "#{pane_pid}"]).stdout)
-        .unwrap()
-        .trim()
-        .parse::<u32>()
-        .unwrap();
-    let ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap() // utime + stime
-    };
-    let hz = 100.0; // USER_HZ
-    let (t0, c0) = (Instant::now(), ticks());
-    let mut rss_max = 0u64;
-    while t0.elapsed() < Duration::from_secs(seconds as u64) {
-        std::thread::sleep(Duration::from_millis(500));
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kb = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        rss_max = rss_max.max(kb("VmRSS:"));
-    }
-    let cpu = (ticks() - c0) as f64 / hz / t0.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap_or("VmHWM: ?")
-        .to_string();
-    tmux(&["kill-server"]);
-    println!("katop dashboard over {seconds} s at 1 s interval: CPU {:.1}% of one core, RSS max sampled {:.1} MiB, {}", cpu * 100.0, rss_max as f64 / 1024.0, hwm.split_whitespace().collect::<Vec<_>>().join(" "));
+    let (cpu, rss, hwm) = common::dashboard_cost(&bin, seconds);
+    println!(
+        "katop dashboard over {seconds} s at 1 s interval: CPU {:.1}% of one core, RSS max sampled {rss:.1} MiB, VmHWM {hwm}",
+        cpu * 100.0
+    );
     drop(farm);
 }

@@ -132,7 +132,7 @@ impl Collector {
                 self.diag.dump(kind, self.netns, &mut sink)?;
             }
         }
-        let (mut namespaces, mut warnings) = self.namespaces.poll(&dumps, &mut sink.socks, started);
+        let (mut namespaces, mut warnings) = self.namespaces.poll(&dumps, &mut sink.socks);
         let settings = sysctl::read();
         if self.namespaces.reads_others() {
             namespaces.push(self.namespaces.own_info(settings));

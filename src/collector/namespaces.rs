@@ -1,10 +1,12 @@
-//! The network namespaces a collector reads, polled on a schedule: a `sock_diag` dump in any
-//! namespace walks the host's whole TCP hash table (~40 ms beside 55k host sockets), so fifty
-//! containers dumped naively every second would cost two seconds a poll. Here the host's
-//! namespace and the ones the operator focuses on are dumped every poll; the others round-robin
-//! under a per-poll time budget, each at least every [`MAX_AGE`]; a namespace with no TCP or
-//! UDP socket (its `sockstat`) costs no dump of them. Between its dumps a namespace's sockets
-//! are the last ones read, and its age says so.
+//! The network namespaces a collector reads, polled on a schedule: a TCP `sock_diag` dump in
+//! any namespace walks the host's whole hash table (~14 ms per family beside 100k host
+//! sockets), so fifty containers dumped naively every second would cost well over a second a
+//! poll. Here the host's namespace and the ones the operator focuses on are dumped every poll;
+//! the others take turns under a per-poll time budget, those whose socket counts changed
+//! (`sockstat`) first, each at least every [`MAX_AGE`] while it changes and every
+//! [`QUIET_MAX_AGE`] while it is quiet; a protocol and family a namespace has no socket of
+//! costs no dump at all. Between its dumps a namespace's sockets are the last ones read, and
+//! its age (in the header, and `NsInfo::age`) says so.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -15,10 +17,13 @@ use super::netns::{self, Counts, Found};
 use super::sock_diag::{DiagSocket, DumpKind};
 use super::wire::DumpSink;
 use crate::error::CollectError;
-use crate::model::{KernelSettings, NetnsId, NsInfo, Proto, RawSock};
+use crate::model::{KernelSettings, NetnsId, NsInfo, RawSock};
 
-/// The longest a namespace's data may get before it is dumped whatever the budget.
+/// The longest a namespace's data may get, while its socket counts change, before it is dumped
+/// whatever the budget.
 pub const MAX_AGE: Duration = Duration::from_secs(5);
+/// The same for a namespace whose socket counts have not changed since its last dump.
+pub const QUIET_MAX_AGE: Duration = Duration::from_secs(15);
 /// Time per poll for dumping namespaces other than the host's and the focused ones.
 pub const BUDGET: Duration = Duration::from_millis(30);
 /// Polls between two reads of a namespace's sysctls, and between retries of one katop could
@@ -52,13 +57,25 @@ struct Member {
     name: Arc<str>,
     container: Option<Arc<str>>,
     host: bool,
-    /// Its sockets as last dumped.
+    /// Its sockets as last dumped, and its socket counts then.
     socks: Vec<RawSock>,
     dumped_at: Option<Instant>,
+    counted: Option<netns::InUse>,
+}
+
+/// What the last poll spent on namespaces beyond katop's own (for the benchmark).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NsStats {
+    /// Namespaces dumped, and the time their dumps took.
+    pub dumped: usize,
+    pub dump_cost: Duration,
+    /// Time spent finding namespaces.
+    pub discover_cost: Duration,
 }
 
 /// The namespaces of one collector beyond its own.
 pub struct Namespaces {
+    pub last: NsStats,
     which: Which,
     own: NetnsId,
     host: NetnsId,
@@ -68,14 +85,15 @@ pub struct Namespaces {
     names: Names,
     pub focus: Focus,
     polls: u32,
-    /// Member to start the round-robin at.
-    next: usize,
+    /// What one namespace's dump cost lately: how many fit the budget.
+    cost_each: Duration,
 }
 
 impl Namespaces {
     pub fn new(which: Which, own: NetnsId) -> Self {
         let host = rustix::fs::stat("/proc/1/ns/net").map_or(own, |st| NetnsId(st.st_ino));
         Namespaces {
+            last: NsStats::default(),
             which,
             own,
             host,
@@ -84,7 +102,7 @@ impl Namespaces {
             names: Names::default(),
             focus: Focus::default(),
             polls: 0,
-            next: 0,
+            cost_each: Duration::ZERO,
         }
     }
 
@@ -142,39 +160,33 @@ impl Namespaces {
         &mut self,
         dumps: &[DumpKind],
         out: &mut Vec<RawSock>,
-        started: Instant,
     ) -> (Vec<NsInfo>, Vec<String>) {
         self.polls = self.polls.wrapping_add(1);
         if self.which == Which::Own {
             return (Vec::new(), Vec::new());
         }
+        let t = Instant::now();
         let found = netns::discover();
         self.reconcile(&found);
+        self.last = NsStats {
+            discover_cost: t.elapsed(),
+            ..NsStats::default()
+        };
         let mut warnings: Vec<String> = self
             .failed
             .iter()
             .map(|(id, _, why)| format!("network namespace {}: {why}", id.0))
             .collect();
-        let focus = self.focus.lock().map(|f| f.clone()).unwrap_or_default();
-        let now = Instant::now();
-        let n = self.members.len();
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            let m = &self.members[i];
-            let age = m
-                .dumped_at
-                .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
-            let must = m.host || focus.contains(&m.id) || age >= MAX_AGE;
-            let within = started.elapsed() < BUDGET;
-            if !(must || within) {
-                continue;
-            }
+        for i in self.schedule() {
+            let t = Instant::now();
             if let Err(e) = dump(&mut self.members[i], dumps) {
                 warnings.push(e.to_string());
             }
-            if !must {
-                self.next = (i + 1) % n.max(1);
-            }
+            self.last.dumped += 1;
+            self.last.dump_cost += t.elapsed();
+        }
+        if self.last.dumped > 0 {
+            self.cost_each = self.last.dump_cost / self.last.dumped as u32;
         }
         if self.polls % REFRESH_EVERY == 0 {
             for m in &mut self.members {
@@ -203,6 +215,36 @@ impl Namespaces {
             .collect();
         warnings.truncate(5);
         (infos, warnings)
+    }
+
+    /// Which members to dump this poll, in order: the host's and the focused ones, then those
+    /// past their age, then (while the budget lasts, judged by what dumps cost so far) those
+    /// whose counts changed, then the rest, oldest first.
+    fn schedule(&mut self) -> Vec<usize> {
+        let focus = self.focus.lock().map(|f| f.clone()).unwrap_or_default();
+        let now = Instant::now();
+        let mut must = Vec::new();
+        let mut may: Vec<(bool, Duration, usize)> = Vec::new();
+        for (i, m) in self.members.iter_mut().enumerate() {
+            let counts = m.counts.read();
+            let changed = m.counted != Some(counts);
+            let age = m
+                .dumped_at
+                .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+            let limit = if changed { MAX_AGE } else { QUIET_MAX_AGE };
+            if m.host || focus.contains(&m.id) || age >= limit {
+                must.push(i);
+            } else {
+                may.push((changed, age, i));
+            }
+        }
+        // Changed first, then the oldest.
+        may.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        // A dump costs about what the last ones did: as many as fit the budget.
+        let each = self.cost_each.max(Duration::from_micros(100));
+        let room = (BUDGET.as_micros() / each.as_micros()) as usize;
+        must.extend(may.into_iter().take(room).map(|(_, _, i)| i));
+        must
     }
 
     /// Enters new namespaces and lets go of those no longer found.
@@ -275,6 +317,7 @@ impl Namespaces {
             host,
             socks: Vec::new(),
             dumped_at: None,
+            counted: None,
         })
     }
 }
@@ -282,6 +325,7 @@ impl Namespaces {
 /// Dumps one namespace, skipping protocols it has no socket of.
 fn dump(m: &mut Member, dumps: &[DumpKind]) -> Result<(), CollectError> {
     let in_use = m.counts.read();
+    m.counted = Some(in_use);
     let mut sink = DumpSink {
         socks: std::mem::take(&mut m.socks),
         ..DumpSink::default()
@@ -289,11 +333,7 @@ fn dump(m: &mut Member, dumps: &[DumpKind]) -> Result<(), CollectError> {
     sink.socks.clear();
     let result = dumps
         .iter()
-        .filter(|k| match k.proto {
-            Proto::Tcp => in_use.tcp != Some(0),
-            Proto::Udp => in_use.udp != Some(0),
-            Proto::Unix => true,
-        })
+        .filter(|k| in_use.may_have(k.proto, k.family))
         .try_for_each(|&kind| m.diag.dump(kind, m.id, &mut sink));
     m.socks = sink.socks;
     m.dumped_at = Some(Instant::now());

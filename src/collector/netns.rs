@@ -275,11 +275,28 @@ pub struct Counts {
     v6: Option<File>,
 }
 
-/// Sockets a namespace has, by protocol; `None` where unknown (then dump anyway).
+/// Sockets a namespace has, by protocol and family; `None` where unknown (then dump anyway).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InUse {
-    pub tcp: Option<u64>,
-    pub udp: Option<u64>,
+    pub tcp4: Option<u64>,
+    pub tcp6: Option<u64>,
+    pub udp4: Option<u64>,
+    pub udp6: Option<u64>,
+}
+
+impl InUse {
+    /// Whether a dump of `proto` over `family` can find anything.
+    pub fn may_have(&self, proto: crate::model::Proto, family: crate::model::Family) -> bool {
+        use crate::model::{Family, Proto};
+        let n = match (proto, family) {
+            (Proto::Tcp, Family::Inet) => self.tcp4,
+            (Proto::Tcp, _) => self.tcp6,
+            (Proto::Udp, Family::Inet) => self.udp4,
+            (Proto::Udp, _) => self.udp6,
+            (Proto::Unix, _) => None,
+        };
+        n != Some(0)
+    }
 }
 
 impl Counts {
@@ -306,16 +323,23 @@ impl Counts {
             Some(text.clone())
         };
         let (v4, v6) = (read(&mut self.v4), read(&mut self.v6));
-        let both = |key4: &str, key6: &str, tw: bool| -> Option<u64> {
-            let a = sockstat_count(v4.as_deref()?, key4, tw)?;
-            let b = sockstat_count(v6.as_deref()?, key6, false)?;
-            Some(a + b)
-        };
+        // TIME_WAIT sockets of both families are counted on the IPv4 TCP line: a namespace
+        // with any keeps both TCP dumps.
+        let tw = v4.as_deref().and_then(sockstat_tw);
+        let count = |text: &Option<String>, key: &str| sockstat_count(text.as_deref()?, key, false);
+        let plus_tw = |n: Option<u64>| Some(n? + tw?);
         InUse {
-            tcp: both("TCP:", "TCP6:", true),
-            udp: both("UDP:", "UDP6:", false),
+            tcp4: plus_tw(count(&v4, "TCP:")),
+            tcp6: plus_tw(count(&v6, "TCP6:")),
+            udp4: count(&v4, "UDP:"),
+            udp6: count(&v6, "UDP6:"),
         }
     }
+}
+
+/// The `tw` count on the `TCP:` line.
+fn sockstat_tw(text: &str) -> Option<u64> {
+    Some(sockstat_count(text, "TCP:", true)? - sockstat_count(text, "TCP:", false)?)
 }
 
 /// `inuse` (plus `tw` for TCP) on the line starting with `key` of a `sockstat` file.

@@ -8,6 +8,8 @@ use socket2::{SockRef, TcpKeepalive};
 
 fn katop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_katop"))
+        // The host namespace only: sockets of other tests' namespaces may share its ports.
+        .env("KATOP_NETNS", "host")
         .args(args)
         .env_remove("KATOP_FILTER")
         .output()
@@ -152,6 +154,8 @@ fn family_and_protocol_flags_select_dumps() {
 fn kill_needs_its_own_filter_and_teaches_how() {
     // KATOP_FILTER set for the dashboard must never choose what `katop kill` kills.
     let o = Command::new(env!("CARGO_BIN_EXE_katop"))
+        // The host namespace only: sockets of other tests' namespaces may share its ports.
+        .env("KATOP_NETNS", "host")
         .args(["kill", "--yes"])
         .env("KATOP_FILTER", "stale")
         .output()

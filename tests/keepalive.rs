@@ -248,6 +248,8 @@ fn turning_keepalive_on_arms_the_kernels_timer_and_the_owner_carries_on() {
         l.local_addr().unwrap().port()
     );
     let out = Command::new(env!("CARGO_BIN_EXE_katop"))
+        // The host namespace only: sockets of other tests' namespaces may share its ports.
+        .env("KATOP_NETNS", "host")
         .args([
             "keepalive",
             "--filter",
@@ -310,6 +312,8 @@ fn at_risk_flags_silence_past_a_middlebox_but_not_shorter_keepalive() {
     // Silent for longer than the declared 2 s middlebox timeout.
     std::thread::sleep(Duration::from_millis(3500));
     let out = Command::new(env!("CARGO_BIN_EXE_katop"))
+        // The host namespace only: sockets of other tests' namespaces may share its ports.
+        .env("KATOP_NETNS", "host")
         .args(["--json", "--middlebox-timeout", "2s", "--filter"])
         .arg(format!("dport:{}", addr.port()))
         .env_remove("KATOP_FILTER")

@@ -178,6 +178,8 @@ fn the_shutdown_fallback_closes_only_the_chosen_socket() {
 
 fn katop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_katop"))
+        // The host namespace only: sockets of other tests' namespaces may share its ports.
+        .env("KATOP_NETNS", "host")
         .args(args)
         .stdin(Stdio::null())
         .env_remove("KATOP_FILTER")

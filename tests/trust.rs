@@ -17,6 +17,8 @@ use common::{is_root, katop_as_nobody, nobody_dir, run_as_nobody};
 
 fn katop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_katop"))
+        // The host namespace only: sockets of other tests' namespaces may share its ports.
+        .env("KATOP_NETNS", "host")
         .args(args)
         .env_remove("KATOP_FILTER")
         .stdin(Stdio::null())
@@ -125,6 +127,8 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
             while ramping.load(Ordering::Relaxed) {
                 for f in &filters {
                     let out = Command::new(env!("CARGO_BIN_EXE_katop"))
+                        // The host namespace only: sockets of other tests' namespaces may share its ports.
+                        .env("KATOP_NETNS", "host")
                         .args([
                             "kill",
                             "--filter",
@@ -212,6 +216,8 @@ fn a_listener_that_stops_accepting_leaves_unaccepted_connections_that_can_be_kil
     let log = dir.join("kills.jsonl");
     let kill = |f: &str| {
         Command::new(env!("CARGO_BIN_EXE_katop"))
+            // The host namespace only: sockets of other tests' namespaces may share its ports.
+            .env("KATOP_NETNS", "host")
             .args([
                 "kill",
                 "--filter",
@@ -275,6 +281,7 @@ fn an_unreadable_proc_makes_owners_unknown_never_none() {
     let bin = env!("CARGO_BIN_EXE_katop");
     let limited = |n: u32, args: &str| {
         Command::new("sh")
+            .env("KATOP_NETNS", "host")
             .arg("-c")
             .arg(format!("ulimit -n {n} && exec \"$0\" {args}"))
             .arg(bin)

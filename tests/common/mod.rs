@@ -309,13 +309,36 @@ pub fn run_as_nobody(
     args: &[&str],
 ) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    std::process::Command::new(bin)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .env("HOME", dir)
-        .env_remove("KATOP_FILTER")
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap()
+    output_retrying(
+        std::process::Command::new(bin)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .env("HOME", dir)
+            .env_remove("KATOP_FILTER")
+            .uid(65534)
+            .gid(65534),
+    )
+}
+
+/// Runs a binary this test just copied: another test thread forking while the copy was open
+/// for writing can make its exec fail with ETXTBSY for a moment (rust-lang/rust#114554).
+pub fn output_retrying(cmd: &mut std::process::Command) -> std::process::Output {
+    retrying(|| cmd.output())
+}
+
+/// [`output_retrying`] for a child that runs on.
+pub fn spawn_retrying(cmd: &mut std::process::Command) -> std::process::Child {
+    retrying(|| cmd.spawn())
+}
+
+fn retrying<T>(mut run: impl FnMut() -> std::io::Result<T>) -> T {
+    for _ in 0..50 {
+        match run() {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error()) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r.unwrap(),
+        }
+    }
+    run().unwrap()
 }

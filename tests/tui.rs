@@ -90,7 +90,9 @@ fn sigterm_restores_the_terminal() {
         .output()
         .unwrap();
     assert!(out.status.success(), "no katop child of the pane's shell");
-    let s = t.wait_for("AFTER-KATOP-");
+    let s = t.wait("katop's exit status", |s| {
+        s.lines().any(|l| l.starts_with("AFTER-KATOP-"))
+    });
     assert!(s.contains("AFTER-KATOP-0"), "{s}");
     t.assert_cooked();
 }

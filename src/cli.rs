@@ -214,6 +214,50 @@ Examples:
   katop keepalive --filter 'service:postgres keepalive:off' --dry-run
   katop keepalive --filter 'stale:at-risk' --idle 60s --intvl 10s --cnt 5 --yes")]
     Keepalive(KeepaliveArgs),
+
+    /// Serve Prometheus metrics of every socket, aggregated: stale connections, CLOSE_WAIT
+    /// leaks, keepalive off, idle pools, dead-peer countdowns, by process, service and
+    /// container.
+    ///
+    /// Polls in the background every --interval and answers each scrape from the latest poll
+    /// (the Prometheus text format, or OpenMetrics when Accept asks for it). Read-only: it
+    /// never kills or changes anything.
+    #[command(after_help = "\
+Examples:
+  katop exporter                                  # http://HOST:9899/metrics
+  katop exporter --listen 127.0.0.1:9899 --interval 30s
+  katop exporter --listen none --textfile /var/lib/node_exporter/textfile/katop.prom")]
+    Exporter(ExporterArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExporterArgs {
+    /// Where to serve /metrics: [ADDR]:PORT (:9899 is every address), or none.
+    #[arg(long, value_name = "[ADDR]:PORT", default_value = ":9899", value_parser = crate::exporter::parse_listen, env = "KATOP_EXPORTER_LISTEN")]
+    pub listen: crate::exporter::Listen,
+
+    /// Also write the metrics to this file every interval, atomically (temp file + rename),
+    /// for node_exporter's textfile collector.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+
+    /// Time between polls; each scrape is answered from the latest.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = interval)]
+    pub interval: Duration,
+
+    /// At most this many label sets per metric; the rest are folded into process="other".
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_groups: usize,
 }
 
 /// Which sockets an action takes, and how the operator consents.

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod exporter;
 pub mod model;
 pub mod output;
 pub mod text;
@@ -44,6 +45,22 @@ pub fn run(args: &Args) -> ExitCode {
         Some(cli::Command::Kill(k)) => {
             let action = actions::Action::Kill;
             return commands::act(args, &k.choose, action, k.mechanism, middleboxes);
+        }
+        Some(cli::Command::Exporter(e)) => return exporter::run(args, e, middleboxes),
+        Some(cli::Command::Completions { shell }) => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "katop", &mut io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(cli::Command::Man) => {
+            let cmd = <Args as clap::CommandFactory>::command();
+            return match clap_mangen::Man::new(cmd).render(&mut io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("katop: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Some(cli::Command::Keepalive(k)) => {
             let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);

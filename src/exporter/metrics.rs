@@ -110,8 +110,10 @@ pub struct PollStatus {
     pub at: Option<SystemTime>,
 }
 
-/// The metrics of one poll, as an `OpenMetrics` text.
-pub fn render(table: &ConnTable, now: Instant, status: PollStatus, max_groups: usize) -> String {
+/// The metrics of one poll, as an `OpenMetrics` text without its `# EOF`: [`finish`] adds
+/// the exporter's own metrics and the end, so a failed poll can be answered with the last
+/// good data and current self-metrics.
+pub fn render(table: &ConnTable, now: Instant, max_groups: usize) -> String {
     let mut sockets: HashMap<SockLabels, i64> = HashMap::new();
     let mut groups: HashMap<Group, Tally> = HashMap::new();
     for e in table.entries() {
@@ -146,7 +148,7 @@ pub fn render(table: &ConnTable, now: Instant, status: PollStatus, max_groups: u
     if truncated > 0 {
         kept.push((Group::other(), other));
     }
-    encode(&sockets, &kept, truncated, status)
+    encode(&sockets, &kept, truncated)
 }
 
 fn tally(t: &mut Tally, e: &SockEntry, now: Instant) {
@@ -204,7 +206,6 @@ fn encode(
     sockets: &HashMap<SockLabels, i64>,
     groups: &[(Group, Tally)],
     truncated: usize,
-    status: PollStatus,
 ) -> String {
     let mut reg = Registry::default();
     let socks = Family::<SockLabels, Gauge>::default();
@@ -291,6 +292,15 @@ fn encode(
         "Groups folded into process=\"other\" to keep label sets within --max-groups",
         truncated_g,
     );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut text, &reg)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// `data` (from [`render`]) followed by the exporter's own metrics and the `# EOF`.
+pub fn finish(data: &str, status: PollStatus) -> String {
+    let mut reg = Registry::default();
     let duration: FloatGauge = Gauge::default();
     duration.set(status.duration.as_secs_f64());
     reg.register(
@@ -324,7 +334,8 @@ fn encode(
         })
         .set(1);
     reg.register("katop_build_info", "katop's version", build);
-    let mut text = String::new();
+    let mut text = String::with_capacity(data.len() + 1024);
+    text.push_str(data);
     prometheus_client::encoding::text::encode(&mut text, &reg)
         .expect("writing to a String cannot fail");
     text
@@ -387,7 +398,7 @@ mod tests {
     #[test]
     fn groups_are_counted_and_capped() {
         let t = table(70);
-        let text = render(&t, Instant::now(), PollStatus::default(), 3);
+        let text = finish(&render(&t, Instant::now(), 3), PollStatus::default());
         // 7 processes, 3 kept, 4 folded into "other".
         assert!(text.contains("katop_groups_truncated 4"), "{text}");
         assert!(

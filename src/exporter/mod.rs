@@ -157,10 +157,11 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
 struct Poller {
     collector: Collector,
     table: ConnTable,
-    spare: Vec<crate::model::RawSock>,
     max_groups: usize,
     textfile: Option<PathBuf>,
     status: PollStatus,
+    /// The latest successful poll's metrics (without the exporter's own).
+    data: String,
     latest: Latest,
     last_cost: Duration,
 }
@@ -172,10 +173,10 @@ impl Poller {
         Ok(Poller {
             collector: Collector::new(crate::selection(args))?,
             table,
-            spare: Vec::new(),
             max_groups: e.max_groups,
             textfile: e.textfile.clone(),
             status: PollStatus::default(),
+            data: String::new(),
             latest: Latest::default(),
             last_cost: Duration::ZERO,
         })
@@ -185,22 +186,25 @@ impl Poller {
     /// counted; the previous data stays served, and `katop_last_poll_timestamp_seconds` ages.
     fn once(&mut self) {
         let started = Instant::now();
-        match self.collector.poll_into(std::mem::take(&mut self.spare)) {
+        // Nothing is read from the table between polls: it keeps only each socket's history,
+        // so the new poll's sockets never sit beside the old ones (the dashboard must keep
+        // them, to draw).
+        self.table.retire();
+        match self.collector.poll() {
             Ok(snap) => {
                 let now = Instant::now();
-                let mut applied = self.table.apply(snap, now);
-                applied.previous.clear();
-                self.spare = applied.previous;
+                drop(self.table.apply(snap, now));
                 self.status.duration = started.elapsed();
                 self.status.at = Some(SystemTime::now());
+                self.data = metrics::render(&self.table, Instant::now(), self.max_groups);
             }
             Err(err) => {
                 self.status.errors_total += 1;
                 eprintln!("katop exporter: poll failed: {err}");
             }
         }
-        let openmetrics =
-            metrics::render(&self.table, Instant::now(), self.status, self.max_groups);
+        // After a failed poll the last good data stays, and the self-metrics say it is old.
+        let openmetrics = metrics::finish(&self.data, self.status);
         let prometheus = metrics::to_prometheus_text(&openmetrics);
         if let Some(path) = &self.textfile {
             if let Err(err) = write_atomically(path, prometheus.as_bytes()) {

@@ -262,6 +262,31 @@ impl<'a> SockEntry<'a> {
     }
 }
 
+/// What one socket carries from a poll into the next.
+#[derive(Debug, Clone, Copy)]
+struct Carry {
+    netns: NetnsId,
+    state: SockState,
+    first_seen_ms: u32,
+    state_since_ms: u32,
+    bytes_acked: Option<u64>,
+    bytes_received: Option<u64>,
+}
+
+impl Carry {
+    fn of(s: &RawSock, d: &Derived) -> Carry {
+        let info = s.tcp_info.as_ref();
+        Carry {
+            netns: s.netns,
+            state: s.state,
+            first_seen_ms: d.first_seen_ms,
+            state_since_ms: d.state_since_ms,
+            bytes_acked: info.and_then(TcpInfo::bytes_acked),
+            bytes_received: info.and_then(TcpInfo::bytes_received),
+        }
+    }
+}
+
 /// Cookie → position, after dropping repeats: a dump can list a socket twice when it moves
 /// between hash buckets mid-dump; the first is kept.
 fn dedup_by_cookie(socks: &mut Vec<RawSock>) -> FxHashMap<u64, u32> {
@@ -338,6 +363,8 @@ pub struct ConnTable {
     /// Cookie → when katop first saw a connected TCP socket with no holder (ms after the
     /// epoch); a few entries, not one per socket.
     ownerless_since: FxHashMap<u64, u32>,
+    /// What the sockets carry into the next poll, when the table let them go ([`Self::retire`]).
+    retired: Option<FxHashMap<u64, Carry>>,
     pub netns: NetnsId,
     pub ctx: Ctx,
     pub interfaces: HashMap<u32, Box<str>>,
@@ -355,6 +382,7 @@ impl ConnTable {
             derived: Vec::new(),
             index: FxHashMap::default(),
             ownerless_since: FxHashMap::default(),
+            retired: None,
             netns: NetnsId::default(),
             ctx: Ctx {
                 stale_after,
@@ -407,19 +435,24 @@ impl ConnTable {
         let mut ownerless_since = FxHashMap::default();
         let mut derived = Vec::with_capacity(socks.len());
         let mut carried = vec![false; self.socks.len()];
+        let retired = std::mem::take(&mut self.retired);
         for sock in &socks {
-            let prev = self
-                .index
-                .get(&sock.cookie.0)
-                .map(|&i| i as usize)
-                .filter(|&i| self.socks[i].netns == sock.netns)
-                .map(|i| {
-                    carried[i] = true;
-                    (&self.socks[i], &self.derived[i])
-                });
-            let first_seen_ms = prev.map_or(now_ms, |(_, d)| d.first_seen_ms);
+            let prev: Option<Carry> = match &retired {
+                Some(history) => history.get(&sock.cookie.0).copied(),
+                None => self
+                    .index
+                    .get(&sock.cookie.0)
+                    .map(|&i| i as usize)
+                    .filter(|&i| self.socks[i].netns == sock.netns)
+                    .map(|i| {
+                        carried[i] = true;
+                        Carry::of(&self.socks[i], &self.derived[i])
+                    }),
+            }
+            .filter(|c| c.netns == sock.netns);
+            let first_seen_ms = prev.map_or(now_ms, |c| c.first_seen_ms);
             let state_since_ms = match prev {
-                Some((p, d)) if p.state == sock.state => d.state_since_ms,
+                Some(c) if c.state == sock.state => c.state_since_ms,
                 _ => now_ms,
             };
             let rate = |cur: Option<u64>, old: Option<u64>| match (cur, old, dt) {
@@ -429,7 +462,6 @@ impl ConnTable {
                 _ => None,
             };
             let info = sock.tcp_info.as_ref();
-            let old = prev.and_then(|(p, _)| p.tcp_info.as_ref());
             // Time in state counts from first sight only when katop saw the state change.
             let in_state = match prev {
                 Some(_) => Duration::from_millis(now_ms.saturating_sub(state_since_ms).into()),
@@ -451,12 +483,12 @@ impl ConnTable {
                 state_since_ms,
                 rate_in: rate(
                     info.and_then(TcpInfo::bytes_received),
-                    old.and_then(TcpInfo::bytes_received),
+                    prev.and_then(|c| c.bytes_received),
                 )
                 .unwrap_or(f32::NAN),
                 rate_out: rate(
                     info.and_then(TcpInfo::bytes_acked),
-                    old.and_then(TcpInfo::bytes_acked),
+                    prev.and_then(|c| c.bytes_acked),
                 )
                 .unwrap_or(f32::NAN),
                 service: services::of(&sock.local, &sock.remote),
@@ -487,6 +519,23 @@ impl ConnTable {
             set.insert(stale::StaleReason::AtRisk);
         }
         set
+    }
+
+    /// Forgets the sockets but what the next `apply` carries over (first sight, state and its
+    /// start, byte counters): for a caller that does not look at the table between polls (the
+    /// exporter), so a poll's new sockets never sit beside the old ones (a few bytes a socket
+    /// instead of a whole `RawSock`).
+    pub fn retire(&mut self) {
+        let history = self
+            .socks
+            .iter()
+            .zip(&self.derived)
+            .map(|(s, d)| (s.cookie.0, Carry::of(s, d)))
+            .collect();
+        self.retired = Some(history);
+        self.socks = Vec::new();
+        self.derived = Vec::new();
+        self.index = FxHashMap::default();
     }
 
     /// Entries exist only after a first `apply`, which sets the epoch.
@@ -625,6 +674,24 @@ pub(crate) mod tests {
         let e = table.get(&cw.key()).unwrap();
         assert_eq!(e.state_since(), t0 + Duration::from_secs(1));
         assert!(e.stale.contains(StaleReason::CloseWait));
+    }
+
+    #[test]
+    fn a_retired_table_carries_history_over() {
+        let t0 = Instant::now();
+        let mut table = ConnTable::new(Duration::from_secs(300));
+        let mut a = sock(SockState::Established);
+        a.tcp_info = Some(info(0, 1000, 500));
+        table.apply(snapshot(vec![a.clone()]), t0);
+        table.retire();
+        assert!(table.is_empty());
+        a.tcp_info = Some(info(0, 3000, 1500));
+        let t1 = t0 + Duration::from_secs(2);
+        table.apply(snapshot(vec![a.clone()]), t1);
+        let e = table.get(&a.key()).unwrap();
+        assert_eq!(e.first_seen(), t0);
+        assert_eq!(e.rate_out(), Some(1000.0));
+        assert_eq!(e.state_since(), t0);
     }
 
     #[test]

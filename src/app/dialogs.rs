@@ -1,0 +1,219 @@
+//! Marks, and the dialogs before an action: which sockets, asked first, and what came of it.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// The sockets an action takes: the marked ones (in table order), else the selected one.
+pub(super) fn chosen(app: &App) -> Vec<Target> {
+    if app.marked.is_empty() {
+        return app
+            .selected
+            .and_then(|k| app.table.get(&k))
+            .map(|e| vec![Target::of(&e)])
+            .unwrap_or_default();
+    }
+    let mut shown = Vec::with_capacity(app.marked.len());
+    let mut listed = FxHashSet::default();
+    for &l in &app.lines {
+        if let Line::Sock(i) = l {
+            let e = app.table.entry(i as usize);
+            if app.marked.contains(&e.key()) {
+                listed.insert(e.key());
+                shown.push(Target::of(&e));
+            }
+        }
+    }
+    // Marked, then hidden by a later filter: still marked, so still listed (and killed).
+    let mut hidden: Vec<Target> = app
+        .marked
+        .iter()
+        .filter(|k| !listed.contains(k))
+        .filter_map(|k| app.table.get(k))
+        .map(|e| Target::of(&e))
+        .collect();
+    hidden.sort_by_key(|t| t.cookie);
+    shown.extend(hidden);
+    shown
+}
+
+/// Whether acting is allowed; says why not.
+pub(super) fn may_act(app: &mut App, key: char) -> bool {
+    if app.read_only {
+        app.status = Some(format!(
+            "read-only: katop was started with --read-only, so {key} changes nothing"
+        ));
+    }
+    !app.read_only
+}
+
+/// `K`: offer to turn keepalive on (or change its timers) on the chosen sockets.
+pub(super) fn ask_keepalive(app: &mut App) {
+    if !may_act(app, 'K') {
+        return;
+    }
+    let targets = chosen(app);
+    if targets.is_empty() {
+        app.status = Some("nothing chosen: select a socket or mark some with Space".into());
+        return;
+    }
+    // Probe well inside the tightest middlebox in front of the first socket's peer.
+    let mut change = Change::default();
+    let first = targets
+        .first()
+        .and_then(|t| t.id)
+        .map(|id| Endpoint::Inet(id.remote));
+    if let Some(m) = first.and_then(|r| middlebox_for(&app.table.ctx.middleboxes, &r)) {
+        change.idle_s = change.idle_s.min((m.timeout_s / 2).max(1));
+    }
+    app.mode = Mode::SetKeepalive {
+        targets,
+        text: change.to_string(),
+        error: None,
+    };
+}
+
+/// Keys while the keepalive dialog is open: the settings are edited in place; Enter applies
+/// valid ones, Esc cancels.
+pub(super) fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let Mode::SetKeepalive {
+        targets,
+        text,
+        error,
+    } = &mut app.mode
+    else {
+        return vec![];
+    };
+    match k.code {
+        KeyCode::Esc => {
+            app.mode = Mode::Browse;
+            app.status = Some("keepalive unchanged".into());
+        }
+        KeyCode::Backspace => {
+            text.pop();
+            *error = None;
+        }
+        KeyCode::Char(c) => {
+            text.push(c);
+            *error = None;
+        }
+        KeyCode::Enter => match text.parse::<Change>() {
+            Ok(change) => {
+                let targets = std::mem::take(targets);
+                app.mode = Mode::Browse;
+                app.status = Some(format!(
+                    "turning keepalive on ({change}) for {} socket(s)…",
+                    targets.len()
+                ));
+                return vec![Effect::SetKeepalive(targets, change)];
+            }
+            Err(e) => *error = Some(e),
+        },
+        _ => {}
+    }
+    vec![]
+}
+
+/// `k` / F9: ask before killing (or say why not).
+pub(super) fn ask_kill(app: &mut App) {
+    if !may_act(app, 'k') {
+        return;
+    }
+    let targets = chosen(app);
+    if targets.is_empty() {
+        app.status = Some(if app.selected_gone {
+            "the selected socket is gone: nothing to kill".into()
+        } else {
+            "nothing to kill: select a socket or mark some with Space".into()
+        });
+        return;
+    }
+    app.mode = Mode::ConfirmKill {
+        targets,
+        yes: false,
+    };
+}
+
+/// Keys while the kill confirmation is open; only an explicit yes kills.
+pub(super) fn confirm_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let Mode::ConfirmKill { targets, yes } = &mut app.mode else {
+        return vec![];
+    };
+    let go = match k.code {
+        KeyCode::Left
+        | KeyCode::Right
+        | KeyCode::Tab
+        | KeyCode::BackTab
+        | KeyCode::Char('h' | 'l') => {
+            *yes = !*yes;
+            return vec![];
+        }
+        KeyCode::Char('y' | 'Y') => true,
+        KeyCode::Enter => *yes,
+        KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => false,
+        _ => return vec![],
+    };
+    let targets = std::mem::take(targets);
+    app.mode = Mode::Browse;
+    if go {
+        app.status = Some(format!("killing {} socket(s)…", targets.len()));
+        vec![Effect::Kill(targets)]
+    } else {
+        app.status = Some("kill cancelled: nothing was killed".into());
+        vec![]
+    }
+}
+
+pub(super) fn acted(app: &mut App, reports: Vec<Report>, log_error: Option<String>) {
+    let action = reports.first().map_or("kill", |r| r.action.name());
+    let mut status = format!("{action}: {} (L shows the log)", summary(&reports));
+    if let Some(reason) = reports.iter().find_map(|r| r.outcome.reason()) {
+        status = format!("{status} · {reason}");
+    }
+    if let Some(e) = log_error {
+        status = format!("LOG NOT WRITTEN: {e} · {status}");
+    }
+    app.status = Some(status);
+    for r in &reports {
+        if r.outcome.is_success() && r.action == crate::actions::Action::Kill {
+            app.marked.retain(|k| k.cookie.0 != r.target.cookie);
+        }
+    }
+    app.kills.extend(reports);
+}
+
+/// Space: mark or unmark the selected socket, then move down (as htop tags).
+pub(super) fn toggle_mark(app: &mut App) {
+    if app.view != View::Sockets {
+        return;
+    }
+    if let Some(key) = app.selected.filter(|k| app.table.get(k).is_some()) {
+        if !app.marked.remove(&key) {
+            app.marked.insert(key);
+        }
+        app.move_selection(1);
+    }
+}
+
+/// `a`: mark every listed socket (all the filter matches); when all are marked, unmark them.
+pub(super) fn mark_all(app: &mut App) {
+    let keys: Vec<SockKey> = app
+        .lines
+        .iter()
+        .filter_map(|&l| match l {
+            Line::Sock(i) => Some(app.table.entry(i as usize).key()),
+            _ => None,
+        })
+        .collect();
+    if !keys.is_empty() && keys.iter().all(|k| app.marked.contains(k)) {
+        for k in &keys {
+            app.marked.remove(k);
+        }
+        app.status = Some(format!("unmarked {} socket(s)", keys.len()));
+    } else {
+        app.status = Some(format!(
+            "marked {} socket(s) (the filter's matches)",
+            keys.len()
+        ));
+        app.marked.extend(keys);
+    }
+}

@@ -8,8 +8,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::model::addr::{parse as parse_addr, AddrPat};
 use crate::model::duration::{format_secs, parse_ms};
-use crate::model::filter::{parse_addr, AddrPat};
 use crate::model::retransmit::{self, InFlight};
 use crate::model::{
     Endpoint, Keepalive, KernelSettings, Proto, RawSock, SockState, Timer, TimerKind,

@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::model::table::tests::{info, snapshot, sock, with_idle};
-use crate::model::{ConnTable, Cookie, Owner, RawSock, SockState, Timer, TimerKind};
+use crate::model::{ConnTable, Cookie, Endpoint, Owner, RawSock, SockState, Timer, TimerKind};
 
 /// Builds a table from raw sockets and returns the cookies `expr` selects.
 fn select(expr: &str, socks: Vec<RawSock>) -> Vec<u64> {
@@ -92,10 +92,21 @@ fn terms_and_operators() {
     assert_eq!(select("!(keepalive or state:listen)", farm()), vec![1, 3]);
     assert_eq!(select("no-keepalive", farm()), vec![1]);
     assert_eq!(select("stale:probing", farm()), vec![5]);
-    assert_eq!(select("close-wait", farm()), vec![3]);
+    assert_eq!(select("stale:close-wait", farm()), vec![3]);
     assert_eq!(select("proc:42", farm()), vec![1, 2, 3, 4]);
     assert_eq!(select("proc:PSQL", farm()), vec![1, 2, 3, 4]);
     assert_eq!(select("pid:7 or uid:0", farm()), vec![5]);
+    // comm: the whole name (a glob), where proc: takes part of it.
+    assert_eq!(select("comm:jav", farm()), Vec::<u64>::new());
+    assert_eq!(select("proc:jav", farm()), vec![5]);
+    assert_eq!(select("comm:java", farm()), vec![5]);
+    assert_eq!(select("comm:j*", farm()), vec![5]);
+    assert_eq!(select("comm!=java", farm()), vec![1, 2, 3, 4]);
+    assert_eq!(select("owner:process", farm()), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        select("owner:none or owner:unknown", farm()),
+        Vec::<u64>::new()
+    );
     assert_eq!(select("family:inet6", farm()), vec![3]);
     assert_eq!(select("dst:[::1]:6379", farm()), vec![3]);
     assert_eq!(select("dst:10.1.2.3:8080", farm()), vec![5]);
@@ -112,6 +123,34 @@ fn terms_and_operators() {
         vec![1]
     );
     assert_eq!(select("age>1h", farm()), Vec::<u64>::new());
+}
+
+#[test]
+fn state_words_alone_as_ss_takes_them() {
+    let mut young_cw = with_cookie(sock(SockState::CloseWait), 6);
+    young_cw.remote = Endpoint::Inet("10.9.9.9:80".parse().unwrap());
+    let with_young = || {
+        let mut f = farm();
+        f.push(young_cw.clone());
+        f
+    };
+    // The state, not the stale reason: a CLOSE_WAIT younger than --stale-after is listed.
+    assert_eq!(select("close-wait", with_young()), vec![3, 6]);
+    assert_eq!(select("stale:close-wait", with_young()), vec![3]);
+    assert_eq!(select("established", farm()), vec![1, 2, 5]);
+    assert_eq!(select("estab", farm()), vec![1, 2, 5]);
+    assert_eq!(select("ESTABLISHED", farm()), vec![1, 2, 5]);
+    assert_eq!(select("listen or listening", farm()), vec![4]);
+    assert_eq!(select("state:listening", farm()), vec![4]);
+    assert_eq!(select("!established !listen", farm()), vec![3]);
+    assert_eq!(select("synchronized", farm()), vec![1, 2, 3, 5]);
+    assert_eq!(select("time-wait", farm()), Vec::<u64>::new());
+    assert_eq!(
+        select("state:fin-wait-1 or fin_wait2", farm()),
+        Vec::<u64>::new()
+    );
+    // And a TIME_WAIT word asks for the summarised rows one by one.
+    assert!(Filter::parse("time-wait").unwrap().asks_for_time_wait());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -164,45 +164,14 @@ fn parent_owned_by(path: &Path, uid: u32) -> bool {
     fs::metadata(dir).is_ok_and(|m| m.uid() == uid)
 }
 
-/// The name of `uid` from `/etc/passwd`, if it has one.
+/// The name of `uid` through NSS (files, LDAP, sssd…), if it has one.
 fn user_name(uid: u32) -> Option<String> {
-    let passwd = fs::read("/etc/passwd").ok()?;
-    passwd.split(|&b| b == b'\n').find_map(|line| {
-        let mut f = line.split(|&b| b == b':');
-        let name = f.next()?;
-        let id: u32 = std::str::from_utf8(f.nth(1)?).ok()?.parse().ok()?;
-        (id == uid).then(|| String::from_utf8_lossy(name).into_owned())
-    })
+    uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
 }
 
-/// `2026-11-22T00:41:12.123Z`.
+/// `2026-11-22T00:41:12.123Z`: UTC, milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]
@@ -248,11 +217,14 @@ mod tests {
 
     #[test]
     fn formats_utc_times() {
+        use std::time::UNIX_EPOCH;
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_308_072_123);
         assert_eq!(rfc3339(t), "2026-11-22T00:41:12.123Z");
         // A leap day.
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
+        // root is root, whatever NSS source answers.
+        assert_eq!(user_name(0).as_deref(), Some("root"));
     }
 }

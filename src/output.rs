@@ -77,6 +77,11 @@ pub struct JsonSock<'a> {
     stale: StaleSet,
     /// Unix sockets: the peer's inode.
     peer_inode: Option<u32>,
+    /// When the other end is on this host too (a local client and its server's socket, a
+    /// Unix pair): the process holding it, and its cookie; null otherwise or when unseen.
+    peer_pid: Option<u32>,
+    peer_process: Option<String>,
+    peer_cookie: Option<u64>,
     /// TCP: the keepalive settings that govern it, and where they come from.
     keepalive_idle_s: Option<u32>,
     keepalive_intvl_s: Option<u32>,
@@ -107,6 +112,7 @@ impl<'a> JsonSock<'a> {
             _ => None,
         };
         let params = e.params();
+        let peer = e.peer();
         // Counted from the poll, as every other time in the object.
         let detect = e.ctx.polled_at.and_then(|at| e.detect(at));
         let owners = match (&s.owner, e.holders()) {
@@ -185,6 +191,15 @@ impl<'a> JsonSock<'a> {
                 Endpoint::UnixPeer(Some(i)) => Some(i.0),
                 _ => None,
             },
+            peer_pid: peer
+                .as_ref()
+                .and_then(|p| p.process.as_ref())
+                .map(|p| p.pid),
+            peer_process: peer
+                .as_ref()
+                .and_then(|p| p.process.as_ref())
+                .map(|p| p.name.to_string()),
+            peer_cookie: peer.as_ref().map(|p| p.cookie),
             keepalive_idle_s: params.map(|p| p.idle_s),
             keepalive_intvl_s: params.map(|p| p.intvl_s),
             keepalive_cnt: params.map(|p| p.cnt),
@@ -224,7 +239,8 @@ pub fn write_jsonl(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) 
     Ok(())
 }
 
-/// The aligned table; columns that do not fit `width` are dropped, least useful first.
+/// The aligned table. On a terminal narrower than the table, cells go compact and the least
+/// useful columns are dropped (as in the dashboard), and a last line says which.
 pub fn write_table(
     out: &mut impl Write,
     rows: &[SockEntry],
@@ -232,59 +248,101 @@ pub fn write_table(
     width: Option<usize>,
     now: Instant,
 ) -> io::Result<()> {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|e| {
-            columns
-                .iter()
-                .map(|c| crate::text::printable_owned(c.cell(e, now)))
-                .collect()
-        })
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(c.header().len())
-        })
-        .collect();
-    let keep = width.map_or_else(
-        || (0..columns.len()).collect(),
-        |w| columns::fit(columns, &widths, w),
-    );
-    let mut line = String::new();
-    let mut emit = |out: &mut dyn Write,
-                    texts: &mut dyn Iterator<Item = (usize, &str)>|
-     -> io::Result<()> {
-        line.clear();
-        for (n, (i, text)) in texts.enumerate() {
-            if n > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[i].saturating_sub(text.chars().count());
-            if columns[i].right_aligned() {
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(text);
-            } else {
-                line.push_str(text);
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        let trimmed = line.trim_end();
-        let shown = match width {
-            Some(w) if trimmed.chars().count() > w => trimmed.chars().take(w).collect::<String>(),
-            _ => trimmed.to_string(),
-        };
-        writeln!(out, "{shown}")
+    let texts = |compact: bool| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|e| {
+                columns
+                    .iter()
+                    .map(|c| {
+                        let text = if compact {
+                            c.compact_cell(e, now)
+                        } else {
+                            c.cell(e, now)
+                        };
+                        crate::text::printable_owned(text)
+                    })
+                    .collect()
+            })
+            .collect()
     };
+    let widths_of = |cells: &[Vec<String>]| -> Vec<usize> {
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                cells
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+                    .max(c.header().len())
+            })
+            .collect()
+    };
+    let mut cells = texts(false);
+    let mut widths = widths_of(&cells);
+    let fitted = width.map(|w| {
+        // Compact cells are only worked out when the full ones do not fit.
+        let quick = columns::fit(columns, &widths, &widths, w, 0);
+        if quick.compact.contains(&true) {
+            let short = texts(true);
+            let short_widths = widths_of(&short);
+            let f = columns::fit(columns, &widths, &short_widths, w, 0);
+            for (i, &c) in f.compact.iter().enumerate() {
+                if c {
+                    widths[i] = short_widths[i];
+                    for (row, s) in cells.iter_mut().zip(&short) {
+                        row[i].clone_from(&s[i]);
+                    }
+                }
+            }
+            f
+        } else {
+            quick
+        }
+    });
+    let (keep, gap) = match &fitted {
+        Some(f) => (f.keep.clone(), f.gap),
+        None => ((0..columns.len()).collect(), 2),
+    };
+    let mut line = String::new();
+    let mut emit =
+        |out: &mut dyn Write, texts: &mut dyn Iterator<Item = (usize, &str)>| -> io::Result<()> {
+            line.clear();
+            for (n, (i, text)) in texts.enumerate() {
+                if n > 0 {
+                    line.extend(std::iter::repeat_n(' ', gap));
+                }
+                let pad = widths[i].saturating_sub(text.chars().count());
+                if columns[i].right_aligned() {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(text);
+                } else {
+                    line.push_str(text);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            let trimmed = line.trim_end();
+            let shown = match width {
+                Some(w) => columns::elide(trimmed, w),
+                None => trimmed.into(),
+            };
+            writeln!(out, "{shown}")
+        };
     emit(out, &mut keep.iter().map(|&i| (i, columns[i].header())))?;
     for row in &cells {
         emit(out, &mut keep.iter().map(|&i| (i, row[i].as_str())))?;
+    }
+    if let Some(f) = fitted.filter(|f| f.dropped > 0) {
+        let hidden: Vec<&str> = (0..columns.len())
+            .filter(|i| !f.keep.contains(i))
+            .map(|i| columns[i].header())
+            .collect();
+        let note = format!(
+            "({} not shown: the terminal is too narrow; -o picks columns, a pipe shows all)",
+            hidden.join(" ")
+        );
+        writeln!(out, "{note}")?;
     }
     Ok(())
 }
@@ -423,9 +481,27 @@ mod tests {
             Instant::now(),
         )
         .unwrap();
-        assert!(String::from_utf8(narrow)
-            .unwrap()
-            .lines()
-            .all(|l| l.chars().count() <= 40));
+        let narrow = String::from_utf8(narrow).unwrap();
+        let (table, note) = narrow.trim_end().rsplit_once('\n').unwrap();
+        assert!(table.lines().all(|l| l.chars().count() <= 40), "{narrow}");
+        assert!(
+            note.contains("not shown") && note.contains("PROTO"),
+            "{narrow}"
+        );
+        // At 80 columns: compact cells keep what identifies the connection.
+        let mut eighty = Vec::new();
+        write_table(
+            &mut eighty,
+            &rows,
+            &Column::DEFAULT,
+            Some(80),
+            Instant::now(),
+        )
+        .unwrap();
+        let eighty = String::from_utf8(eighty).unwrap();
+        let row = eighty.lines().nth(1).unwrap();
+        for cell in [":40000", "127.0.0.1:5432", "psql[42]", "10m00s", "probe 2"] {
+            assert!(row.contains(cell), "{cell} missing at 80:\n{eighty}");
+        }
     }
 }

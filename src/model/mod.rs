@@ -1,8 +1,10 @@
 //! Pure data and functions: no I/O, no terminal, no clock reads (time comes in as `now`).
 
+pub mod addr;
 pub mod duration;
 pub mod filter;
 pub mod keepalive;
+pub mod peers;
 pub mod retransmit;
 pub mod services;
 pub mod socket;
@@ -14,6 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub use keepalive::{Basis, Countdown, Detect, Middlebox, Params, SockOpts};
+pub use peers::Peer;
 pub use socket::{
     Cookie, Endpoint, Family, Holder, Holders, InetAddr, Inode, NetnsId, Owner, Process, Proto,
     RawSock, SockKey, SockState, Timer, TimerKind,

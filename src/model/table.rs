@@ -38,6 +38,8 @@ pub struct Ctx {
     /// The namespaces read, beyond the host's, and where each is in that list.
     pub namespaces: Vec<crate::model::NsInfo>,
     ns_index: FxHashMap<NetnsId, usize>,
+    /// Each end of a connection within this host: the other end (by cookie).
+    pub peers: FxHashMap<u64, crate::model::Peer>,
 }
 
 impl Ctx {
@@ -237,6 +239,11 @@ impl<'a> SockEntry<'a> {
         keepalive::at_risk(self.sock, settings, &self.ctx.middleboxes)
     }
 
+    /// The socket at the other end, when it is on this host too.
+    pub fn peer(&self) -> Option<crate::model::Peer> {
+        self.ctx.peers.get(&self.sock.cookie.0).cloned()
+    }
+
     pub fn key(&self) -> SockKey {
         self.sock.key()
     }
@@ -431,6 +438,7 @@ impl ConnTable {
         self.ctx.polled_at = Some(now);
         self.ctx.holders = snap.holders;
         self.ctx.set_namespaces(snap.namespaces);
+        self.ctx.peers = crate::model::peers::pair(&socks);
         let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
         let mut ownerless_since = FxHashMap::default();
         let mut derived = Vec::with_capacity(socks.len());
@@ -533,6 +541,7 @@ impl ConnTable {
             .map(|(s, d)| (s.cookie.0, Carry::of(s, d)))
             .collect();
         self.retired = Some(history);
+        self.ctx.peers = FxHashMap::default();
         self.socks = Vec::new();
         self.derived = Vec::new();
         self.index = FxHashMap::default();

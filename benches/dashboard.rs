@@ -52,7 +52,8 @@ fn main() {
         // Scroll around so frames are not all the same rows.
         app.offset = (i * 997) % app.lines.len().max(1);
         let t = Instant::now();
-        app.scroll_into_view(katop::ui::page_rows(area, &app));
+        let v = katop::ui::viewport(&app, area);
+        update(&mut app, Msg::Layout(v));
         term.draw(|f| katop::ui::render(&app, f)).unwrap();
         frames.push(t.elapsed());
     }

@@ -31,6 +31,9 @@ pub enum Column {
     /// Owning process as name[pid], +N when N more processes hold it; - when none holds it,
     /// ? when katop cannot see.
     Process,
+    /// The process at the other end, when that end is on this host too (a local client and
+    /// its server's socket, a Unix socket pair).
+    Peer,
     /// Time since data moved either way (TCP).
     Idle,
     /// off, on 1h59m (until the next probe), probe 3/9 while probing (of the socket's
@@ -85,8 +88,9 @@ impl Column {
     ];
 
     /// The dashboard's columns, in order; a narrow terminal drops the least useful first.
-    /// [`Column::DEFAULT`] is this list less the byte counters and the rate, which need two polls.
-    pub const DASHBOARD: [Column; 17] = [
+    /// [`Column::DEFAULT`] is this list less the peer, the byte counters and the rate (which
+    /// needs two polls).
+    pub const DASHBOARD: [Column; 18] = [
         Column::Proto,
         Column::State,
         Column::Netns,
@@ -94,6 +98,7 @@ impl Column {
         Column::Remote,
         Column::Service,
         Column::Process,
+        Column::Peer,
         Column::Idle,
         Column::Keepalive,
         Column::Detect,
@@ -115,6 +120,7 @@ impl Column {
             Column::Remote => "REMOTE",
             Column::Service => "SERVICE",
             Column::Process => "PROCESS",
+            Column::Peer => "PEER",
             Column::Idle => "IDLE",
             Column::Keepalive => "KEEPALIVE",
             Column::Detect => "DETECT",
@@ -134,19 +140,35 @@ impl Column {
         }
     }
 
-    /// Lower is kept longer when the width does not fit every column.
+    /// Lower is kept longer when the width does not fit every column. What identifies a
+    /// connection and what katop is for (LOCAL, REMOTE, PROCESS, IDLE, KEEPALIVE, DETECT,
+    /// STALE) are [essential](Column::is_essential): shortened before they are dropped.
     pub fn priority(self) -> u8 {
-        // What a stale-connection hunt needs most stays longest.
         match self {
-            Column::State | Column::Remote => 0,
-            Column::Process | Column::Stale => 1,
-            Column::Keepalive | Column::Idle => 2,
-            Column::Local | Column::Detect | Column::Netns => 3,
+            Column::Remote | Column::Process => 0,
+            Column::Stale | Column::Idle | Column::Keepalive => 1,
+            Column::Detect | Column::Local => 2,
+            Column::State | Column::Netns => 3,
             Column::Service => 4,
             Column::Proto => 5,
-            Column::RecvQ | Column::SendQ => 6,
+            Column::RecvQ | Column::SendQ | Column::Peer => 6,
             Column::Rtt | Column::Timer | Column::Rate => 7,
             _ => 8,
+        }
+    }
+
+    pub fn is_essential(self) -> bool {
+        self.priority() <= 2
+    }
+
+    /// The widest a cell may be before it is elided (`…`), so one long value does not push
+    /// the others off screen.
+    pub fn cap(self) -> usize {
+        match self {
+            Column::Local | Column::Remote => 47,
+            Column::Stale | Column::Cmdline => 32,
+            Column::Process => 24,
+            _ => 20,
         }
     }
 
@@ -188,6 +210,11 @@ impl Column {
                 Owner::None => "-".into(),
                 Owner::Unknown => "?".into(),
             },
+            Column::Peer => e
+                .peer()
+                .and_then(|p| p.process)
+                .map(|p| format!("{}[{}]", p.name, p.pid))
+                .unwrap_or_default(),
             Column::Idle => opt(e.idle_ms().map(|ms| format_ms_short(ms.into()))),
             Column::Keepalive => keepalive_cell(e),
             Column::Detect => e.detect(now).as_ref().map_or_else(String::new, detect_cell),
@@ -198,12 +225,12 @@ impl Column {
                 .map(format_rtt)),
             Column::BytesIn => opt(info
                 .and_then(super::model::tcp_info::TcpInfo::bytes_received)
-                .map(|b| b.to_string())),
+                .map(format_bytes)),
             Column::BytesOut => opt(info
                 .and_then(super::model::tcp_info::TcpInfo::bytes_acked)
-                .map(|b| b.to_string())),
+                .map(format_bytes)),
             Column::Rate => match (e.rate_in(), e.rate_out()) {
-                (Some(i), Some(o)) => format!("{}/{}", format_rate(i), format_rate(o)),
+                (Some(i), Some(o)) => format!("{} / {}", format_rate(i), format_rate(o)),
                 _ => String::new(),
             },
             Column::Timer => opt(s.timer.map(|t| {
@@ -228,6 +255,48 @@ impl Column {
                 .process()
                 .map(|p| p.cmdline.to_string())
                 .unwrap_or_default(),
+        }
+    }
+
+    /// The cell shortened, for a narrow terminal: the local port alone, `ss`'s short state
+    /// names, a process name cut to ten characters (pid kept), the first stale reason and a
+    /// count of the others. Columns without a shorter form give [`Column::cell`].
+    pub fn compact_cell(self, e: &SockEntry, now: Instant) -> String {
+        let s = &e.sock;
+        match self {
+            Column::Local => match &s.local {
+                crate::model::Endpoint::Inet(a) => format!(":{}", a.port()),
+                crate::model::Endpoint::Unix(Some(path)) => {
+                    let name = path.rsplit('/').next().unwrap_or(path);
+                    name.to_string()
+                }
+                other => other.to_string(),
+            },
+            // Most IPv4 addresses and ports fit; IPv6 is elided in the middle.
+            Column::Remote => elide(&s.remote.to_string(), 20).into_owned(),
+            Column::State => short_state(s.state, s.proto).into(),
+            Column::Process => match &s.owner {
+                Owner::Process { process, .. } => {
+                    let name = elide(&process.name, 10);
+                    match e.other_processes() {
+                        0 => format!("{name}[{}]", process.pid),
+                        n => format!("{name}[{}]+{n}", process.pid),
+                    }
+                }
+                _ => self.cell(e, now),
+            },
+            Column::Stale => {
+                let mut reasons = e.stale.iter();
+                match (reasons.next(), reasons.count()) {
+                    (None, _) => String::new(),
+                    (Some(r), 0) => r.name().into(),
+                    (Some(r), more) => format!("{}+{more}", r.name()),
+                }
+            }
+            Column::Netns | Column::Service | Column::Peer => {
+                elide(&self.cell(e, now), 12).into_owned()
+            }
+            _ => self.cell(e, now),
         }
     }
 
@@ -315,20 +384,42 @@ fn keepalive_cell(e: &SockEntry) -> String {
     }
 }
 
-/// Bytes per second, short: `0`, `850`, `12k`, `3.4M`.
-fn format_rate(bps: f32) -> String {
-    match bps {
-        b if b < 1000.0 => format!("{b:.0}"),
-        b if b < 1e6 => format!("{:.0}k", b / 1e3),
-        b => format!("{:.1}M", b / 1e6),
+/// Bytes in IEC units: `512 B`, `1.2 MiB`.
+pub fn format_bytes(b: u64) -> String {
+    bytesize::ByteSize::b(b).display().iec().to_string()
+}
+
+/// Bytes per second in IEC units: `0 B/s`, `5 B/s`, `1.2 MiB/s`.
+pub fn format_rate(bps: f32) -> String {
+    format!("{}/s", format_bytes(bps.max(0.0).round() as u64))
+}
+
+/// Round-trip times: `850µs`, `1.2ms`, `210ms`.
+pub fn format_rtt(us: u32) -> String {
+    match us {
+        0..1000 => format!("{us}µs"),
+        1000..100_000 => format!("{:.1}ms", f64::from(us) / 1000.0),
+        _ => format!("{}ms", us / 1000),
     }
 }
 
-fn format_rtt(us: u32) -> String {
-    if us < 1000 {
-        format!("{us}us")
-    } else {
-        format!("{:.1}ms", f64::from(us) / 1000.0)
+/// `ss`'s short state names (`ESTAB`, `CLOSE-WAIT`, `FIN-WAIT-1`, `UNCONN`).
+pub fn short_state(state: crate::model::SockState, proto: crate::model::Proto) -> &'static str {
+    use crate::model::SockState as S;
+    match state {
+        S::Established => "ESTAB",
+        S::SynSent => "SYN-SENT",
+        S::SynRecv => "SYN-RECV",
+        S::FinWait1 => "FIN-WAIT-1",
+        S::FinWait2 => "FIN-WAIT-2",
+        S::TimeWait => "TIME-WAIT",
+        S::Close if proto == crate::model::Proto::Tcp => "CLOSE",
+        S::Close => "UNCONN",
+        S::CloseWait => "CLOSE-WAIT",
+        S::LastAck => "LAST-ACK",
+        S::Listen => "LISTEN",
+        S::Closing => "CLOSING",
+        S::Other(_) => "UNKNOWN",
     }
 }
 
@@ -341,23 +432,153 @@ pub fn for_table(columns: &[Column], namespaces: usize) -> Vec<Column> {
         .collect()
 }
 
-/// Keeps the columns that fit in width (cells separated by two spaces), dropping the most
-/// expendable first; the order of the survivors is kept.
-pub fn fit(columns: &[Column], widths: &[usize], width: usize) -> Vec<usize> {
-    let mut keep: Vec<usize> = (0..columns.len()).collect();
-    let total = |keep: &[usize]| -> usize {
-        keep.iter().map(|&i| widths[i]).sum::<usize>() + 2 * keep.len().saturating_sub(1)
+/// Which columns a table of `width` shows, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fit {
+    /// Indices into the columns, in screen order.
+    pub keep: Vec<usize>,
+    /// Which columns show their [compact](Column::compact_cell) cells (by index, as the
+    /// columns given).
+    pub compact: Vec<bool>,
+    /// Spaces between columns.
+    pub gap: usize,
+    /// Columns scrolled off to the left (← →).
+    pub skipped: usize,
+    /// Columns that did not fit (unscrolled: dropped as least useful; scrolled: further
+    /// right).
+    pub dropped: usize,
+}
+
+/// Fits `columns` into `width`. `full[i]` and `short[i]` are column i's widths with full and
+/// compact cells.
+///
+/// Unscrolled (`skip` 0), the least useful columns are dropped until the rest fit, two spaces
+/// apart; when that would drop an essential column, cells go compact and one space apart
+/// first. Scrolled right by `skip` columns, the table shows the columns from there on, left
+/// to right, as many as fit: ← → page through all of them.
+pub fn fit(columns: &[Column], full: &[usize], short: &[usize], width: usize, skip: usize) -> Fit {
+    let total = |keep: &[usize], widths: &[usize], gap: usize| -> usize {
+        keep.iter().map(|&i| widths[i]).sum::<usize>() + gap * keep.len().saturating_sub(1)
     };
-    while keep.len() > 1 && total(&keep) > width {
-        let drop = keep
-            .iter()
-            .enumerate()
-            .max_by_key(|(pos, &i)| (columns[i].priority(), *pos))
-            .map(|(pos, _)| pos)
-            .expect("non-empty");
-        keep.remove(drop);
+    if skip > 0 && !columns.is_empty() {
+        let skipped = skip.min(columns.len() - 1);
+        let mut keep = Vec::new();
+        for i in skipped..columns.len() {
+            keep.push(i);
+            if keep.len() > 1 && total(&keep, full, 2) > width {
+                keep.pop();
+                break;
+            }
+        }
+        return Fit {
+            dropped: columns.len() - skipped - keep.len(),
+            keep,
+            compact: vec![false; columns.len()],
+            gap: 2,
+            skipped,
+        };
     }
-    keep
+    let attempt = |widths: &[usize], gap: usize| -> Vec<usize> {
+        let mut keep: Vec<usize> = (0..columns.len()).collect();
+        while keep.len() > 1 && total(&keep, widths, gap) > width {
+            let drop = keep
+                .iter()
+                .enumerate()
+                .max_by_key(|(pos, &i)| (columns[i].priority(), *pos))
+                .map(|(pos, _)| pos)
+                .expect("non-empty");
+            keep.remove(drop);
+        }
+        keep
+    };
+    let essential = columns.iter().filter(|c| c.is_essential()).count();
+    let kept_essential =
+        |keep: &[usize]| keep.iter().filter(|&&i| columns[i].is_essential()).count();
+    // Shorten the columns that gain most first, one at a time, until the essential ones fit;
+    // then close the gaps.
+    let mut widths = full.to_vec();
+    let mut compact = vec![false; columns.len()];
+    let mut order = COMPACT_FIRST
+        .iter()
+        .filter_map(|c| columns.iter().position(|x| x == c));
+    let mut gap = 2;
+    let keep = loop {
+        let keep = attempt(&widths, gap);
+        if kept_essential(&keep) == essential {
+            break keep;
+        }
+        if let Some(i) = order.next() {
+            widths[i] = short[i];
+            compact[i] = true;
+        } else if gap == 2 {
+            gap = 1;
+        } else {
+            break keep;
+        }
+    };
+    Fit {
+        dropped: columns.len() - keep.len(),
+        keep,
+        compact,
+        gap,
+        skipped: 0,
+    }
+}
+
+/// The order columns go compact in when the essential ones do not fit: the longest first,
+/// what reads as well short (a local port, `ESTAB`) before what loses detail.
+const COMPACT_FIRST: [Column; 7] = [
+    Column::Local,
+    Column::State,
+    Column::Remote,
+    Column::Stale,
+    Column::Process,
+    Column::Netns,
+    Column::Service,
+];
+
+/// `text` in at most `width` terminal columns: as it is when it fits, else with `…` in place
+/// of what is left out (addresses keep their port, other text its start).
+pub fn elide(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    if text.width() <= width {
+        return text.into();
+    }
+    if width == 0 {
+        return "".into();
+    }
+    let cw = |c: char| c.width().unwrap_or(0);
+    // The first characters that fill `room` columns, in the order `chars` gives them.
+    let take = |chars: &mut dyn Iterator<Item = char>, room: usize| -> Vec<char> {
+        let mut used = 0;
+        let mut out = Vec::new();
+        for c in chars {
+            if used + cw(c) > room {
+                break;
+            }
+            used += cw(c);
+            out.push(c);
+        }
+        out
+    };
+    let address = !text.contains(' ')
+        && text
+            .rfind(':')
+            .is_some_and(|i| text[i + 1..].bytes().all(|b| b.is_ascii_digit()));
+    let keep = width - 1;
+    let (head, tail) = if address {
+        let tail_room = (keep * 2 / 3).max(1).min(keep);
+        let mut tail = take(&mut text.chars().rev(), tail_room);
+        tail.reverse();
+        let used: usize = tail.iter().map(|&c| cw(c)).sum();
+        (take(&mut text.chars(), keep - used), tail)
+    } else {
+        (take(&mut text.chars(), keep), Vec::new())
+    };
+    let mut out: String = head.into_iter().collect();
+    out.push('…');
+    out.extend(tail);
+    out.into()
 }
 
 #[cfg(test)]
@@ -405,16 +626,86 @@ mod tests {
     }
 
     #[test]
-    fn narrow_widths_drop_the_least_useful_first() {
+    fn narrow_widths_go_compact_then_drop_the_least_useful() {
         let cols = Column::DEFAULT;
-        let widths = [5, 11, 8, 21, 21, 8, 15, 6, 9, 7, 6, 6, 6, 20];
-        assert_eq!(fit(&cols, &widths, 1000).len(), cols.len());
-        let kept: Vec<Column> = fit(&cols, &widths, 80)
-            .into_iter()
+        // PROTO STATE NETNS LOCAL REMOTE SERVICE PROCESS IDLE KEEPALIVE DETECT RECV-Q SEND-Q RTT STALE
+        let full = [5, 11, 8, 21, 21, 8, 15, 6, 9, 7, 6, 6, 6, 20];
+        let short = [5, 5, 8, 6, 21, 8, 14, 6, 9, 7, 6, 6, 6, 10];
+        let f = fit(&cols, &full, &short, 1000, 0);
+        assert_eq!((f.keep.len(), f.dropped), (cols.len(), 0));
+        assert!(!f.compact.contains(&true));
+        // 80 columns: every essential column stays, compact; the rest go first.
+        let f = fit(&cols, &full, &short, 80, 0);
+        let kept: Vec<Column> = f.keep.iter().map(|&i| cols[i]).collect();
+        for c in [
+            Column::Local,
+            Column::Remote,
+            Column::Process,
+            Column::Idle,
+            Column::Keepalive,
+            Column::Detect,
+            Column::Stale,
+        ] {
+            assert!(kept.contains(&c), "{c:?} dropped at 80: {kept:?}");
+        }
+        assert!(f.gap == 1 && f.dropped > 0, "{f:?}");
+        assert!(f.compact.iter().filter(|c| **c).count() >= 4, "{f:?}");
+        // A little wider: only the local address has to go short.
+        let f = fit(&cols, &full, &short, 100, 0);
+        let compact: Vec<Column> = (0..cols.len())
+            .filter(|&i| f.compact[i])
             .map(|i| cols[i])
             .collect();
-        assert!(kept.contains(&Column::State) && kept.contains(&Column::Remote));
+        assert_eq!((compact, f.gap), (vec![Column::Local], 2), "{f:?}");
         assert!(!kept.contains(&Column::Rtt));
-        assert_eq!(fit(&cols, &widths, 1).len(), 1);
+        let f = fit(&cols, &full, &short, 80, 0);
+        let used: usize = f
+            .keep
+            .iter()
+            .map(|&i| if f.compact[i] { short[i] } else { full[i] })
+            .sum::<usize>()
+            + f.keep.len()
+            - 1;
+        assert!(used <= 80, "{used}");
+        // Scrolled right, the columns from there on, left to right, as many as fit.
+        let scrolled = fit(&cols, &full, &short, 80, 6);
+        assert_eq!(scrolled.skipped, 6);
+        let kept: Vec<Column> = scrolled.keep.iter().map(|&i| cols[i]).collect();
+        assert_eq!(
+            kept,
+            [
+                Column::Process,
+                Column::Idle,
+                Column::Keepalive,
+                Column::Detect,
+                Column::RecvQ,
+                Column::SendQ,
+                Column::Rtt
+            ]
+        );
+        assert_eq!(scrolled.dropped, 1);
+        let last = fit(&cols, &full, &short, 80, 99);
+        assert_eq!(
+            (last.skipped, last.keep.as_slice(), last.dropped),
+            (13, &[13][..], 0)
+        );
+        assert_eq!(fit(&cols, &full, &short, 1, 0).keep.len(), 1);
+    }
+
+    #[test]
+    fn long_cells_are_elided_not_cut() {
+        assert_eq!(elide("postgres", 20), "postgres");
+        assert_eq!(
+            elide("[2001:db8:ffff:ffff:ffff:ffff:ffff:1]:443", 20),
+            "[2001:d…:ffff:1]:443"
+        );
+        assert_eq!(elide("idle,no-keepalive,at-risk", 10), "idle,no-k…");
+        assert_eq!(format_bytes(5), "5 B");
+        assert_eq!(format_bytes(1_258_291), "1.2 MiB");
+        assert_eq!(format_rate(5.0), "5 B/s");
+        assert_eq!(format_rtt(10), "10µs");
+        assert_eq!(format_rtt(1500), "1.5ms");
+        // Wide characters count as two columns.
+        assert_eq!(elide("数据库连接池", 7), "数据库…");
     }
 }

@@ -1,7 +1,7 @@
 //! The interactive loop: a collector thread sends snapshots, crossterm sends input, signals and
 //! a tick arrive; each becomes a `Msg` for `app::update`, and the screen is redrawn.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ const OPTS_PER_POLL: usize = 25_000;
 /// table (at 100k sockets every copy is tens of MiB).
 fn spawn_collector(
     selection: Selection,
-    interval: Duration,
+    interval: Arc<AtomicU64>,
     paused: Arc<AtomicBool>,
     tx: mpsc::Sender<PollResult>,
     applied: std::sync::mpsc::Receiver<Vec<RawSock>>,
@@ -95,7 +95,7 @@ fn spawn_collector(
                         if applied.recv().is_err() {
                             return;
                         }
-                        std::thread::sleep(interval);
+                        std::thread::sleep(Duration::from_millis(interval.load(Ordering::Relaxed)));
                     }
                 }
             };
@@ -128,7 +128,15 @@ fn spawn_collector(
                     Ok(spare) => buf = spare,
                     Err(_) => return,
                 }
-                std::thread::sleep(interval.saturating_sub(started.elapsed()));
+                // In short naps: `+` and `-` change the interval while katop waits.
+                loop {
+                    let every = Duration::from_millis(interval.load(Ordering::Relaxed));
+                    let left = every.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(100)));
+                }
             }
         })
         .expect("spawn the collector thread");
@@ -227,6 +235,7 @@ async fn event_loop(
     kill_log: Option<LogPath>,
 ) -> anyhow::Result<()> {
     let paused = Arc::new(AtomicBool::new(false));
+    let every = Arc::new(AtomicU64::new(interval.as_millis() as u64));
     let (kill_tx, kill_rx) = std::sync::mpsc::channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let reread = Reread::default();
@@ -235,7 +244,7 @@ async fn event_loop(
     let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(1);
     spawn_collector(
         selection,
-        interval,
+        Arc::clone(&every),
         Arc::clone(&paused),
         tx,
         applied_rx,
@@ -256,7 +265,8 @@ async fn event_loop(
         let size = terminal.size()?;
         let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
         if redraw {
-            app.scroll_into_view(ui::page_rows(area, app));
+            // The layout this frame will have, so paging and scrolling match the screen.
+            app::update(app, Msg::Layout(ui::viewport(app, area)));
             terminal.draw(|f| ui::render(app, f))?;
         }
         let msg = tokio::select! {
@@ -270,7 +280,7 @@ async fn event_loop(
             },
             Some(event) = events.next() => match event? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => Msg::Key(k),
-                Event::Mouse(m) => Msg::Mouse(m, area),
+                Event::Mouse(m) => Msg::Mouse(m),
                 Event::Resize(..) => Msg::Resize,
                 Event::Paste(text) => Msg::Paste(text),
                 _ => continue,
@@ -309,6 +319,7 @@ async fn event_loop(
                     redraw = true;
                 }
                 Effect::SetPaused(p) => paused.store(p, Ordering::Relaxed),
+                Effect::SetInterval(d) => every.store(d.as_millis() as u64, Ordering::Relaxed),
                 Effect::Kill(targets) => {
                     if kill_tx.send((Action::Kill, targets)).is_err() {
                         return Err(worker_gone("actions"));

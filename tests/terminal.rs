@@ -112,7 +112,7 @@ fn sigquit_restores_the_terminal() {
 /// the very end), so a paste cut short leaves the bar open saying "never closed".
 fn paste_filter(t: &Tmux, text: &str, bracketed: bool) {
     t.cmd(&["set-buffer", "-b", "long", text]);
-    t.keys(&["/"]);
+    t.keys(&["F4"]);
     t.wait_for("filter:");
     let mut paste = vec!["paste-buffer", "-b", "long", "-t", "0"];
     if bracketed {

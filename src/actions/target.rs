@@ -100,7 +100,7 @@ impl Target {
     pub fn describe(&self) -> String {
         let idle = self.idle_ms.map_or_else(
             || "-".into(),
-            |ms| crate::model::duration::format_secs(u64::from(ms) / 1000),
+            |ms| crate::model::duration::format_ms_short(u64::from(ms)),
         );
         let stale = if self.stale.is_empty() {
             String::new()

@@ -1,7 +1,15 @@
 //! Marks, and the dialogs before an action: which sockets, asked first, and what came of it.
+//! Keys an action does not apply to are not offered (the footer leaves them out) and say why
+//! when pressed, instead of confirming and refusing afterwards.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use crossterm::event::{KeyCode, KeyEvent};
+use rustc_hash::FxHashSet;
+
+use super::{App, Editor, Effect, Line, Mode, View};
+use crate::actions::target::summary;
+use crate::actions::{Change, Report, Target};
+use crate::model::keepalive::middlebox_for;
+use crate::model::{Endpoint, Proto, SockEntry, SockKey, SockState};
 
 /// The sockets an action takes: the marked ones (in table order), else the selected one.
 pub(super) fn chosen(app: &App) -> Vec<Target> {
@@ -46,15 +54,45 @@ pub(super) fn may_act(app: &mut App, key: char) -> bool {
     !app.read_only
 }
 
+/// Whether `k` applies: `SOCK_DESTROY` takes TCP and UDP sockets, never Unix ones.
+pub fn killable(e: &SockEntry) -> bool {
+    e.sock.proto != Proto::Unix
+}
+
+/// Whether `K` applies: keepalive probes live connections, so ESTABLISHED TCP only.
+pub fn tunable(e: &SockEntry) -> bool {
+    e.sock.proto == Proto::Tcp && e.sock.state == SockState::Established
+}
+
+/// The chosen sockets an action applies to; the rest are left out and counted.
+fn applicable(app: &App, ok: fn(&Target) -> bool) -> (Vec<Target>, usize) {
+    let all = chosen(app);
+    let n = all.len();
+    let kept: Vec<Target> = all.into_iter().filter(ok).collect();
+    let left_out = n - kept.len();
+    (kept, left_out)
+}
+
 /// `K`: offer to turn keepalive on (or change its timers) on the chosen sockets.
 pub(super) fn ask_keepalive(app: &mut App) {
     if !may_act(app, 'K') {
         return;
     }
-    let targets = chosen(app);
+    let (targets, left_out) = applicable(app, |t| {
+        t.proto == Proto::Tcp && t.state == SockState::Established
+    });
     if targets.is_empty() {
-        app.status = Some("nothing chosen: select a socket or mark some with Space".into());
+        app.status = Some(if left_out > 0 {
+            "K: keepalive applies to ESTABLISHED TCP connections only; this is not one".into()
+        } else {
+            "nothing chosen: select a socket or mark some with Space".into()
+        });
         return;
+    }
+    if left_out > 0 {
+        app.status = Some(format!(
+            "{left_out} marked socket(s) left out: keepalive applies to ESTABLISHED TCP only"
+        ));
     }
     // Probe well inside the tightest middlebox in front of the first socket's peer.
     let mut change = Change::default();
@@ -67,7 +105,7 @@ pub(super) fn ask_keepalive(app: &mut App) {
     }
     app.mode = Mode::SetKeepalive {
         targets,
-        text: change.to_string(),
+        input: Editor::new(&change.to_string()),
         error: None,
     };
 }
@@ -77,7 +115,7 @@ pub(super) fn ask_keepalive(app: &mut App) {
 pub(super) fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     let Mode::SetKeepalive {
         targets,
-        text,
+        input,
         error,
     } = &mut app.mode
     else {
@@ -88,15 +126,7 @@ pub(super) fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             app.mode = Mode::Browse;
             app.status = Some("keepalive unchanged".into());
         }
-        KeyCode::Backspace => {
-            text.pop();
-            *error = None;
-        }
-        KeyCode::Char(c) => {
-            text.push(c);
-            *error = None;
-        }
-        KeyCode::Enter => match text.parse::<Change>() {
+        KeyCode::Enter => match input.value().parse::<Change>() {
             Ok(change) => {
                 let targets = std::mem::take(targets);
                 app.mode = Mode::Browse;
@@ -108,7 +138,11 @@ pub(super) fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             }
             Err(e) => *error = Some(e),
         },
-        _ => {}
+        _ => {
+            if input.key(k) == super::edit::Edited::Text {
+                *error = None;
+            }
+        }
     }
     vec![]
 }
@@ -118,14 +152,21 @@ pub(super) fn ask_kill(app: &mut App) {
     if !may_act(app, 'k') {
         return;
     }
-    let targets = chosen(app);
+    let (targets, left_out) = applicable(app, |t| t.proto != Proto::Unix);
     if targets.is_empty() {
-        app.status = Some(if app.selected_gone {
-            "the selected socket is gone: nothing to kill".into()
+        app.status = Some(if left_out > 0 {
+            "k: a Unix socket cannot be killed (SOCK_DESTROY takes TCP and UDP sockets); its \
+             process can be"
+                .into()
         } else {
             "nothing to kill: select a socket or mark some with Space".into()
         });
         return;
+    }
+    if left_out > 0 {
+        app.status = Some(format!(
+            "{left_out} marked Unix socket(s) left out: SOCK_DESTROY takes TCP and UDP only"
+        ));
     }
     app.mode = Mode::ConfirmKill {
         targets,

@@ -1,19 +1,47 @@
-//! The groups view's rows.
+//! The groups view: TCP connections by process name and service, as servers run them
+//! (`PostgreSQL`'s backend per connection, `php-fpm`'s and gunicorn's worker pools are one group
+//! each), with the processes of a group listed when it is expanded.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::Instant;
 
-use crate::model::filter::Filter;
-use crate::model::{ConnTable, Proto, SockState};
+use rustc_hash::FxHashSet;
 
-/// Sockets grouped by (process, service or remote port).
+use crate::model::filter::Filter;
+use crate::model::{services, ConnTable, Keepalive, NetnsId, Owner, Proto, SockEntry, SockState};
+
+/// Which end of the connections the group's processes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// They serve this local port (a listener takes connections on it).
+    Serves(u16),
+    /// They connect to this remote port.
+    To(u16),
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (word, port) = match *self {
+            Role::Serves(p) => ("serves", p),
+            Role::To(p) => ("→", p),
+        };
+        write!(f, "{word} :{port}")?;
+        match services::by_port(port).name() {
+            Some(name) => write!(f, " {name}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Connections of one process name at one end of one port, in one container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     /// The container the group's processes run in, when there is one.
     pub container: Option<String>,
+    /// The process name; `-` when no process holds the sockets, `?` when katop cannot see.
     pub process: String,
-    pub pid: Option<u32>,
-    pub peer: String,
+    pub role: Role,
     /// A filter that selects this group's sockets.
     pub filter: String,
     pub count: usize,
@@ -21,11 +49,80 @@ pub struct Group {
     pub idle_max_ms: Option<u32>,
     pub stale: usize,
     pub keepalive_off: usize,
+    /// The processes, most connections first.
+    pub members: Vec<Member>,
 }
 
-/// Groups of the filtered sockets by (process, service or remote port), most sockets first.
-pub fn groups(table: &ConnTable, filter: &Filter, now: Instant) -> Vec<Group> {
-    let mut map: HashMap<(Option<String>, Option<u32>, String), Group> = HashMap::new();
+impl Group {
+    /// Names a group across polls (for keeping it expanded).
+    pub fn id(&self) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{:?}",
+            self.container.as_deref().unwrap_or(""),
+            self.process,
+            self.role
+        )
+    }
+}
+
+/// One process of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub pid: u32,
+    pub count: usize,
+    pub idle_max_ms: Option<u32>,
+    pub stale: usize,
+    pub keepalive_off: usize,
+}
+
+/// A row of the groups view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupLine {
+    Group(u32),
+    /// A process of an expanded group: (group, member).
+    Member(u32, u32),
+}
+
+/// What the groups view is ordered by (`<` `>`), largest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSort {
+    Count,
+    Stale,
+    IdleMax,
+    KeepaliveOff,
+    Process,
+}
+
+impl GroupSort {
+    pub const ALL: [GroupSort; 5] = [
+        GroupSort::Process,
+        GroupSort::Count,
+        GroupSort::IdleMax,
+        GroupSort::Stale,
+        GroupSort::KeepaliveOff,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupSort::Count => "connections",
+            GroupSort::Stale => "stale",
+            GroupSort::IdleMax => "longest idle",
+            GroupSort::KeepaliveOff => "keepalive off",
+            GroupSort::Process => "process",
+        }
+    }
+}
+
+type Key = (Option<String>, String, Role);
+
+/// Groups of the filtered TCP connections (not listeners, not `TIME_WAIT`), in `sort` order.
+pub fn groups(table: &ConnTable, filter: &Filter, now: Instant, sort: GroupSort) -> Vec<Group> {
+    let listened: FxHashSet<(NetnsId, u16)> = table
+        .entries()
+        .filter(|e| e.sock.proto == Proto::Tcp && e.sock.state == SockState::Listen)
+        .filter_map(|e| Some((e.sock.netns, e.sock.local.port()?)))
+        .collect();
+    let mut map: HashMap<Key, (Group, HashMap<u32, Member>)> = HashMap::new();
     for e in table.entries().filter(|e| {
         e.sock.proto == Proto::Tcp
             && e.sock.state != SockState::Listen
@@ -34,52 +131,115 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant) -> Vec<Group> {
         if !filter.matches(&e, now) {
             continue;
         }
-        let proc = e.sock.owner.process();
-        let pid = proc.map(|p| p.pid);
-        // The service, else the server's port: the lower of the two (the other is ephemeral).
-        let (peer, peer_filter) = match (e.service(), e.sock.local.port(), e.sock.remote.port()) {
-            (Some(s), _, _) => (s.to_string(), format!("service:{s}")),
-            (None, Some(l), Some(r)) if r <= l => (format!("→ :{r}"), format!("dport:{r}")),
-            (None, Some(l), Some(_)) => (format!("serves :{l}"), format!("sport:{l}")),
-            _ => ("?".into(), String::new()),
+        let (Some(local), Some(remote)) = (e.sock.local.port(), e.sock.remote.port()) else {
+            continue;
+        };
+        let role = if listened.contains(&(e.sock.netns, local)) {
+            Role::Serves(local)
+        } else {
+            Role::To(remote)
+        };
+        let process = match &e.sock.owner {
+            Owner::Process { process, .. } => process.name.to_string(),
+            Owner::None => "-".into(),
+            Owner::Unknown => "?".into(),
         };
         let container = e.container().map(str::to_string);
-        let key = (container.clone(), pid, peer.clone());
-        let g = map.entry(key).or_insert_with(|| Group {
-            process: proc.map_or_else(|| "-".into(), |p| format!("{}[{}]", p.name, p.pid)),
-            pid,
-            filter: {
-                let mut f = match pid {
-                    Some(pid) => format!("pid:{pid} {peer_filter}"),
-                    None => format!("{peer_filter} state!=listen"),
-                };
-                if let Some(c) = &container {
-                    f = format!("container:{} {f}", glob::Pattern::escape(c));
-                }
-                f.trim().to_string()
-            },
-            container,
-            peer,
-            count: 0,
-            idle_min_ms: None,
-            idle_max_ms: None,
-            stale: 0,
-            keepalive_off: 0,
+        let key = (container, process, role);
+        let (g, members) = map.entry(key.clone()).or_insert_with(|| {
+            let (container, process, role) = key;
+            (new_group(container, process, role), HashMap::new())
         });
-        g.count += 1;
-        if let Some(idle) = e.idle_ms() {
-            g.idle_min_ms = Some(g.idle_min_ms.map_or(idle, |m| m.min(idle)));
-            g.idle_max_ms = Some(g.idle_max_ms.map_or(idle, |m| m.max(idle)));
+        add(g, &e);
+        if let Some(p) = e.sock.owner.process() {
+            let m = members.entry(p.pid).or_insert(Member {
+                pid: p.pid,
+                count: 0,
+                idle_max_ms: None,
+                stale: 0,
+                keepalive_off: 0,
+            });
+            m.count += 1;
+            m.idle_max_ms = m.idle_max_ms.max(e.idle_ms());
+            m.stale += usize::from(!e.stale.is_empty());
+            m.keepalive_off += usize::from(e.keepalive == Some(Keepalive::Off));
         }
-        g.stale += usize::from(!e.stale.is_empty());
-        g.keepalive_off += usize::from(e.keepalive == Some(crate::model::Keepalive::Off));
     }
-    let mut out: Vec<Group> = map.into_values().collect();
+    let mut out: Vec<Group> = map
+        .into_values()
+        .map(|(mut g, members)| {
+            g.members = members.into_values().collect();
+            g.members
+                .sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+            g
+        })
+        .collect();
     out.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
+        let by = match sort {
+            GroupSort::Count => b.count.cmp(&a.count),
+            GroupSort::Stale => b.stale.cmp(&a.stale),
+            GroupSort::IdleMax => b.idle_max_ms.cmp(&a.idle_max_ms),
+            GroupSort::KeepaliveOff => b.keepalive_off.cmp(&a.keepalive_off),
+            GroupSort::Process => a.process.cmp(&b.process),
+        };
+        by.then_with(|| b.count.cmp(&a.count))
             .then_with(|| a.process.cmp(&b.process))
-            .then_with(|| a.peer.cmp(&b.peer))
+            .then_with(|| a.role.cmp(&b.role))
+            .then_with(|| a.container.cmp(&b.container))
     });
     out
+}
+
+fn new_group(container: Option<String>, process: String, role: Role) -> Group {
+    let mut terms = Vec::new();
+    if let Some(c) = &container {
+        terms.push(format!("container:{}", glob_word(c)));
+    }
+    terms.push(match process.as_str() {
+        "-" => "owner:none".into(),
+        "?" => "owner:unknown".into(),
+        name => format!("comm:{}", glob_word(name)),
+    });
+    terms.push(match role {
+        Role::Serves(p) => format!("sport:{p}"),
+        Role::To(p) => format!("dport:{p}"),
+    });
+    terms.push("!listen !time-wait".into());
+    Group {
+        container,
+        process,
+        role,
+        filter: terms.join(" "),
+        count: 0,
+        idle_min_ms: None,
+        idle_max_ms: None,
+        stale: 0,
+        keepalive_off: 0,
+        members: Vec::new(),
+    }
+}
+
+/// A name as one glob word of the filter language: metacharacters escaped, and what would
+/// end the word (spaces, parentheses) matched by `?`.
+fn glob_word(name: &str) -> String {
+    glob::Pattern::escape(name)
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c == '(' || c == ')' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+fn add(g: &mut Group, e: &SockEntry) {
+    g.count += 1;
+    if let Some(idle) = e.idle_ms() {
+        g.idle_min_ms = Some(g.idle_min_ms.map_or(idle, |m| m.min(idle)));
+        g.idle_max_ms = Some(g.idle_max_ms.map_or(idle, |m| m.max(idle)));
+    }
+    g.stale += usize::from(!e.stale.is_empty());
+    g.keepalive_off += usize::from(e.keepalive == Some(Keepalive::Off));
 }

@@ -1,45 +1,15 @@
-//! Keys, mouse and paste, by mode.
+//! The key map, by mode, and the mouse. The help screen lists the same keys
+//! (`ui::help::KEYS`); htop's and less's habits where they have one.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::time::Duration;
 
-pub(super) fn mouse(app: &mut App, m: MouseEvent, area: ratatui::layout::Rect) {
-    match m.kind {
-        MouseEventKind::ScrollDown => app.move_selection(3),
-        MouseEventKind::ScrollUp => app.move_selection(-3),
-        MouseEventKind::Down(MouseButton::Left) => {
-            let table = crate::ui::layout(area, app).table;
-            // The table's first line is its header: a click there changes the sort column.
-            let row = m.row;
-            if row == table.y && app.view == View::Sockets {
-                // As htop: click a header to sort by it, click it again to reverse.
-                if let Some(col) = crate::ui::column_at(app, table, m.column) {
-                    if col == app.sort {
-                        app.reverse = !app.reverse;
-                    } else {
-                        app.sort = col;
-                    }
-                    app.status = Some(format!(
-                        "sorted by {}",
-                        app.sort.header().to_ascii_lowercase()
-                    ));
-                    app.rebuild();
-                }
-            } else if row > table.y && row < table.y + table.height {
-                let target = app.offset + usize::from(row - table.y - 1);
-                let cur = match app.view {
-                    View::Sockets => app.selected_line().unwrap_or(0),
-                    View::Groups => app.selected_group,
-                    View::Kills => return,
-                };
-                app.move_selection(target as isize - cur as isize);
-            }
-        }
-        _ => {}
-    }
-}
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
-#[allow(clippy::too_many_lines)] // the key map in one place, as help lists it
+use super::dialogs::{ask_keepalive, ask_kill, confirm_key, keepalive_key, mark_all, toggle_mark};
+use super::edit::{filter_key, open_filter, open_search, search_again, search_key};
+use super::{App, Effect, GroupLine, GroupSort, Mode, View, INTERVALS_MS};
+use crate::columns::Column;
+
 pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     if k.modifiers.contains(KeyModifiers::CONTROL) {
         match k.code {
@@ -49,82 +19,97 @@ pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             _ => {}
         }
     }
-    if let Mode::Filter { text, .. } = &app.mode {
-        let mut text = text.clone();
-        match k.code {
-            KeyCode::Esc => app.mode = Mode::Browse,
-            KeyCode::Enter => {
-                if let Err(e) = app.set_filter(&text) {
-                    app.mode = Mode::Filter {
-                        text,
-                        error: Some(e),
-                    };
-                } else {
-                    app.mode = Mode::Browse;
-                }
-            }
-            KeyCode::Backspace => {
-                text.pop();
-                filter_typed(app, text);
-            }
-            KeyCode::Char(c) => {
-                text.push(c);
-                filter_typed(app, text);
-            }
-            _ => {}
+    match &app.mode {
+        Mode::Filter { .. } => {
+            filter_key(app, k);
+            vec![]
         }
-        return vec![];
+        Mode::Search { .. } => {
+            search_key(app, k);
+            vec![]
+        }
+        Mode::ConfirmKill { .. } => confirm_key(app, k),
+        Mode::SetKeepalive { .. } => keepalive_key(app, k),
+        Mode::Help { .. } => {
+            help_key(app, k);
+            vec![]
+        }
+        Mode::Detail { .. } => {
+            if detail_key(app, k) {
+                vec![]
+            } else {
+                browse_key(app, k)
+            }
+        }
+        Mode::Browse => browse_key(app, k),
     }
-    if matches!(app.mode, Mode::Help) {
+}
+
+/// Scroll keys scroll the help; any other key closes it.
+fn help_key(app: &mut App, k: KeyEvent) {
+    let Mode::Help { scroll } = &mut app.mode else {
+        return;
+    };
+    let page = app.viewport.help_height.max(1);
+    if !scroll_key(scroll, k.code, page) {
         app.mode = Mode::Browse;
-        return vec![];
     }
-    if matches!(app.mode, Mode::ConfirmKill { .. }) {
-        return confirm_key(app, k);
+}
+
+/// While the detail pane is open it takes the scroll keys; Enter and Esc close it. Other keys
+/// (k, K, Space, …) act as in the table, on the socket shown.
+fn detail_key(app: &mut App, k: KeyEvent) -> bool {
+    let Mode::Detail { scroll } = &mut app.mode else {
+        return false;
+    };
+    let page = app.viewport.detail_height.max(1);
+    if scroll_key(scroll, k.code, page) {
+        return true;
     }
-    if matches!(app.mode, Mode::SetKeepalive { .. }) {
-        return keepalive_key(app, k);
+    if matches!(k.code, KeyCode::Enter | KeyCode::Esc) {
+        app.mode = Mode::Browse;
+        return true;
     }
-    let page = app.page.max(1) as isize;
+    false
+}
+
+/// The scroll keys (↑ ↓, page up and down, home, end) on a scroll position (the view clamps it to the text).
+fn scroll_key(scroll: &mut u16, code: KeyCode, page: u16) -> bool {
+    *scroll = match code {
+        KeyCode::Down => scroll.saturating_add(1),
+        KeyCode::Up => scroll.saturating_sub(1),
+        KeyCode::PageDown => scroll.saturating_add(page),
+        KeyCode::PageUp => scroll.saturating_sub(page),
+        KeyCode::Home | KeyCode::Char('g') => 0,
+        KeyCode::End | KeyCode::Char('G') => u16::MAX,
+        _ => return false,
+    };
+    true
+}
+
+/// The table's keys (socket, group and log views).
+fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let page = app.viewport.page() as isize;
     match k.code {
         KeyCode::Char('q') | KeyCode::F(10) => return vec![Effect::Quit],
-        KeyCode::Esc => {
-            app.mode = Mode::Browse;
-        }
+        KeyCode::Esc => app.mode = Mode::Browse,
         KeyCode::Down => app.move_selection(1),
         KeyCode::Up => app.move_selection(-1),
         KeyCode::PageDown => app.move_selection(page),
         KeyCode::PageUp => app.move_selection(-page),
         KeyCode::Home | KeyCode::Char('g') => app.move_selection(-(isize::MAX / 2)),
         KeyCode::End | KeyCode::Char('G') => app.move_selection(isize::MAX / 2),
-        KeyCode::Char('/') | KeyCode::F(3 | 4) => {
-            app.mode = Mode::Filter {
-                text: app.filter.source().to_string(),
-                error: None,
-            };
+        KeyCode::Left | KeyCode::Right => sideways(app, k.code == KeyCode::Right),
+        KeyCode::Char('/') | KeyCode::F(3) => open_search(app),
+        KeyCode::Char('n') => search_again(app, true),
+        KeyCode::Char('N') => search_again(app, false),
+        KeyCode::Char('\\') | KeyCode::F(4) => open_filter(app),
+        KeyCode::Delete => {
+            let _ = app.set_filter("");
+            app.status = Some("filter cleared".into());
         }
-        KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help,
-        KeyCode::Enter => match app.view {
-            View::Kills => {}
-            View::Sockets => {
-                app.mode = if app.mode == Mode::Detail {
-                    Mode::Browse
-                } else {
-                    Mode::Detail
-                };
-            }
-            View::Groups => {
-                if let Some(g) = app.groups.get(app.selected_group) {
-                    let f = g.filter.clone();
-                    if app.set_filter(&f).is_ok() {
-                        app.view = View::Sockets;
-                        app.selected = None;
-                        app.rebuild();
-                        app.status = Some(format!("filter: {f}"));
-                    }
-                }
-            }
-        },
+        KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help { scroll: 0 },
+        KeyCode::Enter => enter(app),
         KeyCode::Char('k') | KeyCode::F(9) => ask_kill(app),
         KeyCode::Char('K') => ask_keepalive(app),
         KeyCode::Char(' ') => toggle_mark(app),
@@ -150,9 +135,7 @@ pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             };
             app.rebuild();
             app.offset = 0;
-            if app.mode == Mode::Detail {
-                app.mode = Mode::Browse;
-            }
+            app.mode = Mode::Browse;
         }
         KeyCode::Char('z' | 'Z') => {
             app.paused = !app.paused;
@@ -163,6 +146,8 @@ pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             });
             return vec![Effect::SetPaused(app.paused)];
         }
+        KeyCode::Char('+' | '=') => return step_interval(app, true),
+        KeyCode::Char('-' | '_') => return step_interval(app, false),
         KeyCode::Char('s') => {
             let text = if app.filter.source() == "stale" {
                 ""
@@ -173,13 +158,15 @@ pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             app.status = Some(if text.is_empty() {
                 "filter cleared".into()
             } else {
-                "stale preset: sockets with a stale reason".into()
+                "stale preset: sockets with a stale reason · Del clears".into()
             });
         }
-        KeyCode::Char(c @ '1'..='9') => {
-            if let Some((_, name, f)) = PRESETS.iter().find(|(k, _, _)| *k == c) {
-                let _ = app.set_filter(f);
-                app.status = Some(format!("preset {c}: {name}"));
+        KeyCode::Char(c @ '0'..='9') => {
+            if let Some(p) = app.presets.iter().find(|p| p.key == c).cloned() {
+                match app.set_filter(&p.filter) {
+                    Ok(()) => app.status = Some(format!("preset {c}: {}", p.name)),
+                    Err(e) => app.status = Some(format!("preset {c} is not a valid filter: {e}")),
+                }
             }
         }
         KeyCode::Char('<' | ',') => cycle_sort(app, -1),
@@ -193,65 +180,160 @@ pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     vec![]
 }
 
-/// Validates as the user types; the table only changes on a valid filter.
-/// Pasted text lands whole where typing would (newlines as spaces); elsewhere it is ignored,
-/// never taken as keys.
-pub(super) fn paste(app: &mut App, pasted: &str) {
-    let clean: String = pasted
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    match &mut app.mode {
-        Mode::Filter { text, .. } => {
-            let text = format!("{text}{clean}");
-            filter_typed(app, text);
-        }
-        Mode::SetKeepalive { text, error, .. } => {
-            text.push_str(&clean);
-            *error = None;
-        }
-        _ => {}
-    }
-}
-
-pub(super) fn filter_typed(app: &mut App, text: String) {
-    match Filter::parse(&text) {
-        Ok(_) => {
-            let _ = app.set_filter(&text);
-            app.mode = Mode::Filter { text, error: None };
-        }
-        Err(e) => {
-            app.mode = Mode::Filter {
-                text,
-                error: Some(e),
+/// Enter: the details of the selected socket, or a group's sockets (as a filter).
+fn enter(app: &mut App) {
+    match app.view {
+        View::Kills => {}
+        View::Sockets => app.mode = Mode::Detail { scroll: 0 },
+        View::Groups => {
+            let Some(&line) = app.group_lines.get(app.selected_group) else {
+                return;
+            };
+            let (gi, pid) = match line {
+                GroupLine::Group(g) => (g, None),
+                GroupLine::Member(g, m) => {
+                    (g, Some(app.groups[g as usize].members[m as usize].pid))
+                }
+            };
+            let mut f = app.groups[gi as usize].filter.clone();
+            if let Some(pid) = pid {
+                f = format!("pid:{pid} {f}");
+            }
+            if app.set_filter(&f).is_ok() {
+                app.view = View::Sockets;
+                app.selected = None;
+                app.rebuild();
+                app.status = Some("the group's sockets · Del clears the filter".into());
             }
         }
     }
 }
 
-/// The columns `<`/`>` step through.
-pub const SORTABLE: [Column; 12] = [
-    Column::Idle,
-    Column::State,
-    Column::Proto,
-    Column::Local,
-    Column::Remote,
-    Column::Process,
-    Column::Keepalive,
-    Column::RecvQ,
-    Column::SendQ,
-    Column::Rtt,
-    Column::BytesIn,
-    Column::BytesOut,
-];
+/// ← →: scroll the socket table's columns; in the groups view, collapse or expand a group.
+fn sideways(app: &mut App, right: bool) {
+    match app.view {
+        View::Sockets => {
+            if right && app.viewport.dropped > 0 {
+                app.hscroll += 1;
+            } else if !right {
+                app.hscroll = app.hscroll.saturating_sub(1);
+            }
+        }
+        View::Groups => {
+            let Some(&line) = app.group_lines.get(app.selected_group) else {
+                return;
+            };
+            let gi = match line {
+                GroupLine::Group(g) | GroupLine::Member(g, _) => g as usize,
+            };
+            let id = app.groups[gi].id();
+            if right {
+                app.expanded.insert(id);
+            } else {
+                app.expanded.remove(&id);
+                // The selection goes back to the group row.
+                app.selected_group = app
+                    .group_lines
+                    .iter()
+                    .position(|&l| l == GroupLine::Group(gi as u32))
+                    .unwrap_or(0);
+            }
+            app.regroup();
+        }
+        View::Kills => {}
+    }
+}
 
-pub(super) fn cycle_sort(app: &mut App, step: isize) {
-    let i = SORTABLE.iter().position(|c| *c == app.sort).unwrap_or(0) as isize;
-    let n = SORTABLE.len() as isize;
-    app.sort = SORTABLE[((i + step).rem_euclid(n)) as usize];
+/// `+` / `-`: poll more or less often, through [`INTERVALS_MS`].
+fn step_interval(app: &mut App, slower: bool) -> Vec<Effect> {
+    let now = app.interval.as_millis() as u64;
+    let next = if slower {
+        INTERVALS_MS.iter().copied().find(|&ms| ms > now)
+    } else {
+        INTERVALS_MS.iter().rev().copied().find(|&ms| ms < now)
+    };
+    let Some(ms) = next else {
+        app.status = Some(format!(
+            "polling every {} already: {} is the {}",
+            crate::model::duration::format_ms_short(now),
+            if slower { "+" } else { "-" },
+            if slower { "slowest" } else { "fastest" },
+        ));
+        return vec![];
+    };
+    app.interval = Duration::from_millis(ms);
     app.status = Some(format!(
-        "sorted by {}",
-        app.sort.header().to_ascii_lowercase()
+        "polling every {}",
+        crate::model::duration::format_ms_short(ms)
     ));
+    vec![Effect::SetInterval(app.interval)]
+}
+
+/// `<` / `>`: the previous or next column on screen (groups: the next order).
+fn cycle_sort(app: &mut App, step: isize) {
+    if app.view == View::Groups {
+        let all = GroupSort::ALL;
+        let i = all.iter().position(|s| *s == app.group_sort).unwrap_or(0) as isize;
+        app.group_sort = all[(i + step).rem_euclid(all.len() as isize) as usize];
+        app.status = Some(format!("groups by {}", app.group_sort.name()));
+        app.regroup();
+        return;
+    }
+    let shown: Vec<Column> = app.viewport.columns.iter().map(|c| c.0).collect();
+    let cols = if shown.is_empty() {
+        Column::DASHBOARD.to_vec()
+    } else {
+        shown
+    };
+    let next = match cols.iter().position(|c| *c == app.sort) {
+        Some(i) => cols[(i as isize + step).rem_euclid(cols.len() as isize) as usize],
+        // Sorted by a column no longer on screen: start from an end.
+        None if step > 0 => cols[0],
+        None => cols[cols.len() - 1],
+    };
+    sort_by(app, next);
+}
+
+fn sort_by(app: &mut App, col: Column) {
+    app.sort = col;
+    app.status = Some(format!("sorted by {}", col.header().to_ascii_lowercase()));
     app.rebuild();
+}
+
+pub(super) fn mouse(app: &mut App, m: MouseEvent) {
+    match m.kind {
+        MouseEventKind::ScrollDown => app.move_selection(3),
+        MouseEventKind::ScrollUp => app.move_selection(-3),
+        MouseEventKind::Down(MouseButton::Left) => {
+            let table = app.viewport.table;
+            // The table's first line is its header: a click there changes the sort column.
+            let row = m.row;
+            if row == table.y && app.view == View::Sockets {
+                // As htop: click a header to sort by it, click it again to reverse.
+                let hit = app
+                    .viewport
+                    .columns
+                    .iter()
+                    .find(|&&(_, from, to)| m.column >= from && m.column <= to)
+                    .map(|c| c.0);
+                if let Some(col) = hit {
+                    if col == app.sort {
+                        app.reverse = !app.reverse;
+                        app.rebuild();
+                    } else {
+                        sort_by(app, col);
+                    }
+                }
+            } else if row > table.y && row < table.y + table.height {
+                let target = app.offset + usize::from(row - table.y - 1);
+                let cur = match app.view {
+                    View::Sockets => app.selected_line().unwrap_or(0),
+                    View::Groups => app.selected_group,
+                    View::Kills => return,
+                };
+                app.move_selection(target as isize - cur as isize);
+            }
+        }
+        _ => {}
+    }
 }

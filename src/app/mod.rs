@@ -1,38 +1,74 @@
 //! The dashboard's state and its only mutator: `update(&mut App, Msg) -> Vec<Effect>`.
 //!
-//! Every input (a poll, a key, a mouse event, a tick) becomes a [`Msg`]; rendering reads the
-//! [`App`] and never changes it. Rows are filtered and sorted once per poll or per change of
-//! filter/sort, never per frame.
+//! Every input (a poll, a key, a mouse event, a tick, the screen's layout) becomes a [`Msg`];
+//! rendering reads the [`App`] and never changes it. Rows are filtered and sorted once per
+//! poll or per change of filter/sort, never per frame.
+//!
+//! Modules: `rows` (the table's lines, counts and the selection), `groups` (the grouped view),
+//! `keys` (the key map in browse mode, mouse, paste), `edit` (the filter and search bars and
+//! their history), `dialogs` (marks, and asking before acting).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use crossterm::event::{KeyEvent, MouseEvent};
+use ratatui::layout::Rect;
 use rustc_hash::FxHashSet;
 
-use crate::actions::target::summary;
-use crate::actions::{Change, Report, Target};
+use crate::actions::{Report, Target};
 use crate::columns::Column;
 use crate::model::filter::{Filter, FilterError};
-use crate::model::keepalive::middlebox_for;
-use crate::model::{
-    ConnTable, Endpoint, Proto, RawSock, Snapshot, SockKey, SockState, StaleReason,
-};
+use crate::model::{ConnTable, RawSock, Snapshot, SockKey, StaleReason};
+
+mod dialogs;
+mod edit;
+mod groups;
+mod keys;
+mod rows;
+
+pub use dialogs::{killable, tunable};
+pub use edit::Editor;
+pub use groups::{groups, Group, GroupLine, GroupSort, Member, Role};
 
 /// How long a new socket stays highlighted and a closed one stays greyed.
 pub const CHANGE_HIGHLIGHT: Duration = Duration::from_secs(3);
 /// Samples kept for the header's sparkline (one per poll).
 pub const HISTORY: usize = 120;
+/// Closed rows kept greyed at most: under heavy churn they would otherwise fill the view.
+pub const MAX_CLOSED: usize = 16;
+/// The poll intervals `+` and `-` step through.
+pub const INTERVALS_MS: [u64; 10] = [
+    100, 200, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 60_000,
+];
 
-/// Presets on number keys: (key, name, filter).
+/// A filter on a number key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preset {
+    pub key: char,
+    pub name: String,
+    pub filter: String,
+}
+
+/// The presets katop ships on 1 to 5; the config file's `[ui.presets]` adds or replaces.
 pub const PRESETS: [(char, &str, &str); 5] = [
     ('1', "all", ""),
-    ('2', "idle DB connections", "state:established idle>=5m (service:postgres or service:mysql or service:redis or service:mongodb or service:oracle or service:mssql or service:cassandra or service:memcached)"),
-    ('3', "keepalive off", "state:established keepalive:off"),
+    ('2', "idle DB connections", "established idle>=5m (service:postgres or service:mysql or service:redis or service:mongodb or service:oracle or service:mssql or service:cassandra or service:memcached)"),
+    ('3', "keepalive off", "established keepalive:off"),
     ('4', "probing", "probing"),
-    ('5', "CLOSE_WAIT", "state:close-wait"),
+    ('5', "CLOSE_WAIT", "close-wait"),
 ];
+
+pub fn default_presets() -> Vec<Preset> {
+    PRESETS
+        .iter()
+        .map(|&(key, name, filter)| Preset {
+            key,
+            name: name.into(),
+            filter: filter.into(),
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -45,14 +81,28 @@ pub enum View {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Browse,
-    /// Typing a filter: the text, and the error if it does not parse (the table keeps the last
-    /// valid filter meanwhile).
+    /// Editing the filter (`\`, F4): the line, the filter that was active before (Esc puts it
+    /// back), and the error if the text does not parse (the table keeps the last valid filter
+    /// meanwhile).
     Filter {
-        text: String,
+        input: Editor,
+        before: String,
         error: Option<FilterError>,
     },
-    Detail,
-    Help,
+    /// Typing a search (`/`, F3): the selection jumps to the first row that matches, the
+    /// others stay; `from` is where it was (Esc goes back there).
+    Search {
+        input: Editor,
+        from: Option<SockKey>,
+    },
+    /// The detail pane has the keys; `scroll` is its first line shown.
+    Detail {
+        scroll: u16,
+    },
+    /// The help screen, scrolled to `scroll`.
+    Help {
+        scroll: u16,
+    },
     /// Asking before a kill: exactly these sockets; `yes` is the highlighted answer (the
     /// default is No).
     ConfirmKill {
@@ -63,9 +113,20 @@ pub enum Mode {
     /// (`idle=60s intvl=10s cnt=5`) and what is wrong with them.
     SetKeepalive {
         targets: Vec<Target>,
-        text: String,
+        input: Editor,
         error: Option<String>,
     },
+}
+
+impl Mode {
+    pub fn is_detail(&self) -> bool {
+        matches!(self, Mode::Detail { .. })
+    }
+
+    /// A dialog holds the keys and the mouse until it is answered.
+    pub fn is_dialog(&self) -> bool {
+        matches!(self, Mode::ConfirmKill { .. } | Mode::SetKeepalive { .. })
+    }
 }
 
 /// One line of the socket table, 8 bytes (there is one per socket).
@@ -86,13 +147,41 @@ pub struct Sample {
     pub stale: u64,
 }
 
+/// Where things are on screen, as the view last laid them out: what paging, scrolling, mouse
+/// clicks and column-wise sorting need to know. Computed by `ui::viewport` before each frame
+/// and handed in as [`Msg::Layout`], so the app never reaches into the view.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Viewport {
+    /// The table's region, its header line included.
+    pub table: Rect,
+    /// The socket table's columns on screen, left to right, with their first and last x.
+    pub columns: Vec<(Column, u16, u16)>,
+    /// Socket table columns that did not fit on the right, and that ← scrolled off the left.
+    pub dropped: usize,
+    pub skipped: usize,
+    /// Lines of the detail pane's text (as wrapped) and how many show at once.
+    pub detail_lines: u16,
+    pub detail_height: u16,
+    /// The same for the help screen.
+    pub help_lines: u16,
+    pub help_height: u16,
+}
+
+impl Viewport {
+    /// Rows of the table that fit (one line is its header).
+    pub fn page(&self) -> usize {
+        usize::from(self.table.height.saturating_sub(1)).max(1)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Msg {
     Poll(Box<Snapshot>, Instant),
     PollFailed(String),
     Key(KeyEvent),
-    /// A mouse event and the terminal's size, to map rows to the layout.
-    Mouse(MouseEvent, ratatui::layout::Rect),
+    Mouse(MouseEvent),
+    /// The screen is about to be drawn with this layout.
+    Layout(Viewport),
     /// Time passes (for highlight expiry).
     Tick(Instant),
     /// The terminal was resized (redraw only).
@@ -118,10 +207,12 @@ pub enum Effect {
     Suspend,
     /// Pause or resume polling.
     SetPaused(bool),
+    /// Poll at this interval from now on.
+    SetInterval(Duration),
     /// Kill exactly these sockets (the operator confirmed them).
     Kill(Vec<Target>),
     /// Turn keepalive on with these settings on exactly these sockets (confirmed).
-    SetKeepalive(Vec<Target>, Change),
+    SetKeepalive(Vec<Target>, crate::actions::Change),
 }
 
 #[derive(Debug)]
@@ -141,17 +232,22 @@ pub struct App {
     /// `TIME_WAIT` summaries: remote address and count, most first.
     pub time_wait: Vec<(IpAddr, usize)>,
     pub groups: Vec<Group>,
-    /// Selected row's socket (followed across polls by cookie), or group index.
+    /// The groups view's rows: groups, and the processes of the expanded ones.
+    pub group_lines: Vec<GroupLine>,
+    pub group_sort: GroupSort,
+    /// Expanded groups, by [`Group::id`].
+    pub expanded: FxHashSet<String>,
+    /// Selected row's socket (followed across polls by cookie), or group line index.
     pub selected: Option<SockKey>,
     pub selected_group: usize,
     /// The selected socket's index in `lines`, kept in step with `selected`.
     pub(super) selected_idx: Option<usize>,
-    /// The selected socket is not in the latest poll.
-    pub selected_gone: bool,
     /// First row shown (kept so the selection stays visible).
     pub offset: usize,
-    /// Table rows that fit on screen, as last drawn (for PgUp/PgDn and mouse).
-    pub page: usize,
+    /// Socket table columns scrolled off to the left (← →).
+    pub hscroll: usize,
+    /// The layout the screen was last drawn with.
+    pub viewport: Viewport,
     pub history: VecDeque<Sample>,
     /// Sockets that closed recently, with when they were last seen.
     pub closed: Vec<(RawSock, Instant)>,
@@ -166,7 +262,7 @@ pub struct App {
     pub stale_counts: Vec<(StaleReason, usize)>,
     /// Sockets marked with Space (or `a`) for a kill.
     pub marked: FxHashSet<SockKey>,
-    /// Started with `--read-only`: `k` explains instead of killing.
+    /// Started with `--read-only`: `k` and `K` are not offered.
     pub read_only: bool,
     /// The namespaces the operator is looking at (those the filter leaves, when a few, and the
     /// selected socket's): the collector refreshes them every poll. Shared with it.
@@ -180,6 +276,71 @@ pub struct App {
     pub kill_log: Option<String>,
     /// First kill log entry shown (newest first).
     pub kills_offset: usize,
+    /// The last search kept with Enter, for `n` and `N`.
+    pub search: Option<String>,
+    /// Filters and searches entered this session, oldest first (↑ ↓ in the bars).
+    pub filter_history: Vec<String>,
+    pub search_history: Vec<String>,
+    pub presets: Vec<Preset>,
+}
+
+impl App {
+    pub fn new(
+        stale_after: Duration,
+        interval: Duration,
+        filter: Filter,
+        sort: Column,
+        host: String,
+        now: Instant,
+    ) -> App {
+        App {
+            table: ConnTable::new(stale_after),
+            now,
+            interval,
+            host,
+            filter,
+            sort,
+            reverse: false,
+            view: View::Sockets,
+            mode: Mode::Browse,
+            paused: false,
+            lines: Vec::new(),
+            time_wait: Vec::new(),
+            groups: Vec::new(),
+            group_lines: Vec::new(),
+            group_sort: GroupSort::Count,
+            expanded: FxHashSet::default(),
+            selected: None,
+            selected_group: 0,
+            selected_idx: None,
+            offset: 0,
+            hscroll: 0,
+            viewport: Viewport {
+                table: Rect::new(0, 0, 80, 21),
+                ..Viewport::default()
+            },
+            history: VecDeque::new(),
+            closed: Vec::new(),
+            status: None,
+            error: None,
+            polls: 0,
+            color: true,
+            state_counts: Vec::new(),
+            spare: None,
+            stale_counts: Vec::new(),
+            marked: FxHashSet::default(),
+            read_only: false,
+            scope: crate::actions::Scope::Everything,
+            focus: crate::collector::namespaces::Focus::default(),
+            kills: Vec::new(),
+            kill_log: None,
+            kills_offset: 0,
+            search: None,
+            filter_history: Vec::new(),
+            search_history: Vec::new(),
+            presets: default_presets(),
+        }
+    }
 }
 
 /// The one place state changes.
@@ -201,39 +362,31 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             }
             vec![]
         }
+        Msg::Layout(viewport) => {
+            app.set_viewport(viewport);
+            vec![]
+        }
         Msg::Resize => vec![],
         Msg::Signal => vec![Effect::Quit],
         Msg::Suspend => vec![Effect::Suspend],
         Msg::Paste(text) => {
-            paste(app, &text);
+            edit::paste(app, &text);
             vec![]
         }
-        Msg::Mouse(m, area) => {
+        Msg::Mouse(m) => {
             // Behind a dialog nothing moves.
-            if !matches!(
-                app.mode,
-                Mode::ConfirmKill { .. } | Mode::SetKeepalive { .. }
-            ) {
-                mouse(app, m, area);
+            if !app.mode.is_dialog() {
+                keys::mouse(app, m);
             }
             vec![]
         }
-        Msg::Key(k) => key(app, k),
+        Msg::Key(k) => keys::key(app, k),
         Msg::Acted { reports, log_error } => {
-            acted(app, reports, log_error);
+            dialogs::acted(app, reports, log_error);
             vec![]
         }
     }
 }
-
-mod dialogs;
-use dialogs::{acted, ask_keepalive, ask_kill, confirm_key, keepalive_key, mark_all, toggle_mark};
-mod groups;
-mod keys;
-use keys::{key, mouse, paste};
-mod rows;
-pub use groups::{groups, Group};
-pub use keys::SORTABLE;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1,63 +1,23 @@
-//! Rows: the table filtered, sorted and counted once per poll or change, and the selection kept on its socket.
+//! Rows: the table filtered, sorted and counted once per poll or change, and the selection
+//! kept on its socket (or, when that socket closes, moved to its neighbour).
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{groups, App, Line, Mode, Sample, View, Viewport, CHANGE_HIGHLIGHT, HISTORY};
+use super::{GroupLine, MAX_CLOSED};
+use crate::model::filter::{Filter, FilterError};
+use crate::model::{Proto, Snapshot, SockKey, SockState, StaleReason};
 
 impl App {
-    pub fn new(
-        stale_after: Duration,
-        interval: Duration,
-        filter: Filter,
-        sort: Column,
-        host: String,
-        now: Instant,
-    ) -> App {
-        App {
-            table: ConnTable::new(stale_after),
-            now,
-            interval,
-            host,
-            filter,
-            sort,
-            reverse: false,
-            view: View::Sockets,
-            mode: Mode::Browse,
-            paused: false,
-            lines: Vec::new(),
-            time_wait: Vec::new(),
-            groups: Vec::new(),
-            selected: None,
-            selected_group: 0,
-            selected_idx: None,
-            selected_gone: false,
-            offset: 0,
-            page: 20,
-            history: VecDeque::new(),
-            closed: Vec::new(),
-            status: None,
-            error: None,
-            polls: 0,
-            color: true,
-            state_counts: Vec::new(),
-            spare: None,
-            stale_counts: Vec::new(),
-            marked: FxHashSet::default(),
-            read_only: false,
-            scope: crate::actions::Scope::Everything,
-            focus: crate::collector::namespaces::Focus::default(),
-            kills: Vec::new(),
-            kill_log: None,
-            kills_offset: 0,
-        }
-    }
-
     /// Index of the selected line, if the selection is in the list.
     pub fn selected_line(&self) -> Option<usize> {
         self.selected_idx
     }
 
     /// Finds the selected socket's line again (after the lines or the selection changed).
-    pub(super) fn locate_selection(&mut self) {
+    fn locate_selection(&mut self) {
         self.selected_idx = self.selected.and_then(|key| {
             self.lines
                 .iter()
@@ -65,22 +25,49 @@ impl App {
         });
     }
 
+    /// The socket a line can select: live sockets only (closed rows and summaries are shown,
+    /// not chosen).
     pub(super) fn line_key(&self, line: Line) -> Option<SockKey> {
         match line {
             Line::Sock(i) => Some(self.table.entry(i as usize).key()),
-            Line::Closed(i) => Some(self.closed[i as usize].0.key()),
-            Line::TimeWait(_) => None,
+            Line::Closed(_) | Line::TimeWait(_) => None,
         }
     }
 
+    /// Selects the line at `idx` (a live socket's).
+    pub(super) fn select_line(&mut self, idx: usize) {
+        if let Some(key) = self.lines.get(idx).and_then(|&l| self.line_key(l)) {
+            self.selected = Some(key);
+            self.selected_idx = Some(idx);
+        }
+    }
+
+    /// Selects a socket again, when it is still listed.
+    pub(super) fn select_key(&mut self, key: SockKey) {
+        self.selected = Some(key);
+        self.locate_selection();
+    }
+
+    /// The first selectable line at `idx` or after, else before (a neighbour of a row that went).
+    fn neighbour(&self, idx: usize) -> Option<usize> {
+        let after = (idx..self.lines.len()).find(|&i| self.line_key(self.lines[i]).is_some());
+        after.or_else(|| {
+            (0..idx.min(self.lines.len()))
+                .rev()
+                .find(|&i| self.line_key(self.lines[i]).is_some())
+        })
+    }
+
     /// Whether `TIME_WAIT` sockets are listed one by one: only when the filter asks for them.
-    pub(super) fn show_time_wait(&self) -> bool {
+    fn show_time_wait(&self) -> bool {
         self.filter.asks_for_time_wait()
     }
 
-    /// Rebuilds the lines (and the groups, when shown) from the table, filter and sort.
+    /// Rebuilds the lines (and the groups, when shown) from the table, filter and sort. A
+    /// selected socket that closed gives the selection to its neighbour, said in the status.
     pub fn rebuild(&mut self) {
         let now = self.now;
+        let before = self.selected_idx;
         let mut idx: Vec<usize> = if self.filter.matches_all() {
             (0..self.table.len()).collect()
         } else {
@@ -124,24 +111,57 @@ impl App {
         lines.extend((0..self.closed.len() as u32).map(Line::Closed));
         self.lines = lines;
         if self.view == View::Groups {
-            self.groups = groups(&self.table, &self.filter, now);
-            self.selected_group = self.selected_group.min(self.groups.len().saturating_sub(1));
+            self.regroup();
         }
         self.locate_selection();
         self.set_focus();
-        // Gone means closed, not filtered out: a socket the filter hides gives the selection up.
-        self.selected_gone = self.selected.is_some_and(|k| self.table.get(&k).is_none());
-        let hidden = self.selected.is_some_and(|k| self.table.get(&k).is_some())
-            && self.selected_idx.is_none();
-        if self.selected.is_none() || hidden {
-            self.selected = self.lines.iter().find_map(|&l| self.line_key(l));
-            self.locate_selection();
+        let gone = self.selected.filter(|k| self.table.get(k).is_none());
+        let closed = gone.is_some();
+        // One the operator killed needs no note: the kill's result says more.
+        let killed = gone.is_some_and(|k| {
+            self.kills
+                .iter()
+                .any(|r| r.target.cookie == k.cookie.0 && r.outcome.is_success())
+        });
+        if self.selected_idx.is_none() {
+            // Closed: its neighbour, where it was. Hidden by the filter, or none yet: the top.
+            let at = if closed { before.unwrap_or(0) } else { 0 };
+            self.selected = None;
+            if let Some(i) = self.neighbour(at) {
+                self.select_line(i);
+            }
+            if closed && !killed {
+                self.status = Some(if self.selected.is_some() {
+                    "the selected socket closed: the selection moved to its neighbour".into()
+                } else {
+                    "the selected socket closed".into()
+                });
+            }
         }
+    }
+
+    /// The groups and their lines again, after the table, the filter or the sort changed.
+    pub(super) fn regroup(&mut self) {
+        self.groups = groups(&self.table, &self.filter, self.now, self.group_sort);
+        if self.reverse {
+            self.groups.reverse();
+        }
+        self.group_lines.clear();
+        for (gi, g) in self.groups.iter().enumerate() {
+            self.group_lines.push(GroupLine::Group(gi as u32));
+            if self.expanded.contains(&g.id()) {
+                self.group_lines
+                    .extend((0..g.members.len() as u32).map(|m| GroupLine::Member(gi as u32, m)));
+            }
+        }
+        self.selected_group = self
+            .selected_group
+            .min(self.group_lines.len().saturating_sub(1));
     }
 
     /// Tells the collector which namespaces the operator looks at: the few a filter leaves,
     /// and the selected socket's.
-    pub(super) fn set_focus(&self) {
+    fn set_focus(&self) {
         const FEW: usize = 8;
         if self.table.ctx.namespaces.len() <= 1 {
             return;
@@ -172,7 +192,7 @@ impl App {
     }
 
     /// Counts by state (in a fixed order) and by stale reason, in one pass.
-    pub(super) fn count(&mut self) {
+    fn count(&mut self) {
         const ORDER: [&str; 13] = [
             "ESTABLISHED",
             "LISTEN",
@@ -245,9 +265,9 @@ impl App {
     pub(super) fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
         self.now = now;
         let crate::model::table::Applied { mut previous, gone } = self.table.apply(snap, now);
-        // What disappeared stays greyed for a moment; only rows the operator could see (under
-        // the current filter) linger.
-        if !gone.is_empty() {
+        // What disappeared stays greyed for a moment: only rows the operator could see (under
+        // the current filter), not in a hunt for stale sockets, and not too many.
+        if !gone.is_empty() && !self.filter.mentions_stale() {
             let mut shown = vec![false; previous.len()];
             for l in &self.lines {
                 if let Line::Sock(i) = l {
@@ -259,6 +279,8 @@ impl App {
                     self.closed.push((previous[i as usize].clone(), now));
                 }
             }
+            let excess = self.closed.len().saturating_sub(MAX_CLOSED);
+            self.closed.drain(..excess);
         }
         previous.clear();
         self.spare = Some(previous);
@@ -277,18 +299,13 @@ impl App {
         self.polls > 1 && self.now.saturating_duration_since(first_seen) < CHANGE_HIGHLIGHT
     }
 
-    /// A new filter is a new list: a selection it does not show (hidden, or a socket that has
-    /// closed) moves to its first row. Polls, by contrast, never move the selection.
+    /// A new filter is a new list: a selection it does not show moves to its first row.
     pub(super) fn set_filter(&mut self, text: &str) -> Result<(), FilterError> {
         self.filter = Filter::parse(text)?;
         // Rows that closed under the old filter do not linger in the new list.
         self.closed.clear();
+        self.offset = 0;
         self.rebuild();
-        if self.selected_idx.is_none() {
-            self.selected = self.lines.iter().find_map(|&l| self.line_key(l));
-            self.locate_selection();
-            self.selected_gone = false;
-        }
         Ok(())
     }
 
@@ -299,7 +316,7 @@ impl App {
                 self.kills_offset = self.kills_offset.saturating_add_signed(delta).min(max);
             }
             View::Groups => {
-                let max = self.groups.len().saturating_sub(1);
+                let max = self.group_lines.len().saturating_sub(1);
                 self.selected_group = self.selected_group.saturating_add_signed(delta).min(max);
             }
             View::Sockets => {
@@ -308,45 +325,48 @@ impl App {
                 }
                 let cur = self.selected_line().unwrap_or(0);
                 let next = cur.saturating_add_signed(delta).min(self.lines.len() - 1);
-                // Summary rows cannot be selected; step over them in the direction of travel.
-                let mut n = next;
-                while n < self.lines.len() && self.line_key(self.lines[n]).is_none() {
-                    if delta < 0 && n > 0 {
-                        n -= 1;
-                    } else {
-                        n += 1;
-                    }
-                    if delta < 0 && n == 0 {
-                        break;
-                    }
-                }
-                if let Some(key) = self.lines.get(n).and_then(|&l| self.line_key(l)) {
-                    self.selected = Some(key);
-                    self.selected_idx = Some(n);
-                    self.selected_gone = false;
+                // Summary and closed rows cannot be selected: the nearest live row in the
+                // direction of travel, else the other way.
+                let pick = if delta < 0 {
+                    (0..=next)
+                        .rev()
+                        .find(|&i| self.line_key(self.lines[i]).is_some())
+                        .or_else(|| self.neighbour(next))
+                } else {
+                    self.neighbour(next)
+                };
+                if let Some(i) = pick {
+                    self.select_line(i);
                 }
             }
         }
     }
 
-    /// Keeps the selected row inside the visible window of `page` rows.
-    pub fn scroll_into_view(&mut self, page: usize) {
-        self.page = page.max(1);
-        let sel = match self.view {
-            View::Sockets => self.selected_line().unwrap_or(0),
-            View::Groups => self.selected_group,
+    /// Takes the screen's layout: keeps the selection and the panes' scroll inside it.
+    pub(super) fn set_viewport(&mut self, viewport: Viewport) {
+        self.viewport = viewport;
+        let v = &self.viewport;
+        match &mut self.mode {
+            Mode::Detail { scroll } => {
+                *scroll = (*scroll).min(v.detail_lines.saturating_sub(v.detail_height));
+            }
+            Mode::Help { scroll } => {
+                *scroll = (*scroll).min(v.help_lines.saturating_sub(v.help_height));
+            }
+            _ => {}
+        }
+        let page = self.viewport.page();
+        let (sel, len) = match self.view {
+            View::Sockets => (self.selected_line().unwrap_or(0), self.lines.len()),
+            View::Groups => (self.selected_group, self.group_lines.len()),
             // The kill log scrolls by its own offset and has no selection.
             View::Kills => return,
         };
         if sel < self.offset {
             self.offset = sel;
-        } else if sel >= self.offset + self.page {
-            self.offset = sel + 1 - self.page;
+        } else if sel >= self.offset + page {
+            self.offset = sel + 1 - page;
         }
-        let len = match self.view {
-            View::Sockets => self.lines.len(),
-            View::Groups | View::Kills => self.groups.len(),
-        };
-        self.offset = self.offset.min(len.saturating_sub(self.page));
+        self.offset = self.offset.min(len.saturating_sub(page));
     }
 }

@@ -76,6 +76,11 @@ pub fn format_ms_short(ms: u64) -> String {
     }
 }
 
+/// [`format_ms_short`] of whole seconds: the one duration format of every human-facing view.
+pub fn format_s_short(secs: u64) -> String {
+    format_ms_short(secs.saturating_mul(1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,32 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::theme::Theme;
+use super::wrap::wrap;
 use crate::actions::{Scope, Target};
 use crate::commands::is_listening_state;
 use crate::text::printable_owned as sanitize;
 
-/// The dialog's rectangle in `area`: wide enough for a socket line, high enough for `lines`.
+/// The dialog's width in `area`: wide enough for a socket line.
+fn width_in(area: Rect) -> u16 {
+    area.width.saturating_sub(4).min(110)
+}
+
+/// The width of the dialog's text (inside its border).
+fn inner_width(area: Rect) -> u16 {
+    width_in(area).saturating_sub(2)
+}
+
+/// Every line fitted to the dialog's text width (elided with `…`, never cut at the border).
+fn fitted(lines: Vec<Line<'static>>, width: u16) -> Vec<Line<'static>> {
+    lines
+        .into_iter()
+        .map(|l| super::wrap::fit_spans(l.spans, width))
+        .collect()
+}
+
+/// The dialog's rectangle in `area`, high enough for `lines`.
 fn area_for(area: Rect, lines: usize) -> Rect {
-    let w = area.width.saturating_sub(4).min(110);
+    let w = width_in(area);
     let h = (lines as u16)
         .saturating_add(2)
         .min(area.height.saturating_sub(2));
@@ -47,7 +66,7 @@ pub fn render(
             theme.error(),
         )));
     }
-    lines.extend(refusals(targets, scope, theme));
+    lines.extend(refusals(targets, scope, theme, inner_width(area)));
     // The list, the blank line and the buttons under the title lines.
     let popup = area_for(area, lines.len() + targets.len() + 2);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
@@ -72,13 +91,14 @@ pub fn render(
         .title(" kill (SOCK_DESTROY) ")
         .border_style(theme.error());
     frame.render_widget(Clear, popup);
+    let lines = fitted(lines, inner_width(area));
     frame.render_widget(Paragraph::new(lines).block(block), popup);
 }
 
 /// The keepalive dialog: the sockets, the settings being typed, and what they would mean.
 pub fn render_keepalive(
     targets: &[Target],
-    (text, error): (&str, Option<&str>),
+    (input, error): (&crate::app::Editor, Option<&str>),
     scope: &Scope,
     theme: Theme,
     frame: &mut Frame,
@@ -88,17 +108,23 @@ pub fn render_keepalive(
         format!("Turn keepalive on for these {} socket(s)?", targets.len()),
         theme.title(),
     ))];
-    lines.extend(refusals(targets, scope, theme));
+    lines.extend(refusals(targets, scope, theme, inner_width(area)));
     let head = lines.len();
     // Title lines, list, blank, settings, verdict, keys.
     let popup = area_for(area, targets.len() + head + 4);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(head + 4);
     lines.extend(target_lines(targets, room, theme));
     lines.push(Line::from(""));
+    let text = input.value();
+    let at = input.cursor();
+    let before: String = text.chars().take(at).collect();
+    let under: String = text.chars().nth(at).map_or(" ".into(), String::from);
+    let after: String = text.chars().skip(at + 1).collect();
     lines.push(Line::from(vec![
         Span::styled("  settings: ", theme.label()),
-        Span::raw(sanitize(text.to_string())),
-        Span::raw("█"),
+        Span::raw(sanitize(before)),
+        Span::styled(sanitize(under), theme.selected()),
+        Span::raw(sanitize(after)),
     ]));
     let parsed = text.parse::<crate::actions::Change>();
     let problem = error.map(str::to_string).or_else(|| parsed.clone().err());
@@ -107,14 +133,14 @@ pub fn render_keepalive(
         (None, Ok(c)) => Line::from(Span::styled(
             format!(
                 "  a silent peer is then noticed within {}",
-                crate::model::duration::format_secs(c.detect_s().into())
+                crate::model::duration::format_s_short(c.detect_s().into())
             ),
             theme.good(),
         )),
         (None, Err(_)) => Line::from(""),
     });
     lines.push(Line::from(Span::styled(
-        "  Enter applies (setsockopt on the owner's fd) · Esc cancels",
+        "  Enter applies (setsockopt on the owner's fd) · Esc cancels · ← → Ctrl-W edit",
         theme.dim(),
     )));
     let block = Block::default()
@@ -122,25 +148,24 @@ pub fn render_keepalive(
         .title(" keepalive ")
         .border_style(theme.warn());
     frame.render_widget(Clear, popup);
+    let lines = fitted(lines, inner_width(area));
     frame.render_widget(Paragraph::new(lines).block(block), popup);
 }
 
 /// How many of the targets katop will refuse, and why (the first reason), before anyone
 /// confirms; and whose sockets it acts on when limited.
-fn refusals(targets: &[Target], scope: &Scope, theme: Theme) -> Vec<Line<'static>> {
+fn refusals(targets: &[Target], scope: &Scope, theme: Theme, width: u16) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     if *scope != Scope::Everything {
-        lines.push(Line::from(Span::styled(scope.to_string(), theme.warn())));
+        lines.extend(wrap(&scope.to_string(), width, 2, theme.warn()));
     }
     let refused: Vec<String> = targets.iter().filter_map(|t| t.refusal(scope)).collect();
     if let Some(first) = refused.first() {
-        lines.push(Line::from(Span::styled(
-            sanitize(format!(
-                "{} of them will be refused: {first}",
-                refused.len()
-            )),
-            theme.error(),
-        )));
+        let text = sanitize(format!(
+            "{} of them will be refused: {first}",
+            refused.len()
+        ));
+        lines.extend(wrap(&text, width, 2, theme.error()));
     }
     lines
 }

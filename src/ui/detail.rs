@@ -1,142 +1,158 @@
 //! The detail pane: every field katop knows about the selected socket, the stale reasons in
 //! words, and its keepalive timeline.
 
+use std::time::Instant;
+
 use ratatui::layout::Rect;
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::style::Style;
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
 use super::theme::Theme;
-use crate::app::App;
-use std::time::Instant;
-
-use crate::model::duration::{format_ms_short, format_secs};
+use super::wrap::{labelled, wrap};
+use crate::app::{App, Mode};
+use crate::columns::{format_bytes, format_rtt};
+use crate::model::duration::{format_ms_short, format_s_short};
 use crate::model::keepalive::{middlebox_for, Source};
 use crate::model::retransmit::{give_up_ms, RTO_MAX_MS};
 use crate::model::{Basis, Detect, Keepalive, KernelSettings, Owner, Params, SockEntry, TimerKind};
 
-pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(" details (Enter closes) ");
-    let entry = app.selected.and_then(|k| app.table.get(&k));
-    let lines = match entry {
-        Some(e) => lines(&e, app, theme),
-        None => vec![Line::styled(
-            "the selected socket is gone: it closed since it was selected",
-            theme.warn(),
-        )],
-    };
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        area,
-    );
+/// The pane's text area inside its border.
+pub fn inner(area: Rect) -> Rect {
+    Block::default().borders(Borders::ALL).inner(area)
 }
 
-fn kv(theme: Theme, k: &str, v: &str) -> Line<'static> {
-    Line::from(vec![
-        Span::styled(format!("{k:>13} "), theme.label()),
-        Span::raw(clean(v)),
-    ])
+pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
+    let inner = inner(area);
+    let lines = content(app, theme, inner.width);
+    let max = lines.len().saturating_sub(usize::from(inner.height));
+    let scroll = match app.mode {
+        Mode::Detail { scroll } => usize::from(scroll).min(max),
+        _ => 0,
+    };
+    let more = if scroll < max {
+        format!(" ↓ {} more ", max - scroll)
+    } else {
+        String::new()
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" details · ↑↓ PgUp PgDn scroll · Enter closes ")
+        .title_bottom(Line::styled(more, theme.dim()).right_aligned());
+    let shown: Vec<Line> = lines.into_iter().skip(scroll).collect();
+    frame.render_widget(Paragraph::new(shown).block(block), area);
 }
+
+/// The pane's lines, wrapped to `width`.
+pub fn content(app: &App, theme: Theme, width: u16) -> Vec<Line<'static>> {
+    match app.selected.and_then(|k| app.table.get(&k)) {
+        Some(e) => lines(&e, app, theme, width),
+        None => wrap(
+            "no socket selected: the filter shows none",
+            width,
+            0,
+            theme.warn(),
+        ),
+    }
+}
+
+const LABEL: usize = 13;
 
 fn clean(s: &str) -> String {
     crate::text::printable(s).into_owned()
 }
 
 #[allow(clippy::too_many_lines)] // the pane top to bottom, in reading order
-fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
+fn lines(e: &SockEntry, app: &App, theme: Theme, width: u16) -> Vec<Line<'static>> {
     let s = e.sock;
-    let mut out = vec![
-        kv(
-            theme,
-            "socket",
-            &format!(
-                "{} {} {}",
-                s.proto.name(),
-                s.family.name(),
-                s.state.name(s.proto)
-            ),
+    let mut out: Vec<Line<'static>> = Vec::new();
+    let mut kv = |k: &str, v: &str| {
+        out.extend(labelled(
+            k,
+            LABEL,
+            &clean(v),
+            width,
+            (theme.label(), Style::new()),
+        ));
+    };
+    kv(
+        "socket",
+        &format!(
+            "{} {} {}",
+            s.proto.name(),
+            s.family.name(),
+            s.state.name(s.proto)
         ),
-        kv(theme, "local", &s.local.to_string()),
-        kv(
-            theme,
-            "remote",
-            &format!(
-                "{}{}",
-                s.remote,
-                e.service().map(|x| format!("  ({x})")).unwrap_or_default()
-            ),
+    );
+    kv("local", &s.local.to_string());
+    kv(
+        "remote",
+        &format!(
+            "{}{}",
+            s.remote,
+            e.service().map(|x| format!("  ({x})")).unwrap_or_default()
         ),
-    ];
+    );
     match &s.owner {
         Owner::Process { process, fd } => {
-            out.push(kv(
-                theme,
+            kv(
                 "process",
                 &format!("{}[{}] fd {fd}", process.name, process.pid),
-            ));
-            out.push(kv(theme, "cmdline", &process.cmdline));
+            );
+            kv("cmdline", &process.cmdline);
             if let Some(all) = e.holders() {
                 let list: Vec<String> = all
                     .iter()
                     .map(|h| format!("{}[{}] fd {}", h.process.name, h.process.pid, h.fd))
                     .collect();
-                out.push(kv(
-                    theme,
+                kv(
                     "held by",
                     &format!("{} fds: {}", list.len(), list.join(", ")),
-                ));
+                );
             }
         }
-        Owner::None if s.inode.0 == 0 => out.push(kv(
-            theme,
+        Owner::None if s.inode.0 == 0 => kv(
             "process",
             "none yet: no application has accepted it from its listener",
-        )),
-        Owner::None => out.push(kv(theme, "process", "none holds it")),
-        Owner::Unknown => out.push(kv(
-            theme,
-            "process",
-            "not visible (another user's; run as root)",
-        )),
+        ),
+        Owner::None => kv("process", "none holds it"),
+        Owner::Unknown => kv("process", "not visible (another user's; run as root)"),
+    }
+    if let Some(peer) = e.peer() {
+        kv("other end", &peer_text(&peer));
     }
     if let Some(ns) = e.netns_name() {
-        out.push(kv(
-            theme,
-            "namespace",
-            &format!("{ns} (netns {})", s.netns.0),
-        ));
+        kv("namespace", &format!("{ns} (netns {})", s.netns.0));
     }
     if let Some(c) = e.container() {
-        out.push(kv(theme, "container", c));
+        kv("container", c);
     }
     let uid = s.uid.map_or_else(|| "?".into(), |u| u.to_string());
-    out.push(kv(
-        theme,
+    kv(
         "ids",
         &format!(
             "uid {uid} · inode {} · cookie {} · netns {}",
             s.inode.0, s.cookie.0, s.netns.0
         ),
-    ));
+    );
     if s.interface != 0 {
         let name = app
             .table
             .interfaces
             .get(&s.interface)
             .map_or_else(|| s.interface.to_string(), ToString::to_string);
-        out.push(kv(theme, "interface", &name));
+        kv("interface", &name);
     }
-    out.push(kv(
-        theme,
+    kv(
         "queues",
-        &format!("recv {} · send {}", s.recv_q, s.send_q),
-    ));
-    out.push(kv(
-        theme,
+        &format!(
+            "recv {} · send {}",
+            format_bytes(s.recv_q.into()),
+            format_bytes(s.send_q.into())
+        ),
+    );
+    kv(
         "seen",
         &format!(
             "{} ago · in this state {}",
@@ -147,10 +163,9 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
                     .as_millis() as u64
             )
         ),
-    ));
+    );
     if let Some(t) = s.timer {
-        out.push(kv(
-            theme,
+        kv(
             "timer",
             &format!(
                 "{} fires in {} · count {}",
@@ -158,10 +173,10 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
                 format_ms_short(t.expires_ms.into()),
                 t.retrans
             ),
-        ));
+        );
     }
     if let Some(why) = e.protected() {
-        out.push(kv(theme, "kill", &format!("refused: {why}")));
+        kv("kill", &format!("refused: {why}"));
     }
     out.push(Line::from(""));
     if e.stale.is_empty() {
@@ -169,32 +184,57 @@ fn lines(e: &SockEntry, app: &App, theme: Theme) -> Vec<Line<'static>> {
     } else {
         out.push(Line::styled("stale because", theme.stale()));
         for r in e.stale.iter() {
-            out.push(Line::from(vec![
-                Span::styled(format!("  {}: ", r.name()), theme.stale()),
-                Span::raw(r.explain()),
-            ]));
+            out.extend(wrap(
+                &format!("  {}: {}", r.name(), r.explain()),
+                width,
+                4,
+                theme.stale(),
+            ));
         }
     }
     out.push(Line::from(""));
     out.push(Line::styled("keepalive", theme.title()));
-    out.extend(
-        timeline(e, app.now)
-            .into_iter()
-            .map(|l| Line::raw(format!("  {l}"))),
-    );
+    for l in timeline(e, app.now) {
+        out.extend(wrap(&format!("  {l}"), width, 4, Style::new()));
+    }
     if let Some(info) = &s.tcp_info {
         out.push(Line::from(""));
         out.push(Line::styled("tcp_info", theme.title()));
         let fields: Vec<String> = info
             .fields()
             .into_iter()
-            .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+            .filter_map(|(k, v)| v.map(|v| format!("{k} {}", with_unit(k, v))))
             .collect();
-        for chunk in fields.chunks(3) {
-            out.push(Line::raw(format!("  {}", chunk.join(" · "))));
-        }
+        out.extend(wrap(
+            &format!("  {}", fields.join(" · ")),
+            width,
+            2,
+            Style::new(),
+        ));
     }
     out
+}
+
+/// A `tcp_info` value with its unit: times as durations (µs or ms in the kernel), bytes in
+/// IEC units, counts as they are.
+fn with_unit(field: &str, v: u64) -> String {
+    match field {
+        "rto" | "rtt" | "rttvar" => format_rtt(u32::try_from(v).unwrap_or(u32::MAX)),
+        "last_data_sent" | "last_data_recv" | "last_ack_recv" => {
+            format!("{} ago", format_ms_short(v))
+        }
+        "total_rto_time" => format_ms_short(v),
+        "bytes_acked" | "bytes_received" | "bytes_sent" => format_bytes(v),
+        _ => v.to_string(),
+    }
+}
+
+/// The process at the other end of a connection within this host.
+fn peer_text(p: &crate::model::Peer) -> String {
+    match &p.process {
+        Some(proc) => format!("{}[{}] (on this host)", proc.name, proc.pid),
+        None => "a socket on this host no process katop sees holds".into(),
+    }
 }
 
 /// The keepalive story of one socket, in sentences: its settings (read from the socket, or
@@ -226,7 +266,7 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
             Detect::InMs(ms) => out.push(format!(
                 "if the peer went silent now, the kernel would drop it in {}{}{why}",
                 if c.is_estimate() { "~" } else { "" },
-                format_secs(ms.div_ceil(1000))
+                format_ms_short(ms.div_ceil(1000) * 1000)
             )),
             Detect::ZeroWindow => out.push(format!(
                 "the peer advertises a zero window: while it answers the window probes the \
@@ -241,13 +281,13 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
         let verdict = match p.enabled {
             Some(true) if p.idle_s < m.timeout_s => {
                 format!(
-                    "keepalive probes after {}s, so it stays remembered",
-                    p.idle_s
+                    "keepalive probes after {}, so it stays remembered",
+                    format_s_short(p.idle_s.into())
                 )
             }
             Some(true) => format!(
-                "keepalive waits {}s: a silence that long gets it forgotten",
-                p.idle_s
+                "keepalive waits {}: a silence that long gets it forgotten",
+                format_s_short(p.idle_s.into())
             ),
             _ => "keepalive is off: a silence that long gets it forgotten".into(),
         };
@@ -283,10 +323,10 @@ fn settings_line(p: &Params, k: &KernelSettings) -> String {
         Source::SysctlDefault => "sysctl defaults: not readable",
     };
     format!(
-        "SO_KEEPALIVE {enabled} · idle {}s{} · intvl {}s{} · cnt {}{}{ut} ({source})",
-        p.idle_s,
+        "SO_KEEPALIVE {enabled} · idle {}{} · intvl {}{} · cnt {}{}{ut} ({source})",
+        format_s_short(p.idle_s.into()),
         default(p.idle_s, k.keepalive_time_s),
-        p.intvl_s,
+        format_s_short(p.intvl_s.into()),
         default(p.intvl_s, k.keepalive_intvl_s),
         p.cnt,
         default(p.cnt, k.keepalive_probes),
@@ -308,7 +348,7 @@ fn state_lines(e: &SockEntry, p: &Params) -> Vec<String> {
             } else {
                 format!(
                     "~{} of retransmissions, tcp_retries2 {retries2}",
-                    format_secs(give_up_ms(retries2, rto_max) / 1000)
+                    format_ms_short(give_up_ms(retries2, rto_max))
                 )
             };
             vec![

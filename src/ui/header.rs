@@ -6,8 +6,9 @@ use ratatui::widgets::{Paragraph, Sparkline};
 use ratatui::Frame;
 
 use super::theme::Theme;
+use super::wrap::fit_spans;
 use crate::app::App;
-use crate::model::duration::{format_ms_short, format_secs};
+use crate::model::duration::{format_ms_short, format_s_short};
 
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let t = &app.table;
@@ -15,7 +16,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         Span::styled("katop ", theme.title()),
         Span::raw(format!(
             "{} · every {} · poll {} · {} sockets",
-            app.host,
+            crate::text::printable(&app.host),
             format_ms_short(app.interval.as_millis() as u64),
             format_ms_short(t.cost.total.as_millis() as u64),
             t.len()
@@ -39,18 +40,22 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         stale.push(Span::styled(format!("{} {n}  ", r.name()), theme.stale()));
     }
     let ka = keepalive_line(t, theme);
-    let spark_width = (area.width / 6).min(26);
+    // The sparklines only where they leave the counts their room.
+    let spark_width = if area.width >= 100 {
+        (area.width / 6).min(26)
+    } else {
+        0
+    };
     let [text, spark] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(spark_width)]).areas(area);
-    frame.render_widget(
-        Paragraph::new(vec![
-            Line::from(first),
-            Line::from(states),
-            Line::from(stale),
-            Line::from(ka),
-        ]),
-        text,
-    );
+    let lines: Vec<Line> = [first, states, stale, ka]
+        .into_iter()
+        .map(|spans| fit_spans(spans, text.width))
+        .collect();
+    frame.render_widget(Paragraph::new(lines), text);
+    if spark_width == 0 {
+        return;
+    }
 
     // Two small sparklines: ESTABLISHED and stale counts over the last polls.
     let rows = Layout::vertical([
@@ -67,11 +72,14 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     };
     let est = tail(|s| s.established);
     let st = tail(|s| s.stale);
+    let label = |text: String| {
+        Paragraph::new(fit_spans(
+            vec![Span::styled(text, theme.label())],
+            spark.width,
+        ))
+    };
     frame.render_widget(
-        Paragraph::new(Line::styled(
-            format!("estab {}", est.last().copied().unwrap_or(0)),
-            theme.label(),
-        )),
+        label(format!("estab {}", est.last().copied().unwrap_or(0))),
         rows[0],
     );
     frame.render_widget(
@@ -81,10 +89,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         rows[1],
     );
     frame.render_widget(
-        Paragraph::new(Line::styled(
-            format!("stale {}", st.last().copied().unwrap_or(0)),
-            theme.label(),
-        )),
+        label(format!("stale {}", st.last().copied().unwrap_or(0))),
         rows[2],
     );
     frame.render_widget(
@@ -123,22 +128,23 @@ fn namespaces(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static>> {
 fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static>> {
     let s = t.settings();
     let show = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| v.to_string());
+    let time = |v: Option<u32>| v.map_or_else(|| "?".into(), |v| format_s_short(v.into()));
     let mut ka = vec![
         Span::styled("keepalive ", theme.label()),
         Span::raw(format!(
-            "{}s + {}s × {} ",
-            show(s.keepalive_time_s),
-            show(s.keepalive_intvl_s),
+            "{} + {} × {} ",
+            time(s.keepalive_time_s),
+            time(s.keepalive_intvl_s),
             show(s.keepalive_probes)
         )),
     ];
     if let Some(after) = s.dead_peer_after_s() {
         ka.push(Span::raw("→ a silent peer is dropped after "));
-        ka.push(Span::styled(format_secs(after), theme.title()));
+        ka.push(Span::styled(format_s_short(after), theme.title()));
     }
     if let Some(ct) = s.conntrack_established_s {
         ka.push(Span::styled(
-            format!("  conntrack {}", format_secs(ct.into())),
+            format!("  conntrack {}", format_s_short(ct.into())),
             theme.label(),
         ));
     }
@@ -155,7 +161,7 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
     declared.sort_by_key(|m| m.timeout_s);
     for m in declared.iter().take(3) {
         ka.push(Span::styled(
-            format!("  {} {}", m.name, format_secs(m.timeout_s.into())),
+            format!("  {} {}", m.name, format_s_short(m.timeout_s.into())),
             theme.warn(),
         ));
     }

@@ -1,88 +1,175 @@
-//! The key-binding overlay (`?` / F1).
+//! The help screen (`?` / F1): every key, the presets, the stale reasons and the colours,
+//! wrapped to the width it has and scrolled with the usual keys.
 
 use ratatui::layout::Rect;
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::style::Style;
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::theme::Theme;
-use crate::app::PRESETS;
+use super::wrap::{labelled, wrap};
+use crate::app::{App, Mode};
 use crate::model::StaleReason;
 
-pub const HEIGHT: u16 = 40;
+/// Keys and what they do, in groups; `read_only` rows are left out with `--read-only`.
+struct Key {
+    keys: &'static str,
+    what: &'static str,
+    acts: bool,
+}
 
-const KEYS: [(&str, &str); 21] = [
+const fn key(keys: &'static str, what: &'static str) -> Key {
+    Key {
+        keys,
+        what,
+        acts: false,
+    }
+}
+
+const fn act(keys: &'static str, what: &'static str) -> Key {
+    Key {
+        keys,
+        what,
+        acts: true,
+    }
+}
+
+/// The key map, as `app::keys` implements it.
+const KEYS: [(&str, &[Key]); 5] = [
     (
-        "↑ ↓, PgUp PgDn, Home End",
-        "move; the selection follows its socket across polls",
-    ),
-    ("Enter", "details of the socket / open a group"),
-    ("Tab", "sockets ↔ groups (process → service)"),
-    ("/  F3", "filter (same language as --filter); Esc leaves it"),
-    ("s", "stale preset on/off"),
-    ("1-5", "presets (below)"),
-    ("< >  F6", "sort column"),
-    ("r", "reverse the sort"),
-    ("z", "pause / resume polling"),
-    ("Space", "mark / unmark the socket (for k or K), move down"),
-    (
-        "a  U",
-        "mark every socket the filter shows (again: unmark) · unmark all",
-    ),
-    (
-        "k  F9",
-        "kill the marked sockets, else the selected one (asks first)",
-    ),
-    (
-        "K",
-        "turn keepalive on (or change its timers) on the marked / selected sockets",
-    ),
-    (
-        "L",
-        "action log: this session's kills and keepalive changes, and where recorded",
-    ),
-    ("", ""),
-    (
-        "mouse",
-        "wheel scrolls, click selects, click a header sorts",
-    ),
-    ("? F1", "this help (any key closes)"),
-    ("q F10 Ctrl-C", "quit"),
-    ("", ""),
-    (
-        "colours",
-        "red: stale · green: new · grey: closed · NO_COLOR=1 turns colour off",
+        "Moving",
+        &[
+            key(
+                "↑ ↓ PgUp PgDn Home End g G",
+                "move; the selection follows its socket across polls, and moves to the next row when its socket closes",
+            ),
+            key(
+                "← →",
+                "sockets: page through the columns (the footer says how many are hidden); groups: collapse, expand",
+            ),
+            key("Enter", "details of the socket (the pane takes ↑ ↓ PgUp PgDn; Enter or Esc closes) · a group's sockets"),
+            key("Tab", "sockets ↔ groups (process name → port, with its processes)"),
+            key("L", "action log: this session's kills and keepalive changes, and where they are recorded"),
+            key("mouse", "wheel scrolls, click selects, click a header sorts (again: reverses)"),
+        ],
     ),
     (
-        "~ in DETECT",
-        "an estimate: settings unreadable (sysctls stand in) or retransmit clock reckoned",
+        "Finding",
+        &[
+            key("/  F3", "search: jump to rows whose addresses, process, service or state contain the text; the others stay"),
+            key("n  N", "next, previous match of the last search"),
+            key("\\  F4", "filter: keep only what matches (the --filter language); applies as typed, Enter keeps it, Esc puts back the previous"),
+            key("Del", "clear the filter"),
+            key("s", "stale preset on / off"),
+            key("1-9", "presets (below)"),
+            key("in the bars", "← → Home End Ctrl-A Ctrl-E move · Ctrl-W Ctrl-U Ctrl-K delete · Ctrl-Y yank · ↑ ↓ history"),
+        ],
+    ),
+    (
+        "Ordering and polling",
+        &[
+            key("< >  F6", "sort by the previous / next column on screen (groups: by connections, stale, longest idle, keepalive off, process)"),
+            key("r  I", "reverse the order"),
+            key("+ -", "poll less / more often (100ms to 1m)"),
+            key("z", "pause / resume polling"),
+        ],
+    ),
+    (
+        "Acting",
+        &[
+            act("Space", "mark / unmark the socket (for k or K), move down"),
+            act("a  U", "mark every socket the filter shows (again: unmark) · unmark all"),
+            act("k  F9", "kill the marked sockets, else the selected one (TCP and UDP; asks first, No is the default)"),
+            act("K", "turn keepalive on, or change its timers, on ESTABLISHED TCP connections (asks first)"),
+        ],
+    ),
+    (
+        "",
+        &[
+            key("? F1", "this help (↑ ↓ PgUp PgDn scroll, any other key closes)"),
+            key("q F10 Ctrl-C", "quit · Ctrl-Z suspends"),
+        ],
     ),
 ];
 
-pub fn render(theme: Theme, frame: &mut Frame, area: Rect) {
-    let mut lines: Vec<Line> = KEYS
-        .iter()
-        .map(|(k, what)| {
-            Line::from(vec![
-                Span::styled(format!("{k:>28}  "), theme.title()),
-                Span::raw(*what),
-            ])
-        })
-        .collect();
-    lines.push(Line::from(""));
-    for (k, name, _) in PRESETS {
-        lines.push(Line::from(vec![
-            Span::styled(format!("{k:>28}  "), theme.title()),
-            Span::raw(name),
-        ]));
+/// The help's text area inside its border.
+pub fn inner(area: Rect) -> Rect {
+    Block::default().borders(Borders::ALL).inner(area)
+}
+
+/// The help's lines, wrapped to `width`.
+pub fn content(app: &App, theme: Theme, width: u16) -> Vec<Line<'static>> {
+    // The key column: wide where there is room, narrow (values wrap under) where not.
+    let label = if width >= 90 { 28 } else { 14 };
+    let pair =
+        |k: &str, what: &str, style: Style| labelled(k, label, what, width, (style, Style::new()));
+    let mut out = Vec::new();
+    if app.read_only {
+        out.extend(wrap(
+            "read-only (--read-only): nothing can be killed or changed from here",
+            width,
+            0,
+            theme.warn(),
+        ));
+        out.push(Line::from(""));
     }
-    lines.push(Line::from(""));
+    for (title, keys) in KEYS {
+        if !title.is_empty() {
+            out.push(Line::styled(title, theme.header()));
+        }
+        for k in keys.iter().filter(|k| !(k.acts && app.read_only)) {
+            out.extend(pair(k.keys, k.what, theme.title()));
+        }
+        out.push(Line::from(""));
+    }
+    out.push(Line::styled("Presets", theme.header()));
+    for p in &app.presets {
+        let what = if p.filter.is_empty() {
+            format!("{} (no filter)", p.name)
+        } else {
+            format!("{}: {}", p.name, p.filter)
+        };
+        out.extend(pair(&p.key.to_string(), &what, theme.title()));
+    }
+    out.push(Line::from(""));
+    out.push(Line::styled("Stale reasons", theme.header()));
     for r in StaleReason::ALL {
-        lines.push(Line::from(vec![
-            Span::styled(format!("{:>14}  ", r.name()), theme.stale()),
-            Span::raw(r.explain()),
-        ]));
+        out.extend(pair(r.name(), r.explain(), theme.stale()));
     }
-    let block = Block::default().borders(Borders::ALL).title(" katop help ");
-    frame.render_widget(Paragraph::new(lines).block(block), area);
+    out.push(Line::from(""));
+    out.push(Line::styled("Reading the table", theme.header()));
+    for (k, what) in [
+        ("colours", "red: stale · green: new · grey: closed · * and reverse: marked · NO_COLOR=1 turns colour off"),
+        ("~ in DETECT", "an estimate: the socket's settings were unreadable (the sysctls stand in), or the retransmit clock was reckoned"),
+        ("? in a cell", "katop could not read it (another user's process, without root)"),
+        ("-  in PROCESS", "no process holds the socket"),
+    ] {
+        out.extend(pair(k, what, theme.title()));
+    }
+    out
+}
+
+pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
+    let inner = inner(area);
+    let lines = content(app, theme, inner.width);
+    let max = lines.len().saturating_sub(usize::from(inner.height));
+    let scroll = match app.mode {
+        Mode::Help { scroll } => usize::from(scroll).min(max),
+        _ => 0,
+    };
+    let more = if scroll < max {
+        format!(" ↓ {} more · PgDn ", max - scroll)
+    } else {
+        " any key closes ".into()
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" katop help ")
+        .title_bottom(Line::styled(more, theme.dim()).right_aligned());
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines.into_iter().skip(scroll).collect::<Vec<_>>()).block(block),
+        area,
+    );
 }

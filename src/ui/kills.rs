@@ -2,7 +2,7 @@
 //! where they are recorded.
 
 use ratatui::layout::Rect;
-use ratatui::text::{Line, Span};
+use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
@@ -20,30 +20,36 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         None => " action log · not recorded: no HOME or XDG_STATE_HOME · L closes ".into(),
     };
     let block = Block::default().borders(Borders::TOP).title(title);
+    // Each entry wraps under itself, after its time.
     let mut lines: Vec<Line> = app
         .kills
         .iter()
         .rev()
         .skip(app.kills_offset)
         .take(usize::from(area.height))
-        .map(|r| {
+        .flat_map(|r| {
             let style = match r.outcome {
                 Outcome::Killed { .. } | Outcome::Changed { .. } => theme.good(),
                 Outcome::AlreadyGone => theme.dim(),
                 Outcome::Refused(_) | Outcome::Failed(_) => theme.error(),
             };
             let time = crate::actions::log::rfc3339(r.at);
-            Line::from(vec![
-                Span::styled(format!("{}  ", &time[11..19]), theme.label()),
-                Span::styled(sanitize(r.line()), style),
-            ])
+            super::wrap::labelled(
+                &time[11..19],
+                8,
+                &sanitize(r.line()),
+                area.width,
+                (theme.label(), style),
+            )
         })
         .collect();
     if lines.is_empty() {
-        lines.push(Line::from(Span::styled(
+        lines = super::wrap::wrap(
             "nothing done yet: select a socket (or mark some with Space), then k kills, K sets keepalive",
+            area.width,
+            0,
             theme.dim(),
-        )));
+        );
     }
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }

@@ -2,33 +2,40 @@
 //!
 //! ```text
 //! ┌ header: host, poll cost, counts by state and stale reason, keepalive settings, sparklines ┐
-//! │ socket table (or groups)                    │ detail pane (Enter; below when narrow)    │
+//! │ socket table (or groups, or the action log)  │ detail pane (Enter; below when narrow)     │
 //! │ warning line, while the last poll's results are partial                                  │
-//! └ status line: filter being typed, last message, or key hints                             ┘
+//! └ footer: the filter or search being typed, the last message, the keys that apply now       ┘
 //! ```
+//! Help (`?`) covers the screen, as wide as it reads well. Every text that could be longer
+//! than its place is wrapped or elided with `…`, never cut at the edge.
 
 mod confirm;
 mod detail;
+mod footer;
 mod groups;
 mod header;
 mod help;
 mod kills;
 mod sockets;
-pub use sockets::column_at;
 pub mod theme;
+mod wrap;
+
+pub use footer::hints;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
-use ratatui::widgets::{Clear, Paragraph, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::app::{App, Mode, View};
+use crate::app::{App, Mode, View, Viewport};
 use theme::Theme;
 
 /// Below this the dashboard shows a message instead of a broken layout.
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 12;
 const HEADER_HEIGHT: u16 = 4;
+/// The detail pane goes beside the table from this width, else below it.
+const SIDE_PANE_FROM: u16 = 160;
 
 /// Where each region goes for a terminal of `area`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,44 +45,78 @@ pub struct Regions {
     pub detail: Option<Rect>,
     /// The collector's warnings, while there are any.
     pub warning: Option<Rect>,
-    pub status: Rect,
+    pub footer: Rect,
+    /// The help screen, when open.
+    pub help: Option<Rect>,
 }
 
-/// The layout, shared by rendering and mouse handling.
+/// The layout of a terminal of `area` in the app's current state.
 pub fn layout(area: Rect, app: &App) -> Regions {
     let warned = u16::from(!app.table.warnings.is_empty());
-    let [header, body, warning, status] = Layout::vertical([
+    let [header, body, warning, footer] = Layout::vertical([
         Constraint::Length(HEADER_HEIGHT),
         Constraint::Min(3),
         Constraint::Length(warned),
         Constraint::Length(1),
     ])
     .areas(area);
-    let (table, detail) = if app.mode == Mode::Detail && app.view == View::Sockets {
-        if body.width >= 140 {
+    let (table, detail) = if app.mode.is_detail() && app.view == View::Sockets {
+        if body.width >= SIDE_PANE_FROM {
             let [t, d] =
-                Layout::horizontal([Constraint::Min(80), Constraint::Length(58)]).areas(body);
+                Layout::horizontal([Constraint::Min(90), Constraint::Length(72)]).areas(body);
             (t, Some(d))
         } else {
-            let [t, d] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)])
+            // The pane has the keys: it gets the larger part.
+            let [t, d] = Layout::vertical([Constraint::Percentage(35), Constraint::Percentage(65)])
                 .areas(body);
             (t, Some(d))
         }
     } else {
         (body, None)
     };
+    let help = matches!(app.mode, Mode::Help { .. }).then(|| {
+        // Full screen when small; at most 100 columns wide, where lines read well.
+        let w = area.width.min(100);
+        Rect::new(area.x + (area.width - w) / 2, area.y, w, area.height)
+    });
     Regions {
         header,
         table,
         detail,
         warning: (warned > 0).then_some(warning),
-        status,
+        footer,
+        help,
     }
 }
 
-/// Rows of the table that fit in its region (one line is its header).
-pub fn page_rows(area: Rect, app: &App) -> usize {
-    usize::from(layout(area, app).table.height.saturating_sub(1))
+/// What the app needs to know of the screen before it is drawn: see [`Viewport`].
+pub fn viewport(app: &App, area: Rect) -> Viewport {
+    let r = layout(area, app);
+    let theme = Theme::new(app.color);
+    let mut v = Viewport {
+        table: r.table,
+        ..Viewport::default()
+    };
+    if app.view == View::Sockets {
+        let (columns, fit) = sockets::columns_on_screen(app, r.table);
+        v.columns = columns;
+        (v.dropped, v.skipped) = (fit.dropped, fit.skipped);
+    }
+    if let Some(d) = r.detail {
+        let inner = detail::inner(d);
+        v.detail_lines = len16(detail::content(app, theme, inner.width).len());
+        v.detail_height = inner.height;
+    }
+    if let Some(h) = r.help {
+        let inner = help::inner(h);
+        v.help_lines = len16(help::content(app, theme, inner.width).len());
+        v.help_height = inner.height;
+    }
+    v
+}
+
+fn len16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 /// Draws the whole screen.
@@ -102,27 +143,14 @@ pub fn render(app: &App, frame: &mut Frame) {
     }
     if let Some(w) = r.warning {
         // Partial results (e.g. unreadable processes) are said for as long as they last.
-        let text = app.table.warnings.join(" · ");
-        frame.render_widget(
-            Paragraph::new(Line::styled(
-                crate::text::printable_owned(text),
-                theme.warn(),
-            )),
-            w,
-        );
+        let text = crate::text::printable_owned(app.table.warnings.join(" · "));
+        let room = w.width.saturating_sub(wrap::MARGIN);
+        let text = crate::columns::elide(&text, usize::from(room)).into_owned();
+        frame.render_widget(Paragraph::new(Line::styled(text, theme.warn())), w);
     }
-    frame.render_widget(Paragraph::new(status_line(app, theme)), r.status);
-    if app.mode == Mode::Help {
-        let w = area.width.min(76);
-        let h = area.height.min(help::HEIGHT);
-        let popup = Rect::new(
-            area.x + (area.width - w) / 2,
-            area.y + (area.height - h) / 2,
-            w,
-            h,
-        );
-        frame.render_widget(Clear, popup);
-        help::render(theme, frame, popup);
+    footer::render(app, theme, frame, r.footer);
+    if let Some(h) = r.help {
+        help::render(app, theme, frame, h);
     }
     match &app.mode {
         Mode::ConfirmKill { targets, yes } => {
@@ -130,11 +158,11 @@ pub fn render(app: &App, frame: &mut Frame) {
         }
         Mode::SetKeepalive {
             targets,
-            text,
+            input,
             error,
         } => confirm::render_keepalive(
             targets,
-            (text, error.as_deref()),
+            (input, error.as_deref()),
             &app.scope,
             theme,
             frame,
@@ -144,52 +172,9 @@ pub fn render(app: &App, frame: &mut Frame) {
     }
 }
 
-fn status_line(app: &App, theme: Theme) -> Line<'static> {
-    use ratatui::text::Span;
-    if let Mode::Filter { text, error } = &app.mode {
-        let mut spans = vec![
-            Span::styled("filter: ", theme.title()),
-            Span::raw(text.clone()),
-            Span::raw("█"),
-        ];
-        match error {
-            Some(e) => spans.push(Span::styled(format!("   {e}"), theme.error())),
-            None => spans.push(Span::styled("   Enter keep · Esc back", theme.dim())),
-        }
-        return Line::from(spans);
-    }
-    if let Some(e) = &app.error {
-        return Line::from(Span::styled(format!("poll failed: {e}"), theme.error()));
-    }
-    let mut spans = Vec::new();
-    if app.selected_gone {
-        spans.push(Span::styled("selected socket is gone · ", theme.warn()));
-    }
-    if let Some(s) = &app.status {
-        spans.push(Span::styled(format!("{s} · "), theme.good()));
-    }
-    if !app.filter.matches_all() {
-        spans.push(Span::styled(
-            format!("[{}] ", app.filter.source()),
-            theme.warn(),
-        ));
-    }
-    if !app.marked.is_empty() {
-        spans.push(Span::styled(
-            format!("{} marked ", app.marked.len()),
-            theme.warn(),
-        ));
-    }
-    if app.paused {
-        spans.push(Span::styled("PAUSED ", theme.warn()));
-    }
-    spans.push(Span::styled(
-        "q quit  / filter  s stale  1-5 presets  Enter details  Space mark  k kill  K keepalive  Tab groups  </> sort  z pause  ? help",
-        theme.dim(),
-    ));
-    Line::from(spans)
-}
-
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "tests_sizes.rs"]
+mod tests_sizes;

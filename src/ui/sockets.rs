@@ -1,28 +1,18 @@
-//! The socket table: only the visible rows are built, each frame.
+//! The socket table: only the visible rows are built, each frame. Columns that do not fit go
+//! compact, then the least useful are dropped; the footer says how many are hidden and that
+//! ← → bring them.
 
-use crate::text::printable_owned;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::text::Span;
-use ratatui::widgets::{Cell, Row, Table};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::theme::Theme;
 use crate::app::{App, Line};
-use crate::columns::{self, Column};
+use crate::columns::{self, elide, Column};
 use crate::model::SockEntry;
-
-/// The dashboard's columns: [`Column::DASHBOARD`].
-const COLUMNS: [Column; Column::DASHBOARD.len()] = Column::DASHBOARD;
-
-/// Widest a column may get, so one long value does not push the others off screen.
-fn cap(c: Column) -> usize {
-    match c {
-        Column::Local | Column::Remote => 47,
-        Column::Stale => 32,
-        _ => 20,
-    }
-}
+use crate::text::printable_owned;
 
 enum Kind {
     Live {
@@ -34,40 +24,78 @@ enum Kind {
     Gone,
 }
 
-/// The visible rows' texts, each column's width, and which columns fit: shared by rendering
-/// and by mouse clicks on the header.
-struct Visible {
-    rows: Vec<(Vec<String>, Kind, bool)>,
-    widths: Vec<usize>,
-    keep: Vec<usize>,
+/// One visible row: each column's full and compact text, what kind of row, and whether it is
+/// selected.
+struct Shown {
+    full: Vec<String>,
+    short: Vec<String>,
+    kind: Kind,
+    selected: bool,
 }
 
-fn visible(app: &App, area: Rect) -> Visible {
+/// The visible rows and how the columns fit: shared by rendering and the viewport.
+struct Visible {
+    columns: Vec<Column>,
+    rows: Vec<Shown>,
+    /// Each column's width in the chosen form.
+    widths: Vec<usize>,
+    fit: columns::Fit,
+}
+
+/// The dashboard's columns: [`Column::DASHBOARD`], less NETNS with one namespace.
+fn dashboard_columns(app: &App) -> Vec<Column> {
+    columns::for_table(&Column::DASHBOARD, app.table.ctx.namespaces.len())
+}
+
+fn texts(e: &SockEntry, cols: &[Column], app: &App) -> (Vec<String>, Vec<String>) {
+    let full = cols
+        .iter()
+        .map(|c| printable_owned(c.cell(e, app.now)))
+        .collect();
+    let short = cols
+        .iter()
+        .map(|c| printable_owned(c.compact_cell(e, app.now)))
+        .collect();
+    (full, short)
+}
+
+/// The rows on screen, with every column's texts.
+fn shown_rows(app: &App, cols: &[Column], area: Rect) -> Vec<Shown> {
     let page = usize::from(area.height.saturating_sub(1));
     let end = (app.offset + page).min(app.lines.len());
     let selected = app.selected_line();
-    let mut rows: Vec<(Vec<String>, Kind, bool)> =
-        Vec::with_capacity(end.saturating_sub(app.offset));
+    let mut rows = Vec::with_capacity(end.saturating_sub(app.offset));
     for (n, line) in app.lines[app.offset.min(end)..end].iter().enumerate() {
         let is_sel = selected == Some(app.offset + n);
         match line {
             Line::Sock(i) => {
                 let e = app.table.entry(*i as usize);
-                let marked = app.marked.contains(&e.key());
                 let kind = Kind::Live {
                     stale: !e.stale.is_empty(),
                     new: app.is_new(e.first_seen()),
-                    marked,
+                    marked: app.marked.contains(&e.key()),
                 };
-                rows.push((cells(&e, app), kind, is_sel));
+                let (full, short) = texts(&e, cols, app);
+                rows.push(Shown {
+                    full,
+                    short,
+                    kind,
+                    selected: is_sel,
+                });
             }
             Line::Closed(i) => {
                 let e = SockEntry::bare(&app.closed[*i as usize].0, app.now, &app.table.ctx);
-                rows.push((cells(&e, app), Kind::Gone, is_sel));
+                let (full, short) = texts(&e, cols, app);
+                rows.push(Shown {
+                    full,
+                    short,
+                    kind: Kind::Gone,
+                    selected: false,
+                });
             }
             Line::TimeWait(t) => {
                 let (remote, count) = app.time_wait[*t as usize];
-                let texts = COLUMNS
+                let full: Vec<String> = cols
                     .iter()
                     .map(|c| match c {
                         Column::Proto => "tcp".to_string(),
@@ -76,142 +104,204 @@ fn visible(app: &App, area: Rect) -> Visible {
                         _ => String::new(),
                     })
                     .collect();
-                rows.push((texts, Kind::Summary, false));
+                let mut short = full.clone();
+                if let Some(i) = cols.iter().position(|c| *c == Column::State) {
+                    short[i] = "TIME-WAIT".into();
+                }
+                rows.push(Shown {
+                    full,
+                    short,
+                    kind: Kind::Summary,
+                    selected: false,
+                });
             }
         }
     }
-    let widths: Vec<usize> = COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            rows.iter()
-                .map(|r| r.0[i].chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(c.header().len() + 1)
-                .min(cap(*c))
-        })
-        .collect();
-    let mut widths = widths;
-    // One namespace read: its name would be the same on every row.
-    let candidates: Vec<usize> = (0..COLUMNS.len())
-        .filter(|&i| COLUMNS[i] != Column::Netns || app.table.ctx.namespaces.len() > 1)
-        .collect();
-    let cols: Vec<Column> = candidates.iter().map(|&i| COLUMNS[i]).collect();
-    let ws: Vec<usize> = candidates.iter().map(|&i| widths[i]).collect();
-    let keep: Vec<usize> = columns::fit(&cols, &ws, usize::from(area.width))
-        .into_iter()
-        .map(|k| candidates[k])
-        .collect();
-    // A mark shows as a `*` before the first shown column too, so it survives NO_COLOR.
-    if let Some(&first) = keep.first() {
-        let mut any = false;
-        for (texts, kind, _) in &mut rows {
-            if matches!(kind, Kind::Live { marked: true, .. }) {
-                texts[first].insert(0, '*');
-                any = true;
-            }
-        }
-        if any {
-            let longest = rows.iter().map(|r| r.0[first].chars().count()).max();
-            widths[first] = widths[first]
-                .max(longest.unwrap_or(0))
-                .min(cap(COLUMNS[first]) + 1);
-        }
-    }
-    Visible { rows, widths, keep }
+    rows
 }
 
-/// The column whose header is at screen column `x` of the table `area`.
-pub fn column_at(app: &App, area: Rect, x: u16) -> Option<Column> {
-    let v = visible(app, area);
-    let mut start = area.x;
-    for &i in &v.keep {
-        let end = start + v.widths[i] as u16;
-        if x >= start && x < end + 2 {
-            return Some(COLUMNS[i]);
-        }
-        start = end + 2;
+/// Leaves out the optional columns with nothing to show in these rows (the peer, where no
+/// connection stays on this host; the rate before a second poll): they give their room to
+/// the others.
+fn drop_empty(app: &App, cols: &mut Vec<Column>, rows: &mut [Shown]) {
+    let present: Vec<bool> = (0..cols.len())
+        .map(|i| {
+            cols[i].is_essential()
+                || cols[i] == app.sort
+                || rows.iter().any(|r| !r.full[i].is_empty())
+        })
+        .collect();
+    if !present.contains(&false) {
+        return;
     }
-    None
+    let keep = |v: &mut Vec<String>| {
+        let mut i = 0;
+        v.retain(|_| {
+            i += 1;
+            present[i - 1]
+        });
+    };
+    for r in rows.iter_mut() {
+        keep(&mut r.full);
+        keep(&mut r.short);
+    }
+    let mut i = 0;
+    cols.retain(|_| {
+        i += 1;
+        present[i - 1]
+    });
+}
+
+fn visible(app: &App, area: Rect) -> Visible {
+    let mut cols = dashboard_columns(app);
+    let mut rows = shown_rows(app, &cols, area);
+    drop_empty(app, &mut cols, &mut rows);
+    // A mark shows as a `*` before the row, so it survives NO_COLOR: a column of its own.
+    let marks = if rows
+        .iter()
+        .any(|r| matches!(r.kind, Kind::Live { marked: true, .. }))
+    {
+        3
+    } else {
+        0
+    };
+    let width_of = |short: bool| -> Vec<usize> {
+        cols.iter()
+            .enumerate()
+            .map(|(i, c)| {
+                rows.iter()
+                    .map(|r| if short { &r.short[i] } else { &r.full[i] }.chars().count())
+                    .max()
+                    .unwrap_or(0)
+                    // The sorted column's header carries an arrow.
+                    .max(c.header().len() + usize::from(*c == app.sort))
+                    .min(c.cap())
+            })
+            .collect()
+    };
+    let full = width_of(false);
+    let short = width_of(true);
+    let room = usize::from(area.width.saturating_sub(super::wrap::MARGIN)).saturating_sub(marks);
+    let fit = columns::fit(&cols, &full, &short, room, app.hscroll);
+    let widths = (0..cols.len())
+        .map(|i| if fit.compact[i] { short[i] } else { full[i] })
+        .collect();
+    Visible {
+        columns: cols,
+        rows,
+        widths,
+        fit,
+    }
+}
+
+/// The columns on screen with their x span, and how many did not fit (dropped on the right,
+/// scrolled off on the left): for the viewport and the footer's note.
+pub fn columns_on_screen(app: &App, area: Rect) -> (Vec<(Column, u16, u16)>, columns::Fit) {
+    let v = visible(app, area);
+    let mut x = area.x;
+    if marked_any(&v) {
+        x += 1 + v.fit.gap as u16;
+    }
+    let mut out = Vec::with_capacity(v.fit.keep.len());
+    for &i in &v.fit.keep {
+        let w = v.widths[i] as u16;
+        out.push((v.columns[i], x, x + w + v.fit.gap as u16 - 1));
+        x += w + v.fit.gap as u16;
+    }
+    (out, v.fit)
+}
+
+fn marked_any(v: &Visible) -> bool {
+    v.rows
+        .iter()
+        .any(|r| matches!(r.kind, Kind::Live { marked: true, .. }))
 }
 
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
-    let Visible { rows, widths, keep } = visible(app, area);
-    let header = Row::new(keep.iter().map(|&i| {
-        let c = COLUMNS[i];
-        let mark = if c == app.sort {
-            if app.reverse {
-                "▲"
-            } else {
-                "▼"
-            }
-        } else {
-            ""
-        };
-        Cell::from(format!("{}{mark}", c.header()))
-    }))
+    let v = visible(app, area);
+    let marks = marked_any(&v);
+    let keep = &v.fit.keep;
+    let header = Row::new(
+        std::iter::once(Cell::from(""))
+            .take(usize::from(marks))
+            .chain(keep.iter().map(|&i| {
+                let c = v.columns[i];
+                let arrow = match (c == app.sort, app.reverse) {
+                    (false, _) => "",
+                    (true, false) => "▼",
+                    (true, true) => "▲",
+                };
+                Cell::from(format!("{}{arrow}", c.header()))
+            })),
+    )
     .style(theme.header());
-    let body = rows.into_iter().map(|(texts, kind, sel)| {
-        let base = match kind {
+    let body = v.rows.iter().map(|r| {
+        let base = match r.kind {
             Kind::Live { marked: true, .. } => theme.marked(),
             Kind::Live { new: true, .. } => theme.new_row(),
             Kind::Live { .. } => Style::new(),
             Kind::Summary => theme.dim(),
             Kind::Gone => theme.gone(),
         };
-        let stale_row = matches!(kind, Kind::Live { stale: true, .. });
-        let cells = keep.iter().map(|&i| {
-            let c = COLUMNS[i];
-            let text = texts[i].clone();
-            let text = if c.right_aligned() {
-                format!("{text:>w$}", w = widths[i])
-            } else {
-                text
-            };
-            let probing = c == Column::Keepalive && texts[i].starts_with("probe");
-            if (c == Column::Stale && stale_row) || probing {
-                Cell::from(Span::styled(text, theme.stale()))
-            } else if c == Column::Keepalive && texts[i] == "off" {
-                Cell::from(Span::styled(text, theme.warn()))
-            } else {
-                Cell::from(text)
-            }
-        });
+        let stale_row = matches!(r.kind, Kind::Live { stale: true, .. });
+        let texts: Vec<&String> = (0..v.columns.len())
+            .map(|i| {
+                if v.fit.compact[i] {
+                    &r.short[i]
+                } else {
+                    &r.full[i]
+                }
+            })
+            .collect();
+        let mark = matches!(r.kind, Kind::Live { marked: true, .. });
+        let cells = std::iter::once(Cell::from(if mark { "*" } else { "" }))
+            .take(usize::from(marks))
+            .chain(keep.iter().map(|&i| {
+                let c = v.columns[i];
+                let w = v.widths[i];
+                let text = elide(texts[i], w);
+                let text = if c.right_aligned() {
+                    format!("{text:>w$}")
+                } else {
+                    text.into_owned()
+                };
+                let probing = c == Column::Keepalive && texts[i].starts_with("probe");
+                if (c == Column::Stale && stale_row) || probing {
+                    Cell::from(Span::styled(text, theme.stale()))
+                } else if c == Column::Keepalive && texts[i] == "off" {
+                    Cell::from(Span::styled(text, theme.warn()))
+                } else {
+                    Cell::from(text)
+                }
+            }));
         let row = Row::new(cells).style(base);
-        if sel {
+        if r.selected {
             row.style(base.patch(theme.selected()))
         } else {
             row
         }
     });
-    let constraints: Vec<Constraint> = keep
-        .iter()
-        .map(|&i| Constraint::Length(widths[i] as u16))
+    let constraints: Vec<Constraint> = std::iter::once(Constraint::Length(1))
+        .take(usize::from(marks))
+        .chain(keep.iter().map(|&i| Constraint::Length(v.widths[i] as u16)))
         .collect();
     let table = Table::new(body, constraints)
         .header(header)
-        .column_spacing(2);
+        .column_spacing(v.fit.gap as u16)
+        .flex(ratatui::layout::Flex::Start);
     frame.render_widget(table, area);
     if app.lines.is_empty() {
         let msg = if app.polls == 0 {
             "waiting for the first poll…"
         } else {
-            "no socket matches the filter"
+            "no socket matches the filter (Del clears it)"
         };
         let y = area.y + 1;
         if y < area.y + area.height {
             frame.render_widget(
-                ratatui::widgets::Paragraph::new(Span::styled(msg, theme.dim())),
+                Paragraph::new(Span::styled(msg, theme.dim())),
                 Rect::new(area.x, y, area.width, 1),
             );
         }
     }
-}
-
-fn cells(e: &SockEntry, app: &App) -> Vec<String> {
-    COLUMNS
-        .iter()
-        .map(|c| printable_owned(c.cell(e, app.now)))
-        .collect()
 }

@@ -128,7 +128,7 @@ impl Tmux {
             local.port(),
             client.peer_addr().unwrap().port()
         );
-        self.keys(&["/"]);
+        self.keys(&["F4"]);
         self.type_text(&only_it);
         self.keys(&["Enter"]);
         (only_it, local.to_string())

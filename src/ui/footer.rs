@@ -1,0 +1,169 @@
+//! The bottom line: the filter or search bar while one is open (with its cursor), else the
+//! last message, what is active (filter, marks, pause) and the keys that apply right now.
+
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use super::theme::Theme;
+use super::wrap::fit_spans;
+use crate::app::{App, Editor, Mode, View};
+
+pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
+    let line = match &app.mode {
+        Mode::Filter { input, error, .. } => {
+            let hint = match error {
+                Some(e) => Span::styled(format!("  {e}"), theme.error()),
+                None => Span::styled(
+                    "  Enter keeps · Esc puts back the previous · ↑↓ history",
+                    theme.dim(),
+                ),
+            };
+            bar("filter: ", input, hint, theme, area.width)
+        }
+        Mode::Search { input, .. } => bar(
+            "search: ",
+            input,
+            Span::styled(
+                "  jumps to a matching row · Enter keeps (n N) · Esc goes back",
+                theme.dim(),
+            ),
+            theme,
+            area.width,
+        ),
+        _ => fit_spans(status(app, theme), area.width),
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// `label`, the text with a block cursor (scrolled to keep it in view), then `hint` as room
+/// allows.
+fn bar(
+    label: &'static str,
+    input: &Editor,
+    hint: Span<'static>,
+    theme: Theme,
+    width: u16,
+) -> Line<'static> {
+    let room = usize::from(width).saturating_sub(label.len() + 1).max(1);
+    let (cursor, scroll) = input.visual(room);
+    let text: String = crate::text::printable(input.value()).into_owned();
+    let shown: String = text.chars().skip(scroll).take(room).collect();
+    let at = cursor - scroll;
+    let before: String = shown.chars().take(at).collect();
+    let under: String = shown.chars().nth(at).map_or(" ".into(), String::from);
+    let after: String = shown.chars().skip(at + 1).collect();
+    fit_spans(
+        vec![
+            Span::styled(label, theme.title()),
+            Span::raw(before),
+            Span::styled(under, theme.selected()),
+            Span::raw(after),
+            hint,
+        ],
+        width,
+    )
+}
+
+fn status(app: &App, theme: Theme) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    if let Some(e) = &app.error {
+        spans.push(Span::styled(format!("poll failed: {e} · "), theme.error()));
+    }
+    if let Some(s) = &app.status {
+        spans.push(Span::styled(format!("{s} · "), theme.good()));
+    }
+    if !app.filter.matches_all() {
+        spans.push(Span::styled(
+            format!("[{}] ", crate::text::printable(app.filter.source())),
+            theme.warn(),
+        ));
+    }
+    if !app.marked.is_empty() {
+        spans.push(Span::styled(
+            format!("{} marked ", app.marked.len()),
+            theme.warn(),
+        ));
+    }
+    if app.paused {
+        spans.push(Span::styled("PAUSED ", theme.warn()));
+    }
+    let hidden = app.viewport.dropped + app.viewport.skipped;
+    if app.view == View::Sockets && hidden > 0 {
+        spans.push(Span::styled(
+            format!("{hidden} columns hidden: ←→  "),
+            theme.warn(),
+        ));
+    }
+    for (key, what) in hints(app) {
+        spans.push(Span::styled(format!("{key} "), theme.title()));
+        spans.push(Span::styled(format!("{what}  "), theme.dim()));
+    }
+    spans
+}
+
+/// The keys that apply now, most useful first (the line keeps as many as fit).
+pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
+    let selected = app.selected.and_then(|k| app.table.get(&k));
+    let may_kill = !app.read_only
+        && (!app.marked.is_empty() || selected.as_ref().is_some_and(crate::app::killable));
+    let may_tune = !app.read_only
+        && (!app.marked.is_empty() || selected.as_ref().is_some_and(crate::app::tunable));
+    let filtered = !app.filter.matches_all();
+    let mut h: Vec<(&str, &str)> = Vec::new();
+    match (app.view, &app.mode) {
+        (View::Sockets, Mode::Detail { .. }) => {
+            h.push(("↑↓ PgUp PgDn", "scroll"));
+            h.push(("Enter Esc", "close"));
+            if may_kill {
+                h.push(("k", "kill"));
+            }
+            if may_tune {
+                h.push(("K", "keepalive"));
+            }
+        }
+        (View::Sockets, _) => {
+            h.push(("q", "quit"));
+            if filtered {
+                h.push(("Del", "clears filter"));
+            }
+            h.push(("/", "search"));
+            h.push(("\\", "filter"));
+            h.push(("s", "stale"));
+            h.push(("Enter", "details"));
+            if may_kill {
+                h.push(("k", "kill"));
+            }
+            if may_tune {
+                h.push(("K", "keepalive"));
+            }
+            if !app.read_only {
+                h.push(("Space", "mark"));
+            }
+            h.push(("Tab", "groups"));
+            h.push(("<>", "sort"));
+            h.push(("+-", "interval"));
+            h.push(("1-5", "presets"));
+            h.push(("z", "pause"));
+            h.push(("?", "help"));
+        }
+        (View::Groups, _) => {
+            h.push(("q", "quit"));
+            h.push(("Enter", "its sockets"));
+            h.push(("→←", "expand/collapse"));
+            h.push(("<>", "order"));
+            if filtered {
+                h.push(("Del", "clears filter"));
+            }
+            h.push(("Tab", "sockets"));
+            h.push(("?", "help"));
+        }
+        (View::Kills, _) => {
+            h.push(("q", "quit"));
+            h.push(("↑↓", "scroll"));
+            h.push(("L", "back"));
+        }
+    }
+    h
+}

@@ -45,14 +45,21 @@ Filter expressions (--filter):
   stale                                          anything flagged below
   src:10.0.0.0/8 or dst:[::1]                    by address, CIDR or :port
   ka_idle>1h ka_source:socket                    keepalive set to wait over an hour
-  state:established detect>1h                    a dead peer goes unnoticed for 1h+
-Terms: state proto family src dst sport dport port service proc pid uid idle age rtt
-keepalive timer probes retrans recvq sendq ka_idle ka_intvl ka_cnt ka_source user_timeout
-detect stale, and each stale reason; and (implicit), or, not/!, parentheses. Durations:
-500ms 30s 10m 2h 1d. detect compares never (keepalive off) as longer than any duration.
+  established detect>1h                          a dead peer goes unnoticed for 1h+
+  close-wait comm:gunicorn                       a worker pool's CLOSE_WAIT leaks
+Terms: state proto family src dst sport dport port service proc comm owner pid uid idle
+age rtt keepalive timer probes retrans recvq sendq ka_idle ka_intvl ka_cnt ka_source
+user_timeout detect netns container stale, each stale reason, and state words alone
+(established, close-wait, listen…, as ss takes them); and (implicit), or, not/!,
+parentheses. Durations: 500ms 30s 10m 2h 1d. detect compares never (keepalive off) as
+longer than any duration.
 
 Stale reasons:
 {}
+
+ss habits: -t -u -x -4 -6 -l -a -n -p -e -i mean what they mean to ss; -o, -s, -r, -f
+differ (ss's timers, summary, resolving and family): katop's timers are columns, its -o picks
+columns, -s sorts, -r reverses, -f filters. State words work alone: katop --once -f established.
 
 Examples:
   katop --once                          every socket, as a table
@@ -84,7 +91,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
 
-    /// Print one JSON object per socket per line and exit (implies --once).
+    /// Print one JSON object per socket per line and exit (implies --once); with --interval,
+    /// print them every interval until interrupted (for log shippers).
     #[arg(long)]
     pub jsonl: bool,
 
@@ -120,9 +128,33 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, env = "KATOP_STALE_AFTER", global = true)]
     pub stale_after: Duration,
 
-    /// Time between polls in the dashboard.
+    /// Time between polls in the dashboard (+ and - change it there); with --jsonl, stream.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = interval, env = "KATOP_INTERVAL")]
     pub interval: Duration,
+
+    /// Listening sockets only (TCP LISTEN, unconnected UDP and Unix), as ss -l.
+    #[arg(short = 'l', long)]
+    pub listening: bool,
+
+    /// All sockets, listening ones too: katop's default (accepted for ss habits).
+    #[arg(short = 'a', long, conflicts_with = "listening")]
+    pub all: bool,
+
+    /// Numeric addresses and ports: katop never resolves names (accepted for ss habits).
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+
+    /// Owning processes: katop always shows them (accepted for ss habits).
+    #[arg(short = 'p', long)]
+    pub processes: bool,
+
+    /// Also the socket's uid, inode and cookie in the table, as ss -e.
+    #[arg(short = 'e', long)]
+    pub extended: bool,
+
+    /// Also the armed timer, RTT and byte counters in the table, as ss -i.
+    #[arg(short = 'i', long)]
+    pub info: bool,
 
     /// IPv4 sockets only.
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
@@ -184,6 +216,74 @@ pub struct Args {
     /// [default: $XDG_STATE_HOME/katop/kills.jsonl, else ~/.local/state/katop/kills.jsonl].
     #[arg(long, value_name = "PATH", env = "KATOP_KILL_LOG", global = true)]
     pub kill_log: Option<PathBuf>,
+
+    /// The config file's middleboxes (set by `config::apply`, not a flag).
+    #[arg(skip)]
+    pub declared: Vec<Middlebox>,
+
+    /// The config file's presets: (key, name, filter).
+    #[arg(skip)]
+    pub presets: Vec<(char, String, String)>,
+
+    /// --jsonl with --interval given: stream until interrupted.
+    #[arg(skip)]
+    pub stream: bool,
+}
+
+impl Args {
+    /// The --filter expression with what -l adds.
+    pub fn filter_text(&self) -> String {
+        let user = self.filter.as_deref().unwrap_or("").trim();
+        if !self.listening {
+            return user.to_string();
+        }
+        let listening = "(listen or (!tcp unconn))";
+        if user.is_empty() {
+            listening.into()
+        } else {
+            format!("{listening} ({user})")
+        }
+    }
+
+    /// The table's columns: -o's (else the default), with what -e and -i add.
+    pub fn table_columns(&self, namespaces: usize) -> Vec<Column> {
+        self.with_e_and_i(
+            self.columns
+                .clone()
+                .unwrap_or_else(|| crate::columns::for_table(&Column::DEFAULT, namespaces)),
+        )
+    }
+
+    /// The dashboard's columns: -o's (else all it has), with what -e and -i add.
+    pub fn dashboard_columns(&self) -> Vec<Column> {
+        self.with_e_and_i(
+            self.columns
+                .clone()
+                .unwrap_or_else(|| Column::DASHBOARD.to_vec()),
+        )
+    }
+
+    fn with_e_and_i(&self, mut columns: Vec<Column>) -> Vec<Column> {
+        let mut add = |more: &[Column]| {
+            for c in more {
+                if !columns.contains(c) {
+                    columns.push(*c);
+                }
+            }
+        };
+        if self.info {
+            add(&[
+                Column::Timer,
+                Column::Rtt,
+                Column::BytesIn,
+                Column::BytesOut,
+            ]);
+        }
+        if self.extended {
+            add(&[Column::Uid, Column::Inode, Column::Cookie]);
+        }
+        columns
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]

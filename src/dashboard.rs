@@ -39,6 +39,8 @@ pub fn run(
         Instant::now(),
     );
     app.reverse = args.reverse;
+    app.columns = args.dashboard_columns();
+    app.presets = crate::app::with_presets(&args.presets);
     app.table.set_middleboxes(middleboxes);
     app.read_only = args.read_only;
     app.scope = crate::actions::Scope::current();

@@ -32,15 +32,51 @@ use model::{ConnTable, Proto, SockEntry};
 /// Exit code for bad usage (bad filter, missing mode), as clap uses.
 const USAGE: u8 = 2;
 
-/// Runs katop with parsed arguments.
-pub fn run(args: &Args) -> ExitCode {
-    let middleboxes = match middleboxes(args) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("katop: bad config: {e}");
-            return ExitCode::from(USAGE);
-        }
+/// Parses the command line, reads the config file under it, and runs.
+pub fn main() -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().get_matches();
+    let mut args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
     };
+    // Completions and the man page come from the definition alone.
+    if !matches!(
+        args.command,
+        Some(cli::Command::Completions { .. } | cli::Command::Man)
+    ) {
+        let config = match config::load(args.config.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("katop: bad config: {e}");
+                return ExitCode::from(USAGE);
+            }
+        };
+        config::apply(&mut args, &matches, &config);
+        install_services(&config.services);
+    }
+    args.stream = args.jsonl
+        && matches.value_source("interval") == Some(clap::parser::ValueSource::CommandLine);
+    run(&args)
+}
+
+/// Port names: katop's, the system's (`/etc/services`, below the ephemeral range) and the
+/// config file's.
+fn install_services(configured: &[(u16, String)]) {
+    // The first port the kernel hands out to clients: nothing at or above it is a service.
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let system = std::fs::read_to_string("/etc/services")
+        .map(|t| model::services::parse_etc_services(&t, below))
+        .unwrap_or_default();
+    model::services::install(&system, configured);
+}
+
+/// Runs katop with resolved arguments (the config file applied).
+pub fn run(args: &Args) -> ExitCode {
+    let middleboxes = middleboxes(args);
     match &args.command {
         Some(cli::Command::Kill(k)) => {
             let action = actions::Action::Kill;
@@ -77,11 +113,11 @@ pub fn run(args: &Args) -> ExitCode {
         }
         None => {}
     }
-    let filter = match Filter::parse(args.filter.as_deref().unwrap_or("")) {
+    let source = args.filter_text();
+    let filter = match Filter::parse(&source) {
         Ok(f) => f,
         Err(e) => {
-            let source = args.filter.as_deref().unwrap_or("");
-            eprintln!("katop: bad --filter: {e}\n{}", e.pointed(source));
+            eprintln!("katop: bad --filter: {e}\n{}", e.pointed(&source));
             return ExitCode::from(USAGE);
         }
     };
@@ -193,10 +229,10 @@ pub fn rows<'a>(
 }
 
 /// The declared middleboxes: the config file's, then `--middlebox-timeout`'s.
-pub fn middleboxes(args: &Args) -> Result<Vec<model::Middlebox>, String> {
-    let mut all = config::middleboxes(args.config.as_deref())?;
+pub fn middleboxes(args: &Args) -> Vec<model::Middlebox> {
+    let mut all = args.declared.clone();
     all.extend(args.middlebox_timeout.iter().cloned());
-    Ok(all)
+    all
 }
 
 fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> anyhow::Result<()> {
@@ -204,10 +240,13 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
         eprintln!("katop: {note}");
     }
     let mut collector = Collector::new(selection(args))?;
-    let snap = collector.poll()?;
-    let now = Instant::now();
     let mut table = ConnTable::new(args.stale_after);
     table.set_middleboxes(middleboxes);
+    if args.stream {
+        return stream(args, filter, &mut collector, &mut table);
+    }
+    let snap = collector.poll()?;
+    let now = Instant::now();
     table.apply(snap, now);
     for w in &table.warnings {
         eprintln!("katop: {w}");
@@ -223,15 +262,13 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
         })
         .flatten();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let stamp = output::Stamp::of(&table);
     if args.json {
-        output::write_json(&mut out, &rows, &table)?;
+        output::write_json(&mut out, &rows, &table, &stamp)?;
     } else if args.jsonl {
-        output::write_jsonl(&mut out, &rows, &table)?;
+        output::write_jsonl(&mut out, &rows, &table, &stamp)?;
     } else {
-        let columns = args
-            .columns
-            .clone()
-            .unwrap_or_else(|| columns::for_table(&Column::DEFAULT, table.ctx.namespaces.len()));
+        let columns = args.table_columns(table.ctx.namespaces.len());
         output::write_table(&mut out, &rows, &columns, width, now)?;
         writeln!(out, "\n{}", output::settings_line(table.settings()))?;
         if let Some(legend) = output::estimate_legend(&rows, &columns, now) {
@@ -240,4 +277,49 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
     }
     out.flush()?;
     Ok(())
+}
+
+/// `--jsonl --interval DUR`: every interval, one object per socket, each poll flushed whole;
+/// SIGINT and SIGTERM end it between polls, so no line is ever cut.
+fn stream(
+    args: &Args,
+    filter: &Filter,
+    collector: &mut Collector,
+    table: &mut ConnTable,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut tick = tokio::time::interval(args.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut warned = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+            }
+            let snap = collector.poll()?;
+            let now = Instant::now();
+            // Only each socket's history is kept between polls.
+            table.retire();
+            table.apply(snap, now);
+            // A warning is said when it starts, not every poll.
+            for w in &table.warnings {
+                if !warned.contains(w) {
+                    eprintln!("katop: {w}");
+                }
+            }
+            warned.clone_from(&table.warnings);
+            let rows = rows(table, filter, args.sort, args.reverse, now);
+            let stamp = output::Stamp::of(table);
+            let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+            output::write_jsonl(&mut out, &rows, table, &stamp)?;
+            out.flush()?;
+        }
+    })
 }

@@ -30,9 +30,36 @@ struct JsonHolder<'a> {
     fd: u32,
 }
 
+/// Where and when a poll was taken, on every JSON object (for log shippers that mix hosts
+/// and polls).
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub host: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+}
+
+impl Stamp {
+    /// This host's name and the table's poll time.
+    pub fn of(table: &ConnTable) -> Stamp {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let time = table
+            .ctx
+            .polled_wall
+            .map(crate::actions::log::rfc3339)
+            .unwrap_or_default();
+        Stamp { host, time }
+    }
+}
+
 /// One socket in JSON. Absent values are `null`, never guessed.
 #[derive(Serialize)]
 pub struct JsonSock<'a> {
+    /// The host's name and when the poll was taken (RFC 3339, UTC).
+    host: &'a str,
+    time: &'a str,
     proto: &'static str,
     family: &'static str,
     state: &'static str,
@@ -103,7 +130,7 @@ pub struct JsonSock<'a> {
 
 impl<'a> JsonSock<'a> {
     #[allow(clippy::too_many_lines)] // one field per line: the contract, in order
-    pub fn new(e: &SockEntry<'a>, table: &'a ConnTable) -> Self {
+    pub fn new(e: &SockEntry<'a>, table: &'a ConnTable, stamp: &'a Stamp) -> Self {
         let s = &e.sock;
         let info = s.tcp_info.as_ref();
         let endpoint = |ep: &Endpoint| match ep {
@@ -141,6 +168,8 @@ impl<'a> JsonSock<'a> {
             _ => (None, None, None, None),
         };
         JsonSock {
+            host: &stamp.host,
+            time: &stamp.time,
             proto: s.proto.name(),
             family: s.family.name(),
             state: s.state.name(s.proto),
@@ -221,19 +250,29 @@ impl<'a> JsonSock<'a> {
 }
 
 /// `--json`: one array.
-pub fn write_json(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) -> io::Result<()> {
+pub fn write_json(
+    out: &mut impl Write,
+    rows: &[SockEntry],
+    table: &ConnTable,
+    stamp: &Stamp,
+) -> io::Result<()> {
     out.write_all(b"[")?;
     for (i, e) in rows.iter().enumerate() {
         out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-        crate::text::to_writer(&mut *out, &JsonSock::new(e, table))?;
+        crate::text::to_writer(&mut *out, &JsonSock::new(e, table, stamp))?;
     }
     out.write_all(b"\n]\n")
 }
 
 /// `--jsonl`: one object per line.
-pub fn write_jsonl(out: &mut impl Write, rows: &[SockEntry], table: &ConnTable) -> io::Result<()> {
+pub fn write_jsonl(
+    out: &mut impl Write,
+    rows: &[SockEntry],
+    table: &ConnTable,
+    stamp: &Stamp,
+) -> io::Result<()> {
     for e in rows {
-        crate::text::to_writer(&mut *out, &JsonSock::new(e, table))?;
+        crate::text::to_writer(&mut *out, &JsonSock::new(e, table, stamp))?;
         out.write_all(b"\n")?;
     }
     Ok(())
@@ -414,8 +453,14 @@ mod tests {
     #[test]
     fn json_object_keeps_the_contract_names() {
         let t = table();
-        let v = serde_json::to_value(JsonSock::new(&t.entries().next().unwrap(), &t)).unwrap();
+        let stamp = Stamp::of(&t);
+        let v =
+            serde_json::to_value(JsonSock::new(&t.entries().next().unwrap(), &t, &stamp)).unwrap();
         for key in [
+            "host",
+            "time",
+            "peer_pid",
+            "peer_process",
             "proto",
             "family",
             "state",
@@ -460,6 +505,8 @@ mod tests {
         assert_eq!(v["pid"], 42);
         assert_eq!(v["service"], "postgres");
         assert_eq!(v["stale"], serde_json::json!(["idle", "probing"]));
+        assert_eq!(v["time"], "2026-11-22T00:41:12.000Z");
+        assert!(v["host"].as_str().is_some_and(|h| !h.is_empty()));
     }
 
     #[test]

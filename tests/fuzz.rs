@@ -177,6 +177,7 @@ fn snapshot(socks: Vec<RawSock>, settings: KernelSettings) -> Snapshot {
             host: false,
         }],
         taken_at: Instant::now(),
+        wall: std::time::SystemTime::now(),
         cost: PollCost::default(),
         warnings: vec!["a warning \u{202e} with \u{1b}[31m escapes".into()],
     }
@@ -242,7 +243,8 @@ proptest! {
                 let _ = col.sort_key(&e, now);
             }
             let _ = (e.detect(now), e.at_risk(), e.protected(), e.params());
-            let json = katop::text::to_string(&JsonSock::new(&e, &table)).unwrap();
+            let stamp = katop::output::Stamp::of(&table);
+            let json = katop::text::to_string(&JsonSock::new(&e, &table, &stamp)).unwrap();
             no_unsafe(&json);
             let back: serde_json::Value = serde_json::from_str(&json).unwrap();
             prop_assert!(back.is_object());
@@ -302,14 +304,14 @@ proptest! {
         d in "[0-9a-z]{0,12}",
         mb in "[0-9a-z:=./\\[\\]-]{0,24}",
         change in "(idle|intvl|cnt|x)=[0-9a-z]{0,8}( (idle|intvl|cnt)=[0-9a-z]{0,10}){0,3}",
-        config in "(\\[middleboxes\\]\n)?([a-z-]{1,8} = \"[0-9a-z:=./-]{0,16}\"\n){0,4}",
+        config in "(\\[(middleboxes|ui|ui.presets|services)\\]\n)?([a-z0-9_-]{1,8} = (\"[0-9a-z:=./ >-]{0,16}\"|\\[\"[a-z]{0,6}\"\\]|true|7)\n){0,4}",
         junk in ".{0,64}",
     ) {
         let _ = katop::model::duration::parse_ms(&d);
         let _ = Middlebox::parse(None, &mb);
         let _ = change.parse::<katop::actions::Change>();
-        let _ = katop::config::parse(&config);
-        let _ = katop::config::parse(&junk);
+        let _ = katop::config::parse_config(&config);
+        let _ = katop::config::parse_config(&junk);
         let _ = katop::model::duration::parse_ms(&junk);
         let _ = Middlebox::parse(Some(&junk), &junk);
     }

@@ -281,7 +281,7 @@ fn cycle_sort(app: &mut App, step: isize) {
     }
     let shown: Vec<Column> = app.viewport.columns.iter().map(|c| c.0).collect();
     let cols = if shown.is_empty() {
-        Column::DASHBOARD.to_vec()
+        app.columns.clone()
     } else {
         shown
     };

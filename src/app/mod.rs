@@ -60,14 +60,29 @@ pub const PRESETS: [(char, &str, &str); 5] = [
 ];
 
 pub fn default_presets() -> Vec<Preset> {
-    PRESETS
+    with_presets(&[])
+}
+
+/// katop's presets with the config file's over them (same key: replaced; new key: added).
+pub fn with_presets(configured: &[(char, String, String)]) -> Vec<Preset> {
+    let mut all: Vec<Preset> = PRESETS
         .iter()
         .map(|&(key, name, filter)| Preset {
             key,
             name: name.into(),
             filter: filter.into(),
         })
-        .collect()
+        .collect();
+    for (key, name, filter) in configured {
+        all.retain(|p| p.key != *key);
+        all.push(Preset {
+            key: *key,
+            name: name.clone(),
+            filter: filter.clone(),
+        });
+    }
+    all.sort_by_key(|p| p.key);
+    all
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +297,8 @@ pub struct App {
     pub filter_history: Vec<String>,
     pub search_history: Vec<String>,
     pub presets: Vec<Preset>,
+    /// The socket table's columns, in order (a narrow terminal shows what fits).
+    pub columns: Vec<Column>,
 }
 
 impl App {
@@ -339,6 +356,7 @@ impl App {
             filter_history: Vec::new(),
             search_history: Vec::new(),
             presets: default_presets(),
+            columns: Column::DASHBOARD.to_vec(),
         }
     }
 }

@@ -177,6 +177,7 @@ impl Collector {
             holders: self.procs.shared(),
             namespaces,
             taken_at: Instant::now(),
+            wall: std::time::SystemTime::now(),
             cost: PollCost {
                 dump: dump_cost,
                 total: started.elapsed(),

@@ -39,6 +39,8 @@ pub struct Snapshot {
     /// own sysctls, how fresh their data is); empty when katop reads only its own.
     pub namespaces: Vec<NsInfo>,
     pub taken_at: Instant,
+    /// The same moment by the wall clock, for outputs that carry a date (JSON's `time`).
+    pub wall: std::time::SystemTime,
     pub cost: PollCost,
     /// Things that went partly wrong (unreadable processes, skipped messages), for the status line.
     pub warnings: Vec<String>,

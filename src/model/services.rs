@@ -1,4 +1,6 @@
-//! Well-known server ports → service names, from `assets/services.tsv`.
+//! Well-known server ports → service names: katop's own list (`assets/services.tsv`, the
+//! names its presets and filters use), the system's `/etc/services` below the ephemeral
+//! range, and the config file's `[services]`, which win.
 
 use std::sync::OnceLock;
 
@@ -6,22 +8,62 @@ use crate::model::Endpoint;
 
 const TABLE: &str = include_str!("../../assets/services.tsv");
 
-/// Sorted by port: looked up twice per socket per poll, a binary search over a few dozen
-/// entries beats hashing.
+static SORTED: OnceLock<Vec<(u16, &'static str)>> = OnceLock::new();
+
+fn builtin() -> Vec<(u16, &'static str)> {
+    TABLE
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (port, name) = l.split_once('\t')?;
+            Some((port.trim().parse().ok()?, name.trim()))
+        })
+        .collect()
+}
+
+/// Sorted by port: looked up twice per socket per poll, a binary search beats hashing.
 fn table() -> &'static [(u16, &'static str)] {
-    static SORTED: OnceLock<Vec<(u16, &'static str)>> = OnceLock::new();
     SORTED.get_or_init(|| {
-        let mut v: Vec<(u16, &'static str)> = TABLE
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (port, name) = l.split_once('\t')?;
-                Some((port.trim().parse().ok()?, name.trim()))
-            })
-            .collect();
+        let mut v = builtin();
         v.sort_unstable();
         v
     })
+}
+
+/// Adds the system's names (`system`, below katop's own) and the configured ones
+/// (`configured`, above every other) to the table. Once, before the first lookup: a later
+/// call changes nothing and returns false.
+pub fn install(system: &[(u16, String)], configured: &[(u16, String)]) -> bool {
+    let mut by_port: std::collections::BTreeMap<u16, &'static str> =
+        std::collections::BTreeMap::new();
+    // Names live as long as the process; leaked once, a few kilobytes.
+    let leak = |s: &String| -> &'static str { Box::leak(s.clone().into_boxed_str()) };
+    for (port, name) in system {
+        by_port.entry(*port).or_insert_with(|| leak(name));
+    }
+    for (port, name) in builtin() {
+        by_port.insert(port, name);
+    }
+    for (port, name) in configured {
+        by_port.insert(*port, leak(name));
+    }
+    SORTED.set(by_port.into_iter().collect()).is_ok()
+}
+
+/// `/etc/services` as (port, name), TCP and UDP, ports below `below` (an ephemeral client
+/// port is no service, whatever the file registers on it).
+pub fn parse_etc_services(text: &str, below: u16) -> Vec<(u16, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.split('#').next()?;
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            let (port, proto) = f.next()?.split_once('/')?;
+            let port: u16 = port.parse().ok()?;
+            (matches!(proto, "tcp" | "udp") && port > 0 && port < below && name.len() <= 32)
+                .then(|| (port, name.to_string()))
+        })
+        .collect()
 }
 
 /// A service as 2 bytes (kept per socket): its position in the table plus one; 0 is none.
@@ -96,6 +138,20 @@ mod tests {
         }
         assert_eq!(by_port(1).name(), None);
         assert!(is_known("Postgres"));
+    }
+
+    #[test]
+    fn etc_services_lines_below_the_ephemeral_range() {
+        let text = "# comment\nssh\t\t22/tcp\t\t\t\t# SSH\nhttp-alt 8080/tcp webcache\n\
+                    x11 6000/tcp\nfar 60000/udp\nbad line\nsctp-thing 9/sctp\n";
+        assert_eq!(
+            parse_etc_services(text, 32768),
+            [
+                (22, "ssh".into()),
+                (8080, "http-alt".into()),
+                (6000, "x11".into())
+            ]
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub settings: KernelSettings,
     /// When the latest poll was applied: timer expiries count from it.
     pub polled_at: Option<Instant>,
+    /// When it was taken, by the wall clock.
+    pub polled_wall: Option<std::time::SystemTime>,
     /// Declared middleboxes (`--middlebox-timeout`, the config file).
     pub declared: Vec<Middlebox>,
     /// The declared ones plus the local conntrack table, when loaded.
@@ -436,6 +438,7 @@ impl ConnTable {
             self.ctx.update_middleboxes();
         }
         self.ctx.polled_at = Some(now);
+        self.ctx.polled_wall = Some(snap.wall);
         self.ctx.holders = snap.holders;
         self.ctx.set_namespaces(snap.namespaces);
         self.ctx.peers = crate::model::peers::pair(&socks);
@@ -643,6 +646,7 @@ pub(crate) mod tests {
             holders: Arc::default(),
             namespaces: Vec::new(),
             taken_at: Instant::now(),
+            wall: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_308_072),
             cost: PollCost::default(),
             warnings: Vec::new(),
         }

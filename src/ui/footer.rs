@@ -144,7 +144,12 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
             h.push(("Tab", "groups"));
             h.push(("<>", "sort"));
             h.push(("+-", "interval"));
-            h.push(("1-5", "presets"));
+            let digits = if app.presets.iter().all(|p| ('1'..='5').contains(&p.key)) {
+                "1-5"
+            } else {
+                "0-9"
+            };
+            h.push((digits, "presets"));
             h.push(("z", "pause"));
             h.push(("?", "help"));
         }

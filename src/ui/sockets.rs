@@ -42,9 +42,9 @@ struct Visible {
     fit: columns::Fit,
 }
 
-/// The dashboard's columns: [`Column::DASHBOARD`], less NETNS with one namespace.
+/// The dashboard's columns, less NETNS with one namespace.
 fn dashboard_columns(app: &App) -> Vec<Column> {
-    columns::for_table(&Column::DASHBOARD, app.table.ctx.namespaces.len())
+    columns::for_table(&app.columns, app.table.ctx.namespaces.len())
 }
 
 fn texts(e: &SockEntry, cols: &[Column], app: &App) -> (Vec<String>, Vec<String>) {

@@ -1,0 +1,171 @@
+//! The command line as `ss` users and log shippers use it: ss's flags, state words alone, the
+//! config file's `[ui]` and `[services]`, JSON's host and time, and `--jsonl --interval`.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn katop_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_katop"));
+    // The host namespace only, no filter from the environment, no user config.
+    c.env("KATOP_NETNS", "host")
+        .env_remove("KATOP_FILTER")
+        .env_remove("KATOP_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent-katop-config")
+        .args(args);
+    c
+}
+
+fn katop(args: &[&str]) -> Output {
+    katop_cmd(args).output().unwrap()
+}
+
+fn lines(o: &Output) -> Vec<String> {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn json(o: &Output) -> Vec<serde_json::Value> {
+    lines(o)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn ss_flags_mean_what_they_mean_to_ss() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_s, _) = l.accept().unwrap();
+    let mine = format!("port:{port}");
+    // -l: the listener only; -a (the default) and -n -p are accepted.
+    let listening = json(&katop(&["--jsonl", "-l", "-t", "-f", &mine]));
+    assert_eq!(listening.len(), 1, "{listening:?}");
+    assert_eq!(listening[0]["state"], "LISTEN");
+    let all = json(&katop(&["--jsonl", "-a", "-n", "-p", "-t", "-f", &mine]));
+    assert_eq!(all.len(), 3, "{all:?}");
+    // -e and -i add columns to the table.
+    let table = lines(&katop(&["--once", "-t", "-e", "-i", "-f", &mine]));
+    for header in ["UID", "INODE", "COOKIE", "TIMER", "RTT", "BYTES-IN"] {
+        assert!(table[0].contains(header), "{header} missing: {}", table[0]);
+    }
+    // State words alone, as `ss state established` takes them.
+    let estab = json(&katop(&["--jsonl", "-f", &format!("established {mine}")]));
+    assert_eq!(estab.len(), 2);
+    assert!(estab.iter().all(|s| s["state"] == "ESTABLISHED"));
+    // -l and -a contradict each other.
+    assert_eq!(katop(&["--once", "-l", "-a"]).status.code(), Some(2));
+}
+
+#[test]
+fn json_objects_say_which_host_and_when() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let filter = format!("sport:{}", l.local_addr().unwrap().port());
+    let before = std::time::SystemTime::now();
+    let o = katop(&["--json", "-f", &filter]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let obj = &v[0];
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(obj["host"], host.trim());
+    let time = humantime::parse_rfc3339(obj["time"].as_str().unwrap()).unwrap();
+    let skew = time.duration_since(before).unwrap_or_else(|e| e.duration());
+    assert!(skew < Duration::from_secs(30), "{time:?} vs {before:?}");
+}
+
+#[test]
+fn jsonl_with_an_interval_streams_until_interrupted() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("sport:{}", l.local_addr().unwrap().port());
+    let mut child = katop_cmd(&["--jsonl", "--interval", "200ms", "-f", &filter])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Three polls, three objects (one listener), each with its own time.
+    let mut times = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while times.len() < 3 {
+        assert!(Instant::now() < deadline, "no stream: {times:?}");
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the stream ended");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["state"], "LISTEN");
+        times.push(v["time"].as_str().unwrap().to_string());
+    }
+    times.dedup();
+    assert_eq!(times.len(), 3, "one poll per object: {times:?}");
+    // SIGINT ends it between polls: exit 0, every line whole.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    for line in out.lines() {
+        let line = line.unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}
+
+#[test]
+fn the_config_file_sets_defaults_that_flags_override() {
+    let dir = std::env::temp_dir().join(format!("katop-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::fs::write(
+        &config,
+        format!(
+            "[ui]\ncolumns = [\"state\", \"local\", \"service\"]\nstale_after = \"1s\"\n\
+             [services]\n{port} = \"test-svc\"\n"
+        ),
+    )
+    .unwrap();
+    let path = config.to_str().unwrap();
+    let filter = format!("sport:{port}");
+    // [ui] columns for the table, [services] names the port.
+    let table = lines(&katop(&["--once", "--config", path, "-f", &filter]));
+    assert!(
+        table[0].starts_with("STATE") && table[0].contains("SERVICE"),
+        "{table:?}"
+    );
+    assert!(!table[0].contains("PROCESS"), "{table:?}");
+    assert!(table[1].contains("test-svc"), "{table:?}");
+    // -o wins over the file.
+    let table = lines(&katop(&[
+        "--once", "--config", path, "-o", "local", "-f", &filter,
+    ]));
+    assert!(table[0].trim() == "LOCAL", "{table:?}");
+    let v = json(&katop(&["--jsonl", "--config", path, "-f", &filter]));
+    assert_eq!(v[0]["service"], "test-svc");
+    assert_eq!(
+        json(&katop(&[
+            "--jsonl",
+            "--config",
+            path,
+            "-f",
+            "service:test-svc"
+        ]))
+        .len(),
+        1
+    );
+    // A mistake in it is a usage error that says where.
+    std::fs::write(&config, "[ui]\nsort = \"sideways\"\n").unwrap();
+    let o = katop(&["--once", "--config", path]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("config.toml") && err.contains("'sideways' is not a column"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,4 +1,4 @@
-//! A real PostgreSQL server for a test: its own cluster in a temporary directory, on its own
+//! A real `PostgreSQL` server for a test: its own cluster in a temporary directory, on its own
 //! port, run as the `postgres` user (Debian's `postgresql` package, which `.ci/run` installs),
 //! stopped and removed when dropped.
 

@@ -1,5 +1,5 @@
 //! The dashboard's keys in a real terminal (tmux): editing the filter, searching, the poll
-//! interval, the selection when its socket closes, and the groups view over a real PostgreSQL.
+//! interval, the selection when its socket closes, and the groups view over a real `PostgreSQL`.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 

@@ -1,0 +1,139 @@
+//! The table's history across polls, its stale rules and helpers other tests build on.
+
+use super::*;
+use crate::model::tcp_info::TcpInfo;
+use crate::model::{Cookie, Endpoint, Family, Inode, Owner, Process, Proto, StaleReason};
+use std::sync::Arc;
+
+/// A TCP socket 127.0.0.1:40000 → 127.0.0.1:5432 owned by pid 42, in `state`.
+pub fn sock(state: SockState) -> RawSock {
+    RawSock {
+        proto: Proto::Tcp,
+        family: Family::Inet,
+        state,
+        local: Endpoint::Inet("127.0.0.1:40000".parse().unwrap()),
+        remote: Endpoint::Inet("127.0.0.1:5432".parse().unwrap()),
+        interface: 0,
+        inode: Inode(1000),
+        cookie: Cookie(1),
+        netns: NetnsId(1),
+        uid: Some(1000),
+        recv_q: 0,
+        send_q: 0,
+        timer: None,
+        tcp_info: None,
+        opts: crate::model::SockOpts::default(),
+        owner: Owner::Process {
+            process: Arc::new(Process {
+                pid: 42,
+                name: "psql".into(),
+                cmdline: "psql db".into(),
+                container: None,
+            }),
+            fd: 3,
+        },
+    }
+}
+
+/// Sets `tcp_info` with last data sent/received and last ACK all `idle_ms` ago.
+pub fn with_idle(mut s: RawSock, idle_ms: u32) -> RawSock {
+    s.tcp_info = Some(info(idle_ms, 0, 0));
+    s
+}
+
+pub fn info(idle_ms: u32, bytes_acked: u64, bytes_received: u64) -> TcpInfo {
+    let mut b = vec![0u8; 248];
+    for off in [44, 52, 56] {
+        b[off..off + 4].copy_from_slice(&idle_ms.to_ne_bytes());
+    }
+    b[120..128].copy_from_slice(&bytes_acked.to_ne_bytes());
+    b[128..136].copy_from_slice(&bytes_received.to_ne_bytes());
+    TcpInfo::from_kernel_bytes(&b)
+}
+
+pub fn snapshot(socks: Vec<RawSock>) -> Snapshot {
+    Snapshot {
+        socks,
+        netns: NetnsId(1),
+        settings: KernelSettings::default(),
+        interfaces: HashMap::new(),
+        holders: Arc::default(),
+        namespaces: Vec::new(),
+        taken_at: Instant::now(),
+        wall: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_308_072),
+        cost: PollCost::default(),
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn history_carries_over_by_cookie() {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let mut a = sock(SockState::Established);
+    a.tcp_info = Some(info(0, 1000, 500));
+    table.apply(snapshot(vec![a.clone()]), t0);
+    let e = table.get(&a.key()).unwrap();
+    assert_eq!(e.first_seen(), t0);
+    assert_eq!(e.rate_in(), None);
+
+    a.tcp_info = Some(info(0, 3000, 1500));
+    let t1 = t0 + Duration::from_secs(2);
+    table.apply(snapshot(vec![a.clone()]), t1);
+    let e = table.get(&a.key()).unwrap();
+    assert_eq!(e.first_seen(), t0);
+    assert_eq!(e.rate_out(), Some(1000.0));
+    assert_eq!(e.rate_in(), Some(500.0));
+    assert_eq!(e.age(t1), Duration::from_secs(2));
+    assert_eq!(e.service(), Some("postgres"));
+}
+
+#[test]
+fn close_wait_watched_long_enough_is_stale() {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let est = with_idle(sock(SockState::Established), 0);
+    table.apply(snapshot(vec![est]), t0);
+    let cw = with_idle(sock(SockState::CloseWait), 0);
+    table.apply(snapshot(vec![cw.clone()]), t0 + Duration::from_secs(1));
+    assert!(table.get(&cw.key()).unwrap().stale.is_empty());
+    table.apply(snapshot(vec![cw.clone()]), t0 + Duration::from_secs(302));
+    let e = table.get(&cw.key()).unwrap();
+    assert_eq!(e.state_since(), t0 + Duration::from_secs(1));
+    assert!(e.stale.contains(StaleReason::CloseWait));
+}
+
+#[test]
+fn a_retired_table_carries_history_over() {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let mut a = sock(SockState::Established);
+    a.tcp_info = Some(info(0, 1000, 500));
+    table.apply(snapshot(vec![a.clone()]), t0);
+    table.retire();
+    assert!(table.is_empty());
+    a.tcp_info = Some(info(0, 3000, 1500));
+    let t1 = t0 + Duration::from_secs(2);
+    table.apply(snapshot(vec![a.clone()]), t1);
+    let e = table.get(&a.key()).unwrap();
+    assert_eq!(e.first_seen(), t0);
+    assert_eq!(e.rate_out(), Some(1000.0));
+    assert_eq!(e.state_since(), t0);
+}
+
+#[test]
+fn gone_sockets_leave_and_apply_is_idempotent() {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let a = sock(SockState::Established);
+    let mut b = sock(SockState::Listen);
+    b.cookie = Cookie(2);
+    table.apply(snapshot(vec![a.clone(), b.clone()]), t0);
+    table.apply(snapshot(vec![a.clone(), b.clone()]), t0);
+    assert_eq!(table.len(), 2);
+    table.apply(snapshot(vec![b.clone()]), t0 + Duration::from_secs(1));
+    assert_eq!(table.len(), 1);
+    assert!(table.get(&a.key()).is_none());
+    assert_eq!(table.get(&b.key()).unwrap().first_seen(), t0);
+    assert_eq!(table.get(&b.key()).unwrap().idle_ms(), None);
+}

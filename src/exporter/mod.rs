@@ -169,6 +169,8 @@ struct Poller {
 impl Poller {
     fn new(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> anyhow::Result<Self> {
         let mut table = ConnTable::new(args.stale_after);
+        // No metric is about a connection's other end.
+        table.set_peers(false);
         table.set_middleboxes(middleboxes);
         Ok(Poller {
             collector: Collector::new(crate::selection(args))?,

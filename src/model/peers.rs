@@ -20,21 +20,51 @@ pub struct Peer {
     pub process: Option<Arc<Process>>,
 }
 
-/// `(namespace, this end, other end)`, addresses canonical (an IPv4 client of a dual-stack
-/// server shows as `::ffff:a.b.c.d` on the server's side).
-type Ends = (NetnsId, InetAddr, InetAddr);
-
-fn canonical(a: InetAddr) -> InetAddr {
-    InetAddr::new(a.ip().to_canonical(), a.port())
+impl Peer {
+    pub fn of(s: &RawSock) -> Peer {
+        Peer {
+            cookie: s.cookie.0,
+            process: match &s.owner {
+                crate::model::Owner::Process { process, .. } => Some(Arc::clone(process)),
+                _ => None,
+            },
+        }
+    }
 }
+
+/// No peer, in [`pair`]'s answer.
+pub const NONE: u32 = u32::MAX;
+
+/// An address as one number: IPv4 (and v4-mapped IPv6, as a dual-stack server sees an IPv4
+/// client) packed with the port; IPv6 hashed apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum End {
+    V4(u64),
+    V6(u128, u16),
+}
+
+fn end(a: InetAddr) -> End {
+    match a.ip().to_canonical() {
+        std::net::IpAddr::V4(v4) => End::V4(u64::from(u32::from(v4)) << 16 | u64::from(a.port())),
+        std::net::IpAddr::V6(v6) => End::V6(u128::from(v6), a.port()),
+    }
+}
+
+/// `(namespace, this end, other end)`.
+type Ends = (NetnsId, End, End);
 
 fn ends(s: &RawSock) -> Option<Ends> {
     match (&s.local, &s.remote) {
         (Endpoint::Inet(l), Endpoint::Inet(r)) if r.port() != 0 => {
-            Some((s.netns, canonical(*l), canonical(*r)))
+            Some((s.netns, end(*l), end(*r)))
         }
         _ => None,
     }
+}
+
+fn hash(ends: &Ends) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(ends)
 }
 
 /// A TCP socket with both ends set: not listening, not closed, not `TIME_WAIT` (which no
@@ -47,22 +77,19 @@ fn connected_tcp(s: &RawSock) -> bool {
         )
 }
 
-/// Every socket's local peer, by cookie (both ends of each pair are listed).
-pub fn pair(socks: &[RawSock]) -> FxHashMap<u64, Peer> {
-    let mut out = FxHashMap::default();
-    let mut link = |a: usize, b: usize| {
-        for (x, y) in [(a, b), (b, a)] {
-            out.insert(
-                socks[x].cookie.0,
-                Peer {
-                    cookie: socks[y].cookie.0,
-                    process: match &socks[y].owner {
-                        crate::model::Owner::Process { process, .. } => Some(Arc::clone(process)),
-                        _ => None,
-                    },
-                },
-            );
+/// Each socket's local peer, as an index into `socks` ([`NONE`] for none); empty when no
+/// socket has one (no memory spent on a host without local connections). `known` holds the
+/// pairs carried from the last poll (or is empty): only the sockets it leaves unpaired are
+/// looked at, so a poll pays for the connections that are new, not for all of them.
+pub fn pair(socks: &[RawSock], known: Vec<u32>) -> Vec<u32> {
+    let mut out = known;
+    let paired = |out: &[u32], i: usize| out.get(i).is_some_and(|&p| p != NONE);
+    let link = |out: &mut Vec<u32>, a: usize, b: usize| {
+        if out.is_empty() {
+            out.resize(socks.len(), NONE);
         }
+        out[a] = b as u32;
+        out[b] = a as u32;
     };
     let listening: FxHashSet<(NetnsId, u16)> = socks
         .iter()
@@ -70,32 +97,44 @@ pub fn pair(socks: &[RawSock]) -> FxHashMap<u64, Peer> {
         .filter_map(|s| Some((s.netns, s.local.port()?)))
         .collect();
     if !listening.is_empty() {
-        // Clients of a local listener, by the ends their server-side socket has.
-        let mut wanted: FxHashMap<Ends, usize> = FxHashMap::default();
+        // Clients of a local listener, by the ends their server-side socket has. (A listener
+        // here on the port it connects to; the exact match of both ends below tells a local
+        // server from a remote one on the same port.)
+        // Keyed by a hash of the ends (8 bytes, not 56: tens of thousands of local clients
+        // are hashed every poll on a busy host); a hit is checked against the real ends.
+        let mut wanted: FxHashMap<u64, u32> = FxHashMap::default();
         let mut ports: FxHashSet<(NetnsId, u16)> = FxHashSet::default();
-        for (i, s) in socks.iter().enumerate().filter(|(_, s)| connected_tcp(s)) {
-            let Some((ns, local, remote)) = ends(s) else {
+        for (i, s) in socks.iter().enumerate() {
+            let Some(remote) = s.remote.port() else {
                 continue;
             };
-            // A listener here on the port it connects to; the exact match of both ends
-            // below tells a local server from a remote one on the same port.
-            if listening.contains(&(ns, remote.port())) {
-                wanted.insert((ns, remote, local), i);
-                ports.insert((ns, remote.port()));
+            if paired(&out, i) || !listening.contains(&(s.netns, remote)) || !connected_tcp(s) {
+                continue;
+            }
+            if let Some((ns, local, remote_end)) = ends(s) {
+                wanted.insert(hash(&(ns, remote_end, local)), i as u32);
+                ports.insert((ns, remote));
             }
         }
         if !wanted.is_empty() {
-            for (i, s) in socks.iter().enumerate().filter(|(_, s)| connected_tcp(s)) {
-                if !s
-                    .local
-                    .port()
-                    .is_some_and(|p| ports.contains(&(s.netns, p)))
+            for (i, s) in socks.iter().enumerate() {
+                if paired(&out, i)
+                    || !s
+                        .local
+                        .port()
+                        .is_some_and(|p| ports.contains(&(s.netns, p)))
+                    || !connected_tcp(s)
                 {
                     continue;
                 }
-                if let Some(&c) = ends(s).and_then(|e| wanted.get(&e)) {
-                    if c != i {
-                        link(i, c);
+                let Some(these) = ends(s) else {
+                    continue;
+                };
+                if let Some(&c) = wanted.get(&hash(&these)) {
+                    let (ns, local, remote) = these;
+                    let theirs = ends(&socks[c as usize]);
+                    if c as usize != i && theirs == Some((ns, remote, local)) {
+                        link(&mut out, i, c as usize);
                     }
                 }
             }
@@ -104,7 +143,8 @@ pub fn pair(socks: &[RawSock]) -> FxHashMap<u64, Peer> {
     // Unix sockets name their peer's inode.
     if socks
         .iter()
-        .any(|s| matches!(s.remote, Endpoint::UnixPeer(Some(_))))
+        .enumerate()
+        .any(|(i, s)| !paired(&out, i) && matches!(s.remote, Endpoint::UnixPeer(Some(_))))
     {
         let by_inode: FxHashMap<(NetnsId, u32), usize> = socks
             .iter()
@@ -113,10 +153,13 @@ pub fn pair(socks: &[RawSock]) -> FxHashMap<u64, Peer> {
             .map(|(i, s)| ((s.netns, s.inode.0), i))
             .collect();
         for (i, s) in socks.iter().enumerate() {
+            if paired(&out, i) {
+                continue;
+            }
             if let Endpoint::UnixPeer(Some(peer)) = s.remote {
                 if let Some(&j) = by_inode.get(&(s.netns, peer.0)) {
                     if i < j {
-                        link(i, j);
+                        link(&mut out, i, j);
                     }
                 }
             }
@@ -130,6 +173,15 @@ mod tests {
     use super::*;
     use crate::model::table::tests::sock;
     use crate::model::{Cookie, Inode};
+
+    fn by_cookie(socks: &[RawSock], peers: &[u32]) -> FxHashMap<u64, Peer> {
+        peers
+            .iter()
+            .enumerate()
+            .filter(|(_, &p)| p != NONE)
+            .map(|(i, &p)| (socks[i].cookie.0, Peer::of(&socks[p as usize])))
+            .collect()
+    }
 
     fn tcp(cookie: u64, state: SockState, local: &str, remote: &str, pid: u32) -> RawSock {
         let mut s = sock(state);
@@ -195,7 +247,7 @@ mod tests {
                 22,
             ),
         ];
-        let p = pair(&socks);
+        let p = by_cookie(&socks, &pair(&socks, Vec::new()));
         let pid = |c: u64| p.get(&c).and_then(|p| p.process.as_ref()).map(|p| p.pid);
         assert_eq!(p.get(&2).map(|p| p.cookie), Some(3));
         assert_eq!(pid(2), Some(30));
@@ -206,8 +258,15 @@ mod tests {
         // Another namespace's socket with the same addresses is not the peer.
         let mut other = socks[2].clone();
         other.netns = NetnsId(99);
-        let q = pair(&[socks[0].clone(), socks[1].clone(), other]);
+        let q = pair(&[socks[0].clone(), socks[1].clone(), other], Vec::new());
         assert!(q.is_empty(), "{q:?}");
+        // Nothing local: nothing allocated.
+        assert!(pair(&socks[5..], Vec::new()).is_empty());
+        // Pairs carried from the last poll stand; only the rest are looked for.
+        let mut known = vec![NONE; socks.len()];
+        (known[1], known[2]) = (2, 1);
+        let again = pair(&socks, known);
+        assert_eq!((again[1], again[2], again[3], again[4]), (2, 1, 4, 3));
     }
 
     #[test]
@@ -221,7 +280,8 @@ mod tests {
         b.cookie = Cookie(2);
         b.inode = Inode(200);
         b.remote = Endpoint::UnixPeer(Some(Inode(100)));
-        let p = pair(&[a, b]);
+        let socks = [a, b];
+        let p = by_cookie(&socks, &pair(&socks, Vec::new()));
         assert_eq!(p.get(&1).map(|p| p.cookie), Some(2));
         assert_eq!(p.get(&2).map(|p| p.cookie), Some(1));
     }

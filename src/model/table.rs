@@ -40,8 +40,6 @@ pub struct Ctx {
     /// The namespaces read, beyond the host's, and where each is in that list.
     pub namespaces: Vec<crate::model::NsInfo>,
     ns_index: FxHashMap<NetnsId, usize>,
-    /// Each end of a connection within this host: the other end (by cookie).
-    pub peers: FxHashMap<u64, crate::model::Peer>,
 }
 
 impl Ctx {
@@ -66,6 +64,24 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// A poll's context: its settings, holders and namespaces, and when it was applied.
+    fn take(
+        &mut self,
+        settings: KernelSettings,
+        holders: Arc<Holders>,
+        namespaces: Vec<crate::model::NsInfo>,
+        (now, wall): (Instant, std::time::SystemTime),
+    ) {
+        if self.settings != settings || self.polled_at.is_none() {
+            self.settings = settings;
+            self.update_middleboxes();
+        }
+        self.polled_at = Some(now);
+        self.polled_wall = Some(wall);
+        self.holders = holders;
+        self.set_namespaces(namespaces);
+    }
+
     fn update_middleboxes(&mut self) {
         self.middleboxes.clone_from(&self.declared);
         if let Some(s) = self.settings.conntrack_established_s {
@@ -122,6 +138,8 @@ pub struct SockEntry<'a> {
     /// The table's first poll: `Derived` keeps times as 4-byte offsets from it.
     epoch: Instant,
     pub ctx: &'a Ctx,
+    /// The socket at the other end, when it is on this host.
+    peer: Option<&'a RawSock>,
 }
 
 impl std::ops::Deref for SockEntry<'_> {
@@ -139,6 +157,7 @@ impl<'a> SockEntry<'a> {
             derived: *d,
             epoch,
             ctx,
+            peer: None,
         }
     }
 
@@ -169,6 +188,7 @@ impl<'a> SockEntry<'a> {
             derived,
             epoch: now,
             ctx,
+            peer: None,
         }
     }
 
@@ -243,7 +263,7 @@ impl<'a> SockEntry<'a> {
 
     /// The socket at the other end, when it is on this host too.
     pub fn peer(&self) -> Option<crate::model::Peer> {
-        self.ctx.peers.get(&self.sock.cookie.0).cloned()
+        self.peer.map(crate::model::Peer::of)
     }
 
     pub fn key(&self) -> SockKey {
@@ -372,6 +392,11 @@ pub struct ConnTable {
     /// Cookie → when katop first saw a connected TCP socket with no holder (ms after the
     /// epoch); a few entries, not one per socket.
     ownerless_since: FxHashMap<u64, u32>,
+    /// Each socket's peer on this host (index into `socks`, [`peers::NONE`] for none); empty
+    /// when no socket has one.
+    peer_of: Vec<u32>,
+    /// Whether to pair local connections at all (the exporter does not show them).
+    pairs: bool,
     /// What the sockets carry into the next poll, when the table let them go ([`Self::retire`]).
     retired: Option<FxHashMap<u64, Carry>>,
     pub netns: NetnsId,
@@ -392,6 +417,8 @@ impl ConnTable {
             index: FxHashMap::default(),
             ownerless_since: FxHashMap::default(),
             retired: None,
+            peer_of: Vec::new(),
+            pairs: true,
             netns: NetnsId::default(),
             ctx: Ctx {
                 stale_after,
@@ -402,6 +429,15 @@ impl ConnTable {
             warnings: Vec::new(),
             last_poll: None,
             epoch: None,
+        }
+    }
+
+    /// Whether to find each local connection's other end (on by default; a view that never
+    /// shows them can spare the work).
+    pub fn set_peers(&mut self, on: bool) {
+        self.pairs = on;
+        if !on {
+            self.peer_of = Vec::new();
         }
     }
 
@@ -433,18 +469,22 @@ impl ConnTable {
             u32::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u32::MAX);
         let mut socks = snap.socks;
         let index = dedup_by_cookie(&mut socks);
-        if self.ctx.settings != snap.settings || self.ctx.polled_at.is_none() {
-            self.ctx.settings = snap.settings;
-            self.ctx.update_middleboxes();
-        }
-        self.ctx.polled_at = Some(now);
-        self.ctx.polled_wall = Some(snap.wall);
-        self.ctx.holders = snap.holders;
-        self.ctx.set_namespaces(snap.namespaces);
-        self.ctx.peers = crate::model::peers::pair(&socks);
+        self.ctx.take(
+            snap.settings,
+            snap.holders,
+            snap.namespaces,
+            (now, snap.wall),
+        );
         let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
         let mut ownerless_since = FxHashMap::default();
         let mut derived = Vec::with_capacity(socks.len());
+        // Where each of the last poll's sockets is now, when local pairs are to be carried.
+        let carry_pairs = self.pairs && !self.peer_of.is_empty();
+        let mut now_at: Vec<u32> = if carry_pairs {
+            vec![crate::model::peers::NONE; self.socks.len()]
+        } else {
+            Vec::new()
+        };
         let mut carried = vec![false; self.socks.len()];
         let retired = std::mem::take(&mut self.retired);
         for sock in &socks {
@@ -457,6 +497,9 @@ impl ConnTable {
                     .filter(|&i| self.socks[i].netns == sock.netns)
                     .map(|i| {
                         carried[i] = true;
+                        if carry_pairs {
+                            now_at[i] = derived.len() as u32;
+                        }
                         Carry::of(&self.socks[i], &self.derived[i])
                     }),
             }
@@ -508,6 +551,10 @@ impl ConnTable {
             });
         }
         self.ownerless_since = ownerless_since;
+        if self.pairs {
+            let known = self.carried_pairs(&now_at, socks.len());
+            self.peer_of = crate::model::peers::pair(&socks, known);
+        }
         let previous = std::mem::replace(&mut self.socks, socks);
         self.derived = derived;
         self.index = index;
@@ -520,6 +567,26 @@ impl ConnTable {
             .filter(|&i| !carried[i as usize])
             .collect();
         Applied { previous, gone }
+    }
+
+    /// The last poll's local pairs whose two sockets are both still here, at their new places
+    /// (`now_at`: each old socket's new index). Empty when there were none.
+    fn carried_pairs(&self, now_at: &[u32], len: usize) -> Vec<u32> {
+        use crate::model::peers::NONE;
+        if now_at.is_empty() {
+            return Vec::new();
+        }
+        let mut known = vec![NONE; len];
+        for (old, &new) in now_at.iter().enumerate() {
+            let peer = self.peer_of[old];
+            if new == NONE || peer == NONE {
+                continue;
+            }
+            if let Some(&peer_now) = now_at.get(peer as usize).filter(|&&p| p != NONE) {
+                known[new as usize] = peer_now;
+            }
+        }
+        known
     }
 
     /// The stale rules, with `at-risk` when middleboxes are declared.
@@ -544,7 +611,7 @@ impl ConnTable {
             .map(|(s, d)| (s.cookie.0, Carry::of(s, d)))
             .collect();
         self.retired = Some(history);
-        self.ctx.peers = FxHashMap::default();
+        self.peer_of = Vec::new();
         self.socks = Vec::new();
         self.derived = Vec::new();
         self.index = FxHashMap::default();
@@ -558,21 +625,23 @@ impl ConnTable {
 
     /// Every socket, in dump order.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = SockEntry<'_>> + '_ {
-        self.socks
-            .iter()
-            .zip(&self.derived)
-            .map(|(s, d)| SockEntry::new(s, d, self.epoch(), &self.ctx))
+        (0..self.socks.len()).map(|i| self.entry(i))
     }
 
     /// The socket at `i` (0..len), in dump order.
     pub fn entry(&self, i: usize) -> SockEntry<'_> {
-        SockEntry::new(&self.socks[i], &self.derived[i], self.epoch(), &self.ctx)
+        let mut e = SockEntry::new(&self.socks[i], &self.derived[i], self.epoch(), &self.ctx);
+        e.peer = self
+            .peer_of
+            .get(i)
+            .filter(|&&p| p != crate::model::peers::NONE)
+            .map(|&p| &self.socks[p as usize]);
+        e
     }
 
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
         let i = *self.index.get(&key.cookie.0)? as usize;
-        (self.socks[i].netns == key.netns)
-            .then(|| SockEntry::new(&self.socks[i], &self.derived[i], self.epoch(), &self.ctx))
+        (self.socks[i].netns == key.netns).then(|| self.entry(i))
     }
 
     pub fn len(&self) -> usize {

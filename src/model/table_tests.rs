@@ -137,3 +137,71 @@ fn gone_sockets_leave_and_apply_is_idempotent() {
     assert_eq!(table.get(&b.key()).unwrap().first_seen(), t0);
     assert_eq!(table.get(&b.key()).unwrap().idle_ms(), None);
 }
+
+#[test]
+fn local_pairs_carry_across_polls_and_new_ones_are_found() {
+    let mk = |cookie: u64, state: SockState, local: &str, remote: &str| {
+        let mut s = sock(state);
+        s.cookie = Cookie(cookie);
+        s.local = Endpoint::Inet(local.parse().unwrap());
+        s.remote = Endpoint::Inet(remote.parse().unwrap());
+        s
+    };
+    let listener = mk(1, SockState::Listen, "127.0.0.1:5432", "0.0.0.0:0");
+    let client = mk(
+        2,
+        SockState::Established,
+        "127.0.0.1:40000",
+        "127.0.0.1:5432",
+    );
+    let server = mk(
+        3,
+        SockState::Established,
+        "127.0.0.1:5432",
+        "127.0.0.1:40000",
+    );
+    let client2 = mk(
+        4,
+        SockState::Established,
+        "127.0.0.1:40001",
+        "127.0.0.1:5432",
+    );
+    let server2 = mk(
+        5,
+        SockState::Established,
+        "127.0.0.1:5432",
+        "127.0.0.1:40001",
+    );
+    let peer = |t: &ConnTable, cookie: u64| {
+        t.entries()
+            .find(|e| e.sock.cookie.0 == cookie)
+            .and_then(|e| e.peer())
+            .map(|p| p.cookie)
+    };
+    let t0 = Instant::now();
+    let mut t = ConnTable::new(Duration::from_secs(300));
+    t.apply(
+        snapshot(vec![listener.clone(), client.clone(), server.clone()]),
+        t0,
+    );
+    assert_eq!((peer(&t, 2), peer(&t, 3)), (Some(3), Some(2)));
+    // Reordered, with a new pair: the old one carried, the new one found.
+    t.apply(
+        snapshot(vec![
+            server2,
+            server,
+            listener.clone(),
+            client2,
+            client.clone(),
+        ]),
+        t0 + Duration::from_secs(1),
+    );
+    assert_eq!((peer(&t, 2), peer(&t, 3)), (Some(3), Some(2)));
+    assert_eq!((peer(&t, 4), peer(&t, 5)), (Some(5), Some(4)));
+    // One end closes: the other has no peer any more.
+    t.apply(
+        snapshot(vec![listener, client]),
+        t0 + Duration::from_secs(2),
+    );
+    assert_eq!(peer(&t, 2), None);
+}

@@ -24,9 +24,10 @@ enum Kind {
     Gone,
 }
 
-/// One visible row: each column's full and compact text, what kind of row, and whether it is
-/// selected.
+/// One visible row: each column's full text (and compact text, when the width asks for it),
+/// what kind of row, and whether it is selected.
 struct Shown {
+    line: Line,
     full: Vec<String>,
     short: Vec<String>,
     kind: Kind,
@@ -47,16 +48,42 @@ fn dashboard_columns(app: &App) -> Vec<Column> {
     columns::for_table(&app.columns, app.table.ctx.namespaces.len())
 }
 
-fn texts(e: &SockEntry, cols: &[Column], app: &App) -> (Vec<String>, Vec<String>) {
-    let full = cols
-        .iter()
+fn texts(e: &SockEntry, cols: &[Column], app: &App) -> Vec<String> {
+    cols.iter()
         .map(|c| printable_owned(c.cell(e, app.now)))
-        .collect();
-    let short = cols
-        .iter()
-        .map(|c| printable_owned(c.compact_cell(e, app.now)))
-        .collect();
-    (full, short)
+        .collect()
+}
+
+/// The compact texts of the rows, worked out only when the full ones do not fit.
+fn compact_texts(app: &App, cols: &[Column], rows: &mut [Shown]) {
+    for r in rows.iter_mut() {
+        let entry = match r.line {
+            Line::Sock(i) => Some(app.table.entry(i as usize)),
+            Line::Closed(i) => Some(SockEntry::bare(
+                &app.closed[i as usize].0,
+                app.now,
+                &app.table.ctx,
+            )),
+            Line::TimeWait(_) => None,
+        };
+        r.short = match entry {
+            Some(e) => cols
+                .iter()
+                .map(|c| printable_owned(c.compact_cell(&e, app.now)))
+                .collect(),
+            None => cols
+                .iter()
+                .zip(&r.full)
+                .map(|(c, t)| {
+                    if *c == Column::State {
+                        "TIME-WAIT".into()
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect(),
+        };
+    }
 }
 
 /// The rows on screen, with every column's texts.
@@ -75,20 +102,20 @@ fn shown_rows(app: &App, cols: &[Column], area: Rect) -> Vec<Shown> {
                     new: app.is_new(e.first_seen()),
                     marked: app.marked.contains(&e.key()),
                 };
-                let (full, short) = texts(&e, cols, app);
                 rows.push(Shown {
-                    full,
-                    short,
+                    line: *line,
+                    full: texts(&e, cols, app),
+                    short: Vec::new(),
                     kind,
                     selected: is_sel,
                 });
             }
             Line::Closed(i) => {
                 let e = SockEntry::bare(&app.closed[*i as usize].0, app.now, &app.table.ctx);
-                let (full, short) = texts(&e, cols, app);
                 rows.push(Shown {
-                    full,
-                    short,
+                    line: *line,
+                    full: texts(&e, cols, app),
+                    short: Vec::new(),
                     kind: Kind::Gone,
                     selected: false,
                 });
@@ -104,13 +131,10 @@ fn shown_rows(app: &App, cols: &[Column], area: Rect) -> Vec<Shown> {
                         _ => String::new(),
                     })
                     .collect();
-                let mut short = full.clone();
-                if let Some(i) = cols.iter().position(|c| *c == Column::State) {
-                    short[i] = "TIME-WAIT".into();
-                }
                 rows.push(Shown {
+                    line: *line,
                     full,
-                    short,
+                    short: Vec::new(),
                     kind: Kind::Summary,
                     selected: false,
                 });
@@ -143,7 +167,6 @@ fn drop_empty(app: &App, cols: &mut Vec<Column>, rows: &mut [Shown]) {
     };
     for r in rows.iter_mut() {
         keep(&mut r.full);
-        keep(&mut r.short);
     }
     let mut i = 0;
     cols.retain(|_| {
@@ -165,7 +188,7 @@ fn visible(app: &App, area: Rect) -> Visible {
     } else {
         0
     };
-    let width_of = |short: bool| -> Vec<usize> {
+    let width_of = |rows: &[Shown], short: bool| -> Vec<usize> {
         cols.iter()
             .enumerate()
             .map(|(i, c)| {
@@ -179,10 +202,15 @@ fn visible(app: &App, area: Rect) -> Visible {
             })
             .collect()
     };
-    let full = width_of(false);
-    let short = width_of(true);
     let room = usize::from(area.width.saturating_sub(super::wrap::MARGIN)).saturating_sub(marks);
-    let fit = columns::fit(&cols, &full, &short, room, app.hscroll);
+    let full = width_of(&rows, false);
+    let mut short = full.clone();
+    let mut fit = columns::fit(&cols, &full, &full, room, app.hscroll);
+    if fit.compact.contains(&true) {
+        compact_texts(app, &cols, &mut rows);
+        short = width_of(&rows, true);
+        fit = columns::fit(&cols, &full, &short, room, app.hscroll);
+    }
     let widths = (0..cols.len())
         .map(|i| if fit.compact[i] { short[i] } else { full[i] })
         .collect();

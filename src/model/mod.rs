@@ -2,6 +2,7 @@
 
 pub mod addr;
 pub mod duration;
+pub mod entry;
 pub mod filter;
 pub mod keepalive;
 pub mod peers;

@@ -208,7 +208,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "KATOP_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 
-    /// Dashboard: killing disabled (k and F9 say why nothing happens).
+    /// Dashboard: killing and keepalive changes disabled (k, K and Space leave the footer and
+    /// help; pressed anyway, they say why nothing happens).
     #[arg(long, env = "KATOP_READ_ONLY")]
     pub read_only: bool,
 

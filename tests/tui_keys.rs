@@ -29,14 +29,9 @@ fn port(s: &TcpStream) -> u16 {
     s.local_addr().unwrap().port()
 }
 
-#[test]
-fn the_filter_bar_edits_in_place_and_esc_puts_back_the_previous_filter() {
-    let Some(t) = Tmux::start("edit", 160, 40) else {
-        return;
-    };
-    let (l, pairs) = three();
-    let server = l.local_addr().unwrap().port();
-    let clients: Vec<u16> = pairs.iter().map(|p| port(&p.0)).collect();
+/// Starts katop polling every 300 ms, filtered to the clients of port `server`, and waits for
+/// the three of them.
+fn katop_on_three(t: &Tmux, server: u16) {
     t.start_katop("--interval 300ms");
     let base = format!("dport:{server}");
     t.keys(&["F4"]);
@@ -45,6 +40,26 @@ fn the_filter_bar_edits_in_place_and_esc_puts_back_the_previous_filter() {
     t.wait("the three clients", |s| {
         rows(s).len() == 3 && s.contains(&format!("[{base}]"))
     });
+}
+
+/// Searches for `text` (`/`, the text, `Enter`).
+fn search(t: &Tmux, text: &str) {
+    t.keys(&["/"]);
+    t.type_text(text);
+    t.wait_for("search: ");
+    t.keys(&["Enter"]);
+}
+
+#[test]
+fn the_filter_bar_edits_in_place_and_esc_puts_back_the_previous_filter() {
+    let Some(t) = Tmux::start("edit", 160, 40) else {
+        return;
+    };
+    let (l, pairs) = three();
+    let server = l.local_addr().unwrap().port();
+    let clients: Vec<u16> = pairs.iter().map(|p| port(&p.0)).collect();
+    katop_on_three(&t, server);
+    let base = format!("dport:{server}");
     // Narrow to one client as typed; Ctrl-W takes its port back off (the text is invalid
     // meanwhile, and the table keeps the last valid filter); another port is typed in.
     t.keys(&["F4"]);
@@ -89,15 +104,8 @@ fn search_jumps_to_a_row_without_hiding_the_others() {
     let (l, pairs) = three();
     let server = l.local_addr().unwrap().port();
     let target = port(&pairs[2].0);
-    t.start_katop("--interval 300ms");
-    t.keys(&["F4"]);
-    t.type_text(&format!("dport:{server}"));
-    t.keys(&["Enter"]);
-    t.wait("the three clients", |s| rows(s).len() == 3);
-    t.keys(&["/"]);
-    t.type_text(&target.to_string());
-    t.wait_for("search: ");
-    t.keys(&["Enter"]);
+    katop_on_three(&t, server);
+    search(&t, &target.to_string());
     // Still three rows; the details are the searched one's.
     t.keys(&["Enter"]);
     let s = t.wait("details of the match", |s| {
@@ -137,15 +145,8 @@ fn the_selection_moves_to_its_neighbour_when_its_socket_closes() {
     let (l, mut pairs) = three();
     let server = l.local_addr().unwrap().port();
     let gone = port(&pairs[1].0);
-    t.start_katop("--interval 300ms");
-    t.keys(&["F4"]);
-    t.type_text(&format!("dport:{server}"));
-    t.keys(&["Enter"]);
-    t.wait("the three clients", |s| rows(s).len() == 3);
-    t.keys(&["/"]);
-    t.type_text(&gone.to_string());
-    t.keys(&["Enter"]);
-    t.wait_for("search: ");
+    katop_on_three(&t, server);
+    search(&t, &gone.to_string());
     // The selected connection closes (both ends: no TIME_WAIT on the client's side to wait for).
     let (c, s) = pairs.remove(1);
     socket2::SockRef::from(&c)

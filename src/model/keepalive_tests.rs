@@ -3,14 +3,7 @@ use crate::model::table::tests::{sock, with_idle};
 use crate::model::Timer;
 
 fn settings() -> KernelSettings {
-    KernelSettings {
-        keepalive_time_s: Some(7200),
-        keepalive_intvl_s: Some(75),
-        keepalive_probes: Some(9),
-        retries2: Some(15),
-        rto_max_ms: Some(120_000),
-        conntrack_established_s: None,
-    }
+    crate::model::table::tests::linux_defaults()
 }
 
 fn read(idle_s: u16, intvl_s: u16, cnt: u8, keepalive: bool, user_timeout_ms: u32) -> SockOpts {

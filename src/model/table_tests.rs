@@ -36,6 +36,18 @@ pub fn sock(state: SockState) -> RawSock {
 }
 
 /// Sets `tcp_info` with last data sent/received and last ACK all `idle_ms` ago.
+/// Linux's default keepalive and retransmission sysctls.
+pub fn linux_defaults() -> crate::model::KernelSettings {
+    crate::model::KernelSettings {
+        keepalive_time_s: Some(7200),
+        keepalive_intvl_s: Some(75),
+        keepalive_probes: Some(9),
+        retries2: Some(15),
+        rto_max_ms: Some(120_000),
+        conntrack_established_s: None,
+    }
+}
+
 pub fn with_idle(mut s: RawSock, idle_ms: u32) -> RawSock {
     s.tcp_info = Some(info(idle_ms, 0, 0));
     s

@@ -10,14 +10,14 @@ use super::*;
 use crate::app::tests::{ch, fixture_app, key, lay_out};
 use crate::app::{update, App};
 
-fn draw(app: &mut App, w: u16, h: u16) -> Buffer {
+pub(super) fn draw(app: &mut App, w: u16, h: u16) -> Buffer {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     lay_out(app, w, h);
     t.draw(|f| render(app, f)).unwrap();
     t.backend().buffer().clone()
 }
 
-fn text(b: &Buffer) -> String {
+pub(super) fn text(b: &Buffer) -> String {
     let mut out = String::new();
     for y in 0..b.area.height {
         let line: String = (0..b.area.width).map(|x| b[(x, y)].symbol()).collect();

@@ -5,32 +5,13 @@
 //! ran past its place. The check fails on any.
 
 use crossterm::event::KeyCode;
-use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
-use ratatui::Terminal;
 
-use super::render;
-use crate::app::tests::{ch, fixture_app, key, lay_out};
+use super::tests::{draw, text};
+use crate::app::tests::{ch, fixture_app, key};
 use crate::app::{update, App};
 
 const SIZES: [(u16, u16); 3] = [(80, 24), (100, 40), (200, 50)];
-
-fn draw(app: &mut App, w: u16, h: u16) -> Buffer {
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    lay_out(app, w, h);
-    t.draw(|f| render(app, f)).unwrap();
-    t.backend().buffer().clone()
-}
-
-fn text(b: &Buffer) -> String {
-    let mut out = String::new();
-    for y in 0..b.area.height {
-        let line: String = (0..b.area.width).map(|x| b[(x, y)].symbol()).collect();
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
 
 /// Characters that may touch an edge: borders, the sparklines' blocks, and blank.
 fn may_touch_edge(s: &str) -> bool {

@@ -153,14 +153,7 @@ pub fn fixture_app() -> (App, Instant) {
         t0,
     );
     let mut snap = snapshot(fixture_socks());
-    snap.settings = crate::model::KernelSettings {
-        keepalive_time_s: Some(7200),
-        keepalive_intvl_s: Some(75),
-        keepalive_probes: Some(9),
-        retries2: Some(15),
-        rto_max_ms: Some(120_000),
-        conntrack_established_s: None,
-    };
+    snap.settings = crate::model::table::tests::linux_defaults();
     update(&mut app, Msg::Poll(Box::new(snap), t0));
     (app, t0)
 }

@@ -163,6 +163,9 @@ pub fn parse_config(text: &str) -> Result<Config, String> {
             })
             .transpose()
     };
+    if ui.columns.as_ref().is_some_and(Vec::is_empty) {
+        return Err("[ui] columns: name at least one column".into());
+    }
     let interval = duration(&ui.interval, "interval")?;
     if interval.is_some_and(|d| d < crate::cli::MIN_INTERVAL) {
         return Err("[ui] interval: the poll interval is at least 100ms".into());
@@ -308,6 +311,7 @@ mod tests {
         assert_eq!(c.services, [(2222, "ssh".into())]);
         for (bad, says) in [
             ("[ui]\ncolumns = [\"nope\"]", "'nope' is not a column"),
+            ("[ui]\ncolumns = []", "at least one column"),
             ("[ui]\ninterval = \"0s\"", "at least 100ms"),
             ("[ui.presets]\nx = \"idle\"", "a digit"),
             ("[ui.presets]\n6 = \"idle>\"", "bad filter"),

@@ -280,7 +280,8 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
 }
 
 /// `--jsonl --interval DUR`: every interval, one object per socket, each poll flushed whole;
-/// SIGINT and SIGTERM end it between polls, so no line is ever cut.
+/// SIGINT, SIGTERM, SIGHUP (the terminal or ssh session went away) and SIGQUIT end it between
+/// polls, so no line is ever cut.
 fn stream(
     args: &Args,
     filter: &Filter,
@@ -294,6 +295,8 @@ fn stream(
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut quit = signal(SignalKind::quit())?;
         let mut tick = tokio::time::interval(args.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warned = Vec::new();
@@ -302,6 +305,8 @@ fn stream(
                 _ = tick.tick() => {}
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
+                _ = hup.recv() => return Ok(()),
+                _ = quit.recv() => return Ok(()),
             }
             let snap = collector.poll()?;
             let now = Instant::now();

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use serde::Serialize;
+use unicode_width::UnicodeWidthStr;
 
 use crate::columns::{self, Column};
 use crate::model::duration::format_secs;
@@ -311,7 +312,7 @@ pub fn write_table(
             .map(|(i, c)| {
                 cells
                     .iter()
-                    .map(|r| r[i].chars().count())
+                    .map(|r| r[i].width())
                     .max()
                     .unwrap_or(0)
                     .max(c.header().len())
@@ -352,7 +353,7 @@ pub fn write_table(
                 if n > 0 {
                     line.extend(std::iter::repeat_n(' ', gap));
                 }
-                let pad = widths[i].saturating_sub(text.chars().count());
+                let pad = widths[i].saturating_sub(text.width());
                 if columns[i].right_aligned() {
                     line.extend(std::iter::repeat_n(' ', pad));
                     line.push_str(text);

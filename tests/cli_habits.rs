@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 fn katop_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_katop"));
-    // The host namespace only, no filter from the environment, no user config.
+    // The host namespace only, nothing else from the environment, no user config.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("KATOP_") {
+            c.env_remove(var);
+        }
+    }
     c.env("KATOP_NETNS", "host")
-        .env_remove("KATOP_FILTER")
-        .env_remove("KATOP_CONFIG")
         .env("XDG_CONFIG_HOME", "/nonexistent-katop-config")
         .args(args);
     c
@@ -81,6 +84,17 @@ fn json_objects_say_which_host_and_when() {
 
 #[test]
 fn jsonl_with_an_interval_streams_until_interrupted() {
+    // Ctrl-C, a service manager's stop, a closed ssh session.
+    for signal in [
+        rustix::process::Signal::INT,
+        rustix::process::Signal::TERM,
+        rustix::process::Signal::HUP,
+    ] {
+        stream_until(signal);
+    }
+}
+
+fn stream_until(signal: rustix::process::Signal) {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let filter = format!("sport:{}", l.local_addr().unwrap().port());
     let mut child = katop_cmd(&["--jsonl", "--interval", "200ms", "-f", &filter])
@@ -101,14 +115,10 @@ fn jsonl_with_an_interval_streams_until_interrupted() {
     }
     times.dedup();
     assert_eq!(times.len(), 3, "one poll per object: {times:?}");
-    // SIGINT ends it between polls: exit 0, every line whole.
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
+    // The signal ends it between polls: exit 0, every line whole.
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{signal:?}: {status:?}");
     for line in out.lines() {
         let line = line.unwrap();
         serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
@@ -158,6 +168,38 @@ fn the_config_file_sets_defaults_that_flags_override() {
         .len(),
         1
     );
+    // KATOP_COLUMNS beats the file too (and a flag beats KATOP_COLUMNS).
+    let table = lines(
+        &katop_cmd(&["--once", "--config", path, "-f", &filter])
+            .env("KATOP_COLUMNS", "remote")
+            .output()
+            .unwrap(),
+    );
+    assert!(table[0].trim() == "REMOTE", "{table:?}");
+    let table = lines(
+        &katop_cmd(&["--once", "--config", path, "-o", "local", "-f", &filter])
+            .env("KATOP_COLUMNS", "remote")
+            .output()
+            .unwrap(),
+    );
+    assert!(table[0].trim() == "LOCAL", "{table:?}");
+    // The file's stale_after (1s) makes an idle connection stale; KATOP_STALE_AFTER beats it.
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_s, _) = l.accept().unwrap();
+    let client = format!("sport:{} established", c.local_addr().unwrap().port());
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = json(&katop(&["--jsonl", "--config", path, "-f", &client]));
+    assert!(
+        v[0]["stale"].as_array().unwrap().contains(&"idle".into()),
+        "{v:?}"
+    );
+    let v = json(
+        &katop_cmd(&["--jsonl", "--config", path, "-f", &client])
+            .env("KATOP_STALE_AFTER", "1h")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v[0]["stale"], serde_json::json!([]), "{v:?}");
     // A mistake in it is a usage error that says where.
     std::fs::write(&config, "[ui]\nsort = \"sideways\"\n").unwrap();
     let o = katop(&["--once", "--config", path]);

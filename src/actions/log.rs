@@ -170,7 +170,12 @@ fn user_name(uid: u32) -> Option<String> {
 }
 
 /// `2026-11-22T00:41:12.123Z`: UTC, milliseconds.
+/// A clock set before 1970 or past 9999 (which humantime's formatter cannot write, and panics
+/// on) is written as the nearest time it can.
 pub fn rfc3339(t: SystemTime) -> String {
+    // 9999-12-31T23:59:59.999Z.
+    let last = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(253_402_300_799_999);
+    let t = t.clamp(SystemTime::UNIX_EPOCH, last);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -219,6 +224,13 @@ mod tests {
     fn formats_utc_times() {
         use std::time::UNIX_EPOCH;
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        // A clock before 1970 or past 9999 is written, not a panic.
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(86_400)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_308_072_123);
         assert_eq!(rfc3339(t), "2026-11-22T00:41:12.123Z");
         // A leap day.

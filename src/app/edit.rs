@@ -57,12 +57,6 @@ impl Editor {
         self.input.cursor()
     }
 
-    /// The cursor in display columns, and the first column to show in `width` so it stays
-    /// visible.
-    pub fn visual(&self, width: usize) -> (usize, usize) {
-        (self.input.visual_cursor(), self.input.visual_scroll(width))
-    }
-
     /// Applies an editing key.
     pub fn key(&mut self, k: KeyEvent) -> Edited {
         let Some(req) = to_input_request(&Event::Key(k)) else {

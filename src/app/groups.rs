@@ -34,6 +34,15 @@ impl fmt::Display for Role {
     }
 }
 
+/// Whose connections a group holds: a process name, no process, or processes katop cannot see
+/// (kept apart from processes that happen to be named `-` or `?`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Who {
+    Name(String),
+    Nobody,
+    Unseen,
+}
+
 /// Connections of one process name at one end of one port, in one container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
@@ -41,6 +50,7 @@ pub struct Group {
     pub container: Option<String>,
     /// The process name; `-` when no process holds the sockets, `?` when katop cannot see.
     pub process: String,
+    pub who: Who,
     pub role: Role,
     /// A filter that selects this group's sockets.
     pub filter: String,
@@ -57,9 +67,9 @@ impl Group {
     /// Names a group across polls (for keeping it expanded).
     pub fn id(&self) -> String {
         format!(
-            "{}\u{0}{}\u{0}{:?}",
+            "{}\u{0}{:?}\u{0}{:?}",
             self.container.as_deref().unwrap_or(""),
-            self.process,
+            self.who,
             self.role
         )
     }
@@ -113,7 +123,7 @@ impl GroupSort {
     }
 }
 
-type Key = (Option<String>, String, Role);
+type Key = (Option<String>, Who, Role);
 
 /// Groups of the filtered TCP connections (not listeners, not `TIME_WAIT`), in `sort` order.
 pub fn groups(table: &ConnTable, filter: &Filter, now: Instant, sort: GroupSort) -> Vec<Group> {
@@ -139,16 +149,16 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant, sort: GroupSort)
         } else {
             Role::To(remote)
         };
-        let process = match &e.sock.owner {
-            Owner::Process { process, .. } => process.name.to_string(),
-            Owner::None => "-".into(),
-            Owner::Unknown => "?".into(),
+        let who = match &e.sock.owner {
+            Owner::Process { process, .. } => Who::Name(process.name.to_string()),
+            Owner::None => Who::Nobody,
+            Owner::Unknown => Who::Unseen,
         };
         let container = e.container().map(str::to_string);
-        let key = (container, process, role);
+        let key = (container, who, role);
         let (g, members) = map.entry(key.clone()).or_insert_with(|| {
-            let (container, process, role) = key;
-            (new_group(container, process, role), HashMap::new())
+            let (container, who, role) = key;
+            (new_group(container, who, role), HashMap::new())
         });
         add(g, &e);
         if let Some(p) = e.sock.owner.process() {
@@ -171,6 +181,7 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant, sort: GroupSort)
             g.members = members.into_values().collect();
             g.members
                 .sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+            g.filter = group_filter(&g);
             g
         })
         .collect();
@@ -190,26 +201,18 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant, sort: GroupSort)
     out
 }
 
-fn new_group(container: Option<String>, process: String, role: Role) -> Group {
-    let mut terms = Vec::new();
-    if let Some(c) = &container {
-        terms.push(format!("container:{}", glob_word(c)));
-    }
-    terms.push(match process.as_str() {
-        "-" => "owner:none".into(),
-        "?" => "owner:unknown".into(),
-        name => format!("comm:{}", glob_word(name)),
-    });
-    terms.push(match role {
-        Role::Serves(p) => format!("sport:{p}"),
-        Role::To(p) => format!("dport:{p}"),
-    });
-    terms.push("!listen !time-wait".into());
+fn new_group(container: Option<String>, who: Who, role: Role) -> Group {
+    let process = match &who {
+        Who::Name(name) => name.clone(),
+        Who::Nobody => "-".into(),
+        Who::Unseen => "?".into(),
+    };
     Group {
         container,
         process,
+        who,
         role,
-        filter: terms.join(" "),
+        filter: String::new(),
         count: 0,
         idle_min_ms: None,
         idle_max_ms: None,
@@ -217,6 +220,30 @@ fn new_group(container: Option<String>, process: String, role: Role) -> Group {
         keepalive_off: 0,
         members: Vec::new(),
     }
+}
+
+/// A filter that selects the group's sockets.
+fn group_filter(g: &Group) -> String {
+    let mut terms = Vec::new();
+    if let Some(c) = &g.container {
+        terms.push(format!("container:{}", glob_word(c)));
+    }
+    terms.push(match &g.who {
+        Who::Nobody => "owner:none".into(),
+        Who::Unseen => "owner:unknown".into(),
+        // A process may clear its name: no word names it, its pids do.
+        Who::Name(name) if name.is_empty() => {
+            let pids: Vec<String> = g.members.iter().map(|m| format!("pid:{}", m.pid)).collect();
+            format!("comm:* ({})", pids.join(" or "))
+        }
+        Who::Name(name) => format!("comm:{}", glob_word(name)),
+    });
+    terms.push(match g.role {
+        Role::Serves(p) => format!("sport:{p}"),
+        Role::To(p) => format!("dport:{p}"),
+    });
+    terms.push("!listen !time-wait".into());
+    terms.join(" ")
 }
 
 /// A name as one glob word of the filter language: metacharacters escaped, and what would

@@ -19,6 +19,13 @@ pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             _ => {}
         }
     }
+    if app.viewport.too_small {
+        // Nothing but the size shows: nothing may be chosen or confirmed unseen.
+        return match k.code {
+            KeyCode::Char('q') | KeyCode::F(10) => vec![Effect::Quit],
+            _ => vec![],
+        };
+    }
     match &app.mode {
         Mode::Filter { .. } => {
             filter_key(app, k);
@@ -110,10 +117,10 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help { scroll: 0 },
         KeyCode::Enter => enter(app),
-        KeyCode::Char('k') | KeyCode::F(9) => ask_kill(app),
-        KeyCode::Char('K') => ask_keepalive(app),
-        KeyCode::Char(' ') => toggle_mark(app),
-        KeyCode::Char('a') => mark_all(app),
+        KeyCode::Char('k') | KeyCode::F(9) if in_table(app, "k") => ask_kill(app),
+        KeyCode::Char('K') if in_table(app, "K") => ask_keepalive(app),
+        KeyCode::Char(' ') if in_table(app, "Space") => toggle_mark(app),
+        KeyCode::Char('a') if in_table(app, "a") => mark_all(app),
         KeyCode::Char('U') => {
             app.status = Some(format!("unmarked {} socket(s)", app.marked.len()));
             app.marked.clear();
@@ -180,6 +187,21 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     vec![]
 }
 
+/// Whether the socket table is on screen, so that `key` acts on what it shows; says why not
+/// (the groups and log views show no socket to act on).
+fn in_table(app: &mut App, key: &str) -> bool {
+    let here = app.view == View::Sockets;
+    if !here {
+        let back = if app.view == View::Groups {
+            "Enter shows a group's sockets, Tab the socket table"
+        } else {
+            "L goes back to the socket table"
+        };
+        app.status = Some(format!("{key} acts on the socket table's sockets: {back}"));
+    }
+    here
+}
+
 /// Enter: the details of the selected socket, or a group's sockets (as a filter).
 fn enter(app: &mut App) {
     match app.view {
@@ -198,6 +220,12 @@ fn enter(app: &mut App) {
             let mut f = app.groups[gi as usize].filter.clone();
             if let Some(pid) = pid {
                 f = format!("pid:{pid} {f}");
+            }
+            // The group was counted under the filter in force: its sockets are those it still
+            // matches, not every socket of the process.
+            let before = app.filter.source().trim().to_string();
+            if !before.is_empty() {
+                f = format!("({before}) {f}");
             }
             if app.set_filter(&f).is_ok() {
                 app.view = View::Sockets;
@@ -285,6 +313,9 @@ fn cycle_sort(app: &mut App, step: isize) {
     } else {
         shown
     };
+    if cols.is_empty() {
+        return;
+    }
     let next = match cols.iter().position(|c| *c == app.sort) {
         Some(i) => cols[(i as isize + step).rem_euclid(cols.len() as isize) as usize],
         // Sorted by a column no longer on screen: start from an end.

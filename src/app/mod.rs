@@ -180,6 +180,8 @@ pub struct Viewport {
     /// The same for the help screen.
     pub help_lines: u16,
     pub help_height: u16,
+    /// Below the minimum size the screen shows only that: no dialog can be read, so none opens.
+    pub too_small: bool,
 }
 
 impl Viewport {

@@ -130,6 +130,11 @@ impl App {
             if let Some(i) = self.neighbour(at) {
                 self.select_line(i);
             }
+            // The pane showed that socket: it closes rather than show (and offer to act on)
+            // another one.
+            if closed && matches!(self.mode, Mode::Detail { .. }) {
+                self.mode = Mode::Browse;
+            }
             if closed && !killed {
                 self.status = Some(if self.selected.is_some() {
                     "the selected socket closed: the selection moved to its neighbour".into()
@@ -345,6 +350,15 @@ impl App {
     /// Takes the screen's layout: keeps the selection and the panes' scroll inside it.
     pub(super) fn set_viewport(&mut self, viewport: Viewport) {
         self.viewport = viewport;
+        if self.viewport.too_small
+            && matches!(
+                self.mode,
+                Mode::ConfirmKill { .. } | Mode::SetKeepalive { .. }
+            )
+        {
+            self.mode = Mode::Browse;
+            self.status = Some("cancelled: the terminal is too small to show the dialog".into());
+        }
         let v = &self.viewport;
         match &mut self.mode {
             Mode::Detail { scroll } => {

@@ -83,6 +83,16 @@ fn connected_tcp(s: &RawSock) -> bool {
 /// looked at, so a poll pays for the connections that are new, not for all of them.
 pub fn pair(socks: &[RawSock], known: Vec<u32>) -> Vec<u32> {
     let mut out = known;
+    // A TCP connection keeps its ends for life; a Unix datagram socket can connect elsewhere
+    // under the same cookie, so a carried Unix link holds only while it names that peer still.
+    for (i, p) in out.iter_mut().enumerate() {
+        if *p != NONE && socks[i].proto == Proto::Unix {
+            let names = socks[i].remote == Endpoint::UnixPeer(Some(socks[*p as usize].inode));
+            if !names {
+                *p = NONE;
+            }
+        }
+    }
     let paired = |out: &[u32], i: usize| out.get(i).is_some_and(|&p| p != NONE);
     let link = |out: &mut Vec<u32>, a: usize, b: usize| {
         if out.is_empty() {
@@ -140,7 +150,9 @@ pub fn pair(socks: &[RawSock], known: Vec<u32>) -> Vec<u32> {
             }
         }
     }
-    // Unix sockets name their peer's inode.
+    // Unix sockets name their peer's inode. A stream pair names each other; a datagram client
+    // (a logger on /dev/log) names its server, which names no one: the link is one-way, so the
+    // server is never said to have one client of many as its peer.
     if socks
         .iter()
         .enumerate()
@@ -157,10 +169,11 @@ pub fn pair(socks: &[RawSock], known: Vec<u32>) -> Vec<u32> {
                 continue;
             }
             if let Endpoint::UnixPeer(Some(peer)) = s.remote {
-                if let Some(&j) = by_inode.get(&(s.netns, peer.0)) {
-                    if i < j {
-                        link(&mut out, i, j);
+                if let Some(&j) = by_inode.get(&(s.netns, peer.0)).filter(|&&j| j != i) {
+                    if out.is_empty() {
+                        out.resize(socks.len(), NONE);
                     }
+                    out[i] = j as u32;
                 }
             }
         }
@@ -283,6 +296,36 @@ mod tests {
         let socks = [a, b];
         let p = by_cookie(&socks, &pair(&socks, Vec::new()));
         assert_eq!(p.get(&1).map(|p| p.cookie), Some(2));
+        assert_eq!(p.get(&2).map(|p| p.cookie), Some(1));
+    }
+
+    /// Loggers on /dev/log: each names the server, the server names no one.
+    #[test]
+    fn a_unix_datagram_server_is_no_clients_peer() {
+        let mut server = sock(SockState::Close);
+        server.proto = Proto::Unix;
+        server.cookie = Cookie(5);
+        server.inode = Inode(500);
+        server.remote = Endpoint::UnixPeer(None);
+        let client = |cookie: u64| {
+            let mut c = server.clone();
+            c.cookie = Cookie(cookie);
+            c.inode = Inode(cookie as u32 * 100);
+            c.remote = Endpoint::UnixPeer(Some(Inode(500)));
+            c
+        };
+        // Clients before and after the server in dump order.
+        let socks = [client(1), client(2), server.clone(), client(7)];
+        let links = pair(&socks, Vec::new());
+        let p = by_cookie(&socks, &links);
+        for c in [1, 2, 7] {
+            assert_eq!(p.get(&c).map(|p| p.cookie), Some(5), "client {c}");
+        }
+        assert_eq!(p.get(&5), None);
+        // Client 2 connects elsewhere under the same cookie: its carried link is dropped.
+        let mut moved = socks.clone();
+        moved[1].remote = Endpoint::UnixPeer(Some(Inode(100)));
+        let p = by_cookie(&moved, &pair(&moved, links));
         assert_eq!(p.get(&2).map(|p| p.cookie), Some(1));
     }
 }

@@ -46,14 +46,33 @@ fn bar(
     theme: Theme,
     width: u16,
 ) -> Line<'static> {
+    use unicode_width::UnicodeWidthChar;
     let room = usize::from(width).saturating_sub(label.len() + 1).max(1);
-    let (cursor, scroll) = input.visual(room);
-    let text: String = crate::text::printable(input.value()).into_owned();
-    let shown: String = text.chars().skip(scroll).take(room).collect();
-    let at = cursor - scroll;
-    let before: String = shown.chars().take(at).collect();
-    let under: String = shown.chars().nth(at).map_or(" ".into(), String::from);
-    let after: String = shown.chars().skip(at + 1).collect();
+    // One character for one (printable keeps the count), measured in terminal cells.
+    let chars: Vec<char> = crate::text::printable(input.value()).chars().collect();
+    let cursor = input.cursor().min(chars.len());
+    let cells = |c: &char| c.width().unwrap_or(0);
+    // Scrolled so that the text up to the cursor, and the cursor's cell, fit.
+    let mut start = 0;
+    let mut used: usize = chars[..cursor].iter().map(cells).sum::<usize>()
+        + chars.get(cursor).map_or(1, |c| cells(c).max(1));
+    while used > room && start < cursor {
+        used -= cells(&chars[start]);
+        start += 1;
+    }
+    let before: String = chars[start..cursor].iter().collect();
+    let under: String = chars.get(cursor).map_or(" ".into(), char::to_string);
+    let mut left = room.saturating_sub(used);
+    let after: String = chars
+        .iter()
+        .skip(cursor + 1)
+        .take_while(|c| {
+            let w = cells(c);
+            let fits = w <= left;
+            left = left.saturating_sub(w);
+            fits
+        })
+        .collect();
     fit_spans(
         vec![
             Span::styled(label, theme.title()),

@@ -35,7 +35,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
             };
             let time = crate::actions::log::rfc3339(r.at);
             super::wrap::labelled(
-                &time[11..19],
+                time.get(11..19).unwrap_or(&time),
                 8,
                 &sanitize(r.line()),
                 area.width,

@@ -95,6 +95,7 @@ pub fn viewport(app: &App, area: Rect) -> Viewport {
     let theme = Theme::new(app.color);
     let mut v = Viewport {
         table: r.table,
+        too_small: area.width < MIN_WIDTH || area.height < MIN_HEIGHT,
         ..Viewport::default()
     };
     if app.view == View::Sockets {

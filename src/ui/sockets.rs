@@ -7,6 +7,7 @@ use ratatui::style::Style;
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
+use unicode_width::UnicodeWidthStr;
 
 use super::theme::Theme;
 use crate::app::{App, Line};
@@ -193,7 +194,7 @@ fn visible(app: &App, area: Rect) -> Visible {
             .enumerate()
             .map(|(i, c)| {
                 rows.iter()
-                    .map(|r| if short { &r.short[i] } else { &r.full[i] }.chars().count())
+                    .map(|r| if short { &r.short[i] } else { &r.full[i] }.width())
                     .max()
                     .unwrap_or(0)
                     // The sorted column's header carries an arrow.

@@ -187,6 +187,31 @@ fn filter_error_is_shown_in_place() {
     assert!(screen.contains("10.0.0.9:5432"));
 }
 
+/// Wide characters take two cells: the bar scrolls by cells, so the text up to the cursor
+/// fills the room it has and the last one typed shows beside the cursor.
+#[test]
+fn the_filter_bar_scrolls_wide_text_by_cells() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, ch('\\'));
+    for c in "proc:"
+        .chars()
+        .chain(std::iter::repeat_n('日', 60))
+        .chain(['末'])
+    {
+        update(&mut app, ch(c));
+    }
+    let screen = text(&draw(&mut app, 80, 24));
+    let last = screen.lines().nth(23).unwrap();
+    assert!(
+        last.starts_with("filter: ") && last.contains('末'),
+        "{last}"
+    );
+    let wide = last.chars().filter(|&c| c == '日').count();
+    assert!((30..=36).contains(&wide), "{wide} shown: {last}");
+    // (One symbol per cell here: a wide character's second cell is blank.)
+    assert!(last.chars().count() <= 80, "{last}");
+}
+
 #[test]
 fn collector_warnings_reach_the_status_line() {
     let (mut app, t0) = fixture_app();

@@ -1,0 +1,130 @@
+//! What must never act on a socket the operator did not see: keys outside the socket table,
+//! dialogs on a terminal too small to show them, a detail pane whose socket closed, a group
+//! opened under a filter.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+#[test]
+fn acting_keys_act_only_in_the_socket_table() {
+    let (mut app, _) = fixture_app();
+    assert!(selected_cookie(&app).is_some());
+    for view_key in [KeyCode::Tab, KeyCode::Char('L')] {
+        update(&mut app, key(view_key));
+        assert_ne!(app.view, View::Sockets);
+        for k in ['k', 'K', ' ', 'a'] {
+            assert!(update(&mut app, ch(k)).is_empty());
+            assert_eq!(
+                app.mode,
+                Mode::Browse,
+                "{k} opened something in {:?}",
+                app.view
+            );
+            assert!(app.marked.is_empty(), "{k} marked in {:?}", app.view);
+            let status = app.status.clone().unwrap_or_default();
+            assert!(status.contains("acts on the socket table"), "{status}");
+        }
+        assert!(update(&mut app, key(KeyCode::F(9))).is_empty());
+        assert_eq!(app.mode, Mode::Browse);
+        update(&mut app, key(view_key));
+        assert_eq!(app.view, View::Sockets);
+    }
+    update(&mut app, ch('k'));
+    assert!(matches!(app.mode, Mode::ConfirmKill { .. }));
+}
+
+#[test]
+fn a_terminal_too_small_shows_no_dialog_and_answers_none() {
+    let (mut app, _) = fixture_app();
+    lay_out(&mut app, 80, 24);
+    update(&mut app, ch('k'));
+    assert!(matches!(app.mode, Mode::ConfirmKill { .. }));
+    // Shrunk under it: the dialog is gone, and `y` kills nothing.
+    lay_out(&mut app, 40, 10);
+    assert_eq!(app.mode, Mode::Browse);
+    assert!(app.status.as_deref().unwrap().contains("too small"));
+    for k in ['k', 'y', 'K'] {
+        assert!(update(&mut app, ch(k)).is_empty());
+        assert_eq!(app.mode, Mode::Browse);
+    }
+    assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+    assert_eq!(update(&mut app, ch('q')), [Effect::Quit]);
+}
+
+#[test]
+fn the_detail_pane_closes_when_its_socket_closes() {
+    let (mut app, t0) = fixture_app();
+    let shown = selected_cookie(&app).unwrap();
+    update(&mut app, key(KeyCode::Enter));
+    assert!(matches!(app.mode, Mode::Detail { .. }));
+    let socks = fixture_socks()
+        .into_iter()
+        .filter(|s| s.cookie.0 != shown)
+        .collect();
+    update(
+        &mut app,
+        Msg::Poll(Box::new(snapshot(socks)), t0 + Duration::from_secs(1)),
+    );
+    // Not the neighbour's details under the closed one's title: the pane closes.
+    assert_eq!(app.mode, Mode::Browse);
+    assert_ne!(selected_cookie(&app), Some(shown));
+    assert!(app.status.as_deref().unwrap().contains("closed"));
+}
+
+#[test]
+fn a_group_opens_under_the_filter_it_was_counted_under() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, key(KeyCode::F(4)));
+    for c in "idle>2h1m".chars() {
+        update(&mut app, ch(c));
+    }
+    update(&mut app, key(KeyCode::Enter));
+    update(&mut app, key(KeyCode::Tab));
+    let g = &app.groups[0];
+    assert_eq!((g.process.as_str(), g.count), ("java", 1));
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(
+        app.filter.source(),
+        "(idle>2h1m) comm:java dport:5432 !listen !time-wait"
+    );
+    // The one socket the group counted, not the process's two.
+    assert_eq!(app.lines.len(), 1);
+}
+
+#[test]
+fn groups_keep_a_nameless_process_and_ones_named_like_markers_apart() {
+    let t0 = Instant::now();
+    let named = |cookie: u64, pid: u32, name: &str| {
+        let mut s = conn(
+            cookie,
+            &format!("10.0.0.5:{}", 41000 + cookie),
+            "10.0.0.9:5432",
+            SockState::Established,
+            1_000,
+        );
+        s.owner = Owner::Process {
+            process: Arc::new(Process {
+                pid,
+                name: name.into(),
+                cmdline: String::new().into(),
+                container: None,
+            }),
+            fd: 3,
+        };
+        s
+    };
+    let mut nobody = named(3, 0, "");
+    nobody.owner = Owner::None;
+    let socks = vec![named(1, 90, ""), named(2, 91, "-"), nobody];
+    let mut table = crate::model::ConnTable::new(Duration::from_secs(300));
+    table.apply(snapshot(socks), t0);
+    let all = Filter::parse("").unwrap();
+    let groups = crate::app::groups::groups(&table, &all, t0, crate::app::GroupSort::Count);
+    assert_eq!(groups.len(), 3, "{groups:#?}");
+    for g in &groups {
+        // Each group's filter selects its one socket, and only it.
+        let f = Filter::parse(&g.filter).unwrap_or_else(|e| panic!("{}: {e}", g.filter));
+        let hits = table.entries().filter(|e| f.matches(e, t0)).count();
+        assert_eq!(hits, 1, "{} selects {hits}", g.filter);
+    }
+}

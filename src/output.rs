@@ -341,34 +341,23 @@ pub fn write_table(
             quick
         }
     });
+    if let Some(f) = &fitted {
+        // Narrowed where even compact the essential columns did not fit.
+        widths.clone_from(&f.widths);
+    }
     let (keep, gap) = match &fitted {
         Some(f) => (f.keep.clone(), f.gap),
         None => ((0..columns.len()).collect(), 2),
     };
     let mut line = String::new();
-    let mut emit =
-        |out: &mut dyn Write, texts: &mut dyn Iterator<Item = (usize, &str)>| -> io::Result<()> {
-            line.clear();
-            for (n, (i, text)) in texts.enumerate() {
-                if n > 0 {
-                    line.extend(std::iter::repeat_n(' ', gap));
-                }
-                let pad = widths[i].saturating_sub(text.width());
-                if columns[i].right_aligned() {
-                    line.extend(std::iter::repeat_n(' ', pad));
-                    line.push_str(text);
-                } else {
-                    line.push_str(text);
-                    line.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
-            let trimmed = line.trim_end();
-            let shown = match width {
-                Some(w) => columns::elide(trimmed, w),
-                None => trimmed.into(),
-            };
-            writeln!(out, "{shown}")
+    let mut emit = |out: &mut dyn Write, texts: &mut dyn Iterator<Item = (usize, &str)>| {
+        aligned(&mut line, columns, &widths, gap, texts);
+        let shown = match width {
+            Some(w) => columns::elide(line.trim_end(), w),
+            None => line.trim_end().into(),
         };
+        writeln!(out, "{shown}")
+    };
     emit(out, &mut keep.iter().map(|&i| (i, columns[i].header())))?;
     for row in &cells {
         emit(out, &mut keep.iter().map(|&i| (i, row[i].as_str())))?;
@@ -385,6 +374,32 @@ pub fn write_table(
         writeln!(out, "{note}")?;
     }
     Ok(())
+}
+
+/// One line of the table into `line`: each cell elided to its column's width and padded
+/// (numbers to the right), `gap` spaces apart.
+fn aligned(
+    line: &mut String,
+    columns: &[Column],
+    widths: &[usize],
+    gap: usize,
+    texts: &mut dyn Iterator<Item = (usize, &str)>,
+) {
+    line.clear();
+    for (n, (i, text)) in texts.enumerate() {
+        if n > 0 {
+            line.extend(std::iter::repeat_n(' ', gap));
+        }
+        let text = columns::elide(text, widths[i]);
+        let pad = widths[i].saturating_sub(text.width());
+        if columns[i].right_aligned() {
+            line.extend(std::iter::repeat_n(' ', pad));
+            line.push_str(&text);
+        } else {
+            line.push_str(&text);
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+    }
 }
 
 /// The legend for `~` under a table whose DETECT column shows an estimate.

@@ -215,7 +215,7 @@ fn postgres_backends_are_one_group() {
     }
     t.keys(&["Right"]);
     t.wait("three backends listed", |s| {
-        s.lines().filter(|l| l.contains("└ postgres[")).count() == 3
+        s.lines().filter(|l| l.contains("└ postgres ")).count() == 3
     });
     t.keys(&["q"]);
     t.wait_for("AFTER-KATOP-0");

@@ -19,6 +19,9 @@ pub struct Fit {
     /// Which columns show their [compact](Column::compact_cell) cells (by index, as the
     /// columns given).
     pub compact: Vec<bool>,
+    /// Each column's width (by index, as the columns given): its full or compact cells', or
+    /// less where even compact the essential columns would not fit (cells are elided to it).
+    pub widths: Vec<usize>,
     /// Spaces between columns.
     pub gap: usize,
     /// Columns scrolled off to the left (← →).
@@ -33,14 +36,16 @@ pub struct Fit {
 ///
 /// Unscrolled (`skip` 0), the least useful columns are dropped until the rest fit, two spaces
 /// apart; when that would drop an essential column, cells go compact and one space apart
-/// first. Scrolled right by `skip` columns, the table shows the columns from there on, left
-/// to right, as many as fit: ← → page through all of them.
+/// first, and when even that is too wide the widest essential columns are narrowed (their
+/// cells elided) rather than dropped. Paged (`skip` n > 0), the table shows the columns from
+/// the n-th on (the first page starts at the first column), left to right, as many as fit in
+/// full: ← → page through all of them.
 pub fn fit(columns: &[Column], full: &[usize], short: &[usize], width: usize, skip: usize) -> Fit {
     let total = |keep: &[usize], widths: &[usize], gap: usize| -> usize {
         keep.iter().map(|&i| widths[i]).sum::<usize>() + gap * keep.len().saturating_sub(1)
     };
     if skip > 0 && !columns.is_empty() {
-        let skipped = skip.min(columns.len() - 1);
+        let skipped = (skip - 1).min(columns.len() - 1);
         let mut keep = Vec::new();
         for i in skipped..columns.len() {
             keep.push(i);
@@ -53,6 +58,7 @@ pub fn fit(columns: &[Column], full: &[usize], short: &[usize], width: usize, sk
             dropped: columns.len() - skipped - keep.len(),
             keep,
             compact: vec![false; columns.len()],
+            widths: full.to_vec(),
             gap: 2,
             skipped,
         };
@@ -92,17 +98,62 @@ pub fn fit(columns: &[Column], full: &[usize], short: &[usize], width: usize, sk
         } else if gap == 2 {
             gap = 1;
         } else {
-            break keep;
+            break squeeze(columns, &mut widths, width);
         }
     };
     Fit {
         dropped: columns.len() - keep.len(),
         keep,
         compact,
+        widths,
         gap,
         skipped: 0,
     }
 }
+
+/// The essential columns alone, one space apart, the widest of those that elide well narrowed
+/// a cell at a time (to [`SQUEEZE_FLOOR`]) until they fit; what still does not fit is dropped
+/// by usefulness.
+fn squeeze(columns: &[Column], widths: &mut [usize], width: usize) -> Vec<usize> {
+    let mut keep: Vec<usize> = (0..columns.len())
+        .filter(|&i| columns[i].is_essential())
+        .collect();
+    let total = |keep: &[usize], widths: &[usize]| -> usize {
+        keep.iter().map(|&i| widths[i]).sum::<usize>() + keep.len().saturating_sub(1)
+    };
+    while total(&keep, widths) > width {
+        let widest = keep
+            .iter()
+            .copied()
+            .filter(|&i| SQUEEZABLE.contains(&columns[i]) && widths[i] > SQUEEZE_FLOOR)
+            .max_by_key(|&i| widths[i]);
+        match widest {
+            Some(i) => widths[i] -= 1,
+            None => break,
+        }
+    }
+    while keep.len() > 1 && total(&keep, widths) > width {
+        let drop = keep
+            .iter()
+            .enumerate()
+            .max_by_key(|(pos, &i)| (columns[i].priority(), *pos))
+            .map(|(pos, _)| pos)
+            .expect("non-empty");
+        keep.remove(drop);
+    }
+    keep
+}
+
+/// Columns whose cells still say enough elided (an address keeps its port, a name its start).
+const SQUEEZABLE: [Column; 4] = [
+    Column::Remote,
+    Column::Process,
+    Column::Local,
+    Column::Stale,
+];
+
+/// The narrowest a squeezed column gets: `…` and a port, or a name's first letters.
+const SQUEEZE_FLOOR: usize = 8;
 
 /// The order columns go compact in when the essential ones do not fit: the longest first,
 /// what reads as well short (a local port, `ESTAB`) before what loses detail.

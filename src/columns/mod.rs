@@ -475,7 +475,9 @@ mod tests {
             - 1;
         assert!(used <= 80, "{used}");
         // Scrolled right, the columns from there on, left to right, as many as fit.
-        let scrolled = fit(&cols, &full, &short, 80, 6);
+        // (The first page starts at the first column.)
+        assert_eq!(fit(&cols, &full, &short, 80, 1).keep[0], 0);
+        let scrolled = fit(&cols, &full, &short, 80, 7);
         assert_eq!(scrolled.skipped, 6);
         let kept: Vec<Column> = scrolled.keep.iter().map(|&i| cols[i]).collect();
         assert_eq!(
@@ -492,11 +494,33 @@ mod tests {
         );
         assert_eq!(scrolled.dropped, 1);
         let last = fit(&cols, &full, &short, 80, 99);
+        assert_eq!(last.widths, full);
         assert_eq!(
             (last.skipped, last.keep.as_slice(), last.dropped),
             (13, &[13][..], 0)
         );
         assert_eq!(fit(&cols, &full, &short, 1, 0).keep.len(), 1);
+        // 60 columns: too narrow for the essential columns even compact; the widest are
+        // narrowed (cells elided), none dropped.
+        let f = fit(&cols, &full, &short, 60, 0);
+        let kept: Vec<Column> = f.keep.iter().map(|&i| cols[i]).collect();
+        assert_eq!(
+            kept,
+            [
+                Column::Local,
+                Column::Remote,
+                Column::Process,
+                Column::Idle,
+                Column::Keepalive,
+                Column::Detect,
+                Column::Stale
+            ]
+        );
+        let used: usize = f.keep.iter().map(|&i| f.widths[i]).sum::<usize>() + f.keep.len() - 1;
+        assert!(
+            used <= 60 && f.keep.iter().all(|&i| f.widths[i] >= 6),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -47,7 +47,11 @@ fn bar(
     width: u16,
 ) -> Line<'static> {
     use unicode_width::UnicodeWidthChar;
-    let room = usize::from(width).saturating_sub(label.len() + 1).max(1);
+    // The cells left beside the label, less the margin and a closing `…` (the hint, or the
+    // text past the window, may need one): the cursor never sits under it.
+    let room = usize::from(width)
+        .saturating_sub(label.len() + usize::from(super::wrap::MARGIN) + 1)
+        .max(1);
     // One character for one (printable keeps the count), measured in terminal cells.
     let chars: Vec<char> = crate::text::printable(input.value()).chars().collect();
     let cursor = input.cursor().min(chars.len());

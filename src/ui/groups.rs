@@ -11,9 +11,12 @@ use crate::app::{App, Group, GroupLine, GroupSort};
 use crate::columns::elide;
 use crate::model::duration::format_ms_short;
 
-/// Widths of the PORT and IDLE columns (`serves :5432 postgres`, `1h00m–3h00m`).
+/// Widths of the PORT and IDLE columns (`serves :5432 postgres`, `59m59s–59m59s`), and of the
+/// counts (`CONNS▼`, `KA OFF▼`: room for the sort arrow).
 const PORT: u16 = 21;
-const IDLE: u16 = 11;
+const IDLE: u16 = 13;
+const COUNT: u16 = 6;
+const KA_OFF: u16 = 7;
 
 fn idle_range(min: Option<u32>, max: Option<u32>) -> String {
     match (min, max) {
@@ -29,12 +32,19 @@ fn idle_range(min: Option<u32>, max: Option<u32>) -> String {
     }
 }
 
-fn count(n: usize, style: ratatui::style::Style) -> Cell<'static> {
+fn count(n: usize, w: u16, style: ratatui::style::Style) -> Cell<'static> {
+    let w = usize::from(w);
     if n > 0 {
-        Cell::from(Span::styled(format!("{n:>5}"), style))
+        Cell::from(Span::styled(format!("{n:>w$}"), style))
     } else {
-        Cell::from(format!("{n:>5}"))
+        Cell::from(format!("{n:>w$}"))
     }
+}
+
+/// Right-aligned in the IDLE column.
+fn idle_cell(text: &str) -> Cell<'static> {
+    let w = usize::from(IDLE);
+    Cell::from(format!("{:>w$}", elide(text, w)))
 }
 
 fn who(g: &Group) -> String {
@@ -52,15 +62,16 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let gap: u16 = if area.width >= 100 { 2 } else { 1 };
     let with_pids = area.width >= 80;
     let port_w = if area.width >= 80 { PORT } else { 14 };
-    let fixed =
-        usize::from(1 + port_w + 5 + IDLE + 5 + 6 + if with_pids { 7 + gap } else { 0 } + 6 * gap);
+    let fixed = usize::from(
+        1 + port_w + COUNT + IDLE + COUNT + KA_OFF + if with_pids { 7 + gap } else { 0 } + 6 * gap,
+    );
     let room = usize::from(area.width.saturating_sub(super::wrap::MARGIN));
     let name_w = room.saturating_sub(fixed).clamp(8, 40);
     let rows = app.group_lines[app.offset.min(end)..end]
         .iter()
         .enumerate()
         .map(|(n, line)| {
-            let row = row(app, *line, (name_w, usize::from(port_w)), theme);
+            let row = row(app, *line, (name_w, usize::from(port_w), with_pids), theme);
             if app.offset + n == app.selected_group {
                 row.style(theme.selected())
             } else {
@@ -96,10 +107,10 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         Constraint::Length(1),
         Constraint::Length(name_w as u16),
         Constraint::Length(port_w),
-        Constraint::Length(5),
+        Constraint::Length(COUNT),
         Constraint::Length(IDLE),
-        Constraint::Length(5),
-        Constraint::Length(6),
+        Constraint::Length(COUNT),
+        Constraint::Length(KA_OFF),
     ];
     if with_pids {
         widths.push(Constraint::Length(7));
@@ -126,7 +137,12 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
 }
 
 /// A group's row, or one of its processes' under it.
-fn row(app: &App, line: GroupLine, (name_w, port_w): (usize, usize), theme: Theme) -> Row<'static> {
+fn row(
+    app: &App,
+    line: GroupLine,
+    (name_w, port_w, with_pids): (usize, usize, bool),
+    theme: Theme,
+) -> Row<'static> {
     match line {
         GroupLine::Group(gi) => {
             let g = &app.groups[gi as usize];
@@ -144,30 +160,34 @@ fn row(app: &App, line: GroupLine, (name_w, port_w): (usize, usize), theme: Them
                 Cell::from(open),
                 Cell::from(elide(&who(g), name_w).into_owned()),
                 Cell::from(elide(&g.role.to_string(), port_w).into_owned()),
-                Cell::from(format!("{:>5}", g.count)),
-                Cell::from(format!("{:>11}", idle_range(g.idle_min_ms, g.idle_max_ms))),
-                count(g.stale, theme.stale()),
-                count(g.keepalive_off, theme.warn()),
+                count(g.count, COUNT, ratatui::style::Style::new()),
+                idle_cell(&idle_range(g.idle_min_ms, g.idle_max_ms)),
+                count(g.stale, COUNT, theme.stale()),
+                count(g.keepalive_off, KA_OFF, theme.warn()),
                 Cell::from(pids),
             ])
         }
         GroupLine::Member(gi, mi) => {
             let g = &app.groups[gi as usize];
             let m = &g.members[mi as usize];
-            let name = format!("  └ {}[{}]", crate::text::printable(&g.process), m.pid);
+            // The PIDS column names the process when it is shown.
+            let name = if with_pids {
+                format!("  └ {}", crate::text::printable(&g.process))
+            } else {
+                format!("  └ {}[{}]", crate::text::printable(&g.process), m.pid)
+            };
             Row::new(vec![
                 Cell::from(""),
                 Cell::from(elide(&name, name_w).into_owned()),
                 Cell::from(""),
-                Cell::from(format!("{:>5}", m.count)),
-                Cell::from(format!(
-                    "{:>11}",
-                    m.idle_max_ms
+                count(m.count, COUNT, ratatui::style::Style::new()),
+                idle_cell(
+                    &m.idle_max_ms
                         .map(|ms| format_ms_short(ms.into()))
-                        .unwrap_or_default()
-                )),
-                count(m.stale, theme.stale()),
-                count(m.keepalive_off, theme.warn()),
+                        .unwrap_or_default(),
+                ),
+                count(m.stale, COUNT, theme.stale()),
+                count(m.keepalive_off, KA_OFF, theme.warn()),
                 Cell::from(format!("{:>7}", m.pid)),
             ])
             .style(theme.dim())

@@ -205,16 +205,13 @@ fn visible(app: &App, area: Rect) -> Visible {
     };
     let room = usize::from(area.width.saturating_sub(super::wrap::MARGIN)).saturating_sub(marks);
     let full = width_of(&rows, false);
-    let mut short = full.clone();
     let mut fit = columns::fit(&cols, &full, &full, room, app.hscroll);
     if fit.compact.contains(&true) {
         compact_texts(app, &cols, &mut rows);
-        short = width_of(&rows, true);
+        let short = width_of(&rows, true);
         fit = columns::fit(&cols, &full, &short, room, app.hscroll);
     }
-    let widths = (0..cols.len())
-        .map(|i| if fit.compact[i] { short[i] } else { full[i] })
-        .collect();
+    let widths = fit.widths.clone();
     Visible {
         columns: cols,
         rows,

@@ -88,16 +88,25 @@ fn eighty_by_twenty_four_keeps_the_essentials() {
         assert!(screen.contains(needle), "80x24 lacks {needle:?}:\n{screen}");
     }
     assert!(screen.lines().all(|l| l.chars().count() <= 80));
-    // → pages through every column, left to right: a hidden one comes into view; ← back.
+    // → pages through every column, left to right, from the first (PROTO, dropped from the
+    // compact page): hidden ones come into view; ← back.
     update(&mut app, key(KeyCode::Right));
-    update(&mut app, key(KeyCode::Right));
-    let scrolled = text(&draw(&mut app, 80, 24));
+    let first = text(&draw(&mut app, 80, 24));
+    assert!(first.lines().any(|l| l.starts_with("PROTO")), "{first}");
+    let mut presses = 1;
+    let mut scrolled = first;
+    while !scrolled.contains("SERVICE") && presses < 8 {
+        update(&mut app, key(KeyCode::Right));
+        presses += 1;
+        scrolled = text(&draw(&mut app, 80, 24));
+    }
     assert!(
         scrolled.contains("SERVICE") && scrolled.contains("http-alt"),
         "{scrolled}"
     );
-    update(&mut app, key(KeyCode::Left));
-    update(&mut app, key(KeyCode::Left));
+    for _ in 0..presses {
+        update(&mut app, key(KeyCode::Left));
+    }
     assert_eq!(text(&draw(&mut app, 80, 24)), screen);
 }
 
@@ -210,6 +219,30 @@ fn the_filter_bar_scrolls_wide_text_by_cells() {
     assert!((30..=36).contains(&wide), "{wide} shown: {last}");
     // (One symbol per cell here: a wide character's second cell is blank.)
     assert!(last.chars().count() <= 80, "{last}");
+}
+
+#[test]
+fn the_cursor_shows_at_the_end_of_a_long_filter() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, ch('\\'));
+    let long = (1..60)
+        .map(|p| format!("port:{p}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    for c in long.chars() {
+        update(&mut app, ch(c));
+    }
+    let buf = draw(&mut app, 80, 24);
+    let last = text(&buf).lines().nth(23).unwrap().to_string();
+    assert!(last.contains("port:59"), "{last}");
+    // The cursor cell, after `59`, is drawn in the selected style, before any closing `…`.
+    let x = last.find("port:59").unwrap() + "port:59".len();
+    let cursor = buf[(x as u16, 23)].style();
+    assert_ne!(
+        cursor,
+        buf[(x as u16 - 1, 23)].style(),
+        "no cursor at {x}: {last}"
+    );
 }
 
 #[test]

@@ -210,7 +210,7 @@ pub struct Args {
 
     /// Dashboard: killing and keepalive changes disabled (k, K and Space leave the footer and
     /// help; pressed anyway, they say why nothing happens).
-    #[arg(long, env = "KATOP_READ_ONLY")]
+    #[arg(long, env = "KATOP_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     pub read_only: bool,
 
     /// Append every kill attempt here, one JSON line each

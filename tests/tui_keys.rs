@@ -236,3 +236,20 @@ fn postgres_backends_are_one_group() {
         assert!(c["peer_pid"].as_u64().is_some(), "{c}");
     }
 }
+
+#[test]
+fn katop_read_only_from_the_environment_hides_the_acting_keys() {
+    let Some(t) = Tmux::start("readonly", 160, 40) else {
+        return;
+    };
+    // `1`, as environment switches are usually written.
+    t.launch_with_env("KATOP_READ_ONLY=1", "--interval 300ms");
+    let s = t.wait("the dashboard's first poll", |s| {
+        s.contains("q quit") && s.contains(" sockets") && !s.contains("waiting for the first")
+    });
+    assert!(!s.contains("k kill") && !s.contains("Space mark"), "{s}");
+    t.keys(&["k"]);
+    t.wait_for("started with --read-only, so k changes nothing");
+    t.keys(&["q"]);
+    t.wait_for("AFTER-KATOP-0");
+}

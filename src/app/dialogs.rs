@@ -45,7 +45,7 @@ pub(super) fn chosen(app: &App) -> Vec<Target> {
 }
 
 /// Whether acting is allowed; says why not.
-pub(super) fn may_act(app: &mut App, key: char) -> bool {
+pub(super) fn may_act(app: &mut App, key: &str) -> bool {
     if app.read_only {
         app.status = Some(format!(
             "read-only: katop was started with --read-only, so {key} changes nothing"
@@ -75,7 +75,7 @@ fn applicable(app: &App, ok: fn(&Target) -> bool) -> (Vec<Target>, usize) {
 
 /// `K`: offer to turn keepalive on (or change its timers) on the chosen sockets.
 pub(super) fn ask_keepalive(app: &mut App) {
-    if !may_act(app, 'K') {
+    if !may_act(app, "K") {
         return;
     }
     let (targets, left_out) = applicable(app, |t| {
@@ -149,7 +149,7 @@ pub(super) fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
 
 /// `k` / F9: ask before killing (or say why not).
 pub(super) fn ask_kill(app: &mut App) {
-    if !may_act(app, 'k') {
+    if !may_act(app, "k") {
         return;
     }
     let (targets, left_out) = applicable(app, |t| t.proto != Proto::Unix);

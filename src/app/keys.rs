@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
-use super::dialogs::{ask_keepalive, ask_kill, confirm_key, keepalive_key, mark_all, toggle_mark};
+use super::dialogs::{
+    ask_keepalive, ask_kill, confirm_key, keepalive_key, mark_all, may_act, toggle_mark,
+};
 use super::edit::{filter_key, open_filter, open_search, search_again, search_key};
 use super::{App, Effect, GroupLine, GroupSort, Mode, View, INTERVALS_MS};
 use crate::columns::Column;
@@ -119,8 +121,9 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         KeyCode::Enter => enter(app),
         KeyCode::Char('k') | KeyCode::F(9) if in_table(app, "k") => ask_kill(app),
         KeyCode::Char('K') if in_table(app, "K") => ask_keepalive(app),
-        KeyCode::Char(' ') if in_table(app, "Space") => toggle_mark(app),
-        KeyCode::Char('a') if in_table(app, "a") => mark_all(app),
+        // Marks are for k and K: read-only has no use for them.
+        KeyCode::Char(' ') if in_table(app, "Space") && may_act(app, "Space") => toggle_mark(app),
+        KeyCode::Char('a') if in_table(app, "a") && may_act(app, "a") => mark_all(app),
         KeyCode::Char('U') => {
             app.status = Some(format!("unmarked {} socket(s)", app.marked.len()));
             app.marked.clear();

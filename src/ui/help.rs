@@ -57,12 +57,12 @@ const KEYS: [(&str, &[Key]); 5] = [
     (
         "Finding",
         &[
-            key("/  F3", "search: jump to rows whose addresses, process, service or state contain the text; the others stay"),
+            key("/  F3", "search: jump to rows whose addresses, state, service, process, command line, namespace or container contain the text; the others stay"),
             key("n  N", "next, previous match of the last search"),
             key("\\  F4", "filter: keep only what matches (the --filter language); applies as typed, Enter keeps it, Esc puts back the previous"),
             key("Del", "clear the filter"),
             key("s", "stale preset on / off"),
-            key("1-9", "presets (below)"),
+            key("0-9", "presets (below)"),
             key("in the bars", "← → Home End Ctrl-A Ctrl-E move · Ctrl-W Ctrl-U Ctrl-K delete · Ctrl-Y yank · ↑ ↓ history"),
         ],
     ),
@@ -115,10 +115,14 @@ pub fn content(app: &App, theme: Theme, width: u16) -> Vec<Line<'static>> {
         out.push(Line::from(""));
     }
     for (title, keys) in KEYS {
+        let shown: Vec<_> = keys.iter().filter(|k| !(k.acts && app.read_only)).collect();
+        if shown.is_empty() {
+            continue;
+        }
         if !title.is_empty() {
             out.push(Line::styled(title, theme.header()));
         }
-        for k in keys.iter().filter(|k| !(k.acts && app.read_only)) {
+        for k in shown {
             out.extend(pair(k.keys, k.what, theme.title()));
         }
         out.push(Line::from(""));

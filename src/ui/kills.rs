@@ -44,12 +44,12 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         })
         .collect();
     if lines.is_empty() {
-        lines = super::wrap::wrap(
-            "nothing done yet: select a socket (or mark some with Space), then k kills, K sets keepalive",
-            area.width,
-            0,
-            theme.dim(),
-        );
+        let hint = if app.read_only {
+            "nothing done: read-only (--read-only), nothing can be killed or changed from here"
+        } else {
+            "nothing done yet: select a socket (or mark some with Space), then k kills, K sets keepalive"
+        };
+        lines = super::wrap::wrap(hint, area.width, 0, theme.dim());
     }
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }

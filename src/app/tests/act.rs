@@ -142,9 +142,13 @@ fn kill_results_reach_the_status_line_and_the_log_view() {
 fn read_only_explains_and_kills_nothing() {
     let (mut app, _) = fixture_app();
     app.read_only = true;
-    assert!(update(&mut app, ch('k')).is_empty());
-    assert_eq!(app.mode, Mode::Browse);
-    assert!(app.status.as_deref().unwrap().contains("--read-only"));
+    for k in ['k', 'K', ' ', 'a'] {
+        app.status = None;
+        assert!(update(&mut app, ch(k)).is_empty());
+        assert_eq!(app.mode, Mode::Browse);
+        assert!(app.marked.is_empty(), "{k:?} marked");
+        assert!(app.status.as_deref().unwrap().contains("--read-only"));
+    }
 }
 
 #[test]

@@ -48,11 +48,14 @@ fn usage(action: Action, msg: &str) -> ExitCode {
     ExitCode::from(USAGE)
 }
 
-/// "Kill these 3 socket(s)?"
+/// "Kill these 3 sockets?"
 fn question(action: Action, n: usize) -> String {
     match action {
-        Action::Kill => format!("Kill these {n} socket(s)?"),
-        Action::Keepalive(c) => format!("Turn keepalive on ({c}) for these {n} socket(s)?"),
+        Action::Kill => format!("Kill {}?", crate::text::these_sockets(n)),
+        Action::Keepalive(c) => format!(
+            "Turn keepalive on ({c}) for {}?",
+            crate::text::these_sockets(n)
+        ),
     }
 }
 

@@ -39,6 +39,15 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// `this socket` or `these 12 sockets`, for the questions before acting.
+pub fn these_sockets(n: usize) -> String {
+    if n == 1 {
+        "this socket".into()
+    } else {
+        format!("these {n} sockets")
+    }
+}
+
 /// [`printable`] for an owned string.
 pub fn printable_owned(s: String) -> String {
     match printable(&s) {

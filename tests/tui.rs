@@ -134,13 +134,13 @@ fn kills_a_connection_through_the_confirmation_dialog() {
     // k asks, Enter on the default No cancels: the connection lives.
     t.keys(&["k"]);
     t.wait("the confirmation", |s| {
-        s.contains("Kill these 1 socket(s)?") && s.contains(&local) && s.contains("[ No ]")
+        s.contains("Kill this socket?") && s.contains(&local) && s.contains("[ No ]")
     });
     t.keys(&["Enter"]);
     t.wait_for("kill cancelled");
     // k, y: killed, and the row goes.
     t.keys(&["k"]);
-    t.wait_for("Kill these 1 socket(s)?");
+    t.wait_for("Kill this socket?");
     t.keys(&["y"]);
     t.wait("the kill's result", |s| {
         s.contains("kill: killed 1, already gone 0, refused 0, failed 0")
@@ -192,7 +192,7 @@ fn turns_keepalive_on_from_the_dashboard() {
     });
     t.keys(&["K"]);
     t.wait("the keepalive dialog", |s| {
-        s.contains("Turn keepalive on for these 1 socket(s)?")
+        s.contains("Turn keepalive on (or set its timers) for this socket?")
             && s.contains("settings: idle=60s intvl=10s cnt=5")
     });
     // Edit the count: cnt=5 -> cnt=3.

@@ -167,7 +167,7 @@ fn the_selection_moves_to_its_neighbour_when_its_socket_closes() {
     // And k offers to kill it: with a row highlighted there is always a socket to act on.
     t.keys(&["Escape"]);
     t.keys(&["k"]);
-    t.wait_for("Kill these 1 socket(s)?");
+    t.wait_for("Kill this socket?");
     t.keys(&["Escape"]);
     t.wait_for("kill cancelled");
     t.keys(&["q"]);

@@ -43,17 +43,19 @@ impl Default for Change {
 impl Change {
     /// Checks each value against the kernel's limits.
     pub fn new(idle_s: u32, intvl_s: u32, cnt: u32) -> Result<Change, String> {
-        let check = |name: &str, v: u32, max: u32| {
+        let check = |name: &str, v: u32, max: u32, unit: &str| {
             if v == 0 || v > max {
-                Err(format!("{name} must be 1..={max}, not {v}"))
+                Err(format!(
+                    "{name} must be from 1 to {max}{unit} (the kernel's limit), not {v}"
+                ))
             } else {
                 Ok(v)
             }
         };
         Ok(Change {
-            idle_s: check("idle (s)", idle_s, MAX_IDLE_S)?,
-            intvl_s: check("intvl (s)", intvl_s, MAX_INTVL_S)?,
-            cnt: check("cnt", cnt, MAX_CNT)?,
+            idle_s: check("idle", idle_s, MAX_IDLE_S, " seconds")?,
+            intvl_s: check("intvl", intvl_s, MAX_INTVL_S, " seconds")?,
+            cnt: check("cnt", cnt, MAX_CNT, "")?,
         })
     }
 
@@ -77,32 +79,60 @@ impl fmt::Display for Change {
 impl FromStr for Change {
     type Err = String;
 
-    /// `idle=60s intvl=10s cnt=5`, any order, each optional (defaults: the [`Default`]).
-    fn from_str(s: &str) -> Result<Self, String> {
-        let d = Change::default();
-        let (mut idle, mut intvl, mut cnt) = (d.idle_s, d.intvl_s, d.cnt);
-        for word in s.split_whitespace() {
-            let (k, v) = word
+    /// `idle=60s intvl=10s cnt=5`, any order, each optional (defaults: the [`Default`]), each
+    /// at most once. Errors quote what was typed.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let default = Change::default();
+        let mut set: [Option<u32>; 3] = [None; 3];
+        for word in text.split_whitespace() {
+            let (key, value) = word
                 .split_once('=')
                 .ok_or_else(|| format!("'{word}': expected idle=DUR, intvl=DUR or cnt=N"))?;
-            let secs = || {
-                parse_ms(v)
-                    .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX))
-                    .map_err(|_| format!("'{v}' is not a duration like 60s"))
-            };
-            match k {
-                "idle" => idle = secs()?,
-                "intvl" => intvl = secs()?,
-                "cnt" => cnt = v.parse().map_err(|_| format!("'{v}' is not a count"))?,
+            let (slot, n) = match key {
+                "idle" => (0, seconds(key, value, MAX_IDLE_S)?),
+                "intvl" => (1, seconds(key, value, MAX_INTVL_S)?),
+                "cnt" => {
+                    let n = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_CNT).contains(n))
+                        .ok_or_else(|| {
+                            format!("cnt must be a count from 1 to {MAX_CNT}, not '{value}'")
+                        })?;
+                    (2, n)
+                }
                 _ => {
                     return Err(format!(
-                        "unknown setting '{k}': expected idle, intvl or cnt"
+                        "unknown setting '{key}': expected idle, intvl or cnt"
                     ))
                 }
+            };
+            if set[slot].replace(n).is_some() {
+                return Err(format!("{key} is given twice"));
             }
         }
-        Change::new(idle, intvl, cnt)
+        Change::new(
+            set[0].unwrap_or(default.idle_s),
+            set[1].unwrap_or(default.intvl_s),
+            set[2].unwrap_or(default.cnt),
+        )
     }
+}
+
+/// A keepalive timer's value as typed (`60s`, `5m`): whole seconds, as the kernel counts
+/// them, from 1 to `max`.
+fn seconds(name: &str, text: &str, max: u32) -> Result<u32, String> {
+    let ms = parse_ms(text).map_err(|_| format!("'{text}' is not a duration like 60s"))?;
+    let limit = crate::model::duration::format_secs(max.into());
+    if ms % 1000 != 0 || ms == 0 {
+        return Err(format!(
+            "{name} counts whole seconds (1s to {limit}), not '{text}'"
+        ));
+    }
+    u32::try_from(ms / 1000)
+        .ok()
+        .filter(|&s| s <= max)
+        .ok_or_else(|| format!("{name} must be at most {limit} (the kernel's limit), not '{text}'"))
 }
 
 /// Changes keepalive settings on sockets in any network namespace.
@@ -192,11 +222,33 @@ mod tests {
         );
         assert_eq!(c.to_string().parse::<Change>().unwrap(), c);
         assert_eq!(c.detect_s(), 150);
-        assert!("idle=0s"
-            .parse::<Change>()
-            .unwrap_err()
-            .contains("1..=32767"));
-        assert!("cnt=200".parse::<Change>().unwrap_err().contains("1..=127"));
+        // Errors say the limits in words and quote what was typed, not a clamped number.
+        let err = |text: &str| text.parse::<Change>().unwrap_err();
+        assert_eq!(
+            err("idle=0s"),
+            "idle counts whole seconds (1s to 9h6m7s), not '0s'"
+        );
+        assert_eq!(
+            err("idle=500ms"),
+            "idle counts whole seconds (1s to 9h6m7s), not '500ms'"
+        );
+        assert_eq!(
+            err("idle=99999999h"),
+            "idle must be at most 9h6m7s (the kernel's limit), not '99999999h'"
+        );
+        assert_eq!(
+            err("cnt=200"),
+            "cnt must be a count from 1 to 127, not '200'"
+        );
+        assert_eq!(
+            err("cnt=1 cnt=300"),
+            "cnt must be a count from 1 to 127, not '300'"
+        );
+        assert_eq!(err("cnt=1 cnt=3"), "cnt is given twice");
+        assert_eq!(
+            Change::new(0, 10, 5).unwrap_err(),
+            "idle must be from 1 to 32767 seconds (the kernel's limit), not 0"
+        );
         assert!("idle 60"
             .parse::<Change>()
             .unwrap_err()

@@ -101,7 +101,13 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     let page = app.viewport.page() as isize;
     match k.code {
         KeyCode::Char('q') | KeyCode::F(10) => return vec![Effect::Quit],
-        KeyCode::Esc => app.mode = Mode::Browse,
+        KeyCode::Esc => {
+            // Esc leaves the action log as it leaves help and details.
+            if app.view == View::Kills {
+                app.view = View::Sockets;
+            }
+            app.mode = Mode::Browse;
+        }
         KeyCode::Down => app.move_selection(1),
         KeyCode::Up => app.move_selection(-1),
         KeyCode::PageDown => app.move_selection(page),

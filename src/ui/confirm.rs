@@ -57,7 +57,7 @@ pub fn render(
         .filter(|t| is_listening_state(t.proto, t.state))
         .count();
     let mut lines = vec![Line::from(Span::styled(
-        format!("Kill these {} socket(s)?", targets.len()),
+        format!("Kill {}?", crate::text::these_sockets(targets.len())),
         theme.title(),
     ))];
     if listening > 0 {
@@ -84,7 +84,10 @@ pub fn render(
         button("[ No ]", !yes),
         Span::raw("   "),
         button("[ Yes, kill ]", yes),
-        Span::styled("    y kill · n/Esc cancel · ←→ choose · Enter", theme.dim()),
+        Span::styled(
+            "    y kill · n/Esc cancel · ←→ choose, Enter answers",
+            theme.dim(),
+        ),
     ]));
     let block = Block::default()
         .borders(Borders::ALL)
@@ -105,7 +108,10 @@ pub fn render_keepalive(
     area: Rect,
 ) {
     let mut lines = vec![Line::from(Span::styled(
-        format!("Turn keepalive on for these {} socket(s)?", targets.len()),
+        format!(
+            "Turn keepalive on (or set its timers) for {}?",
+            crate::text::these_sockets(targets.len())
+        ),
         theme.title(),
     ))];
     lines.extend(refusals(targets, scope, theme, inner_width(area)));

@@ -309,7 +309,7 @@ fn marked_rows_and_the_kill_confirmation() {
     let b = draw(&mut app, 120, 30);
     let screen = text(&b);
     insta::assert_snapshot!("confirm_kill_120x30", screen);
-    assert!(screen.contains("Kill these 2 socket(s)?"), "{screen}");
+    assert!(screen.contains("Kill these 2 sockets?"), "{screen}");
     assert!(screen.contains("2 marked"), "{screen}");
     // Marked rows carry a `*` (visible without colour) and the dialog names each socket.
     let marked = screen
@@ -376,6 +376,25 @@ fn kill_log_view_lists_results() {
         screen.contains("killed (sock-destroy, now gone)  tcp ESTABLISHED"),
         "{screen}"
     );
+    // Narrow: the path gives up its start, never its file name, and nothing is cut.
+    for w in [60, 61, 72] {
+        let screen = text(&draw(&mut app, w, 20));
+        let title = screen
+            .lines()
+            .nth(4)
+            .unwrap()
+            .trim_end_matches('─')
+            .trim_end();
+        assert!(
+            title.contains("kills.jsonl") || title.ends_with('…'),
+            "{title}"
+        );
+        assert!(
+            !title.contains("kills.json ") && !title.ends_with("kills.jso"),
+            "{title}"
+        );
+        assert!(title.chars().count() < usize::from(w), "{title}");
+    }
 }
 
 #[test]
@@ -386,7 +405,7 @@ fn keepalive_dialog_shows_the_settings_and_their_meaning() {
     let screen = text(&draw(&mut app, 120, 30));
     insta::assert_snapshot!("keepalive_120x30", screen);
     assert!(
-        screen.contains("Turn keepalive on for these 1 socket(s)?"),
+        screen.contains("Turn keepalive on (or set its timers) for this socket?"),
         "{screen}"
     );
     assert!(

@@ -48,7 +48,10 @@ pub fn main() -> ExitCode {
         let config = match config::load(args.config.as_deref()) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("katop: bad config: {e}");
+                // The file's own text is quoted back: no escape sequence of it reaches the
+                // terminal.
+                let lines: Vec<_> = e.lines().map(text::printable).collect();
+                eprintln!("katop: bad config: {}", lines.join("\n"));
                 return ExitCode::from(USAGE);
             }
         };

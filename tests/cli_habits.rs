@@ -209,5 +209,11 @@ fn the_config_file_sets_defaults_that_flags_override() {
         err.contains("config.toml") && err.contains("'sideways' is not a column"),
         "{err}"
     );
+    // The file's text quoted back carries no escape sequence to the terminal.
+    std::fs::write(&config, "[services]\n22 = \"evil\x1b[31mred\"\n").unwrap();
+    let o = katop(&["--once", "--config", path]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("?[31mred") && !err.contains('\x1b'), "{err:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -197,13 +197,14 @@ pub fn open_search(app: &mut App) {
     app.mode = Mode::Search {
         input: Editor::default(),
         from: app.selected,
+        missed: false,
     };
 }
 
 /// Keys while the search bar is open: Enter keeps the search for `n`/`N`, Esc goes back to
 /// the row selected before.
 pub fn search_key(app: &mut App, k: KeyEvent) {
-    let Mode::Search { input, from } = &mut app.mode else {
+    let Mode::Search { input, from, .. } = &mut app.mode else {
         return;
     };
     match k.code {
@@ -245,14 +246,17 @@ pub fn search_key(app: &mut App, k: KeyEvent) {
 
 /// Jumps to the first match at or after where the search started.
 fn search_typed(app: &mut App) {
-    let Mode::Search { input, from } = &app.mode else {
+    let Mode::Search { input, from, .. } = &app.mode else {
         return;
     };
     let text = input.value().to_string();
     if let Some(key) = *from {
         app.select_key(key);
     }
-    find(app, &text, true, false);
+    let found = find(app, &text, true, false) || text.trim().is_empty();
+    if let Mode::Search { missed, .. } = &mut app.mode {
+        *missed = !found;
+    }
 }
 
 /// `n` / `N`: the next or previous row the kept search matches.

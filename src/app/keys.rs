@@ -183,6 +183,11 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                     Ok(()) => app.status = Some(format!("preset {c}: {}", p.name)),
                     Err(e) => app.status = Some(format!("preset {c} is not a valid filter: {e}")),
                 }
+            } else {
+                let keys: String = app.presets.iter().map(|p| p.key).collect();
+                app.status = Some(format!(
+                    "no preset on {c} (presets: {keys}; [ui.presets] in the config file adds more; ? lists them)"
+                ));
             }
         }
         KeyCode::Char('<' | ',') => cycle_sort(app, -1),

@@ -105,10 +105,12 @@ pub enum Mode {
         error: Option<FilterError>,
     },
     /// Typing a search (`/`, F3): the selection jumps to the first row that matches, the
-    /// others stay; `from` is where it was (Esc goes back there).
+    /// others stay; `from` is where it was (Esc goes back there); `missed` when no row
+    /// matches the text typed.
     Search {
         input: Editor,
         from: Option<SockKey>,
+        missed: bool,
     },
     /// The detail pane has the keys; `scroll` is its first line shown.
     Detail {

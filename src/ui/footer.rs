@@ -22,13 +22,17 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
             };
             bar("filter: ", input, hint, theme, area.width)
         }
-        Mode::Search { input, .. } => bar(
+        Mode::Search { input, missed, .. } => bar(
             "search: ",
             input,
-            Span::styled(
-                "  jumps to a matching row · Enter keeps (n N) · Esc goes back",
-                theme.dim(),
-            ),
+            if *missed {
+                Span::styled("  no row matches · Esc goes back", theme.warn())
+            } else {
+                Span::styled(
+                    "  jumps to a matching row · Enter keeps (n N) · Esc goes back",
+                    theme.dim(),
+                )
+            },
             theme,
             area.width,
         ),
@@ -90,34 +94,47 @@ fn bar(
 }
 
 fn status(app: &App, theme: Theme) -> Vec<Span<'static>> {
-    let mut spans = Vec::new();
+    // What is so now (errors, the last note, the filter, marks, pause, hidden columns), one
+    // `·` apart, then the keys.
+    let mut state = Vec::new();
     if let Some(e) = &app.error {
-        spans.push(Span::styled(format!("poll failed: {e} · "), theme.error()));
+        state.push(Span::styled(format!("poll failed: {e}"), theme.error()));
     }
     if let Some(s) = &app.status {
-        spans.push(Span::styled(format!("{s} · "), theme.good()));
+        state.push(Span::styled(s.clone(), theme.good()));
     }
     if !app.filter.matches_all() {
-        spans.push(Span::styled(
-            format!("[{}] ", crate::text::printable(app.filter.source())),
+        state.push(Span::styled(
+            format!("[{}]", crate::text::printable(app.filter.source())),
             theme.warn(),
         ));
     }
     if !app.marked.is_empty() {
-        spans.push(Span::styled(
-            format!("{} marked ", app.marked.len()),
+        state.push(Span::styled(
+            format!("{} marked", app.marked.len()),
             theme.warn(),
         ));
     }
     if app.paused {
-        spans.push(Span::styled("PAUSED ", theme.warn()));
+        state.push(Span::styled("PAUSED", theme.warn()));
     }
     let hidden = app.viewport.dropped + app.viewport.skipped;
     if app.view == View::Sockets && hidden > 0 {
-        spans.push(Span::styled(
-            format!("{hidden} columns hidden: ←→  "),
+        state.push(Span::styled(
+            format!("{hidden} columns hidden: ←→"),
             theme.warn(),
         ));
+    }
+    let mut spans = Vec::new();
+    let any = !state.is_empty();
+    for (i, item) in state.into_iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::styled(" · ", theme.dim()));
+        }
+        spans.push(item);
+    }
+    if any {
+        spans.push(Span::raw("  "));
     }
     for (key, what) in hints(app) {
         spans.push(Span::styled(format!("{key} "), theme.title()));

@@ -112,6 +112,14 @@ fn search_jumps_to_matching_rows_and_hides_none() {
     type_text(&mut app, "nosuchthing");
     assert_eq!(selected_cookie(&app), before);
     assert!(app.status.as_deref().unwrap().contains("nothing matches"));
+    // The bar says so while it is open (the status line is behind it).
+    assert!(matches!(app.mode, Mode::Search { missed: true, .. }));
+    for _ in 0.."nosuchthing".len() {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    type_text(&mut app, "java");
+    assert!(matches!(app.mode, Mode::Search { missed: false, .. }));
+    type_text(&mut app, "x");
     // Esc goes back to where the search started.
     update(&mut app, key(KeyCode::Esc));
     assert_eq!(selected_cookie(&app), before);

@@ -131,6 +131,9 @@ fn presets_sort_pause_and_quit() {
     assert_eq!(app.lines, [Line::Sock(2)]);
     update(&mut app, ch('5'));
     assert_eq!(app.lines, [Line::Sock(3)]);
+    // A key with no preset says so.
+    update(&mut app, ch('9'));
+    assert!(app.status.as_deref().unwrap().contains("no preset on 9"));
     update(&mut app, ch('1'));
     // `<` `>` walk the columns on screen, each of them, and back to the start.
     lay_out(&mut app, 200, 30);

@@ -2,6 +2,7 @@
 //! cardinality cap, the textfile never half-written, usage errors, abusive clients, SIGTERM,
 //! and the shipped alert rules' own unit tests.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -378,4 +379,130 @@ fn the_shipped_alert_rules_pass_their_unit_tests() {
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)
     );
+}
+
+/// Every query of the shipped Grafana dashboard: (panel title, `PromQL` as Grafana sends it).
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/grafana/katop-dashboard.json"
+    );
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // What Grafana's import needs: an id, a title, a schema, the data source as an input.
+    assert_eq!(dash["uid"], "katop-connections");
+    assert!(dash["schemaVersion"].as_u64().unwrap() >= 36);
+    assert_eq!(dash["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let mut queries = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate panel id: {p}"
+        );
+        let pos = &p["gridPos"];
+        let right = pos["x"].as_u64().unwrap() + pos["w"].as_u64().unwrap();
+        assert!(right <= 24, "panel past the grid's 24 columns: {p}");
+        if p["type"] == "row" {
+            continue;
+        }
+        let title = p["title"].as_str().unwrap().to_string();
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            queries.push((title.clone(), t["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        let q = v["query"]["query"].as_str().unwrap();
+        // label_values(METRIC{…}, label): the metric is a query too.
+        let inner = q
+            .trim_start_matches("label_values(")
+            .rsplit_once(',')
+            .unwrap()
+            .0;
+        queries.push((format!("variable {}", v["name"]), inner.to_string()));
+    }
+    queries
+}
+
+/// The Grafana dashboard asks only for metrics the exporter serves, shows every one of them,
+/// and each query is `PromQL` that Prometheus accepts (promtool checks them as recording rules,
+/// with the dashboard's variables filled in).
+#[test]
+fn the_grafana_dashboard_queries_what_the_exporter_serves() {
+    let queries = dashboard_queries();
+    let dir = std::env::temp_dir().join(format!("katop-grafana-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("katop.prom");
+    let e = Exporter::start(&[
+        "--listen",
+        "none",
+        "--textfile",
+        path.to_str().unwrap(),
+        "--interval",
+        "100ms",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&path) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no textfile");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(e);
+    let served: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(served.len() >= 10, "{text}");
+    let mut asked = std::collections::BTreeSet::new();
+    for (title, q) in &queries {
+        for (i, _) in q.match_indices("katop_") {
+            let name: String = q[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                served.contains(name.as_str()),
+                "{title}: {name} is not served"
+            );
+            asked.insert(name);
+        }
+    }
+    let unshown: Vec<_> = served.iter().filter(|m| !asked.contains(**m)).collect();
+    assert!(unshown.is_empty(), "served but on no panel: {unshown:?}");
+    // PromQL: Grafana's variables as Prometheus would get them.
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (n, (_, q)) in queries.iter().enumerate() {
+        let q = q
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$container", ".*")
+            .replace("$process", ".*");
+        // A JSON string is a YAML double-quoted scalar.
+        let _ = writeln!(
+            rules,
+            "      - record: katop:grafana_{n}\n        expr: {}",
+            serde_json::to_string(&q).unwrap()
+        );
+    }
+    let rules_path = dir.join("grafana-rules.yml");
+    std::fs::write(&rules_path, &rules).unwrap();
+    match Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules_path)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}{}\n{rules}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => eprintln!("promtool is missing (Debian: prometheus): PromQL not checked"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

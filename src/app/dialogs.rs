@@ -11,14 +11,17 @@ use crate::actions::{Change, Report, Target};
 use crate::model::keepalive::middlebox_for;
 use crate::model::{Endpoint, Proto, SockEntry, SockKey, SockState};
 
-/// The sockets an action takes: the marked ones (in table order), else the selected one.
-pub(super) fn chosen(app: &App) -> Vec<Target> {
+/// The sockets an action takes: the marked ones (in table order, then those the filter now
+/// hides), else the selected one; and where the hidden ones start.
+pub(super) fn chosen(app: &App) -> (Vec<Target>, usize) {
     if app.marked.is_empty() {
-        return app
+        let one: Vec<Target> = app
             .selected
             .and_then(|k| app.table.get(&k))
             .map(|e| vec![Target::of(&e)])
             .unwrap_or_default();
+        let n = one.len();
+        return (one, n);
     }
     let mut shown = Vec::with_capacity(app.marked.len());
     let mut listed = FxHashSet::default();
@@ -40,8 +43,9 @@ pub(super) fn chosen(app: &App) -> Vec<Target> {
         .map(|e| Target::of(&e))
         .collect();
     hidden.sort_by_key(|t| t.cookie);
+    let first_hidden = shown.len();
     shown.extend(hidden);
-    shown
+    (shown, first_hidden)
 }
 
 /// Whether acting is allowed; says why not.
@@ -65,12 +69,15 @@ pub fn tunable(e: &SockEntry) -> bool {
 }
 
 /// The chosen sockets an action applies to; the rest are left out and counted.
-fn applicable(app: &App, ok: fn(&Target) -> bool) -> (Vec<Target>, usize) {
-    let all = chosen(app);
+/// The chosen sockets `ok` takes, how many it left out, and how many of those it takes the
+/// filter hides (marked earlier).
+fn applicable(app: &App, ok: fn(&Target) -> bool) -> (Vec<Target>, usize, usize) {
+    let (all, first_hidden) = chosen(app);
     let n = all.len();
+    let hidden = all[first_hidden..].iter().filter(|t| ok(t)).count();
     let kept: Vec<Target> = all.into_iter().filter(ok).collect();
     let left_out = n - kept.len();
-    (kept, left_out)
+    (kept, left_out, hidden)
 }
 
 /// `K`: offer to turn keepalive on (or change its timers) on the chosen sockets.
@@ -78,7 +85,7 @@ pub(super) fn ask_keepalive(app: &mut App) {
     if !may_act(app, "K") {
         return;
     }
-    let (targets, left_out) = applicable(app, |t| {
+    let (targets, left_out, hidden) = applicable(app, |t| {
         t.proto == Proto::Tcp && t.state == SockState::Established
     });
     if targets.is_empty() {
@@ -107,6 +114,7 @@ pub(super) fn ask_keepalive(app: &mut App) {
         targets,
         input: Editor::new(&change.to_string()),
         error: None,
+        hidden,
     };
 }
 
@@ -117,6 +125,7 @@ pub(super) fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         targets,
         input,
         error,
+        ..
     } = &mut app.mode
     else {
         return vec![];
@@ -152,7 +161,7 @@ pub(super) fn ask_kill(app: &mut App) {
     if !may_act(app, "k") {
         return;
     }
-    let (targets, left_out) = applicable(app, |t| t.proto != Proto::Unix);
+    let (targets, left_out, hidden) = applicable(app, |t| t.proto != Proto::Unix);
     if targets.is_empty() {
         app.status = Some(if left_out > 0 {
             "k: a Unix socket cannot be killed (SOCK_DESTROY takes TCP and UDP sockets); its \
@@ -171,12 +180,13 @@ pub(super) fn ask_kill(app: &mut App) {
     app.mode = Mode::ConfirmKill {
         targets,
         yes: false,
+        hidden,
     };
 }
 
 /// Keys while the kill confirmation is open; only an explicit yes kills.
 pub(super) fn confirm_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
-    let Mode::ConfirmKill { targets, yes } = &mut app.mode else {
+    let Mode::ConfirmKill { targets, yes, .. } = &mut app.mode else {
         return vec![];
     };
     let go = match k.code {

@@ -123,6 +123,7 @@ pub fn open_filter(app: &mut App) {
     app.mode = Mode::Filter {
         input: Editor::new(&before),
         before,
+        from: app.selected,
         error: None,
     };
 }
@@ -130,14 +131,24 @@ pub fn open_filter(app: &mut App) {
 /// Keys while the filter bar is open. Valid text applies as it is typed; Enter keeps it, Esc
 /// puts back the filter that was active when the bar opened.
 pub fn filter_key(app: &mut App, k: KeyEvent) {
-    let Mode::Filter { input, before, .. } = &mut app.mode else {
+    let Mode::Filter {
+        input,
+        before,
+        from,
+        ..
+    } = &mut app.mode
+    else {
         return;
     };
     match k.code {
         KeyCode::Esc => {
-            let before = std::mem::take(before);
+            let (before, from) = (std::mem::take(before), *from);
             let _ = app.set_filter(&before);
             app.mode = Mode::Browse;
+            // Back where the bar opened, as search's Esc.
+            if let Some(key) = from {
+                app.select_key(key);
+            }
             app.status = Some(if before.is_empty() {
                 "filter unchanged (none)".into()
             } else {

@@ -48,7 +48,8 @@ pub enum Who {
 pub struct Group {
     /// The container the group's processes run in, when there is one.
     pub container: Option<String>,
-    /// The process name; `-` when no process holds the sockets, `?` when katop cannot see.
+    /// The process name; `(no process)` when none holds the sockets, `(not visible)` when
+    /// katop cannot see.
     pub process: String,
     pub who: Who,
     pub role: Role,
@@ -204,8 +205,9 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant, sort: GroupSort)
 fn new_group(container: Option<String>, who: Who, role: Role) -> Group {
     let process = match &who {
         Who::Name(name) => name.clone(),
-        Who::Nobody => "-".into(),
-        Who::Unseen => "?".into(),
+        // Apart from processes that happen to be named `-` or `?`.
+        Who::Nobody => "(no process)".into(),
+        Who::Unseen => "(not visible)".into(),
     };
     Group {
         container,
@@ -231,12 +233,19 @@ fn group_filter(g: &Group) -> String {
     terms.push(match &g.who {
         Who::Nobody => "owner:none".into(),
         Who::Unseen => "owner:unknown".into(),
-        // A process may clear its name: no word names it, its pids do.
-        Who::Name(name) if name.is_empty() => {
-            let pids: Vec<String> = g.members.iter().map(|m| format!("pid:{}", m.pid)).collect();
-            format!("comm:* ({})", pids.join(" or "))
+        Who::Name(name) => {
+            let word = glob_word(name);
+            // A name no word of the filter language can spell exactly (empty, or with a
+            // space or parenthesis, which `?` stands for): its pids say which processes.
+            if name.is_empty() || word != glob::Pattern::escape(name) {
+                let pids: Vec<String> =
+                    g.members.iter().map(|m| format!("pid:{}", m.pid)).collect();
+                let word = if name.is_empty() { "*".into() } else { word };
+                format!("comm:{word} ({})", pids.join(" or "))
+            } else {
+                format!("comm:{word}")
+            }
         }
-        Who::Name(name) => format!("comm:{}", glob_word(name)),
     });
     terms.push(match g.role {
         Role::Serves(p) => format!("sport:{p}"),

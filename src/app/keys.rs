@@ -164,41 +164,52 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('+' | '=') => return step_interval(app, true),
         KeyCode::Char('-' | '_') => return step_interval(app, false),
-        KeyCode::Char('s') => {
-            let text = if app.filter.source() == "stale" {
-                ""
-            } else {
-                "stale"
-            };
-            let _ = app.set_filter(text);
-            app.status = Some(if text.is_empty() {
-                "filter cleared".into()
-            } else {
-                "stale preset: sockets with a stale reason · Del clears".into()
-            });
-        }
-        KeyCode::Char(c @ '0'..='9') => {
-            if let Some(p) = app.presets.iter().find(|p| p.key == c).cloned() {
-                match app.set_filter(&p.filter) {
-                    Ok(()) => app.status = Some(format!("preset {c}: {}", p.name)),
-                    Err(e) => app.status = Some(format!("preset {c} is not a valid filter: {e}")),
-                }
-            } else {
-                let keys: String = app.presets.iter().map(|p| p.key).collect();
-                app.status = Some(format!(
-                    "no preset on {c} (presets: {keys}; [ui.presets] in the config file adds more; ? lists them)"
-                ));
-            }
-        }
+        KeyCode::Char('s') => stale_preset(app),
+        KeyCode::Char(c @ '0'..='9') => preset(app, c),
         KeyCode::Char('<' | ',') => cycle_sort(app, -1),
         KeyCode::Char('>' | '.') | KeyCode::F(6) => cycle_sort(app, 1),
         KeyCode::Char('r' | 'I') => {
-            app.reverse = !app.reverse;
-            app.rebuild();
+            if app.view == View::Groups {
+                app.group_reverse = !app.group_reverse;
+                app.regroup();
+            } else {
+                app.reverse = !app.reverse;
+                app.rebuild();
+            }
         }
         _ => {}
     }
     vec![]
+}
+
+/// `s`: the stale preset on or off.
+fn stale_preset(app: &mut App) {
+    let text = if app.filter.source() == "stale" {
+        ""
+    } else {
+        "stale"
+    };
+    let _ = app.set_filter(text);
+    app.status = Some(if text.is_empty() {
+        "filter cleared".into()
+    } else {
+        "stale preset: sockets with a stale reason · Del clears".into()
+    });
+}
+
+/// A number key: its preset's filter, or which keys have one.
+fn preset(app: &mut App, c: char) {
+    if let Some(p) = app.presets.iter().find(|p| p.key == c).cloned() {
+        match app.set_filter(&p.filter) {
+            Ok(()) => app.status = Some(format!("preset {c}: {}", p.name)),
+            Err(e) => app.status = Some(format!("preset {c} is not a valid filter: {e}")),
+        }
+    } else {
+        let keys: String = app.presets.iter().map(|p| p.key).collect();
+        app.status = Some(format!(
+            "no preset on {c} (presets: {keys}; [ui.presets] in the config file adds more; ? lists them)"
+        ));
+    }
 }
 
 /// Whether the socket table is on screen, so that `key` acts on what it shows; says why not
@@ -238,7 +249,10 @@ fn enter(app: &mut App) {
             // The group was counted under the filter in force: its sockets are those it still
             // matches, not every socket of the process.
             let before = app.filter.source().trim().to_string();
-            if !before.is_empty() {
+            if before.ends_with(&f) {
+                // Opened before: the filter already is the group's.
+                f = before;
+            } else if !before.is_empty() {
                 f = format!("({before}) {f}");
             }
             if app.set_filter(&f).is_ok() {

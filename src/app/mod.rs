@@ -102,6 +102,8 @@ pub enum Mode {
     Filter {
         input: Editor,
         before: String,
+        /// The selection when the bar opened (Esc goes back there).
+        from: Option<SockKey>,
         error: Option<FilterError>,
     },
     /// Typing a search (`/`, F3): the selection jumps to the first row that matches, the
@@ -121,10 +123,11 @@ pub enum Mode {
         scroll: u16,
     },
     /// Asking before a kill: exactly these sockets; `yes` is the highlighted answer (the
-    /// default is No).
+    /// default is No); the last `hidden` were marked and are hidden by the filter now.
     ConfirmKill {
         targets: Vec<Target>,
         yes: bool,
+        hidden: usize,
     },
     /// Asking before turning keepalive on: these sockets, the settings being typed
     /// (`idle=60s intvl=10s cnt=5`) and what is wrong with them.
@@ -132,6 +135,7 @@ pub enum Mode {
         targets: Vec<Target>,
         input: Editor,
         error: Option<String>,
+        hidden: usize,
     },
 }
 
@@ -244,6 +248,10 @@ pub struct App {
     pub filter: Filter,
     pub sort: Column,
     pub reverse: bool,
+    /// When the status note was last set (it expires after [`STATUS_FOR`]).
+    pub status_since: Instant,
+    /// The groups view's own reversal (its orders are its own too).
+    pub group_reverse: bool,
     pub view: View,
     pub mode: Mode,
     pub paused: bool,
@@ -322,6 +330,8 @@ impl App {
             filter,
             sort,
             reverse: false,
+            status_since: now,
+            group_reverse: false,
             view: View::Sockets,
             mode: Mode::Browse,
             paused: false,
@@ -365,8 +375,24 @@ impl App {
     }
 }
 
+/// How long a note stays on the status line (the action log keeps results for good).
+const STATUS_FOR: Duration = Duration::from_secs(10);
+
 /// The one place state changes.
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
+    let note = app.status.clone();
+    let effects = handle(app, msg);
+    if app.status != note {
+        app.status_since = app.now;
+    } else if app.status.is_some()
+        && app.now.saturating_duration_since(app.status_since) > STATUS_FOR
+    {
+        app.status = None;
+    }
+    effects
+}
+
+fn handle(app: &mut App, msg: Msg) -> Vec<Effect> {
     match msg {
         Msg::Poll(snap, now) => {
             app.apply_poll(*snap, now);

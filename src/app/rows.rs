@@ -148,7 +148,7 @@ impl App {
     /// The groups and their lines again, after the table, the filter or the sort changed.
     pub(super) fn regroup(&mut self) {
         self.groups = groups(&self.table, &self.filter, self.now, self.group_sort);
-        if self.reverse {
+        if self.group_reverse {
             self.groups.reverse();
         }
         self.group_lines.clear();

@@ -41,7 +41,7 @@ pub fn short_state(state: crate::model::SockState, proto: crate::model::Proto) -
 }
 
 /// `text` in at most `width` terminal columns: as it is when it fits, else with `…` in place
-/// of what is left out (addresses keep their port, other text its start).
+/// of what is left out (addresses keep their port, `name[pid]` its pid, other text its start).
 pub fn elide(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
     use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
     if text.width() <= width {
@@ -69,7 +69,22 @@ pub fn elide(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
             .rfind(':')
             .is_some_and(|i| text[i + 1..].bytes().all(|b| b.is_ascii_digit()));
     let keep = width - 1;
-    let (head, tail) = if address {
+    // `postgres[4121]`, `java[77]+2`: the pid tells two processes apart, the name's end less.
+    let pid_suffix = text.rfind('[').map(|i| &text[i..]).filter(|s| {
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        s.strip_prefix('[')
+            .and_then(|s| s.split_once(']'))
+            .is_some_and(|(pid, more)| {
+                digits(pid) && (more.is_empty() || more.strip_prefix('+').is_some_and(digits))
+            })
+    });
+    let (head, tail) = if let Some(suffix) = pid_suffix.filter(|s| s.width() + 2 <= keep) {
+        let name = &text[..text.len() - suffix.len()];
+        (
+            take(&mut name.chars(), keep - suffix.width()),
+            suffix.chars().collect(),
+        )
+    } else if address {
         let tail_room = (keep * 2 / 3).max(1).min(keep);
         let mut tail = take(&mut text.chars().rev(), tail_room);
         tail.reverse();
@@ -79,6 +94,10 @@ pub fn elide(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
         (take(&mut text.chars(), keep), Vec::new())
     };
     let mut out: String = head.into_iter().collect();
+    // Elided again (a compact cell narrowed further): one `…`, not two.
+    while out.ends_with('…') {
+        out.pop();
+    }
     out.push('…');
     out.extend(tail);
     out.into()

@@ -538,5 +538,13 @@ mod tests {
         assert_eq!(format_rtt(1500), "1.5ms");
         // Wide characters count as two columns.
         assert_eq!(elide("数据库连接池", 7), "数据库…");
+        // A process keeps its pid (two workers of one name stay apart), and an elided cell
+        // elided again has one `…`.
+        assert_eq!(elide("longprocessnam1[27416]", 14), "longpr…[27416]");
+        assert_eq!(elide("longprocessnam2[27418]+2", 14), "long…[27418]+2");
+        assert_eq!(elide("longproce…[27416]", 12), "long…[27416]");
+        assert_eq!(elide("ab…cdef", 4), "ab…");
+        // Too narrow for the pid: the start, as any text.
+        assert_eq!(elide("postgres[4121]", 7), "postgr…");
     }
 }

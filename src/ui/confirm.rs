@@ -14,7 +14,7 @@ use crate::text::printable_owned as sanitize;
 
 /// The dialog's width in `area`: wide enough for a socket line.
 fn width_in(area: Rect) -> u16 {
-    area.width.saturating_sub(4).min(110)
+    area.width.saturating_sub(2).min(120)
 }
 
 /// The width of the dialog's text (inside its border).
@@ -45,7 +45,7 @@ fn area_for(area: Rect, lines: usize) -> Rect {
 }
 
 pub fn render(
-    targets: &[Target],
+    (targets, hidden): (&[Target], usize),
     yes: bool,
     scope: &Scope,
     theme: Theme,
@@ -66,11 +66,14 @@ pub fn render(
             theme.error(),
         )));
     }
-    lines.extend(refusals(targets, scope, theme, inner_width(area)));
+    lines.extend(hidden_note(hidden, theme, inner_width(area)));
+    let width = inner_width(area);
+    lines.extend(refusals(targets, scope, theme, width));
     // The list, the blank line and the buttons under the title lines.
-    let popup = area_for(area, lines.len() + targets.len() + 2);
+    let listed = target_lines(targets, usize::from(area.height), width, theme).len();
+    let popup = area_for(area, lines.len() + listed + 2);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
-    lines.extend(target_lines(targets, room, theme));
+    lines.extend(target_lines(targets, room, width, theme));
     lines.push(Line::from(""));
     let button = |label: &'static str, on: bool| {
         if on {
@@ -100,7 +103,7 @@ pub fn render(
 
 /// The keepalive dialog: the sockets, the settings being typed, and what they would mean.
 pub fn render_keepalive(
-    targets: &[Target],
+    (targets, hidden): (&[Target], usize),
     (input, error): (&crate::app::Editor, Option<&str>),
     scope: &Scope,
     theme: Theme,
@@ -114,12 +117,15 @@ pub fn render_keepalive(
         ),
         theme.title(),
     ))];
-    lines.extend(refusals(targets, scope, theme, inner_width(area)));
+    let width = inner_width(area);
+    lines.extend(hidden_note(hidden, theme, width));
+    lines.extend(refusals(targets, scope, theme, width));
     let head = lines.len();
     // Title lines, list, blank, settings, verdict, keys.
-    let popup = area_for(area, targets.len() + head + 4);
+    let listed = target_lines(targets, usize::from(area.height), width, theme).len();
+    let popup = area_for(area, listed + head + 4);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(head + 4);
-    lines.extend(target_lines(targets, room, theme));
+    lines.extend(target_lines(targets, room, width, theme));
     lines.push(Line::from(""));
     let text = input.value();
     let at = input.cursor();
@@ -177,21 +183,34 @@ fn refusals(targets: &[Target], scope: &Scope, theme: Theme, width: u16) -> Vec<
 }
 
 /// One line per target, as many as `room` allows, the rest counted.
-fn target_lines(targets: &[Target], room: usize, theme: Theme) -> Vec<Line<'static>> {
-    let shown = if targets.len() > room {
-        room.saturating_sub(1)
-    } else {
-        targets.len()
-    };
-    let mut lines: Vec<Line> = targets[..shown]
-        .iter()
-        .map(|t| Line::from(format!("  {}", sanitize(t.describe()))))
-        .collect();
-    if shown < targets.len() {
-        lines.push(Line::from(Span::styled(
-            format!("  … and {} more", targets.len() - shown),
-            theme.dim(),
-        )));
+/// Marked sockets the filter now hides are acted on too: said, not left to surprise.
+fn hidden_note(hidden: usize, theme: Theme, width: u16) -> Vec<Line<'static>> {
+    if hidden == 0 {
+        return Vec::new();
+    }
+    let text = format!(
+        "{hidden} of them marked earlier and hidden by the filter now (listed last; U unmarks all)"
+    );
+    wrap(&text, width, 2, theme.warn())
+}
+
+fn target_lines(targets: &[Target], room: usize, width: u16, theme: Theme) -> Vec<Line<'static>> {
+    // Every part of what will die stays readable: a line too long wraps under itself.
+    let mut lines = Vec::new();
+    for (n, t) in targets.iter().enumerate() {
+        let text = format!("  {}", sanitize(t.describe()));
+        let wrapped = wrap(&text, width, 6, ratatui::style::Style::new());
+        let after = targets.len() - n - 1;
+        if lines.len() + wrapped.len() + usize::from(after > 0) > room {
+            if lines.len() < room {
+                lines.push(Line::from(Span::styled(
+                    format!("  … and {} more", targets.len() - n),
+                    theme.dim(),
+                )));
+            }
+            break;
+        }
+        lines.extend(wrapped);
     }
     lines
 }

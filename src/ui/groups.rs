@@ -80,7 +80,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         });
     let arrow = |s: GroupSort, title: &'static str| -> String {
         if app.group_sort == s {
-            format!("{title}{}", if app.reverse { "▲" } else { "▼" })
+            format!("{title}{}", if app.group_reverse { "▲" } else { "▼" })
         } else {
             title.to_string()
         }

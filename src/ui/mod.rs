@@ -154,15 +154,20 @@ pub fn render(app: &App, frame: &mut Frame) {
         help::render(app, theme, frame, h);
     }
     match &app.mode {
-        Mode::ConfirmKill { targets, yes } => {
-            confirm::render(targets, *yes, &app.scope, theme, frame, area);
+        Mode::ConfirmKill {
+            targets,
+            yes,
+            hidden,
+        } => {
+            confirm::render((targets, *hidden), *yes, &app.scope, theme, frame, area);
         }
         Mode::SetKeepalive {
             targets,
             input,
             error,
+            hidden,
         } => confirm::render_keepalive(
-            targets,
+            (targets, *hidden),
             (input, error.as_deref()),
             &app.scope,
             theme,

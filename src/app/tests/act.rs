@@ -21,7 +21,7 @@ fn k_asks_first_and_no_is_the_default() {
     let sel = selected_cookie(&app).unwrap();
     assert!(update(&mut app, ch('k')).is_empty());
     match &app.mode {
-        Mode::ConfirmKill { targets, yes } => {
+        Mode::ConfirmKill { targets, yes, .. } => {
             assert_eq!(cookies(targets), [sel]);
             assert!(!yes);
         }
@@ -67,10 +67,31 @@ fn marks_choose_what_dies() {
     // A filter that hides a marked socket still lists it: the dialog shows all that will die.
     update(&mut app, ch('5')); // CLOSE_WAIT only
     update(&mut app, ch('k'));
-    let Mode::ConfirmKill { targets, .. } = &app.mode else {
+    let Mode::ConfirmKill {
+        targets, hidden, ..
+    } = &app.mode
+    else {
         panic!("{:?}", app.mode)
     };
-    assert_eq!(targets.len(), 2);
+    // Both are hidden now, and the dialog says so.
+    assert_eq!((targets.len(), *hidden), (2, 2));
+    let screen = {
+        let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 30)).unwrap();
+        t.draw(|f| crate::ui::render(&app, f)).unwrap();
+        let b = t.backend().buffer().clone();
+        (0..b.area.height)
+            .map(|y| {
+                (0..b.area.width)
+                    .map(|x| b[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        screen.contains("2 of them marked earlier and hidden"),
+        "{screen}"
+    );
     update(&mut app, key(KeyCode::Esc));
 
     // `a` marks what the filter shows, again unmarks; U clears.

@@ -290,3 +290,30 @@ fn pasting_goes_into_the_bar_and_nowhere_else() {
     assert_eq!(bar_text(&app), "state:close-wait ");
     assert_eq!(listed(&app), [4]);
 }
+
+#[test]
+fn esc_in_the_filter_bar_puts_back_the_selection_too() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, key(KeyCode::Down));
+    let before = selected_cookie(&app);
+    update(&mut app, ch('\\'));
+    // A filter that hides the selected row moves the selection while typing…
+    type_text(&mut app, "port:6379");
+    assert_ne!(selected_cookie(&app), before);
+    // …and Esc brings both back.
+    update(&mut app, key(KeyCode::Esc));
+    assert!(app.filter.matches_all());
+    assert_eq!(selected_cookie(&app), before);
+}
+
+#[test]
+fn a_note_leaves_the_status_line_after_a_while() {
+    let (mut app, t0) = fixture_app();
+    update(&mut app, Msg::Tick(t0 + Duration::from_secs(1)));
+    update(&mut app, ch('9'));
+    assert!(app.status.is_some());
+    update(&mut app, Msg::Tick(t0 + Duration::from_secs(5)));
+    assert!(app.status.is_some(), "gone too soon");
+    update(&mut app, Msg::Tick(t0 + Duration::from_secs(12)));
+    assert_eq!(app.status, None);
+}

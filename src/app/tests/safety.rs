@@ -89,6 +89,13 @@ fn a_group_opens_under_the_filter_it_was_counted_under() {
     );
     // The one socket the group counted, not the process's two.
     assert_eq!(app.lines.len(), 1);
+    // Opened again from the groups it now counts: the same filter, not nested.
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(
+        app.filter.source(),
+        "(idle>2h1m) comm:java dport:5432 !listen !time-wait"
+    );
 }
 
 #[test]
@@ -115,16 +122,72 @@ fn groups_keep_a_nameless_process_and_ones_named_like_markers_apart() {
     };
     let mut nobody = named(3, 0, "");
     nobody.owner = Owner::None;
-    let socks = vec![named(1, 90, ""), named(2, 91, "-"), nobody];
+    // And names a word cannot spell, beside names their `?` would match.
+    let socks = vec![
+        named(1, 90, ""),
+        named(2, 91, "-"),
+        nobody,
+        named(4, 92, "a b"),
+        named(5, 93, "aXb"),
+        named(6, 94, "x(y)"),
+        named(7, 95, "x1y2"),
+        named(8, 96, "p*q"),
+        named(9, 97, "pzzq"),
+    ];
     let mut table = crate::model::ConnTable::new(Duration::from_secs(300));
     table.apply(snapshot(socks), t0);
     let all = Filter::parse("").unwrap();
     let groups = crate::app::groups::groups(&table, &all, t0, crate::app::GroupSort::Count);
-    assert_eq!(groups.len(), 3, "{groups:#?}");
+    assert_eq!(groups.len(), 9, "{groups:#?}");
     for g in &groups {
         // Each group's filter selects its one socket, and only it.
         let f = Filter::parse(&g.filter).unwrap_or_else(|e| panic!("{}: {e}", g.filter));
         let hits = table.entries().filter(|e| f.matches(e, t0)).count();
         assert_eq!(hits, 1, "{} selects {hits}", g.filter);
+    }
+}
+
+#[test]
+fn a_kill_from_the_detail_pane_keeps_its_result_in_view() {
+    use crate::actions::{Mechanism, Outcome, Report};
+    // The poll that no longer has it may come before or after the result.
+    for poll_first in [true, false] {
+        let (mut app, t0) = fixture_app();
+        let shown = selected_cookie(&app).unwrap();
+        update(&mut app, key(KeyCode::Enter));
+        update(&mut app, ch('k'));
+        let Effect::Kill(targets) = &update(&mut app, ch('y'))[0] else {
+            panic!("no kill")
+        };
+        let acted = Msg::Acted {
+            reports: vec![Report {
+                target: targets[0].clone(),
+                action: crate::actions::Action::Kill,
+                outcome: Outcome::Killed {
+                    mechanism: Mechanism::SockDestroy,
+                    after: None,
+                },
+                at: std::time::SystemTime::now(),
+            }],
+            log_error: None,
+        };
+        let without = fixture_socks()
+            .into_iter()
+            .filter(|s| s.cookie.0 != shown)
+            .collect();
+        let poll = Msg::Poll(Box::new(snapshot(without)), t0 + Duration::from_secs(1));
+        if poll_first {
+            update(&mut app, poll);
+            update(&mut app, acted);
+        } else {
+            update(&mut app, acted);
+            update(&mut app, poll);
+        }
+        let status = app.status.clone().unwrap();
+        assert!(
+            status.starts_with("kill: killed 1"),
+            "{poll_first}: {status}"
+        );
+        assert_eq!(app.mode, Mode::Browse);
     }
 }

@@ -202,6 +202,12 @@ fn groups_count_and_open_into_a_filter() {
     update(&mut app, key(KeyCode::Left));
     assert_eq!(app.selected_group, 0);
     assert!(!app.group_lines.contains(&GroupLine::Member(0, 0)));
+    // `r` reverses the groups, not the socket table.
+    let (reverse, first) = (app.reverse, app.groups[0].id());
+    update(&mut app, ch('r'));
+    assert!(app.group_reverse && app.reverse == reverse);
+    assert_ne!(app.groups[0].id(), first);
+    update(&mut app, ch('r'));
     // `<` `>` order the groups.
     update(&mut app, ch('>'));
     assert_eq!(app.group_sort, GroupSort::IdleMax);

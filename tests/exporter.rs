@@ -432,6 +432,18 @@ fn dashboard_queries() -> Vec<(String, String)> {
 #[test]
 fn the_grafana_dashboard_queries_what_the_exporter_serves() {
     let queries = dashboard_queries();
+    // A family with no series is not written: connections that fill every one (idle past
+    // --stale-after, one with keepalive on for a countdown, one in CLOSE_WAIT).
+    let l = service_listener();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        held.push((c, l.accept().unwrap().0));
+    }
+    socket2::SockRef::from(&held[1].0)
+        .set_keepalive(true)
+        .unwrap();
+    held[2].0.shutdown(Shutdown::Both).unwrap();
     let dir = std::env::temp_dir().join(format!("katop-grafana-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("katop.prom");
@@ -442,22 +454,28 @@ fn the_grafana_dashboard_queries_what_the_exporter_serves() {
         path.to_str().unwrap(),
         "--interval",
         "100ms",
+        "--stale-after",
+        "1s",
     ]);
+    let families = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_string)
+            .collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
-        if let Ok(t) = std::fs::read_to_string(&path) {
-            break t;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if families(&text).len() >= 12 || Instant::now() > deadline {
+            break text;
         }
-        assert!(Instant::now() < deadline, "no textfile");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     };
     drop(e);
-    let served: std::collections::BTreeSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .collect();
-    assert!(served.len() >= 10, "{text}");
+    drop(held);
+    let served = families(&text);
+    assert!(served.len() >= 12, "not every family was written:\n{text}");
     let mut asked = std::collections::BTreeSet::new();
     for (title, q) in &queries {
         for (i, _) in q.match_indices("katop_") {
@@ -465,14 +483,11 @@ fn the_grafana_dashboard_queries_what_the_exporter_serves() {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            assert!(
-                served.contains(name.as_str()),
-                "{title}: {name} is not served"
-            );
+            assert!(served.contains(&name), "{title}: {name} is not served");
             asked.insert(name);
         }
     }
-    let unshown: Vec<_> = served.iter().filter(|m| !asked.contains(**m)).collect();
+    let unshown: Vec<_> = served.iter().filter(|m| !asked.contains(*m)).collect();
     assert!(unshown.is_empty(), "served but on no panel: {unshown:?}");
     // PromQL: Grafana's variables as Prometheus would get them.
     let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");

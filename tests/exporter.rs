@@ -225,19 +225,31 @@ fn label_sets_are_capped_and_the_rest_folded() {
     promtool_check(&text);
 }
 
-#[test]
-fn the_textfile_is_never_seen_half_written() {
-    let dir = std::env::temp_dir().join(format!("katop-textfile-{}", std::process::id()));
+/// An exporter writing only a textfile, every 100 ms, in a fresh directory: (the directory,
+/// the file, the exporter).
+fn textfile_exporter(
+    name: &str,
+    more: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf, Exporter) {
+    let dir = std::env::temp_dir().join(format!("katop-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("katop.prom");
-    let _e = Exporter::start(&[
+    let mut args = vec![
         "--listen",
         "none",
         "--textfile",
         path.to_str().unwrap(),
         "--interval",
         "100ms",
-    ]);
+    ];
+    args.extend_from_slice(more);
+    let e = Exporter::start(&args);
+    (dir, path, e)
+}
+
+#[test]
+fn the_textfile_is_never_seen_half_written() {
+    let (dir, path, _e) = textfile_exporter("textfile", &[]);
     let (mut reads, deadline) = (0, Instant::now() + Duration::from_secs(3));
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -444,19 +456,7 @@ fn the_grafana_dashboard_queries_what_the_exporter_serves() {
         .set_keepalive(true)
         .unwrap();
     held[2].0.shutdown(Shutdown::Both).unwrap();
-    let dir = std::env::temp_dir().join(format!("katop-grafana-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("katop.prom");
-    let e = Exporter::start(&[
-        "--listen",
-        "none",
-        "--textfile",
-        path.to_str().unwrap(),
-        "--interval",
-        "100ms",
-        "--stale-after",
-        "1s",
-    ]);
+    let (dir, path, e) = textfile_exporter("grafana", &["--stale-after", "1s"]);
     let families = |text: &str| -> std::collections::BTreeSet<String> {
         text.lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

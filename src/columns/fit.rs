@@ -65,15 +65,7 @@ pub fn fit(columns: &[Column], full: &[usize], short: &[usize], width: usize, sk
     }
     let attempt = |widths: &[usize], gap: usize| -> Vec<usize> {
         let mut keep: Vec<usize> = (0..columns.len()).collect();
-        while keep.len() > 1 && total(&keep, widths, gap) > width {
-            let drop = keep
-                .iter()
-                .enumerate()
-                .max_by_key(|(pos, &i)| (columns[i].priority(), *pos))
-                .map(|(pos, _)| pos)
-                .expect("non-empty");
-            keep.remove(drop);
-        }
+        drop_until(columns, &mut keep, |k| total(k, widths, gap) <= width);
         keep
     };
     let essential = columns.iter().filter(|c| c.is_essential()).count();
@@ -132,7 +124,14 @@ fn squeeze(columns: &[Column], widths: &mut [usize], width: usize) -> Vec<usize>
             None => break,
         }
     }
-    while keep.len() > 1 && total(&keep, widths) > width {
+    drop_until(columns, &mut keep, |k| total(k, widths) <= width);
+    keep
+}
+
+/// Drops the least useful of `keep` (the rightmost of equal use first) until `fits`, or one is
+/// left.
+fn drop_until(columns: &[Column], keep: &mut Vec<usize>, fits: impl Fn(&[usize]) -> bool) {
+    while keep.len() > 1 && !fits(keep) {
         let drop = keep
             .iter()
             .enumerate()
@@ -141,7 +140,6 @@ fn squeeze(columns: &[Column], widths: &mut [usize], width: usize) -> Vec<usize>
             .expect("non-empty");
         keep.remove(drop);
     }
-    keep
 }
 
 /// Columns whose cells still say enough elided (an address keeps its port, a name its start).

@@ -165,8 +165,8 @@ pub struct Args {
     pub ipv6: bool,
 
     /// Network namespaces to read: all, host, a name (ip netns, container), a pid (its
-    /// namespace) or an inode; repeatable. Default: all when katop may enter them (root, or
-    /// CAP_SYS_ADMIN and CAP_SYS_PTRACE), else its own.
+    /// namespace) or an inode; repeatable or comma-separated. Default: all when katop may enter
+    /// them (root, or CAP_SYS_ADMIN and CAP_SYS_PTRACE), else its own.
     #[arg(
         long,
         value_name = "NS",
@@ -213,8 +213,9 @@ pub struct Args {
     #[arg(long, env = "KATOP_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     pub read_only: bool,
 
-    /// Append every kill attempt here, one JSON line each
-    /// [default: $XDG_STATE_HOME/katop/kills.jsonl, else ~/.local/state/katop/kills.jsonl].
+    /// Append every kill and keepalive change (dashboard, kill, keepalive; the exporter changes
+    /// nothing) here, one JSON line each [default: $XDG_STATE_HOME/katop/kills.jsonl, else
+    /// ~/.local/state/katop/kills.jsonl].
     #[arg(long, value_name = "PATH", env = "KATOP_KILL_LOG", global = true)]
     pub kill_log: Option<PathBuf>,
 
@@ -336,8 +337,7 @@ Examples:
         shell: clap_complete::Shell,
     },
 
-    /// Print the man page (roff).
-    #[command(hide = true)]
+    /// Print the man page (roff): katop man | man -l -
     Man,
 }
 

@@ -95,6 +95,8 @@ pub fn run(args: &Args) -> ExitCode {
             let cmd = <Args as clap::CommandFactory>::command();
             return match clap_mangen::Man::new(cmd).render(&mut io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // `katop man | head`: the reader had enough.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("katop: {e}");
                     ExitCode::FAILURE
@@ -273,9 +275,13 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
     } else {
         let columns = args.table_columns(table.ctx.namespaces.len());
         output::write_table(&mut out, &rows, &columns, width, now)?;
-        writeln!(out, "\n{}", output::settings_line(table.settings()))?;
+        writeln!(
+            out,
+            "\n{}",
+            output::fill(&output::settings_line(table.settings()), width)
+        )?;
         if let Some(legend) = output::estimate_legend(&rows, &columns, now) {
-            writeln!(out, "{legend}")?;
+            writeln!(out, "{}", output::fill(legend, width))?;
         }
     }
     out.flush()?;

@@ -371,9 +371,17 @@ pub fn write_table(
             "({} not shown: the terminal is too narrow; -o picks columns, a pipe shows all)",
             hidden.join(" ")
         );
-        writeln!(out, "{note}")?;
+        writeln!(out, "{}", fill(&note, width))?;
     }
     Ok(())
+}
+
+/// A note under the table, wrapped to the terminal's width (piped: one line).
+pub fn fill(text: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
+    match width {
+        Some(w) => textwrap::fill(text, w.max(20)).into(),
+        None => text.into(),
+    }
 }
 
 /// One line of the table into `line`: each cell elided to its column's width and padded
@@ -545,8 +553,10 @@ mod tests {
         )
         .unwrap();
         let narrow = String::from_utf8(narrow).unwrap();
-        let (table, note) = narrow.trim_end().rsplit_once('\n').unwrap();
-        assert!(table.lines().all(|l| l.chars().count() <= 40), "{narrow}");
+        // The note, wrapped to the width like the rest.
+        let (table, note) = narrow.trim_end().split_once("\n(").unwrap();
+        assert!(narrow.lines().all(|l| l.chars().count() <= 40), "{narrow}");
+        assert!(table.lines().count() >= 2, "{narrow}");
         assert!(
             note.contains("not shown") && note.contains("PROTO"),
             "{narrow}"

@@ -127,7 +127,11 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         if y < area.y + area.height {
             frame.render_widget(
                 Paragraph::new(Span::styled(
-                    "no TCP connection matches the filter",
+                    if app.filter.matches_all() {
+                        "no TCP connection"
+                    } else {
+                        "no TCP connection matches the filter (Del clears it)"
+                    },
                     theme.dim(),
                 )),
                 Rect::new(area.x, y, area.width, 1),

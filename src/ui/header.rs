@@ -57,7 +57,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         return;
     }
 
-    // Two small sparklines: ESTABLISHED and stale counts over the last polls.
+    // Two small sparklines: ESTABLISHED TCP connections and stale counts over the last polls.
     let rows = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
@@ -79,7 +79,7 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
         ))
     };
     frame.render_widget(
-        label(format!("estab {}", est.last().copied().unwrap_or(0))),
+        label(format!("tcp estab {}", est.last().copied().unwrap_or(0))),
         rows[0],
     );
     frame.render_widget(

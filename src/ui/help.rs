@@ -48,7 +48,7 @@ const KEYS: [(&str, &[Key]); 5] = [
                 "← →",
                 "sockets: page through the columns (the footer says how many are hidden); groups: collapse, expand",
             ),
-            key("Enter", "details of the socket (the pane takes ↑ ↓ PgUp PgDn; Enter or Esc closes) · a group's sockets"),
+            key("Enter", "details of the socket (the pane takes ↑ ↓ PgUp PgDn Home End; Enter or Esc closes) · a group's sockets"),
             key("Tab", "sockets ↔ groups (process name → port, with its processes)"),
             key("L", "action log: this session's kills and keepalive changes, and where they are recorded"),
             key("mouse", "wheel scrolls, click selects, click a header sorts (again: reverses)"),
@@ -87,7 +87,7 @@ const KEYS: [(&str, &[Key]); 5] = [
     (
         "",
         &[
-            key("? F1", "this help (↑ ↓ PgUp PgDn scroll, any other key closes)"),
+            key("? F1", "this help (↑ ↓ PgUp PgDn Home End scroll; Esc, Enter or any other key closes)"),
             key("q F10 Ctrl-C", "quit · Ctrl-Z suspends"),
         ],
     ),
@@ -131,6 +131,9 @@ pub fn content(app: &App, theme: Theme, width: u16) -> Vec<Line<'static>> {
     for p in &app.presets {
         let what = if p.filter.is_empty() {
             format!("{} (no filter)", p.name)
+        } else if p.name == p.filter {
+            // A preset named by its filter.
+            p.filter.clone()
         } else {
             format!("{}: {}", p.name, p.filter)
         };

@@ -379,7 +379,8 @@ pub fn write_table(
 /// A note under the table, wrapped to the terminal's width (piped: one line).
 pub fn fill(text: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
     match width {
-        Some(w) => textwrap::fill(text, w.max(20)).into(),
+        // Column names are not broken inside; the rest wraps at the width.
+        Some(w) => textwrap::fill(text, textwrap::Options::new(w.max(1)).break_words(false)).into(),
         None => text.into(),
     }
 }

@@ -15,8 +15,10 @@ use crate::model::{Endpoint, Proto, SockEntry, SockKey, SockState};
 /// hides), else the selected one; and where the hidden ones start.
 pub(super) fn chosen(app: &App) -> (Vec<Target>, usize) {
     if app.marked.is_empty() {
+        // The highlighted row: only a listed socket is ever chosen this way.
         let one: Vec<Target> = app
             .selected
+            .filter(|_| app.selected_idx.is_some())
             .and_then(|k| app.table.get(&k))
             .map(|e| vec![Target::of(&e)])
             .unwrap_or_default();
@@ -51,7 +53,7 @@ pub(super) fn chosen(app: &App) -> (Vec<Target>, usize) {
 /// Whether acting is allowed; says why not.
 pub(super) fn may_act(app: &mut App, key: &str) -> bool {
     if app.read_only {
-        app.status = Some(format!(
+        app.note(format!(
             "read-only: katop was started with --read-only, so {key} changes nothing"
         ));
     }
@@ -89,7 +91,7 @@ pub(super) fn ask_keepalive(app: &mut App) {
         t.proto == Proto::Tcp && t.state == SockState::Established
     });
     if targets.is_empty() {
-        app.status = Some(if left_out > 0 {
+        app.note(if left_out > 0 {
             "K: keepalive applies to ESTABLISHED TCP connections only; this is not one".into()
         } else {
             "nothing chosen: select a socket or mark some with Space".into()
@@ -97,7 +99,7 @@ pub(super) fn ask_keepalive(app: &mut App) {
         return;
     }
     if left_out > 0 {
-        app.status = Some(format!(
+        app.note(format!(
             "{left_out} marked socket(s) left out: keepalive applies to ESTABLISHED TCP only"
         ));
     }
@@ -133,13 +135,13 @@ pub(super) fn keepalive_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     match k.code {
         KeyCode::Esc => {
             app.mode = Mode::Browse;
-            app.status = Some("keepalive unchanged".into());
+            app.note("keepalive unchanged".into());
         }
         KeyCode::Enter => match input.value().parse::<Change>() {
             Ok(change) => {
                 let targets = std::mem::take(targets);
                 app.mode = Mode::Browse;
-                app.status = Some(format!(
+                app.note(format!(
                     "turning keepalive on ({change}) for {} socket(s)…",
                     targets.len()
                 ));
@@ -163,7 +165,7 @@ pub(super) fn ask_kill(app: &mut App) {
     }
     let (targets, left_out, hidden) = applicable(app, |t| t.proto != Proto::Unix);
     if targets.is_empty() {
-        app.status = Some(if left_out > 0 {
+        app.note(if left_out > 0 {
             "k: a Unix socket cannot be killed (SOCK_DESTROY takes TCP and UDP sockets); its \
              process can be"
                 .into()
@@ -173,7 +175,7 @@ pub(super) fn ask_kill(app: &mut App) {
         return;
     }
     if left_out > 0 {
-        app.status = Some(format!(
+        app.note(format!(
             "{left_out} marked Unix socket(s) left out: SOCK_DESTROY takes TCP and UDP only"
         ));
     }
@@ -206,10 +208,10 @@ pub(super) fn confirm_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     let targets = std::mem::take(targets);
     app.mode = Mode::Browse;
     if go {
-        app.status = Some(format!("killing {} socket(s)…", targets.len()));
+        app.note(format!("killing {} socket(s)…", targets.len()));
         vec![Effect::Kill(targets)]
     } else {
-        app.status = Some("kill cancelled: nothing was killed".into());
+        app.note("kill cancelled: nothing was killed".into());
         vec![]
     }
 }
@@ -223,7 +225,7 @@ pub(super) fn acted(app: &mut App, reports: Vec<Report>, log_error: Option<Strin
     if let Some(e) = log_error {
         status = format!("LOG NOT WRITTEN: {e} · {status}");
     }
-    app.status = Some(status);
+    app.note(status);
     for r in &reports {
         if r.outcome.is_success() && r.action == crate::actions::Action::Kill {
             app.marked.retain(|k| k.cookie.0 != r.target.cookie);
@@ -259,9 +261,9 @@ pub(super) fn mark_all(app: &mut App) {
         for k in &keys {
             app.marked.remove(k);
         }
-        app.status = Some(format!("unmarked {} socket(s)", keys.len()));
+        app.note(format!("unmarked {} socket(s)", keys.len()));
     } else {
-        app.status = Some(format!(
+        app.note(format!(
             "marked {} socket(s) (the filter's matches)",
             keys.len()
         ));

@@ -149,7 +149,7 @@ pub fn filter_key(app: &mut App, k: KeyEvent) {
             if let Some(key) = from {
                 app.select_key(key);
             }
-            app.status = Some(if before.is_empty() {
+            app.note(if before.is_empty() {
                 "filter unchanged (none)".into()
             } else {
                 format!("filter unchanged: {before}")
@@ -161,7 +161,7 @@ pub fn filter_key(app: &mut App, k: KeyEvent) {
                 Ok(()) => {
                     remember(&mut app.filter_history, &text);
                     app.mode = Mode::Browse;
-                    app.status = Some(if text.trim().is_empty() {
+                    app.note(if text.trim().is_empty() {
                         "filter cleared".into()
                     } else {
                         // The filter itself shows next to this, in brackets.
@@ -225,7 +225,7 @@ pub fn search_key(app: &mut App, k: KeyEvent) {
             if let Some(key) = from {
                 app.select_key(key);
             }
-            app.status = Some("search cancelled".into());
+            app.note("search cancelled".into());
         }
         KeyCode::Enter => {
             let text = input.value().trim().to_string();
@@ -234,7 +234,7 @@ pub fn search_key(app: &mut App, k: KeyEvent) {
                 return;
             }
             remember(&mut app.search_history, &text);
-            app.status = Some(format!("search: {text} · n next · N previous"));
+            app.note(format!("search: {text} · n next · N previous"));
             app.search = Some(text);
         }
         KeyCode::Up | KeyCode::Down => {
@@ -276,7 +276,7 @@ pub fn search_again(app: &mut App, forward: bool) {
         Some(text) => {
             find(app, &text, forward, true);
         }
-        None => app.status = Some("no search yet: / searches".into()),
+        None => app.note("no search yet: / searches".into()),
     }
 }
 
@@ -306,7 +306,7 @@ fn find(app: &mut App, needle: &str, forward: bool, skip_current: bool) -> bool 
             }
         }
     }
-    app.status = Some(format!("search: nothing matches {needle:?}"));
+    app.note(format!("search: nothing matches {needle:?}"));
     false
 }
 

@@ -176,13 +176,14 @@ pub fn groups(table: &ConnTable, filter: &Filter, now: Instant, sort: GroupSort)
             m.keepalive_off += usize::from(e.keepalive == Some(Keepalive::Off));
         }
     }
+    let containers = map.keys().any(|(c, _, _)| c.is_some());
     let mut out: Vec<Group> = map
         .into_values()
         .map(|(mut g, members)| {
             g.members = members.into_values().collect();
             g.members
                 .sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
-            g.filter = group_filter(&g);
+            g.filter = group_filter(&g, containers);
             g
         })
         .collect();
@@ -224,29 +225,41 @@ fn new_group(container: Option<String>, who: Who, role: Role) -> Group {
     }
 }
 
-/// A filter that selects the group's sockets.
-fn group_filter(g: &Group) -> String {
+/// A filter that selects the group's sockets, and only them.
+/// `containers`: whether any group is a container's (else no term about containers is needed).
+fn group_filter(g: &Group, containers: bool) -> String {
+    // What no word of the filter language spells exactly (empty, or with a space or
+    // parenthesis, for which `?` stands): the members' pids say which processes.
+    let unspellable =
+        |name: &str| name.is_empty() || glob_word(name) != glob::Pattern::escape(name);
     let mut terms = Vec::new();
-    if let Some(c) = &g.container {
-        terms.push(format!("container:{}", glob_word(c)));
+    let mut by_pid = false;
+    match &g.container {
+        Some(c) => {
+            by_pid |= unspellable(c);
+            terms.push(format!("container:{}", glob_word(c)));
+        }
+        // The host's processes, not a container's of the same name.
+        None if containers => terms.push("!container:*".into()),
+        None => {}
     }
     terms.push(match &g.who {
         Who::Nobody => "owner:none".into(),
         Who::Unseen => "owner:unknown".into(),
         Who::Name(name) => {
-            let word = glob_word(name);
-            // A name no word of the filter language can spell exactly (empty, or with a
-            // space or parenthesis, which `?` stands for): its pids say which processes.
-            if name.is_empty() || word != glob::Pattern::escape(name) {
-                let pids: Vec<String> =
-                    g.members.iter().map(|m| format!("pid:{}", m.pid)).collect();
-                let word = if name.is_empty() { "*".into() } else { word };
-                format!("comm:{word} ({})", pids.join(" or "))
+            by_pid |= unspellable(name);
+            let word = if name.is_empty() {
+                "*".into()
             } else {
-                format!("comm:{word}")
-            }
+                glob_word(name)
+            };
+            format!("comm:{word}")
         }
     });
+    if by_pid && !g.members.is_empty() {
+        let pids: Vec<String> = g.members.iter().map(|m| format!("pid:{}", m.pid)).collect();
+        terms.push(format!("({})", pids.join(" or ")));
+    }
     terms.push(match g.role {
         Role::Serves(p) => format!("sport:{p}"),
         Role::To(p) => format!("dport:{p}"),

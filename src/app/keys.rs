@@ -121,7 +121,7 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         KeyCode::Char('\\') | KeyCode::F(4) => open_filter(app),
         KeyCode::Delete => {
             let _ = app.set_filter("");
-            app.status = Some("filter cleared".into());
+            app.note("filter cleared".into());
         }
         KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help { scroll: 0 },
         KeyCode::Enter => enter(app),
@@ -131,7 +131,7 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         KeyCode::Char(' ') if in_table(app, "Space") && may_act(app, "Space") => toggle_mark(app),
         KeyCode::Char('a') if in_table(app, "a") && may_act(app, "a") => mark_all(app),
         KeyCode::Char('U') => {
-            app.status = Some(format!("unmarked {} socket(s)", app.marked.len()));
+            app.note(format!("unmarked {} socket(s)", app.marked.len()));
             app.marked.clear();
         }
         KeyCode::Char('L') => {
@@ -155,7 +155,7 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('z' | 'Z') => {
             app.paused = !app.paused;
-            app.status = Some(if app.paused {
+            app.note(if app.paused {
                 "paused (z resumes)".into()
             } else {
                 "resumed".into()
@@ -190,7 +190,7 @@ fn stale_preset(app: &mut App) {
         "stale"
     };
     let _ = app.set_filter(text);
-    app.status = Some(if text.is_empty() {
+    app.note(if text.is_empty() {
         "filter cleared".into()
     } else {
         "stale preset: sockets with a stale reason · Del clears".into()
@@ -201,12 +201,12 @@ fn stale_preset(app: &mut App) {
 fn preset(app: &mut App, c: char) {
     if let Some(p) = app.presets.iter().find(|p| p.key == c).cloned() {
         match app.set_filter(&p.filter) {
-            Ok(()) => app.status = Some(format!("preset {c}: {}", p.name)),
-            Err(e) => app.status = Some(format!("preset {c} is not a valid filter: {e}")),
+            Ok(()) => app.note(format!("preset {c}: {}", p.name)),
+            Err(e) => app.note(format!("preset {c} is not a valid filter: {e}")),
         }
     } else {
         let keys: String = app.presets.iter().map(|p| p.key).collect();
-        app.status = Some(format!(
+        app.note(format!(
             "no preset on {c} (presets: {keys}; [ui.presets] in the config file adds more; ? lists them)"
         ));
     }
@@ -222,7 +222,7 @@ fn in_table(app: &mut App, key: &str) -> bool {
         } else {
             "L goes back to the socket table"
         };
-        app.status = Some(format!("{key} acts on the socket table's sockets: {back}"));
+        app.note(format!("{key} acts on the socket table's sockets: {back}"));
     }
     here
 }
@@ -249,8 +249,8 @@ fn enter(app: &mut App) {
             // The group was counted under the filter in force: its sockets are those it still
             // matches, not every socket of the process.
             let before = app.filter.source().trim().to_string();
-            if before.ends_with(&f) {
-                // Opened before: the filter already is the group's.
+            if before == f || before.ends_with(&format!(") {f}")) {
+                // Opened before: the filter already is the group's (within the one before).
                 f = before;
             } else if !before.is_empty() {
                 f = format!("({before}) {f}");
@@ -259,7 +259,7 @@ fn enter(app: &mut App) {
                 app.view = View::Sockets;
                 app.selected = None;
                 app.rebuild();
-                app.status = Some("the group's sockets · Del clears the filter".into());
+                app.note("the group's sockets · Del clears the filter".into());
             }
         }
     }
@@ -309,7 +309,7 @@ fn step_interval(app: &mut App, slower: bool) -> Vec<Effect> {
         INTERVALS_MS.iter().rev().copied().find(|&ms| ms < now)
     };
     let Some(ms) = next else {
-        app.status = Some(format!(
+        app.note(format!(
             "polling every {} already: {} is the {}",
             crate::model::duration::format_ms_short(now),
             if slower { "+" } else { "-" },
@@ -318,7 +318,7 @@ fn step_interval(app: &mut App, slower: bool) -> Vec<Effect> {
         return vec![];
     };
     app.interval = Duration::from_millis(ms);
-    app.status = Some(format!(
+    app.note(format!(
         "polling every {}",
         crate::model::duration::format_ms_short(ms)
     ));
@@ -331,7 +331,7 @@ fn cycle_sort(app: &mut App, step: isize) {
         let all = GroupSort::ALL;
         let i = all.iter().position(|s| *s == app.group_sort).unwrap_or(0) as isize;
         app.group_sort = all[(i + step).rem_euclid(all.len() as isize) as usize];
-        app.status = Some(format!("groups by {}", app.group_sort.name()));
+        app.note(format!("groups by {}", app.group_sort.name()));
         app.regroup();
         return;
     }
@@ -355,7 +355,7 @@ fn cycle_sort(app: &mut App, step: isize) {
 
 fn sort_by(app: &mut App, col: Column) {
     app.sort = col;
-    app.status = Some(format!("sorted by {}", col.header().to_ascii_lowercase()));
+    app.note(format!("sorted by {}", col.header().to_ascii_lowercase()));
     app.rebuild();
 }
 

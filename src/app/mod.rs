@@ -380,16 +380,24 @@ const STATUS_FOR: Duration = Duration::from_secs(10);
 
 /// The one place state changes.
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
-    let note = app.status.clone();
     let effects = handle(app, msg);
-    if app.status != note {
-        app.status_since = app.now;
-    } else if app.status.is_some()
-        && app.now.saturating_duration_since(app.status_since) > STATUS_FOR
-    {
+    // A note goes after a while; a failure to write the audit log stays until the next note.
+    let lasting = app
+        .status
+        .as_deref()
+        .is_some_and(|s| s.starts_with("LOG NOT WRITTEN"));
+    if !lasting && app.now.saturating_duration_since(app.status_since) > STATUS_FOR {
         app.status = None;
     }
     effects
+}
+
+impl App {
+    /// Says `text` on the status line, for [`STATUS_FOR`].
+    pub fn note(&mut self, text: String) {
+        self.status = Some(text);
+        self.status_since = self.now;
+    }
 }
 
 fn handle(app: &mut App, msg: Msg) -> Vec<Effect> {

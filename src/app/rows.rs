@@ -42,10 +42,16 @@ impl App {
         }
     }
 
-    /// Selects a socket again, when it is still listed.
+    /// Selects a socket again, when it is still listed (else the selection stays: a socket
+    /// not on screen is never the one `k` would act on).
     pub(super) fn select_key(&mut self, key: SockKey) {
-        self.selected = Some(key);
-        self.locate_selection();
+        if let Some(i) = self
+            .lines
+            .iter()
+            .position(|&l| self.line_key(l) == Some(key))
+        {
+            self.select_line(i);
+        }
     }
 
     /// The first selectable line at `idx` or after, else before (a neighbour of a row that went).
@@ -126,17 +132,21 @@ impl App {
         if self.selected_idx.is_none() {
             // Closed: its neighbour, where it was. Hidden by the filter, or none yet: the top.
             let at = if closed { before.unwrap_or(0) } else { 0 };
-            self.selected = None;
+            let had = self.selected.take();
             if let Some(i) = self.neighbour(at) {
                 self.select_line(i);
             }
             // The pane showed that socket: it closes rather than show (and offer to act on)
-            // another one.
-            if closed && matches!(self.mode, Mode::Detail { .. }) {
+            // another one, whether the socket closed or the filter hides it now.
+            if had.is_some() && matches!(self.mode, Mode::Detail { .. }) {
                 self.mode = Mode::Browse;
+                if !closed {
+                    self.status =
+                        Some("the socket shown is hidden by the filter now: details closed".into());
+                }
             }
             if closed && !killed {
-                self.status = Some(if self.selected.is_some() {
+                self.note(if self.selected.is_some() {
                     "the selected socket closed: the selection moved to its neighbour".into()
                 } else {
                     "the selected socket closed".into()
@@ -350,6 +360,11 @@ impl App {
     /// Takes the screen's layout: keeps the selection and the panes' scroll inside it.
     pub(super) fn set_viewport(&mut self, viewport: Viewport) {
         self.viewport = viewport;
+        // Fewer columns than when paged right (a column emptied, one namespace left): the
+        // last page, not pages of nothing.
+        if self.hscroll > 0 {
+            self.hscroll = self.hscroll.min(self.viewport.skipped + 1);
+        }
         if self.viewport.too_small
             && matches!(
                 self.mode,
@@ -357,7 +372,7 @@ impl App {
             )
         {
             self.mode = Mode::Browse;
-            self.status = Some("cancelled: the terminal is too small to show the dialog".into());
+            self.note("cancelled: the terminal is too small to show the dialog".into());
         }
         let v = &self.viewport;
         match &mut self.mode {

@@ -72,6 +72,7 @@ pub fn render(
     // The list, the blank line and the buttons under the title lines.
     let listed = target_lines(targets, usize::from(area.height), width, theme).len();
     let popup = area_for(area, lines.len() + listed + 2);
+    fit_head(&mut lines, popup, 2, theme);
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
     lines.extend(target_lines(targets, room, width, theme));
     lines.push(Line::from(""));
@@ -120,10 +121,11 @@ pub fn render_keepalive(
     let width = inner_width(area);
     lines.extend(hidden_note(hidden, theme, width));
     lines.extend(refusals(targets, scope, theme, width));
-    let head = lines.len();
     // Title lines, list, blank, settings, verdict, keys.
     let listed = target_lines(targets, usize::from(area.height), width, theme).len();
-    let popup = area_for(area, listed + head + 4);
+    let popup = area_for(area, listed + lines.len() + 4);
+    fit_head(&mut lines, popup, 4, theme);
+    let head = lines.len();
     let room = usize::from(popup.height.saturating_sub(2)).saturating_sub(head + 4);
     lines.extend(target_lines(targets, room, width, theme));
     lines.push(Line::from(""));
@@ -183,13 +185,30 @@ fn refusals(targets: &[Target], scope: &Scope, theme: Theme, width: u16) -> Vec<
 }
 
 /// One line per target, as many as `room` allows, the rest counted.
+/// Shortens the title and notes above the list so that at least one line of the list and the
+/// `tail` lines under it (the answer, the settings) fit in `popup`: on a small terminal what
+/// will be acted on, and how to answer, always show.
+fn fit_head(lines: &mut Vec<Line<'static>>, popup: Rect, tail: usize, theme: Theme) {
+    let inner = usize::from(popup.height.saturating_sub(2));
+    let most = inner.saturating_sub(tail + 1).max(1);
+    if lines.len() > most {
+        lines.truncate(most.saturating_sub(1).max(1));
+        if most > 1 {
+            lines.push(Line::from(Span::styled(
+                "  … (a taller terminal shows every note)",
+                theme.dim(),
+            )));
+        }
+    }
+}
+
 /// Marked sockets the filter now hides are acted on too: said, not left to surprise.
 fn hidden_note(hidden: usize, theme: Theme, width: u16) -> Vec<Line<'static>> {
     if hidden == 0 {
         return Vec::new();
     }
     let text = format!(
-        "{hidden} of them marked earlier and hidden by the filter now (listed last; U unmarks all)"
+        "{hidden} of them marked earlier and hidden by the filter now (listed last; Esc, then U unmarks all)"
     );
     wrap(&text, width, 2, theme.warn())
 }

@@ -126,3 +126,31 @@ fn the_check_catches_a_cut_line() {
     b.set_string(0, 1, "x│ textx│", ratatui::style::Style::new());
     assert!(std::panic::catch_unwind(|| assert_uncut(&b, "boxed")).is_err());
 }
+
+/// At the smallest size, with every note showing (marks the filter hides, a scope that limits
+/// what may be killed), the dialog still lists what will die and shows how to answer.
+#[test]
+fn the_kill_dialog_at_the_smallest_size_keeps_the_list_and_the_answer() {
+    let (mut app, _) = fixture_app();
+    app.scope = crate::actions::Scope::OwnOnly { uid: 4242 };
+    update(&mut app, ch(' '));
+    update(&mut app, ch(' '));
+    update(&mut app, ch('5'));
+    update(&mut app, ch('k'));
+    let screen = text(&draw(&mut app, 60, 12));
+    assert!(
+        screen.contains("[ No ]") && screen.contains("[ Yes, kill ]"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("tcp ESTABLISHED") || screen.contains("… and 2 more"),
+        "{screen}"
+    );
+    update(&mut app, key(KeyCode::Esc));
+    update(&mut app, ch('K'));
+    let screen = text(&draw(&mut app, 60, 12));
+    assert!(
+        screen.contains("settings:") && screen.contains("Enter applies"),
+        "{screen}"
+    );
+}

@@ -316,4 +316,13 @@ fn a_note_leaves_the_status_line_after_a_while() {
     assert!(app.status.is_some(), "gone too soon");
     update(&mut app, Msg::Tick(t0 + Duration::from_secs(12)));
     assert_eq!(app.status, None);
+    // The same note again starts its time again.
+    update(&mut app, ch('9'));
+    update(&mut app, Msg::Tick(t0 + Duration::from_secs(21)));
+    update(&mut app, ch('9'));
+    update(&mut app, Msg::Tick(t0 + Duration::from_secs(25)));
+    assert!(
+        app.status.is_some(),
+        "the repeated note went with the first"
+    );
 }

@@ -101,7 +101,7 @@ fn a_group_opens_under_the_filter_it_was_counted_under() {
 #[test]
 fn groups_keep_a_nameless_process_and_ones_named_like_markers_apart() {
     let t0 = Instant::now();
-    let named = |cookie: u64, pid: u32, name: &str| {
+    let named_in = |cookie: u64, pid: u32, name: &str, container: Option<&str>| {
         let mut s = conn(
             cookie,
             &format!("10.0.0.5:{}", 41000 + cookie),
@@ -114,12 +114,13 @@ fn groups_keep_a_nameless_process_and_ones_named_like_markers_apart() {
                 pid,
                 name: name.into(),
                 cmdline: String::new().into(),
-                container: None,
+                container: container.map(Into::into),
             }),
             fd: 3,
         };
         s
     };
+    let named = |cookie: u64, pid: u32, name: &str| named_in(cookie, pid, name, None);
     let mut nobody = named(3, 0, "");
     nobody.owner = Owner::None;
     // And names a word cannot spell, beside names their `?` would match.
@@ -133,12 +134,17 @@ fn groups_keep_a_nameless_process_and_ones_named_like_markers_apart() {
         named(7, 95, "x1y2"),
         named(8, 96, "p*q"),
         named(9, 97, "pzzq"),
+        // One name on the host and in containers (one named with a space).
+        named(10, 98, "nginx"),
+        named_in(11, 99, "nginx", Some("docker:web")),
+        named_in(12, 100, "nginx", Some("podman:my web")),
+        named_in(13, 101, "nginx", Some("podman:my-web")),
     ];
     let mut table = crate::model::ConnTable::new(Duration::from_secs(300));
     table.apply(snapshot(socks), t0);
     let all = Filter::parse("").unwrap();
     let groups = crate::app::groups::groups(&table, &all, t0, crate::app::GroupSort::Count);
-    assert_eq!(groups.len(), 9, "{groups:#?}");
+    assert_eq!(groups.len(), 13, "{groups:#?}");
     for g in &groups {
         // Each group's filter selects its one socket, and only it.
         let f = Filter::parse(&g.filter).unwrap_or_else(|e| panic!("{}: {e}", g.filter));
@@ -190,4 +196,71 @@ fn a_kill_from_the_detail_pane_keeps_its_result_in_view() {
         );
         assert_eq!(app.mode, Mode::Browse);
     }
+}
+
+#[test]
+fn the_detail_pane_closes_when_the_filter_hides_its_socket() {
+    let (mut app, _) = fixture_app();
+    let shown = selected_cookie(&app).unwrap();
+    update(&mut app, key(KeyCode::Enter));
+    // The CLOSE_WAIT preset: not the socket shown.
+    update(&mut app, ch('5'));
+    assert_ne!(selected_cookie(&app), Some(shown));
+    assert_eq!(app.mode, Mode::Browse, "the pane would show another socket");
+}
+
+#[test]
+fn a_socket_the_filter_hides_is_never_selected_again() {
+    let (mut app, t0) = fixture_app();
+    // Only cookie 3 has been idle over 2h1m; it is selected.
+    update(&mut app, key(KeyCode::F(4)));
+    type_text(&mut app, "idle>2h1m");
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(selected_cookie(&app), Some(3));
+    update(&mut app, ch('\\'));
+    type_text(&mut app, " or close-wait");
+    // Meanwhile data moves on cookie 3: the filter from before hides it now.
+    let mut socks = fixture_socks();
+    for s in &mut socks {
+        if s.cookie.0 == 3 {
+            s.tcp_info = Some(crate::model::table::tests::info(10, 2000, 600));
+        }
+    }
+    update(
+        &mut app,
+        Msg::Poll(Box::new(snapshot(socks)), t0 + Duration::from_secs(1)),
+    );
+    update(&mut app, key(KeyCode::Esc));
+    assert_eq!(app.filter.source(), "idle>2h1m");
+    assert_ne!(selected_cookie(&app), Some(3), "a hidden socket selected");
+    // Nothing listed, nothing chosen.
+    assert!(update(&mut app, ch('k')).is_empty());
+    assert!(
+        !matches!(app.mode, Mode::ConfirmKill { .. }),
+        "{:?}",
+        app.mode
+    );
+}
+
+#[test]
+fn a_group_within_an_or_filter_is_wrapped_not_taken_for_the_same() {
+    let (mut app, _) = fixture_app();
+    update(&mut app, key(KeyCode::F(4)));
+    type_text(
+        &mut app,
+        "close-wait or comm:java dport:5432 !listen !time-wait",
+    );
+    update(&mut app, key(KeyCode::Enter));
+    update(&mut app, key(KeyCode::Tab));
+    let java = app
+        .group_lines
+        .iter()
+        .position(|l| matches!(l, GroupLine::Group(g) if app.groups[*g as usize].process == "java"))
+        .unwrap();
+    app.selected_group = java;
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(
+        app.filter.source(),
+        "(close-wait or comm:java dport:5432 !listen !time-wait) comm:java dport:5432 !listen !time-wait"
+    );
 }

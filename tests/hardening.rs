@@ -205,17 +205,7 @@ fn hostile_process_names_are_escaped_in_json_and_replaced_on_terminals() {
     );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     // (Other namespaces may have a socket on the same port: find the child's.)
-    let mine = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| {
-            e["owners"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|o| o["pid"] == child.id())
-        })
+    let mine = common::held_by(v.as_array().unwrap(), child.id())
         .unwrap_or_else(|| panic!("the child is not among the holders: {v}"));
     let held = mine["owners"]
         .as_array()

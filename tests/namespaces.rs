@@ -14,7 +14,7 @@ use serde_json::Value;
 use socket2::{SockRef, TcpKeepalive};
 
 mod common;
-use common::is_root;
+use common::{held_by, is_root, within_netns};
 
 fn skip(what: &str) -> bool {
     if !is_root() {
@@ -49,20 +49,7 @@ impl Named {
 
     /// Runs `f` on a thread inside the namespace.
     fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path).unwrap();
-                rustix::thread::move_into_link_name_space(
-                    std::os::fd::AsFd::as_fd(&fd),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
+        within_netns(&self.0, f)
     }
 }
 
@@ -441,16 +428,7 @@ fn fake_container_cgroups_name_host_network_connections() {
         cg.add(sleeper.id());
         let filter = format!("dport:{}", l.local_addr().unwrap().port());
         let all = json(&katop(&["--json", "--filter", &filter]));
-        let e = all
-            .iter()
-            .find(|e| {
-                e["owners"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|o| o["pid"] == sleeper.id())
-            })
-            .unwrap_or_else(|| panic!("{all:?}"));
+        let e = held_by(&all, sleeper.id()).unwrap_or_else(|| panic!("{all:?}"));
         assert_eq!(e["container"], want.as_str(), "{e}");
         let only = json(&katop(&[
             "--json",

@@ -190,7 +190,7 @@ impl Namespaces {
         }
         if self.polls % REFRESH_EVERY == 0 {
             for m in &mut self.members {
-                if let Some(s) = netns::read_settings(&m.held) {
+                if let Some(s) = netns::read_settings(&m.held, m.id) {
                     m.settings = s;
                 }
             }

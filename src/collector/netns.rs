@@ -189,9 +189,19 @@ pub struct Inside {
     pub settings: KernelSettings,
 }
 
-/// Creates, on a thread that enters namespace `fd` and then ends, what katop needs there.
-pub fn enter(fd: &OwnedFd, id: NetnsId) -> Result<Inside, CollectError> {
+/// Runs `f` on a short-lived thread that has entered namespace `fd` (setns is per thread, and
+/// no thread that runs anything else ever switches); what `f` opens there stays bound to it.
+fn inside<T: Send>(
+    fd: &OwnedFd,
+    id: NetnsId,
+    f: impl FnOnce() -> Result<T, CollectError> + Send,
+) -> Result<T, CollectError> {
     let fd = fd.as_fd();
+    let failed = |what: String, errno| CollectError::Netns {
+        id: id.0,
+        what,
+        errno,
+    };
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("katop-setns".into())
@@ -200,30 +210,28 @@ pub fn enter(fd: &OwnedFd, id: NetnsId) -> Result<Inside, CollectError> {
                     fd,
                     Some(rustix::thread::LinkNameSpaceType::Network),
                 )
-                .map_err(|e| CollectError::Netns {
-                    id: id.0,
-                    what: "setns (needs CAP_SYS_ADMIN)".into(),
-                    errno: e,
-                })?;
-                Ok(Inside {
-                    diag: DiagSocket::open()?,
-                    counts: Counts::open(),
-                    settings: super::sysctl::read(),
-                })
+                .map_err(|e| failed("setns (needs CAP_SYS_ADMIN)".into(), e))?;
+                f()
             })
-            .map_err(|e| CollectError::Netns {
-                id: id.0,
-                what: format!("spawn a thread: {e}"),
-                errno: rustix::io::Errno::AGAIN,
-            })?
+            .map_err(|e| failed(format!("spawn a thread: {e}"), rustix::io::Errno::AGAIN))?
             .join()
             .unwrap_or_else(|_| {
-                Err(CollectError::Netns {
-                    id: id.0,
-                    what: "the thread entering it failed".into(),
-                    errno: rustix::io::Errno::IO,
-                })
+                Err(failed(
+                    "the thread entering it failed".into(),
+                    rustix::io::Errno::IO,
+                ))
             })
+    })
+}
+
+/// What katop needs in namespace `fd`, made on a thread inside it.
+pub fn enter(fd: &OwnedFd, id: NetnsId) -> Result<Inside, CollectError> {
+    inside(fd, id, || {
+        Ok(Inside {
+            diag: DiagSocket::open()?,
+            counts: Counts::open(),
+            settings: super::sysctl::read(),
+        })
     })
 }
 
@@ -243,28 +251,12 @@ pub fn diag_in(id: NetnsId) -> Result<DiagSocket, CollectError> {
         })?;
     let fd = hold(id, &found.handle)?;
     // The socket keeps the namespace alive for as long as katop acts through it.
-    Ok(enter(&fd, id)?.diag)
+    inside(&fd, id, DiagSocket::open)
 }
 
 /// Reads a namespace's sysctls again, on a thread that enters it.
-pub fn read_settings(fd: &OwnedFd) -> Option<KernelSettings> {
-    let fd = fd.as_fd();
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("katop-setns".into())
-            .spawn_scoped(s, move || {
-                rustix::thread::move_into_link_name_space(
-                    fd,
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .ok()?;
-                Some(super::sysctl::read())
-            })
-            .ok()?
-            .join()
-            .ok()
-            .flatten()
-    })
+pub fn read_settings(fd: &OwnedFd, id: NetnsId) -> Option<KernelSettings> {
+    inside(fd, id, || Ok(super::sysctl::read())).ok()
 }
 
 /// A namespace's `sockstat` files, opened inside it (they stay bound to it): how many TCP and

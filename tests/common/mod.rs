@@ -157,20 +157,7 @@ impl PeerNs {
 
     /// Runs `f` on a thread that has entered the namespace (setns is per thread).
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path).unwrap();
-                rustix::thread::move_into_link_name_space(
-                    std::os::fd::AsFd::as_fd(&fd),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
+        within_netns(&self.name, f)
     }
 
     /// Cuts the namespace off without a FIN or RST: its packets just stop. Neighbour entries
@@ -342,4 +329,32 @@ fn retrying<T>(mut run: impl FnMut() -> std::io::Result<T>) -> T {
         }
     }
     run().unwrap()
+}
+
+/// Runs `f` on a thread that has entered the `ip netns` namespace `name` (setns is per
+/// thread: the test's own threads stay where they are).
+pub fn within_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(&path).unwrap();
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&fd),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// The JSON socket (of `katop --json`) one of whose holders is process `pid`.
+pub fn held_by(sockets: &[serde_json::Value], pid: u32) -> Option<&serde_json::Value> {
+    sockets.iter().find(|e| {
+        e["owners"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["pid"] == pid))
+    })
 }

@@ -86,17 +86,39 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
     let Some(path) = explicit.map(Path::to_path_buf).or_else(default_path) else {
         return Ok(Config::default());
     };
-    let text = match read_small(&path) {
+    // Opened as the user could (a privileged copy of katop reads nothing its user may not).
+    let text = match crate::files::read_named(&path, MAX_CONFIG_BYTES) {
         Ok(t) => t,
         Err(e) if explicit.is_some() => return Err(format!("cannot read {}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(crate::files::FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Config::default())
+        }
         // Not asked for by name (e.g. sudo -u someone with HOME still root's): said, not fatal.
         Err(e) => {
             eprintln!("katop: ignoring the config file {}: {e}", path.display());
             return Ok(Config::default());
         }
     };
-    parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))
+    parse_config(&text).map_err(|e| {
+        if crate::privilege::Privilege::current().is_gained() {
+            // Never a quote of the file: whatever was opened, its text stays unshown.
+            format!(
+                "{}: not a valid katop config{}; its text is not shown because katop runs with \
+                 privileges its user lacks (run a copy without them to see the details)",
+                path.display(),
+                error_line(&text).map_or_else(String::new, |l| format!(" (line {l})"))
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })
+}
+
+/// The line of a TOML syntax error, if the text has one.
+fn error_line(text: &str) -> Option<usize> {
+    let e = toml::from_str::<File>(text).err()?;
+    let at = e.span()?.start;
+    Some(text[..at.min(text.len())].matches('\n').count() + 1)
 }
 
 /// Fills what the command line and environment left at katop's defaults with the config
@@ -240,39 +262,8 @@ pub fn default_path() -> Option<PathBuf> {
     Some(xdg_base("XDG_CONFIG_HOME", ".config")?.join("katop/config.toml"))
 }
 
-/// A config file is small text: more than this is not one.
+/// A config file is small text: more than this is not one (the config file's limit).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// Reads a regular file of at most [`MAX_CONFIG_BYTES`]. Opened without blocking (a FIFO
-/// with no writer would otherwise hang the open), and anything but a regular file (a FIFO,
-/// `/dev/urandom`, `/dev/zero`, a directory) is refused before a byte is read.
-fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read};
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (a config is a TOML file)",
-        ));
-    }
-    let mut text = String::new();
-    let read = file
-        .take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::new(e.kind(), format!("not UTF-8 text ({e})")))?;
-    if read as u64 > MAX_CONFIG_BYTES {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "larger than 1 MiB: not a katop config",
-        ));
-    }
-    Ok(text)
-}
 
 #[cfg(test)]
 mod tests {

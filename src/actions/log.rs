@@ -1,15 +1,12 @@
 //! The audit log: one JSON line per attempt, appended to `$XDG_STATE_HOME/katop/kills.jsonl`
 //! (default `~/.local/state/katop/kills.jsonl`), or the `--kill-log` path.
 //!
-//! katop often runs as root, so where it writes is checked: the log must be a regular file
-//! (or a new one); it is opened without following a symbolic link and without blocking (a FIFO
-//! with no reader would hang the open); a symbolic link, or a file another user owns, is
-//! refused unless the path was given explicitly, the link is the user's own, and it leads into
-//! a directory the user owns. The default directory is created private (`0700`).
+//! The log is opened through [`crate::files`]: never through a link, never a FIFO or device, in
+//! a directory others cannot swap it in; the default directory is created private (`0700`).
+//! A path the user named is opened as that user could.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -22,23 +19,8 @@ pub fn default_path() -> Option<PathBuf> {
     Some(crate::config::xdg_base("XDG_STATE_HOME", ".local/state")?.join("katop/kills.jsonl"))
 }
 
-/// Why the log path was refused or could not be opened; nothing is done without a log.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error(
-        "it is not a regular file (a FIFO, device or directory): the log must be a regular file"
-    )]
-    NotRegular,
-    #[error(
-        "it is a symbolic link that is not yours or leads outside your own directories: give \
-         the real path"
-    )]
-    Symlink,
-    #[error("the file belongs to uid {0}, not to you: give a path in a directory you own")]
-    NotOwned(u32),
-}
+use crate::files::Dir;
+pub use crate::files::FileError as LogError;
 
 /// An open, append-only log file.
 #[derive(Debug)]
@@ -69,58 +51,17 @@ impl AuditLog {
     /// the user named (`explicit`) or is the default. Done before any action, so nothing is
     /// killed that could not be recorded.
     pub fn open(path: &Path, explicit: bool) -> Result<Self, LogError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        let me = rustix::process::geteuid().as_raw();
-        let target = match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_symlink() => {
-                // Followed (one step) only when the user named it, owns it, and it leads into
-                // a directory the user owns.
-                if !(explicit && m.uid() == me) {
-                    return Err(LogError::Symlink);
-                }
-                let to = fs::read_link(path)?;
-                let real = match path.parent() {
-                    Some(dir) if to.is_relative() => dir.join(to),
-                    _ => to,
-                };
-                if !parent_owned_by(&real, me) {
-                    return Err(LogError::Symlink);
-                }
-                real
+        let (dir, name) = crate::files::split(path)?;
+        let dir = if explicit {
+            // A directory the user named is used as it is; a missing one is made private.
+            match Dir::existing(dir) {
+                Err(LogError::NotDir(_)) if !dir.exists() => Dir::private(dir)?,
+                other => other?,
             }
-            Ok(m) if !m.file_type().is_file() => return Err(LogError::NotRegular),
-            Ok(m) if m.uid() != me && !(explicit && parent_owned_by(path, me)) => {
-                return Err(LogError::NotOwned(m.uid()));
-            }
-            Ok(_) => path.to_path_buf(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
-            Err(e) => return Err(e.into()),
+        } else {
+            Dir::private(dir)?
         };
-        // No link followed and no wait for a reader, whatever changed since the check.
-        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(flags.bits() as i32)
-            .open(&target)
-            .map_err(|e| {
-                let errno = e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
-                match errno {
-                    Some(rustix::io::Errno::LOOP) => LogError::Symlink,
-                    // A FIFO no one reads: O_NONBLOCK made the open fail instead of waiting.
-                    Some(rustix::io::Errno::NXIO) => LogError::NotRegular,
-                    _ => LogError::Io(e),
-                }
-            })?;
-        if !file.metadata()?.file_type().is_file() {
-            return Err(LogError::NotRegular);
-        }
+        let file = dir.append(name, 0o600, explicit)?;
         let uid = rustix::process::getuid().as_raw();
         Ok(AuditLog {
             path: path.to_path_buf(),
@@ -155,15 +96,6 @@ impl AuditLog {
     }
 }
 
-/// Whether the directory holding `path` belongs to `uid`.
-fn parent_owned_by(path: &Path, uid: u32) -> bool {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::metadata(dir).is_ok_and(|m| m.uid() == uid)
-}
-
 /// The name of `uid` through NSS (files, LDAP, sssd…), if it has one.
 fn user_name(uid: u32) -> Option<String> {
     uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
@@ -185,7 +117,8 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn only_regular_files_of_ones_own_and_safe_links_are_logs() {
+    fn only_regular_files_of_ones_own_are_logs_never_through_a_link() {
+        use std::fs;
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("katop-log-unit-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -197,17 +130,17 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
-        // A link the user made, named explicitly, into the user's own directory: followed.
+        // A link, even one the user made and named: refused, and its target not created.
         let real = dir.join("real.jsonl");
         let link = dir.join("link.jsonl");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        AuditLog::open(&link, true).unwrap();
-        assert!(real.exists());
-        // Not named explicitly: refused.
-        assert!(matches!(
-            AuditLog::open(&link, false),
-            Err(LogError::Symlink)
-        ));
+        for explicit in [true, false] {
+            assert!(matches!(
+                AuditLog::open(&link, explicit),
+                Err(LogError::Symlink)
+            ));
+        }
+        assert!(!real.exists());
         // Not a regular file.
         assert!(matches!(
             AuditLog::open(Path::new("/dev/null"), true),

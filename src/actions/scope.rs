@@ -7,10 +7,6 @@
 
 use std::fmt;
 
-/// `AT_SECURE` in the auxiliary vector: the kernel set it because this exec gained privileges
-/// (setuid, setgid or file capabilities).
-const AT_SECURE: u64 = 23;
-
 /// Whose sockets actions may touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -23,11 +19,10 @@ pub enum Scope {
 impl Scope {
     /// The scope of this process.
     pub fn current() -> Scope {
-        let uid = rustix::process::getuid().as_raw();
-        let gained = rustix::process::geteuid().as_raw() != uid
-            || rustix::process::getegid() != rustix::process::getgid()
-            || secure_exec().unwrap_or_else(has_capabilities);
-        Scope::of(uid, gained)
+        match crate::privilege::Privilege::current() {
+            crate::privilege::Privilege::Gained { uid, .. } => Scope::of(uid, true),
+            crate::privilege::Privilege::Own => Scope::Everything,
+        }
     }
 
     /// The scope for real user `uid`, with or without privileges it lacks.
@@ -66,32 +61,6 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Whether the kernel marked this exec as privilege-gaining; `None` when the auxiliary vector
-/// cannot be read.
-fn secure_exec() -> Option<bool> {
-    let auxv = std::fs::read("/proc/self/auxv").ok()?;
-    let word = std::mem::size_of::<usize>();
-    let read = |b: &[u8]| -> u64 {
-        let mut v = [0u8; 8];
-        v[..word].copy_from_slice(&b[..word]);
-        // usize-wide native words; widen as the platform's byte order says.
-        if cfg!(target_endian = "little") {
-            u64::from_le_bytes(v)
-        } else {
-            u64::from_be_bytes(v) >> (8 * (8 - word))
-        }
-    };
-    auxv.chunks_exact(2 * word)
-        .map(|pair| (read(&pair[..word]), read(&pair[word..])))
-        .find(|&(key, _)| key == AT_SECURE)
-        .map(|(_, value)| value != 0)
-}
-
-/// Fallback without `/proc/self/auxv`: any effective capability counts as gained.
-fn has_capabilities() -> bool {
-    rustix::thread::capabilities(None).is_ok_and(|c| !c.effective.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,11 +78,5 @@ mod tests {
         );
         assert!(own.refusal(None).is_some(), "an unknown owner is not yours");
         assert_eq!(Scope::Everything.refusal(Some(0)), None);
-    }
-
-    #[test]
-    fn this_test_process_gained_nothing_at_exec() {
-        // cargo runs tests without setuid or file capabilities.
-        assert_eq!(secure_exec(), Some(false));
     }
 }

@@ -169,12 +169,10 @@ pub fn label(c: &Container, root: &Path) -> String {
     }
 }
 
-/// Small JSON state files only: a runtime's file is never allowed to cost much.
+/// Small regular JSON state files only: a runtime's file is never allowed to cost much, nor to
+/// hang a poll (a FIFO planted in its place is refused without waiting for a writer).
 fn read_json(path: &Path) -> Option<serde_json::Value> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).ok()?;
-    let mut text = String::new();
-    f.take(8 << 20).read_to_string(&mut text).ok()?;
+    let text = crate::files::read_small(path, 8 << 20).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -299,6 +297,25 @@ mod tests {
         assert_eq!(
             label(&c(Runtime::Containerd, Some(other)), &root),
             format!("k8s:pod-{other}")
+        );
+        // A FIFO planted as the state file: no name, and no wait for a writer that never
+        // comes (the test would hang here).
+        let planted = root
+            .join("var/lib/docker/containers")
+            .join(ID)
+            .join("config.v2.json");
+        std::fs::remove_file(&planted).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &planted,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            label(&c(Runtime::Docker, None), &root),
+            "docker:3f2a91c0d4e1"
         );
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -8,9 +8,9 @@
 pub mod metrics;
 pub mod serve;
 
-use std::io::Write;
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{Args, ExporterArgs};
 use crate::collector::Collector;
+use crate::files::{Dir, FileError};
 use crate::model::{ConnTable, Middlebox};
 use metrics::PollStatus;
 use serve::{Latest, Rendered};
@@ -55,15 +56,15 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
         );
         return ExitCode::from(USAGE);
     }
-    if let Some(dir) = e.textfile.as_deref().and_then(Path::parent) {
-        if !dir.as_os_str().is_empty() && !dir.is_dir() {
-            eprintln!(
-                "katop exporter: --textfile: {} is not a directory",
-                dir.display()
-            );
+    // The textfile's directory is opened once (as the user who named it) and checked, and
+    // so is what is at its name now: a FIFO, a device or a link there is never replaced.
+    let textfile = match e.textfile.as_deref().map(Textfile::open).transpose() {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("katop exporter: --textfile: {err}");
             return ExitCode::from(USAGE);
         }
-    }
+    };
     // Bind first: a bad address or a port in use is a usage error, before any polling.
     let listener = match e.listen.0.map(bind).transpose() {
         Ok(l) => l,
@@ -75,7 +76,7 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
     if let Some(note) = crate::netns_choice(args).1 {
         eprintln!("katop exporter: {note}");
     }
-    let mut poller = match Poller::new(args, e, middleboxes) {
+    let mut poller = match Poller::new(args, e, middleboxes, textfile) {
         Ok(p) => p,
         Err(err) => {
             eprintln!("katop exporter: {err:#}");
@@ -158,7 +159,7 @@ struct Poller {
     collector: Collector,
     table: ConnTable,
     max_groups: usize,
-    textfile: Option<PathBuf>,
+    textfile: Option<Textfile>,
     status: PollStatus,
     /// The latest successful poll's metrics (without the exporter's own).
     data: String,
@@ -167,7 +168,12 @@ struct Poller {
 }
 
 impl Poller {
-    fn new(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> anyhow::Result<Self> {
+    fn new(
+        args: &Args,
+        e: &ExporterArgs,
+        middleboxes: Vec<Middlebox>,
+        textfile: Option<Textfile>,
+    ) -> anyhow::Result<Self> {
         let mut table = ConnTable::new(args.stale_after);
         // No metric is about a connection's other end.
         table.set_peers(false);
@@ -176,7 +182,7 @@ impl Poller {
             collector: Collector::new(crate::selection(args))?,
             table,
             max_groups: e.max_groups,
-            textfile: e.textfile.clone(),
+            textfile,
             status: PollStatus::default(),
             data: String::new(),
             latest: Latest::default(),
@@ -208,9 +214,9 @@ impl Poller {
         // After a failed poll the last good data stays, and the self-metrics say it is old.
         let openmetrics = metrics::finish(&self.data, self.status);
         let prometheus = metrics::to_prometheus_text(&openmetrics);
-        if let Some(path) = &self.textfile {
-            if let Err(err) = write_atomically(path, prometheus.as_bytes()) {
-                eprintln!("katop exporter: cannot write {}: {err}", path.display());
+        if let Some(t) = &self.textfile {
+            if let Err(err) = t.write(prometheus.as_bytes()) {
+                eprintln!("katop exporter: cannot write {}: {err}", t.shown());
             }
         }
         let rendered = Arc::new(Rendered {
@@ -224,18 +230,31 @@ impl Poller {
     }
 }
 
-/// Writes `path` whole or not at all: a temporary file beside it, then a rename, so a reader
-/// (`node_exporter`) never sees it half-written.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map_or_else(|| "metrics".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{name}.katop-{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    drop(f);
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+/// `--textfile`: its directory, held open, and its name there.
+pub struct Textfile {
+    dir: Dir,
+    name: OsString,
+}
+
+impl Textfile {
+    pub fn open(path: &Path) -> Result<Textfile, FileError> {
+        let (dir, name) = crate::files::split(path)?;
+        let dir = Dir::existing(dir)?;
+        dir.check_replaceable(name)?;
+        Ok(Textfile {
+            dir,
+            name: name.to_os_string(),
+        })
+    }
+
+    /// Replaces the file whole (`node_exporter` never sees it half-written), readable by all
+    /// (`0644`: `node_exporter` runs as its own user).
+    pub fn write(&self, bytes: &[u8]) -> Result<(), FileError> {
+        self.dir.replace(&self.name, bytes, 0o644)
+    }
+
+    fn shown(&self) -> String {
+        let path = self.dir.path().join(&self.name);
+        crate::text::printable(&path.to_string_lossy()).into_owned()
+    }
 }

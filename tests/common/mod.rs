@@ -269,17 +269,20 @@ impl SilentPeer {
     }
 }
 
-/// A private world-writable directory (for files nobody must write) holding a copy of the
-/// katop binary that `nobody` may run; returns the directory and the binary.
+/// A directory of `nobody`'s own (mode 0755: no one else may write in it) holding a copy of
+/// the katop binary (root's, 0755) that `nobody` may run; returns the directory and the binary.
 pub fn nobody_dir(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("katop-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.join("katop");
     std::fs::copy(env!("CARGO_BIN_EXE_katop"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = Some(rustix::process::Uid::from_raw(65534));
+    let nogroup = Some(rustix::process::Gid::from_raw(65534));
+    rustix::fs::chown(&dir, nobody, nogroup).unwrap();
     (dir, bin)
 }
 
@@ -357,4 +360,26 @@ pub fn held_by(sockets: &[serde_json::Value], pid: u32) -> Option<&serde_json::V
             .as_array()
             .is_some_and(|o| o.iter().any(|o| o["pid"] == pid))
     })
+}
+
+/// Runs `cmd` to its end, failing the test if it takes longer than `limit` (katop must never
+/// hang: a hang fails, it does not stall the suite).
+pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawn_retrying(cmd);
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still ran after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }

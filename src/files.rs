@@ -1,0 +1,327 @@
+//! The one way katop touches files: every file it writes (the textfile, the kill log, the
+//! store) and every file a user names (the config).
+//!
+//! katop often runs as root, in directories other accounts may write (`node_exporter`'s textfile
+//! directory, `/tmp`), so:
+//! - a directory is opened once, as the user who named it ([`crate::privilege`]), and every
+//!   file in it is reached relative to that fd;
+//! - a directory group or world can write is refused unless it is sticky (then only a file's
+//!   owner may swap it, and each file's owner is checked);
+//! - a new file is created with `O_CREAT | O_EXCL | O_NOFOLLOW` under an unpredictable name, so
+//!   no planted link or file is ever opened in its place;
+//! - a file is replaced whole ([`Dir::replace`]: written beside it, then `renameat`), and its
+//!   temporary file removed on every error;
+//! - only regular files are written or read: a FIFO, a device or a directory at the name is
+//!   refused before a byte is written (opens never block, and never follow a final link).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::io::Errno;
+
+use crate::privilege::as_real_user;
+use crate::text::printable;
+
+/// Why a file or directory was refused, or could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("it is not a regular file (a FIFO, device or directory): katop reads and writes only regular files")]
+    NotRegular,
+    #[error("it is a symbolic link: katop never writes through one; give the real path")]
+    Symlink,
+    #[error("the file belongs to uid {0}, not to you: give a path in a directory you own")]
+    NotOwned(u32),
+    #[error(
+        "the directory {dir} can be written by other users (mode {mode:04o}) and is not sticky: \
+         anyone who can write there could swap the file; use a directory only its owner can \
+         write (chmod go-w), or a sticky one"
+    )]
+    SharedDir { dir: String, mode: u32 },
+    #[error("the directory {dir} belongs to uid {uid}, not to you")]
+    DirNotOwned { dir: String, uid: u32 },
+    #[error("{0} is not a directory")]
+    NotDir(String),
+    #[error("larger than {}", size_text(*.0))]
+    TooLarge(u64),
+}
+
+impl From<Errno> for FileError {
+    fn from(e: Errno) -> Self {
+        FileError::Io(e.into())
+    }
+}
+
+/// A directory katop writes files in, held open: every file is reached relative to it.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// `1 MiB`, `8 MiB`, `4096 bytes`.
+fn size_text(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Group or world may write `mode`'s directory, and it is not sticky.
+fn shared(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
+}
+
+/// A path for messages: its unsafe characters replaced.
+fn shown(path: &Path) -> String {
+    printable(&path.to_string_lossy()).into_owned()
+}
+
+/// The effective uid of this thread (the real user's on an [`as_real_user`] thread).
+fn me() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+impl Dir {
+    /// An existing directory to write in, opened as the user who named it; refused when it is
+    /// not one, or when others may write in it and it is not sticky.
+    pub fn existing(path: &Path) -> Result<Dir, FileError> {
+        let path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
+        as_real_user(|| {
+            let fd = rustix::fs::openat(
+                CWD,
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                Errno::NOTDIR | Errno::NOENT => FileError::NotDir(shown(path)),
+                e => FileError::Io(io::Error::from(e)),
+            })?;
+            let st = rustix::fs::fstat(&fd)?;
+            if shared(st.st_mode) {
+                return Err(FileError::SharedDir {
+                    dir: shown(path),
+                    mode: st.st_mode & 0o7777,
+                });
+            }
+            Ok(Dir {
+                fd,
+                path: path.to_path_buf(),
+            })
+        })
+    }
+
+    /// katop's own directory (the kill log's default, the store): created private (`0700`)
+    /// with its missing parents, tightened to `0700` when it exists, refused when it is
+    /// another user's.
+    pub fn private(path: &Path) -> Result<Dir, FileError> {
+        as_real_user(|| {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)?;
+            let fd = rustix::fs::openat(
+                CWD,
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                Errno::NOTDIR | Errno::LOOP => FileError::NotDir(shown(path)),
+                e => FileError::Io(io::Error::from(e)),
+            })?;
+            let st = rustix::fs::fstat(&fd)?;
+            if st.st_uid != me() {
+                return Err(FileError::DirNotOwned {
+                    dir: shown(path),
+                    uid: st.st_uid,
+                });
+            }
+            if st.st_mode & 0o077 != 0 {
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
+            }
+            Ok(Dir {
+                fd,
+                path: path.to_path_buf(),
+            })
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `name` may be replaced: absent, or a regular file (a link, FIFO or device at
+    /// the name is refused: `--textfile /dev/null` must not turn the device into a file).
+    pub fn check_replaceable(&self, name: &OsStr) -> Result<(), FileError> {
+        as_real_user(|| self.replaceable(name))
+    }
+
+    fn replaceable(&self, name: &OsStr) -> Result<(), FileError> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => Ok(()),
+                FileType::Symlink => Err(FileError::Symlink),
+                _ => Err(FileError::NotRegular),
+            },
+            Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces `name` with `bytes` whole, with permissions `mode`: a reader sees the old file
+    /// or the new one, never a part. The bytes go to a new file of an unpredictable name
+    /// created exclusively (never through a planted link), are synced, and the file is
+    /// renamed over `name`; on any error it is removed.
+    pub fn replace(&self, name: &OsStr, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+        as_real_user(|| {
+            self.replaceable(name)?;
+            let (tmp, file) = self.create_temporary(name, mode)?;
+            let written = write_synced(file, bytes).and_then(|()| {
+                rustix::fs::renameat(&self.fd, &tmp, &self.fd, name).map_err(io::Error::from)
+            });
+            written.map_err(|e| {
+                let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+                FileError::Io(e)
+            })
+        })
+    }
+
+    /// `.NAME.katop-RANDOM.tmp`, created `O_EXCL | O_NOFOLLOW` (a new name on a collision).
+    fn create_temporary(&self, name: &OsStr, mode: u32) -> Result<(OsString, File), FileError> {
+        let mut last = Errno::EXIST;
+        for _ in 0..16 {
+            let mut random = [0u8; 8];
+            rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
+            let mut tmp = OsString::from(".");
+            tmp.push(name);
+            tmp.push(".katop-");
+            for b in random {
+                tmp.push(format!("{b:02x}"));
+            }
+            tmp.push(".tmp");
+            match rustix::fs::openat(
+                &self.fd,
+                &tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            ) {
+                Ok(fd) => {
+                    // Exactly `mode`, whatever the umask took away.
+                    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
+                        let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+                        return Err(e.into());
+                    }
+                    return Ok((tmp, File::from(fd)));
+                }
+                Err(Errno::EXIST) => last = Errno::EXIST,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.into())
+    }
+
+    /// `name` opened for appending, created with permissions `mode` when missing: never
+    /// through a link, never waiting on a FIFO, only a regular file, and a file another user
+    /// owns only when the user named it (`explicit`) and the directory is theirs.
+    pub fn append(&self, name: &OsStr, mode: u32, explicit: bool) -> Result<File, FileError> {
+        as_real_user(|| {
+            // Said plainly first (in a sticky directory the kernel may answer EACCES for a
+            // link); the open below refuses one anyway, whatever changes meanwhile.
+            self.replaceable(name)?;
+            let fd = rustix::fs::openat(
+                &self.fd,
+                name,
+                OFlags::WRONLY
+                    | OFlags::APPEND
+                    | OFlags::CREATE
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            )
+            .map_err(|e| match e {
+                Errno::LOOP => FileError::Symlink,
+                // A FIFO no one reads (O_NONBLOCK made the open fail instead of waiting), or
+                // a directory.
+                Errno::NXIO | Errno::ISDIR => FileError::NotRegular,
+                e => e.into(),
+            })?;
+            let st = rustix::fs::fstat(&fd)?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(FileError::NotRegular);
+            }
+            let dir_owner = rustix::fs::fstat(&self.fd)?.st_uid;
+            if st.st_uid != me() && !(explicit && dir_owner == me()) {
+                return Err(FileError::NotOwned(st.st_uid));
+            }
+            // Back to blocking writes: a regular file never blocks anyway.
+            rustix::fs::fcntl_setfl(&fd, OFlags::APPEND)?;
+            Ok(File::from(fd))
+        })
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn write_synced(mut file: File, bytes: &[u8]) -> io::Result<()> {
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
+/// The directory holding `path` and the file's name in it (`NAME` alone is in `.`).
+pub fn split(path: &Path) -> Result<(&Path, &OsStr), FileError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| FileError::NotDir(shown(path)))?;
+    Ok((path.parent().unwrap_or(Path::new("")), name))
+}
+
+/// Reads a small regular file with katop's own privileges (a runtime's state file, a kernel
+/// table): opened without blocking (a FIFO planted there would otherwise hang every poll),
+/// refused unless regular, at most `max` bytes.
+pub fn read_small(path: &Path, max: u64) -> Result<String, FileError> {
+    let fd = rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(FileError::NotRegular);
+    }
+    let mut text = String::new();
+    let read = File::from(fd)
+        .take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| io::Error::new(e.kind(), format!("not UTF-8 text ({e})")))?;
+    if read as u64 > max {
+        return Err(FileError::TooLarge(max));
+    }
+    Ok(text)
+}
+
+/// [`read_small`] for a path a user named: opened as that user could
+/// ([`crate::privilege::as_real_user`]), so a privileged copy of katop reads nothing its user
+/// could not.
+pub fn read_named(path: &Path, max: u64) -> Result<String, FileError> {
+    as_real_user(|| read_small(path, max))
+}
+
+#[cfg(test)]
+mod tests;

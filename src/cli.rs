@@ -208,9 +208,10 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "KATOP_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 
-    /// Dashboard: killing and keepalive changes disabled (k, K and Space leave the footer and
-    /// help; pressed anyway, they say why nothing happens).
-    #[arg(long, env = "KATOP_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
+    /// Nothing is killed or changed: the dashboard's k, K and Space leave the footer and help
+    /// (pressed anyway, they say why), and katop kill and katop keepalive refuse (exit 2;
+    /// --dry-run still lists).
+    #[arg(long, env = "KATOP_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new(), global = true)]
     pub read_only: bool,
 
     /// Append every kill and keepalive change (dashboard, kill, keepalive; the exporter changes

@@ -15,6 +15,9 @@ use crate::model::{ConnTable, Middlebox, Proto, SockEntry, SockState};
 
 const USAGE: u8 = 2;
 
+/// Why nothing is done under `--read-only`.
+const READ_ONLY: &str = "read-only (--read-only or KATOP_READ_ONLY is set)";
+
 /// Listening sockets, and unconnected UDP sockets (a UDP server's socket): acting on them
 /// affects a whole service, so only with `--include-listen`.
 pub fn is_listening(e: &SockEntry<'_>) -> bool {
@@ -37,14 +40,14 @@ pub fn act(
     match act_inner(args, choose, action, method, middleboxes) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("katop {name}: {e:#}");
+            crate::say!("katop {name}: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn usage(action: Action, msg: &str) -> ExitCode {
-    eprintln!("katop {}: {msg}", action.name());
+    crate::say!("katop {}: {msg}", action.name());
     ExitCode::from(USAGE)
 }
 
@@ -67,6 +70,14 @@ fn act_inner(
     middleboxes: Vec<Middlebox>,
 ) -> anyhow::Result<ExitCode> {
     let name = action.name();
+    // Before anything is read: an operator who set it expects nothing to change, whatever
+    // the filter matches.
+    if args.read_only && !c.dry_run {
+        return Ok(usage(
+            action,
+            &format!("refusing: {READ_ONLY}; nothing was done (--dry-run lists what matches)"),
+        ));
+    }
     let targets = match select(args, c, action, middleboxes)? {
         Ok(t) => t,
         Err(msg) => return Ok(usage(action, &msg)),
@@ -74,10 +85,10 @@ fn act_inner(
     let mut out = io::stdout().lock();
     let scope = Scope::current();
     if scope != Scope::Everything {
-        eprintln!("katop {name}: {scope}");
+        crate::say!("katop {name}: {scope}");
     }
     if targets.is_empty() {
-        eprintln!(
+        crate::say!(
             "katop {name}: no socket matches {:?}; nothing to do",
             c.filter
         );
@@ -88,6 +99,9 @@ fn act_inner(
     }
     if c.dry_run {
         print_dry_run(&mut out, &targets, action, &scope, c.json)?;
+        if args.read_only {
+            crate::say!("katop {name}: {READ_ONLY}: a run without --dry-run would do nothing");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if !c.yes {
@@ -99,7 +113,7 @@ fn act_inner(
             ));
         }
         if !ask(action, &targets)? {
-            eprintln!("nothing done");
+            crate::say!("nothing done");
             return Ok(ExitCode::FAILURE);
         }
     }
@@ -137,13 +151,13 @@ fn act_inner(
         }
     }
     out.flush()?;
-    eprintln!(
+    crate::say!(
         "katop {name}: {}; logged to {}",
         summary(&reports),
         path.display()
     );
     if let Err(e) = logged {
-        eprintln!(
+        crate::say!(
             "katop {name}: could not write the log {}: {e}; the results above are not recorded",
             path.display()
         );
@@ -198,7 +212,7 @@ fn print_dry_run(
 /// Asks on the terminal; only an explicit yes acts.
 fn ask(action: Action, targets: &[Target]) -> io::Result<bool> {
     for t in targets {
-        eprintln!("  {}", t.describe());
+        crate::say!("  {}", t.describe());
     }
     eprint!("{} [y/N] ", question(action, targets.len()));
     let mut answer = String::new();

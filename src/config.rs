@@ -95,7 +95,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
         }
         // Not asked for by name (e.g. sudo -u someone with HOME still root's): said, not fatal.
         Err(e) => {
-            eprintln!("katop: ignoring the config file {}: {e}", path.display());
+            crate::say!("katop: ignoring the config file {}: {e}", path.display());
             return Ok(Config::default());
         }
     };

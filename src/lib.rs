@@ -53,7 +53,7 @@ pub fn main() -> ExitCode {
                 // The file's own text is quoted back: no escape sequence of it reaches the
                 // terminal.
                 let lines: Vec<_> = e.lines().map(text::printable).collect();
-                eprintln!("katop: bad config: {}", lines.join("\n"));
+                crate::say!("katop: bad config: {}", lines.join("\n"));
                 return ExitCode::from(USAGE);
             }
         };
@@ -100,7 +100,7 @@ pub fn run(args: &Args) -> ExitCode {
                 // `katop man | head`: the reader had enough.
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("katop: {e}");
+                    crate::say!("katop: {e}");
                     ExitCode::FAILURE
                 }
             };
@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> ExitCode {
             let change = match actions::Change::new(secs(k.idle), secs(k.intvl), k.cnt) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("katop keepalive: {e}");
+                    crate::say!("katop keepalive: {e}");
                     return ExitCode::from(USAGE);
                 }
             };
@@ -124,13 +124,13 @@ pub fn run(args: &Args) -> ExitCode {
     let filter = match Filter::parse(&source) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("katop: bad --filter: {e}\n{}", e.pointed(&source));
+            crate::say!("katop: bad --filter: {e}\n{}", e.pointed(&source));
             return ExitCode::from(USAGE);
         }
     };
     if !(args.once || args.json || args.jsonl) {
         if !io::stdout().is_terminal() {
-            eprintln!(
+            crate::say!(
                 "katop: the dashboard needs a terminal; use --once, --json or --jsonl when piping"
             );
             return ExitCode::from(USAGE);
@@ -138,7 +138,7 @@ pub fn run(args: &Args) -> ExitCode {
         return match dashboard::run(args, filter, selection(args), middleboxes) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("katop: {e:#}");
+                crate::say!("katop: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -153,7 +153,7 @@ pub fn run(args: &Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("katop: {e:#}");
+            crate::say!("katop: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -244,7 +244,7 @@ pub fn middleboxes(args: &Args) -> Vec<model::Middlebox> {
 
 fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> anyhow::Result<()> {
     if let Some(note) = netns_choice(args).1 {
-        eprintln!("katop: {note}");
+        crate::say!("katop: {note}");
     }
     let mut collector = Collector::new(selection(args))?;
     let mut table = ConnTable::new(args.stale_after);
@@ -256,7 +256,7 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
     let now = Instant::now();
     table.apply(snap, now);
     for w in &table.warnings {
-        eprintln!("katop: {w}");
+        crate::say!("katop: {w}");
     }
     let rows = rows(&table, filter, args.sort, args.reverse, now);
     let stdout = io::stdout();
@@ -327,7 +327,7 @@ fn stream(
             // A warning is said when it starts, not every poll.
             for w in &table.warnings {
                 if !warned.contains(w) {
-                    eprintln!("katop: {w}");
+                    crate::say!("katop: {w}");
                 }
             }
             warned.clone_from(&table.warnings);

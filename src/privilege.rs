@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn a_thread_that_becomes_the_user_is_refused_what_the_user_is_refused() {
         if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: needs root (to become another user on one thread)");
+            crate::say!("skipped: needs root (to become another user on one thread)");
             return;
         }
         // A root-only file: readable here, not once the thread is nobody.

@@ -39,6 +39,29 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// [`printable`] for text of several lines: its line breaks kept, every other unsafe
+/// character replaced.
+pub fn printable_lines(s: &str) -> Cow<'_, str> {
+    if s.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c != '\n' && is_unsafe(c) { '?' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// `eprintln!` for katop's messages, which quote what users typed and what other users named
+/// (paths, namespaces, processes): no control character of them reaches the terminal.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::text::printable_lines(&format!($($arg)*)))
+    };
+}
+
 /// `this socket` or `these 12 sockets`, for the questions before acting.
 pub fn these_sockets(n: usize) -> String {
     if n == 1 {
@@ -154,6 +177,7 @@ mod tests {
         assert_eq!(printable("c1\u{0085}\u{009B}31m"), "c1??31m");
         assert!(matches!(printable("postgres: idle"), Cow::Borrowed(_)));
         assert_eq!(printable("日本語 ok"), "日本語 ok");
+        assert_eq!(printable_lines("a\x1b]0;x\x07\nb"), "a?]0;x?\nb");
     }
 
     #[test]

@@ -400,3 +400,188 @@ fn a_capability_copy_quotes_nothing_of_a_config_its_user_can_read() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether `text` holds a character a terminal would act on or hide text with.
+fn unsafe_chars(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| (c.is_control() && c != '\n') || c == '\u{202e}')
+        .collect()
+}
+
+#[test]
+fn filter_errors_quote_what_was_typed_without_its_control_characters() {
+    let hostile = "port:1 \x1b]0;PWNED\x07 \u{202e}";
+    for args in [
+        vec!["--once", "--filter", hostile],
+        vec!["kill", "--dry-run", "--filter", hostile],
+    ] {
+        let out = katop(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("?]0;PWNED?"), "{}", stderr(&out));
+        assert_eq!(unsafe_chars(&stderr(&out)), vec![], "{:?}", stderr(&out));
+    }
+    let out = katop(&["--once"], &[("KATOP_FILTER", hostile)]);
+    assert_eq!(unsafe_chars(&stderr(&out)), vec![], "{:?}", stderr(&out));
+}
+
+#[test]
+fn metric_labels_carry_no_control_characters_from_process_or_namespace_names() {
+    let s = Scratch::new("labels");
+    // A process whose name (comm) holds ESC, BEL and a right-to-left override, holding a
+    // connection.
+    let name = "k\x1b]0;PW\x07\u{202e}";
+    let exe = s.0.join(name);
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_server, _) = l.accept().unwrap();
+    let inherited = rustix::io::dup(&c).unwrap(); // without close-on-exec
+    let mut child = common::spawn_retrying(Command::new(&exe).arg("60"));
+    drop(inherited);
+    drop(c);
+    // And, as root, a network namespace with such a name.
+    let netns = format!("kt\x1b[31m{}", std::process::id());
+    let named_ns = is_root()
+        && Command::new("ip")
+            .args(["netns", "add", &netns])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    // A socket in it, so it has a series.
+    let inside =
+        named_ns.then(|| common::within_netns(&netns, || std::net::TcpListener::bind("0.0.0.0:0")));
+    let path = s.0.join("katop.prom");
+    let mut e = Command::new(env!("CARGO_BIN_EXE_katop"))
+        .args(["exporter", "--listen", "none", "--interval", "100ms"])
+        .arg("--textfile")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let process_label = "process=\"k?]0;PW??\"";
+    let netns_label = format!("netns=\"kt?[31m{}\"", std::process::id());
+    wait_for("the process and the namespace in the metrics", || {
+        std::fs::read_to_string(&path)
+            .is_ok_and(|t| t.contains(process_label) && (!named_ns || t.contains(&netns_label)))
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = e.kill();
+    let _ = e.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(inside);
+    if named_ns {
+        let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+    }
+    assert_eq!(unsafe_chars(&text), vec![], "{text}");
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` on an exposition, where promtool is installed.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool is missing (Debian: prometheus; .ci/run installs it): not checked");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {}\n{text}", stderr(&out));
+}
+
+#[test]
+fn read_only_stops_every_acting_subcommand_wherever_it_is_given() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    let filter = format!("sport:{}", c.local_addr().unwrap().port());
+    let log = Scratch::new("read-only");
+    let log_path = log.0.join("kills.jsonl");
+    let log_arg = log_path.to_str().unwrap();
+    let f = filter.as_str();
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Vec<&str>, Env); 6] = [
+        (
+            vec![
+                "--read-only",
+                "kill",
+                "--yes",
+                "-f",
+                f,
+                "--kill-log",
+                log_arg,
+            ],
+            &[],
+        ),
+        (
+            vec![
+                "kill",
+                "--yes",
+                "--read-only",
+                "-f",
+                f,
+                "--kill-log",
+                log_arg,
+            ],
+            &[],
+        ),
+        (
+            vec!["kill", "--yes", "-f", f, "--kill-log", log_arg],
+            &[("KATOP_READ_ONLY", "1")],
+        ),
+        (vec!["--read-only", "keepalive", "--yes", "-f", f], &[]),
+        (
+            vec![
+                "keepalive",
+                "--read-only",
+                "--yes",
+                "-f",
+                f,
+                "--kill-log",
+                log_arg,
+            ],
+            &[],
+        ),
+        (
+            vec!["keepalive", "--yes", "-f", f, "--kill-log", log_arg],
+            &[("KATOP_READ_ONLY", "yes")],
+        ),
+    ];
+    for (args, env) in cases {
+        let out = katop(&args, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("read-only"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Untouched: not reset, keepalive still off, and nothing logged.
+    let sock = socket2::SockRef::from(&c);
+    assert!(!sock.keepalive().unwrap(), "keepalive was turned on");
+    std::io::Write::write_all(&mut &c, b"alive").unwrap();
+    let mut buf = [0u8; 5];
+    std::io::Read::read_exact(&mut &s, &mut buf).unwrap();
+    assert!(!log_path.exists(), "something was logged");
+    // A dry run still lists, and says nothing would be done.
+    let out = katop(&["kill", "--dry-run", "-f", f], &[("KATOP_READ_ONLY", "1")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would kill 1"));
+    assert!(
+        stderr(&out).contains("would do nothing"),
+        "{}",
+        stderr(&out)
+    );
+}

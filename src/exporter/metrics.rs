@@ -18,6 +18,14 @@ use crate::model::{ConnTable, Detect, Keepalive, Owner, Proto, SockEntry, SockSt
 /// Idle thresholds of `katop_idle_connections`.
 const IDLE_OVER: [(&str, u64); 3] = [("5m", 300_000), ("30m", 1_800_000), ("2h", 7_200_000)];
 
+/// A label value from names other users choose (process, namespace and container names): no
+/// control or invisible reordering character reaches whoever reads `/metrics` in a terminal
+/// (the exposition format escapes only `\\`, `"` and newline); each becomes `?`, as in the
+/// table.
+fn label(name: &str) -> String {
+    crate::text::printable(name).into_owned()
+}
+
 /// Who a connection belongs to, for the metrics' labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct Group {
@@ -29,7 +37,7 @@ struct Group {
 impl Group {
     fn of(e: &SockEntry) -> Group {
         let process = match &e.sock.owner {
-            Owner::Process { process, .. } => process.name.to_string(),
+            Owner::Process { process, .. } => label(&process.name),
             Owner::None => "none".into(),
             Owner::Unknown => "unknown".into(),
         };
@@ -39,12 +47,12 @@ impl Group {
                 (Some(l), Some(r)) => l.min(r).to_string(),
                 _ => String::new(),
             },
-            str::to_string,
+            label,
         );
         Group {
             process,
             service,
-            container: e.container().unwrap_or("").to_string(),
+            container: label(e.container().unwrap_or("")),
         }
     }
 
@@ -118,7 +126,7 @@ pub fn render(table: &ConnTable, now: Instant, max_groups: usize) -> String {
     let mut groups: HashMap<Group, Tally> = HashMap::new();
     for e in table.entries() {
         let s = e.sock;
-        let netns = e.netns_name().unwrap_or("host").to_string();
+        let netns = label(e.netns_name().unwrap_or("host"));
         *sockets
             .entry(SockLabels {
                 netns,

@@ -51,7 +51,7 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
 
 pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCode {
     if e.listen.0.is_none() && e.textfile.is_none() {
-        eprintln!(
+        crate::say!(
             "katop exporter: --listen none needs --textfile: there would be nowhere to export to"
         );
         return ExitCode::from(USAGE);
@@ -61,7 +61,7 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
     let textfile = match e.textfile.as_deref().map(Textfile::open).transpose() {
         Ok(t) => t,
         Err(err) => {
-            eprintln!("katop exporter: --textfile: {err}");
+            crate::say!("katop exporter: --textfile: {err}");
             return ExitCode::from(USAGE);
         }
     };
@@ -69,17 +69,17 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
     let listener = match e.listen.0.map(bind).transpose() {
         Ok(l) => l,
         Err(msg) => {
-            eprintln!("katop exporter: {msg}");
+            crate::say!("katop exporter: {msg}");
             return ExitCode::from(USAGE);
         }
     };
     if let Some(note) = crate::netns_choice(args).1 {
-        eprintln!("katop exporter: {note}");
+        crate::say!("katop exporter: {note}");
     }
     let mut poller = match Poller::new(args, e, middleboxes, textfile) {
         Ok(p) => p,
         Err(err) => {
-            eprintln!("katop exporter: {err:#}");
+            crate::say!("katop exporter: {err:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -100,7 +100,7 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("katop exporter: {err}");
+            crate::say!("katop exporter: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -110,11 +110,11 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
             Some(l) => match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
                     if let Ok(at) = l.local_addr() {
-                        eprintln!("katop exporter: serving http://{at}/metrics");
+                        crate::say!("katop exporter: serving http://{at}/metrics");
                     }
                     serve::serve(l, latest, stop).await;
                 }
-                Err(err) => eprintln!("katop exporter: {err}"),
+                Err(err) => crate::say!("katop exporter: {err}"),
             },
             None => stop.await,
         }
@@ -208,7 +208,7 @@ impl Poller {
             }
             Err(err) => {
                 self.status.errors_total += 1;
-                eprintln!("katop exporter: poll failed: {err}");
+                crate::say!("katop exporter: poll failed: {err}");
             }
         }
         // After a failed poll the last good data stays, and the self-metrics say it is old.
@@ -216,7 +216,7 @@ impl Poller {
         let prometheus = metrics::to_prometheus_text(&openmetrics);
         if let Some(t) = &self.textfile {
             if let Err(err) = t.write(prometheus.as_bytes()) {
-                eprintln!("katop exporter: cannot write {}: {err}", t.shown());
+                crate::say!("katop exporter: cannot write {}: {err}", t.shown());
             }
         }
         let rendered = Arc::new(Rendered {

@@ -34,17 +34,21 @@ pub struct FilterError {
 
 impl fmt::Display for FilterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error at {}: {}", self.column, self.message)
+        // The message quotes what was typed: no control character of it reaches a terminal.
+        let message = crate::text::printable(&self.message);
+        write!(f, "error at {}: {message}", self.column)
     }
 }
 
 impl std::error::Error for FilterError {}
 
 impl FilterError {
-    /// The expression with a caret under the error, for terminals.
+    /// The expression with a caret under the error, for terminals (its unsafe characters
+    /// replaced one for one, so the caret stays under the column).
     pub fn pointed(&self, source: &str) -> String {
         format!(
-            "  {source}\n  {}^",
+            "  {}\n  {}^",
+            crate::text::printable(source),
             " ".repeat(self.column.saturating_sub(1))
         )
     }

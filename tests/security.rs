@@ -503,6 +503,7 @@ fn promtool_check(text: &str) {
 
 #[test]
 fn read_only_stops_every_acting_subcommand_wherever_it_is_given() {
+    type Env<'a> = &'a [(&'a str, &'a str)];
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (s, _) = l.accept().unwrap();
@@ -511,7 +512,6 @@ fn read_only_stops_every_acting_subcommand_wherever_it_is_given() {
     let log_path = log.0.join("kills.jsonl");
     let log_arg = log_path.to_str().unwrap();
     let f = filter.as_str();
-    type Env<'a> = &'a [(&'a str, &'a str)];
     let cases: [(Vec<&str>, Env); 6] = [
         (
             vec![

@@ -24,6 +24,8 @@ pub enum CollectError {
         what: &'static str,
         source: WireError,
     },
+    #[error("network namespace {0} no longer exists (no process or mount holds it)")]
+    NetnsGone(u64),
     #[error("network namespace {id}: {what}: {errno}")]
     Netns {
         id: u64,

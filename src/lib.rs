@@ -37,6 +37,9 @@ const USAGE: u8 = 2;
 /// Parses the command line, reads the config file under it, and runs.
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    // Namespaces any user can make cost descriptors: all the hard limit allows, shared out
+    // (collector::fds).
+    collector::fds::raise();
     let matches = Args::command().get_matches();
     let mut args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,
@@ -59,6 +62,12 @@ pub fn main() -> ExitCode {
         };
         config::apply(&mut args, &matches, &config);
         install_services(&config.services);
+        // A typo in --netns is not "no connections": every word must name a namespace.
+        let which = netns_choice(&args).0;
+        if let Err(e) = collector::namespaces::check(&which, collector::current_netns()) {
+            crate::say!("katop: {e}");
+            return ExitCode::from(USAGE);
+        }
     }
     args.stream = args.jsonl
         && matches.value_source("interval") == Some(clap::parser::ValueSource::CommandLine);

@@ -176,6 +176,7 @@ fn snapshot(socks: Vec<RawSock>, settings: KernelSettings) -> Snapshot {
             age: Duration::ZERO,
             host: false,
         }],
+        unread_namespaces: 0,
         taken_at: Instant::now(),
         wall: std::time::SystemTime::now(),
         cost: PollCost::default(),

@@ -381,3 +381,37 @@ fn sock_destroy_kills_ipv6_tcp_and_udp() {
     // Its peer is another socket, untouched.
     peer.send(b"x").unwrap();
 }
+
+#[test]
+fn a_socket_whose_namespace_is_gone_is_already_gone_not_refused() {
+    if skip_unless_root("making and deleting a network namespace") {
+        return;
+    }
+    let ns = common::PeerNs::new();
+    let (client, server, listener) = ns.within(|| {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (c, s, l)
+    });
+    let mut c = Collector::new(Selection {
+        protos: vec![Proto::Tcp],
+        netns: katop::collector::namespaces::Which::Some(vec![ns.name.clone()]),
+        ..Selection::default()
+    })
+    .unwrap();
+    let mut t = ConnTable::new(Duration::from_secs(300));
+    t.apply(c.poll().unwrap(), std::time::Instant::now());
+    let local = client.local_addr().unwrap().to_string();
+    let e = t
+        .entries()
+        .find(|e| e.sock.local.to_string() == local)
+        .expect("the connection inside the namespace is listed");
+    let target = Target::of(&e);
+    // The namespace goes, and its sockets with it.
+    drop((client, server, listener));
+    drop(c);
+    drop(ns);
+    let outcome = Killer::new(Method::Auto).unwrap().kill(&target);
+    assert_eq!(outcome, Outcome::AlreadyGone);
+}

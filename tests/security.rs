@@ -585,3 +585,56 @@ fn read_only_stops_every_acting_subcommand_wherever_it_is_given() {
         stderr(&out)
     );
 }
+
+#[test]
+fn netns_selects_by_the_names_katop_shows_and_refuses_the_rest() {
+    let out = katop(&["--once", "--netns", "no-such-namespace"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("'no-such-namespace'"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("there are: "), "{}", stderr(&out));
+    // 2^32 + this process's pid is an inode no namespace has, not this pid.
+    let big = ((1u64 << 32) + u64::from(std::process::id())).to_string();
+    let out = katop(&["--once", "--netns", &big], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    if !is_root() {
+        eprintln!("skipped the container name: needs root (a namespace in a fake cgroup)");
+        return;
+    }
+    // A process in a namespace of its own, in a (fake) docker container's cgroup: its
+    // namespace is named as the container, and that name selects it.
+    let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0xbeef);
+    let Some(cg) = common::FakeCgroup::new(&format!("docker/{id}")) else {
+        eprintln!("skipped: cannot make cgroups here");
+        return;
+    };
+    let mut inside = Command::new("unshare")
+        .args(["-n", "busybox", "nc", "-l", "-p", "7788"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    cg.add(inside.id());
+    let name = format!("docker:{}", &id[..12]);
+    let listening = |socks: &[serde_json::Value]| {
+        socks
+            .iter()
+            .any(|s| s["state"] == "LISTEN" && s["local"] == "[::]:7788")
+    };
+    let mut socks = Vec::new();
+    wait_for("the container's listener", || {
+        let out = katop(&["--json", "-t", "--netns", &name], &[("KATOP_NETNS", "")]);
+        socks = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        listening(&socks)
+    });
+    assert!(
+        socks.iter().all(|s| s["netns_name"] == name.as_str()),
+        "only its namespace: {socks:?}"
+    );
+    let _ = inside.kill();
+    let _ = inside.wait();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(cg);
+}

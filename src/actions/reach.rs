@@ -33,14 +33,15 @@ impl Diags {
         })
     }
 
-    /// The socket for namespace `netns`; refused when the namespace is gone or cannot be
-    /// entered (nothing was done).
+    /// The socket for namespace `netns`: already gone when the namespace is (its sockets went
+    /// with it), refused when it cannot be entered (nothing was done).
     pub fn get(&mut self, netns: NetnsId) -> Result<&mut DiagSocket, Outcome> {
         match self.map.entry(netns) {
             std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let diag = crate::collector::netns::diag_in(netns).map_err(|e| {
-                    Outcome::Refused(format!("cannot reach the socket's namespace: {e}"))
+                let diag = crate::collector::netns::diag_in(netns).map_err(|e| match e {
+                    crate::error::CollectError::NetnsGone(_) => Outcome::AlreadyGone,
+                    e => Outcome::Refused(format!("cannot reach the socket's namespace: {e}")),
                 })?;
                 Ok(v.insert(diag))
             }

@@ -4,6 +4,7 @@
 
 pub mod borrow;
 pub mod containers;
+pub mod fds;
 pub mod namespaces;
 pub mod netns;
 pub mod procs;
@@ -132,7 +133,8 @@ impl Collector {
                 self.diag.dump(kind, self.netns, &mut sink)?;
             }
         }
-        let (mut namespaces, mut warnings) = self.namespaces.poll(&dumps, &mut sink.socks);
+        let (mut namespaces, mut warnings, unread_namespaces) =
+            self.namespaces.poll(&dumps, &mut sink.socks);
         let settings = sysctl::read();
         if self.namespaces.reads_others() {
             namespaces.push(self.namespaces.own_info(settings));
@@ -176,6 +178,7 @@ impl Collector {
             interfaces: self.interfaces.clone(),
             holders: self.procs.shared(),
             namespaces,
+            unread_namespaces,
             taken_at: Instant::now(),
             wall: std::time::SystemTime::now(),
             cost: PollCost {

@@ -2,11 +2,11 @@
 //!
 //! Found through the `ns/net` link of every process and through `nsfs` bind mounts
 //! (`/run/netns/*` as `ip netns` makes them, `/run/docker/netns/*`, any other in
-//! `/proc/self/mountinfo`), so a namespace no process is in still shows. A namespace in use is
-//! held by an fd (its inode cannot be reused meanwhile); its `sock_diag` socket is created on a
-//! short-lived thread that entered it (a netlink socket belongs to the namespace it was
-//! created in), so no thread that runs anything else ever changes namespace. When a namespace
-//! is no longer found, katop drops the fd and every socket it opened there: it never keeps a
+//! `/proc/self/mountinfo`), so a namespace no process is in still shows. It is entered through
+//! an fd opened for the moment and checked to be the same inode; its `sock_diag` socket is
+//! created on a short-lived thread that entered it (a netlink socket belongs to the namespace
+//! it was created in), so no thread that runs anything else ever changes namespace. When a
+//! namespace is no longer found, katop closes every socket it opened there: it never keeps a
 //! dead container's namespace alive.
 
 use std::fs::File;
@@ -181,17 +181,9 @@ pub fn hold(id: NetnsId, handle: &Handle) -> Result<OwnedFd, CollectError> {
     Ok(fd)
 }
 
-/// What katop keeps of a namespace it entered: its `sock_diag` socket, its socket counts (to
-/// skip dumps of protocols it has no sockets of), and its sysctls.
-pub struct Inside {
-    pub diag: DiagSocket,
-    pub counts: Counts,
-    pub settings: KernelSettings,
-}
-
 /// Runs `f` on a short-lived thread that has entered namespace `fd` (setns is per thread, and
 /// no thread that runs anything else ever switches); what `f` opens there stays bound to it.
-fn inside<T: Send>(
+pub fn inside<T: Send>(
     fd: &OwnedFd,
     id: NetnsId,
     f: impl FnOnce() -> Result<T, CollectError> + Send,
@@ -224,17 +216,6 @@ fn inside<T: Send>(
     })
 }
 
-/// What katop needs in namespace `fd`, made on a thread inside it.
-pub fn enter(fd: &OwnedFd, id: NetnsId) -> Result<Inside, CollectError> {
-    inside(fd, id, || {
-        Ok(Inside {
-            diag: DiagSocket::open()?,
-            counts: Counts::open(),
-            settings: super::sysctl::read(),
-        })
-    })
-}
-
 /// A `sock_diag` socket inside namespace `id`, to act on a socket there; an error when the
 /// namespace is gone or cannot be entered.
 pub fn diag_in(id: NetnsId) -> Result<DiagSocket, CollectError> {
@@ -244,11 +225,7 @@ pub fn diag_in(id: NetnsId) -> Result<DiagSocket, CollectError> {
     let found = discover()
         .into_iter()
         .find(|f| f.id == id)
-        .ok_or_else(|| CollectError::Netns {
-            id: id.0,
-            what: "no process or mount holds it any more".into(),
-            errno: rustix::io::Errno::NOENT,
-        })?;
+        .ok_or(CollectError::NetnsGone(id.0))?;
     let fd = hold(id, &found.handle)?;
     // The socket keeps the namespace alive for as long as katop acts through it.
     inside(&fd, id, DiagSocket::open)
@@ -292,7 +269,8 @@ impl InUse {
 }
 
 impl Counts {
-    fn open() -> Counts {
+    /// This thread's namespace's counts (opened inside it, they stay bound to it).
+    pub fn open() -> Counts {
         Counts {
             v4: File::open("/proc/thread-self/net/sockstat").ok(),
             v6: File::open("/proc/thread-self/net/sockstat6").ok(),

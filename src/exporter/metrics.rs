@@ -126,10 +126,9 @@ pub fn render(table: &ConnTable, now: Instant, max_groups: usize) -> String {
     let mut groups: HashMap<Group, Tally> = HashMap::new();
     for e in table.entries() {
         let s = e.sock;
-        let netns = label(e.netns_name().unwrap_or("host"));
         *sockets
             .entry(SockLabels {
-                netns,
+                netns: label(e.netns_name().unwrap_or("host")),
                 proto: s.proto.name().into(),
                 state: s.state.name(s.proto).into(),
             })
@@ -156,7 +155,41 @@ pub fn render(table: &ConnTable, now: Instant, max_groups: usize) -> String {
     if truncated > 0 {
         kept.push((Group::other(), other));
     }
-    encode(&sockets, &kept, truncated)
+    let sockets = fold_namespaces(sockets, max_groups);
+    encode(&sockets, &kept, truncated, table.unread_namespaces)
+}
+
+/// `katop_sockets`' namespaces within `max_groups` label values: the host's always, named ones
+/// (containers, `ip netns` names) by their socket count, and the rest, anonymous
+/// (`netns:<inode>`) ones included, as `netns="other"`: namespaces that come and go make no
+/// new series.
+fn fold_namespaces(
+    sockets: HashMap<SockLabels, i64>,
+    max_groups: usize,
+) -> HashMap<SockLabels, i64> {
+    let mut totals: HashMap<&str, i64> = HashMap::new();
+    for (l, n) in &sockets {
+        *totals.entry(l.netns.as_str()).or_default() += n;
+    }
+    let mut named: Vec<(&str, i64)> = totals
+        .into_iter()
+        .filter(|(name, _)| *name != "host" && !name.starts_with("netns:"))
+        .collect();
+    named.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let kept: std::collections::HashSet<String> = named
+        .into_iter()
+        .take(max_groups.saturating_sub(1))
+        .map(|(name, _)| name.to_string())
+        .chain(std::iter::once("host".to_string()))
+        .collect();
+    let mut folded: HashMap<SockLabels, i64> = HashMap::new();
+    for (mut l, n) in sockets {
+        if !kept.contains(&l.netns) {
+            l.netns = "other".into();
+        }
+        *folded.entry(l).or_default() += n;
+    }
+    folded
 }
 
 fn tally(t: &mut Tally, e: &SockEntry, now: Instant) {
@@ -214,6 +247,7 @@ fn encode(
     sockets: &HashMap<SockLabels, i64>,
     groups: &[(Group, Tally)],
     truncated: usize,
+    unread_namespaces: usize,
 ) -> String {
     let mut reg = Registry::default();
     let socks = Family::<SockLabels, Gauge>::default();
@@ -299,6 +333,13 @@ fn encode(
         "katop_groups_truncated",
         "Groups folded into process=\"other\" to keep label sets within --max-groups",
         truncated_g,
+    );
+    let unread: Gauge = Gauge::default();
+    unread.set(unread_namespaces as i64);
+    reg.register(
+        "katop_netns_unread",
+        "Network namespaces asked for whose sockets the latest poll could not read (katop's warnings say why)",
+        unread,
     );
     let mut text = String::new();
     prometheus_client::encoding::text::encode_registry(&mut text, &reg)
@@ -428,5 +469,31 @@ mod tests {
             "{prom}"
         );
         assert!(!prom.contains("# EOF"));
+    }
+
+    #[test]
+    fn namespaces_past_max_groups_and_anonymous_ones_fold_into_other() {
+        let mut sockets = HashMap::new();
+        let mut add = |netns: &str, n: i64| {
+            let l = SockLabels {
+                netns: netns.into(),
+                proto: "tcp".into(),
+                state: "LISTEN".into(),
+            };
+            sockets.insert(l, n);
+        };
+        add("host", 1);
+        add("podman:big", 50);
+        add("podman:mid", 20);
+        add("podman:small", 2);
+        for i in 0..200 {
+            add(&format!("netns:{}", 4_026_532_000_u64 + i), 1);
+        }
+        let folded = fold_namespaces(sockets, 3);
+        let mut names: Vec<&str> = folded.keys().map(|l| l.netns.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["host", "other", "podman:big", "podman:mid"]);
+        let other = folded.iter().find(|(l, _)| l.netns == "other").unwrap().1;
+        assert_eq!(*other, 202, "the small one and the 200 anonymous ones");
     }
 }

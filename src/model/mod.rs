@@ -39,6 +39,8 @@ pub struct Snapshot {
     /// The namespaces the sockets were read in, beyond the host's (names, containers, their
     /// own sysctls, how fresh their data is); empty when katop reads only its own.
     pub namespaces: Vec<NsInfo>,
+    /// Namespaces asked for whose sockets could not be read (the warnings say why).
+    pub unread_namespaces: usize,
     pub taken_at: Instant,
     /// The same moment by the wall clock, for outputs that carry a date (JSON's `time`).
     pub wall: std::time::SystemTime,

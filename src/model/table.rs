@@ -129,6 +129,8 @@ pub struct ConnTable {
     pub interfaces: HashMap<u32, Box<str>>,
     pub cost: PollCost,
     pub warnings: Vec<String>,
+    /// Namespaces asked for whose sockets the last poll could not read.
+    pub unread_namespaces: usize,
     last_poll: Option<Instant>,
     /// The first poll's time; entries keep times as ms after it.
     epoch: Option<Instant>,
@@ -152,6 +154,7 @@ impl ConnTable {
             interfaces: HashMap::new(),
             cost: PollCost::default(),
             warnings: Vec::new(),
+            unread_namespaces: 0,
             last_poll: None,
             epoch: None,
         }
@@ -254,6 +257,7 @@ impl ConnTable {
         self.interfaces = snap.interfaces;
         self.cost = snap.cost;
         self.warnings = snap.warnings;
+        self.unread_namespaces = snap.unread_namespaces;
         self.last_poll = Some(now);
         let gone = (0..carried.len() as u32)
             .filter(|&i| !carried[i as usize])

@@ -71,6 +71,7 @@ pub fn snapshot(socks: Vec<RawSock>) -> Snapshot {
         interfaces: HashMap::new(),
         holders: Arc::default(),
         namespaces: Vec::new(),
+        unread_namespaces: 0,
         taken_at: Instant::now(),
         wall: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_308_072),
         cost: PollCost::default(),

@@ -369,17 +369,72 @@ pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> std::p
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = spawn_retrying(cmd);
+    // Drained as it runs: a full pipe would stall the child.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|o| Box::new(o) as _));
+    let stderr = drain(child.stderr.take().map(|e| Box::new(e) as _));
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+            let _ = child.wait();
+            let err = stderr.join().unwrap();
             panic!(
                 "{cmd:?} still ran after {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&err)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
+}
+
+/// A cgroup made by the test, in the unified hierarchy or the v1 `pids` one; removed on drop.
+pub struct FakeCgroup(std::path::PathBuf);
+
+impl FakeCgroup {
+    pub fn new(rel: &str) -> Option<FakeCgroup> {
+        let base = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/pids"
+        };
+        let dir = std::path::Path::new(base).join(rel);
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(FakeCgroup(dir))
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for FakeCgroup {
+    fn drop(&mut self) {
+        // Leaves first; directories in the way up to the hierarchy's root.
+        let mut d = self.0.clone();
+        for _ in 0..6 {
+            if std::fs::remove_dir(&d).is_err() {
+                break;
+            }
+            if !d.pop() {
+                break;
+            }
+        }
+    }
 }

@@ -197,3 +197,37 @@ fn the_exporter_starts_and_serves_beside_three_hundred_namespaces_at_1024_files(
     let _ = e.wait();
     drop(crowd);
 }
+
+#[test]
+fn sigterm_during_the_first_poll_is_a_clean_exit() {
+    let Some(crowd) = Crowd::new(300) else {
+        return;
+    };
+    let mut e = Command::new(env!("CARGO_BIN_EXE_katop"))
+        .args(["exporter", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first poll is under way once it holds sockets in other namespaces: then SIGTERM.
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    wait_for("the first poll to enter namespaces", || fds(e.id()) >= 30);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(e.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = e.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM did not stop the exporter"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(crowd);
+}

@@ -76,24 +76,6 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
     if let Some(note) = crate::netns_choice(args).1 {
         crate::say!("katop exporter: {note}");
     }
-    let mut poller = match Poller::new(args, e, middleboxes, textfile) {
-        Ok(p) => p,
-        Err(err) => {
-            crate::say!("katop exporter: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // One poll before serving: no scrape ever finds nothing.
-    poller.once();
-    let latest = Arc::clone(&poller.latest);
-    let interval = e.interval;
-    std::thread::Builder::new()
-        .name("katop-exporter-poll".into())
-        .spawn(move || loop {
-            std::thread::sleep(interval.saturating_sub(poller.last_cost));
-            poller.once();
-        })
-        .expect("spawn the poller");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,15 +86,52 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
             return ExitCode::FAILURE;
         }
     };
+    // The signal handlers before anything slow: SIGTERM during the first poll (thousands of
+    // namespaces take a while) ends katop with 0, not by the signal.
+    let stop = match rt.block_on(async { Stop::install() }) {
+        Ok(s) => s,
+        Err(err) => {
+            crate::say!("katop exporter: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut poller = match Poller::new(args, e, middleboxes, textfile) {
+        Ok(p) => p,
+        Err(err) => {
+            crate::say!("katop exporter: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let latest = Arc::clone(&poller.latest);
+    let interval = e.interval;
+    let (first_done, first_poll) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("katop-exporter-poll".into())
+        .spawn(move || {
+            // One poll before serving: no scrape ever finds nothing.
+            poller.once();
+            let _ = first_done.send(());
+            loop {
+                std::thread::sleep(interval.saturating_sub(poller.last_cost));
+                poller.once();
+            }
+        })
+        .expect("spawn the poller");
+    let connections = crate::collector::fds::Shares::now().connections;
     rt.block_on(async move {
-        let stop = stopped();
+        let stop = stop.stopped();
+        tokio::pin!(stop);
+        tokio::select! {
+            _ = first_poll => {}
+            () = &mut stop => return,
+        }
         match listener {
             Some(l) => match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
                     if let Ok(at) = l.local_addr() {
                         crate::say!("katop exporter: serving http://{at}/metrics");
                     }
-                    serve::serve(l, latest, stop).await;
+                    serve::serve(l, latest, connections, stop).await;
                 }
                 Err(err) => crate::say!("katop exporter: {err}"),
             },
@@ -122,19 +141,29 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
     ExitCode::SUCCESS
 }
 
-/// SIGTERM, SIGINT or SIGHUP: stop serving, exit 0.
-async fn stopped() {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
+/// SIGTERM, SIGINT or SIGHUP, caught from the moment [`Stop::install`] returns.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn install() -> std::io::Result<Stop> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Completes at the first of them (one that arrived before this was awaited counts).
+    async fn stopped(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
+        }
     }
 }
 
@@ -149,6 +178,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
             }
         })
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // A deep accept queue: a burst of connections (a flood, or a thousand clients at once)
+    // must not drop a scraper's SYN while the server makes room.
+    rustix::net::listen(&l, 4096).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     l.set_nonblocking(true)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     Ok(l)

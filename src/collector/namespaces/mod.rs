@@ -186,7 +186,9 @@ impl Namespaces {
         for i in self.schedule() {
             let t = Instant::now();
             let m = &mut self.members[i];
-            m.failure = m.dump(dumps).err();
+            // Gone since it was found (its process exited, its mount went): not a failure;
+            // the next discovery lets it go.
+            m.failure = m.dump(dumps).err().filter(|e| !gone(e));
             self.last.dumped += 1;
             self.last.dump_cost += t.elapsed();
         }
@@ -323,6 +325,7 @@ impl Namespaces {
             };
             match entered {
                 Ok(()) => self.members.push(m),
+                Err(why) if gone(&why) => {}
                 Err(why) => self.failed.push(Failed {
                     id: f.id,
                     why,
@@ -349,6 +352,18 @@ impl Namespaces {
                 open += 1;
             }
         }
+    }
+}
+
+/// Whether `e` says the namespace went away between its discovery and its reading.
+fn gone(e: &CollectError) -> bool {
+    use rustix::io::Errno;
+    match e {
+        CollectError::NetnsGone(_) => true,
+        CollectError::Netns { errno, .. } => {
+            matches!(*errno, Errno::NOENT | Errno::SRCH | Errno::STALE)
+        }
+        _ => false,
     }
 }
 

@@ -130,6 +130,12 @@ fn spawn_collector(
                     Ok(spare) => buf = spare,
                     Err(_) => return,
                 }
+                // Debug builds only: an allocation failure on demand, once the dashboard
+                // shows (for the test that the terminal is restored even then).
+                #[cfg(debug_assertions)]
+                if std::env::var_os("KATOP_TEST_PANIC").is_some_and(|v| v == "alloc") {
+                    std::alloc::handle_alloc_error(std::alloc::Layout::new::<[u8; 4096]>());
+                }
                 // In short naps: `+` and `-` change the interval while katop waits.
                 loop {
                     let every = Duration::from_millis(interval.load(Ordering::Relaxed));

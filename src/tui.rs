@@ -1,4 +1,7 @@
-//! Terminal set-up and, on every way out (quit, error, panic, signal, suspend), restore.
+//! Terminal set-up and, on every way out (quit, error, panic, signal, suspend, abort),
+//! restore.
+
+mod abort;
 
 use std::io::{self, Stdout};
 use std::sync::Mutex;
@@ -46,6 +49,7 @@ pub fn init() -> io::Result<Term> {
 }
 
 fn enter() -> io::Result<()> {
+    abort::arm();
     enable_raw_mode()?;
     let mut out = io::stdout();
     if let Err(e) = execute!(

@@ -1,6 +1,6 @@
 //! The terminal on every way out and back: Ctrl-Z and SIGTSTP leave a usable shell and `fg`
-//! brings the dashboard back in raw mode; SIGQUIT restores the terminal; a long paste arrives
-//! whole. The real binary in tmux.
+//! brings the dashboard back in raw mode; SIGQUIT and an abort (a failed allocation) restore
+//! the terminal; a long paste arrives whole. The real binary in tmux.
 
 use std::process::Command;
 
@@ -104,6 +104,22 @@ fn sigquit_restores_the_terminal() {
     });
     assert!(s.contains("AFTER-KATOP-0"), "{s}");
     assert!(!alternate(&t));
+    t.assert_cooked();
+}
+
+#[test]
+fn an_allocation_failure_restores_the_terminal_before_the_abort() {
+    let Some(t) = Tmux::start("abort", 100, 30) else {
+        return;
+    };
+    // (A debug build fails an allocation on demand once the dashboard shows.)
+    t.launch_with_env("KATOP_TEST_PANIC=alloc", "");
+    let s = t.wait("katop's exit status", |s| {
+        s.lines().any(|l| l.starts_with("AFTER-KATOP-"))
+    });
+    // Killed by SIGABRT (128 + 6), as an abort is, with the terminal put back.
+    assert!(s.contains("AFTER-KATOP-134"), "{s}");
+    assert!(!alternate(&t), "the alternate screen was left on");
     t.assert_cooked();
 }
 

@@ -110,6 +110,8 @@ fn the_systemd_unit_runs_the_exporter_hardened_and_read_only() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "CapabilityBoundingSet=",
+        // Room for thousands of namespaces and a scrape flood (collector::fds).
+        "LimitNOFILE=524288",
     ] {
         assert!(unit.contains(line), "missing {line}");
     }

@@ -11,9 +11,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -62,7 +62,9 @@ fn abuse(
     let (stop1, count) = (Arc::clone(stop), Arc::clone(reconnects));
     threads.push(std::thread::spawn(move || {
         let from = Ipv4Addr::new(127, 0, 0, 2);
-        let mut held: Vec<TcpStream> = (0..idle).filter_map(|_| connect_from(from, addr).ok()).collect();
+        let mut held: Vec<TcpStream> = (0..idle)
+            .filter_map(|_| connect_from(from, addr).ok())
+            .collect();
         while !stop1.load(Ordering::Relaxed) {
             for s in &mut held {
                 if closed(s) {
@@ -78,7 +80,9 @@ fn abuse(
     let stop2 = Arc::clone(stop);
     threads.push(std::thread::spawn(move || {
         let from = Ipv4Addr::new(127, 0, 0, 3);
-        let mut slow: Vec<TcpStream> = (0..64).filter_map(|_| connect_from(from, addr).ok()).collect();
+        let mut slow: Vec<TcpStream> = (0..64)
+            .filter_map(|_| connect_from(from, addr).ok())
+            .collect();
         let head = b"GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
         for &b in head.iter().cycle() {
             if stop2.load(Ordering::Relaxed) {

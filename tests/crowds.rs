@@ -154,12 +154,14 @@ fn the_exporter_starts_and_serves_beside_three_hundred_namespaces_at_1024_files(
     let Some(crowd) = Crowd::new(300) else {
         return;
     };
-    let mut e = capped_katop()
-        .args(["exporter", "--listen", "127.0.0.1:0", "--interval", "1s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut e = common::Reaped(
+        capped_katop()
+            .args(["exporter", "--listen", "127.0.0.1:0", "--interval", "1s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut err = BufReader::new(e.stderr.take().unwrap());
     let addr: SocketAddr = loop {
         let mut line = String::new();
@@ -193,8 +195,7 @@ fn the_exporter_starts_and_serves_beside_three_hundred_namespaces_at_1024_files(
         .unwrap()
         .count();
     assert!(fds < 1024, "{fds} descriptors open");
-    let _ = e.kill();
-    let _ = e.wait();
+    drop(e);
     drop(crowd);
 }
 
@@ -203,12 +204,14 @@ fn sigterm_during_the_first_poll_is_a_clean_exit() {
     let Some(crowd) = Crowd::new(300) else {
         return;
     };
-    let mut e = Command::new(env!("CARGO_BIN_EXE_katop"))
-        .args(["exporter", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut e = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_katop"))
+            .args(["exporter", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // The first poll is under way once it holds sockets in other namespaces: then SIGTERM.
     let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
     wait_for("the first poll to enter namespaces", || fds(e.id()) >= 30);

@@ -436,7 +436,7 @@ fn metric_labels_carry_no_control_characters_from_process_or_namespace_names() {
     let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_server, _) = l.accept().unwrap();
     let inherited = rustix::io::dup(&c).unwrap(); // without close-on-exec
-    let mut child = common::spawn_retrying(Command::new(&exe).arg("60"));
+    let child = common::Reaped(common::spawn_retrying(Command::new(&exe).arg("60")));
     drop(inherited);
     drop(c);
     // And, as root, a network namespace with such a name.
@@ -450,15 +450,17 @@ fn metric_labels_carry_no_control_characters_from_process_or_namespace_names() {
     let inside =
         named_ns.then(|| common::within_netns(&netns, || std::net::TcpListener::bind("0.0.0.0:0")));
     let path = s.0.join("katop.prom");
-    let mut e = Command::new(env!("CARGO_BIN_EXE_katop"))
-        .args(["exporter", "--listen", "none", "--interval", "100ms"])
-        .arg("--textfile")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let e = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_katop"))
+            .args(["exporter", "--listen", "none", "--interval", "100ms"])
+            .arg("--textfile")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let process_label = "process=\"k?]0;PW??\"";
     let netns_label = format!("netns=\"kt?[31m{}\"", std::process::id());
     wait_for("the process and the namespace in the metrics", || {
@@ -466,10 +468,8 @@ fn metric_labels_carry_no_control_characters_from_process_or_namespace_names() {
             .is_ok_and(|t| t.contains(process_label) && (!named_ns || t.contains(&netns_label)))
     });
     let text = std::fs::read_to_string(&path).unwrap();
-    let _ = e.kill();
-    let _ = e.wait();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(e);
+    drop(child);
     drop(inside);
     if named_ns {
         let _ = Command::new("ip").args(["netns", "del", &netns]).output();
@@ -611,11 +611,13 @@ fn netns_selects_by_the_names_katop_shows_and_refuses_the_rest() {
         eprintln!("skipped: cannot make cgroups here");
         return;
     };
-    let mut inside = Command::new("unshare")
-        .args(["-n", "busybox", "nc", "-l", "-p", "7788"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let inside = common::Reaped(
+        Command::new("unshare")
+            .args(["-n", "busybox", "nc", "-l", "-p", "7788"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     cg.add(inside.id());
     let name = format!("docker:{}", &id[..12]);
     let listening = |socks: &[serde_json::Value]| {
@@ -633,8 +635,7 @@ fn netns_selects_by_the_names_katop_shows_and_refuses_the_rest() {
         socks.iter().all(|s| s["netns_name"] == name.as_str()),
         "only its namespace: {socks:?}"
     );
-    let _ = inside.kill();
-    let _ = inside.wait();
+    drop(inside);
     std::thread::sleep(Duration::from_millis(100));
     drop(cg);
 }

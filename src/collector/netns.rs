@@ -11,11 +11,15 @@
 
 use std::fs::File;
 use std::io::{Read, Seek};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashMap;
 use rustix::fs::{Mode, OFlags, CWD};
+
+mod walker;
+
+use rustix::io::Errno;
 
 use super::sock_diag::DiagSocket;
 use crate::error::CollectError;
@@ -181,39 +185,35 @@ pub fn hold(id: NetnsId, handle: &Handle) -> Result<OwnedFd, CollectError> {
     Ok(fd)
 }
 
-/// Runs `f` on a short-lived thread that has entered namespace `fd` (setns is per thread, and
-/// no thread that runs anything else ever switches); what `f` opens there stays bound to it.
-pub fn inside<T: Send>(
+/// Runs `f` inside namespace `fd` on katop's namespace thread ([`walker`]: setns is per
+/// thread, and no thread that runs anything else ever switches); what `f` opens there stays
+/// bound to it.
+pub fn inside<T: Send + 'static>(
     fd: &OwnedFd,
     id: NetnsId,
-    f: impl FnOnce() -> Result<T, CollectError> + Send,
+    f: impl FnOnce() -> Result<T, CollectError> + Send + 'static,
 ) -> Result<T, CollectError> {
-    let fd = fd.as_fd();
-    let failed = |what: String, errno| CollectError::Netns {
+    let failed = move |what: &str, errno| CollectError::Netns {
         id: id.0,
-        what,
+        what: what.into(),
         errno,
     };
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("katop-setns".into())
-            .spawn_scoped(s, move || {
-                rustix::thread::move_into_link_name_space(
-                    fd,
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .map_err(|e| failed("setns (needs CAP_SYS_ADMIN)".into(), e))?;
-                f()
-            })
-            .map_err(|e| failed(format!("spawn a thread: {e}"), rustix::io::Errno::AGAIN))?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(failed(
-                    "the thread entering it failed".into(),
-                    rustix::io::Errno::IO,
-                ))
-            })
-    })
+    let fd = fd
+        .try_clone()
+        .map_err(|e| failed("dup", Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    walker::run(
+        fd,
+        Box::new(move |entered| {
+            let result = entered
+                .map_err(|e| failed("setns (needs CAP_SYS_ADMIN)", e))
+                .and_then(|()| f());
+            let _ = tx.send(result);
+        }),
+    )
+    .map_err(|e| failed("start the namespace thread", e))?;
+    rx.recv()
+        .unwrap_or_else(|_| Err(failed("the namespace thread failed", Errno::IO)))
 }
 
 /// A `sock_diag` socket inside namespace `id`, to act on a socket there; an error when the

@@ -61,7 +61,7 @@ impl Member {
     /// Opens its `sock_diag` socket and `sockstat` files inside it, and reads its sysctls.
     pub fn open(&mut self) -> Result<(), CollectError> {
         let fd = netns::hold(self.id, &self.handle)?;
-        let (open, settings) = netns::inside(&fd, self.id, || {
+        let (open, settings) = netns::inside(&fd, self.id, move || {
             Ok((
                 Open {
                     diag: DiagSocket::open()?,
@@ -83,37 +83,50 @@ impl Member {
 
     /// Dumps it (skipping protocols it has no socket of): through what is open, or in a visit.
     pub fn dump(&mut self, dumps: &[DumpKind]) -> Result<(), CollectError> {
-        let mut sink = DumpSink {
-            socks: std::mem::take(&mut self.socks),
-            ..DumpSink::default()
-        };
-        sink.socks.clear();
         let id = self.id;
         let result = match &mut self.open {
             Some(open) => {
+                let mut socks = std::mem::take(&mut self.socks);
+                socks.clear();
                 let in_use = open.counts.read();
                 self.counted = Some(in_use);
-                dump_counted(&mut open.diag, in_use, dumps, id, &mut sink)
+                let mut sink = DumpSink {
+                    socks,
+                    ..DumpSink::default()
+                };
+                let r = dump_counted(&mut open.diag, in_use, dumps, id, &mut sink);
+                self.socks = sink.socks;
+                r
             }
-            None => self.visit(dumps, &mut sink),
+            // A failed visit keeps the sockets last read (its warning says they are old).
+            None => self.visit(Vec::with_capacity(self.socks.len()), dumps),
         };
-        self.socks = sink.socks;
         self.dumped_at = Some(Instant::now());
         result
     }
 
-    /// Enters it on a short-lived thread, counts, dumps there and closes everything: the
+    /// Enters it (on the namespace thread), counts, dumps there and closes everything: the
     /// namespace costs no descriptor between its dumps.
-    fn visit(&mut self, dumps: &[DumpKind], sink: &mut DumpSink) -> Result<(), CollectError> {
+    fn visit(&mut self, socks: Vec<RawSock>, dumps: &[DumpKind]) -> Result<(), CollectError> {
         let fd = netns::hold(self.id, &self.handle)?;
         let id = self.id;
         let with_settings = self.settings_due;
-        let (in_use, settings) = netns::inside(&fd, id, || {
+        let dumps = dumps.to_vec();
+        let (socks, in_use, settings) = netns::inside(&fd, id, move || {
             let mut diag = DiagSocket::open()?;
             let in_use = Counts::open().read();
-            dump_counted(&mut diag, in_use, dumps, id, sink)?;
-            Ok((in_use, with_settings.then(super::super::sysctl::read)))
+            let mut sink = DumpSink {
+                socks,
+                ..DumpSink::default()
+            };
+            dump_counted(&mut diag, in_use, &dumps, id, &mut sink)?;
+            Ok((
+                sink.socks,
+                in_use,
+                with_settings.then(super::super::sysctl::read),
+            ))
         })?;
+        self.socks = socks;
         self.counted = Some(in_use);
         if let Some(s) = settings {
             self.settings = s;

@@ -461,3 +461,53 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// A directory of this test's own, removed on drop.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("katop-sec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits (up to a minute) until `done`, failing the test with `what` otherwise.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// katop with `args` and `env`, which must end within 20 s.
+pub fn katop_checked(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_katop"))
+            .env("KATOP_NETNS", "host")
+            .env_remove("KATOP_FILTER")
+            .env_remove("KATOP_READ_ONLY")
+            .env_remove("KATOP_CONFIG")
+            .envs(env.iter().copied())
+            .args(args),
+        Duration::from_secs(20),
+    )
+}
+
+/// A child's stderr, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

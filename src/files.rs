@@ -5,14 +5,16 @@
 //! directory, `/tmp`), so:
 //! - a directory is opened once, as the user who named it ([`crate::privilege`]), and every
 //!   file in it is reached relative to that fd;
-//! - a directory group or world can write is refused unless it is sticky (then only a file's
-//!   owner may swap it, and each file's owner is checked);
+//! - a directory group or world can write is refused unless it is sticky and the user's own
+//!   (`/tmp` for root: then only a file's owner may swap it), and there a file of another
+//!   user's, or one with other hard links, is never appended to;
 //! - a new file is created with `O_CREAT | O_EXCL | O_NOFOLLOW` under an unpredictable name, so
 //!   no planted link or file is ever opened in its place;
 //! - a file is replaced whole ([`Dir::replace`]: written beside it, then `renameat`), and its
 //!   temporary file removed on every error;
 //! - only regular files are written or read: a FIFO, a device or a directory at the name is
-//!   refused before a byte is written (opens never block, and never follow a final link).
+//!   refused before a byte is written (opens never block, and a file katop writes is never
+//!   reached through a final link; a file it reads, such as the config, may be).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -38,15 +40,21 @@ pub enum FileError {
     #[error("the file belongs to uid {0}, not to you: give a path in a directory you own")]
     NotOwned(u32),
     #[error(
-        "the directory {dir} can be written by other users (mode {mode:04o}) and is not sticky: \
-         anyone who can write there could swap the file; use a directory only its owner can \
-         write (chmod go-w), or a sticky one"
+        "the directory {dir} can be written by other users (mode {mode:04o}) and is not a \
+         sticky directory of yours: anyone who can write there could swap the file; use a \
+         directory only its owner can write (chmod go-w)"
     )]
     SharedDir { dir: String, mode: u32 },
     #[error("the directory {dir} belongs to uid {uid}, not to you")]
     DirNotOwned { dir: String, uid: u32 },
     #[error("{0} is not a directory")]
     NotDir(String),
+    #[error("{0} does not exist")]
+    Missing(String),
+    #[error(
+        "the file has other hard links: katop does not write a file reachable by another name"
+    )]
+    Linked,
     #[error("larger than {}", size_text(*.0))]
     TooLarge(u64),
 }
@@ -73,9 +81,15 @@ fn size_text(n: u64) -> String {
     }
 }
 
-/// Group or world may write `mode`'s directory, and it is not sticky.
+/// Group or world may write a directory of mode `mode`.
 fn shared(mode: u32) -> bool {
-    mode & 0o022 != 0 && mode & 0o1000 == 0
+    mode & 0o022 != 0
+}
+
+/// A shared directory katop may still write in: sticky (only a file's owner may rename or
+/// remove it) and owned by this thread's user.
+fn sticky_and_mine(mode: u32, owner: u32) -> bool {
+    mode & 0o1000 != 0 && owner == me()
 }
 
 /// A path for messages: its unsafe characters replaced.
@@ -105,11 +119,12 @@ impl Dir {
                 Mode::empty(),
             )
             .map_err(|e| match e {
-                Errno::NOTDIR | Errno::NOENT => FileError::NotDir(shown(path)),
+                Errno::NOTDIR => FileError::NotDir(shown(path)),
+                Errno::NOENT => FileError::Missing(shown(path)),
                 e => FileError::Io(io::Error::from(e)),
             })?;
             let st = rustix::fs::fstat(&fd)?;
-            if shared(st.st_mode) {
+            if shared(st.st_mode) && !sticky_and_mine(st.st_mode, st.st_uid) {
                 return Err(FileError::SharedDir {
                     dir: shown(path),
                     mode: st.st_mode & 0o7777,
@@ -263,8 +278,15 @@ impl Dir {
             if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
                 return Err(FileError::NotRegular);
             }
-            let dir_owner = rustix::fs::fstat(&self.fd)?.st_uid;
-            if st.st_uid != me() && !(explicit && dir_owner == me()) {
+            // Another name for the file could be anyone's (a hard link planted to a file only
+            // katop's user may write).
+            if st.st_nlink > 1 {
+                return Err(FileError::Linked);
+            }
+            // Another user's file only where the user named it in a directory only they write.
+            let dir = rustix::fs::fstat(&self.fd)?;
+            let theirs = dir.st_uid == me() && !shared(dir.st_mode);
+            if st.st_uid != me() && !(explicit && theirs) {
                 return Err(FileError::NotOwned(st.st_uid));
             }
             // Back to blocking writes: a regular file never blocks anyway.

@@ -62,15 +62,32 @@ pub fn main() -> ExitCode {
         };
         config::apply(&mut args, &matches, &config);
         install_services(&config.services);
-        // A typo in --netns is not "no connections": every word must name a namespace.
-        let which = netns_choice(&args).0;
-        if let Err(e) = collector::namespaces::check(&which, collector::current_netns()) {
-            crate::say!("katop: {e}");
-            return ExitCode::from(USAGE);
-        }
     }
     args.stream = args.jsonl
         && matches.value_source("interval") == Some(clap::parser::ValueSource::CommandLine);
+    // A typo in --netns is not "no connections": every word must name a namespace. What runs
+    // on (the dashboard, the exporter, a stream) says so and takes the namespace once it
+    // appears: a unit started before its container must not fail.
+    if !matches!(
+        args.command,
+        Some(cli::Command::Completions { .. } | cli::Command::Man)
+    ) {
+        let which = netns_choice(&args).0;
+        if let Err(e) = collector::namespaces::check(&which, collector::current_netns()) {
+            let runs_on = args.stream
+                || matches!(args.command, Some(cli::Command::Exporter(_)))
+                || (args.command.is_none() && !(args.once || args.json || args.jsonl));
+            let later = if runs_on {
+                "; read once it appears"
+            } else {
+                ""
+            };
+            crate::say!("katop: {e}{later}");
+            if !runs_on {
+                return ExitCode::from(USAGE);
+            }
+        }
+    }
     run(&args)
 }
 

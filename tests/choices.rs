@@ -206,6 +206,26 @@ fn netns_selects_by_the_names_katop_shows_and_refuses_the_rest() {
     let big = ((1u64 << 32) + u64::from(std::process::id())).to_string();
     let out = katop(&["--once", "--netns", &big], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // The exporter runs on: a namespace not there yet is said, and read once it appears.
+    let dir = Scratch::new("netns-later");
+    let textfile = dir.0.join("katop.prom");
+    let mut e = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_katop"))
+            .args(["exporter", "--listen", "none", "--interval", "100ms"])
+            .args(["--netns", "host,not-there-yet", "--textfile"])
+            .arg(&textfile)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the exporter's textfile", || textfile.exists());
+    let _ = e.kill();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut e.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(
+        said.contains("'not-there-yet'") && said.contains("read once it appears"),
+        "{said}"
+    );
     if !is_root() {
         eprintln!("skipped the container name: needs root (a namespace in a fake cgroup)");
         return;

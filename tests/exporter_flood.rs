@@ -1,5 +1,6 @@
 //! No client can starve the exporter of slots: hundreds of connections that say nothing and
-//! dozens that trickle a request head a byte a second, from other local addresses, while a
+//! dozens that trickle a request head a byte a second, from one address, from many, and from
+//! the scraper's own, with the exporter at the common 1,024-file limit (64 slots), while a
 //! scraper is answered every time.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,7 +16,10 @@ struct Exporter(Child, SocketAddr);
 
 impl Exporter {
     fn start() -> Exporter {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_katop"))
+        // At 1,024 files: 64 slots, 16 for any one address.
+        let mut child = Command::new("prlimit")
+            .args(["--nofile=1024:1024", "--"])
+            .arg(env!("CARGO_BIN_EXE_katop"))
             .args(["exporter", "--listen", "127.0.0.1:0", "--interval", "1s"])
             .env("KATOP_NETNS", "host")
             .stdout(Stdio::null())
@@ -82,28 +86,41 @@ fn silent_and_trickling_connections_never_keep_a_scraper_waiting() {
     let silent: Vec<TcpStream> = (0..300)
         .map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 2), addr))
         .collect();
-    // 64 that trickle a request head, a byte a second, from 127.0.0.3.
+    // 64 that trickle a request head, a byte a second, from 64 addresses, and 20 more from
+    // the scraper's own address.
     let stop = Arc::new(AtomicBool::new(false));
-    let mut trickling: Vec<TcpStream> = (0..64)
-        .map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 3), addr))
+    let sources: Vec<Ipv4Addr> = (0..64)
+        .map(|i| Ipv4Addr::new(127, 0, 1, 1 + i))
+        .chain(std::iter::repeat_n(Ipv4Addr::LOCALHOST, 20))
         .collect();
+    let mut trickling: Vec<TcpStream> = sources.iter().map(|&a| connect_from(a, addr)).collect();
+    // Each has sent its first byte before the first scrape.
+    for s in &mut trickling {
+        s.write_all(b"G").unwrap();
+    }
     let slowloris = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
-            let head = b"GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let head = b"ET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
             for &b in head.iter().cycle() {
+                std::thread::sleep(Duration::from_secs(1));
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                for s in &mut trickling {
-                    let _ = s.write_all(&[b]);
+                // One closed by the server comes back at once, as an attacker's would.
+                for (s, &from) in trickling.iter_mut().zip(&sources) {
+                    if s.write_all(&[b]).is_err() {
+                        *s = connect_from(from, addr);
+                        let _ = s.write_all(b"G");
+                    }
                 }
-                std::thread::sleep(Duration::from_secs(1));
             }
         })
     };
-    for i in 0..20 {
+    // Scrapes spread over four seconds: before, while and after the server times heads out.
+    for i in 0..40 {
         let text = scrape(addr).unwrap_or_else(|e| panic!("scrape {i}: {e}"));
+        std::thread::sleep(Duration::from_millis(100));
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("katop_build_info"), "{text}");
     }

@@ -124,7 +124,7 @@ fn a_device_or_a_link_named_as_the_textfile_is_refused_and_left_alone() {
         (link.clone(), "symbolic link"),
         (
             PathBuf::from("/nonexistent-dir/katop.prom"),
-            "is not a directory",
+            "does not exist",
         ),
     ];
     if is_root() {
@@ -357,4 +357,22 @@ fn a_capability_copy_quotes_nothing_of_a_config_its_user_can_read() {
         stderr(&out)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_textfile_directory_removed_and_made_again_is_written_again() {
+    let s = Scratch::new("remade");
+    let dir = s.0.join("textfile");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("katop.prom");
+    let e = TextfileExporter::start(&path);
+    wait_for("the textfile", || path.exists());
+    // As a package upgrade might: the directory goes, and a new one takes its place.
+    // (A temporary file may appear in it meanwhile: removed again until it is gone.)
+    wait_for("the directory removed", || {
+        std::fs::remove_dir_all(&dir).is_ok()
+    });
+    std::fs::create_dir(&dir).unwrap();
+    wait_for("the textfile in the new directory", || path.exists());
+    drop(e);
 }

@@ -46,6 +46,8 @@ fn back_from_suspend(t: &Tmux) {
     t.keys(&["?"]);
     t.wait_for("katop help");
     t.keys(&["Escape"]);
+    // (Esc and q sent together can arrive as one Alt-q: the help closes first.)
+    t.wait("the help closed", |s| !s.contains("katop help"));
     t.keys(&["q"]);
     t.wait("the shell back", |s| !s.contains("q quit"));
     t.after_katop();
@@ -121,6 +123,14 @@ fn an_allocation_failure_restores_the_terminal_before_the_abort() {
     assert!(s.contains("AFTER-KATOP-134"), "{s}");
     assert!(!alternate(&t), "the alternate screen was left on");
     t.assert_cooked();
+    // SIGABRT from outside ends it the same way (not a restored terminal under a dashboard
+    // that carries on).
+    t.start_katop("");
+    signal_katop(&t, "-ABRT");
+    let s = t.wait("katop's exit status after SIGABRT", |s| {
+        s.contains("AFTER-KATOP-134")
+    });
+    assert!(!alternate(&t), "the alternate screen was left on: {s}");
 }
 
 /// Pastes `text` (bracketed, as terminals paste, or as plain keystrokes) into the filter bar

@@ -55,7 +55,7 @@ impl AuditLog {
         let dir = if explicit {
             // A directory the user named is used as it is; a missing one is made private.
             match Dir::existing(dir) {
-                Err(LogError::NotDir(_)) if !dir.exists() => Dir::private(dir)?,
+                Err(LogError::Missing(_)) => Dir::private(dir)?,
                 other => other?,
             }
         } else {

@@ -12,6 +12,10 @@ use rustix::process::{getrlimit, setrlimit, Resource};
 /// socket, the `/proc` scan's threads, borrowed sockets, the log, the textfile, a visit.
 const RESERVE: u64 = 128;
 
+/// Namespaces kept open at most, whatever the limit: past this many, visiting them costs less
+/// than the kernel memory of keeping them all open.
+const NAMESPACES_MAX: usize = 4096;
+
 /// Descriptors one namespace held open costs: its `sock_diag` socket and two `sockstat` files.
 pub const PER_NAMESPACE: u64 = 3;
 
@@ -54,7 +58,7 @@ impl Shares {
         Shares {
             limit,
             connections: connections as usize,
-            namespaces: (rest / PER_NAMESPACE) as usize,
+            namespaces: ((rest / PER_NAMESPACE) as usize).min(NAMESPACES_MAX),
         }
     }
 
@@ -80,6 +84,7 @@ mod tests {
         assert_eq!(Shares::of(64).namespaces, 0);
         assert_eq!(Shares::of(64).connections, 16);
         assert_eq!(Shares::of(524_288).connections, 512);
+        assert_eq!(Shares::of(524_288).namespaces, NAMESPACES_MAX);
     }
 
     #[test]

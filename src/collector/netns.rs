@@ -3,9 +3,10 @@
 //! Found through the `ns/net` link of every process and through `nsfs` bind mounts
 //! (`/run/netns/*` as `ip netns` makes them, `/run/docker/netns/*`, any other in
 //! `/proc/self/mountinfo`), so a namespace no process is in still shows. It is entered through
-//! an fd opened for the moment and checked to be the same inode; its `sock_diag` socket is
-//! created on a short-lived thread that entered it (a netlink socket belongs to the namespace
-//! it was created in), so no thread that runs anything else ever changes namespace. When a
+//! an fd opened for the moment (without blocking: a FIFO swapped in for a mount hangs nothing)
+//! and checked to be the same inode; its `sock_diag` socket is created by katop's one
+//! namespace thread ([`walker`]) while inside it (a netlink socket belongs to the namespace it
+//! was created in), so no thread that runs anything else ever changes namespace. When a
 //! namespace is no longer found, katop closes every socket it opened there: it never keeps a
 //! dead container's namespace alive.
 
@@ -164,12 +165,18 @@ fn mount_name(path: &Path) -> Option<String> {
 /// can be reused, a mount replaced).
 pub fn hold(id: NetnsId, handle: &Handle) -> Result<OwnedFd, CollectError> {
     let path = handle.path();
-    let fd = rustix::fs::openat(CWD, &path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| CollectError::Netns {
-            id: id.0,
-            what: format!("open {}", path.display()),
-            errno: e,
-        })?;
+    let fd = rustix::fs::openat(
+        CWD,
+        &path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| CollectError::Netns {
+        id: id.0,
+        // No path: many namespaces failing alike are counted as one cause.
+        what: "open its namespace file".into(),
+        errno: e,
+    })?;
     let st = rustix::fs::fstat(&fd).map_err(|e| CollectError::Netns {
         id: id.0,
         what: "fstat".into(),

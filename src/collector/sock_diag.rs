@@ -277,6 +277,7 @@ impl DiagSocket {
         netlink_packet_core::NetlinkPayload<M>: From<M>,
     {
         let what = "single-socket";
+        self.ensure_buffer();
         self.send(payload, NLM_F_REQUEST | extra_flags, what)?;
         loop {
             let n = self
@@ -295,6 +296,18 @@ impl DiagSocket {
         }
     }
 
+    fn ensure_buffer(&mut self) {
+        if self.buf.len() < RECV_BUF {
+            self.buf.resize(RECV_BUF, 0);
+        }
+    }
+
+    /// Gives back the receive buffer until the next request: a namespace kept open between
+    /// its dumps costs its socket alone, not 64 KiB (thousands may be kept open).
+    pub fn release_buffer(&mut self) {
+        self.buf = Vec::new();
+    }
+
     /// Sends the dump request for `kind` and hands each reply datagram to `on_datagram` until it
     /// says the dump is done. Also used to capture fixtures and to time the bare dump.
     pub fn dump_raw(
@@ -302,6 +315,7 @@ impl DiagSocket {
         kind: DumpKind,
         mut on_datagram: impl FnMut(&[u8]) -> Result<Progress, CollectError>,
     ) -> Result<(), CollectError> {
+        self.ensure_buffer();
         self.send(kind.request(), NLM_F_REQUEST | NLM_F_DUMP, kind.label())?;
         loop {
             let n = self

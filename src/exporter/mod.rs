@@ -246,7 +246,7 @@ impl Poller {
         // After a failed poll the last good data stays, and the self-metrics say it is old.
         let openmetrics = metrics::finish(&self.data, self.status);
         let prometheus = metrics::to_prometheus_text(&openmetrics);
-        if let Some(t) = &self.textfile {
+        if let Some(t) = &mut self.textfile {
             if let Err(err) = t.write(prometheus.as_bytes()) {
                 crate::say!("katop exporter: cannot write {}: {err}", t.shown());
             }
@@ -281,8 +281,16 @@ impl Textfile {
 
     /// Replaces the file whole (`node_exporter` never sees it half-written), readable by all
     /// (`0644`: `node_exporter` runs as its own user).
-    pub fn write(&self, bytes: &[u8]) -> Result<(), FileError> {
-        self.dir.replace(&self.name, bytes, 0o644)
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), FileError> {
+        match self.dir.replace(&self.name, bytes, 0o644) {
+            // The directory was removed (and maybe made again, by a package upgrade): opened
+            // afresh, with the same checks.
+            Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.dir = Dir::existing(self.dir.path())?;
+                self.dir.replace(&self.name, bytes, 0o644)
+            }
+            r => r,
+        }
     }
 
     fn shown(&self) -> String {

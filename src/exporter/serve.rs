@@ -1,11 +1,13 @@
 //! Serving `/metrics` over HTTP/1.1 with hyper: every scrape is answered from the latest
 //! rendered poll (a scrape never waits for `/proc`), and no client can hold the server, its
 //! slots or its memory:
-//! - every connection is accepted at once; over the limit, one that has sent nothing since its
-//!   last answer (idle, or never spoke) is closed to make room, taken from the peer holding
-//!   the most slots, oldest first, so a flood of silent connections costs a scraper nothing;
-//! - a peer may hold at most a quarter of the slots: past that its own quiet connections make
-//!   room, or the new one is closed;
+//! - every connection is accepted at once; over the limit one is closed to make room, taken
+//!   from the peer holding the most slots: first one idle after an answer, then one that never
+//!   spoke, then a head trickling in (slowloris), longest silent first; a new connection has
+//!   [`GRACE`] to say something before it can be taken, so a scraper is not closed before its
+//!   request arrives. A flood of silent or trickling connections costs a scraper nothing;
+//! - a peer (an IPv4 address, an IPv6 /64) holds at most a quarter of the slots: past that its
+//!   own connections make room for its new one, so a peer can crowd out only itself;
 //! - a request head is at most 16 KiB and must arrive within [`HEAD_TIMEOUT`], which also
 //!   closes a kept-alive connection idle that long; a connection lives at most 30 s.
 
@@ -40,6 +42,9 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Time for a request head to arrive, and for a kept-alive connection to stay idle.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a new connection, or one in the middle of a request, has before it can be closed to
+/// make room.
+pub const GRACE: Duration = Duration::from_millis(250);
 
 /// What one connection has done, as the server's slot keeper sees it.
 #[derive(Debug, Default)]
@@ -48,14 +53,44 @@ struct Activity {
     read: AtomicU64,
     /// `read` when the server last wrote (an answer): equal means nothing is pending.
     read_at_last_write: AtomicU64,
-    /// When it last read or wrote, in ms since the server started.
+    /// When it last read or wrote (or was accepted), in ms since the server started.
     last_ms: AtomicU64,
+    /// Whether it was ever answered.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
     /// Sent nothing since its last answer (or ever): closing it loses no request.
     fn quiet(&self) -> bool {
         self.read.load(Ordering::Relaxed) == self.read_at_last_write.load(Ordering::Relaxed)
+    }
+
+    /// How readily it is closed to make room at `now_ms` (lower first): `0` when it has sent
+    /// nothing since its last answer (idle) or ever (past its grace), `1` for a head trickling
+    /// in; `None` while it is new or making progress.
+    fn rank(&self, now_ms: u64) -> Option<u8> {
+        let quiet = self.quiet();
+        if quiet && self.answered.load(Ordering::Relaxed) {
+            return Some(0);
+        }
+        let silent = now_ms.saturating_sub(self.last_ms.load(Ordering::Relaxed));
+        if silent < GRACE.as_millis() as u64 {
+            None
+        } else {
+            Some(u8::from(!quiet))
+        }
+    }
+}
+
+/// Who a peer is, for its share of slots: its IPv4 address, or its IPv6 /64 (a host has a
+/// whole /64 to connect from).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 
@@ -102,6 +137,7 @@ impl AsyncWrite for Tracked {
             self.activity
                 .read_at_last_write
                 .store(read, Ordering::Relaxed);
+            self.activity.answered.store(true, Ordering::Relaxed);
             self.touch();
         }
         r
@@ -132,36 +168,39 @@ struct Slots {
 }
 
 impl Slots {
-    /// Makes room for a new connection from `peer`: `false` when it must be closed instead.
-    fn admit(&mut self, peer: IpAddr) -> bool {
+    /// Makes room for a new connection from `peer` at `now_ms` (it is always taken in).
+    fn admit(&mut self, peer: IpAddr, now_ms: u64) {
         let mine = self.open.values().filter(|s| s.peer == peer).count();
         if mine >= self.per_peer {
-            // The peer's own quiet connection makes room, or the new one goes.
-            return self.evict(|s| s.peer == peer && s.activity.quiet());
+            // The peer's own make room: it crowds out no one but itself.
+            self.evict(now_ms, |s| s.peer == peer, true);
+            return;
         }
         if self.open.len() < self.max {
-            return true;
+            return;
         }
-        // From the peer holding the most slots, a quiet connection, oldest first; failing
-        // that, whichever has been silent longest (a head trickling in: slowloris).
-        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
-        for s in self.open.values() {
-            *counts.entry(s.peer).or_default() += 1;
-        }
-        let biggest = counts.into_iter().max_by_key(|(_, n)| *n).map(|(p, _)| p);
-        self.evict(|s| Some(s.peer) == biggest && s.activity.quiet())
-            || self.evict(|s| s.activity.quiet())
-            || self.evict(|_| true)
+        let _ = self.evict(now_ms, |_| true, false) || self.evict(now_ms, |_| true, true);
     }
 
-    /// Closes the longest-silent connection `which` takes; whether there was one.
-    fn evict(&mut self, which: impl Fn(&Slot) -> bool) -> bool {
+    /// Closes, of the connections `which` takes, the most readily closed: by rank, then from
+    /// the peer holding the most slots, then the longest silent; with `any`, one still in its
+    /// grace too. Whether there was one.
+    fn evict(&mut self, now_ms: u64, which: impl Fn(&Slot) -> bool, any: bool) -> bool {
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for s in self.open.values() {
+            *held.entry(s.peer).or_default() += 1;
+        }
         let victim = self
             .open
             .iter()
             .filter(|(_, s)| which(s))
-            .min_by_key(|(_, s)| s.activity.last_ms.load(Ordering::Relaxed))
-            .map(|(id, _)| *id);
+            .filter_map(|(id, s)| {
+                let rank = s.activity.rank(now_ms).or(any.then_some(u8::MAX))?;
+                let crowd = std::cmp::Reverse(held.get(&s.peer).copied().unwrap_or(0));
+                Some((rank, crowd, s.activity.last_ms.load(Ordering::Relaxed), *id))
+            })
+            .min()
+            .map(|(_, _, _, id)| id);
         match victim.and_then(|id| self.open.remove(&id)) {
             Some(s) => {
                 s.close.notify_one();
@@ -208,26 +247,28 @@ pub async fn serve(
                     // Out of fds and the like: free a quiet slot's, and try again shortly
                     // rather than spin.
                     if let Ok(mut s) = slots.lock() {
-                        s.evict(|s| s.activity.quiet());
+                        let now = epoch.elapsed().as_millis() as u64;
+                        s.evict(now, |_| true, false);
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             }
         };
+        let now = epoch.elapsed().as_millis() as u64;
         let activity = Arc::new(Activity::default());
+        activity.last_ms.store(now, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
+        let peer = peer_key(peer.ip());
         let id = {
             let Ok(mut s) = slots.lock() else { return };
-            if !s.admit(peer.ip()) {
-                continue; // dropped: closed
-            }
+            s.admit(peer, now);
             s.next += 1;
             let id = s.next;
             s.open.insert(
                 id,
                 Slot {
-                    peer: peer.ip(),
+                    peer,
                     activity: Arc::clone(&activity),
                     close: Arc::clone(&close),
                 },
@@ -236,9 +277,6 @@ pub async fn serve(
         };
         let release = Release(Arc::clone(&slots), id);
         let latest = Arc::clone(&latest);
-        activity
-            .last_ms
-            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let io = Tracked {
             inner: stream,
             activity,
@@ -323,73 +361,111 @@ mod tests {
         }
     }
 
-    fn add(s: &mut Slots, peer: [u8; 4], last_ms: u64, pending: bool) -> Arc<Notify> {
+    /// What a connection has done so far.
+    #[derive(Clone, Copy)]
+    enum Did {
+        /// Answered, and quiet since.
+        Idle,
+        /// Never said a word.
+        Silent,
+        /// Part of a request head, then nothing.
+        Trickled,
+    }
+
+    fn add(s: &mut Slots, peer: IpAddr, last_ms: u64, did: Did) -> u64 {
         let activity = Arc::new(Activity::default());
         activity.last_ms.store(last_ms, Ordering::Relaxed);
-        if pending {
-            activity.read.store(10, Ordering::Relaxed);
+        match did {
+            Did::Idle => {
+                activity.read.store(10, Ordering::Relaxed);
+                activity.read_at_last_write.store(10, Ordering::Relaxed);
+                activity.answered.store(true, Ordering::Relaxed);
+            }
+            Did::Silent => {}
+            Did::Trickled => activity.read.store(3, Ordering::Relaxed),
         }
-        let close = Arc::new(Notify::new());
         s.next += 1;
         let id = s.next;
         s.open.insert(
             id,
             Slot {
-                peer: IpAddr::from(peer),
+                peer,
                 activity,
-                close: Arc::clone(&close),
+                close: Arc::new(Notify::new()),
             },
         );
-        close
+        id
     }
 
-    fn peers(s: &Slots) -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = s.open.values().map(|s| s.peer).collect();
-        v.sort();
-        v
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
     }
 
     #[test]
-    fn a_full_server_closes_the_floods_quiet_connections_never_a_request_in_progress() {
+    fn a_full_server_closes_the_quiet_first_longest_silent_first() {
+        let mut t = slots(4);
+        let trickling = add(&mut t, ip(1), 100, Did::Trickled);
+        let silent = add(&mut t, ip(2), 500, Did::Silent);
+        let idle = add(&mut t, ip(3), 900, Did::Idle);
+        let new = add(&mut t, ip(4), 990, Did::Silent); // in its grace
+        let mut gone = Vec::new();
+        for peer in 5..9 {
+            let before: Vec<u64> = t.open.keys().copied().collect();
+            t.admit(ip(peer), 1000);
+            gone.extend(before.into_iter().filter(|id| !t.open.contains_key(id)));
+            add(&mut t, ip(peer), 1000, Did::Silent);
+        }
+        // Quiet ones (never spoke, idle after an answer), then a trickling head, and one in
+        // its grace only when nothing else is left.
+        assert_eq!(gone, vec![silent, idle, trickling, new]);
+    }
+
+    #[test]
+    fn among_equals_the_floods_go_before_a_lone_clients() {
         let mut s = slots(8);
-        let scraper = [10, 0, 0, 9];
-        // The scraper is mid-request; the flood (two peers) holds the rest, silent.
-        add(&mut s, scraper, 0, true);
-        for i in 0..2 {
-            add(&mut s, [10, 0, 0, 1], 10 + i, false);
+        s.per_peer = 8;
+        let lone = add(&mut s, ip(1), 100, Did::Silent);
+        for t in 0..7 {
+            add(&mut s, ip(2), 300 + t, Did::Silent);
         }
-        for i in 0..5 {
-            add(&mut s, [10, 0, 0, 2], 20 + i, false);
-        }
-        assert!(s.admit(IpAddr::from(scraper)));
-        // The biggest peer's oldest quiet connection made room.
-        assert_eq!(s.open.len(), 7);
-        assert_eq!(
-            peers(&s)
-                .iter()
-                .filter(|p| **p == IpAddr::from([10, 0, 0, 2]))
-                .count(),
-            4
-        );
-        assert!(peers(&s).contains(&IpAddr::from(scraper)));
+        s.admit(ip(3), 1000);
+        assert!(s.open.contains_key(&lone), "the flood's own went first");
+        assert_eq!(s.open.values().filter(|x| x.peer == ip(2)).count(), 6);
     }
 
     #[test]
-    fn a_peer_past_its_share_makes_room_from_its_own_or_is_refused() {
+    fn a_new_connection_has_its_grace_while_others_can_make_room() {
+        let mut s = slots(4);
+        let new = add(&mut s, ip(9), 1000, Did::Silent);
+        for t in 0..3 {
+            add(&mut s, ip(t + 1), 10, Did::Trickled);
+        }
+        // A burst of connections at the same moment: the trickling heads go, not the new one.
+        for _ in 0..3 {
+            s.admit(ip(7), 1100);
+            add(&mut s, ip(7), 1100, Did::Silent);
+        }
+        assert!(s.open.contains_key(&new), "closed within its grace");
+    }
+
+    #[test]
+    fn a_peer_past_its_share_crowds_out_only_itself() {
         let mut s = slots(8); // two per peer
-        let flood = [10, 0, 0, 1];
-        add(&mut s, flood, 1, true);
-        add(&mut s, flood, 2, false);
-        assert!(s.admit(IpAddr::from(flood)), "its quiet one made room");
-        assert_eq!(s.open.len(), 1);
-        add(&mut s, flood, 3, true);
-        assert!(
-            !s.admit(IpAddr::from(flood)),
-            "both of its connections are mid-request: the new one goes"
-        );
-        assert!(
-            s.admit(IpAddr::from([10, 0, 0, 2])),
-            "another peer is welcome"
-        );
+        let flood = ip(1);
+        let a = add(&mut s, flood, 1, Did::Trickled);
+        let b = add(&mut s, flood, 2, Did::Trickled);
+        let other = add(&mut s, ip(2), 0, Did::Silent);
+        s.admit(flood, 1000);
+        assert!(!s.open.contains_key(&a), "its own longest silent made room");
+        assert!(s.open.contains_key(&b) && s.open.contains_key(&other));
+    }
+
+    #[test]
+    fn peers_are_addresses_and_ipv6_slash_64s() {
+        let v6 = |s: &str| peer_key(s.parse().unwrap());
+        assert_eq!(v6("2001:db8:1:2::5"), v6("2001:db8:1:2:ffff::9"));
+        assert_ne!(v6("2001:db8:1:2::5"), v6("2001:db8:1:3::5"));
+        assert_eq!(v6("::ffff:127.0.0.1"), ip(1));
+        assert_ne!(peer_key(ip(1)), peer_key(ip(2)));
     }
 }

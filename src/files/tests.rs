@@ -127,6 +127,35 @@ fn appends_go_to_ones_own_regular_file_never_through_a_link() {
 }
 
 #[test]
+fn no_append_to_a_hard_link_or_to_another_users_file_in_a_shared_directory() {
+    let s = Scratch::new("links");
+    std::fs::write(s.0.join("precious"), "x").unwrap();
+    std::fs::hard_link(s.0.join("precious"), s.0.join("log")).unwrap();
+    let dir = Dir::existing(&s.0).unwrap();
+    assert!(matches!(
+        dir.append(OsStr::new("log"), 0o600, true),
+        Err(FileError::Linked)
+    ));
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    // A file another user planted in a sticky directory, named explicitly: still refused.
+    std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(s.0.join("planted"), "").unwrap();
+    let nobody = Some(rustix::process::Uid::from_raw(65534));
+    rustix::fs::chown(s.0.join("planted"), nobody, None).unwrap();
+    let dir = Dir::existing(&s.0).unwrap();
+    assert!(matches!(
+        dir.append(OsStr::new("planted"), 0o600, true),
+        Err(FileError::NotOwned(65534))
+    ));
+    // In a directory only this user writes, a file named explicitly is taken.
+    std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = Dir::existing(&s.0).unwrap();
+    assert!(dir.append(OsStr::new("planted"), 0o600, true).is_ok());
+}
+
+#[test]
 fn a_directory_others_can_write_is_refused_unless_sticky() {
     let s = Scratch::new("shared");
     std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -139,10 +168,19 @@ fn a_directory_others_can_write_is_refused_unless_sticky() {
     std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o775)).unwrap();
     assert!(Dir::existing(&s.0).is_err());
     std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    assert!(Dir::existing(&s.0).is_ok());
+    assert!(Dir::existing(&s.0).is_ok(), "sticky and this user's own");
+    if rustix::process::geteuid().is_root() {
+        // Sticky, but another user's: they could swap what is in it.
+        let nobody = Some(rustix::process::Uid::from_raw(65534));
+        rustix::fs::chown(&s.0, nobody, None).unwrap();
+        assert!(matches!(
+            Dir::existing(&s.0),
+            Err(FileError::SharedDir { .. })
+        ));
+    }
     assert!(matches!(
         Dir::existing(&s.0.join("missing")),
-        Err(FileError::NotDir(_))
+        Err(FileError::Missing(_))
     ));
 }
 

@@ -1,9 +1,10 @@
 //! The terminal restored when katop aborts: an allocation that fails, a stack overflow, a
 //! panic while panicking all end in `abort()`, which no Rust code outlives. A `SIGABRT` handler
 //! writes the escape sequences that undo the dashboard's terminal modes and puts back the
-//! terminal settings saved before raw mode, then returns, and the process dies as it would
-//! have. The only unsafe code in katop: installing that handler, whose body does nothing but
-//! `write(2)` and `tcsetattr(3)` (both async-signal-safe) on data prepared beforehand.
+//! terminal settings saved before raw mode, then does what `SIGABRT` does by default (ends the
+//! process, with a core dump where enabled), whether `abort()` or `kill -ABRT` sent it. The only
+//! unsafe code in katop: installing that handler, whose body does nothing but `write(2)`,
+//! `tcsetattr(3)` and the default action (all async-signal-safe) on data prepared beforehand.
 #![allow(unsafe_code)]
 
 use std::os::fd::OwnedFd;
@@ -38,11 +39,9 @@ pub fn arm() {
         return;
     }
     // SAFETY: the handler only reads `SAVED`, set above and never changed again (a `OnceLock`
-    // read is an atomic load), and makes two async-signal-safe system calls; it allocates,
-    // locks and panics nothing.
-    let _ = unsafe {
-        signal_hook_registry::register(6 /* SIGABRT */, restore)
-    };
+    // read is an atomic load), and makes async-signal-safe system calls (signal-hook documents
+    // `emulate_default_handler` as such); it allocates, locks and panics nothing.
+    let _ = unsafe { signal_hook::low_level::register(signal_hook::consts::SIGABRT, restore) };
 }
 
 /// In the signal handler: the terminal put back.
@@ -51,4 +50,5 @@ fn restore() {
         let _ = rustix::io::write(tty, RESTORE);
         let _ = rustix::termios::tcsetattr(tty, OptionalActions::Now, settings);
     }
+    let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGABRT);
 }

@@ -62,9 +62,11 @@ impl Member {
     pub fn open(&mut self) -> Result<(), CollectError> {
         let fd = netns::hold(self.id, &self.handle)?;
         let (open, settings) = netns::inside(&fd, self.id, move || {
+            let mut diag = DiagSocket::open()?;
+            diag.release_buffer();
             Ok((
                 Open {
-                    diag: DiagSocket::open()?,
+                    diag,
                     counts: Counts::open(),
                 },
                 super::super::sysctl::read(),
@@ -95,6 +97,7 @@ impl Member {
                     ..DumpSink::default()
                 };
                 let r = dump_counted(&mut open.diag, in_use, dumps, id, &mut sink);
+                open.diag.release_buffer();
                 self.socks = sink.socks;
                 r
             }

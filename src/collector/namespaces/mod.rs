@@ -397,7 +397,7 @@ mod tests {
             id: NetnsId(id),
             why: CollectError::Netns {
                 id,
-                what: format!("open /proc/{id}/ns/net"),
+                what: "open its namespace file".into(),
                 errno,
             },
             retry_at: 0,
@@ -413,15 +413,16 @@ mod tests {
             failed(11, Errno::MFILE),
             failed(12, Errno::MFILE),
             failed(13, Errno::PERM),
+            failed(14, Errno::PERM),
         ];
         let (warnings, unread) = ns.unread();
-        assert_eq!(unread, 4);
+        assert_eq!(unread, 5);
         let limit = super::super::fds::limit();
         assert_eq!(
             warnings,
             vec![
                 format!("3 network namespaces not read: file limit {limit} reached (one is 10)"),
-                "network namespace 13 not read: open /proc/13/ns/net: Operation not permitted (os error 1)"
+                "2 network namespaces not read: open its namespace file: Operation not permitted (os error 1) (one is 13)"
                     .to_string(),
             ]
         );

@@ -2,6 +2,8 @@
 //! Doc comments here are the user's --help text: no Markdown.
 #![allow(clippy::doc_markdown)]
 
+pub mod ss;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -220,6 +222,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "KATOP_KILL_LOG", global = true)]
     pub kill_log: Option<PathBuf>,
 
+    /// ss's filter words after the options: `state established`, `exclude listening`; other
+    /// words are taken as --filter's language (all of them and --filter must match).
+    #[arg(value_name = "SS-FILTER")]
+    pub words: Vec<String>,
+
     /// The config file's middleboxes (set by `config::apply`, not a flag).
     #[arg(skip)]
     pub declared: Vec<Middlebox>,
@@ -236,7 +243,14 @@ pub struct Args {
 impl Args {
     /// The --filter expression with what -l adds.
     pub fn filter_text(&self) -> String {
-        let user = self.filter.as_deref().unwrap_or("").trim();
+        let typed = self.filter.as_deref().unwrap_or("").trim();
+        let words = ss::filter_words(&self.words);
+        let user = match (typed.is_empty(), words.is_empty()) {
+            (_, true) => typed.to_string(),
+            (true, false) => words,
+            (false, false) => format!("({typed}) ({words})"),
+        };
+        let user = user.as_str();
         if !self.listening {
             return user.to_string();
         }

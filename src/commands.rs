@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
 use crate::actions::target::{summary, JsonReport};
-use crate::actions::{log, Action, AuditLog, Killer, Method, Report, Scope, Target, Tuner};
+use crate::actions::{log, Action, AuditLog, Killer, Method, Powers, Report, Scope, Target, Tuner};
 use crate::cli::{Args, Choose};
 use crate::collector::{Collector, Selection};
 use crate::model::filter::Filter;
@@ -97,8 +97,9 @@ fn act_inner(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let refusals = foreseen(&targets, action, method, &scope);
     if c.dry_run {
-        print_dry_run(&mut out, &targets, action, &scope, c.json)?;
+        print_dry_run(&mut out, &targets, action, &refusals, c.json)?;
         if args.read_only {
             crate::say!("katop {name}: {READ_ONLY}: a run without --dry-run would do nothing");
         }
@@ -112,7 +113,7 @@ fn act_inner(
                  with --dry-run, then pass --yes",
             ));
         }
-        if !ask(action, &targets)? {
+        if !ask(action, &targets, &refusals)? {
             crate::say!("nothing done");
             return Ok(ExitCode::FAILURE);
         }
@@ -170,21 +171,68 @@ fn act_inner(
     })
 }
 
+/// Why each target would be refused (whose socket it is, the model's guard, a missing
+/// privilege), foreseen before acting.
+fn foreseen(
+    targets: &[Target],
+    action: Action,
+    method: Method,
+    scope: &Scope,
+) -> Vec<Option<String>> {
+    let powers = Powers::current();
+    targets
+        .iter()
+        .map(|t| t.foreseen_refusal(scope, &powers, action, method))
+        .collect()
+}
+
+/// The list of targets, each with why it would be refused, and the count first:
+/// `would kill 4 socket(s) (2 more would be refused):`.
+fn listing(
+    out: &mut impl Write,
+    targets: &[Target],
+    refusals: &[Option<String>],
+    action: Action,
+) -> io::Result<()> {
+    let refused = refusals.iter().flatten().count();
+    let more = if refused > 0 {
+        format!(" ({refused} more would be refused)")
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "would {} {} socket(s){more}:",
+        action.name(),
+        targets.len() - refused
+    )?;
+    for (t, why) in targets.iter().zip(refusals) {
+        match why {
+            Some(why) => writeln!(
+                out,
+                "  {}\n    would be refused: {}",
+                t.describe(),
+                crate::text::printable(why)
+            )?,
+            None => writeln!(out, "  {}", t.describe())?,
+        }
+    }
+    Ok(())
+}
+
 /// `--dry-run`: what would be acted on, and what katop would refuse (and why).
 fn print_dry_run(
     out: &mut impl Write,
     targets: &[Target],
     action: Action,
-    scope: &Scope,
+    refusals: &[Option<String>],
     json: bool,
 ) -> anyhow::Result<()> {
-    let name = action.name();
     if json {
         let at = SystemTime::now();
-        let refusals: Vec<Option<String>> = targets.iter().map(|t| t.refusal(scope)).collect();
         let planned: Vec<JsonReport> = targets
             .iter()
-            .zip(&refusals)
+            .zip(refusals)
             .map(|(t, why)| JsonReport {
                 reason: why.as_deref(),
                 ..JsonReport::planned(t, action, at)
@@ -193,27 +241,17 @@ fn print_dry_run(
         crate::text::to_writer_pretty(&mut *out, &planned)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "would {name} {} socket(s):", targets.len())?;
-        for t in targets {
-            match t.refusal(scope) {
-                Some(why) => writeln!(
-                    out,
-                    "  {}\n    would be refused: {}",
-                    t.describe(),
-                    crate::text::printable(&why)
-                )?,
-                None => writeln!(out, "  {}", t.describe())?,
-            }
-        }
+        listing(out, targets, refusals, action)?;
     }
     Ok(())
 }
 
-/// Asks on the terminal; only an explicit yes acts.
-fn ask(action: Action, targets: &[Target]) -> io::Result<bool> {
-    for t in targets {
-        crate::say!("  {}", t.describe());
-    }
+/// Asks on the terminal, after the list (with what would be refused); only an explicit yes
+/// acts.
+fn ask(action: Action, targets: &[Target], refusals: &[Option<String>]) -> io::Result<bool> {
+    let mut list = Vec::new();
+    listing(&mut list, targets, refusals, action)?;
+    crate::say!("{}", String::from_utf8_lossy(&list).trim_end());
     eprint!("{} [y/N] ", question(action, targets.len()));
     let mut answer = String::new();
     io::stdin().lock().read_line(&mut answer)?;

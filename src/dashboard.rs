@@ -44,6 +44,7 @@ pub fn run(
     app.table.set_middleboxes(middleboxes);
     app.read_only = args.read_only;
     app.scope = crate::actions::Scope::current();
+    app.powers = crate::actions::Powers::current();
     app.status = crate::netns_choice(args).1.map(str::to_string);
     let kill_log = match &args.kill_log {
         Some(p) => Some(LogPath {

@@ -40,7 +40,8 @@ pub fn main() -> ExitCode {
     // Namespaces any user can make cost descriptors: all the hard limit allows, shared out
     // (collector::fds).
     collector::fds::raise();
-    let matches = Args::command().get_matches();
+    let command_line: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Args::command().get_matches_from(cli::ss::without_ss_timer_flag(&command_line));
     let mut args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,
         Err(e) => e.exit(),

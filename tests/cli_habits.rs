@@ -217,3 +217,38 @@ fn the_config_file_sets_defaults_that_flags_override() {
     assert!(err.contains("?[31mred") && !err.contains('\x1b'), "{err:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn what_an_sre_types_first_works_as_ss() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_s, _) = l.accept().unwrap();
+    let mine = format!("port:{port}");
+    // ss's -o (timers: katop always shows them) in a cluster, at its end, alone.
+    let tanoi = lines(&katop(&["--once", "-tanoi", "-f", &mine]));
+    assert!(
+        tanoi[0].contains("TIMER") && tanoi[0].contains("RTT"),
+        "{tanoi:?}"
+    );
+    for args in [["--once", "-tnpo"], ["--once", "-o"]] {
+        let out = katop(&[args[0], args[1], "-f", &mine]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // katop's own -o COLS is unchanged.
+    let cols = lines(&katop(&["--once", "-o", "state,local", "-f", &mine]));
+    assert!(
+        cols[0].starts_with("STATE") && !cols[0].contains("REMOTE"),
+        "{cols:?}"
+    );
+    // ss's filter words after the options.
+    let state = json(&katop(&["--jsonl", "-f", &mine, "state", "established"]));
+    assert_eq!(state.len(), 2, "{state:?}");
+    assert!(state.iter().all(|s| s["state"] == "ESTABLISHED"));
+    let rest = json(&katop(&["--jsonl", "-f", &mine, "exclude", "established"]));
+    assert!(rest.iter().all(|s| s["state"] == "LISTEN"), "{rest:?}");
+}

@@ -320,6 +320,17 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
         .join(format!("katop-kill-nobody-{}", std::process::id()))
         .join("kills.jsonl");
     let filter = format!("sport:{port}");
+    // The dry run already says it would be refused, and why.
+    let (dry, _) = katop_as_nobody(
+        "kill-nobody-dry",
+        &["kill", "--dry-run", "--filter", &filter],
+    );
+    let listed = text(&dry.stdout);
+    assert!(
+        listed.contains("would kill 0 socket(s) (1 more would be refused)"),
+        "{listed}"
+    );
+    assert!(listed.contains("CAP_NET_ADMIN"), "{listed}");
     let log_arg = log.to_str().unwrap();
     let (out, _) = katop_as_nobody(
         "kill-nobody",

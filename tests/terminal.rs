@@ -133,6 +133,20 @@ fn an_allocation_failure_restores_the_terminal_before_the_abort() {
     assert!(!alternate(&t), "the alternate screen was left on: {s}");
 }
 
+#[test]
+fn esc_and_q_typed_together_close_the_help_and_quit() {
+    let Some(t) = Tmux::start("esc-q", 100, 30) else {
+        return;
+    };
+    t.start_katop("");
+    t.keys(&["?"]);
+    t.wait_for("katop help");
+    // One write: the terminal delivers ESC q together, which reads as Alt-q.
+    t.cmd(&["send-keys", "-t", "0", "Escape", "q"]);
+    t.wait_for("AFTER-KATOP-0");
+    t.assert_cooked();
+}
+
 /// Pastes `text` (bracketed, as terminals paste, or as plain keystrokes) into the filter bar
 /// and checks the whole filter was applied: it is valid only whole (the parenthesis closes at
 /// the very end), so a paste cut short leaves the bar open saying "never closed".

@@ -8,6 +8,7 @@
 pub mod keepalive;
 pub mod kill;
 pub mod log;
+pub mod powers;
 mod reach;
 pub mod scope;
 pub mod target;
@@ -15,5 +16,6 @@ pub mod target;
 pub use keepalive::{Change, Tuner};
 pub use kill::{Killer, Mechanism, Method};
 pub use log::AuditLog;
+pub use powers::Powers;
 pub use scope::Scope;
 pub use target::{Action, Outcome, Report, Target};

@@ -95,6 +95,19 @@ impl Target {
         self.guard.clone().or_else(|| scope.refusal(self.uid))
     }
 
+    /// [`Target::refusal`], and what the kernel would refuse `action` (a kill by `method`) for
+    /// lack of a privilege: everything foreseeable before acting.
+    pub fn foreseen_refusal(
+        &self,
+        scope: &super::Scope,
+        powers: &super::Powers,
+        action: Action,
+        method: super::Method,
+    ) -> Option<String> {
+        self.refusal(scope)
+            .or_else(|| powers.refusal(action, method, self))
+    }
+
     /// One line for confirmations and dry runs: `tcp ESTABLISHED 10.0.0.1:5 → 10.0.0.2:80 …`,
     /// printable (a process name or Unix path cannot smuggle escapes to the terminal).
     pub fn describe(&self) -> String {

@@ -50,6 +50,35 @@ pub(super) fn chosen(app: &App) -> (Vec<Target>, usize) {
     (shown, first_hidden)
 }
 
+impl App {
+    /// Why each of `targets` would be refused `action`, foreseen (whose socket it is, the
+    /// model's guard, a missing privilege): what the dialog says before anyone confirms.
+    pub fn refused(&self, action: crate::actions::Action, targets: &[Target]) -> Vec<String> {
+        let method = crate::actions::Method::Auto;
+        targets
+            .iter()
+            .filter_map(|t| t.foreseen_refusal(&self.scope, &self.powers, action, method))
+            .collect()
+    }
+
+    /// With every one of `targets` refused: no dialog, the reason in the status line.
+    fn all_refused(
+        &mut self,
+        key: &str,
+        action: crate::actions::Action,
+        targets: &[Target],
+    ) -> bool {
+        let refused = self.refused(action, targets);
+        if refused.len() < targets.len() {
+            return false;
+        }
+        if let Some(why) = refused.first() {
+            self.note(format!("{key}: katop would be refused: {why}"));
+        }
+        true
+    }
+}
+
 /// Whether acting is allowed; says why not.
 pub(super) fn may_act(app: &mut App, key: &str) -> bool {
     if app.read_only {
@@ -102,6 +131,10 @@ pub(super) fn ask_keepalive(app: &mut App) {
         app.note(format!(
             "{left_out} marked socket(s) left out: keepalive applies to ESTABLISHED TCP only"
         ));
+    }
+    let keepalive = crate::actions::Action::Keepalive(Change::default());
+    if app.all_refused("K", keepalive, &targets) {
+        return;
     }
     // Probe well inside the tightest middlebox in front of the first socket's peer.
     let mut change = Change::default();
@@ -178,6 +211,9 @@ pub(super) fn ask_kill(app: &mut App) {
         app.note(format!(
             "{left_out} marked Unix socket(s) left out: SOCK_DESTROY takes TCP and UDP only"
         ));
+    }
+    if app.all_refused("k", crate::actions::Action::Kill, &targets) {
+        return;
     }
     app.mode = Mode::ConfirmKill {
         targets,

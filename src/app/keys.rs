@@ -13,6 +13,31 @@ use super::{App, Effect, GroupLine, GroupSort, Mode, View, INTERVALS_MS};
 use crate::columns::Column;
 
 pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    // Esc then a key, typed quickly, reaches katop as Alt-<key>: where nothing binds that, it
+    // is the two keys it was (help closes, and q still quits).
+    if k.modifiers == KeyModifiers::ALT && !binds_alt(&app.mode, k.code) {
+        let mut effects = one_key(app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        if !effects.contains(&Effect::Quit) {
+            effects.extend(one_key(app, KeyEvent::new(k.code, KeyModifiers::NONE)));
+        }
+        return effects;
+    }
+    one_key(app, k)
+}
+
+/// Whether `mode` gives Alt-`code` a meaning of its own: the line editors' word moves and
+/// deletions (Alt-b, Alt-f, Alt-d, Alt-Backspace, Alt-←/→).
+fn binds_alt(mode: &Mode, code: KeyCode) -> bool {
+    matches!(
+        mode,
+        Mode::Filter { .. } | Mode::Search { .. } | Mode::SetKeepalive { .. }
+    ) && matches!(
+        code,
+        KeyCode::Char('b' | 'f' | 'd') | KeyCode::Backspace | KeyCode::Left | KeyCode::Right
+    )
+}
+
+fn one_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     if k.modifiers.contains(KeyModifiers::CONTROL) {
         match k.code {
             KeyCode::Char('c') => return vec![Effect::Quit],

@@ -297,6 +297,8 @@ pub struct App {
     /// Whose sockets actions may touch (only the user's own when katop holds privileges the
     /// user lacks); the dialogs say so.
     pub scope: crate::actions::Scope,
+    /// What this process may do (a kill without `CAP_NET_ADMIN` is foreseen, not attempted).
+    pub powers: crate::actions::Powers,
     /// This session's kill attempts, oldest first.
     pub kills: Vec<Report>,
     /// Where kill attempts are recorded, for the kill log view.
@@ -362,6 +364,7 @@ impl App {
             marked: FxHashSet::default(),
             read_only: false,
             scope: crate::actions::Scope::Everything,
+            powers: crate::actions::Powers::all(),
             focus: crate::collector::namespaces::Focus::default(),
             kills: Vec::new(),
             kill_log: None,

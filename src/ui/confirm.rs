@@ -47,7 +47,7 @@ fn area_for(area: Rect, lines: usize) -> Rect {
 pub fn render(
     (targets, hidden): (&[Target], usize),
     yes: bool,
-    scope: &Scope,
+    (scope, refused): (&Scope, &[String]),
     theme: Theme,
     frame: &mut Frame,
     area: Rect,
@@ -68,7 +68,7 @@ pub fn render(
     }
     lines.extend(hidden_note(hidden, theme, inner_width(area)));
     let width = inner_width(area);
-    lines.extend(refusals(targets, scope, theme, width));
+    lines.extend(refusals(refused, scope, theme, width));
     // The list, the blank line and the buttons under the title lines.
     let listed = target_lines(targets, usize::from(area.height), width, theme).len();
     let popup = area_for(area, lines.len() + listed + 2);
@@ -106,7 +106,7 @@ pub fn render(
 pub fn render_keepalive(
     (targets, hidden): (&[Target], usize),
     (input, error): (&crate::app::Editor, Option<&str>),
-    scope: &Scope,
+    (scope, refused): (&Scope, &[String]),
     theme: Theme,
     frame: &mut Frame,
     area: Rect,
@@ -120,7 +120,7 @@ pub fn render_keepalive(
     ))];
     let width = inner_width(area);
     lines.extend(hidden_note(hidden, theme, width));
-    lines.extend(refusals(targets, scope, theme, width));
+    lines.extend(refusals(refused, scope, theme, width));
     // Title lines, list, blank, settings, verdict, keys.
     let listed = target_lines(targets, usize::from(area.height), width, theme).len();
     let popup = area_for(area, listed + lines.len() + 4);
@@ -166,14 +166,13 @@ pub fn render_keepalive(
     frame.render_widget(Paragraph::new(lines).block(block), popup);
 }
 
-/// How many of the targets katop will refuse, and why (the first reason), before anyone
-/// confirms; and whose sockets it acts on when limited.
-fn refusals(targets: &[Target], scope: &Scope, theme: Theme, width: u16) -> Vec<Line<'static>> {
+/// How many of the targets katop will refuse (`refused`: each one's reason), and why (the
+/// first reason), before anyone confirms; and whose sockets it acts on when limited.
+fn refusals(refused: &[String], scope: &Scope, theme: Theme, width: u16) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     if *scope != Scope::Everything {
         lines.extend(wrap(&scope.to_string(), width, 2, theme.warn()));
     }
-    let refused: Vec<String> = targets.iter().filter_map(|t| t.refusal(scope)).collect();
     if let Some(first) = refused.first() {
         let text = sanitize(format!(
             "{} of them will be refused: {first}",

@@ -159,7 +159,15 @@ pub fn render(app: &App, frame: &mut Frame) {
             yes,
             hidden,
         } => {
-            confirm::render((targets, *hidden), *yes, &app.scope, theme, frame, area);
+            let refused = app.refused(crate::actions::Action::Kill, targets);
+            confirm::render(
+                (targets, *hidden),
+                *yes,
+                (&app.scope, &refused),
+                theme,
+                frame,
+                area,
+            );
         }
         Mode::SetKeepalive {
             targets,
@@ -169,7 +177,13 @@ pub fn render(app: &App, frame: &mut Frame) {
         } => confirm::render_keepalive(
             (targets, *hidden),
             (input, error.as_deref()),
-            &app.scope,
+            (
+                &app.scope,
+                &app.refused(
+                    crate::actions::Action::Keepalive(crate::actions::Change::default()),
+                    targets,
+                ),
+            ),
             theme,
             frame,
             area,

@@ -326,3 +326,20 @@ fn a_note_leaves_the_status_line_after_a_while() {
         "the repeated note went with the first"
     );
 }
+
+#[test]
+fn esc_then_a_key_typed_quickly_is_both_keys_where_alt_means_nothing() {
+    let alt = |c: char| Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::ALT));
+    let (mut app, _) = fixture_app();
+    update(&mut app, ch('?'));
+    assert!(matches!(app.mode, Mode::Help { .. }));
+    // Esc q arrives as Alt-q: the help closes and q quits.
+    assert_eq!(update(&mut app, alt('q')), vec![Effect::Quit]);
+    assert_eq!(app.mode, Mode::Browse);
+    // In the filter bar Alt-b is a word move: it stays one key.
+    let (mut app, _) = fixture_app();
+    update(&mut app, key(KeyCode::F(4)));
+    type_text(&mut app, "idle>1s port:1");
+    update(&mut app, alt('b'));
+    assert!(matches!(app.mode, Mode::Filter { .. }), "{:?}", app.mode);
+}

@@ -264,3 +264,29 @@ fn a_group_within_an_or_filter_is_wrapped_not_taken_for_the_same() {
         "(close-wait or comm:java dport:5432 !listen !time-wait) comm:java dport:5432 !listen !time-wait"
     );
 }
+
+#[test]
+fn a_kill_the_kernel_would_refuse_is_said_before_any_dialog() {
+    let (mut app, _) = fixture_app();
+    app.powers = crate::actions::Powers {
+        net_admin: false,
+        ptrace: false,
+        euid: 65534,
+    };
+    update(&mut app, ch('k'));
+    assert_eq!(
+        app.mode,
+        Mode::Browse,
+        "a dialog opened for a kill that would be refused"
+    );
+    let status = app.status.clone().unwrap_or_default();
+    assert!(status.contains("CAP_NET_ADMIN"), "{status}");
+    // A keepalive change needs the owner's fd, of another user's process: ptrace rights.
+    update(&mut app, ch('K'));
+    let status = app.status.clone().unwrap_or_default();
+    assert!(
+        app.mode == Mode::Browse && status.contains("ptrace"),
+        "{:?} {status}",
+        app.mode
+    );
+}

@@ -263,11 +263,11 @@ impl Args {
     }
 
     /// The table's columns: -o's (else the default), with what -e and -i add.
-    pub fn table_columns(&self, namespaces: usize) -> Vec<Column> {
+    pub fn table_columns(&self, namespaces: usize, containers: bool) -> Vec<Column> {
         self.with_e_and_i(
-            self.columns
-                .clone()
-                .unwrap_or_else(|| crate::columns::for_table(&Column::DEFAULT, namespaces)),
+            self.columns.clone().unwrap_or_else(|| {
+                crate::columns::for_table(&Column::DEFAULT, namespaces, containers)
+            }),
         )
     }
 

@@ -34,7 +34,7 @@ pub fn run(
         args.stale_after,
         args.interval,
         filter,
-        args.sort.unwrap_or(Column::Idle),
+        args.sort.unwrap_or(Column::Stale),
         host,
         Instant::now(),
     );

@@ -302,7 +302,8 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
     } else if args.jsonl {
         output::write_jsonl(&mut out, &rows, &table, &stamp)?;
     } else {
-        let columns = args.table_columns(table.ctx.namespaces.len());
+        let containers = rows.iter().any(|e| e.container().is_some());
+        let columns = args.table_columns(table.ctx.namespaces.len(), containers);
         output::write_table(&mut out, &rows, &columns, width, now)?;
         writeln!(
             out,

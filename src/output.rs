@@ -529,7 +529,7 @@ mod tests {
         assert_eq!(v["idle_ms"], 600_000);
         assert_eq!(v["pid"], 42);
         assert_eq!(v["service"], "postgres");
-        assert_eq!(v["stale"], serde_json::json!(["idle", "probing"]));
+        assert_eq!(v["stale"], serde_json::json!(["probing", "idle"]));
         assert_eq!(v["time"], "2026-11-22T00:41:12.000Z");
         assert!(v["host"].as_str().is_some_and(|h| !h.is_empty()));
     }

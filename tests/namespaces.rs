@@ -407,6 +407,24 @@ fn fake_container_cgroups_name_host_network_connections() {
             &format!("container:{want} {filter}"),
         ]));
         assert_eq!(only.len(), 1);
+        // The CONTAINER column names it, in the default table and by -o.
+        for args in [vec!["--once"], vec!["--once", "-o", "container,process"]] {
+            let mut args = args;
+            let host_filter = format!("netns:host {filter}");
+            args.extend(["--filter", &host_filter]);
+            let table = katop(&args);
+            let text = String::from_utf8_lossy(&table.stdout);
+            assert!(
+                table.status.success(),
+                "{}",
+                String::from_utf8_lossy(&table.stderr)
+            );
+            assert!(
+                text.lines().next().is_some_and(|h| h.contains("CONTAINER"))
+                    && text.contains(&want),
+                "{args:?}:\n{text}"
+            );
+        }
         let _ = sleeper.kill();
         let _ = sleeper.wait();
         // Out of the cgroup before it is removed.

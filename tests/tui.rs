@@ -219,3 +219,48 @@ fn turns_keepalive_on_from_the_dashboard() {
     assert!(logged.contains("\"action\":\"keepalive\""), "{logged}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// The first screen shows the worst first: a `CLOSE_WAIT` leak above a connection idle longer.
+#[test]
+fn the_worst_connections_come_first() {
+    let Some(t) = Tmux::start("worst-first", 160, 30) else {
+        return;
+    };
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Idle the longest, keepalive off: stale for that, but healthy.
+    let quiet = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_quiet_server, _) = l.accept().unwrap();
+    t.start_katop(&format!(
+        "--interval 200ms --stale-after 1s --filter 'port:{port} !listen'"
+    ));
+    let quiet_port = quiet.local_addr().unwrap().port();
+    t.wait("the quiet connection idle over a second", |s| {
+        s.lines()
+            .any(|l| l.contains(&format!(":{quiet_port} ")) && l.contains("no-keepalive"))
+    });
+    // A leak: the peer closed, this end never will.
+    let leak = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (leak_server, _) = l.accept().unwrap();
+    drop(leak_server);
+    let leak_port = leak.local_addr().unwrap().port();
+    let s = t.wait("the leak stale", |s| {
+        s.lines()
+            .any(|l| l.contains(&format!(":{leak_port} ")) && l.contains("close-wait"))
+    });
+    let rows: Vec<&str> = s
+        .lines()
+        .filter(|l| l.contains("127.0.0.1:") || l.contains(&format!(":{port} ")))
+        .collect();
+    let first = s
+        .lines()
+        .skip_while(|l| !l.contains("STALE"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        first.contains(&format!(":{leak_port} ")),
+        "the leak is not first:\n{s}\n{rows:?}"
+    );
+    assert!(s.contains("STALE▼"), "{s}");
+    t.keys(&["q"]);
+}

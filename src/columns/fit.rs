@@ -2,12 +2,14 @@
 
 use super::Column;
 
-/// `columns` less NETNS when only one namespace was read (it would say the same on every row).
-pub fn for_table(columns: &[Column], namespaces: usize) -> Vec<Column> {
+/// `columns` less NETNS when only one namespace was read (it would say the same on every row),
+/// and less CONTAINER when no socket belongs to a container.
+pub fn for_table(columns: &[Column], namespaces: usize, containers: bool) -> Vec<Column> {
     columns
         .iter()
         .copied()
         .filter(|&c| c != Column::Netns || namespaces > 1)
+        .filter(|&c| c != Column::Container || containers)
         .collect()
 }
 

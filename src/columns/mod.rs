@@ -22,6 +22,10 @@ pub enum Column {
     /// The network namespace's name (host, a container, an ip netns name); shown when more
     /// than one namespace is read.
     Netns,
+    /// The container the socket belongs to: its process's (host networking too), else its
+    /// namespace's (podman:web-1, docker:3f2a91c0d4e1, k8s:payments/api-7d9f); shown when
+    /// any socket has one.
+    Container,
     /// Local address:port or Unix path.
     Local,
     /// Remote address:port, or the Unix peer's inode.
@@ -70,10 +74,11 @@ pub enum Column {
 
 impl Column {
     /// Shown when -o is not given.
-    pub const DEFAULT: [Column; 14] = [
+    pub const DEFAULT: [Column; 15] = [
         Column::Proto,
         Column::State,
         Column::Netns,
+        Column::Container,
         Column::Local,
         Column::Remote,
         Column::Service,
@@ -90,10 +95,11 @@ impl Column {
     /// The dashboard's columns, in order; a narrow terminal drops the least useful first.
     /// [`Column::DEFAULT`] is this list less the peer, the byte counters and the rate (which
     /// needs two polls).
-    pub const DASHBOARD: [Column; 18] = [
+    pub const DASHBOARD: [Column; 19] = [
         Column::Proto,
         Column::State,
         Column::Netns,
+        Column::Container,
         Column::Local,
         Column::Remote,
         Column::Service,
@@ -116,6 +122,7 @@ impl Column {
             Column::Proto => "PROTO",
             Column::State => "STATE",
             Column::Netns => "NETNS",
+            Column::Container => "CONTAINER",
             Column::Local => "LOCAL",
             Column::Remote => "REMOTE",
             Column::Service => "SERVICE",
@@ -148,7 +155,7 @@ impl Column {
             Column::Remote | Column::Process => 0,
             Column::Stale | Column::Idle | Column::Keepalive => 1,
             Column::Detect | Column::Local => 2,
-            Column::State | Column::Netns => 3,
+            Column::State | Column::Netns | Column::Container => 3,
             Column::Service => 4,
             Column::Proto => 5,
             Column::RecvQ | Column::SendQ | Column::Peer => 6,
@@ -167,7 +174,7 @@ impl Column {
         match self {
             Column::Local | Column::Remote => 47,
             Column::Stale | Column::Cmdline => 32,
-            Column::Process => 24,
+            Column::Process | Column::Container => 24,
             _ => 20,
         }
     }
@@ -199,6 +206,7 @@ impl Column {
             Column::Netns => e
                 .netns_name()
                 .map_or_else(|| s.netns.0.to_string(), str::to_string),
+            Column::Container => e.container().unwrap_or_default().into(),
             Column::Local => s.local.to_string(),
             Column::Remote => s.remote.to_string(),
             Column::Service => e.service().unwrap_or_default().into(),
@@ -314,7 +322,7 @@ impl Column {
     }
 
     pub fn is_numeric(self) -> bool {
-        self.right_aligned() || matches!(self, Column::Keepalive | Column::Rate)
+        self.right_aligned() || matches!(self, Column::Keepalive | Column::Rate | Column::Stale)
     }
 
     fn number(self, e: &SockEntry, now: Instant) -> Option<u64> {
@@ -322,6 +330,12 @@ impl Column {
         let info = s.tcp_info.as_ref();
         match self {
             Column::Idle => e.idle_ms().map(u64::from),
+            // The worst reason first, then the longest idle: a busy host's worst connections
+            // on the first screen.
+            Column::Stale => Some(
+                u64::from(e.stale.severity()) << 40
+                    | e.idle_ms().map_or(0, |ms| u64::from(ms).min((1 << 40) - 1)),
+            ),
             Column::RecvQ => Some(s.recv_q.into()),
             Column::SendQ => Some(s.send_q.into()),
             Column::Rtt => info
@@ -435,9 +449,10 @@ mod tests {
     #[test]
     fn narrow_widths_go_compact_then_drop_the_least_useful() {
         let cols = Column::DEFAULT;
-        // PROTO STATE NETNS LOCAL REMOTE SERVICE PROCESS IDLE KEEPALIVE DETECT RECV-Q SEND-Q RTT STALE
-        let full = [5, 11, 8, 21, 21, 8, 15, 6, 9, 7, 6, 6, 6, 20];
-        let short = [5, 5, 8, 6, 21, 8, 14, 6, 9, 7, 6, 6, 6, 10];
+        // PROTO STATE NETNS CONTAINER LOCAL REMOTE SERVICE PROCESS IDLE KEEPALIVE DETECT RECV-Q
+        // SEND-Q RTT STALE
+        let full = [5, 11, 8, 12, 21, 21, 8, 15, 6, 9, 7, 6, 6, 6, 20];
+        let short = [5, 5, 8, 12, 6, 21, 8, 14, 6, 9, 7, 6, 6, 6, 10];
         let f = fit(&cols, &full, &short, 1000, 0);
         assert_eq!((f.keep.len(), f.dropped), (cols.len(), 0));
         assert!(!f.compact.contains(&true));
@@ -479,8 +494,8 @@ mod tests {
         // Scrolled right, the columns from there on, left to right, as many as fit.
         // (The first page starts at the first column.)
         assert_eq!(fit(&cols, &full, &short, 80, 1).keep[0], 0);
-        let scrolled = fit(&cols, &full, &short, 80, 7);
-        assert_eq!(scrolled.skipped, 6);
+        let scrolled = fit(&cols, &full, &short, 80, 8);
+        assert_eq!(scrolled.skipped, 7);
         let kept: Vec<Column> = scrolled.keep.iter().map(|&i| cols[i]).collect();
         assert_eq!(
             kept,
@@ -499,7 +514,7 @@ mod tests {
         assert_eq!(last.widths, full);
         assert_eq!(
             (last.skipped, last.keep.as_slice(), last.dropped),
-            (13, &[13][..], 0)
+            (14, &[14][..], 0)
         );
         assert_eq!(fit(&cols, &full, &short, 1, 0).keep.len(), 1);
         // 60 columns: too narrow for the essential columns even compact; the widest are

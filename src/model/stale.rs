@@ -55,26 +55,29 @@ impl Keepalive {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StaleReason {
-    Idle,
-    NoKeepalive,
     Probing,
     Retransmitting,
     CloseWait,
-    Orphan,
     Unaccepted,
+    Orphan,
     AtRisk,
+    NoKeepalive,
+    Idle,
 }
 
 impl StaleReason {
+    /// Every reason, most severe first: a peer not answering probes or acknowledgements, then
+    /// leaks and connections no one will take, then what a middlebox or a missing keepalive
+    /// may cost later, then mere idleness. Cells, JSON lists and counts follow this order.
     pub const ALL: [StaleReason; 8] = [
-        StaleReason::Idle,
-        StaleReason::NoKeepalive,
         StaleReason::Probing,
         StaleReason::Retransmitting,
         StaleReason::CloseWait,
-        StaleReason::Orphan,
         StaleReason::Unaccepted,
+        StaleReason::Orphan,
         StaleReason::AtRisk,
+        StaleReason::NoKeepalive,
+        StaleReason::Idle,
     ];
 
     /// The name used in filters, JSON and tags.
@@ -175,6 +178,17 @@ impl StaleSet {
         self.0 == 0
     }
 
+    /// How bad the worst reason is: 8 for a peer not answering probes down to 1 for idle, 0
+    /// when not stale.
+    pub fn severity(self) -> u8 {
+        if self.0 == 0 {
+            0
+        } else {
+            StaleReason::ALL.len() as u8 - self.0.trailing_zeros() as u8
+        }
+    }
+
+    /// The reasons, most severe first.
     pub fn iter(self) -> impl Iterator<Item = StaleReason> {
         StaleReason::ALL
             .into_iter()
@@ -373,7 +387,7 @@ mod tests {
         set.insert(StaleReason::Idle);
         assert_eq!(
             serde_json::to_string(&set).unwrap(),
-            r#"["idle","no-keepalive"]"#
+            r#"["no-keepalive","idle"]"#
         );
     }
 }

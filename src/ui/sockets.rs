@@ -44,9 +44,10 @@ struct Visible {
     fit: columns::Fit,
 }
 
-/// The dashboard's columns, less NETNS with one namespace.
+/// The dashboard's columns, less NETNS with one namespace (an empty CONTAINER column gives
+/// its room away as every empty optional column does).
 fn dashboard_columns(app: &App) -> Vec<Column> {
-    columns::for_table(&app.columns, app.table.ctx.namespaces.len())
+    columns::for_table(&app.columns, app.table.ctx.namespaces.len(), true)
 }
 
 fn texts(e: &SockEntry, cols: &[Column], app: &App) -> Vec<String> {

@@ -193,6 +193,8 @@ struct Poller {
     max_groups: usize,
     textfile: Option<Textfile>,
     status: PollStatus,
+    /// What the metrics showed so far (labels stay stable while their series last).
+    metrics: metrics::Metrics,
     /// The latest successful poll's metrics (without the exporter's own).
     data: String,
     latest: Latest,
@@ -216,6 +218,7 @@ impl Poller {
             max_groups: e.max_groups,
             textfile,
             status: PollStatus::default(),
+            metrics: metrics::Metrics::default(),
             data: String::new(),
             latest: Latest::default(),
             last_cost: Duration::ZERO,
@@ -236,7 +239,8 @@ impl Poller {
                 drop(self.table.apply(snap, now));
                 self.status.duration = started.elapsed();
                 self.status.at = Some(SystemTime::now());
-                self.data = metrics::render(&self.table, Instant::now(), self.max_groups);
+                let now = Instant::now();
+                self.data = self.metrics.render(&self.table, now, self.max_groups);
             }
             Err(err) => {
                 self.status.errors_total += 1;

@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 
 use crate::model::{ConnTable, Detect, Keepalive, Owner, Proto, SockEntry, SockState};
 
+mod fold;
+
 /// Idle thresholds of `katop_idle_connections`.
 const IDLE_OVER: [(&str, u64); 3] = [("5m", 300_000), ("30m", 1_800_000), ("2h", 7_200_000)];
 
@@ -108,6 +110,8 @@ struct Tally {
     idle_over: [i64; 3],
     close_wait_oldest_ms: Option<u64>,
     detect_ms: Option<(u64, u64)>,
+    /// Connections that would never notice a silent peer.
+    detect_never: i64,
 }
 
 /// What the exporter knows about its own polling.
@@ -118,45 +122,47 @@ pub struct PollStatus {
     pub at: Option<SystemTime>,
 }
 
-/// The metrics of one poll, as an `OpenMetrics` text without its `# EOF`: [`finish`] adds
-/// the exporter's own metrics and the end, so a failed poll can be answered with the last
-/// good data and current self-metrics.
-pub fn render(table: &ConnTable, now: Instant, max_groups: usize) -> String {
-    let mut sockets: HashMap<SockLabels, i64> = HashMap::new();
-    let mut groups: HashMap<Group, Tally> = HashMap::new();
-    for e in table.entries() {
-        let s = e.sock;
-        *sockets
-            .entry(SockLabels {
-                netns: label(e.netns_name().unwrap_or("host")),
-                proto: s.proto.name().into(),
-                state: s.state.name(s.proto).into(),
-            })
-            .or_default() += 1;
-        if s.proto != Proto::Tcp || matches!(s.state, SockState::Listen | SockState::TimeWait) {
-            continue;
+/// The exporter's metrics, render after render: which label sets each metric shows is
+/// remembered ([`fold::Shown`]), so labels stay stable while their series last.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    shown: fold::Shown,
+}
+
+impl Metrics {
+    /// The metrics of one poll, as an `OpenMetrics` text without its `# EOF`: [`finish`] adds
+    /// the exporter's own metrics and the end, so a failed poll can be answered with the last
+    /// good data and current self-metrics.
+    pub fn render(&mut self, table: &ConnTable, now: Instant, max_groups: usize) -> String {
+        let mut sockets: HashMap<SockLabels, i64> = HashMap::new();
+        let mut groups: HashMap<Group, Tally> = HashMap::new();
+        for e in table.entries() {
+            let s = e.sock;
+            *sockets
+                .entry(SockLabels {
+                    netns: label(e.netns_name().unwrap_or("host")),
+                    proto: s.proto.name().into(),
+                    state: s.state.name(s.proto).into(),
+                })
+                .or_default() += 1;
+            if s.proto != Proto::Tcp || matches!(s.state, SockState::Listen | SockState::TimeWait) {
+                continue;
+            }
+            let t = groups.entry(Group::of(&e)).or_default();
+            tally(t, &e, now);
         }
-        let t = groups.entry(Group::of(&e)).or_default();
-        tally(t, &e, now);
+        let mut groups: Vec<(Group, Tally)> = groups.into_iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        let sockets = fold_namespaces(sockets, max_groups);
+        let mut reg = Registry::default();
+        encode_sockets(&mut reg, &sockets);
+        let folded = encode_groups(&mut reg, &groups, &mut self.shown, max_groups);
+        encode_status(&mut reg, folded, table.unread_namespaces);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut text, &reg)
+            .expect("writing to a String cannot fail");
+        text
     }
-    // The biggest groups keep their labels; the rest fold into one.
-    let mut ranked: Vec<(Group, Tally)> = groups.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.connections.cmp(&a.1.connections).then(a.0.cmp(&b.0)));
-    let truncated = ranked.len().saturating_sub(max_groups);
-    let mut kept: Vec<(Group, Tally)> = Vec::with_capacity(max_groups + 1);
-    let mut other = Tally::default();
-    for (i, (g, t)) in ranked.into_iter().enumerate() {
-        if i < max_groups {
-            kept.push((g, t));
-        } else {
-            merge(&mut other, t);
-        }
-    }
-    if truncated > 0 {
-        kept.push((Group::other(), other));
-    }
-    let sockets = fold_namespaces(sockets, max_groups);
-    encode(&sockets, &kept, truncated, table.unread_namespaces)
 }
 
 /// `katop_sockets`' namespaces within `max_groups` label values: the host's always, named ones
@@ -202,11 +208,15 @@ fn tally(t: &mut Tally, e: &SockEntry, now: Instant) {
                 t.idle_over[n] += i64::from(u64::from(idle) > *over);
             }
         }
-        if let Some(Detect::InMs(ms)) = e.detect(now).map(|c| c.detect) {
-            t.detect_ms = Some(
-                t.detect_ms
-                    .map_or((ms, ms), |(lo, hi)| (lo.min(ms), hi.max(ms))),
-            );
+        match e.detect(now).map(|c| c.detect) {
+            Some(Detect::InMs(ms)) => {
+                t.detect_ms = Some(
+                    t.detect_ms
+                        .map_or((ms, ms), |(lo, hi)| (lo.min(ms), hi.max(ms))),
+                );
+            }
+            Some(Detect::Never) => t.detect_never += 1,
+            _ => {}
         }
     }
     for r in e.stale.iter() {
@@ -224,32 +234,9 @@ fn tally(t: &mut Tally, e: &SockEntry, now: Instant) {
     }
 }
 
-fn merge(into: &mut Tally, t: Tally) {
-    into.connections += t.connections;
-    into.keepalive_off += t.keepalive_off;
-    for (r, n) in t.stale {
-        *into.stale.entry(r).or_default() += n;
-    }
-    for i in 0..IDLE_OVER.len() {
-        into.idle_over[i] += t.idle_over[i];
-    }
-    into.close_wait_oldest_ms = into.close_wait_oldest_ms.max(t.close_wait_oldest_ms);
-    into.detect_ms = match (into.detect_ms, t.detect_ms) {
-        (Some((lo, hi)), Some((lo2, hi2))) => Some((lo.min(lo2), hi.max(hi2))),
-        (mine, theirs) => mine.or(theirs),
-    };
-}
-
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-#[allow(clippy::too_many_lines)] // one registration per metric, in the order they are served
-fn encode(
-    sockets: &HashMap<SockLabels, i64>,
-    groups: &[(Group, Tally)],
-    truncated: usize,
-    unread_namespaces: usize,
-) -> String {
-    let mut reg = Registry::default();
+fn encode_sockets(reg: &mut Registry, sockets: &HashMap<SockLabels, i64>) {
     let socks = Family::<SockLabels, Gauge>::default();
     reg.register(
         "katop_sockets",
@@ -259,64 +246,175 @@ fn encode(
     for (l, n) in sockets {
         socks.get_or_create(l).set(*n);
     }
+}
+
+/// Of `series`, those `shown` keeps for `metric`, each set; the rest folded into one series
+/// with `other`'s labels, its value `fold` of theirs. Returns how many were folded.
+fn folded<K, V>(
+    (shown, metric, max): (&mut fold::Shown, &str, usize),
+    series: Vec<(K, V)>,
+    rank: impl Fn(&V) -> f64,
+    fold: impl Fn(V, V) -> V,
+    mut set: impl FnMut(&K, V),
+    other: impl FnOnce(V) -> K,
+) -> usize
+where
+    K: std::fmt::Debug + Clone + std::hash::Hash + Eq,
+    V: Copy,
+{
+    let ranked: Vec<(K, f64)> = series.iter().map(|(k, v)| (k.clone(), rank(v))).collect();
+    let kept = shown.keep(metric, &ranked, max);
+    let mut rest: Option<V> = None;
+    let mut n = 0;
+    for (k, v) in series {
+        if kept.contains(&k) {
+            set(&k, v);
+        } else {
+            n += 1;
+            rest = Some(rest.map_or(v, |r| fold(r, v)));
+        }
+    }
+    if let Some(v) = rest {
+        set(&other(v), v);
+    }
+    n
+}
+
+/// The per-group metrics, each within `max` label sets ranked by its own value; returns the
+/// most label sets any one of them folded.
+#[allow(clippy::too_many_lines)] // one registration per metric, in the order they are served
+fn encode_groups(
+    reg: &mut Registry,
+    groups: &[(Group, Tally)],
+    shown: &mut fold::Shown,
+    max: usize,
+) -> usize {
+    let sum = |a: i64, b: i64| a + b;
+    let each = |f: fn(&Tally) -> i64| -> Vec<(Group, i64)> {
+        groups.iter().map(|(g, t)| (g.clone(), f(t))).collect()
+    };
+    let mut most = 0;
     let conns = Family::<Group, Gauge>::default();
     reg.register(
         "katop_connections",
         "ESTABLISHED TCP connections by process, service and container",
         conns.clone(),
     );
+    most = most.max(folded(
+        (&mut *shown, "katop_connections", max),
+        each(|t| t.connections),
+        |v| *v as f64,
+        sum,
+        |g, v| {
+            conns.get_or_create(g).set(v);
+        },
+        |_| Group::other(),
+    ));
     let ka_off = Family::<Group, Gauge>::default();
     reg.register(
         "katop_keepalive_off_connections",
         "ESTABLISHED TCP connections with keepalive off: a dead peer is never noticed",
         ka_off.clone(),
     );
+    most = most.max(folded(
+        (&mut *shown, "katop_keepalive_off_connections", max),
+        each(|t| t.keepalive_off),
+        |v| *v as f64,
+        sum,
+        |g, v| {
+            ka_off.get_or_create(g).set(v);
+        },
+        |_| Group::other(),
+    ));
     let stale = Family::<StaleLabels, Gauge>::default();
     reg.register(
         "katop_stale_connections",
         "TCP connections flagged stale, by reason (as --filter stale)",
         stale.clone(),
     );
+    for reason in crate::model::StaleReason::ALL.map(crate::model::StaleReason::name) {
+        let series: Vec<(Group, i64)> = groups
+            .iter()
+            .filter_map(|(g, t)| Some((g.clone(), *t.stale.get(reason)?)))
+            .collect();
+        let key = |g: &Group| StaleLabels {
+            reason: reason.into(),
+            group: g.clone(),
+        };
+        most = most.max(folded(
+            (
+                &mut *shown,
+                &format!("katop_stale_connections/{reason}"),
+                max,
+            ),
+            series,
+            |v| *v as f64,
+            sum,
+            |g, v| {
+                stale.get_or_create(&key(g)).set(v);
+            },
+            |_| Group::other(),
+        ));
+    }
     let idle = Family::<IdleLabels, Gauge>::default();
     reg.register(
         "katop_idle_connections",
         "ESTABLISHED TCP connections idle (no data either way) longer than idle_over",
         idle.clone(),
     );
+    most = most.max(folded(
+        (&mut *shown, "katop_idle_connections", max),
+        groups
+            .iter()
+            .map(|(g, t)| (g.clone(), t.idle_over))
+            .collect(),
+        |v| v[0] as f64,
+        |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]],
+        |g, v| {
+            for (i, (name, _)) in IDLE_OVER.iter().enumerate() {
+                idle.get_or_create(&IdleLabels {
+                    group: g.clone(),
+                    idle_over: (*name).into(),
+                })
+                .set(v[i]);
+            }
+        },
+        |_| Group::other(),
+    ));
     let close_wait = Family::<Group, FloatGauge>::default();
     reg.register(
         "katop_close_wait_oldest_seconds",
         "Age of the oldest CLOSE_WAIT connection: the peer closed, the application never did",
         close_wait.clone(),
     );
+    most = most.max(folded(
+        (&mut *shown, "katop_close_wait_oldest_seconds", max),
+        groups
+            .iter()
+            .filter_map(|(g, t)| Some((g.clone(), t.close_wait_oldest_ms?)))
+            .collect(),
+        |ms| *ms as f64,
+        u64::max,
+        |g, ms| {
+            close_wait.get_or_create(g).set(ms as f64 / 1000.0);
+        },
+        |_| Group::other(),
+    ));
     let detect = Family::<DetectLabels, FloatGauge>::default();
     reg.register(
         "katop_dead_peer_detect_seconds",
-        "Shortest and longest time until the kernel would notice a silent peer, over the group's connections that would notice at all",
+        "Shortest and longest time until the kernel would notice a silent peer, over the group's connections that would notice at all (katop_dead_peer_never_connections counts the others)",
         detect.clone(),
     );
-    for (g, t) in groups {
-        conns.get_or_create(g).set(t.connections);
-        ka_off.get_or_create(g).set(t.keepalive_off);
-        for (r, n) in &t.stale {
-            stale
-                .get_or_create(&StaleLabels {
-                    reason: (*r).into(),
-                    group: g.clone(),
-                })
-                .set(*n);
-        }
-        for (i, (name, _)) in IDLE_OVER.iter().enumerate() {
-            idle.get_or_create(&IdleLabels {
-                group: g.clone(),
-                idle_over: (*name).into(),
-            })
-            .set(t.idle_over[i]);
-        }
-        if let Some(ms) = t.close_wait_oldest_ms {
-            close_wait.get_or_create(g).set(ms as f64 / 1000.0);
-        }
-        if let Some((lo, hi)) = t.detect_ms {
+    most = most.max(folded(
+        (&mut *shown, "katop_dead_peer_detect_seconds", max),
+        groups
+            .iter()
+            .filter_map(|(g, t)| Some((g.clone(), t.detect_ms?)))
+            .collect(),
+        |(_, hi)| *hi as f64,
+        |(lo, hi), (lo2, hi2)| (lo.min(lo2), hi.max(hi2)),
+        |g, (lo, hi)| {
             for (stat, ms) in [("min", lo), ("max", hi)] {
                 detect
                     .get_or_create(&DetectLabels {
@@ -325,13 +423,37 @@ fn encode(
                     })
                     .set(ms as f64 / 1000.0);
             }
-        }
-    }
+        },
+        |_| Group::other(),
+    ));
+    let never = Family::<Group, Gauge>::default();
+    reg.register(
+        "katop_dead_peer_never_connections",
+        "ESTABLISHED TCP connections that would never notice a silent peer (keepalive off, nothing in flight)",
+        never.clone(),
+    );
+    most.max(folded(
+        (&mut *shown, "katop_dead_peer_never_connections", max),
+        groups
+            .iter()
+            .filter(|(_, t)| t.detect_never > 0)
+            .map(|(g, t)| (g.clone(), t.detect_never))
+            .collect(),
+        |v| *v as f64,
+        sum,
+        |g, v| {
+            never.get_or_create(g).set(v);
+        },
+        |_| Group::other(),
+    ))
+}
+
+fn encode_status(reg: &mut Registry, folded: usize, unread_namespaces: usize) {
     let truncated_g: Gauge = Gauge::default();
-    truncated_g.set(truncated as i64);
+    truncated_g.set(folded as i64);
     reg.register(
         "katop_groups_truncated",
-        "Groups folded into process=\"other\" to keep label sets within --max-groups",
+        "Label sets one metric folded into process=\"other\" to stay within --max-groups (the most any metric folded)",
         truncated_g,
     );
     let unread: Gauge = Gauge::default();
@@ -341,10 +463,6 @@ fn encode(
         "Network namespaces asked for whose sockets the latest poll could not read (katop's warnings say why)",
         unread,
     );
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode_registry(&mut text, &reg)
-        .expect("writing to a String cannot fail");
-    text
 }
 
 /// `data` (from [`render`]) followed by the exporter's own metrics and the `# EOF`.
@@ -421,79 +539,4 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::table::tests::{snapshot, sock, with_idle};
-    use crate::model::{Cookie, SockState};
-
-    fn table(n: u64) -> ConnTable {
-        let socks = (0..n)
-            .map(|i| {
-                let mut s = with_idle(sock(SockState::Established), 3_600_000);
-                s.cookie = Cookie(i + 1);
-                if let Owner::Process { process, .. } = &mut s.owner {
-                    let mut p = (**process).clone();
-                    p.name = format!("app{}", i % 7).into();
-                    *process = std::sync::Arc::new(p);
-                }
-                s
-            })
-            .collect();
-        let mut t = ConnTable::new(Duration::from_secs(300));
-        t.apply(snapshot(socks), Instant::now());
-        t
-    }
-
-    #[test]
-    fn groups_are_counted_and_capped() {
-        let t = table(70);
-        let text = finish(&render(&t, Instant::now(), 3), PollStatus::default());
-        // 7 processes, 3 kept, 4 folded into "other".
-        assert!(text.contains("katop_groups_truncated 4"), "{text}");
-        assert!(
-            text.contains(r#"katop_connections{process="other",service="",container=""} 40"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"katop_connections{process="app0",service="postgres",container=""} 10"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains(r#"katop_stale_connections{reason="no-keepalive",process="app0",service="postgres",container=""} 10"#), "{text}");
-        assert!(text.contains(r#"idle_over="30m"} 10"#), "{text}");
-        assert!(text.ends_with("# EOF\n"));
-        let prom = to_prometheus_text(&text);
-        assert!(
-            prom.contains("# TYPE katop_poll_errors_total counter"),
-            "{prom}"
-        );
-        assert!(!prom.contains("# EOF"));
-    }
-
-    #[test]
-    fn namespaces_past_max_groups_and_anonymous_ones_fold_into_other() {
-        let mut sockets = HashMap::new();
-        let mut add = |netns: &str, n: i64| {
-            let l = SockLabels {
-                netns: netns.into(),
-                proto: "tcp".into(),
-                state: "LISTEN".into(),
-            };
-            sockets.insert(l, n);
-        };
-        add("host", 1);
-        add("podman:big", 50);
-        add("podman:mid", 20);
-        add("podman:small", 2);
-        for i in 0..200 {
-            add(&format!("netns:{}", 4_026_532_000_u64 + i), 1);
-        }
-        let folded = fold_namespaces(sockets, 3);
-        let mut names: Vec<&str> = folded.keys().map(|l| l.netns.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, vec!["host", "other", "podman:big", "podman:mid"]);
-        let other = folded.iter().find(|(l, _)| l.netns == "other").unwrap().1;
-        assert_eq!(*other, 202, "the small one and the 200 anonymous ones");
-    }
-}
+mod tests;

@@ -53,7 +53,7 @@ pub struct Preset {
 /// The presets katop ships on 1 to 5; the config file's `[ui.presets]` adds or replaces.
 pub const PRESETS: [(char, &str, &str); 5] = [
     ('1', "all", ""),
-    ('2', "idle DB connections", "established idle>=5m (service:postgres or service:mysql or service:redis or service:mongodb or service:oracle or service:mssql or service:cassandra or service:memcached)"),
+    ('2', "idle DB connections", "established idle>=5m (service:postgres or service:pgbouncer or service:mysql or service:redis or service:mongodb or service:oracle or service:mssql or service:cassandra or service:memcached)"),
     ('3', "keepalive off", "established keepalive:off"),
     ('4', "probing", "probing"),
     ('5', "CLOSE_WAIT", "close-wait"),

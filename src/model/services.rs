@@ -10,6 +10,25 @@ const TABLE: &str = include_str!("../../assets/services.tsv");
 
 static SORTED: OnceLock<Vec<(u16, &'static str)>> = OnceLock::new();
 
+/// The ports the config file's `[services]` names: they win over what a listener's process
+/// says too.
+static CONFIGURED: OnceLock<Vec<u16>> = OnceLock::new();
+
+/// Server processes that say what they serve whatever their port: (process name, service).
+const SERVERS: [(&str, &str); 11] = [
+    ("postgres", "postgres"),
+    ("postmaster", "postgres"),
+    ("pgbouncer", "pgbouncer"),
+    ("mysqld", "mysql"),
+    ("mariadbd", "mysql"),
+    ("redis-server", "redis"),
+    ("valkey-server", "redis"),
+    ("mongod", "mongodb"),
+    ("mongos", "mongodb"),
+    ("memcached", "memcached"),
+    ("cassandra", "cassandra"),
+];
+
 fn builtin() -> Vec<(u16, &'static str)> {
     TABLE
         .lines()
@@ -47,6 +66,7 @@ pub fn install(system: &[(u16, String)], configured: &[(u16, String)]) -> bool {
     for (port, name) in configured {
         by_port.insert(*port, leak(name));
     }
+    let _ = CONFIGURED.set(configured.iter().map(|(p, _)| *p).collect());
     SORTED.set(by_port.into_iter().collect()).is_ok()
 }
 
@@ -71,6 +91,12 @@ pub fn parse_etc_services(text: &str, below: u16) -> Vec<(u16, String)> {
 pub struct ServiceId(u16);
 
 impl ServiceId {
+    pub fn is_some(self) -> bool {
+        self.0 != 0
+    }
+}
+
+impl ServiceId {
     pub fn name(self) -> Option<&'static str> {
         let i = usize::from(self.0.checked_sub(1)?);
         table().get(i).map(|&(_, n)| n)
@@ -82,6 +108,23 @@ pub fn by_port(port: u16) -> ServiceId {
     let t = table();
     t.binary_search_by_key(&port, |&(p, _)| p)
         .ok()
+        .and_then(|i| u16::try_from(i + 1).ok())
+        .map_or(ServiceId(0), ServiceId)
+}
+
+/// Whether the config file's `[services]` names `port`.
+pub fn is_configured(port: u16) -> bool {
+    CONFIGURED.get().is_some_and(|c| c.contains(&port))
+}
+
+/// The service a server process provides, by its name (`comm`), on whatever port it listens.
+pub fn by_process(comm: &str) -> ServiceId {
+    let Some(&(_, service)) = SERVERS.iter().find(|(p, _)| *p == comm) else {
+        return ServiceId(0);
+    };
+    table()
+        .iter()
+        .position(|&(_, n)| n == service)
         .and_then(|i| u16::try_from(i + 1).ok())
         .map_or(ServiceId(0), ServiceId)
 }
@@ -138,6 +181,10 @@ mod tests {
         }
         assert_eq!(by_port(1).name(), None);
         assert!(is_known("Postgres"));
+        assert_eq!(by_process("pgbouncer").name(), Some("pgbouncer"));
+        assert_eq!(by_process("mariadbd").name(), Some("mysql"));
+        assert_eq!(by_process("redis-server").name(), Some("redis"));
+        assert_eq!(by_process("python3").name(), None);
     }
 
     #[test]

@@ -77,6 +77,52 @@ fn listening(socks: &[RawSock]) -> FxHashSet<(NetnsId, IpAddr, u16)> {
         .collect()
 }
 
+/// Ports a known server process listens on, by namespace: `postgres` on 20432 serves
+/// postgres whatever the port table says.
+type Served = FxHashMap<(NetnsId, u16), services::ServiceId>;
+
+fn served_by_process(socks: &[RawSock]) -> Served {
+    socks
+        .iter()
+        .filter(|s| s.proto == Proto::Tcp && s.state == SockState::Listen)
+        .filter_map(|s| {
+            let service = services::by_process(&s.owner.process()?.name);
+            Some(((s.netns, s.local.port()?), service)).filter(|_| service.is_some())
+        })
+        .collect()
+}
+
+/// A connection's service: the config file's name for either port first, then a server
+/// process listening on its local port (its server side) or, for a client of a server on this
+/// host, on its remote port; else the port table's.
+fn service_of(sock: &RawSock, served: &Served) -> services::ServiceId {
+    let by_port = services::of(&sock.local, &sock.remote);
+    if served.is_empty() {
+        return by_port;
+    }
+    let (local, remote) = (sock.local.port(), sock.remote.port());
+    if [local, remote]
+        .into_iter()
+        .flatten()
+        .any(services::is_configured)
+    {
+        return by_port;
+    }
+    let on_this_host = match (&sock.local, &sock.remote) {
+        (Endpoint::Inet(l), Endpoint::Inet(r)) => r.ip().is_loopback() || l.ip() == r.ip(),
+        _ => false,
+    };
+    local
+        .and_then(|p| served.get(&(sock.netns, p)))
+        .or_else(|| {
+            remote
+                .filter(|_| on_this_host)
+                .and_then(|p| served.get(&(sock.netns, p)))
+        })
+        .copied()
+        .unwrap_or(by_port)
+}
+
 /// Whether a listener takes connections at `sock`'s local end: its address, or a wildcard
 /// of either family (a dual-stack `[::]` listener's IPv4 connections are IPv4-mapped).
 fn has_listener(listeners: &FxHashSet<(NetnsId, IpAddr, u16)>, sock: &RawSock) -> bool {
@@ -204,6 +250,7 @@ impl ConnTable {
             (now, snap.wall),
         );
         let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
+        let served = served_by_process(&socks);
         let mut ownerless_since = FxHashMap::default();
         let mut derived = Vec::with_capacity(socks.len());
         // Where each of the last poll's sockets is now, when local pairs are to be carried.
@@ -243,7 +290,7 @@ impl ConnTable {
                     queued,
                 }
             });
-            derived.push(self.derive(sock, prev, unowned, now_ms, dt));
+            derived.push(self.derive(sock, prev, (unowned, &served), now_ms, dt));
         }
         self.ownerless_since = ownerless_since;
         if self.pairs {
@@ -290,7 +337,7 @@ impl ConnTable {
         &self,
         sock: &RawSock,
         prev: Option<Carry>,
-        unowned: Option<Unowned>,
+        (unowned, served): (Option<Unowned>, &Served),
         now_ms: u32,
         dt: Option<f64>,
     ) -> Derived {
@@ -324,7 +371,7 @@ impl ConnTable {
                 prev.and_then(|c| c.bytes_acked),
             )
             .unwrap_or(f32::NAN),
-            service: services::of(&sock.local, &sock.remote),
+            service: service_of(sock, served),
             keepalive: Keepalive::of(sock),
             stale: self.stale(sock, in_state, unowned),
         }

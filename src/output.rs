@@ -119,6 +119,9 @@ pub struct JsonSock<'a> {
     /// ESTABLISHED: seconds until the kernel would notice a peer that went silent at the poll;
     /// null when never (keepalive off), a zero window held open, or not applicable.
     dead_peer_detect_s: Option<f64>,
+    /// The earliest and latest the countdown can end, `[min, max]` seconds, where the kernel's
+    /// timer wheel leaves a range (keepalive countdowns); null otherwise.
+    dead_peer_detect_range_s: Option<[f64; 2]>,
     /// `countdown`, `never` (keepalive off, nothing in flight) or `zero-window` (held open
     /// while the peer answers window probes); null where not applicable.
     dead_peer_detect: Option<&'static str>,
@@ -239,6 +242,9 @@ impl<'a> JsonSock<'a> {
                 Some(Detect::InMs(ms)) => Some(ms as f64 / 1000.0),
                 _ => None,
             },
+            dead_peer_detect_range_s: detect
+                .and_then(|c| c.spread)
+                .map(|(lo, hi)| [lo as f64 / 1000.0, hi as f64 / 1000.0]),
             dead_peer_detect: detect.map(|c| match c.detect {
                 Detect::InMs(_) => "countdown",
                 Detect::Never => "never",

@@ -280,3 +280,47 @@ fn sysctl_defaults_count_down_and_say_they_are_defaults() {
     assert!(off <= TOLERANCE, "as nobody katop was off by {off:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn long_probe_intervals_are_counted_with_the_timer_wheels_rounding() {
+    if skip("the timer wheel") {
+        return;
+    }
+    // 17 s between probes lands in the wheel's 2 s granules (at HZ=250): each probe timer
+    // re-armed from its callback fires 1.43 s late, and the one after the idle timer up to
+    // 2 s late. The naive sum would say the drop comes at least 1.44 s early.
+    let peer = SilentPeer::connect(&keepalive(1, 17, 2));
+    let dropped = on_drop(&peer.client);
+    peer.go_silent();
+    let (samples, at) = watch(&peer.client, &dropped, || poll(Duration::from_secs(300)));
+    let mut worst = Duration::ZERO;
+    for (when, c) in &samples {
+        let Detect::InMs(ms) = c.detect else { continue };
+        let (lo, hi) = c.spread.expect("a keepalive countdown carries its range");
+        // The kernel's own latency (softirq, the tick) on top: 100 ms.
+        let slack = Duration::from_millis(100);
+        let (earliest, latest) = (
+            *when + Duration::from_millis(lo),
+            *when + Duration::from_millis(hi) + slack,
+        );
+        assert!(
+            earliest <= at + slack && at <= latest,
+            "{:?} before the drop katop said between {lo} and {hi} ms",
+            at.saturating_duration_since(*when)
+        );
+        let predicted = *when + Duration::from_millis(ms);
+        let err = if predicted > at {
+            predicted - at
+        } else {
+            at - predicted
+        };
+        worst = worst.max(err);
+    }
+    eprintln!(
+        "timer wheel: {} countdowns, the worst {worst:?} from the drop",
+        samples.len()
+    );
+    assert!(samples.len() >= 20, "{}", samples.len());
+    // (The middle of a range up to 2 s wide, and the kernel's own latency.)
+    assert!(worst <= Duration::from_millis(1250), "{worst:?}");
+}

@@ -150,13 +150,14 @@ fn owners(n: usize) -> impl Strategy<Value = Vec<(u8, String, u32, SockOpts)>> {
 
 fn settings() -> impl Strategy<Value = KernelSettings> {
     let v = || prop::option::of(any::<u32>());
-    (v(), v(), v(), v(), v(), v()).prop_map(|(t, i, p, r, m, c)| KernelSettings {
+    (v(), v(), v(), v(), v(), v(), v()).prop_map(|(t, i, p, r, m, c, hz)| KernelSettings {
         keepalive_time_s: t,
         keepalive_intvl_s: i,
         keepalive_probes: p,
         retries2: r,
         rto_max_ms: m,
         conntrack_established_s: c,
+        hz,
     })
 }
 

@@ -359,3 +359,42 @@ fn at_risk_flags_silence_past_a_middlebox_but_not_shorter_keepalive() {
     // In-process too: the reason is a stale reason the filter language knows.
     let _ = StaleReason::from_name("at-risk").unwrap();
 }
+
+/// A socket's options, once read, stay its own when no process holds it any more (the fd
+/// closed while the kernel finishes the connection): never the sysctls' guess.
+#[test]
+fn options_read_once_outlive_the_owners_fd() {
+    use katop::collector::{Collector, Selection};
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    keepalive(&client, 7, 3, 4);
+    let local = client.local_addr().unwrap().to_string();
+    let mut c = Collector::new(Selection {
+        protos: vec![katop::model::Proto::Tcp],
+        ..Selection::default()
+    })
+    .unwrap();
+    let find = |snap: &katop::model::Snapshot| {
+        snap.socks
+            .iter()
+            .find(|s| s.local.to_string() == local && s.state != SockState::TimeWait)
+            .cloned()
+    };
+    let first = find(&c.poll().unwrap()).expect("the client is listed");
+    assert!(
+        first.opts.read && first.opts.idle_s == 7,
+        "{:?}",
+        first.opts
+    );
+    // No process holds it now; the kernel still has it (FIN_WAIT: the server has not closed).
+    drop(client);
+    let after = find(&c.poll().unwrap()).expect("the closing client is still listed");
+    assert!(after.owner.process().is_none(), "{:?}", after.owner);
+    assert!(
+        after.opts.read && after.opts.idle_s == 7 && after.opts.cnt == 4,
+        "its options fell back to the sysctls: {:?}",
+        after.opts
+    );
+    drop(server);
+}

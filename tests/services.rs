@@ -16,7 +16,11 @@ fn jsonl(args: &[&str]) -> Vec<serde_json::Value> {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -51,5 +55,9 @@ fn postgres_on_any_port_is_postgres() {
         "--filter",
         &format!("service:postgres port:{port}"),
     ]);
-    assert_eq!(by_service.len(), 3, "the listener and both ends: {by_service:?}");
+    assert_eq!(
+        by_service.len(),
+        3,
+        "the listener and both ends: {by_service:?}"
+    );
 }

@@ -86,17 +86,20 @@ impl OptsCache {
         // What each read needs, taken out of the sockets so threads can share the work.
         let mut jobs: Vec<Job> = Vec::new();
         for (i, s) in socks.iter_mut().enumerate() {
-            let Some(job) = job(i, s) else { continue };
+            let job = job(i, s);
             match self.map.get_mut(&s.cookie.0) {
+                // Read before: the options stay what they were, even once no process holds
+                // the socket any more (its last moments: the kernel keeps the options, and
+                // the sysctls would be a guess).
                 Some(word) => {
                     let ut = self.user_timeouts.get(&s.cookie.0).copied().unwrap_or(0);
                     s.opts = unpack(*word, ut);
                     *word = pack(&s.opts, poll);
-                    if due(s.cookie, poll) {
+                    if let Some(job) = job.filter(|_| due(s.cookie, poll)) {
                         jobs.push(job);
                     }
                 }
-                None => jobs.push(job),
+                None => jobs.extend(job),
             }
         }
         let mut stats = OptsStats::default();

@@ -168,13 +168,7 @@ fn parse_inet(p: &[u8], proto: Proto, netns: NetnsId) -> Result<RawSock, String>
         };
         Endpoint::Inet(InetAddr::new(ip, port))
     };
-    let timer_kind = match p[2] {
-        1 => Some(TimerKind::Retransmit),
-        2 => Some(TimerKind::Keepalive),
-        3 => Some(TimerKind::Timewait),
-        4 => Some(TimerKind::Probe0),
-        _ => None,
-    };
+    let timer_kind = TimerKind::from_kernel(p[2]);
     let u32_at = |at: usize| read_u32(p, at).unwrap_or(0);
     let mut tcp_info = None;
     for nla in NlasIterator::new(&p[INET_DIAG_MSG_LEN..]) {

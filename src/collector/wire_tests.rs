@@ -201,3 +201,21 @@ proptest::proptest! {
         let _ = parse_datagram(&msg, Proto::Tcp, NS, &mut sink);
     }
 }
+
+#[test]
+fn a_delayed_ack_or_unknown_timer_says_nothing_of_keepalive() {
+    // The same connection as the kernel reports it with its delayed-ACK timer armed (5), and
+    // with a value katop does not know: keepalive is then unknown, never "off".
+    for (value, kind) in [(5u8, TimerKind::Delack), (9, TimerKind::Other(9))] {
+        let mut msg = PROBING.to_vec();
+        // idiag_timer: the third byte after the 16-byte netlink header.
+        msg[16 + 2] = value;
+        let s = one(&msg, Proto::Tcp);
+        assert_eq!(s.timer.map(|t| t.kind), Some(kind));
+        assert_eq!(
+            crate::model::Keepalive::of(&s),
+            Some(crate::model::Keepalive::Unknown)
+        );
+    }
+    assert_eq!(TimerKind::Delack.name(), "delack");
+}

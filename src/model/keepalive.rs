@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::model::addr::{parse as parse_addr, AddrPat};
 use crate::model::duration::{format_secs, parse_ms};
 use crate::model::retransmit::{self, InFlight};
+use crate::model::wheel::{Late, Wheel};
 use crate::model::{
     Endpoint, Keepalive, KernelSettings, Proto, RawSock, SockState, Timer, TimerKind,
 };
@@ -144,14 +145,28 @@ impl Basis {
 /// A dead-peer countdown and what it rests on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Countdown {
+    /// The expected moment (for a keepalive countdown, the timer wheel's expected lateness
+    /// included).
     pub detect: Detect,
     pub basis: Basis,
+    /// When it counts: the earliest and latest the kernel's timer wheel allows, in ms from
+    /// the poll; `None` where no timer's rounding is modelled.
+    pub spread: Option<(u64, u64)>,
 }
 
 impl Countdown {
     /// Shown as an estimate (`~`): not everything it rests on was read.
     pub fn is_estimate(&self) -> bool {
         self.basis != Basis::Socket
+    }
+
+    /// A countdown without a modelled spread.
+    pub fn new(detect: Detect, basis: Basis) -> Countdown {
+        Countdown {
+            detect,
+            basis,
+            spread: None,
+        }
     }
 
     /// The same countdown `ms` later.
@@ -162,6 +177,9 @@ impl Countdown {
                 Detect::InMs(left) => Detect::InMs(left.saturating_sub(ms)),
                 other => other,
             },
+            spread: self
+                .spread
+                .map(|(lo, hi)| (lo.saturating_sub(ms), hi.saturating_sub(ms))),
             ..self
         }
     }
@@ -219,17 +237,14 @@ pub fn dead_peer_detect(
             let (mut f, retries2) = in_flight(t, t.retrans.into(), info.rto()?.into());
             f.since_first_ms = info.rto_recovery_ms().map(u64::from);
             let a = f.abort(user_timeout, retries2, rto_max);
-            return Some(Countdown {
-                detect: Detect::InMs(a.in_ms),
-                basis: estimated(a.estimated),
-            });
+            return Some(Countdown::new(
+                Detect::InMs(a.in_ms),
+                estimated(a.estimated),
+            ));
         }
         Some(t) if t.kind == TimerKind::Probe0 => {
             if user_timeout == 0 {
-                return Some(Countdown {
-                    detect: Detect::ZeroWindow,
-                    basis: read,
-                });
+                return Some(Countdown::new(Detect::ZeroWindow, read));
             }
             // The user timeout counts from the first window probe; each probe backs the
             // interval off from the RTO, so the backoff counts the probes sent.
@@ -241,23 +256,30 @@ pub fn dead_peer_detect(
                 .min(rto_max * 1000);
             let (f, retries2) = in_flight(t, backoff.into(), wait);
             let a = f.abort(user_timeout, retries2, rto_max);
-            return Some(Countdown {
-                detect: Detect::InMs(a.in_ms),
-                basis: estimated(a.estimated),
-            });
+            return Some(Countdown::new(
+                Detect::InMs(a.in_ms),
+                estimated(a.estimated),
+            ));
         }
         _ => {}
     }
     match p.enabled {
-        Some(false) => {
-            return Some(Countdown {
-                detect: Detect::Never,
-                basis: read,
-            })
-        }
+        Some(false) => return Some(Countdown::new(Detect::Never, read)),
         None => return None,
         Some(true) => {}
     }
+    keepalive_countdown(sock, p, settings, read)
+}
+
+/// The keepalive part of [`dead_peer_detect`]: keepalive on, nothing in flight.
+fn keepalive_countdown(
+    sock: &RawSock,
+    p: &Params,
+    settings: &KernelSettings,
+    read: Basis,
+) -> Option<Countdown> {
+    let info = sock.tcp_info.as_ref()?;
+    let user_timeout = u64::from(p.user_timeout_ms);
     let silent = u64::from(info.silent_ms()?);
     let idle = u64::from(p.idle_s) * 1000;
     let intvl = (u64::from(p.intvl_s) * 1000).max(1);
@@ -282,10 +304,76 @@ pub fn dead_peer_detect(
         let short = user_timeout.saturating_sub(silent + armed);
         armed.saturating_add(short.div_ceil(intvl).saturating_mul(intvl))
     };
+    if user_timeout > 0 {
+        // (The user timeout ends it at a check: the wheel's rounding moves which one; not
+        // modelled.)
+        return Some(Countdown::new(Detect::InMs(ms), read));
+    }
+    let wheel = Wheel {
+        // (Kernels tick 100 to 1000 times a second; anything else read is not believed.)
+        hz: settings
+            .hz
+            .filter(|hz| (24..=10_000).contains(hz))
+            .unwrap_or(DEFAULT_HZ),
+    };
+    let late = keepalive_lateness(
+        wheel,
+        (idle, intvl, u64::from(p.cnt)),
+        (silent, armed, probes),
+    );
+    let at = |extra: f64| ms.saturating_add(extra.round() as u64);
     Some(Countdown {
-        detect: Detect::InMs(ms),
+        detect: Detect::InMs(at(late.mean_ms)),
         basis: read,
+        spread: Some((at(late.min_ms), at(late.max_ms))),
     })
+}
+
+/// The kernel's tick where `/proc/config.gz` does not say: Debian's and most distributions'.
+pub const DEFAULT_HZ: u32 = 250;
+
+/// How late the timer wheel makes the keepalive timers still to fire before the drop
+/// ([`Wheel`]): the armed one (its arming moment unknown, unless a probe timer re-armed it
+/// from its callback), a lazy re-arm when the armed one fires before the peer has been silent
+/// `TCP_KEEPIDLE`, and one per probe interval (each re-armed from the last one's callback).
+fn keepalive_lateness(
+    wheel: Wheel,
+    (idle, intvl, cnt): (u64, u64, u64),
+    (silent, armed, probes): (u64, u64, u64),
+) -> Late {
+    // A timer already past its expiry but not yet fired (its bucket not reached) is reported
+    // as expiring now: of its lateness, anything from none to all is still to come.
+    let pending = |l: Late| {
+        if armed == 0 {
+            Late {
+                min_ms: 0.0,
+                max_ms: l.max_ms,
+                mean_ms: l.max_ms / 2.0,
+            }
+        } else {
+            l
+        }
+    };
+    if probes > 0 {
+        // The armed timer is a probe interval, re-armed from a callback: the first one after
+        // the idle timer, or one after another probe interval.
+        let aligned = probes >= 2 || wheel.aligned_after(idle, intvl);
+        let rest = cnt.saturating_sub(probes);
+        let first = pending(wheel.late(intvl, aligned));
+        return (0..rest).fold(first, |l, _| l + wheel.late(intvl, true));
+    }
+    // The idle timer, armed at the handshake or by setsockopt: anywhere.
+    let mut late = pending(wheel.late(idle, false));
+    let mut last = idle;
+    let wait = idle.saturating_sub(silent);
+    if wait > armed {
+        // It fires early and re-arms for the rest of the idle time.
+        let rest = wait - armed;
+        late = late + wheel.late(rest, false);
+        last = rest;
+    }
+    let first = wheel.aligned_after(last, intvl);
+    (0..cnt).fold(late, |l, n| l + wheel.late(intvl, n > 0 || first))
 }
 
 /// Something between this host and its peers that forgets idle connections: a load balancer,

@@ -25,6 +25,14 @@ fn ka_timer(expires_ms: u32, probes: u8) -> Timer {
     }
 }
 
+/// `naive` ms (the timers' own lengths) plus the timer wheel's expected lateness for these
+/// keepalive settings (ms) and this state of the socket ([`keepalive_lateness`], HZ=250).
+#[allow(clippy::unnecessary_wraps)] // compared with `detect`'s answer
+fn late(naive: u64, settings: (u64, u64, u64), state: (u64, u64, u64)) -> Option<Detect> {
+    let l = keepalive_lateness(Wheel { hz: 250 }, settings, state);
+    Some(Detect::InMs(naive + l.mean_ms.round() as u64))
+}
+
 fn detect(s: &RawSock) -> Option<Detect> {
     countdown(s).map(|c| c.detect)
 }
@@ -70,18 +78,23 @@ fn keepalive_off_never_notices() {
 fn keepalive_on_is_time_to_first_probe_plus_all_probes() {
     let mut s = with_idle(sock(SockState::Established), 5000);
     s.opts = read(60, 10, 5, true, 0);
-    // Timer armed 55 s out, the peer silent 5 s: 55 s + 5 × 10 s.
+    // Timer armed 55 s out, the peer silent 5 s: 55 s + 5 × 10 s, each timer a little late.
     s.timer = Some(ka_timer(55_000, 0));
-    assert_eq!(detect(&s), Some(Detect::InMs(105_000)));
+    let ka = (60_000, 10_000, 5);
+    assert_eq!(detect(&s), late(105_000, ka, (5000, 55_000, 0)));
     assert_eq!(countdown(&s).unwrap().basis, Basis::Socket);
     // No keepalive timer reported (hidden): from the idle time, 60 s − 5 s silent.
     s.timer = None;
-    assert_eq!(detect(&s), Some(Detect::InMs(105_000)));
+    assert_eq!(detect(&s), late(105_000, ka, (5000, 0, 0)));
     // System defaults, not read: 2h + 75 s × 9 less the 5 s already silent, an estimate.
     let mut d = with_idle(sock(SockState::Established), 5000);
     d.timer = Some(ka_timer(7_195_000, 0));
     let c = countdown(&d).unwrap();
-    assert_eq!(c.detect, Detect::InMs(7_195_000 + 675_000));
+    let defaults = (7_200_000, 75_000, 9);
+    assert_eq!(
+        Some(c.detect),
+        late(7_195_000 + 675_000, defaults, (5000, 7_195_000, 0))
+    );
     assert_eq!(c.basis, Basis::SysctlDefault);
     assert!(c.is_estimate());
 }
@@ -94,12 +107,15 @@ fn the_keepalive_timer_rearms_lazily_after_traffic() {
     let mut s = with_idle(sock(SockState::Established), 1000);
     s.opts = read(5, 1, 3, true, 0);
     s.timer = Some(ka_timer(1000, 0));
-    assert_eq!(detect(&s), Some(Detect::InMs(7000)));
+    assert_eq!(detect(&s), late(7000, (5000, 1000, 3), (1000, 1000, 0)));
     // Silent for longer than the idle time already: the armed firing probes.
     let mut quiet = with_idle(sock(SockState::Established), 6000);
     quiet.opts = s.opts;
     quiet.timer = Some(ka_timer(500, 0));
-    assert_eq!(detect(&quiet), Some(Detect::InMs(500 + 3000)));
+    assert_eq!(
+        detect(&quiet),
+        late(500 + 3000, (5000, 1000, 3), (6000, 500, 0))
+    );
 }
 
 #[test]
@@ -109,7 +125,10 @@ fn silence_is_the_time_since_any_segment_from_the_peer() {
     set_ms(&mut s, 56, 2000);
     s.opts = read(60, 10, 5, true, 0);
     s.timer = Some(ka_timer(0, 0));
-    assert_eq!(detect(&s), Some(Detect::InMs(58_000 + 50_000)));
+    assert_eq!(
+        detect(&s),
+        late(58_000 + 50_000, (60_000, 10_000, 5), (2000, 0, 0))
+    );
 }
 
 #[test]
@@ -118,10 +137,11 @@ fn while_probing_it_is_the_next_probe_plus_the_probes_left() {
     s.opts = read(60, 10, 5, true, 0);
     // 3 of 5 probes out, next check in 4 s: two more intervals after it.
     s.timer = Some(ka_timer(4000, 3));
-    assert_eq!(detect(&s), Some(Detect::InMs(4000 + 2 * 10_000)));
+    let ka = (60_000, 10_000, 5);
+    assert_eq!(detect(&s), late(4000 + 2 * 10_000, ka, (90_000, 4000, 3)));
     // All probes out: the next check drops it.
     s.timer = Some(ka_timer(4000, 5));
-    assert_eq!(detect(&s), Some(Detect::InMs(4000)));
+    assert_eq!(detect(&s), late(4000, ka, (90_000, 4000, 5)));
 }
 
 #[test]
@@ -177,13 +197,7 @@ fn outstanding_data_times_out_from_the_first_retransmission() {
     let mut s = retransmitting(200, 0, 200);
     s.opts = read(60, 10, 5, false, 8000);
     let c = countdown(&s).unwrap();
-    assert_eq!(
-        c,
-        Countdown {
-            detect: Detect::InMs(8200),
-            basis: Basis::Socket
-        }
-    );
+    assert_eq!(c, Countdown::new(Detect::InMs(8200), Basis::Socket));
     // Two retransmissions later, no exact clock (a short tcp_info): estimated, and said so.
     let mut s = retransmitting(500, 2, 800);
     s.opts = read(60, 10, 5, false, 8000);
@@ -199,13 +213,7 @@ fn outstanding_data_times_out_from_the_first_retransmission() {
     b[242..244].copy_from_slice(&1u16.to_ne_bytes());
     exact.tcp_info = Some(crate::model::tcp_info::TcpInfo::from_kernel_bytes(&b));
     let c = countdown(&exact).unwrap();
-    assert_eq!(
-        c,
-        Countdown {
-            detect: Detect::InMs(7000),
-            basis: Basis::Socket
-        }
-    );
+    assert_eq!(c, Countdown::new(Detect::InMs(7000), Basis::Socket));
     // Without a user timeout: tcp_retries2's model, from the first retransmission.
     let mut d = retransmitting(200, 0, 200);
     d.opts = read(60, 10, 5, false, 0);
@@ -291,4 +299,35 @@ fn at_risk_when_silent_past_the_middlebox_without_shorter_keepalive() {
     let quiet = with_idle(sock(SockState::Established), 100_000);
     assert_eq!(at_risk(&quiet, &st, &mbs), None);
     assert_eq!(at_risk(&s, &st, &[]), None);
+}
+
+#[test]
+fn the_timer_wheel_makes_long_probe_intervals_late_and_the_countdown_says_by_how_much() {
+    // 30 s × 20 probes, 3 out, next in 10 s: every probe timer is re-armed from its callback,
+    // so each of the 18 still to fire is 0.72 s late at HZ=250 (the countdown came
+    // out 14 s early at its start): 13 s in all, known exactly.
+    let mut s = with_idle(sock(SockState::Established), 100_000);
+    s.opts = read(60, 30, 20, true, 0);
+    s.timer = Some(ka_timer(10_000, 3));
+    let c = countdown(&s).unwrap();
+    let naive = 10_000 + 17 * 30_000;
+    assert_eq!(c.detect, Detect::InMs(naive + 18 * 720));
+    assert_eq!(c.spread, Some((naive + 18 * 720, naive + 18 * 720)));
+    // Before the first probe the idle timer's own rounding is not known: a range around
+    // the expected moment.
+    s.timer = Some(ka_timer(50_000, 0));
+    s.opts = read(60, 30, 20, true, 0);
+    let mut fresh = with_idle(sock(SockState::Established), 10_000);
+    fresh.opts = s.opts;
+    fresh.timer = s.timer;
+    let c = countdown(&fresh).unwrap();
+    let (lo, hi) = c.spread.unwrap();
+    let Detect::InMs(mid) = c.detect else {
+        panic!("{c:?}")
+    };
+    assert!(lo < mid && mid < hi, "{c:?}");
+    // 20 aligned 30 s timers after a 60 s idle timer (same level): 20 × 0.72 s at least.
+    assert!(lo >= 50_000 + 20 * 30_000 + 20 * 720, "{c:?}");
+    // Later, the same countdown moves with the clock.
+    assert_eq!(c.after(1000).spread, Some((lo - 1000, hi - 1000)));
 }

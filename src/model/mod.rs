@@ -12,6 +12,7 @@ pub mod socket;
 pub mod stale;
 pub mod table;
 pub mod tcp_info;
+pub mod wheel;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -86,6 +87,8 @@ pub struct KernelSettings {
     pub rto_max_ms: Option<u32>,
     /// `nf_conntrack_tcp_timeout_established`, when conntrack is loaded.
     pub conntrack_established_s: Option<u32>,
+    /// The kernel's `CONFIG_HZ` (its timer wheel's tick), where `/proc/config.gz` says.
+    pub hz: Option<u32>,
 }
 
 impl KernelSettings {

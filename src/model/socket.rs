@@ -145,23 +145,41 @@ impl SockState {
 }
 
 /// Which timer the kernel has armed (`idiag_timer`); words as `ss -o` prints them where it
-/// has one, the issue's `probe0` for the zero-window probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// has one, the issue's `probe0` for the zero-window probe, `delack` for the delayed-ACK
+/// timer newer kernels report (5), and a value katop does not know kept as such: it says
+/// nothing of keepalive (only one timer is reported), so keepalive is then unknown, never off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimerKind {
     Retransmit,
     Keepalive,
     Timewait,
     Probe0,
+    Delack,
+    Other(u8),
 }
 
 impl TimerKind {
+    /// The kernel's `idiag_timer` value; `None` for 0 (no timer).
+    pub fn from_kernel(v: u8) -> Option<TimerKind> {
+        Some(match v {
+            0 => return None,
+            1 => TimerKind::Retransmit,
+            2 => TimerKind::Keepalive,
+            3 => TimerKind::Timewait,
+            4 => TimerKind::Probe0,
+            5 => TimerKind::Delack,
+            v => TimerKind::Other(v),
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TimerKind::Retransmit => "retransmit",
             TimerKind::Keepalive => "keepalive",
             TimerKind::Timewait => "timewait",
             TimerKind::Probe0 => "probe0",
+            TimerKind::Delack => "delack",
+            TimerKind::Other(_) => "unknown",
         }
     }
 }

@@ -45,6 +45,7 @@ pub fn linux_defaults() -> crate::model::KernelSettings {
         retries2: Some(15),
         rto_max_ms: Some(120_000),
         conntrack_established_s: None,
+        hz: Some(250),
     }
 }
 

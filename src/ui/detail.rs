@@ -263,11 +263,21 @@ pub fn timeline(e: &SockEntry, now: Instant) -> Vec<String> {
             }
         };
         match c.detect {
-            Detect::InMs(ms) => out.push(format!(
-                "if the peer went silent now, the kernel would drop it in {}{}{why}",
-                if c.is_estimate() { "~" } else { "" },
-                format_ms_short(ms.div_ceil(1000) * 1000)
-            )),
+            Detect::InMs(ms) => {
+                out.push(format!(
+                    "if the peer went silent now, the kernel would drop it in {}{}{why}",
+                    if c.is_estimate() { "~" } else { "" },
+                    format_ms_short(ms.div_ceil(1000) * 1000)
+                ));
+                // The timer wheel's rounding, where it leaves a range.
+                if let Some((lo, hi)) = c.spread.filter(|(lo, hi)| hi - lo >= 1000) {
+                    out.push(format!(
+                        "between {} and {} (the kernel's timer wheel rounds each timer up)",
+                        format_ms_short(lo / 1000 * 1000),
+                        format_ms_short(hi.div_ceil(1000) * 1000)
+                    ));
+                }
+            }
             Detect::ZeroWindow => out.push(format!(
                 "the peer advertises a zero window: while it answers the window probes the \
                  kernel keeps the connection open indefinitely (no TCP_USER_TIMEOUT){why}"

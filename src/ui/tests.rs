@@ -49,7 +49,7 @@ fn detail_pane_at_100x48() {
     for needle in [
         "3 probes sent, none answered",
         "next probe in 40s",
-        "kernel would drop it in ~8m10s (an estimate",
+        "kernel would drop it in ~8m16s (an estimate",
         "probing:",
         "java -jar billing.jar",
         "cookie 3",
@@ -80,7 +80,7 @@ fn eighty_by_twenty_four_keeps_the_essentials() {
         "10.0.0.8:5432",
         "java[4121]",
         "probe 3/~9",
-        "~8m10s",
+        "~8m15s",
         "probing+1",
         "columns hidden: ←→",
         "[2001",

@@ -302,7 +302,12 @@ impl Parser<'_> {
                     "retransmit" | "on" => Some(TimerKind::Retransmit),
                     "timewait" => Some(TimerKind::Timewait),
                     "probe0" | "persist" => Some(TimerKind::Probe0),
-                    _ => return Err(bad("keepalive, retransmit, timewait, probe0 or none")),
+                    "delack" => Some(TimerKind::Delack),
+                    _ => {
+                        return Err(bad(
+                            "keepalive, retransmit, timewait, probe0, delack or none",
+                        ))
+                    }
                 };
                 negatable(op, Term::Timer(k))
                     .ok_or_else(|| self.err_at(op_at, "timer takes ':' or '!='".into()))

@@ -73,7 +73,7 @@ Examples:
     )
 }
 
-/// katop: every socket on this host, with the keepalive insight ss and netstat lack.
+/// Every socket on this host, with the keepalive insight ss and netstat lack.
 ///
 /// Reads TCP, UDP and Unix sockets through netlink sock_diag, joins them with their
 /// processes from /proc, and flags stale connections: idle ones, ones with keepalive off,
@@ -352,8 +352,16 @@ Examples:
         shell: clap_complete::Shell,
     },
 
-    /// Print the man page (roff): katop man | man -l -
-    Man,
+    /// Print the man page (roff): katop man | man -l -; katop man kill prints katop-kill(1);
+    /// --dir DIR writes every page there (katop.1, katop-kill.1, …).
+    Man {
+        /// A subcommand's page.
+        #[arg(value_name = "SUBCOMMAND")]
+        page: Option<String>,
+        /// Write every page into this directory instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "page")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]

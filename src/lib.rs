@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod error;
 pub mod exporter;
 pub mod files;
+pub mod man;
 pub mod model;
 pub mod output;
 pub mod privilege;
@@ -49,7 +50,7 @@ pub fn main() -> ExitCode {
     // Completions and the man page come from the definition alone.
     if !matches!(
         args.command,
-        Some(cli::Command::Completions { .. } | cli::Command::Man)
+        Some(cli::Command::Completions { .. } | cli::Command::Man { .. })
     ) {
         let config = match config::load(args.config.as_deref()) {
             Ok(c) => c,
@@ -71,7 +72,7 @@ pub fn main() -> ExitCode {
     // appears: a unit started before its container must not fail.
     if !matches!(
         args.command,
-        Some(cli::Command::Completions { .. } | cli::Command::Man)
+        Some(cli::Command::Completions { .. } | cli::Command::Man { .. })
     ) {
         let which = netns_choice(&args).0;
         if let Err(e) = collector::namespaces::check(&which, collector::current_netns()) {
@@ -120,18 +121,7 @@ pub fn run(args: &Args) -> ExitCode {
             clap_complete::generate(*shell, &mut cmd, "katop", &mut io::stdout());
             return ExitCode::SUCCESS;
         }
-        Some(cli::Command::Man) => {
-            let cmd = <Args as clap::CommandFactory>::command();
-            return match clap_mangen::Man::new(cmd).render(&mut io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                // `katop man | head`: the reader had enough.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    crate::say!("katop: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Some(cli::Command::Man { page, dir }) => return man::run(page.as_deref(), dir.as_deref()),
         Some(cli::Command::Keepalive(k)) => {
             let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
             let change = match actions::Change::new(secs(k.idle), secs(k.intvl), k.cnt) {

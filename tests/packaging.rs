@@ -39,6 +39,37 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
         &man[..80]
     );
     assert!(man.contains("stale\\-after") || man.contains("stale-after"));
+    // What a man page has beyond --help, and its NAME not repeating itself.
+    for section in [
+        ".SH \"DASHBOARD KEYS\"",
+        ".SH \"ENVIRONMENT\"",
+        ".SH \"EXIT STATUS\"",
+        ".SH \"FILES\"",
+        ".SH \"PORTS\"",
+        "KATOP_STALE_AFTER",
+        "9899/tcp",
+        ".nf",
+    ] {
+        assert!(man.contains(section), "the man page lacks {section}");
+    }
+    assert!(!man.contains("katop \\- katop:"), "NAME repeats itself");
+    // Every subcommand it names has its own page, and `--dir` writes them all.
+    let dir = std::env::temp_dir().join(format!("katop-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    katop(&["man", "--dir", dir.to_str().unwrap()]);
+    for page in ["katop", "katop-kill", "katop-keepalive", "katop-exporter"] {
+        let text = std::fs::read_to_string(dir.join(format!("{page}.1"))).unwrap();
+        assert!(
+            text.contains(&format!(".TH {page}")),
+            "{page}: {}",
+            &text[..60]
+        );
+        assert!(
+            man.contains(&format!("\\fB{}\\fR(1)", page.replace('-', "\\-"))) || page == "katop"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn get<'a>(y: &'a Yaml, path: &[&str]) -> &'a Yaml {

@@ -93,6 +93,12 @@ const KEYS: [(&str, &[Key]); 5] = [
     ),
 ];
 
+/// Every key, by group: (group, keys, what they do), for the man page.
+pub fn key_table() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    KEYS.iter()
+        .flat_map(|(group, keys)| keys.iter().map(move |k| (*group, k.keys, k.what)))
+}
+
 /// The help's text area inside its border.
 pub fn inner(area: Rect) -> Rect {
     Block::default().borders(Borders::ALL).inner(area)

@@ -14,7 +14,7 @@ mod detail;
 mod footer;
 mod groups;
 mod header;
-mod help;
+pub mod help;
 mod kills;
 mod sockets;
 pub mod theme;

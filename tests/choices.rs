@@ -94,7 +94,9 @@ fn promtool_check(text: &str) {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        eprintln!("promtool is missing (Debian: prometheus; .ci/run installs it): not checked");
+        common::skipped(
+            "promtool is missing (Debian: prometheus; .ci/run installs it): not checked",
+        );
         return;
     };
     child
@@ -227,14 +229,14 @@ fn netns_selects_by_the_names_katop_shows_and_refuses_the_rest() {
         "{said}"
     );
     if !is_root() {
-        eprintln!("skipped the container name: needs root (a namespace in a fake cgroup)");
+        common::skipped("the container name: needs root (a namespace in a fake cgroup)");
         return;
     }
     // A process in a namespace of its own, in a (fake) docker container's cgroup: its
     // namespace is named as the container, and that name selects it.
     let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0xbeef);
     let Some(cg) = common::FakeCgroup::new(&format!("docker/{id}")) else {
-        eprintln!("skipped: cannot make cgroups here");
+        common::skipped("cannot make cgroups here");
         return;
     };
     let inside = common::Reaped(

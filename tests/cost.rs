@@ -54,7 +54,7 @@ fn child_holding_many_connections() {
 #[test]
 fn processes_in_other_namespaces_are_not_read_again_between_full_rescans() {
     if !is_root() {
-        eprintln!("skipped: needs root for a network namespace");
+        common::skipped("needs root for a network namespace");
         return;
     }
     let ns = PeerNs::new();

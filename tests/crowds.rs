@@ -24,7 +24,7 @@ const PORT: u16 = 7777;
 impl Crowd {
     fn new(n: usize) -> Option<Crowd> {
         if !is_root() {
-            eprintln!("skipped: needs root (to make namespaces as nobody and cap katop's fds)");
+            common::skipped("needs root (to make namespaces as nobody and cap katop's fds)");
             return None;
         }
         let tools = ["setpriv", "unshare", "prlimit", "busybox"];
@@ -34,7 +34,9 @@ impl Crowd {
                 .output()
                 .map_or(true, |o| !o.status.success())
         }) {
-            eprintln!("skipped: {t} is missing (.ci/run installs util-linux and busybox-static)");
+            common::skipped(&format!(
+                "{t} is missing (.ci/run installs util-linux and busybox-static)"
+            ));
             return None;
         }
         let script = format!(

@@ -102,7 +102,7 @@ fn check(name: &str, samples: &[Sample], dropped: Instant) -> usize {
 
 fn skip(name: &str) -> bool {
     if !is_root() {
-        eprintln!("skipped {name}: needs root for a network namespace");
+        common::skipped(&format!("{name}: needs root for a network namespace"));
     }
     !is_root()
 }

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// An exporter child, killed on drop.
 struct Exporter {
     child: Child,
@@ -87,7 +89,9 @@ fn promtool_check(text: &str) {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        eprintln!("promtool is missing (Debian: prometheus; .ci/run installs it): not checked");
+        common::skipped(
+            "promtool is missing (Debian: prometheus; .ci/run installs it): not checked",
+        );
         return;
     };
     child
@@ -372,7 +376,7 @@ fn the_shipped_alert_rules_pass_their_unit_tests() {
         .current_dir(dir)
         .output()
     else {
-        eprintln!("skipped: promtool is missing (Debian: prometheus; .ci/run installs it)");
+        common::skipped("promtool is missing (Debian: prometheus; .ci/run installs it)");
         return;
     };
     assert!(
@@ -517,7 +521,7 @@ fn the_grafana_dashboard_queries_what_the_exporter_serves() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(_) => eprintln!("promtool is missing (Debian: prometheus): PromQL not checked"),
+        Err(_) => common::skipped("promtool is missing (Debian: prometheus): PromQL not checked"),
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -145,7 +145,7 @@ fn reads_each_sockets_own_options() {
 #[test]
 fn unreadable_sockets_show_the_sysctl_defaults_as_such() {
     if !is_root() {
-        eprintln!("skipped: needs root to run katop as the unprivileged user nobody");
+        common::skipped("needs root to run katop as the unprivileged user nobody");
         return;
     }
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -153,7 +153,7 @@ fn unreadable_sockets_show_the_sysctl_defaults_as_such() {
     let (_server, _) = l.accept().unwrap();
     keepalive(&s, 45, 7, 4);
     let filter = format!("sport:{}", s.local_addr().unwrap().port());
-    let (out, _) = katop_as_nobody("ka-nobody", &["--json", "--filter", &filter]);
+    let out = katop_as_nobody("ka-nobody", &["--json", "--filter", &filter]);
     assert!(
         out.status.success(),
         "{}",
@@ -170,7 +170,7 @@ fn unreadable_sockets_show_the_sysctl_defaults_as_such() {
 #[test]
 fn the_countdown_reaches_zero_when_the_kernel_drops_a_silent_peer() {
     if !is_root() {
-        eprintln!("skipped: needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) for a network namespace");
+        common::skipped("needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) for a network namespace");
         return;
     }
     // Probe after 1 s of silence, every 1 s, give up after 4 unanswered probes.
@@ -228,7 +228,7 @@ fn the_countdown_reaches_zero_when_the_kernel_drops_a_silent_peer() {
 #[test]
 fn turning_keepalive_on_arms_the_kernels_timer_and_the_owner_carries_on() {
     if !is_root() {
-        eprintln!("skipped: needs root (katop borrows this process's fd with pidfd_getfd)");
+        common::skipped("needs root (katop borrows this process's fd with pidfd_getfd)");
         return;
     }
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();

@@ -19,7 +19,9 @@ fn skip_unless_root(what: &str) -> bool {
     if is_root() {
         return false;
     }
-    eprintln!("skipped: {what} needs root (SOCK_DESTROY needs CAP_NET_ADMIN)");
+    common::skipped(&format!(
+        "{what} needs root (SOCK_DESTROY needs CAP_NET_ADMIN)"
+    ));
     true
 }
 
@@ -108,7 +110,9 @@ fn client_on_port(port: u16, server: SocketAddr) -> TcpStream {
 fn a_closed_socket_is_already_gone_and_its_successor_is_untouched() {
     let root = is_root();
     if !root {
-        eprintln!("SOCK_DESTROY half skipped: needs root (CAP_NET_ADMIN); shutdown half runs");
+        common::skipped(
+            "SOCK_DESTROY half skipped: needs root (CAP_NET_ADMIN); shutdown half runs",
+        );
     }
     let l = listener();
     let server_addr = l.local_addr().unwrap();
@@ -309,7 +313,7 @@ fn kill_command_kills_and_logs() {
 #[test]
 fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
     if !is_root() {
-        eprintln!("skipped: needs root to start katop as the unprivileged user nobody");
+        common::skipped("needs root to start katop as the unprivileged user nobody");
         return;
     }
     let l = listener();
@@ -321,7 +325,7 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
         .join("kills.jsonl");
     let filter = format!("sport:{port}");
     // The dry run already says it would be refused, and why.
-    let (dry, _) = katop_as_nobody(
+    let dry = katop_as_nobody(
         "kill-nobody-dry",
         &["kill", "--dry-run", "--filter", &filter],
     );
@@ -332,7 +336,7 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
     );
     assert!(listed.contains("CAP_NET_ADMIN"), "{listed}");
     let log_arg = log.to_str().unwrap();
-    let (out, _) = katop_as_nobody(
+    let out = katop_as_nobody(
         "kill-nobody",
         &["kill", "--filter", &filter, "--yes", "--kill-log", log_arg],
     );

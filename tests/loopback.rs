@@ -140,7 +140,7 @@ fn reports_loopback_connections_as_set_up() {
         assert_eq!(e.keepalive, Some(Keepalive::On));
         assert_eq!(pid_of(&e), Some(me));
     } else {
-        println!("no IPv6 loopback here: the IPv6 part was skipped");
+        common::skipped("no IPv6 loopback here: the IPv6 part was skipped");
     }
 }
 
@@ -176,9 +176,7 @@ fn idle_time_grows_while_nothing_is_sent() {
 #[test]
 fn keepalive_probes_count_up_when_the_peer_goes_silent() {
     if !is_root() {
-        println!(
-            "skipped: needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) to create a network namespace"
-        );
+        common::skipped("needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) to create a network namespace");
         return;
     }
     let ka = TcpKeepalive::new()

@@ -18,7 +18,7 @@ use common::{held_by, is_root, within_netns};
 
 fn skip(what: &str) -> bool {
     if !is_root() {
-        eprintln!("skipped {what}: needs root for namespaces");
+        common::skipped(&format!("{what}: needs root for namespaces"));
     }
     !is_root()
 }
@@ -384,7 +384,7 @@ fn fake_container_cgroups_name_host_network_connections() {
         ),
     ] {
         let Some(cg) = common::FakeCgroup::new(&rel) else {
-            eprintln!("skipped: cannot make cgroups here");
+            common::skipped("cannot make cgroups here");
             return;
         };
         // A process in the host's namespace, in the fake container's cgroup, holding a
@@ -439,16 +439,14 @@ fn a_podman_container_lists_its_connections_by_name() {
         return;
     }
     if Command::new("podman").arg("--version").output().is_err() {
-        eprintln!(
-            "skipped: podman is not installed (.ci/run installs podman, runc, busybox-static)"
-        );
+        common::skipped("podman is not installed (.ci/run installs podman, runc, busybox-static)");
         return;
     }
     let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
     else {
-        eprintln!("skipped: busybox-static is not installed");
+        common::skipped("busybox-static is not installed");
         return;
     };
     let root = std::env::temp_dir().join(format!("katop-rootfs-{}", std::process::id()));
@@ -486,10 +484,10 @@ fn a_podman_container_lists_its_connections_by_name() {
         .output()
         .unwrap();
     if !run.status.success() {
-        eprintln!(
-            "skipped: podman cannot start a container here: {}",
+        common::skipped(&format!(
+            "podman cannot start a container here: {}",
             String::from_utf8_lossy(&run.stderr)
-        );
+        ));
         let _ = std::fs::remove_dir_all(&root);
         return;
     }

@@ -179,7 +179,7 @@ fn a_device_or_a_link_named_as_the_textfile_is_refused_and_left_alone() {
 #[test]
 fn a_full_disk_leaves_no_temporary_file_and_the_exporter_running() {
     if !is_root() {
-        eprintln!("skipped: needs root (mounts a tiny tmpfs)");
+        common::skipped("needs root (mounts a tiny tmpfs)");
         return;
     }
     let s = Scratch::new("full");
@@ -207,13 +207,13 @@ fn a_full_disk_leaves_no_temporary_file_and_the_exporter_running() {
 }
 
 /// A copy of katop with the README's capabilities, runnable by nobody.
-fn capability_copy(tag: &str) -> Option<(PathBuf, PathBuf)> {
+fn capability_copy(tag: &str) -> Option<(common::NobodyDir, PathBuf)> {
     if !is_root() {
-        eprintln!("skipped: needs root (setcap, and running katop as nobody)");
+        common::skipped("needs root (setcap, and running katop as nobody)");
         return None;
     }
     if Command::new("setcap").arg("-v").output().is_err() {
-        eprintln!("skipped: setcap is missing (Debian: libcap2-bin; .ci/run installs it)");
+        common::skipped("setcap is missing (Debian: libcap2-bin; .ci/run installs it)");
         return None;
     }
     let (dir, bin) = nobody_dir(tag);

@@ -192,7 +192,7 @@ fn a_long_paste_arrives_whole() {
 #[test]
 fn partial_results_are_said_for_as_long_as_they_last() {
     if !common::is_root() {
-        eprintln!("skipped: needs root to run katop as nobody");
+        common::skipped("needs root to run katop as nobody");
         return;
     }
     let Some(t) = Tmux::start("partial", 200, 30) else {

@@ -42,7 +42,9 @@ fn json(out: &Output) -> Vec<Value> {
 
 fn skip(what: &str) -> bool {
     if !is_root() {
-        eprintln!("skipped {what}: needs root (SOCK_DESTROY needs CAP_NET_ADMIN)");
+        common::skipped(&format!(
+            "{what}: needs root (SOCK_DESTROY needs CAP_NET_ADMIN)"
+        ));
     }
     !is_root()
 }
@@ -345,7 +347,7 @@ fn a_capability_on_the_binary_is_not_every_users_kill_switch() {
         return;
     }
     if Command::new("setcap").arg("-v").output().is_err() {
-        eprintln!("skipped: setcap is missing (Debian: libcap2-bin; .ci/run installs it)");
+        common::skipped("setcap is missing (Debian: libcap2-bin; .ci/run installs it)");
         return;
     }
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -470,18 +472,18 @@ fn every_process_holding_a_socket_is_named() {
 #[test]
 fn an_owner_katop_cannot_see_is_unknown_in_every_output() {
     if !is_root() {
-        eprintln!("skipped: needs root to run katop as nobody");
+        common::skipped("needs root to run katop as nobody");
         return;
     }
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
     let filter = format!("sport:{}", c.local_addr().unwrap().port());
-    let (out, dir) = katop_as_nobody("unknown-owner", &["kill", "--dry-run", "--filter", &filter]);
+    let out = katop_as_nobody("unknown-owner", &["kill", "--dry-run", "--filter", &filter]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("  ?  idle"), "{text}");
     assert!(!text.contains("  -  idle"), "{text}");
-    let (once, _) = katop_as_nobody(
+    let once = katop_as_nobody(
         "unknown-owner-once",
         &["--once", "-o", "process", "--filter", &filter],
     );
@@ -492,5 +494,4 @@ fn an_owner_katop_cannot_see_is_unknown_in_every_output() {
             .map(str::trim),
         Some("?")
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

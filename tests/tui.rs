@@ -111,7 +111,7 @@ fn a_tiny_terminal_gets_a_message() {
 #[test]
 fn kills_a_connection_through_the_confirmation_dialog() {
     if !rustix::process::geteuid().is_root() {
-        println!("skipped: killing with SOCK_DESTROY needs root (CAP_NET_ADMIN)");
+        common::skipped("killing with SOCK_DESTROY needs root (CAP_NET_ADMIN)");
         return;
     }
     let Some(t) = Tmux::start("kill", 160, 40) else {
@@ -175,7 +175,7 @@ fn kills_a_connection_through_the_confirmation_dialog() {
 #[test]
 fn turns_keepalive_on_from_the_dashboard() {
     if !rustix::process::geteuid().is_root() {
-        println!("skipped: borrowing this process's fd (pidfd_getfd) from katop needs root");
+        common::skipped("borrowing this process's fd (pidfd_getfd) from katop needs root");
         return;
     }
     let Some(t) = Tmux::start("keepalive", 160, 40) else {

@@ -270,8 +270,9 @@ impl SilentPeer {
 }
 
 /// A directory of `nobody`'s own (mode 0755: no one else may write in it) holding a copy of
-/// the katop binary (root's, 0755) that `nobody` may run; returns the directory and the binary.
-pub fn nobody_dir(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+/// the katop binary (root's, 0755) that `nobody` may run; removed on drop (the binary is tens
+/// of MB).
+pub fn nobody_dir(name: &str) -> (NobodyDir, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("katop-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -283,14 +284,43 @@ pub fn nobody_dir(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let nobody = Some(rustix::process::Uid::from_raw(65534));
     let nogroup = Some(rustix::process::Gid::from_raw(65534));
     rustix::fs::chown(&dir, nobody, nogroup).unwrap();
-    (dir, bin)
+    (NobodyDir(dir), bin)
+}
+
+/// See [`nobody_dir`].
+pub struct NobodyDir(pub std::path::PathBuf);
+
+impl std::ops::Deref for NobodyDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for NobodyDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for NobodyDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for NobodyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs the katop binary as the unprivileged user `nobody` (root only), from [`nobody_dir`],
-/// with `HOME` there too (root's config is not nobody's to read).
-pub fn katop_as_nobody(name: &str, args: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+/// with `HOME` there too (root's config is not nobody's to read); the directory is removed
+/// once it ran.
+pub fn katop_as_nobody(name: &str, args: &[&str]) -> std::process::Output {
     let (dir, bin) = nobody_dir(name);
-    (run_as_nobody(&bin, &dir, args), dir)
+    run_as_nobody(&bin, &dir, args)
 }
 
 /// Runs `bin` as `nobody` with `HOME` at `dir`.
@@ -510,4 +540,16 @@ pub fn katop_checked(args: &[&str], env: &[(&str, &str)]) -> std::process::Outpu
 /// A child's stderr, as text.
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Says a test (or a part of one) did not run, and why, where a person sees it: straight to
+/// stderr, past the test harness's capture (which hides what passing tests print), named by
+/// the test.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }

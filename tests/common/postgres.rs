@@ -39,7 +39,7 @@ impl Postgres {
                 std::env::var_os("CI").is_none(),
                 "PostgreSQL test cannot run on CI: {why}"
             );
-            println!("skipped: {why}");
+            super::skipped(why);
         };
         if !super::is_root() {
             skip("starting PostgreSQL as its own user needs root");

@@ -17,7 +17,7 @@ impl Tmux {
                 std::env::var_os("CI").is_none(),
                 "tmux is missing: .ci/run installs it"
             );
-            println!("skipped: tmux is not installed");
+            super::skipped("tmux is not installed");
             return None;
         }
         let t = Tmux {

@@ -13,7 +13,7 @@ use katop::model::{ConnTable, Proto, SockState};
 use socket2::{Domain, Socket, Type};
 
 mod common;
-use common::{connect, find_pair, is_root, katop_as_nobody, poll};
+use common::{connect, find_pair, is_root, poll};
 
 fn skip_unless_root(what: &str) -> bool {
     if is_root() {
@@ -319,16 +319,12 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
     let l = listener();
     let (mut c, mut s) = connect(&l, None);
     let port = c.local_addr().unwrap().port();
-    // The log goes where nobody may write it: the directory katop_as_nobody prepares.
-    let log = std::env::temp_dir()
-        .join(format!("katop-kill-nobody-{}", std::process::id()))
-        .join("kills.jsonl");
+    // The log goes where nobody may write it: nobody's own directory.
+    let (dir, bin) = common::nobody_dir("kill-nobody");
+    let log = dir.join("kills.jsonl");
     let filter = format!("sport:{port}");
     // The dry run already says it would be refused, and why.
-    let dry = katop_as_nobody(
-        "kill-nobody-dry",
-        &["kill", "--dry-run", "--filter", &filter],
-    );
+    let dry = common::run_as_nobody(&bin, &dir, &["kill", "--dry-run", "--filter", &filter]);
     let listed = text(&dry.stdout);
     assert!(
         listed.contains("would kill 0 socket(s) (1 more would be refused)"),
@@ -336,8 +332,9 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
     );
     assert!(listed.contains("CAP_NET_ADMIN"), "{listed}");
     let log_arg = log.to_str().unwrap();
-    let out = katop_as_nobody(
-        "kill-nobody",
+    let out = common::run_as_nobody(
+        &bin,
+        &dir,
         &["kill", "--filter", &filter, "--yes", "--kill-log", log_arg],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

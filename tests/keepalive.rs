@@ -127,10 +127,11 @@ fn reads_each_sockets_own_options() {
             (p.enabled, p.idle_s, p.intvl_s, p.cnt),
             (Some(true), 33, 11, 3)
         );
+        // (Plus the timer wheel's rounding: the 33 s idle timer alone may fire 2 s late.)
         let expected = 33.0 + 11.0 * 3.0;
         let got = detect_s(&child_end).unwrap();
         assert!(
-            (got - expected).abs() <= 1.5,
+            (got - expected).abs() <= 2.5,
             "child: detect {got} s, formula ~{expected} s"
         );
     } else {

@@ -115,7 +115,11 @@ fn read_only_stops_every_acting_subcommand_wherever_it_is_given() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (s, _) = l.accept().unwrap();
-    let filter = format!("sport:{}", c.local_addr().unwrap().port());
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     let log = Scratch::new("read-only");
     let log_path = log.0.join("kills.jsonl");
     let log_arg = log_path.to_str().unwrap();

@@ -89,8 +89,13 @@ fn json_reports_this_processs_connection() {
         .unwrap();
     let (_server, _) = l.accept().unwrap();
     let port = client.local_addr().unwrap().port();
-    // The port pair names the connection; old TIME_WAIT sockets may share the local port.
-    let only_it = format!("sport:{port} dport:{}", l.local_addr().unwrap().port());
+    // Both addresses and the state name the connection: old TIME_WAIT sockets may share the
+    // local port, and sockets on other loopback addresses the port numbers.
+    let only_it = format!(
+        "src:{} dst:{} established",
+        client.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
 
     let o = katop(&["--json", "-t", "--filter", &only_it]);
     assert!(o.status.success(), "{}", stderr(&o));

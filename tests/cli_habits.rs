@@ -43,10 +43,12 @@ fn json(o: &Output) -> Vec<serde_json::Value> {
 #[test]
 fn ss_flags_mean_what_they_mean_to_ss() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
     let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
-    let mine = format!("port:{port}");
+    let mine = format!(
+        "tcp (src:{a} or dst:{a}) !time-wait",
+        a = l.local_addr().unwrap()
+    );
     // -l: the listener only; -a (the default) and -n -p are accepted.
     let listening = json(&katop(&["--jsonl", "-l", "-t", "-f", &mine]));
     assert_eq!(listening.len(), 1, "{listening:?}");
@@ -96,7 +98,7 @@ fn jsonl_with_an_interval_streams_until_interrupted() {
 
 fn stream_until(signal: rustix::process::Signal) {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let filter = format!("sport:{}", l.local_addr().unwrap().port());
+    let filter = format!("tcp src:{} listen", l.local_addr().unwrap());
     let mut child = katop_cmd(&["--jsonl", "--interval", "200ms", "-f", &filter])
         .stdout(Stdio::piped())
         .spawn()
@@ -141,7 +143,7 @@ fn the_config_file_sets_defaults_that_flags_override() {
     )
     .unwrap();
     let path = config.to_str().unwrap();
-    let filter = format!("sport:{port}");
+    let filter = format!("src:{} listen", l.local_addr().unwrap());
     // [ui] columns for the table, [services] names the port.
     let table = lines(&katop(&["--once", "--config", path, "-f", &filter]));
     assert!(
@@ -163,7 +165,7 @@ fn the_config_file_sets_defaults_that_flags_override() {
             "--config",
             path,
             "-f",
-            "service:test-svc"
+            &format!("service:test-svc src:{} listen", l.local_addr().unwrap())
         ]))
         .len(),
         1
@@ -186,7 +188,11 @@ fn the_config_file_sets_defaults_that_flags_override() {
     // The file's stale_after (1s) makes an idle connection stale; KATOP_STALE_AFTER beats it.
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
-    let client = format!("sport:{} established", c.local_addr().unwrap().port());
+    let client = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let v = json(&katop(&["--jsonl", "--config", path, "-f", &client]));
     assert!(
@@ -221,10 +227,12 @@ fn the_config_file_sets_defaults_that_flags_override() {
 #[test]
 fn what_an_sre_types_first_works_as_ss() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
     let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
-    let mine = format!("port:{port}");
+    let mine = format!(
+        "tcp (src:{a} or dst:{a}) !time-wait",
+        a = l.local_addr().unwrap()
+    );
     // ss's -o (timers: katop always shows them) in a cluster, at its end, alone.
     let tanoi = lines(&katop(&["--once", "-tanoi", "-f", &mine]));
     assert!(

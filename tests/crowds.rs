@@ -144,9 +144,14 @@ fn three_hundred_namespaces_of_nobodys_are_all_read_at_1024_files() {
         missing.len()
     );
     let local = c.local_addr().unwrap().to_string();
+    let remote = l.local_addr().unwrap().to_string();
     let mine = socks
         .iter()
-        .find(|s| s["local"] == local.as_str() && s["netns_name"] == "host")
+        .find(|s| {
+            s["local"] == local.as_str()
+                && s["remote"] == remote.as_str()
+                && s["netns_name"] == "host"
+        })
         .expect("this test's connection is listed");
     assert_eq!(mine["pid"], std::process::id(), "{mine}");
 }

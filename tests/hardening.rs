@@ -110,7 +110,11 @@ fn a_log_path_katop_must_not_write_stops_a_kill_before_it_starts() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
-    let filter = format!("sport:{}", c.local_addr().unwrap().port());
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     // A FIFO no one reads (it would block the open for ever) and /dev/null (a write to it
     // records nothing): neither is a log.
     for log in [fifo.to_str().unwrap(), "/dev/null"] {

@@ -113,6 +113,7 @@ fn reads_each_sockets_own_options() {
         .entries()
         .find(|e| {
             e.sock.local.to_string() == child_addr.to_string()
+                && e.sock.remote.to_string() == l.local_addr().unwrap().to_string()
                 && e.sock.state == SockState::Established
         })
         .expect("the child's socket is listed");
@@ -153,7 +154,11 @@ fn unreadable_sockets_show_the_sysctl_defaults_as_such() {
     let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_server, _) = l.accept().unwrap();
     keepalive(&s, 45, 7, 4);
-    let filter = format!("sport:{}", s.local_addr().unwrap().port());
+    let filter = format!(
+        "src:{} dst:{} established",
+        s.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     let out = katop_as_nobody("ka-nobody", &["--json", "--filter", &filter]);
     assert!(
         out.status.success(),
@@ -244,9 +249,9 @@ fn turning_keepalive_on_arms_the_kernels_timer_and_the_owner_carries_on() {
     let dir = std::env::temp_dir().join(format!("katop-ka-on-{}", std::process::id()));
     let log = dir.join("actions.jsonl");
     let filter = format!(
-        "sport:{} dport:{}",
-        s.local_addr().unwrap().port(),
-        l.local_addr().unwrap().port()
+        "src:{} dst:{} established",
+        s.local_addr().unwrap(),
+        l.local_addr().unwrap()
     );
     let out = Command::new(env!("CARGO_BIN_EXE_katop"))
         // The host namespace only: sockets of other tests' namespaces may share its ports.
@@ -371,6 +376,7 @@ fn options_read_once_outlive_the_owners_fd() {
     let (server, _) = l.accept().unwrap();
     keepalive(&client, 7, 3, 4);
     let local = client.local_addr().unwrap().to_string();
+    let remote = l.local_addr().unwrap().to_string();
     let mut c = Collector::new(Selection {
         protos: vec![katop::model::Proto::Tcp],
         ..Selection::default()
@@ -379,7 +385,11 @@ fn options_read_once_outlive_the_owners_fd() {
     let find = |snap: &katop::model::Snapshot| {
         snap.socks
             .iter()
-            .find(|s| s.local.to_string() == local && s.state != SockState::TimeWait)
+            .find(|s| {
+                s.local.to_string() == local
+                    && s.remote.to_string() == remote
+                    && s.state != SockState::TimeWait
+            })
             .cloned()
     };
     let first = find(&c.poll().unwrap()).expect("the client is listed");

@@ -211,7 +211,11 @@ fn kill_command_refuses_without_consent_and_dry_run_kills_nothing() {
     let dir = scratch("consent");
     let log = dir.join("kills.jsonl");
     let log_arg = log.to_str().unwrap();
-    let filter = format!("sport:{port}");
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
 
     let dry = katop(&[
         "kill",
@@ -242,11 +246,10 @@ fn kill_command_refuses_without_consent_and_dry_run_kills_nothing() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(text(&empty.stderr).contains("empty --filter"));
 
-    let lport = l.local_addr().unwrap().port();
     let listen = katop(&[
         "kill",
         "--filter",
-        &format!("port:{lport}"),
+        &format!("src:{} listen", l.local_addr().unwrap()),
         "--yes",
         "--kill-log",
         log_arg,
@@ -275,7 +278,11 @@ fn kill_command_kills_and_logs() {
     let out = katop(&[
         "kill",
         "--filter",
-        &format!("sport:{port}"),
+        &format!(
+            "src:{} dst:{} established",
+            c.local_addr().unwrap(),
+            c.peer_addr().unwrap()
+        ),
         "--yes",
         "--json",
         "--kill-log",
@@ -318,11 +325,14 @@ fn an_unprivileged_kill_says_what_is_missing_and_kills_nothing() {
     }
     let l = listener();
     let (mut c, mut s) = connect(&l, None);
-    let port = c.local_addr().unwrap().port();
     // The log goes where nobody may write it: nobody's own directory.
     let (dir, bin) = common::nobody_dir("kill-nobody");
     let log = dir.join("kills.jsonl");
-    let filter = format!("sport:{port}");
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     // The dry run already says it would be refused, and why.
     let dry = common::run_as_nobody(&bin, &dir, &["kill", "--dry-run", "--filter", &filter]);
     let listed = text(&dry.stdout);

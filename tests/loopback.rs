@@ -2,7 +2,7 @@
 //! reports. No root needed, except for the dead-peer test at the end, which skips without it.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use katop::collector::{Collector, Selection};
@@ -12,8 +12,10 @@ use socket2::TcpKeepalive;
 mod common;
 use common::{connect, find_pair, is_root, poll, SilentPeer};
 
-fn find(t: &ConnTable, local: SocketAddr) -> SockEntry<'_> {
-    find_pair(t, local, None)
+/// The live socket at `s`'s end, by both its addresses: `connect()` may reuse a local port
+/// number towards another destination.
+fn find<'a>(t: &'a ConnTable, s: &TcpStream) -> SockEntry<'a> {
+    find_pair(t, s.local_addr().unwrap(), Some(s.peer_addr().unwrap()))
 }
 
 fn find_listener(t: &ConnTable, local: SocketAddr) -> SockEntry<'_> {
@@ -58,7 +60,7 @@ fn reports_loopback_connections_as_set_up() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let table = loop {
         let t = poll(Duration::from_secs(300));
-        let cw = find(&t, cw_client.local_addr().unwrap()).sock.state;
+        let cw = find(&t, &cw_client).sock.state;
         let tw = t.entries().any(|e| {
             e.sock.local.to_string() == tw_local.to_string() && e.sock.state == SockState::TimeWait
         });
@@ -73,7 +75,7 @@ fn reports_loopback_connections_as_set_up() {
     assert_eq!(l.sock.state, SockState::Listen);
     assert_eq!(pid_of(&l), Some(me));
 
-    let ka = find(&table, ka_client.local_addr().unwrap());
+    let ka = find(&table, &ka_client);
     assert_eq!(ka.sock.state, SockState::Established);
     assert_eq!(
         ka.sock.remote.to_string(),
@@ -90,14 +92,11 @@ fn reports_loopback_connections_as_set_up() {
     assert_eq!(ka.keepalive, Some(Keepalive::On));
     assert_eq!(ka.keepalive_probes(), Some(0));
 
-    let plain = find(&table, plain_client.local_addr().unwrap());
+    let plain = find(&table, &plain_client);
     assert_eq!(plain.sock.timer, None);
     assert_eq!(plain.keepalive, Some(Keepalive::Off));
 
-    let bulk_out = find(&table, bulk_client.local_addr().unwrap())
-        .sock
-        .tcp_info
-        .unwrap();
+    let bulk_out = find(&table, &bulk_client).sock.tcp_info.unwrap();
     // bytes_acked counts the SYN's sequence number too, as the kernel does.
     assert_eq!(bulk_out.bytes_acked(), Some(SENT as u64 + 1));
     assert_eq!(bulk_out.bytes_sent(), Some(SENT as u64));
@@ -111,13 +110,13 @@ fn reports_loopback_connections_as_set_up() {
     .unwrap();
     assert_eq!(bulk_in.bytes_received(), Some(SENT as u64));
 
-    let cw = find(&table, cw_client.local_addr().unwrap());
+    let cw = find(&table, &cw_client);
     assert_eq!(cw.sock.state, SockState::CloseWait);
     assert_eq!(pid_of(&cw), Some(me));
     // A CLOSE_WAIT seconds old is not stale with --stale-after 5m, and is with 0s.
     assert!(!cw.stale.contains(StaleReason::CloseWait));
     let strict = poll(Duration::ZERO);
-    assert!(find(&strict, cw_client.local_addr().unwrap())
+    assert!(find(&strict, &cw_client)
         .stale
         .contains(StaleReason::CloseWait));
 
@@ -135,7 +134,7 @@ fn reports_loopback_connections_as_set_up() {
     assert_eq!(tw.sock.timer.map(|t| t.kind), Some(TimerKind::Timewait));
 
     if let Some((client6, _server6)) = &v6 {
-        let e = find(&table, client6.local_addr().unwrap());
+        let e = find(&table, client6);
         assert!(e.sock.local.to_string().starts_with("[::1]:"));
         assert_eq!(e.keepalive, Some(Keepalive::On));
         assert_eq!(pid_of(&e), Some(me));
@@ -148,26 +147,20 @@ fn reports_loopback_connections_as_set_up() {
 fn idle_time_grows_while_nothing_is_sent() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let (client, _server) = connect(&l, None);
-    let first = find(
-        &poll(Duration::from_secs(300)),
-        client.local_addr().unwrap(),
-    )
-    .idle_ms()
-    .unwrap();
+    let first = find(&poll(Duration::from_secs(300)), &client)
+        .idle_ms()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let later = find(
-        &poll(Duration::from_secs(300)),
-        client.local_addr().unwrap(),
-    )
-    .idle_ms()
-    .unwrap();
+    let later = find(&poll(Duration::from_secs(300)), &client)
+        .idle_ms()
+        .unwrap();
     assert!(
         later >= first + 1000,
         "idle went from {first} ms to {later} ms"
     );
     // With a short enough threshold the quiet connection is stale: idle, and no keepalive.
     let t = poll(Duration::from_secs(1));
-    let e = find(&t, client.local_addr().unwrap());
+    let e = find(&t, &client);
     assert!(e.stale.contains(StaleReason::Idle) && e.stale.contains(StaleReason::NoKeepalive));
 }
 
@@ -184,7 +177,6 @@ fn keepalive_probes_count_up_when_the_peer_goes_silent() {
         .with_interval(Duration::from_secs(1))
         .with_retries(30);
     let peer = SilentPeer::connect(&ka);
-    let local = peer.client.local_addr().unwrap();
     peer.go_silent();
 
     // Watch (bounded) until katop has reported the probe count climbing to 3.
@@ -192,7 +184,7 @@ fn keepalive_probes_count_up_when_the_peer_goes_silent() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.last().copied().unwrap_or(0) < 3 && Instant::now() < deadline {
         let t = poll(Duration::from_secs(300));
-        let e = find(&t, local);
+        let e = find(&t, &peer.client);
         if let Some(p) = e.keepalive_probes() {
             if seen.last() != Some(&p) {
                 seen.push(p);

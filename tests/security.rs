@@ -289,13 +289,17 @@ fn a_capability_copy_reads_no_file_its_user_could_not() {
         stderr(&named),
         "the answers tell an existing file from a missing one"
     );
-    // Nor is a kill log or a textfile made there.
+    // Nor is a kill log or a textfile made there. (A connection of the test's own for the kill
+    // to match: with nothing matched katop would stop before the log is opened.)
     let log = secret_dir.0.join("kills.jsonl");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_s, _) = l.accept().unwrap();
     let out = run(
         &[
             "kill",
             "--filter",
-            "dport:1",
+            &format!("tcp dst:{} established", l.local_addr().unwrap()),
             "--yes",
             "--kill-log",
             log.to_str().unwrap(),

@@ -35,7 +35,7 @@ fn postgres_on_any_port_is_postgres() {
     };
     pg.connect_psql();
     let port = pg.port;
-    let mine = format!("port:{port} established");
+    let mine = format!("(src:127.0.0.1:{port} or dst:127.0.0.1:{port}) established");
     let deadline = Instant::now() + Duration::from_secs(60);
     let conns = loop {
         let conns = jsonl(&["--jsonl", "-t", "--filter", &mine]);
@@ -53,7 +53,7 @@ fn postgres_on_any_port_is_postgres() {
         "--jsonl",
         "-t",
         "--filter",
-        &format!("service:postgres port:{port}"),
+        &format!("service:postgres (src:127.0.0.1:{port} or dst:127.0.0.1:{port}) !time-wait"),
     ]);
     assert_eq!(
         by_service.len(),

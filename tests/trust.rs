@@ -122,8 +122,8 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
         let operator = scope.spawn(|| {
             let me = std::process::id();
             let filters = [
-                format!("orphan sport:{port}"),
-                format!("sport:{port} state:established !pid:{me}"),
+                format!("tcp orphan src:127.0.0.1:{port}"),
+                format!("tcp src:127.0.0.1:{port} state:established !pid:{me}"),
             ];
             let mut results = Vec::new();
             while ramping.load(Ordering::Relaxed) {
@@ -185,11 +185,10 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
 #[test]
 fn a_listener_that_stops_accepting_leaves_unaccepted_connections_that_can_be_killed() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
     let clients: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
         .collect();
-    let filter = format!("sport:{port} state:established");
+    let filter = format!("tcp src:{} state:established", l.local_addr().unwrap());
     let look = || {
         json(&katop(&[
             "--json",
@@ -260,7 +259,10 @@ fn a_listener_that_stops_accepting_leaves_unaccepted_connections_that_can_be_kil
     if skip("killing unaccepted connections") {
         return;
     }
-    let reports = json(&kill(&format!("unaccepted sport:{port}")));
+    let reports = json(&kill(&format!(
+        "unaccepted tcp src:{}",
+        l.local_addr().unwrap()
+    )));
     assert_eq!(reports.len(), 3);
     assert!(
         reports.iter().all(|r| r["result"] == "killed"),
@@ -279,7 +281,11 @@ fn an_unreadable_proc_makes_owners_unknown_never_none() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
-    let filter = format!("sport:{}", c.local_addr().unwrap().port());
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     let bin = env!("CARGO_BIN_EXE_katop");
     let limited = |n: u32, args: &str| {
         Command::new("sh")
@@ -294,7 +300,7 @@ fn an_unreadable_proc_makes_owners_unknown_never_none() {
     // With --stale-after 0s an ownerless connection would be an orphan at once.
     let mut unknown = 0;
     for n in 4..=12 {
-        let out = limited(n, &format!("--json --stale-after 0s --filter {filter}"));
+        let out = limited(n, &format!("--json --stale-after 0s --filter '{filter}'"));
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             assert!(!stderr.is_empty(), "ulimit {n}: failed without a word");
@@ -391,7 +397,7 @@ fn a_capability_on_the_binary_is_not_every_users_kill_switch() {
         &[
             "kill",
             "--filter",
-            &format!("dport:{port}"),
+            &format!("tcp dst:127.0.0.1:{port} established"),
             "--yes",
             "--json",
             "--kill-log",
@@ -450,7 +456,11 @@ fn every_process_holding_a_socket_is_named() {
     let dup_fd = std::os::fd::AsRawFd::as_raw_fd(&dup);
     let mut child = Command::new("sleep").arg("60").spawn().unwrap();
     drop(dup);
-    let filter = format!("sport:{}", c.local_addr().unwrap().port());
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     let e = &json(&katop(&["--json", "--filter", &filter]))[0];
     let owners = e["owners"].as_array().unwrap();
     let me = u64::from(std::process::id());
@@ -478,7 +488,11 @@ fn an_owner_katop_cannot_see_is_unknown_in_every_output() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
-    let filter = format!("sport:{}", c.local_addr().unwrap().port());
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
     let out = katop_as_nobody("unknown-owner", &["kill", "--dry-run", "--filter", &filter]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("  ?  idle"), "{text}");

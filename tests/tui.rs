@@ -232,7 +232,7 @@ fn the_worst_connections_come_first() {
     let quiet = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_quiet_server, _) = l.accept().unwrap();
     t.start_katop(&format!(
-        "--interval 200ms --stale-after 1s --filter 'port:{port} !listen'"
+        "--interval 200ms --stale-after 1s --filter 'netns:host dst:127.0.0.1:{port}'"
     ));
     let quiet_port = quiet.local_addr().unwrap().port();
     t.wait("the quiet connection idle over a second", |s| {

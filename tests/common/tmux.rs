@@ -119,14 +119,15 @@ impl Tmux {
         log
     }
 
-    /// Filters the dashboard to one connection, by its port pair (old `TIME_WAIT`s may share the
-    /// local port); returns the filter and the connection's local address.
+    /// Filters the dashboard to one connection, by both its addresses and its state, in the
+    /// host's namespace (as root the dashboard reads every namespace, and other tests' sockets,
+    /// old `TIME_WAIT`s among them, may share a port); returns the filter and the connection's
+    /// local address.
     pub fn show_only(&self, client: &TcpStream) -> (String, String) {
         let local = client.local_addr().unwrap();
         let only_it = format!(
-            "sport:{} dport:{}",
-            local.port(),
-            client.peer_addr().unwrap().port()
+            "netns:host src:{local} dst:{} established",
+            client.peer_addr().unwrap()
         );
         self.keys(&["F4"]);
         self.type_text(&only_it);

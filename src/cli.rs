@@ -346,6 +346,19 @@ Examples:
   katop exporter --listen none --textfile /var/lib/node_exporter/textfile/katop.prom")]
     Exporter(ExporterArgs),
 
+    /// Every connection's life as events, one per line: opened, state, closed (with why it
+    /// ended: closed, reset-received, reset-sent, keepalive-timeout, retransmit-timeout,
+    /// killed, unknown).
+    ///
+    /// --follow streams them as they happen until interrupted. Why a connection ended comes
+    /// from the kernel's tracepoints when katop runs as root (cause_source "tracepoint"), else
+    /// it is inferred from the last poll that saw it ("inferred", shown with ~).
+    #[command(after_help = "\
+Examples:
+  katop history --follow
+  katop history --follow --json --filter 'service:postgres' >> /var/log/katop-events.ndjson")]
+    History(HistoryArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -382,6 +395,25 @@ pub struct ExporterArgs {
     /// At most this many label sets per metric; the rest are folded into process="other".
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub max_groups: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// Stream events as they happen, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Only connections matching this expression (the --filter language).
+    #[arg(short, long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// One JSON object per event per line (NDJSON).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Time between polls while following.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = interval)]
+    pub interval: Duration,
 }
 
 /// Which sockets an action takes, and how the operator consents.

@@ -102,6 +102,9 @@ fn spawn_collector(
                     }
                 }
             };
+            // Why connections end, from the tracepoints where katop may (else inferred, and
+            // shown as such).
+            let _ = collector.watch_ends();
             // A first poll of 100k sockets reads their options over a few polls, not in one.
             collector.opts.budget = Some(OPTS_PER_POLL);
             collector.opts.reread = reread;

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod error;
 pub mod exporter;
 pub mod files;
+pub mod history;
 pub mod man;
 pub mod model;
 pub mod output;
@@ -116,6 +117,7 @@ pub fn run(args: &Args) -> ExitCode {
             return commands::act(args, &k.choose, action, k.mechanism, middleboxes);
         }
         Some(cli::Command::Exporter(e)) => return exporter::run(args, e, middleboxes),
+        Some(cli::Command::History(h)) => return history::run(args, h),
         Some(cli::Command::Completions { shell }) => {
             let mut cmd = <Args as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "katop", &mut io::stdout());
@@ -317,6 +319,39 @@ fn stream(
     collector: &mut Collector,
     table: &mut ConnTable,
 ) -> anyhow::Result<()> {
+    let mut warned = Vec::new();
+    until_signal(args.interval, || {
+        let snap = collector.poll()?;
+        let now = Instant::now();
+        // Only each socket's history is kept between polls.
+        table.retire();
+        table.apply(snap, now);
+        say_new_warnings(&table.warnings, &mut warned);
+        let rows = rows(table, filter, args.sort, args.reverse, now);
+        let stamp = output::Stamp::of(table);
+        let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+        output::write_jsonl(&mut out, &rows, table, &stamp)?;
+        out.flush()?;
+        Ok(())
+    })
+}
+
+/// A warning is said when it starts, not every poll.
+pub fn say_new_warnings(warnings: &[String], warned: &mut Vec<String>) {
+    for w in warnings {
+        if !warned.contains(w) {
+            crate::say!("katop: {w}");
+        }
+    }
+    *warned = warnings.to_vec();
+}
+
+/// Runs `each` now and every `interval` until SIGINT, SIGTERM, SIGHUP (the terminal or ssh
+/// session went away) or SIGQUIT, which end it between runs: no output line is ever cut.
+pub fn until_signal(
+    interval: std::time::Duration,
+    mut each: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -326,9 +361,8 @@ fn stream(
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut quit = signal(SignalKind::quit())?;
-        let mut tick = tokio::time::interval(args.interval);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut warned = Vec::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -337,23 +371,7 @@ fn stream(
                 _ = hup.recv() => return Ok(()),
                 _ = quit.recv() => return Ok(()),
             }
-            let snap = collector.poll()?;
-            let now = Instant::now();
-            // Only each socket's history is kept between polls.
-            table.retire();
-            table.apply(snap, now);
-            // A warning is said when it starts, not every poll.
-            for w in &table.warnings {
-                if !warned.contains(w) {
-                    crate::say!("katop: {w}");
-                }
-            }
-            warned.clone_from(&table.warnings);
-            let rows = rows(table, filter, args.sort, args.reverse, now);
-            let stamp = output::Stamp::of(table);
-            let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
-            output::write_jsonl(&mut out, &rows, table, &stamp)?;
-            out.flush()?;
+            each()?;
         }
     })
 }

@@ -525,3 +525,39 @@ fn the_grafana_dashboard_queries_what_the_exporter_serves() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn connection_ends_are_counted_by_cause() {
+    if !common::is_root() {
+        common::skipped("the exporter reads why connections end from tracepoints as root");
+        return;
+    }
+    let e = Exporter::start(&["--listen", "127.0.0.1:0", "--interval", "200ms"]);
+    let series = |cause: &str| {
+        format!(
+            "katop_tcp_connections_closed_total{{cause=\"{cause}\",cause_source=\"tracepoint\"}} "
+        )
+    };
+    let (received, sent) = (series("reset-received"), series("reset-sent"));
+    // Every cause is shown (at 0) from the start, once the tracepoints are read.
+    let text = scrape_until(&e, "the end counters", |t| sample(t, &received).is_some());
+    promtool_check(&text);
+    let (r0, s0) = (
+        sample(&text, &received).unwrap(),
+        sample(&text, &sent).unwrap(),
+    );
+    // Three connections aborted (SO_LINGER 0): three resets each way.
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        held.push(l.accept().unwrap().0);
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    scrape_until(&e, "three resets each way", |t| {
+        sample(t, &received).is_some_and(|r| r >= r0 + 3.0)
+            && sample(t, &sent).is_some_and(|s| s >= s0 + 3.0)
+    });
+}

@@ -182,6 +182,7 @@ fn snapshot(socks: Vec<RawSock>, settings: KernelSettings) -> Snapshot {
         wall: std::time::SystemTime::now(),
         cost: PollCost::default(),
         warnings: vec!["a warning \u{202e} with \u{1b}[31m escapes".into()],
+        ends: None,
     }
 }
 

@@ -58,7 +58,13 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     katop(&["man", "--dir", dir.to_str().unwrap()]);
-    for page in ["katop", "katop-kill", "katop-keepalive", "katop-exporter"] {
+    for page in [
+        "katop",
+        "katop-kill",
+        "katop-keepalive",
+        "katop-exporter",
+        "katop-history",
+    ] {
         let text = std::fs::read_to_string(dir.join(format!("{page}.1"))).unwrap();
         assert!(
             text.contains(&format!(".TH {page}")),

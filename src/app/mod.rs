@@ -42,6 +42,16 @@ pub const INTERVALS_MS: [u64; 10] = [
     100, 200, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 60_000,
 ];
 
+/// A socket that closed recently, greyed for a moment.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    pub sock: RawSock,
+    /// When it was last seen.
+    pub at: Instant,
+    /// Why it ended, once known (the tracepoints' verdict may come a poll later).
+    pub end: Option<(crate::model::ends::Cause, crate::model::ends::CauseSource)>,
+}
+
 /// A filter on a number key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preset {
@@ -276,8 +286,8 @@ pub struct App {
     /// The layout the screen was last drawn with.
     pub viewport: Viewport,
     pub history: VecDeque<Sample>,
-    /// Sockets that closed recently, with when they were last seen.
-    pub closed: Vec<(RawSock, Instant)>,
+    /// Sockets that closed recently.
+    pub closed: Vec<Closed>,
     pub status: Option<String>,
     pub error: Option<String>,
     pub polls: u64,

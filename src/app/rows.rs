@@ -113,7 +113,7 @@ impl App {
         lines.extend((0..tw.len() as u32).map(Line::TimeWait));
         self.time_wait = tw;
         self.closed
-            .retain(|(_, at)| now.saturating_duration_since(*at) < CHANGE_HIGHLIGHT);
+            .retain(|c| now.saturating_duration_since(c.at) < CHANGE_HIGHLIGHT);
         lines.extend((0..self.closed.len() as u32).map(Line::Closed));
         self.lines = lines;
         if self.view == View::Groups {
@@ -279,7 +279,11 @@ impl App {
 
     pub(super) fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
         self.now = now;
-        let crate::model::table::Applied { mut previous, gone } = self.table.apply(snap, now);
+        let crate::model::table::Applied {
+            mut previous,
+            gone,
+            ended,
+        } = self.table.apply(snap, now);
         // What disappeared stays greyed for a moment: only rows the operator could see (under
         // the current filter), not in a hunt for stale sockets, and not too many.
         if !gone.is_empty() && !self.filter.mentions_stale() {
@@ -291,11 +295,21 @@ impl App {
             }
             for i in gone {
                 if shown[i as usize] {
-                    self.closed.push((previous[i as usize].clone(), now));
+                    self.closed.push(super::Closed {
+                        sock: previous[i as usize].clone(),
+                        at: now,
+                        end: None,
+                    });
                 }
             }
             let excess = self.closed.len().saturating_sub(MAX_CLOSED);
             self.closed.drain(..excess);
+        }
+        for e in &ended {
+            let Some(cookie) = e.cookie else { continue };
+            if let Some(c) = self.closed.iter_mut().find(|c| c.sock.cookie.0 == cookie) {
+                c.end = Some((e.cause, e.source));
+            }
         }
         previous.clear();
         self.spare = Some(previous);

@@ -4,6 +4,7 @@
 
 pub mod borrow;
 pub mod containers;
+pub mod ends;
 pub mod fds;
 pub mod namespaces;
 pub mod netns;
@@ -86,6 +87,8 @@ pub struct Collector {
     /// Polls in a row whose sockets fill under a quarter of the buffer: after a spike, memory
     /// is given back once the count has stayed low for [`SHRINK_AFTER`] polls.
     sparse_polls: u32,
+    /// Connection ends as the tracepoints tell them, when asked for and possible.
+    ends: Option<ends::EndWatch>,
 }
 
 /// Polls in a row with far fewer sockets than room before buffers and caches shrink.
@@ -109,7 +112,17 @@ impl Collector {
             interfaces: HashMap::new(),
             last_count: 0,
             sparse_polls: 0,
+            ends: None,
         })
+    }
+
+    /// Reads why connections end from the kernel's tracepoints from now on (root), or says
+    /// why it cannot; without it, each poll's causes are inferred.
+    pub fn watch_ends(&mut self) -> Result<(), String> {
+        if self.ends.is_none() {
+            self.ends = Some(ends::EndWatch::start()?);
+        }
+        Ok(())
     }
 
     /// One poll: every selected dump, the process join, and the settings.
@@ -120,6 +133,9 @@ impl Collector {
     /// A poll that fills `buf` (emptied first), reusing its allocation: see `ConnTable::apply`.
     pub fn poll_into(&mut self, mut buf: Vec<RawSock>) -> Result<Snapshot, CollectError> {
         let started = Instant::now();
+        // Before the dump: an end told now is of a socket this dump no longer lists (or lists
+        // in TIME_WAIT), never of one it shows alive.
+        let drained = self.ends.as_ref().map(ends::EndWatch::drain);
         buf.clear();
         // Empty now, so this makes the capacity at least the last count plus a little growth.
         buf.reserve(self.last_count + self.last_count / 32);
@@ -160,6 +176,12 @@ impl Collector {
                 sink.first_skip.unwrap_or_default()
             ));
         }
+        if let Some(d) = drained.as_ref().filter(|d| d.dropped > 0) {
+            warnings.push(format!(
+                "{} connection ends were not read in time (a burst); their causes are inferred",
+                d.dropped
+            ));
+        }
         if let Some(w) = self.procs.last.warning() {
             warnings.push(w);
         }
@@ -186,6 +208,7 @@ impl Collector {
                 total: started.elapsed(),
             },
             warnings,
+            ends: drained.map(|d| d.ended),
         })
     }
 

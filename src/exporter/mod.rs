@@ -212,13 +212,22 @@ impl Poller {
         // No metric is about a connection's other end.
         table.set_peers(false);
         table.set_middleboxes(middleboxes);
+        let mut collector = Collector::new(crate::selection(args))?;
+        let mut metrics = metrics::Metrics::default();
+        metrics.ends.source = Some(match collector.watch_ends() {
+            Ok(()) => crate::model::ends::CauseSource::Tracepoint,
+            Err(why) => {
+                crate::say!("katop exporter: causes of connection ends are inferred: {why}");
+                crate::model::ends::CauseSource::Inferred
+            }
+        });
         Ok(Poller {
-            collector: Collector::new(crate::selection(args))?,
+            collector,
             table,
             max_groups: e.max_groups,
             textfile,
             status: PollStatus::default(),
-            metrics: metrics::Metrics::default(),
+            metrics,
             data: String::new(),
             latest: Latest::default(),
             last_cost: Duration::ZERO,
@@ -236,7 +245,9 @@ impl Poller {
         match self.collector.poll() {
             Ok(snap) => {
                 let now = Instant::now();
-                drop(self.table.apply(snap, now));
+                let applied = self.table.apply(snap, now);
+                self.metrics.ends.add(&applied.ended);
+                drop(applied);
                 self.status.duration = started.elapsed();
                 self.status.at = Some(SystemTime::now());
                 let now = Instant::now();

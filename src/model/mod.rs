@@ -2,6 +2,7 @@
 
 pub mod addr;
 pub mod duration;
+pub mod ends;
 pub mod entry;
 pub mod filter;
 pub mod keepalive;
@@ -48,6 +49,9 @@ pub struct Snapshot {
     pub cost: PollCost,
     /// Things that went partly wrong (unreadable processes, skipped messages), for the status line.
     pub warnings: Vec<String>,
+    /// Connection ends the kernel's tracepoints told since the last poll (drained before the
+    /// dump); `None` when katop does not read them (causes are then inferred).
+    pub ends: Option<Vec<ends::trace::Traced>>,
 }
 
 /// A network namespace katop read sockets in.

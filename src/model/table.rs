@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::model::ends::join::{self, Departures, Ended, Gone};
+use crate::model::ends::LastSeen;
 pub use crate::model::entry::{Ctx, Derived, SockEntry};
 use crate::model::keepalive::{self, Middlebox};
 use crate::model::stale::{self, Keepalive, StaleSet, Unowned};
@@ -25,6 +27,11 @@ struct Carry {
     state_since_ms: u32,
     bytes_acked: Option<u64>,
     bytes_received: Option<u64>,
+    /// What its end would be inferred from; `None` for a socket whose leaving ends no
+    /// connection.
+    last: Option<LastSeen>,
+    /// Its 4-tuple's digest, to meet an end the tracepoints told by tuple.
+    tuple_hash: u32,
 }
 
 impl Carry {
@@ -37,6 +44,8 @@ impl Carry {
             state_since_ms: d.state_since_ms,
             bytes_acked: info.and_then(TcpInfo::bytes_acked),
             bytes_received: info.and_then(TcpInfo::bytes_received),
+            last: join::is_connection(s).then(|| join::last_seen(s)),
+            tuple_hash: join::tuple_of(s).map_or(0, |t| t.hash32()),
         }
     }
 }
@@ -143,12 +152,31 @@ fn has_listener(listeners: &FxHashSet<(NetnsId, IpAddr, u16)>, sock: &RawSock) -
         .any(|a| listeners.contains(&(ns, a, port)))
 }
 
-/// What `ConnTable::apply` hands back: the previous poll's sockets and the indices (into
-/// them) of those that are gone.
+/// A poll's moment by both clocks, and the table's epoch: turns the table's ms stamps into
+/// wall-clock times.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    now: Instant,
+    epoch: Instant,
+    wall: std::time::SystemTime,
+}
+
+impl WallClock {
+    fn at(self, ms: u32) -> std::time::SystemTime {
+        let since = self
+            .now
+            .saturating_duration_since(self.epoch + Duration::from_millis(ms.into()));
+        self.wall.checked_sub(since).unwrap_or(self.wall)
+    }
+}
+
+/// What `ConnTable::apply` hands back: the previous poll's sockets, the indices (into them)
+/// of those that are gone, and the connections that ended, with why.
 #[derive(Debug)]
 pub struct Applied {
     pub previous: Vec<RawSock>,
     pub gone: Vec<u32>,
+    pub ended: Vec<Ended>,
 }
 
 /// All sockets of the latest poll, keyed by cookie.
@@ -170,6 +198,8 @@ pub struct ConnTable {
     pairs: bool,
     /// What the sockets carry into the next poll, when the table let them go ([`Self::retire`]).
     retired: Option<FxHashMap<u64, Carry>>,
+    /// Connections that left, on their way to an end with a cause.
+    departures: Departures,
     pub netns: NetnsId,
     pub ctx: Ctx,
     pub interfaces: HashMap<u32, Box<str>>,
@@ -190,6 +220,7 @@ impl ConnTable {
             index: FxHashMap::default(),
             ownerless_since: FxHashMap::default(),
             retired: None,
+            departures: Departures::default(),
             peer_of: Vec::new(),
             pairs: true,
             netns: NetnsId::default(),
@@ -261,10 +292,11 @@ impl ConnTable {
             Vec::new()
         };
         let mut carried = vec![false; self.socks.len()];
-        let retired = std::mem::take(&mut self.retired);
+        let mut retired = std::mem::take(&mut self.retired);
         for sock in &socks {
-            let prev: Option<Carry> = match &retired {
-                Some(history) => history.get(&sock.cookie.0).copied(),
+            let prev: Option<Carry> = match &mut retired {
+                // What is left in `history` after this loop is gone.
+                Some(history) => history.remove(&sock.cookie.0),
                 None => self
                     .index
                     .get(&sock.cookie.0)
@@ -297,9 +329,17 @@ impl ConnTable {
             let known = self.carried_pairs(&now_at, socks.len());
             self.peer_of = crate::model::peers::pair(&socks, known);
         }
+        let clock = WallClock {
+            now,
+            epoch,
+            wall: snap.wall,
+        };
+        let gone_conns = self.gone_connections(retired, &carried, clock);
         let previous = std::mem::replace(&mut self.socks, socks);
-        self.derived = derived;
-        self.index = index;
+        let old_derived = std::mem::replace(&mut self.derived, derived);
+        let old_index = std::mem::replace(&mut self.index, index);
+        let before = (&previous[..], &old_derived[..], &old_index);
+        let ended = self.ends(gone_conns, snap.ends, before, clock);
         self.netns = snap.netns;
         self.interfaces = snap.interfaces;
         self.cost = snap.cost;
@@ -309,7 +349,68 @@ impl ConnTable {
         let gone = (0..carried.len() as u32)
             .filter(|&i| !carried[i as usize])
             .collect();
-        Applied { previous, gone }
+        Applied {
+            previous,
+            gone,
+            ended,
+        }
+    }
+
+    /// The connections that left since the last poll: from the retired history (a few bytes a
+    /// socket) or the last poll's sockets.
+    fn gone_connections(
+        &self,
+        retired: Option<FxHashMap<u64, Carry>>,
+        carried: &[bool],
+        clock: WallClock,
+    ) -> Vec<Gone> {
+        match retired {
+            Some(left) => left
+                .into_iter()
+                .filter_map(|(cookie, c)| {
+                    Some(Gone {
+                        cookie,
+                        tuple_hash: c.tuple_hash,
+                        sock: None,
+                        last: c.last?,
+                        first_seen: Some(clock.at(c.first_seen_ms)),
+                    })
+                })
+                .collect(),
+            None => (0..carried.len())
+                .filter(|&i| !carried[i])
+                .filter_map(|i| Gone::of(&self.socks[i], clock.at(self.derived[i].first_seen_ms)))
+                .collect(),
+        }
+    }
+
+    /// Why `gone` (and connections no poll saw) ended, from the tracepoints' `traced` ends or
+    /// inferred. `before` is the last poll's sockets, derived values and index.
+    fn ends(
+        &mut self,
+        gone: Vec<Gone>,
+        traced: Option<Vec<crate::model::ends::trace::Traced>>,
+        (previous, old_derived, old_index): (&[RawSock], &[Derived], &FxHashMap<u64, u32>),
+        clock: WallClock,
+    ) -> Vec<Ended> {
+        let (socks, derived, index) = (&self.socks, &self.derived, &self.index);
+        // A connection told ended while still listed (its TIME_WAIT) is told as the last poll
+        // saw it before (its owner, its bytes), when that poll did.
+        let listed = |c: u64| {
+            let &now_at = index.get(&c)?;
+            Some(match old_index.get(&c) {
+                Some(&i) => (
+                    previous[i as usize].clone(),
+                    clock.at(old_derived[i as usize].first_seen_ms),
+                ),
+                None => (
+                    socks[now_at as usize].clone(),
+                    clock.at(derived[now_at as usize].first_seen_ms),
+                ),
+            })
+        };
+        self.departures
+            .step(gone, traced, listed, clock.now, clock.wall)
     }
 
     /// The last poll's local pairs whose two sockets are both still here, at their new places

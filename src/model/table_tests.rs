@@ -77,6 +77,7 @@ pub fn snapshot(socks: Vec<RawSock>) -> Snapshot {
         wall: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_308_072),
         cost: PollCost::default(),
         warnings: Vec::new(),
+        ends: None,
     }
 }
 

@@ -56,23 +56,39 @@ fn texts(e: &SockEntry, cols: &[Column], app: &App) -> Vec<String> {
         .collect()
 }
 
+/// A closed row's STALE cell says why it ended (`~` when inferred), once known.
+fn with_end(mut texts: Vec<String>, cols: &[Column], closed: &crate::app::Closed) -> Vec<String> {
+    if let (Some((cause, source)), Some(k)) =
+        (closed.end, cols.iter().position(|c| *c == Column::Stale))
+    {
+        texts[k] = crate::model::ends::label(cause, source);
+    }
+    texts
+}
+
 /// The compact texts of the rows, worked out only when the full ones do not fit.
 fn compact_texts(app: &App, cols: &[Column], rows: &mut [Shown]) {
     for r in rows.iter_mut() {
         let entry = match r.line {
             Line::Sock(i) => Some(app.table.entry(i as usize)),
             Line::Closed(i) => Some(SockEntry::bare(
-                &app.closed[i as usize].0,
+                &app.closed[i as usize].sock,
                 app.now,
                 &app.table.ctx,
             )),
             Line::TimeWait(_) => None,
         };
         r.short = match entry {
-            Some(e) => cols
-                .iter()
-                .map(|c| printable_owned(c.compact_cell(&e, app.now)))
-                .collect(),
+            Some(e) => {
+                let short = cols
+                    .iter()
+                    .map(|c| printable_owned(c.compact_cell(&e, app.now)))
+                    .collect();
+                match r.line {
+                    Line::Closed(i) => with_end(short, cols, &app.closed[i as usize]),
+                    _ => short,
+                }
+            }
             None => cols
                 .iter()
                 .zip(&r.full)
@@ -113,10 +129,11 @@ fn shown_rows(app: &App, cols: &[Column], area: Rect) -> Vec<Shown> {
                 });
             }
             Line::Closed(i) => {
-                let e = SockEntry::bare(&app.closed[*i as usize].0, app.now, &app.table.ctx);
+                let closed = &app.closed[*i as usize];
+                let e = SockEntry::bare(&closed.sock, app.now, &app.table.ctx);
                 rows.push(Shown {
                     line: *line,
-                    full: texts(&e, cols, app),
+                    full: with_end(texts(&e, cols, app), cols, closed),
                     short: Vec::new(),
                     kind: Kind::Gone,
                     selected: false,

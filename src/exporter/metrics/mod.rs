@@ -15,7 +15,10 @@ use prometheus_client::registry::Registry;
 
 use crate::model::{ConnTable, Detect, Keepalive, Owner, Proto, SockEntry, SockState};
 
+mod ends;
 mod fold;
+
+pub use ends::EndCounts;
 
 /// Idle thresholds of `katop_idle_connections`.
 const IDLE_OVER: [(&str, u64); 3] = [("5m", 300_000), ("30m", 1_800_000), ("2h", 7_200_000)];
@@ -127,6 +130,8 @@ pub struct PollStatus {
 #[derive(Debug, Default)]
 pub struct Metrics {
     shown: fold::Shown,
+    /// Connection ends by cause, since the start.
+    pub ends: EndCounts,
 }
 
 impl Metrics {
@@ -158,6 +163,7 @@ impl Metrics {
         encode_sockets(&mut reg, &sockets);
         let folded = encode_groups(&mut reg, &groups, &mut self.shown, max_groups);
         encode_status(&mut reg, folded, table.unread_namespaces);
+        self.ends.encode(&mut reg);
         let mut text = String::new();
         prometheus_client::encoding::text::encode_registry(&mut text, &reg)
             .expect("writing to a String cannot fail");

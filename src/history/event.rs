@@ -1,0 +1,193 @@
+//! One event of a connection's life, as `katop history` prints it: an NDJSON object (a
+//! contract: names as documented in the README's "History"), or a line for people.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::model::ends::join::Ended;
+use crate::model::{Endpoint, Owner, RawSock, SockEntry};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Opened,
+    State,
+    Closed,
+}
+
+/// One event, ready to print. Absent values are `null`, never guessed.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub event: Kind,
+    pub host: String,
+    pub cookie: Option<u64>,
+    pub proto: &'static str,
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    pub netns_name: Option<String>,
+    pub container: Option<String>,
+    pub pid: Option<u32>,
+    pub process: Option<String>,
+    /// The state it is in (`opened`, `state`), or was last seen in (`closed`).
+    pub state: Option<&'static str>,
+    /// `closed`: why, where that was learned (`tracepoint`, `inferred`), and the kernel's
+    /// details where traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause_source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_reason: Option<String>,
+    /// `closed`: from when katop first saw it (so at least this long, for one open before katop
+    /// watched) to its end; null when no poll saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_s: Option<Option<f64>>,
+    /// `closed`: as of the last poll that saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<Option<u64>>,
+}
+
+fn endpoint(ep: &Endpoint) -> Option<String> {
+    match ep {
+        Endpoint::Inet(a) if a.port() == 0 && a.ip().is_unspecified() => None,
+        Endpoint::Inet(_) => Some(ep.to_string()),
+        _ => None,
+    }
+}
+
+fn owner(sock: &RawSock) -> (Option<u32>, Option<String>) {
+    match &sock.owner {
+        Owner::Process { process, .. } => (Some(process.pid), Some(process.name.to_string())),
+        _ => (None, None),
+    }
+}
+
+impl Event {
+    /// An event about a socket the table lists now.
+    pub fn of(kind: Kind, e: &SockEntry, at: SystemTime, host: &str) -> Event {
+        let s = e.sock;
+        let (pid, process) = owner(s);
+        Event {
+            time: crate::actions::log::rfc3339(at),
+            event: kind,
+            host: host.into(),
+            cookie: Some(s.cookie.0),
+            proto: s.proto.name(),
+            local: endpoint(&s.local),
+            remote: endpoint(&s.remote),
+            netns_name: e.netns_name().map(Into::into),
+            container: e.container().map(Into::into),
+            pid,
+            process,
+            state: Some(s.state.name(s.proto)),
+            cause: None,
+            cause_source: None,
+            errno: None,
+            reset_reason: None,
+            lifetime_s: None,
+            bytes_sent: None,
+            bytes_received: None,
+        }
+    }
+
+    /// The end of a connection no poll saw: only its two ends, as the tracepoints gave them.
+    fn unseen(end: &Ended, host: &str) -> Event {
+        let sock = |(ip, port): (std::net::Ipv6Addr, u16)| {
+            let ip = ip
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4);
+            std::net::SocketAddr::new(ip, port).to_string()
+        };
+        Event {
+            time: crate::actions::log::rfc3339(end.at),
+            event: Kind::Closed,
+            host: host.into(),
+            cookie: end.cookie,
+            proto: "tcp",
+            local: end.tuple.map(|t| sock(t.local)),
+            remote: end.tuple.map(|t| sock(t.remote)),
+            netns_name: None,
+            container: None,
+            pid: None,
+            process: None,
+            state: None,
+            cause: None,
+            cause_source: None,
+            errno: None,
+            reset_reason: None,
+            lifetime_s: None,
+            bytes_sent: None,
+            bytes_received: None,
+        }
+    }
+
+    /// A connection's end; `e` is its last poll's view, when a poll saw it.
+    pub fn closed(end: &Ended, e: Option<&SockEntry>, host: &str) -> Event {
+        let mut ev = match e {
+            Some(e) => Event::of(Kind::Closed, e, end.at, host),
+            None => Event::unseen(end, host),
+        };
+        let info = end.sock.as_ref().and_then(|s| s.tcp_info.as_ref());
+        ev.cookie = end.cookie;
+        ev.cause = Some(end.cause.name());
+        ev.cause_source = Some(end.source.name());
+        ev.errno = end.errno;
+        ev.reset_reason = end.reset_reason.as_deref().map(Into::into);
+        ev.lifetime_s = Some(
+            end.first_seen
+                .and_then(|f| end.at.duration_since(f).ok())
+                .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+        );
+        ev.bytes_sent = Some(info.and_then(crate::model::tcp_info::TcpInfo::bytes_acked));
+        ev.bytes_received = Some(info.and_then(crate::model::tcp_info::TcpInfo::bytes_received));
+        ev
+    }
+
+    /// A line for people: time, event, state or cause, the two ends, the process. Names from
+    /// other users are made printable.
+    pub fn line(&self) -> String {
+        use crate::text::printable;
+        let what = match (self.event, self.cause) {
+            (Kind::Closed, Some(cause)) => match self.cause_source {
+                Some("inferred") => format!("~{cause}"),
+                _ => cause.to_string(),
+            },
+            _ => self.state.unwrap_or("?").to_string(),
+        };
+        let event = match self.event {
+            Kind::Opened => "opened",
+            Kind::State => "state",
+            Kind::Closed => "closed",
+        };
+        let process = match (&self.process, self.pid) {
+            (Some(name), Some(pid)) => format!("{}[{pid}]", printable(name)),
+            _ => "-".into(),
+        };
+        let lifetime = match self.lifetime_s {
+            Some(Some(s)) => format!(
+                " after {}",
+                crate::model::duration::format_ms_short((s * 1000.0) as u64)
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "{} {event:<6} {what:<18} {} → {} {process}{}{lifetime}",
+            self.time,
+            self.local.as_deref().unwrap_or("*"),
+            self.remote.as_deref().unwrap_or("*"),
+            self.netns_name
+                .as_deref()
+                .filter(|n| *n != "host")
+                .map(|n| format!(" in {}", printable(n)))
+                .unwrap_or_default(),
+        )
+    }
+}

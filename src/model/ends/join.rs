@@ -1,0 +1,221 @@
+//! Each connection that left the table gets its end: the tracepoints' verdict when one came
+//! (joined by cookie, or by the connection's 4-tuple for an end told before its socket was
+//! destroyed), else the last poll's inference; ends traced for connections no poll saw (born
+//! and dead between two polls) are kept too.
+//!
+//! The collector drains the tracepoints before it dumps the sockets, so a verdict for a
+//! socket katop saw meets that socket's leaving in the same poll, or finds it still listed
+//! (its `TIME_WAIT` after-life, or a namespace read less often).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use rustc_hash::FxHashMap;
+
+use super::trace::{Traced, Tuple};
+use super::{infer, Cause, CauseSource, LastSeen};
+use crate::model::{Endpoint, Proto, RawSock, SockState, TimerKind};
+
+/// How long a gone socket waits for a verdict (the trace reader runs beside the poll, and
+/// lags it by up to a fraction of a second), at least one poll more.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// How long a cookie told while still listed is remembered, so its leaving later is silent.
+const KEEP_TOLD: Duration = Duration::from_secs(300);
+
+/// A connection that ended, with why.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub cookie: Option<u64>,
+    /// The last poll's view of it; `None` for a connection no poll saw, or one a poll saw only
+    /// as the exporter's few bytes.
+    pub sock: Option<RawSock>,
+    /// Its ends as the tracepoints gave them, for one without `sock`.
+    pub tuple: Option<Tuple>,
+    pub cause: Cause,
+    pub source: CauseSource,
+    /// The errno its application saw, where traced.
+    pub errno: Option<i32>,
+    /// The kernel's reason for a reset this side sent, where traced.
+    pub reset_reason: Option<Box<str>>,
+    /// When it ended (traced), or when katop noticed it gone.
+    pub at: SystemTime,
+    /// When katop first saw it, for its lifetime (at least this long).
+    pub first_seen: Option<SystemTime>,
+}
+
+/// A socket the table let go this poll.
+#[derive(Debug, Clone)]
+pub struct Gone {
+    pub cookie: u64,
+    /// [`Tuple::hash32`] of its ends, to meet an end told by tuple.
+    pub tuple_hash: u32,
+    pub sock: Option<RawSock>,
+    pub last: LastSeen,
+    pub first_seen: Option<SystemTime>,
+}
+
+/// Whether a socket's leaving is a connection's end (not a listener, a request socket, UDP…).
+pub fn is_connection(sock: &RawSock) -> bool {
+    sock.proto == Proto::Tcp
+        && !matches!(
+            sock.state,
+            SockState::Listen | SockState::SynRecv | SockState::Close
+        )
+        && sock.remote.port().unwrap_or(0) != 0
+}
+
+/// The 4-tuple of an inet socket, as the tracepoints give it.
+pub fn tuple_of(sock: &RawSock) -> Option<Tuple> {
+    match (&sock.local, &sock.remote) {
+        (Endpoint::Inet(l), Endpoint::Inet(r)) => Some(Tuple::of(*l, *r)),
+        _ => None,
+    }
+}
+
+/// What the last poll saw that hints at a cause.
+pub fn last_seen(sock: &RawSock) -> LastSeen {
+    let info = sock.tcp_info.as_ref();
+    let probing = sock.timer.is_some_and(|t| t.kind == TimerKind::Keepalive);
+    LastSeen {
+        state: sock.state,
+        probes: info
+            .and_then(crate::model::tcp_info::TcpInfo::probes)
+            .filter(|_| probing)
+            .unwrap_or(0),
+        retransmits: info
+            .and_then(crate::model::tcp_info::TcpInfo::retransmits)
+            .unwrap_or(0),
+    }
+}
+
+impl Gone {
+    /// A connection socket the table let go, or `None` for a socket whose leaving ends none.
+    pub fn of(sock: &RawSock, first_seen: SystemTime) -> Option<Gone> {
+        is_connection(sock).then(|| Gone {
+            cookie: sock.cookie.0,
+            tuple_hash: tuple_of(sock).map_or(0, |t| t.hash32()),
+            sock: Some(sock.clone()),
+            last: last_seen(sock),
+            first_seen: Some(first_seen),
+        })
+    }
+
+    fn matches(&self, t: &Traced) -> bool {
+        match t.cookie {
+            Some(c) => c == self.cookie,
+            None => self.tuple_hash != 0 && t.tuple.hash32() == self.tuple_hash,
+        }
+    }
+}
+
+/// Gone sockets waiting for a verdict, verdicts waiting for their socket.
+#[derive(Debug, Default, Clone)]
+pub struct Departures {
+    /// Gone sockets, when they left, and whether a poll has passed since.
+    waiting: Vec<(Gone, Instant, bool)>,
+    /// Ends told by tuple alone, waiting to meet their socket.
+    by_tuple: Vec<(Traced, Instant, bool)>,
+    /// Cookies told while still listed: their leaving is not told again.
+    told: FxHashMap<u64, Instant>,
+}
+
+impl Departures {
+    /// One poll's departures. `gone` left the table; `traced` are the tracepoints' new verdicts,
+    /// `None` when no tracepoints are read (every cause is then inferred at once); `listed`
+    /// gives a listed cookie's socket (as last seen before its end) and when katop first saw
+    /// it;
+    /// gives a cookie's socket when it is in the table now.
+    pub fn step(
+        &mut self,
+        gone: Vec<Gone>,
+        traced: Option<Vec<Traced>>,
+        listed: impl Fn(u64) -> Option<(RawSock, SystemTime)>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Ended> {
+        let mut out = Vec::new();
+        let tracing = traced.is_some();
+        for (_, _, polled) in &mut self.waiting {
+            *polled = true;
+        }
+        for (_, _, polled) in &mut self.by_tuple {
+            *polled = true;
+        }
+        for g in gone {
+            if self.told.remove(&g.cookie).is_some() {
+                continue;
+            }
+            // Traced, a connection's end comes when it enters TIME_WAIT (or before katop
+            // watched): the TIME_WAIT's own leaving ends nothing.
+            if tracing && g.last.state == SockState::TimeWait {
+                continue;
+            }
+            if let Some(k) = self.by_tuple.iter().position(|(t, _, _)| g.matches(t)) {
+                let (t, _, _) = self.by_tuple.swap_remove(k);
+                out.push(traced_end(t, g.sock, g.first_seen));
+            } else {
+                self.waiting.push((g, now, false));
+            }
+        }
+        for t in traced.unwrap_or_default() {
+            if let Some(k) = self.waiting.iter().position(|(g, _, _)| g.matches(&t)) {
+                let (g, _, _) = self.waiting.swap_remove(k);
+                out.push(traced_end(t, g.sock, g.first_seen));
+            } else if let Some((sock, first_seen)) = t.cookie.and_then(&listed) {
+                self.told.insert(sock.cookie.0, now);
+                out.push(traced_end(t, Some(sock), Some(first_seen)));
+            } else if t.cookie.is_some() {
+                out.push(traced_end(t, None, None));
+            } else {
+                self.by_tuple.push((t, now, false));
+            }
+        }
+        let due =
+            |since: Instant, polled: bool| polled && now.saturating_duration_since(since) >= GRACE;
+        self.waiting.retain(|(g, since, polled)| {
+            if tracing && !due(*since, *polled) {
+                return true;
+            }
+            out.push(Ended {
+                cookie: Some(g.cookie),
+                sock: g.sock.clone(),
+                tuple: None,
+                cause: infer(g.last),
+                source: CauseSource::Inferred,
+                errno: None,
+                reset_reason: None,
+                at: wall,
+                first_seen: g.first_seen,
+            });
+            false
+        });
+        self.by_tuple.retain(|(t, since, polled)| {
+            if !due(*since, *polled) {
+                return true;
+            }
+            out.push(traced_end(t.clone(), None, None));
+            false
+        });
+        self.told
+            .retain(|_, at| now.saturating_duration_since(*at) < KEEP_TOLD);
+        out
+    }
+}
+
+fn traced_end(t: Traced, sock: Option<RawSock>, first_seen: Option<SystemTime>) -> Ended {
+    Ended {
+        cookie: t.cookie.or(sock.as_ref().map(|s| s.cookie.0)),
+        tuple: sock.is_none().then_some(t.tuple),
+        sock,
+        cause: t.cause,
+        source: CauseSource::Tracepoint,
+        errno: t.errno,
+        reset_reason: t.reset_reason,
+        at: t.at,
+        first_seen,
+    }
+}
+
+#[cfg(test)]
+#[path = "join_tests.rs"]
+mod tests;

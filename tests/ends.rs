@@ -1,0 +1,319 @@
+//! Why connections end, made to happen for real and read back from `katop history --follow`
+//! and the dashboard's closed rows: an orderly close, a reset each way (`SO_LINGER` 0),
+//! `katop kill`, a dead peer behind a cut link (keepalive timeout), and an unanswered write
+//! (retransmission timeout). Root only: the causes come from the kernel's tracepoints.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socket2::{SockRef, TcpKeepalive};
+
+mod common;
+use common::tmux::Tmux;
+use common::{is_root, Reaped, SilentPeer};
+
+fn skip(what: &str) -> bool {
+    if !is_root() {
+        common::skipped(&format!("{what}: the tracepoints need root"));
+        return true;
+    }
+    assert!(
+        std::path::Path::new("/sys/kernel/tracing/instances").is_dir(),
+        "tracefs is not mounted at /sys/kernel/tracing (.ci/run mounts it)"
+    );
+    false
+}
+
+/// `katop history --follow --json` over `filter`, its events read on a thread.
+struct Follow {
+    _child: Reaped,
+    events: Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Follow {
+    fn start(filter: &str) -> Follow {
+        let mut child: Child = Command::new(env!("CARGO_BIN_EXE_katop"))
+            .args(["history", "--follow", "--json", "--interval", "200ms"])
+            .args(["--filter", filter])
+            .env("KATOP_NETNS", "host")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, events) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        // What katop says (a warning that causes are inferred, say) is shown with a failure.
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("katop history: {line}");
+            }
+        });
+        Follow {
+            _child: Reaped(child),
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most 60 s) for an event `pred` takes, and returns it.
+    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(e) => panic!("no event for {what} ({e}); seen:\n{:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the end of a connection (as the side with these `ends` sees it), and returns
+    /// the event.
+    fn closed(&mut self, (local, remote): (SocketAddr, SocketAddr)) -> Value {
+        let (local, remote) = (local.to_string(), remote.to_string());
+        self.wait(&format!("{local} closed"), |v| {
+            v["event"] == "closed" && v["local"] == local.as_str() && v["remote"] == remote.as_str()
+        })
+    }
+
+    /// Connects to `l` until katop reports a connection opening (one made before its first
+    /// poll is only listed): from then on its tracepoints are on. Returns that connection.
+    fn watching(&mut self, l: &TcpListener) -> (TcpStream, TcpStream) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut made = Vec::new();
+        loop {
+            made.push(pair(l));
+            let wanted: Vec<String> = made
+                .iter()
+                .map(|p| p.0.local_addr().unwrap().to_string())
+                .collect();
+            if let Ok(v) = self.events.recv_timeout(Duration::from_millis(500)) {
+                self.seen.push(v);
+            }
+            let opened = self.seen.iter().find_map(|v| {
+                let local = v["local"].as_str()?;
+                (v["event"] == "opened").then_some(())?;
+                wanted.iter().position(|w| w == local)
+            });
+            if let Some(i) = opened {
+                return made.swap_remove(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "katop never told a connection opening; seen:\n{:#?}",
+                self.seen
+            );
+        }
+    }
+
+    /// Follows `filter`'s connections too, once katop watches (a loopback connection of its
+    /// own seen opening says so).
+    fn watching_also(filter: &str) -> Follow {
+        let (l, own) = listener();
+        let mut h = Follow::start(&format!("({filter}) or {own}"));
+        h.watching(&l);
+        h
+    }
+}
+
+/// A stream's (local, remote) addresses.
+fn ends(s: &TcpStream) -> (SocketAddr, SocketAddr) {
+    (s.local_addr().unwrap(), s.peer_addr().unwrap())
+}
+
+fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
+    (l, filter)
+}
+
+fn cause(v: &Value) -> (&str, &str) {
+    (
+        v["cause"].as_str().unwrap_or("?"),
+        v["cause_source"].as_str().unwrap_or("?"),
+    )
+}
+
+#[test]
+fn orderly_closes_and_resets_each_way_are_told_as_the_kernel_saw_them() {
+    if skip("closes and resets") {
+        return;
+    }
+    let (l, filter) = listener();
+    let mut h = Follow::start(&filter);
+    let first = h.watching(&l);
+    let (c1, s1) = (ends(&first.0), ends(&first.1));
+    // An orderly close: the client first, the server after reading its FIN.
+    let (client, mut server) = first;
+    drop(client);
+    assert_eq!(server.read(&mut [0; 8]).unwrap(), 0);
+    drop(server);
+    let client_end = h.closed(c1);
+    assert_eq!(cause(&client_end), ("closed", "tracepoint"), "{client_end}");
+    assert_eq!(client_end["remote"], l.local_addr().unwrap().to_string());
+    assert_eq!(
+        client_end["pid"],
+        std::process::id(),
+        "told as the poll before its end saw it"
+    );
+    assert!(client_end["lifetime_s"].as_f64().is_some(), "{client_end}");
+    assert_eq!(cause(&h.closed(s1)), ("closed", "tracepoint"));
+    // SO_LINGER 0: the client aborts (reset-sent), the server gets the RST (reset-received),
+    // told while the server still holds its socket.
+    let (client, mut server) = pair(&l);
+    let (c2, s2) = (ends(&client), ends(&server));
+    std::thread::sleep(Duration::from_millis(500));
+    SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let aborted = h.closed(c2);
+    assert_eq!(cause(&aborted), ("reset-sent", "tracepoint"), "{aborted}");
+    let reset = h.closed(s2);
+    assert_eq!(cause(&reset), ("reset-received", "tracepoint"), "{reset}");
+    assert_eq!(
+        reset["errno"], 104,
+        "ECONNRESET, as the application sees it"
+    );
+    let err = server.read(&mut [0; 8]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn a_katop_kill_is_killed_and_its_peer_reset() {
+    if skip("kill") {
+        return;
+    }
+    let (l, filter) = listener();
+    let mut h = Follow::start(&filter);
+    let first = h.watching(&l);
+    let (c, s) = (ends(&first.0), ends(&first.1));
+    let out = common::katop_checked(
+        &[
+            "kill",
+            "--yes",
+            "--filter",
+            &format!("src:{} dst:{} established", c.0, c.1),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let killed = h.closed(c);
+    assert_eq!(cause(&killed), ("killed", "tracepoint"), "{killed}");
+    assert_eq!(killed["errno"], 103, "ECONNABORTED");
+    assert_eq!(cause(&h.closed(s)), ("reset-received", "tracepoint"));
+}
+
+fn keepalive(idle: u64, intvl: u64, cnt: u32) -> TcpKeepalive {
+    TcpKeepalive::new()
+        .with_time(Duration::from_secs(idle))
+        .with_interval(Duration::from_secs(intvl))
+        .with_retries(cnt)
+}
+
+#[test]
+fn a_dead_peer_behind_a_cut_link_is_a_keepalive_timeout() {
+    if skip("keepalive timeout") {
+        return;
+    }
+    let peer = SilentPeer::connect(&keepalive(2, 1, 2));
+    let remote = peer.client.peer_addr().unwrap();
+    let mut h = Follow::watching_also(&format!("dst:{remote}"));
+    peer.go_silent();
+    let end = h.closed(ends(&peer.client));
+    assert_eq!(cause(&end), ("keepalive-timeout", "tracepoint"), "{end}");
+    assert_eq!(end["reset_reason"], "TCP_KEEPALIVE_TIMEOUT");
+    assert_eq!(end["errno"], 110, "ETIMEDOUT");
+}
+
+#[test]
+fn an_unanswered_write_is_a_retransmit_timeout() {
+    if skip("retransmit timeout") {
+        return;
+    }
+    let peer = SilentPeer::connect_with(|s| {
+        s.set_tcp_user_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+    });
+    let remote = peer.client.peer_addr().unwrap();
+    let mut h = Follow::watching_also(&format!("dst:{remote}"));
+    peer.go_silent();
+    let mut client = peer.client.try_clone().unwrap();
+    client.write_all(b"are you there?").unwrap();
+    let end = h.closed(ends(&peer.client));
+    assert_eq!(cause(&end), ("retransmit-timeout", "tracepoint"), "{end}");
+    assert!(
+        end["reset_reason"].is_null(),
+        "no reset on a retransmission timeout: {end}"
+    );
+}
+
+#[test]
+fn history_without_follow_says_what_it_needs() {
+    let out = common::katop_checked(&["history"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::stderr(&out).contains("--follow"),
+        "{}",
+        common::stderr(&out)
+    );
+}
+
+#[test]
+fn the_dashboards_closed_rows_say_why_they_ended() {
+    if skip("closed rows") {
+        return;
+    }
+    let Some(t) = Tmux::start("ends", 160, 30) else {
+        return;
+    };
+    let (l, filter) = listener();
+    t.start_katop(&format!(
+        "--interval 300ms --filter 'netns:host ({filter})'"
+    ));
+    let (client, server) = pair(&l);
+    let shown = client.local_addr().unwrap().to_string();
+    t.wait("the connection listed", |s| s.contains(&shown));
+    SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    // Greyed for 3 s, each with its cause in the STALE column: the aborting side's and the
+    // reset side's (which the test still holds).
+    t.wait("both ends' causes", |s| {
+        s.contains("ended: reset-sent") && s.contains("ended: reset-received")
+    });
+    drop(server);
+    t.keys(&["q"]);
+    t.wait_for("AFTER-KATOP-0");
+}

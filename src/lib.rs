@@ -319,6 +319,8 @@ fn stream(
     collector: &mut Collector,
     table: &mut ConnTable,
 ) -> anyhow::Result<()> {
+    // Dead connections' causes, from the tracepoints where katop may (else inferred).
+    let _ = collector.watch_ends();
     let mut warned = Vec::new();
     until_signal(args.interval, || {
         let snap = collector.poll()?;

@@ -130,6 +130,12 @@ pub struct JsonSock<'a> {
     dead_peer_detect_source: Option<&'static str>,
     /// Why a middlebox has likely forgotten it (the `at-risk` reason), in one sentence.
     at_risk: Option<String>,
+    /// A dead connection (stale reason `dead`: ended by the kernel, still held by its
+    /// application): why it ended, where that was learned (`tracepoint`, `inferred`), and when
+    /// (RFC 3339); null otherwise, or until known.
+    ended_cause: Option<&'static str>,
+    ended_cause_source: Option<&'static str>,
+    ended_at: Option<String>,
 }
 
 impl<'a> JsonSock<'a> {
@@ -252,6 +258,9 @@ impl<'a> JsonSock<'a> {
             }),
             dead_peer_detect_source: detect.map(|c| c.basis.name()),
             at_risk: e.at_risk().map(|r| r.to_string()),
+            ended_cause: e.held_end().map(|h| h.cause.name()),
+            ended_cause_source: e.held_end().map(|h| h.source.name()),
+            ended_at: e.held_end().map(|h| crate::actions::log::rfc3339(h.at)),
         }
     }
 }
@@ -519,6 +528,9 @@ mod tests {
             "bytes_received",
             "service",
             "stale",
+            "ended_cause",
+            "ended_cause_source",
+            "ended_at",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -37,9 +37,21 @@ struct Follow {
 
 impl Follow {
     fn start(filter: &str) -> Follow {
+        Follow::spawn(&[
+            "history",
+            "--follow",
+            "--json",
+            "--interval",
+            "200ms",
+            "--filter",
+            filter,
+        ])
+    }
+
+    /// katop with `args`, printing JSON lines.
+    fn spawn(args: &[&str]) -> Follow {
         let mut child: Child = Command::new(env!("CARGO_BIN_EXE_katop"))
-            .args(["history", "--follow", "--json", "--interval", "200ms"])
-            .args(["--filter", filter])
+            .args(args)
             .env("KATOP_NETNS", "host")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -76,6 +88,11 @@ impl Follow {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
             return v.clone();
         }
+        self.wait_new(what, pred)
+    }
+
+    /// Waits for an event not seen yet that `pred` takes.
+    fn wait_new(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -316,4 +333,55 @@ fn the_dashboards_closed_rows_say_why_they_ended() {
     drop(server);
     t.keys(&["q"]);
     t.wait_for("AFTER-KATOP-0");
+}
+
+#[test]
+fn a_connection_the_kernel_ended_while_held_is_dead_until_closed() {
+    if skip("dead while held") {
+        return;
+    }
+    let (l, _) = listener();
+    let (client, server) = pair(&l);
+    let (s_local, s_remote) = ends(&server);
+    // The stream lists the server's end (and its listener) every 200 ms.
+    // The filter language's `dead` takes it once the kernel has ended it.
+    let filter = format!("src:{s_local} (listen or established or dead)");
+    let mut stream = Follow::spawn(&["--jsonl", "--interval", "200ms", "--filter", &filter]);
+    let remote = s_remote.to_string();
+    stream.wait("the connection listed", |v| {
+        v["state"] == "ESTABLISHED" && v["remote"] == remote.as_str()
+    });
+    // The peer resets it; the test holds its end without reading: dead, still held.
+    SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let cookie = stream
+        .wait("the held end listed dead", |v| {
+            v["state"] == "CLOSE"
+                && v["stale"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&"dead".into()))
+        })
+        .get("cookie")
+        .cloned()
+        .unwrap();
+    let dead = stream.wait("why it ended", |v| {
+        v["cookie"] == cookie && v["ended_cause"].is_string()
+    });
+    assert_eq!(dead["ended_cause"], "reset-received", "{dead}");
+    assert_eq!(dead["ended_cause_source"], "tracepoint");
+    assert_eq!(dead["pid"], std::process::id(), "held by this process");
+    // Closed by its application: gone. A whole poll without it: two listener lines with no
+    // line of it between (lines from polls before the close may still be queued).
+    drop(server);
+    let listener_lines_since = std::cell::Cell::new(0);
+    stream.wait_new("the dead socket gone", |v| {
+        if v["cookie"] == cookie {
+            listener_lines_since.set(0);
+        } else if v["state"] == "LISTEN" {
+            listener_lines_since.set(listener_lines_since.get() + 1);
+        }
+        listener_lines_since.get() >= 2
+    });
 }

@@ -546,12 +546,22 @@ fn connection_ends_are_counted_by_cause() {
         sample(&text, &received).unwrap(),
         sample(&text, &sent).unwrap(),
     );
-    // Three connections aborted (SO_LINGER 0): three resets each way.
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    // Three connections aborted (SO_LINGER 0): three resets each way, and three server ends
+    // this test holds on to: dead.
+    let l = service_listener();
+    let port = l.local_addr().unwrap().port();
     let mut held = Vec::new();
+    let mut clients = Vec::new();
     for _ in 0..3 {
-        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        clients.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
         held.push(l.accept().unwrap().0);
+    }
+    let group = format!(r#"process="{}",service="{port}",container="""#, my_comm());
+    let connections = format!("katop_connections{{{group}}} ");
+    scrape_until(&e, "the six ends listed", |t| {
+        sample(t, &connections) == Some(6.0)
+    });
+    for c in clients {
         socket2::SockRef::from(&c)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
@@ -560,4 +570,13 @@ fn connection_ends_are_counted_by_cause() {
         sample(t, &received).is_some_and(|r| r >= r0 + 3.0)
             && sample(t, &sent).is_some_and(|s| s >= s0 + 3.0)
     });
+    // Its peer not kept between polls, a dead connection has no service label.
+    let dead = format!(
+        r#"katop_stale_connections{{reason="dead",process="{}",service="",container=""}} "#,
+        my_comm()
+    );
+    scrape_until(&e, "three dead connections", |t| {
+        sample(t, &dead) == Some(3.0)
+    });
+    drop(held);
 }

@@ -6,6 +6,7 @@ pub mod borrow;
 pub mod containers;
 pub mod ends;
 pub mod fds;
+pub mod held;
 pub mod namespaces;
 pub mod netns;
 pub mod procs;
@@ -89,6 +90,7 @@ pub struct Collector {
     sparse_polls: u32,
     /// Connection ends as the tracepoints tell them, when asked for and possible.
     ends: Option<ends::EndWatch>,
+    held: held::HeldSockets,
 }
 
 /// Polls in a row with far fewer sockets than room before buffers and caches shrink.
@@ -113,6 +115,7 @@ impl Collector {
             last_count: 0,
             sparse_polls: 0,
             ends: None,
+            held: held::HeldSockets::default(),
         })
     }
 
@@ -162,6 +165,11 @@ impl Collector {
             .chain(self.namespaces.ids())
             .collect();
         self.procs.resolve(&mut sink.socks, &dumped);
+        let unlisted = if self.selection.protos.contains(&Proto::Tcp) {
+            self.held.find(&self.procs)
+        } else {
+            Vec::new()
+        };
         self.opts.fill(&mut sink.socks);
         for s in &sink.socks {
             if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {
@@ -209,6 +217,7 @@ impl Collector {
             },
             warnings,
             ends: drained.map(|d| d.ended),
+            unlisted,
         })
     }
 

@@ -117,7 +117,10 @@ enum Blind {
 #[derive(Default)]
 pub struct ProcessMap {
     procs: HashMap<u32, ProcEntry>,
-    owners: FxHashMap<Inode, (Arc<Process>, u32)>,
+    /// Inode → its first holder and fd, and the last poll (`polls`) that listed the socket.
+    owners: FxHashMap<Inode, (Arc<Process>, u32, u32)>,
+    /// Polls resolved so far.
+    polls: u32,
     /// Every holder of the sockets more than one fd refers to (usually few).
     shared: Arc<Holders>,
     /// Inodes the last scan looked for and did not find: no rescan on their account.
@@ -140,6 +143,7 @@ impl ProcessMap {
     /// in another namespace holds none of the sockets looked for, and is not read again.
     pub fn resolve(&mut self, socks: &mut [RawSock], dumped: &[NetnsId]) {
         self.last.scanned = false;
+        self.polls = self.polls.wrapping_add(1);
         // In the steady state one pass with one lookup per socket does it all.
         if !self.assign(socks) || self.scans == 0 {
             let live: FxHashSet<Inode> =
@@ -159,6 +163,16 @@ impl ProcessMap {
         }
     }
 
+    /// Sockets a process holds that this poll's dumps did not list (`SOCK_DESTROY`ed, reset or
+    /// timed out while held, never connected, or of a family katop does not dump), as
+    /// (inode, first holder, its fd), as of the last scan.
+    pub fn unlisted(&self) -> impl Iterator<Item = (Inode, &Arc<Process>, u32)> + '_ {
+        self.owners
+            .iter()
+            .filter(|(_, (_, _, listed))| *listed != self.polls)
+            .map(|(inode, (process, fd, _))| (*inode, process, *fd))
+    }
+
     /// Every holder of the sockets that more than one fd refers to, by inode.
     pub fn shared(&self) -> Arc<Holders> {
         Arc::clone(&self.shared)
@@ -166,16 +180,19 @@ impl ProcessMap {
 
     /// Sets every socket's owner from the map; false if some inode is one the map has never
     /// accounted for (neither owned nor looked for in vain), so a scan is due.
-    fn assign(&self, socks: &mut [RawSock]) -> bool {
+    fn assign(&mut self, socks: &mut [RawSock]) -> bool {
         let mut accounted = true;
         for s in socks.iter_mut() {
-            s.owner = match self.owners.get(&s.inode) {
+            s.owner = match self.owners.get_mut(&s.inode) {
                 // No file refers to it (not yet accepted, or closed by its application).
                 _ if s.inode.0 == 0 => Owner::None,
-                Some((process, fd)) => Owner::Process {
-                    process: Arc::clone(process),
-                    fd: *fd,
-                },
+                Some((process, fd, listed)) => {
+                    *listed = self.polls;
+                    Owner::Process {
+                        process: Arc::clone(process),
+                        fd: *fd,
+                    }
+                }
                 None => {
                     accounted &= self.unowned.contains(&s.inode);
                     // Not found: held by none only if katop saw every process that could.
@@ -352,10 +369,10 @@ impl ProcessMap {
                 };
                 match self.owners.entry(inode) {
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert((Arc::clone(&e.process), fd));
+                        v.insert((Arc::clone(&e.process), fd, 0));
                     }
                     std::collections::hash_map::Entry::Occupied(mut o) => {
-                        let (first, first_fd) = o.get();
+                        let (first, first_fd, _) = o.get();
                         shared
                             .entry(inode)
                             .or_insert_with(|| {
@@ -366,7 +383,7 @@ impl ProcessMap {
                             })
                             .push(holder());
                         if (e.process.pid, fd) < (first.pid, *first_fd) {
-                            o.insert((Arc::clone(&e.process), fd));
+                            o.insert((Arc::clone(&e.process), fd, 0));
                         }
                     }
                 }

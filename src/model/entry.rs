@@ -33,6 +33,17 @@ pub struct Ctx {
     /// The namespaces read, beyond the host's, and where each is in that list.
     pub namespaces: Vec<crate::model::NsInfo>,
     pub(super) ns_index: FxHashMap<NetnsId, usize>,
+    /// Why and when the kernel ended each dead connection (one its application still holds),
+    /// by cookie, once known.
+    pub held_ends: FxHashMap<u64, HeldEnd>,
+}
+
+/// How a connection still held by its application ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldEnd {
+    pub cause: crate::model::ends::Cause,
+    pub source: crate::model::ends::CauseSource,
+    pub at: std::time::SystemTime,
 }
 
 impl Ctx {
@@ -185,8 +196,17 @@ impl<'a> SockEntry<'a> {
         }
     }
 
+    /// Why and when the kernel ended it, for a dead connection whose end is known.
+    pub fn held_end(&self) -> Option<HeldEnd> {
+        self.ctx.held_ends.get(&self.sock.cookie.0).copied()
+    }
+
     /// The keepalive settings that govern it: read from the socket, or the sysctls.
     pub fn params(&self) -> Option<Params> {
+        // A dead connection has no keepalive left to govern it.
+        if crate::model::stale::is_dead(self.sock) {
+            return None;
+        }
         Params::of(self.sock, self.ctx.settings_for(self.sock.netns))
     }
 

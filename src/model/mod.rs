@@ -52,6 +52,10 @@ pub struct Snapshot {
     /// Connection ends the kernel's tracepoints told since the last poll (drained before the
     /// dump); `None` when katop does not read them (causes are then inferred).
     pub ends: Option<Vec<ends::trace::Traced>>,
+    /// TCP sockets processes hold that no socket table lists (`CLOSE`): connections the kernel
+    /// ended while held, or sockets never connected. The table keeps the ones it knew as
+    /// connections (stale reason `dead`).
+    pub unlisted: Vec<RawSock>,
 }
 
 /// A network namespace katop read sockets in.

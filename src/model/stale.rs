@@ -57,6 +57,7 @@ impl Keepalive {
 pub enum StaleReason {
     Probing,
     Retransmitting,
+    Dead,
     CloseWait,
     Unaccepted,
     Orphan,
@@ -69,9 +70,10 @@ impl StaleReason {
     /// Every reason, most severe first: a peer not answering probes or acknowledgements, then
     /// leaks and connections no one will take, then what a middlebox or a missing keepalive
     /// may cost later, then mere idleness. Cells, JSON lists and counts follow this order.
-    pub const ALL: [StaleReason; 8] = [
+    pub const ALL: [StaleReason; 9] = [
         StaleReason::Probing,
         StaleReason::Retransmitting,
+        StaleReason::Dead,
         StaleReason::CloseWait,
         StaleReason::Unaccepted,
         StaleReason::Orphan,
@@ -87,6 +89,7 @@ impl StaleReason {
             StaleReason::NoKeepalive => "no-keepalive",
             StaleReason::Probing => "probing",
             StaleReason::Retransmitting => "retransmitting",
+            StaleReason::Dead => "dead",
             StaleReason::CloseWait => "close-wait",
             StaleReason::Orphan => "orphan",
             StaleReason::Unaccepted => "unaccepted",
@@ -104,6 +107,10 @@ impl StaleReason {
             StaleReason::Probing => "keepalive probes go unanswered: the peer is not responding",
             StaleReason::Retransmitting => {
                 "data is being retransmitted without acknowledgement (backoff > 0)"
+            }
+            StaleReason::Dead => {
+                "the kernel ended this connection (a reset, a timeout, a kill) and its \
+                 application still holds it: it finds out at its next read or write"
             }
             StaleReason::CloseWait => {
                 "the peer closed longer than --stale-after ago and the application never called close()"
@@ -127,8 +134,8 @@ impl StaleReason {
         StaleReason::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -161,9 +168,9 @@ impl Unowned {
     }
 }
 
-/// A small set of stale reasons (one byte per socket).
+/// A small set of stale reasons (two bytes per socket).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct StaleSet(u8);
+pub struct StaleSet(u16);
 
 impl StaleSet {
     pub fn insert(&mut self, r: StaleReason) {
@@ -178,7 +185,7 @@ impl StaleSet {
         self.0 == 0
     }
 
-    /// How bad the worst reason is: 8 for a peer not answering probes down to 1 for idle, 0
+    /// How bad the worst reason is: 9 for a peer not answering probes down to 1 for idle, 0
     /// when not stale.
     pub fn severity(self) -> u8 {
         if self.0 == 0 {
@@ -200,6 +207,14 @@ impl Serialize for StaleSet {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.iter().map(StaleReason::name))
     }
+}
+
+/// A TCP connection the kernel ended (`CLOSE`, out of the socket tables) that a process still
+/// holds: what the collector finds behind a process's fd with no listed socket.
+pub fn is_dead(sock: &RawSock) -> bool {
+    sock.proto == Proto::Tcp
+        && sock.state == SockState::Close
+        && matches!(sock.owner, Owner::Process { .. })
 }
 
 /// The stale rules; `in_state` is how long the socket has been in its state, as far as known,
@@ -235,6 +250,9 @@ pub fn reasons(
         && sock.timer.is_some_and(|t| t.kind == TimerKind::Retransmit)
     {
         set.insert(StaleReason::Retransmitting);
+    }
+    if is_dead(sock) {
+        set.insert(StaleReason::Dead);
     }
     if sock.state == SockState::CloseWait {
         // The peer's FIN came no later than its last ACK, so the time since that ACK is a

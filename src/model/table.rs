@@ -272,8 +272,15 @@ impl ConnTable {
         // 4-byte stamps last 49 days; an older socket's age saturates there.
         let now_ms =
             u32::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u32::MAX);
+        let clock = WallClock {
+            now,
+            epoch,
+            wall: snap.wall,
+        };
         let mut socks = snap.socks;
+        socks.extend(self.known_dead(snap.unlisted, snap.ends.as_deref()));
         let index = dedup_by_cookie(&mut socks);
+        let mut turned_dead = Vec::new();
         self.ctx.take(
             snap.settings,
             snap.holders,
@@ -311,6 +318,7 @@ impl ConnTable {
                     }),
             }
             .filter(|c| c.netns == sock.netns);
+            turned_dead.extend(self.turned_dead(sock, prev, clock));
             let unowned = Unowned::applies(sock).then(|| {
                 let since = *self.ownerless_since.get(&sock.cookie.0).unwrap_or(&now_ms);
                 ownerless_since.insert(sock.cookie.0, since);
@@ -329,17 +337,14 @@ impl ConnTable {
             let known = self.carried_pairs(&now_at, socks.len());
             self.peer_of = crate::model::peers::pair(&socks, known);
         }
-        let clock = WallClock {
-            now,
-            epoch,
-            wall: snap.wall,
-        };
-        let gone_conns = self.gone_connections(retired, &carried, clock);
+        let mut gone_conns = self.gone_connections(retired, &carried, clock);
+        gone_conns.append(&mut turned_dead);
         let previous = std::mem::replace(&mut self.socks, socks);
         let old_derived = std::mem::replace(&mut self.derived, derived);
         let old_index = std::mem::replace(&mut self.index, index);
         let before = (&previous[..], &old_derived[..], &old_index);
         let ended = self.ends(gone_conns, snap.ends, before, clock);
+        self.keep_held_ends(&ended);
         self.netns = snap.netns;
         self.interfaces = snap.interfaces;
         self.cost = snap.cost;
@@ -354,6 +359,86 @@ impl ConnTable {
             gone,
             ended,
         }
+    }
+
+    /// Remembers how each dead connection ended while it stays listed.
+    fn keep_held_ends(&mut self, ended: &[Ended]) {
+        let (socks, index) = (&self.socks, &self.index);
+        let dead = |c: &u64| {
+            index
+                .get(c)
+                .is_some_and(|&i| stale::is_dead(&socks[i as usize]))
+        };
+        let held = &mut self.ctx.held_ends;
+        held.retain(|c, _| dead(c));
+        for e in ended {
+            if let Some(c) = e.cookie.filter(dead) {
+                held.insert(
+                    c,
+                    crate::model::entry::HeldEnd {
+                        cause: e.cause,
+                        source: e.source,
+                        at: e.at,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The held, unlisted sockets this table knew as connections (or as dead already), or the
+    /// tracepoints just told ended: dead connections, with the ends the last poll saw. A
+    /// socket never known as a connection (never connected) is left out.
+    fn known_dead(
+        &self,
+        unlisted: Vec<RawSock>,
+        traced: Option<&[crate::model::ends::trace::Traced]>,
+    ) -> Vec<RawSock> {
+        let told = |c: u64| traced.is_some_and(|t| t.iter().any(|t| t.cookie == Some(c)));
+        unlisted
+            .into_iter()
+            .filter_map(|mut s| {
+                if let Some(&i) = self.index.get(&s.cookie.0) {
+                    let old = &self.socks[i as usize];
+                    if !(join::is_connection(old) || stale::is_dead(old)) {
+                        return None;
+                    }
+                    // Its peer is forgotten in CLOSE; an aborted socket's local address too.
+                    s.remote = old.remote.clone();
+                    if s.local.ip().is_none_or(|ip| ip.is_unspecified()) {
+                        s.local = old.local.clone();
+                    }
+                    s.netns = old.netns;
+                    return Some(s);
+                }
+                if let Some(c) = self.retired.as_ref().and_then(|r| r.get(&s.cookie.0)) {
+                    return (c.last.is_some() || c.state == SockState::Close).then(|| {
+                        s.netns = c.netns;
+                        s
+                    });
+                }
+                // Born and ended between two polls (its peer unknown).
+                told(s.cookie.0).then_some(s)
+            })
+            .collect()
+    }
+
+    /// A connection the last poll listed alive that is dead now: it leaves for its end, though
+    /// it stays listed.
+    fn turned_dead(&self, sock: &RawSock, prev: Option<Carry>, clock: WallClock) -> Option<Gone> {
+        if !stale::is_dead(sock) {
+            return None;
+        }
+        let c = prev?;
+        Some(Gone {
+            cookie: sock.cookie.0,
+            tuple_hash: c.tuple_hash,
+            sock: self
+                .index
+                .get(&sock.cookie.0)
+                .map(|&i| self.socks[i as usize].clone()),
+            last: c.last?,
+            first_seen: Some(clock.at(c.first_seen_ms)),
+        })
     }
 
     /// The connections that left since the last poll: from the retired history (a few bytes a
@@ -551,6 +636,6 @@ mod size {
     /// One per socket beside the snapshot: its size is a memory budget at 100k+ sockets.
     #[test]
     fn derived_stays_20_bytes() {
-        assert_eq!(std::mem::size_of::<super::Derived>(), 20);
+        assert_eq!(std::mem::size_of::<super::Derived>(), 24);
     }
 }

@@ -191,6 +191,21 @@ fn lines(e: &SockEntry, app: &App, theme: Theme, width: u16) -> Vec<Line<'static
                 theme.stale(),
             ));
         }
+        if let Some(end) = e.held_end() {
+            let ago = std::time::SystemTime::now()
+                .duration_since(end.at)
+                .map_or_else(
+                    |_| "just now".into(),
+                    |d| format!("{} ago", format_ms_short(d.as_millis() as u64)),
+                );
+            let how = crate::model::ends::label(end.cause, end.source);
+            out.extend(wrap(
+                &format!("  the kernel ended it {ago}: {how}"),
+                width,
+                4,
+                theme.stale(),
+            ));
+        }
     }
     out.push(Line::from(""));
     out.push(Line::styled("keepalive", theme.title()));

@@ -46,9 +46,12 @@ impl Group {
             Owner::None => "none".into(),
             Owner::Unknown => "unknown".into(),
         };
-        // The well-known service, else the server's port (the lower of the two ends).
+        // The well-known service, else the server's port (the lower of the two ends). A dead
+        // connection's peer is not known between the exporter's polls (port 0): no service,
+        // rather than a client's port as one.
         let service = e.service().map_or_else(
             || match (e.sock.local.port(), e.sock.remote.port()) {
+                (_, Some(0)) => String::new(),
                 (Some(l), Some(r)) => l.min(r).to_string(),
                 _ => String::new(),
             },

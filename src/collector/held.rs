@@ -1,0 +1,171 @@
+//! TCP sockets a process holds that no socket table lists: `CLOSE`, and out of the tables,
+//! because the kernel ended the connection (a reset, a timeout, a kill) while its application
+//! still holds the fd, or because the socket never connected. The model keeps the ones it knew
+//! as connections (`dead`); the collector only finds them.
+//!
+//! Each is borrowed from its holder (`pidfd_getfd`, checked against its inode) and asked its
+//! family, protocol, cookie and local address. Never `SO_ERROR`: reading it would clear the
+//! error its application is about to get.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use rustc_hash::FxHashSet;
+use rustix::net::{sockopt, AddressFamily, SocketType};
+
+use super::borrow;
+use super::procs::ProcessMap;
+use crate::model::{
+    Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Proto, RawSock, SockState,
+};
+
+/// At most this many held sockets are looked at in one poll (each costs a few syscalls).
+const MAX_PER_POLL: usize = 4096;
+
+/// Inodes already found not to be TCP (netlink, packet, Unix sockets katop did not dump…),
+/// not asked again while they are held.
+#[derive(Debug, Default)]
+pub struct HeldSockets {
+    not_tcp: FxHashSet<Inode>,
+}
+
+impl HeldSockets {
+    /// The TCP sockets processes hold that this poll's dumps did not list, as `CLOSE`.
+    pub fn find(&mut self, procs: &ProcessMap) -> Vec<RawSock> {
+        let mut found = Vec::new();
+        let mut still_held = FxHashSet::default();
+        let mut asked = 0;
+        for (inode, process, fd) in procs.unlisted() {
+            if self.not_tcp.contains(&inode) {
+                still_held.insert(inode);
+                continue;
+            }
+            if asked == MAX_PER_POLL {
+                continue;
+            }
+            asked += 1;
+            let Ok(dup) = borrow::borrow(process.pid, fd, inode) else {
+                continue;
+            };
+            match ask(&dup) {
+                Asked::Tcp(family, cookie, local) => found.push(RawSock {
+                    proto: Proto::Tcp,
+                    family,
+                    state: SockState::Close,
+                    local: Endpoint::Inet(local),
+                    // A connection in CLOSE has no peer to ask for: the model knows it.
+                    remote: Endpoint::Inet(InetAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+                    interface: 0,
+                    inode,
+                    cookie: Cookie(cookie),
+                    netns: netns_of(process.pid),
+                    uid: rustix::fs::fstat(&dup).ok().map(|st| st.st_uid),
+                    recv_q: 0,
+                    send_q: 0,
+                    timer: None,
+                    tcp_info: None,
+                    owner: Owner::Process {
+                        process: std::sync::Arc::clone(process),
+                        fd,
+                    },
+                    opts: crate::model::SockOpts::default(),
+                }),
+                Asked::Other => {
+                    self.not_tcp.insert(inode);
+                    still_held.insert(inode);
+                }
+                Asked::Failed => {}
+            }
+        }
+        self.not_tcp.retain(|i| still_held.contains(i));
+        found
+    }
+}
+
+enum Asked {
+    Tcp(Family, u64, InetAddr),
+    /// Another kind of socket.
+    Other,
+    /// A question failed: asked again next poll.
+    Failed,
+}
+
+/// A TCP socket's family, cookie and local address.
+fn ask(fd: &std::os::fd::OwnedFd) -> Asked {
+    let (Ok(domain), Ok(kind), Ok(protocol)) = (
+        sockopt::socket_domain(fd),
+        sockopt::socket_type(fd),
+        sockopt::socket_protocol(fd),
+    ) else {
+        return Asked::Failed;
+    };
+    let family = match domain {
+        AddressFamily::INET => Family::Inet,
+        AddressFamily::INET6 => Family::Inet6,
+        _ => return Asked::Other,
+    };
+    if kind != SocketType::STREAM || protocol != Some(rustix::net::ipproto::TCP) {
+        return Asked::Other;
+    }
+    tcp_details(fd).map_or(Asked::Failed, |(cookie, local)| {
+        Asked::Tcp(family, cookie, local)
+    })
+}
+
+fn tcp_details(fd: &std::os::fd::OwnedFd) -> Option<(u64, InetAddr)> {
+    let cookie = sockopt::socket_cookie(fd).ok()?;
+    let local = match rustix::net::getsockname(fd).ok()? {
+        a if a.address_family() == AddressFamily::INET => {
+            std::net::SocketAddr::V4(a.try_into().ok()?)
+        }
+        a => std::net::SocketAddr::V6(a.try_into().ok()?),
+    };
+    Some((cookie, InetAddr::from(local)))
+}
+
+fn netns_of(pid: u32) -> NetnsId {
+    rustix::fs::stat(format!("/proc/{pid}/ns/net"))
+        .map_or(NetnsId::default(), |st| NetnsId(st.st_ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+
+    fn inode(fd: &impl std::os::fd::AsFd) -> Inode {
+        Inode(rustix::fs::fstat(fd).unwrap().st_ino as u32)
+    }
+
+    #[test]
+    fn finds_a_held_tcp_socket_the_kernel_ended_and_nothing_else() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The peer aborts: this end is reset, out of the tables, and still held here.
+        socket2::SockRef::from(&c)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
+        drop(c);
+        let ended = (inode(&s), sockopt::socket_cookie(&s).unwrap());
+        let mut procs = ProcessMap::new();
+        // Nothing listed: every socket this process holds is unlisted.
+        procs.resolve(&mut [], &[]);
+        let mut held = HeldSockets::default();
+        let found = held.find(&procs);
+        let ours = found
+            .iter()
+            .find(|f| f.inode == ended.0)
+            .expect("the reset socket is found");
+        assert_eq!(ours.cookie.0, ended.1);
+        assert_eq!((ours.proto, ours.state), (Proto::Tcp, SockState::Close));
+        assert_eq!(ours.local.to_string(), s.local_addr().unwrap().to_string());
+        assert!(
+            matches!(&ours.owner, Owner::Process { process, .. } if process.pid == std::process::id())
+        );
+        // The UDP socket is no TCP one, and is remembered as such.
+        assert!(found.iter().all(|f| f.inode != inode(&udp)));
+        assert!(held.not_tcp.contains(&inode(&udp)));
+        drop((s, udp, l));
+    }
+}

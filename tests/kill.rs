@@ -97,13 +97,25 @@ fn sock_destroy_kills_exactly_the_middle_connection() {
 
 /// A client socket bound to `port` on loopback with `SO_REUSEADDR`, so a new one can take the
 /// same port (and the same 4-tuple) right after the old one closed.
-fn client_on_port(port: u16, server: SocketAddr) -> TcpStream {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
-        .unwrap();
-    s.connect(&server.into()).unwrap();
-    s.into()
+fn client_on_port(port: u16, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
+    s.connect(&server.into())?;
+    Ok(s.into())
+}
+
+/// [`client_on_port`] on a free port, taken afresh while another socket holds the one tried
+/// (a port free a moment ago may be taken by another test's client meanwhile).
+fn client_on_a_free_port(server: SocketAddr) -> TcpStream {
+    common::wait_until("a client on a free port", || {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        client_on_port(port, server).ok()
+    })
 }
 
 #[test]
@@ -116,11 +128,8 @@ fn a_closed_socket_is_already_gone_and_its_successor_is_untouched() {
     }
     let l = listener();
     let server_addr = l.local_addr().unwrap();
-    let port = {
-        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let old = client_on_port(port, server_addr);
+    let old = client_on_a_free_port(server_addr);
+    let port = old.local_addr().unwrap().port();
     let (old_server, _) = l.accept().unwrap();
     let target = target_of(&old);
     let tuple = (old.local_addr().unwrap(), old.peer_addr().unwrap());
@@ -130,7 +139,10 @@ fn a_closed_socket_is_already_gone_and_its_successor_is_untouched() {
         .unwrap();
     drop(old);
     drop(old_server);
-    let mut new = client_on_port(port, server_addr);
+    // The kernel may take a moment to let the old tuple go.
+    let mut new = common::wait_until("the same ports again", || {
+        client_on_port(port, server_addr).ok()
+    });
     let (mut new_server, _) = l.accept().unwrap();
     // The successor has the very same ports: only the cookie tells them apart.
     assert_eq!((new.local_addr().unwrap(), new.peer_addr().unwrap()), tuple);

@@ -516,8 +516,17 @@ impl Drop for Scratch {
 
 /// Waits (up to a minute) until `done`, failing the test with `what` otherwise.
 pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    wait_until(what, || done().then_some(()));
+}
+
+/// Tries `attempt` (every 20 ms, up to a minute) until it gives something, and returns that,
+/// failing the test with `what` otherwise.
+pub fn wait_until<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }

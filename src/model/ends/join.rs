@@ -99,22 +99,18 @@ impl Gone {
             first_seen: Some(first_seen),
         })
     }
-
-    fn matches(&self, t: &Traced) -> bool {
-        match t.cookie {
-            Some(c) => c == self.cookie,
-            None => self.tuple_hash != 0 && t.tuple.hash32() == self.tuple_hash,
-        }
-    }
 }
 
-/// Gone sockets waiting for a verdict, verdicts waiting for their socket.
+/// Gone sockets waiting for a verdict, verdicts waiting for their socket: indexed by cookie and
+/// by tuple digest, so a burst of thousands of ends joins in linear time.
 #[derive(Debug, Default, Clone)]
 pub struct Departures {
-    /// Gone sockets, when they left, and whether a poll has passed since.
-    waiting: Vec<(Gone, Instant, bool)>,
-    /// Ends told by tuple alone, waiting to meet their socket.
-    by_tuple: Vec<(Traced, Instant, bool)>,
+    /// Gone sockets by cookie, with when they left and whether a poll has passed since.
+    waiting: FxHashMap<u64, (Gone, Instant, bool)>,
+    /// Tuple digest → cookie of a waiting socket.
+    waiting_by_tuple: FxHashMap<u32, u64>,
+    /// Ends told by tuple alone, by tuple digest, waiting to meet their socket.
+    by_tuple: FxHashMap<u32, (Traced, Instant, bool)>,
     /// Cookies told while still listed: their leaving is not told again.
     told: FxHashMap<u64, Instant>,
 }
@@ -123,8 +119,7 @@ impl Departures {
     /// One poll's departures. `gone` left the table; `traced` are the tracepoints' new verdicts,
     /// `None` when no tracepoints are read (every cause is then inferred at once); `listed`
     /// gives a listed cookie's socket (as last seen before its end) and when katop first saw
-    /// it;
-    /// gives a cookie's socket when it is in the table now.
+    /// it; `now` and `wall` are the poll's time by both clocks.
     pub fn step(
         &mut self,
         gone: Vec<Gone>,
@@ -135,10 +130,10 @@ impl Departures {
     ) -> Vec<Ended> {
         let mut out = Vec::new();
         let tracing = traced.is_some();
-        for (_, _, polled) in &mut self.waiting {
+        for (_, _, polled) in self.waiting.values_mut() {
             *polled = true;
         }
-        for (_, _, polled) in &mut self.by_tuple {
+        for (_, _, polled) in self.by_tuple.values_mut() {
             *polled = true;
         }
         for g in gone {
@@ -150,16 +145,24 @@ impl Departures {
             if tracing && g.last.state == SockState::TimeWait {
                 continue;
             }
-            if let Some(k) = self.by_tuple.iter().position(|(t, _, _)| g.matches(t)) {
-                let (t, _, _) = self.by_tuple.swap_remove(k);
+            let told = (g.tuple_hash != 0)
+                .then(|| self.by_tuple.remove(&g.tuple_hash))
+                .flatten();
+            if let Some((t, _, _)) = told {
                 out.push(traced_end(t, g.sock, g.first_seen));
             } else {
-                self.waiting.push((g, now, false));
+                if g.tuple_hash != 0 {
+                    self.waiting_by_tuple.insert(g.tuple_hash, g.cookie);
+                }
+                self.waiting.insert(g.cookie, (g, now, false));
             }
         }
         for t in traced.unwrap_or_default() {
-            if let Some(k) = self.waiting.iter().position(|(g, _, _)| g.matches(&t)) {
-                let (g, _, _) = self.waiting.swap_remove(k);
+            let cookie = t
+                .cookie
+                .or_else(|| self.waiting_by_tuple.get(&t.tuple.hash32()).copied());
+            if let Some((g, _, _)) = cookie.and_then(|c| self.waiting.remove(&c)) {
+                self.waiting_by_tuple.remove(&g.tuple_hash);
                 out.push(traced_end(t, g.sock, g.first_seen));
             } else if let Some((sock, first_seen)) = t.cookie.and_then(&listed) {
                 self.told.insert(sock.cookie.0, now);
@@ -167,18 +170,21 @@ impl Departures {
             } else if t.cookie.is_some() {
                 out.push(traced_end(t, None, None));
             } else {
-                self.by_tuple.push((t, now, false));
+                self.by_tuple.insert(t.tuple.hash32(), (t, now, false));
             }
         }
         let due =
             |since: Instant, polled: bool| polled && now.saturating_duration_since(since) >= GRACE;
-        self.waiting.retain(|(g, since, polled)| {
+        let mut inferred: Vec<Ended> = Vec::new();
+        let by_tuple = &mut self.waiting_by_tuple;
+        self.waiting.retain(|_, (g, since, polled)| {
             if tracing && !due(*since, *polled) {
                 return true;
             }
-            out.push(Ended {
+            by_tuple.remove(&g.tuple_hash);
+            inferred.push(Ended {
                 cookie: Some(g.cookie),
-                sock: g.sock.clone(),
+                sock: g.sock.take(),
                 tuple: None,
                 cause: infer(g.last),
                 source: CauseSource::Inferred,
@@ -189,13 +195,19 @@ impl Departures {
             });
             false
         });
-        self.by_tuple.retain(|(t, since, polled)| {
+        let mut unmet: Vec<Ended> = Vec::new();
+        self.by_tuple.retain(|_, (t, since, polled)| {
             if !due(*since, *polled) {
                 return true;
             }
-            out.push(traced_end(t.clone(), None, None));
+            unmet.push(traced_end(t.clone(), None, None));
             false
         });
+        // In a stable order (the maps have none).
+        inferred.sort_by_key(|e| e.cookie);
+        unmet.sort_by_key(|e| e.at);
+        out.append(&mut inferred);
+        out.append(&mut unmet);
         self.told
             .retain(|_, at| now.saturating_duration_since(*at) < KEEP_TOLD);
         out

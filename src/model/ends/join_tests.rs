@@ -164,3 +164,29 @@ fn ends_no_poll_saw_are_kept_and_a_listed_time_wait_is_told_once() {
         [(None, Cause::RetransmitTimeout, Tracepoint, false)]
     );
 }
+
+#[test]
+fn a_burst_of_ends_told_by_tuple_each_meets_its_own_socket() {
+    let mut d = Departures::default();
+    let t0 = Instant::now();
+    let gone: Vec<Gone> = (0..2000u16)
+        .map(|p| gone(u64::from(p) + 1, 1000 + p, SockState::Established))
+        .collect();
+    // Told in another order, by tuple alone, half before their sockets leave.
+    let told = |ports: std::ops::Range<u16>| {
+        ports
+            .rev()
+            .map(|p| traced(None, 1000 + p, Cause::KeepaliveTimeout))
+            .collect::<Vec<_>>()
+    };
+    let mut out = d.step(vec![], Some(told(0..1000)), |_| None, t0, W);
+    assert!(out.is_empty(), "they wait for their sockets");
+    out = d.step(gone, Some(told(1000..2000)), |_| None, t0, W);
+    assert_eq!(out.len(), 2000);
+    for e in &out {
+        let sock = e.sock.as_ref().unwrap();
+        assert_eq!(Some(sock.cookie.0), e.cookie);
+        assert_eq!(sock.local.port(), Some(999 + e.cookie.unwrap() as u16));
+        assert_eq!((e.cause, e.source), (Cause::KeepaliveTimeout, Tracepoint));
+    }
+}

@@ -242,6 +242,9 @@ type Update = Box<dyn FnOnce(&mut Pending)>;
 #[derive(Debug, Default)]
 pub struct Tracker {
     pending: FxHashMap<Tuple, Pending>,
+    /// (local port, remote address) → a pending tuple with them: how a zeroed tuple is found
+    /// without a scan of every pending one.
+    by_ends: FxHashMap<(u16, Ipv6Addr), Tuple>,
 }
 
 impl Tracker {
@@ -299,7 +302,10 @@ impl Tracker {
         if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&tuple) {
             self.forget_oldest();
         }
-        let p = self.pending.entry(tuple).or_default();
+        let p = self.pending.entry(tuple).or_insert_with(|| {
+            self.by_ends.insert((tuple.local.1, tuple.remote.0), tuple);
+            Pending::default()
+        });
         p.first_at.get_or_insert(at);
         update(p);
         // The error the application sees comes after the move to CLOSE: the kernel has ended
@@ -318,7 +324,7 @@ impl Tracker {
         } else {
             tuple
         };
-        let p = self.pending.remove(&key).unwrap_or_default();
+        let p = self.forget(&key).unwrap_or_default();
         if tuple.remote.1 == 0 && p.first_at.is_none() || p.told {
             return None;
         }
@@ -331,10 +337,17 @@ impl Tracker {
         if zeroed.remote.0.is_unspecified() || zeroed.local.1 == 0 {
             return None;
         }
-        self.pending
-            .keys()
-            .find(|t| t.local.1 == zeroed.local.1 && t.remote.0 == zeroed.remote.0)
+        self.by_ends
+            .get(&(zeroed.local.1, zeroed.remote.0))
             .copied()
+    }
+
+    fn forget(&mut self, tuple: &Tuple) -> Option<Pending> {
+        let ends = (tuple.local.1, tuple.remote.0);
+        if self.by_ends.get(&ends) == Some(tuple) {
+            self.by_ends.remove(&ends);
+        }
+        self.pending.remove(tuple)
     }
 
     fn forget_oldest(&mut self) {
@@ -343,6 +356,8 @@ impl Tracker {
         if let Some(&cut) = times.get(times.len() / 4) {
             self.pending
                 .retain(|_, p| p.first_at.is_some_and(|t| t > cut));
+            let pending = &self.pending;
+            self.by_ends.retain(|_, t| pending.contains_key(t));
         }
     }
 

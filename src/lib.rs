@@ -91,7 +91,10 @@ pub fn main() -> ExitCode {
             }
         }
     }
-    run(&args)
+    let code = run(&args);
+    // The tracefs instance goes with katop, whichever thread held it.
+    collector::ends::stop_all();
+    code
 }
 
 /// Port names: katop's, the system's (`/etc/services`, below the ephemeral range) and the

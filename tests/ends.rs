@@ -37,22 +37,34 @@ struct Follow {
 
 impl Follow {
     fn start(filter: &str) -> Follow {
-        Follow::spawn(&[
-            "history",
-            "--follow",
-            "--json",
-            "--interval",
-            "200ms",
-            "--filter",
-            filter,
-        ])
+        Follow::start_every(filter, "200ms")
+    }
+
+    fn start_every(filter: &str, interval: &str) -> Follow {
+        Follow::spawn_in(
+            "host",
+            &[
+                "history",
+                "--follow",
+                "--json",
+                "--interval",
+                interval,
+                "--filter",
+                filter,
+            ],
+        )
     }
 
     /// katop with `args`, printing JSON lines.
     fn spawn(args: &[&str]) -> Follow {
+        Follow::spawn_in("host", args)
+    }
+
+    /// katop reading namespaces `netns` (`KATOP_NETNS`), with `args`.
+    fn spawn_in(netns: &str, args: &[&str]) -> Follow {
         let mut child: Child = Command::new(env!("CARGO_BIN_EXE_katop"))
             .args(args)
-            .env("KATOP_NETNS", "host")
+            .env("KATOP_NETNS", netns)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -388,4 +400,47 @@ fn a_connection_the_kernel_ended_while_held_is_dead_until_closed() {
         }
         listener_lines_since.get() >= 2
     });
+}
+
+#[test]
+fn a_refused_connect_ends_nothing_and_a_connection_no_poll_saw_passes_the_filter() {
+    if skip("refused and short") {
+        return;
+    }
+    let (l, filter) = listener();
+    let refused = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Polls 2 s apart: a connection opened and closed at once lives between two of them.
+    // Every namespace read: only then is an end no poll saw known to be one katop reads.
+    let mut h = Follow::spawn_in(
+        "all",
+        &[
+            "history",
+            "--follow",
+            "--json",
+            "--interval",
+            "2s",
+            "--filter",
+            &format!("({filter}) or dst:{refused}"),
+        ],
+    );
+    drop(h.watching(&l));
+    assert!(
+        TcpStream::connect(refused).is_err(),
+        "nothing listens there"
+    );
+    let (c, s) = pair(&l);
+    let short = ends(&c);
+    drop(c);
+    drop(s);
+    let end = h.closed(short);
+    assert_eq!(cause(&end), ("closed", "tracepoint"), "{end}");
+    let refused = refused.to_string();
+    assert!(
+        h.seen.iter().all(|v| v["remote"] != refused.as_str()),
+        "a connect that never opened was told as an end: {:#?}",
+        h.seen
+    );
 }

@@ -183,6 +183,7 @@ fn snapshot(socks: Vec<RawSock>, settings: KernelSettings) -> Snapshot {
         cost: PollCost::default(),
         warnings: vec!["a warning \u{202e} with \u{1b}[31m escapes".into()],
         ends: None,
+        every_namespace: true,
         unlisted: Vec::new(),
     }
 }

@@ -40,11 +40,19 @@ pub struct Drained {
 
 /// The running watch; dropping it stops the thread and removes the instance.
 pub struct EndWatch {
-    instance: PathBuf,
     found: Arc<Mutex<Found>>,
+    instance: PathBuf,
+}
+
+/// A watch's reader and instance, kept where [`stop_all`] finds it: a frontend whose collector
+/// thread is never joined (the dashboard) or that ends on a signal still removes its instance.
+struct Live {
+    instance: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
 
 impl EndWatch {
     /// Starts watching, or says why it cannot (not root, no tracefs, no such events).
@@ -58,37 +66,34 @@ impl EndWatch {
             .find(|p| p.join("instances").is_dir())
             .ok_or("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")?;
         remove_orphans(&root.join("instances"));
-        let instance = root
-            .join("instances")
-            .join(format!("katop-{}", std::process::id()));
-        std::fs::create_dir(&instance)
-            .map_err(|e| format!("cannot make a tracefs instance: {e}"))?;
-        // From here on, dropping the watch removes the instance again.
-        let mut watch = EndWatch {
+        let (instance, pipe) = make_instance(&root.join("instances"))?;
+        let found = Arc::new(Mutex::new(Found::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut live = Live {
             instance: instance.clone(),
-            found: Arc::new(Mutex::new(Found::default())),
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: stop.clone(),
             thread: None,
         };
-        // Room for bursts between reads: 1 MiB a CPU.
-        let _ = write_control(&instance.join("buffer_size_kb"), "1024");
-        for event in trace::EVENTS {
-            write_control(&instance.join("events").join(event).join("enable"), "1")
-                .map_err(|e| format!("cannot enable the tracepoint {event}: {e}"))?;
+        if let Err(e) = configure(&instance) {
+            drop(pipe);
+            live.shut();
+            return Err(e);
         }
-        let pipe = rustix::fs::open(
-            instance.join("trace_pipe"),
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| format!("cannot read the trace: {e}"))?;
-        let (found, stop) = (watch.found.clone(), watch.stop.clone());
-        let thread = std::thread::Builder::new()
+        let reader_found = found.clone();
+        match std::thread::Builder::new()
             .name("katop-ends".into())
-            .spawn(move || read_events(pipe, &found, &stop))
-            .map_err(|e| format!("cannot start the trace reader: {e}"))?;
-        watch.thread = Some(thread);
-        Ok(watch)
+            .spawn(move || read_events(pipe, &reader_found, &stop))
+        {
+            Ok(t) => live.thread = Some(t),
+            Err(e) => {
+                live.shut();
+                return Err(format!("cannot start the trace reader: {e}"));
+            }
+        }
+        LIVE.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(live);
+        Ok(EndWatch { found, instance })
     }
 
     /// What was found since the last call.
@@ -104,8 +109,57 @@ impl EndWatch {
     }
 }
 
-impl Drop for EndWatch {
-    fn drop(&mut self) {
+/// A new instance of katop's own and its open pipe. Opened at once: the kernel refuses to
+/// remove an instance whose pipe is open, so another katop's clean-up never takes a live one;
+/// one taken in the moment between (another katop starting) is made again.
+fn make_instance(instances: &Path) -> Result<(PathBuf, rustix::fd::OwnedFd), String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        // The pid alone may repeat (katops in PID namespaces): a random part makes it ours.
+        let mut tag = [0u8; 4];
+        let _ = rustix::rand::getrandom(&mut tag, rustix::rand::GetRandomFlags::empty());
+        let instance = instances.join(format!(
+            "katop-{}-{:08x}",
+            std::process::id(),
+            u32::from_ne_bytes(tag)
+        ));
+        std::fs::create_dir(&instance)
+            .map_err(|e| format!("cannot make a tracefs instance: {e}"))?;
+        match rustix::fs::open(
+            instance.join("trace_pipe"),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(pipe) => return Ok((instance, pipe)),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&instance);
+                last = format!("cannot read the trace: {e}");
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The buffer and the events (the state changes filtered in the kernel to those that end or
+/// start a connection's life).
+fn configure(instance: &Path) -> Result<(), String> {
+    // Room for bursts between reads: 4 MiB a CPU.
+    let _ = write_control(&instance.join("buffer_size_kb"), "4096");
+    let events = instance.join("events");
+    let _ = write_control(
+        &events.join("sock/inet_sock_set_state/filter"),
+        "protocol == 6 && (newstate == 1 || newstate == 4 || newstate == 7 || newstate == 8)",
+    );
+    for event in trace::EVENTS {
+        write_control(&events.join(event).join("enable"), "1")
+            .map_err(|e| format!("cannot enable the tracepoint {event}: {e}"))?;
+    }
+    Ok(())
+}
+
+impl Live {
+    /// Stops the reader, turns the events off and removes the instance.
+    fn shut(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -117,6 +171,29 @@ impl Drop for EndWatch {
             );
         }
         let _ = std::fs::remove_dir(&self.instance);
+    }
+}
+
+impl Drop for EndWatch {
+    fn drop(&mut self) {
+        let mut live = LIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = live.iter().position(|l| l.instance == self.instance) {
+            live.swap_remove(i).shut();
+        }
+    }
+}
+
+/// Stops every watch this process runs and removes its instance: called as katop exits.
+pub fn stop_all() {
+    let all = std::mem::take(
+        &mut *LIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for mut l in all {
+        l.shut();
     }
 }
 
@@ -132,23 +209,25 @@ fn write_control(path: &Path, value: &str) -> std::io::Result<()> {
     f.write_all(value.as_bytes())
 }
 
-/// Instances of katops that are no longer running (killed before they could remove theirs).
+/// Instances of katops that are no longer running (killed before they could remove theirs):
+/// every `katop-*` instance is tried, and the kernel refuses (EBUSY) to remove one whose
+/// pipe a running katop holds open.
 fn remove_orphans(instances: &Path) {
     let Ok(dir) = std::fs::read_dir(instances) else {
         return;
     };
     for entry in dir.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("katop-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("katop-")) else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir(entry.path());
+        // An earlier katop's `katop-PID` (its pipe opened late): only once that pid is gone.
+        if let Ok(pid) = rest.parse::<u32>() {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
         }
+        let _ = std::fs::remove_dir(entry.path());
     }
 }
 

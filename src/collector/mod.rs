@@ -186,7 +186,8 @@ impl Collector {
         }
         if let Some(d) = drained.as_ref().filter(|d| d.dropped > 0) {
             warnings.push(format!(
-                "{} connection ends were not read in time (a burst); their causes are inferred",
+                "{} trace events were lost in a burst: some connection ends are missing, and \
+                 some causes are inferred",
                 d.dropped
             ));
         }
@@ -217,6 +218,7 @@ impl Collector {
             },
             warnings,
             ends: drained.map(|d| d.ended),
+            every_namespace: self.selection.netns == namespaces::Which::All,
             unlisted,
         })
     }

@@ -100,20 +100,14 @@ impl Event {
 
     /// The end of a connection no poll saw: only its two ends, as the tracepoints gave them.
     fn unseen(end: &Ended, host: &str) -> Event {
-        let sock = |(ip, port): (std::net::Ipv6Addr, u16)| {
-            let ip = ip
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4);
-            std::net::SocketAddr::new(ip, port).to_string()
-        };
         Event {
             time: crate::actions::log::rfc3339(end.at),
             event: Kind::Closed,
             host: host.into(),
             cookie: end.cookie,
             proto: "tcp",
-            local: end.tuple.map(|t| sock(t.local)),
-            remote: end.tuple.map(|t| sock(t.remote)),
+            local: end.tuple.map(|t| t.local_addr().to_string()),
+            remote: end.tuple.map(|t| t.remote_addr().to_string()),
             netns_name: None,
             container: None,
             pid: None,

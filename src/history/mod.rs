@@ -128,8 +128,8 @@ fn changes<'a>(
     })
 }
 
-/// A connection's end, if the filter takes it. One no poll saw has only its two ends: only
-/// an empty filter takes it.
+/// A connection's end, if the filter takes it. One no poll saw has only its two ends (and
+/// its cookie): the filter takes it or not by those (a term about anything else fails).
 fn closed(
     end: &Ended,
     table: &ConnTable,
@@ -137,13 +137,42 @@ fn closed(
     now: Instant,
     host: &str,
 ) -> Option<Event> {
-    match &end.sock {
-        Some(sock) => {
-            let e = SockEntry::bare(sock, now, &table.ctx);
-            filter
-                .matches(&e, now)
-                .then(|| Event::closed(end, Some(&e), host))
-        }
-        None => filter.matches_all().then(|| Event::closed(end, None, host)),
+    if let Some(sock) = &end.sock {
+        let e = SockEntry::bare(sock, now, &table.ctx);
+        return filter
+            .matches(&e, now)
+            .then(|| Event::closed(end, Some(&e), host));
+    }
+    let sock = end.tuple.map(|t| unseen(&t, end.cookie))?;
+    filter
+        .matches(&SockEntry::bare(&sock, now, &table.ctx), now)
+        .then(|| Event::closed(end, None, host))
+}
+
+/// A connection no poll saw, as far as its end tells it: TCP, its two ends, its cookie.
+fn unseen(t: &crate::model::ends::trace::Tuple, cookie: Option<u64>) -> crate::model::RawSock {
+    use crate::model::{Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Proto};
+    let local = t.local_addr();
+    crate::model::RawSock {
+        proto: Proto::Tcp,
+        family: if local.is_ipv4() {
+            Family::Inet
+        } else {
+            Family::Inet6
+        },
+        state: SockState::Close,
+        local: Endpoint::Inet(InetAddr::from(local)),
+        remote: Endpoint::Inet(InetAddr::from(t.remote_addr())),
+        interface: 0,
+        inode: Inode(0),
+        cookie: Cookie(cookie.unwrap_or(0)),
+        netns: NetnsId::default(),
+        uid: None,
+        recv_q: 0,
+        send_q: 0,
+        timer: None,
+        tcp_info: None,
+        owner: Owner::Unknown,
+        opts: crate::model::SockOpts::default(),
     }
 }

@@ -52,6 +52,9 @@ pub struct Snapshot {
     /// Connection ends the kernel's tracepoints told since the last poll (drained before the
     /// dump); `None` when katop does not read them (causes are then inferred).
     pub ends: Option<Vec<ends::trace::Traced>>,
+    /// Whether katop read every network namespace: the tracepoints tell ends in all of them,
+    /// so an end no poll saw is kept only then.
+    pub every_namespace: bool,
     /// TCP sockets processes hold that no socket table lists (`CLOSE`): connections the kernel
     /// ended while held, or sockets never connected. The table keeps the ones it knew as
     /// connections (stale reason `dead`).

@@ -344,6 +344,15 @@ impl ConnTable {
         let old_index = std::mem::replace(&mut self.index, index);
         let before = (&previous[..], &old_derived[..], &old_index);
         let ended = self.ends(gone_conns, snap.ends, before, clock);
+        let ended = if snap.every_namespace {
+            ended
+        } else {
+            // The tracepoints see every namespace; an end no poll saw may be another's.
+            ended
+                .into_iter()
+                .filter(|e| e.sock.is_some() || e.first_seen.is_some())
+                .collect()
+        };
         self.keep_held_ends(&ended);
         self.netns = snap.netns;
         self.interfaces = snap.interfaces;
@@ -438,6 +447,7 @@ impl ConnTable {
                 .map(|&i| self.socks[i as usize].clone()),
             last: c.last?,
             first_seen: Some(clock.at(c.first_seen_ms)),
+            seen_alive: true,
         })
     }
 
@@ -459,12 +469,17 @@ impl ConnTable {
                         sock: None,
                         last: c.last?,
                         first_seen: Some(clock.at(c.first_seen_ms)),
+                        seen_alive: c.state_since_ms > c.first_seen_ms,
                     })
                 })
                 .collect(),
             None => (0..carried.len())
                 .filter(|&i| !carried[i])
-                .filter_map(|i| Gone::of(&self.socks[i], clock.at(self.derived[i].first_seen_ms)))
+                .filter_map(|i| {
+                    let d = &self.derived[i];
+                    let alive = d.state_since_ms > d.first_seen_ms;
+                    Gone::of(&self.socks[i], clock.at(d.first_seen_ms), alive)
+                })
                 .collect(),
         }
     }

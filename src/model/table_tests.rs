@@ -78,6 +78,7 @@ pub fn snapshot(socks: Vec<RawSock>) -> Snapshot {
         cost: PollCost::default(),
         warnings: Vec::new(),
         ends: None,
+        every_namespace: true,
         unlisted: Vec::new(),
     }
 }

@@ -52,6 +52,8 @@ pub struct Gone {
     pub sock: Option<RawSock>,
     pub last: LastSeen,
     pub first_seen: Option<SystemTime>,
+    /// Whether katop saw it change state (alive before its last state), not only as it left.
+    pub seen_alive: bool,
 }
 
 /// Whether a socket's leaving is a connection's end (not a listener, a request socket, UDP…).
@@ -90,13 +92,14 @@ pub fn last_seen(sock: &RawSock) -> LastSeen {
 
 impl Gone {
     /// A connection socket the table let go, or `None` for a socket whose leaving ends none.
-    pub fn of(sock: &RawSock, first_seen: SystemTime) -> Option<Gone> {
+    pub fn of(sock: &RawSock, first_seen: SystemTime, seen_alive: bool) -> Option<Gone> {
         is_connection(sock).then(|| Gone {
             cookie: sock.cookie.0,
             tuple_hash: tuple_of(sock).map_or(0, |t| t.hash32()),
             sock: Some(sock.clone()),
             last: last_seen(sock),
             first_seen: Some(first_seen),
+            seen_alive,
         })
     }
 }
@@ -140,16 +143,17 @@ impl Departures {
             if self.told.remove(&g.cookie).is_some() {
                 continue;
             }
-            // Traced, a connection's end comes when it enters TIME_WAIT (or before katop
-            // watched): the TIME_WAIT's own leaving ends nothing.
-            if tracing && g.last.state == SockState::TimeWait {
+            // Traced, a connection's end comes when it enters TIME_WAIT (told, so skipped
+            // above): a TIME_WAIT's leaving ends nothing, unless katop saw the connection alive
+            // and no end was told (events lost).
+            if tracing && g.last.state == SockState::TimeWait && !g.seen_alive {
                 continue;
             }
             let told = (g.tuple_hash != 0)
                 .then(|| self.by_tuple.remove(&g.tuple_hash))
                 .flatten();
             if let Some((t, _, _)) = told {
-                out.push(traced_end(t, g.sock, g.first_seen));
+                out.push(traced_end(t, g.sock, g.first_seen, Some(g.last)));
             } else {
                 if g.tuple_hash != 0 {
                     self.waiting_by_tuple.insert(g.tuple_hash, g.cookie);
@@ -163,12 +167,13 @@ impl Departures {
                 .or_else(|| self.waiting_by_tuple.get(&t.tuple.hash32()).copied());
             if let Some((g, _, _)) = cookie.and_then(|c| self.waiting.remove(&c)) {
                 self.waiting_by_tuple.remove(&g.tuple_hash);
-                out.push(traced_end(t, g.sock, g.first_seen));
+                out.push(traced_end(t, g.sock, g.first_seen, Some(g.last)));
             } else if let Some((sock, first_seen)) = t.cookie.and_then(&listed) {
                 self.told.insert(sock.cookie.0, now);
-                out.push(traced_end(t, Some(sock), Some(first_seen)));
+                let last = last_seen(&sock);
+                out.push(traced_end(t, Some(sock), Some(first_seen), Some(last)));
             } else if t.cookie.is_some() {
-                out.push(traced_end(t, None, None));
+                out.push(traced_end(t, None, None, None));
             } else {
                 self.by_tuple.insert(t.tuple.hash32(), (t, now, false));
             }
@@ -200,7 +205,7 @@ impl Departures {
             if !due(*since, *polled) {
                 return true;
             }
-            unmet.push(traced_end(t.clone(), None, None));
+            unmet.push(traced_end(t.clone(), None, None, None));
             false
         });
         // In a stable order (the maps have none).
@@ -214,13 +219,26 @@ impl Departures {
     }
 }
 
-fn traced_end(t: Traced, sock: Option<RawSock>, first_seen: Option<SystemTime>) -> Ended {
+/// The end the tracepoints told. When they saw only the destroy (events lost, or an end begun
+/// before katop watched), the cause is the last poll's inference, or unknown: never passed off
+/// as the tracepoints' word.
+fn traced_end(
+    t: Traced,
+    sock: Option<RawSock>,
+    first_seen: Option<SystemTime>,
+    last: Option<LastSeen>,
+) -> Ended {
+    let (cause, source) = if t.evidence {
+        (t.cause, CauseSource::Tracepoint)
+    } else {
+        (last.map_or(Cause::Unknown, infer), CauseSource::Inferred)
+    };
     Ended {
         cookie: t.cookie.or(sock.as_ref().map(|s| s.cookie.0)),
         tuple: sock.is_none().then_some(t.tuple),
         sock,
-        cause: t.cause,
-        source: CauseSource::Tracepoint,
+        cause,
+        source,
         errno: t.errno,
         reset_reason: t.reset_reason,
         at: t.at,

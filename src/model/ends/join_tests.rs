@@ -19,6 +19,7 @@ fn traced(cookie: Option<u64>, port: u16, cause: Cause) -> Traced {
         errno: None,
         reset_reason: None,
         at: W,
+        evidence: true,
     }
 }
 
@@ -34,7 +35,7 @@ fn raw(cookie: u64, port: u16, state: SockState) -> RawSock {
 }
 
 fn gone(cookie: u64, port: u16, state: SockState) -> Gone {
-    Gone::of(&raw(cookie, port, state), W).unwrap()
+    Gone::of(&raw(cookie, port, state), W, true).unwrap()
 }
 
 fn what(e: &[Ended]) -> Vec<(Option<u64>, Cause, CauseSource, bool)> {
@@ -93,7 +94,7 @@ fn a_socket_waits_a_poll_for_its_verdict_then_is_inferred() {
 #[test]
 fn without_tracepoints_every_cause_is_inferred_at_once() {
     let mut d = Departures::default();
-    assert!(Gone::of(&raw(9, 3, SockState::Listen), W).is_none());
+    assert!(Gone::of(&raw(9, 3, SockState::Listen), W, true).is_none());
     let mut probing = raw(7, 1, SockState::Established);
     probing.timer = Some(crate::model::Timer {
         kind: TimerKind::Keepalive,
@@ -102,7 +103,7 @@ fn without_tracepoints_every_cause_is_inferred_at_once() {
     });
     let out = d.step(
         vec![
-            Gone::of(&probing, W).unwrap(),
+            Gone::of(&probing, W, true).unwrap(),
             gone(8, 2, SockState::TimeWait),
         ],
         None,
@@ -189,4 +190,23 @@ fn a_burst_of_ends_told_by_tuple_each_meets_its_own_socket() {
         assert_eq!(sock.local.port(), Some(999 + e.cookie.unwrap() as u16));
         assert_eq!((e.cause, e.source), (Cause::KeepaliveTimeout, Tracepoint));
     }
+}
+
+#[test]
+fn a_time_wait_seen_alive_whose_end_was_never_told_is_inferred_closed() {
+    let mut d = Departures::default();
+    let t0 = Instant::now();
+    let mut never_alive = gone(2, 2, SockState::TimeWait);
+    never_alive.seen_alive = false;
+    let out = d.step(
+        vec![gone(1, 1, SockState::TimeWait), never_alive],
+        Some(vec![]),
+        |_| None,
+        t0,
+        W,
+    );
+    assert!(out.is_empty());
+    assert!(d.step(vec![], Some(vec![]), |_| None, t0, W).is_empty());
+    let out = d.step(vec![], Some(vec![]), |_| None, t0 + GRACE, W);
+    assert_eq!(what(&out), [(Some(1), Cause::Closed, Inferred, true)]);
 }

@@ -14,6 +14,7 @@
 
 pub mod join;
 pub mod trace;
+pub mod tracker;
 
 use std::fmt;
 

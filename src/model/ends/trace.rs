@@ -6,11 +6,8 @@
 //! local port and remote address.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::time::SystemTime;
 
-use rustc_hash::FxHashMap;
-
-use super::Cause;
+pub use super::tracker::{Traced, Tracker};
 
 /// The tracepoints read, as `system/event` under tracefs `events/`.
 pub const EVENTS: [&str; 5] = [
@@ -39,6 +36,8 @@ pub enum Event {
     ResetSent {
         tuple: Tuple,
         reason: String,
+        /// Sent by a socket (not for a segment no socket took: `NO_SOCKET`).
+        socket: bool,
     },
     ResetReceived {
         tuple: Tuple,
@@ -54,23 +53,17 @@ pub enum Event {
     },
 }
 
-/// A connection's end as the tracepoints told it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Traced {
-    /// The socket's cookie; `None` for an end told before its socket was destroyed (a
-    /// socket its application still holds), found by its tuple.
-    pub cookie: Option<u64>,
-    pub tuple: Tuple,
-    pub cause: Cause,
-    /// The errno its application saw (ETIMEDOUT 110, ECONNRESET 104, ECONNABORTED 103, …).
-    pub errno: Option<i32>,
-    /// The kernel's reason for a reset this side sent (`TCP_KEEPALIVE_TIMEOUT`, …).
-    pub reset_reason: Option<Box<str>>,
-    /// When the kernel ended it (its move to `CLOSE`), else when it was destroyed.
-    pub at: SystemTime,
-}
-
 impl Tuple {
+    /// Its local end as a socket address (IPv4 unmapped).
+    pub fn local_addr(&self) -> SocketAddr {
+        unmapped(self.local)
+    }
+
+    /// Its remote end as a socket address (IPv4 unmapped).
+    pub fn remote_addr(&self) -> SocketAddr {
+        unmapped(self.remote)
+    }
+
     /// The tuple of a socket's two inet ends.
     pub fn of(local: crate::model::InetAddr, remote: crate::model::InetAddr) -> Tuple {
         Tuple {
@@ -85,6 +78,10 @@ impl Tuple {
         let d = rustc_hash::FxBuildHasher.hash_one(self);
         ((d >> 32) as u32 ^ d as u32).max(1)
     }
+}
+
+fn unmapped((ip, port): (Ipv6Addr, u16)) -> SocketAddr {
+    SocketAddr::new(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4), port)
 }
 
 fn mapped(ip: IpAddr) -> Ipv6Addr {
@@ -132,20 +129,11 @@ fn field<'a>(rest: &'a str, key: &str) -> Option<&'a str> {
 
 /// Parses one line of `trace_pipe`; `None` for other events, comments and garbled lines.
 pub fn parse(line: &str) -> Option<Event> {
-    // `  task-pid  [cpu] flags  timestamp: event: fields`
-    let (_, after) = line.split_once(']')?;
-    let (event, rest) = [
-        "inet_sock_set_state",
-        "tcp_send_reset",
-        "tcp_receive_reset",
-        "inet_sk_error_report",
-        "tcp_destroy_sock",
-    ]
-    .into_iter()
-    .find_map(|name| {
-        let (_, rest) = after.split_once(&format!(" {name}: "))?;
-        Some((name, rest))
-    })?;
+    // `  task-pid  [cpu] flags  timestamp: event: fields`: the event is the word before the
+    // second ": " after the CPU (the task's name, before it, may hold anything).
+    let (_, after) = line.split_once("] ")?;
+    let (_, rest) = after.split_once(": ")?;
+    let (event, rest) = rest.split_once(": ")?;
     if event == "inet_sock_set_state" || event == "inet_sk_error_report" {
         // TCP only (the events also fire for SCTP and MPTCP).
         if field(rest, "protocol")? != "IPPROTO_TCP" {
@@ -159,10 +147,15 @@ pub fn parse(line: &str) -> Option<Event> {
             old: field(rest, "oldstate")?.to_string(),
             new: field(rest, "newstate")?.to_string(),
         },
-        "tcp_send_reset" => Event::ResetSent {
-            tuple,
-            reason: field(rest, "reason").unwrap_or("?").to_string(),
-        },
+        "tcp_send_reset" => {
+            let reason = field(rest, "reason").unwrap_or("?");
+            let no_socket = field(rest, "skaddr").is_some_and(|a| a.bytes().all(|b| b == b'0'));
+            Event::ResetSent {
+                tuple,
+                reason: reason.to_string(),
+                socket: !no_socket && reason != "NO_SOCKET",
+            }
+        }
         "tcp_receive_reset" => Event::ResetReceived {
             tuple,
             cookie: field(rest, "sock_cookie").and_then(|c| u64::from_str_radix(c, 16).ok()),
@@ -171,199 +164,12 @@ pub fn parse(line: &str) -> Option<Event> {
             tuple,
             errno: field(rest, "error")?.parse().ok()?,
         },
-        _ => Event::Destroy {
+        "tcp_destroy_sock" => Event::Destroy {
             tuple,
             cookie: u64::from_str_radix(field(rest, "sock_cookie")?, 16).ok()?,
         },
+        _ => return None,
     })
-}
-
-/// What the events said so far about one connection on its way out.
-#[derive(Debug, Clone, Default)]
-struct Pending {
-    orderly: bool,
-    reset_received: bool,
-    reset_sent: Option<Box<str>>,
-    errno: Option<i32>,
-    ended_at: Option<SystemTime>,
-    first_at: Option<SystemTime>,
-    cookie: Option<u64>,
-    /// Told already (at the error its application sees), before the destroy.
-    told: bool,
-}
-
-impl Pending {
-    fn traced(&self, cookie: Option<u64>, tuple: Tuple, at: SystemTime) -> Traced {
-        Traced {
-            cookie: cookie.or(self.cookie),
-            tuple,
-            cause: self.cause(),
-            errno: self.errno,
-            reset_reason: self.reset_sent.clone(),
-            at: self.ended_at.unwrap_or(at),
-        }
-    }
-
-    fn cause(&self) -> Cause {
-        const ECONNABORTED: i32 = 103;
-        // Timeouts report ETIMEDOUT, or the ICMP soft error recorded meanwhile.
-        const TIMEOUTS: [i32; 4] = [110, 113, 101, 112];
-        match self.errno {
-            Some(ECONNABORTED) => return Cause::Killed,
-            Some(e) if TIMEOUTS.contains(&e) => {
-                return if self.reset_sent.as_deref() == Some("TCP_KEEPALIVE_TIMEOUT") {
-                    Cause::KeepaliveTimeout
-                } else {
-                    Cause::RetransmitTimeout
-                };
-            }
-            _ => {}
-        }
-        if self.reset_received {
-            Cause::ResetReceived
-        } else if self.reset_sent.is_some() {
-            Cause::ResetSent
-        } else if self.orderly {
-            Cause::Closed
-        } else {
-            Cause::Unknown
-        }
-    }
-}
-
-/// Entries kept for connections on their way out (a bound: a held-dead socket may never be
-/// destroyed while katop runs, and resets from `TIME_WAIT` have no socket to destroy).
-const MAX_PENDING: usize = 65_536;
-
-/// What an event does to its connection's record.
-type Update = Box<dyn FnOnce(&mut Pending)>;
-
-/// Joins events into ends, one [`Traced`] per destroyed connection.
-#[derive(Debug, Default)]
-pub struct Tracker {
-    pending: FxHashMap<Tuple, Pending>,
-    /// (local port, remote address) → a pending tuple with them: how a zeroed tuple is found
-    /// without a scan of every pending one.
-    by_ends: FxHashMap<(u16, Ipv6Addr), Tuple>,
-}
-
-impl Tracker {
-    /// Takes one event seen at `at`; a destroyed connection's end comes back.
-    pub fn feed(&mut self, event: Event, at: SystemTime) -> Option<Traced> {
-        let is_error = matches!(event, Event::Error { .. });
-        let (tuple, update): (Tuple, Update) = match event {
-            Event::StateChange { tuple, old, new } => {
-                let orderly = matches!(new.as_str(), "TCP_FIN_WAIT1" | "TCP_CLOSE_WAIT");
-                if !orderly && new != "TCP_CLOSE" {
-                    return None;
-                }
-                // A listener or an unconnected socket closing is no connection's end.
-                if old == "TCP_LISTEN" || old == "TCP_SYN_SENT" && tuple.remote.1 == 0 {
-                    return None;
-                }
-                (
-                    tuple,
-                    Box::new(move |p| {
-                        p.orderly |= orderly;
-                        if new == "TCP_CLOSE" {
-                            p.ended_at.get_or_insert(at);
-                        }
-                    }),
-                )
-            }
-            Event::ResetSent { tuple, reason } => (
-                tuple,
-                Box::new(move |p| {
-                    p.reset_sent.get_or_insert(reason.into_boxed_str());
-                }),
-            ),
-            Event::ResetReceived { tuple, cookie } => (
-                tuple,
-                Box::new(move |p| {
-                    p.reset_received = true;
-                    p.cookie = p.cookie.or(cookie);
-                }),
-            ),
-            Event::Error { tuple, errno } => (
-                tuple,
-                Box::new(move |p| {
-                    p.errno.get_or_insert(errno);
-                }),
-            ),
-            Event::Destroy { tuple, cookie } => return self.destroyed(tuple, cookie, at),
-        };
-        if tuple.remote.1 == 0 {
-            // The zeroed form of an aborted socket: attach to its full tuple if known.
-            if let Some(full) = self.zeroed_match(&tuple) {
-                update(self.pending.get_mut(&full)?);
-            }
-            return None;
-        }
-        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&tuple) {
-            self.forget_oldest();
-        }
-        let p = self.pending.entry(tuple).or_insert_with(|| {
-            self.by_ends.insert((tuple.local.1, tuple.remote.0), tuple);
-            Pending::default()
-        });
-        p.first_at.get_or_insert(at);
-        update(p);
-        // The error the application sees comes after the move to CLOSE: the kernel has ended
-        // the connection, though the application may hold the socket (and so its destroy)
-        // for hours. Told now, to be found by its tuple (or a reset's cookie).
-        if is_error && p.ended_at.is_some() && !p.told {
-            p.told = true;
-            return Some(p.traced(None, tuple, at));
-        }
-        None
-    }
-
-    fn destroyed(&mut self, tuple: Tuple, cookie: u64, at: SystemTime) -> Option<Traced> {
-        let key = if tuple.remote.1 == 0 {
-            self.zeroed_match(&tuple)?
-        } else {
-            tuple
-        };
-        let p = self.forget(&key).unwrap_or_default();
-        if tuple.remote.1 == 0 && p.first_at.is_none() || p.told {
-            return None;
-        }
-        Some(p.traced(Some(cookie), key, at))
-    }
-
-    /// A pending connection with this local port and remote address (the zeroed form keeps
-    /// those two).
-    fn zeroed_match(&self, zeroed: &Tuple) -> Option<Tuple> {
-        if zeroed.remote.0.is_unspecified() || zeroed.local.1 == 0 {
-            return None;
-        }
-        self.by_ends
-            .get(&(zeroed.local.1, zeroed.remote.0))
-            .copied()
-    }
-
-    fn forget(&mut self, tuple: &Tuple) -> Option<Pending> {
-        let ends = (tuple.local.1, tuple.remote.0);
-        if self.by_ends.get(&ends) == Some(tuple) {
-            self.by_ends.remove(&ends);
-        }
-        self.pending.remove(tuple)
-    }
-
-    fn forget_oldest(&mut self) {
-        let mut times: Vec<SystemTime> = self.pending.values().filter_map(|p| p.first_at).collect();
-        times.sort_unstable();
-        if let Some(&cut) = times.get(times.len() / 4) {
-            self.pending
-                .retain(|_, p| p.first_at.is_some_and(|t| t > cut));
-            let pending = &self.pending;
-            self.by_ends.retain(|_, t| pending.contains_key(t));
-        }
-    }
-
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! Lines as this machine's kernel (6.18) wrote them while each end was made to happen.
 use super::*;
+use crate::model::ends::tracker::MAX_PENDING;
+use crate::model::ends::Cause;
+use std::net::Ipv6Addr;
+use std::time::SystemTime;
 
 fn run(lines: &str) -> Vec<Traced> {
     let mut t = Tracker::default();
@@ -151,4 +155,127 @@ proptest::proptest! {
             let _ = t.feed(e, SystemTime::UNIX_EPOCH);
         }
     }
+}
+
+/// A `trace_pipe` line for `event` with `fields` (as this kernel formats them).
+fn line(event: &str, fields: &str) -> String {
+    format!("x-1 [000] ..s1. 1.000000: {event}: {fields}\n")
+}
+
+fn state(sport: u16, dport: u16, old: &str, new: &str) -> String {
+    line(
+        "inet_sock_set_state",
+        &format!(
+            "family=AF_INET protocol=IPPROTO_TCP sport={sport} dport={dport} saddr=127.0.0.1 \
+             daddr=127.0.0.2 saddrv6=::ffff:127.0.0.1 daddrv6=::ffff:127.0.0.2 \
+             oldstate=TCP_{old} newstate=TCP_{new}"
+        ),
+    )
+}
+
+fn ends_line(event: &str, sport: u16, dport: u16, tail: &str) -> String {
+    let (s, d) = if dport == 0 {
+        ("0.0.0.0", "::ffff:0.0.0.0")
+    } else {
+        ("127.0.0.1", "::ffff:127.0.0.1")
+    };
+    line(
+        event,
+        &format!(
+            "family=AF_INET protocol=IPPROTO_TCP sport={sport} dport={dport} saddr={s} \
+             daddr=127.0.0.2 saddrv6={d} daddrv6=::ffff:127.0.0.2 {tail}"
+        ),
+    )
+}
+
+fn reset_sent(sport: u16, dport: u16, skaddr: &str, reason: &str) -> String {
+    line(
+        "tcp_send_reset",
+        &format!(
+            "skbaddr=0000000000000000 skaddr={skaddr} src=127.0.0.1:{sport} \
+             dest=127.0.0.2:{dport} state=TCP_CLOSE reason={reason}"
+        ),
+    )
+}
+
+#[test]
+fn a_connect_that_never_opened_ends_no_connection() {
+    let lines = [
+        ends_line("tcp_receive_reset", 41000, 80, "sock_cookie=5"),
+        state(41000, 80, "SYN_SENT", "CLOSE"),
+        ends_line("inet_sk_error_report", 41000, 80, "error=111"),
+        ends_line("tcp_destroy_sock", 41000, 80, "sock_cookie=5"),
+    ]
+    .concat();
+    assert_eq!(causes(&lines), []);
+}
+
+#[test]
+fn a_reset_no_socket_sent_does_not_mark_the_next_connection_on_its_tuple() {
+    let lines = [
+        reset_sent(80, 41000, "0000000000000000", "NO_SOCKET"),
+        state(80, 41000, "SYN_RECV", "ESTABLISHED"),
+        state(80, 41000, "ESTABLISHED", "CLOSE_WAIT"),
+        state(80, 41000, "LAST_ACK", "CLOSE"),
+        ends_line("tcp_destroy_sock", 80, 41000, "sock_cookie=6"),
+    ]
+    .concat();
+    assert_eq!(causes(&lines), [(Some(6), Cause::Closed)]);
+}
+
+#[test]
+fn an_icmp_reject_is_its_error_not_the_empty_report_before_it() {
+    let lines = [
+        state(41001, 80, "ESTABLISHED", "CLOSE"),
+        ends_line("inet_sk_error_report", 41001, 80, "error=0"),
+        ends_line("inet_sk_error_report", 41001, 80, "error=113"),
+    ]
+    .concat();
+    let ends = run(&lines);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(
+        (ends[0].cause, ends[0].errno),
+        (Cause::RetransmitTimeout, Some(113))
+    );
+}
+
+#[test]
+fn an_orphan_whose_fin_was_never_acknowledged_timed_out() {
+    let lines = [
+        state(41002, 80, "ESTABLISHED", "FIN_WAIT1"),
+        state(41002, 80, "FIN_WAIT1", "CLOSE"),
+        ends_line("tcp_destroy_sock", 41002, 80, "sock_cookie=7"),
+    ]
+    .concat();
+    assert_eq!(causes(&lines), [(Some(7), Cause::RetransmitTimeout)]);
+}
+
+#[test]
+fn an_abort_is_not_confused_with_a_sibling_from_the_same_client() {
+    // Two server sockets for one client address: one in CLOSE_WAIT, one aborted (its destroy
+    // zeroes the remote port).
+    let lines = [
+        state(80, 41003, "ESTABLISHED", "CLOSE_WAIT"),
+        state(80, 41004, "ESTABLISHED", "CLOSE"),
+        reset_sent(80, 41004, "00000000deadbeef", "TCP_ABORT_ON_CLOSE"),
+        ends_line("tcp_destroy_sock", 80, 0, "sock_cookie=8"),
+        state(80, 41003, "LAST_ACK", "CLOSE"),
+        ends_line("tcp_destroy_sock", 80, 41003, "sock_cookie=9"),
+    ]
+    .concat();
+    let ends = run(&lines);
+    assert_eq!(
+        ends.iter().map(|t| (t.cookie, t.cause)).collect::<Vec<_>>(),
+        [(Some(8), Cause::ResetSent), (Some(9), Cause::Closed)]
+    );
+    assert_eq!(ends[0].tuple.remote.1, 41004, "the aborted one's own tuple");
+    assert_eq!(ends[0].errno, None, "its application closed it: no error");
+}
+
+#[test]
+fn a_destroy_alone_is_no_evidence_of_a_cause() {
+    let ends = run(&ends_line("tcp_destroy_sock", 41005, 80, "sock_cookie=a"));
+    assert_eq!(ends.len(), 1);
+    assert!(!ends[0].evidence);
+    assert_eq!(ends[0].cause, Cause::Unknown);
 }

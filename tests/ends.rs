@@ -444,3 +444,36 @@ fn a_refused_connect_ends_nothing_and_a_connection_no_poll_saw_passes_the_filter
         h.seen
     );
 }
+
+#[test]
+fn katop_removes_its_tracefs_instance_when_it_exits() {
+    if skip("instance removal") {
+        return;
+    }
+    let instances = || -> Vec<String> {
+        std::fs::read_dir("/sys/kernel/tracing/instances")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_katop"))
+        .args(["exporter", "--listen", "127.0.0.1:0", "--interval", "200ms"])
+        .env("KATOP_NETNS", "host")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let ours = format!("katop-{}-", child.0.id());
+    common::wait_for("its instance", || {
+        instances().iter().any(|n| n.starts_with(&ours))
+    });
+    let pid = rustix::process::Pid::from_raw(child.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.0.wait().unwrap().success());
+    let left: Vec<String> = instances()
+        .into_iter()
+        .filter(|n| n.starts_with(&ours))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

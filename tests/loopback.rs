@@ -224,3 +224,51 @@ fn a_poll_reuses_the_buffer_it_is_given() {
     assert_eq!(again.socks.as_ptr(), ptr, "the poll allocated a new vector");
     assert!(!again.socks.is_empty());
 }
+
+#[test]
+fn a_process_that_execs_is_shown_by_its_new_name() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        common::skipped("python3 is missing");
+        return;
+    }
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    // A shell holds a connection (fd 3), then exec()s python3, which inherits it: same pid,
+    // same start time, another program.
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port}; read go; exec python3 -c 'import time; time.sleep(60)'"
+    );
+    let mut child = common::Reaped(
+        std::process::Command::new("bash")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (server, _) = l.accept().unwrap();
+    let client = server.peer_addr().unwrap();
+    let mut c = Collector::new(Selection {
+        protos: vec![katop::model::Proto::Tcp],
+        ..Selection::default()
+    })
+    .unwrap();
+    let name_of_holder = |c: &mut Collector| {
+        let mut t = ConnTable::new(Duration::from_secs(300));
+        t.apply(c.poll().unwrap(), Instant::now());
+        let e = find_pair(&t, client, Some(l.local_addr().unwrap()));
+        e.sock.owner.process().map(|p| p.name.to_string())
+    };
+    assert_eq!(name_of_holder(&mut c).as_deref(), Some("bash"));
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let pid = child.0.id();
+    common::wait_for("the exec", || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|n| n.trim() == "python3")
+    });
+    // A new socket makes the collector look at /proc again.
+    let _another = connect(&l, None);
+    assert_eq!(name_of_holder(&mut c).as_deref(), Some("python3"));
+}

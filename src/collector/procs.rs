@@ -325,7 +325,11 @@ impl ProcessMap {
                 && self
                     .procs
                     .get(&pid)
-                    .is_some_and(|e| e.starttime == stat.starttime);
+                    // exec() keeps the pid and start time but not the name (`ip netns exec`,
+                    // a shell's `exec`): a new name is a new program.
+                    .is_some_and(|e| {
+                        e.starttime == stat.starttime && *e.process.name == *stat.comm
+                    });
             if !reuse {
                 let cmdline = read_cmdline(pid);
                 let process = Arc::new(Process {

@@ -359,6 +359,19 @@ Examples:
   katop history --follow --json --filter 'service:postgres' >> /var/log/katop-events.ndjson")]
     History(HistoryArgs),
 
+    /// Record every connection's events into a store, until SIGTERM or SIGINT (exit 0):
+    /// what katop history reads back.
+    ///
+    /// Polls every --interval, and appends each poll's events (opened, state, closed with
+    /// why) to append-only, checksummed, compressed segments; drops the oldest past --retain
+    /// or --max-size; survives a crash (a torn tail is skipped) and a full disk (the oldest
+    /// data goes, the recorder goes on). One recorder per store.
+    #[command(after_help = "\
+Examples:
+  sudo katop record
+  katop record --store /var/lib/katop --interval 10s --retain 7d --max-size 1GiB")]
+    Record(RecordArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -414,6 +427,50 @@ pub struct HistoryArgs {
     /// Time between polls while following.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = interval)]
     pub interval: Duration,
+
+    /// The store to read (katop record's): default /var/lib/katop as root, else
+    /// $XDG_STATE_HOME/katop.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "KATOP_STORE",
+        conflicts_with = "follow"
+    )]
+    pub store: Option<std::path::PathBuf>,
+
+    /// Events from this time on: RFC 3339 (2026-12-06T03:00:00Z) or an age (2h ago).
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
+    pub since: Option<String>,
+
+    /// Events up to this time (same forms as --since).
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecordArgs {
+    /// Where to keep the history: default /var/lib/katop as root, else
+    /// $XDG_STATE_HOME/katop (made private, 0700).
+    #[arg(long, value_name = "DIR", env = "KATOP_STORE")]
+    pub store: Option<std::path::PathBuf>,
+
+    /// Time between polls.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = interval, env = "KATOP_RECORD_INTERVAL")]
+    pub interval: Duration,
+
+    /// Keep this much history; older data is dropped whole segments at a time.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = duration, env = "KATOP_RETAIN")]
+    pub retain: Duration,
+
+    /// Keep the store under this size (1GiB, 500MB, …); the oldest data goes first.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = size, env = "KATOP_MAX_SIZE")]
+    pub max_size: u64,
+}
+
+fn size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("'{text}' is not a size like 1GiB or 500MB: {e}"))
 }
 
 /// Which sockets an action takes, and how the operator consents.

@@ -20,6 +20,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
@@ -293,6 +294,68 @@ impl Dir {
             rustix::fs::fcntl_setfl(&fd, OFlags::APPEND)?;
             Ok(File::from(fd))
         })
+    }
+
+    /// The names of the regular files in it whose names start with `prefix`, with their sizes.
+    pub fn files(&self, prefix: &str) -> Result<Vec<(OsString, u64)>, FileError> {
+        let mut out = Vec::new();
+        let mut dir = rustix::fs::Dir::read_from(&self.fd)?;
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if !name.as_bytes().starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                    out.push((name.to_os_string(), st.st_size as u64));
+                }
+                Ok(_) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A regular file in it, opened for reading (never through a link).
+    pub fn open_read(&self, name: &OsStr) -> Result<File, FileError> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::LOOP => FileError::Symlink,
+            e => e.into(),
+        })?;
+        if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+            return Err(FileError::NotRegular);
+        }
+        Ok(File::from(fd))
+    }
+
+    /// A new file `name` with permissions `mode`, created exclusively (`O_EXCL | O_NOFOLLOW`):
+    /// `Ok(None)` when the name is taken.
+    pub fn create(&self, name: &OsStr, mode: u32) -> Result<Option<File>, FileError> {
+        match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        ) {
+            Ok(fd) => {
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+                Ok(Some(File::from(fd)))
+            }
+            Err(Errno::EXIST) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the file `name` from it.
+    pub fn remove(&self, name: &OsStr) -> Result<(), FileError> {
+        Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
     }
 
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {

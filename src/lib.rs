@@ -19,6 +19,7 @@ pub mod man;
 pub mod model;
 pub mod output;
 pub mod privilege;
+pub mod store;
 pub mod text;
 pub mod tui;
 pub mod ui;
@@ -121,6 +122,7 @@ pub fn run(args: &Args) -> ExitCode {
         }
         Some(cli::Command::Exporter(e)) => return exporter::run(args, e, middleboxes),
         Some(cli::Command::History(h)) => return history::run(args, h),
+        Some(cli::Command::Record(r)) => return history::record::run(args, r),
         Some(cli::Command::Completions { shell }) => {
             let mut cmd = <Args as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "katop", &mut io::stdout());

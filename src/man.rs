@@ -159,6 +159,7 @@ fn main_page() -> Vec<u8> {
         &[
             ("$XDG_CONFIG_HOME/katop/config.toml".into(), "The config file (default ~/.config/katop/config.toml; --config, KATOP_CONFIG): [ui] defaults, [ui.presets], [services], [middleboxes].".into()),
             ("$XDG_STATE_HOME/katop/kills.jsonl".into(), "The kill log: one JSON line per kill or keepalive change (default ~/.local/state/katop/kills.jsonl; --kill-log, KATOP_KILL_LOG). Its directory is made private (0700), the file 0600.".into()),
+            ("/var/lib/katop, $XDG_STATE_HOME/katop".into(), "The store katop record writes and katop history reads (as root, else the user's; --store, KATOP_STORE): segments events-*.kz, a lock file; private (0700, files 0600).".into()),
             ("/proc/config.gz".into(), "CONFIG_HZ, for the timer wheel's rounding in dead-peer countdowns (250 assumed without it).".into()),
             ("/usr/share/katop/prometheus/katop-alerts.yml".into(), "Alert rules for the exporter's metrics; the Grafana dashboard and the Kubernetes manifest beside it.".into()),
         ],

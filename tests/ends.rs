@@ -308,13 +308,13 @@ fn an_unanswered_write_is_a_retransmit_timeout() {
 }
 
 #[test]
-fn history_without_follow_says_what_it_needs() {
-    let out = common::katop_checked(&["history"], &[]);
-    assert_eq!(out.status.code(), Some(2));
+fn history_of_a_store_that_is_not_there_says_so() {
+    let out = common::katop_checked(&["history", "--store", "/nonexistent/katop-store"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
     assert!(
-        common::stderr(&out).contains("--follow"),
-        "{}",
-        common::stderr(&out)
+        err.contains("/nonexistent/katop-store") && err.contains("does not exist"),
+        "{err}"
     );
 }
 

@@ -64,6 +64,7 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
         "katop-keepalive",
         "katop-exporter",
         "katop-history",
+        "katop-record",
     ] {
         let text = std::fs::read_to_string(dir.join(format!("{page}.1"))).unwrap();
         assert!(

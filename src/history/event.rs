@@ -3,13 +3,13 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::ends::join::Ended;
 use crate::model::{Endpoint, Owner, RawSock, SockEntry};
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Opened,
@@ -18,14 +18,14 @@ pub enum Kind {
 }
 
 /// One event, ready to print. Absent values are `null`, never guessed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Event {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
     pub event: Kind,
     pub host: String,
     pub cookie: Option<u64>,
-    pub proto: &'static str,
+    pub proto: String,
     pub local: Option<String>,
     pub remote: Option<String>,
     pub netns_name: Option<String>,
@@ -33,26 +33,48 @@ pub struct Event {
     pub pid: Option<u32>,
     pub process: Option<String>,
     /// The state it is in (`opened`, `state`), or was last seen in (`closed`).
-    pub state: Option<&'static str>,
+    pub state: Option<String>,
     /// `closed`: why, where that was learned (`tracepoint`, `inferred`), and the kernel's
     /// details where traced.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<&'static str>,
+    pub cause: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause_source: Option<&'static str>,
+    pub cause_source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_reason: Option<String>,
     /// `closed`: from when katop first saw it (so at least this long, for one open before katop
     /// watched) to its end; null when no poll saw it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
     pub lifetime_s: Option<Option<f64>>,
     /// `closed`: as of the last poll that saw it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
     pub bytes_sent: Option<Option<u64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
     pub bytes_received: Option<Option<u64>>,
+}
+
+/// A field that is present (maybe `null`) as `Some`; an absent one is `None` (its default).
+#[allow(clippy::option_option)] // absent, null and a value are three things here
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 fn endpoint(ep: &Endpoint) -> Option<String> {
@@ -80,14 +102,14 @@ impl Event {
             event: kind,
             host: host.into(),
             cookie: Some(s.cookie.0),
-            proto: s.proto.name(),
+            proto: s.proto.name().into(),
             local: endpoint(&s.local),
             remote: endpoint(&s.remote),
             netns_name: e.netns_name().map(Into::into),
             container: e.container().map(Into::into),
             pid,
             process,
-            state: Some(s.state.name(s.proto)),
+            state: Some(s.state.name(s.proto).into()),
             cause: None,
             cause_source: None,
             errno: None,
@@ -105,7 +127,7 @@ impl Event {
             event: Kind::Closed,
             host: host.into(),
             cookie: end.cookie,
-            proto: "tcp",
+            proto: "tcp".into(),
             local: end.tuple.map(|t| t.local_addr().to_string()),
             remote: end.tuple.map(|t| t.remote_addr().to_string()),
             netns_name: None,
@@ -131,8 +153,8 @@ impl Event {
         };
         let info = end.sock.as_ref().and_then(|s| s.tcp_info.as_ref());
         ev.cookie = end.cookie;
-        ev.cause = Some(end.cause.name());
-        ev.cause_source = Some(end.source.name());
+        ev.cause = Some(end.cause.name().into());
+        ev.cause_source = Some(end.source.name().into());
         ev.errno = end.errno;
         ev.reset_reason = end.reset_reason.as_deref().map(Into::into);
         ev.lifetime_s = Some(
@@ -149,12 +171,12 @@ impl Event {
     /// other users are made printable.
     pub fn line(&self) -> String {
         use crate::text::printable;
-        let what = match (self.event, self.cause) {
-            (Kind::Closed, Some(cause)) => match self.cause_source {
+        let what = match (self.event, self.cause.as_deref()) {
+            (Kind::Closed, Some(cause)) => match self.cause_source.as_deref() {
                 Some("inferred") => format!("~{cause}"),
                 _ => cause.to_string(),
             },
-            _ => self.state.unwrap_or("?").to_string(),
+            _ => self.state.as_deref().unwrap_or("?").to_string(),
         };
         let event = match self.event {
             Kind::Opened => "opened",

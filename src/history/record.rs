@@ -1,0 +1,67 @@
+//! `katop record`: the flight recorder. Polls like the dashboard and appends each poll's events
+//! to the store ([`crate::store`]) until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use crate::cli::{Args, RecordArgs};
+use crate::model::filter::Filter;
+use crate::store::{Limits, StoreError, Writer};
+
+pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
+    let dir = r.store.clone().unwrap_or_else(crate::store::default_dir);
+    let limits = Limits {
+        retain: r.retain,
+        max_size: r.max_size,
+    };
+    let mut writer = match Writer::open(&dir, limits) {
+        Ok(w) => w,
+        Err(e) => {
+            crate::say!("katop record: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut source = match super::source::EventSource::new(args, "katop record") {
+        Ok(s) => s,
+        Err(e) => {
+            crate::say!("katop record: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let everything = Filter::parse("").expect("the empty filter parses");
+    // A store that cannot be written is said once, and again once it works.
+    let mut failing = false;
+    let done = crate::until_signal(r.interval, || {
+        let events = source.poll(&everything)?;
+        let mut lines = Vec::new();
+        for ev in &events {
+            serde_json::to_writer(&mut lines, ev)?;
+            lines.push(b'\n');
+        }
+        match writer.append(&lines, SystemTime::now()) {
+            Ok(()) if failing => {
+                crate::say!("katop record: writing to the store again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e @ StoreError::Write(_)) => {
+                if !failing {
+                    crate::say!(
+                        "katop record: {e}: the oldest data was dropped to make room, and \
+                         events are lost until the write succeeds; recording goes on"
+                    );
+                }
+                failing = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::say!("katop record: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

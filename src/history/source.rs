@@ -1,0 +1,189 @@
+//! Polls and turns each poll into events: what `katop history --follow` prints and `katop
+//! record` stores, from the one collector and model.
+
+use std::time::{Duration, Instant};
+
+use crate::cli::Args;
+use crate::collector::Collector;
+use crate::model::ends::join::{self, Ended};
+use crate::model::filter::Filter;
+use crate::model::{ConnTable, SockEntry, SockState};
+
+use super::event::{Event, Kind};
+
+/// The collector and table behind a stream of events.
+pub struct EventSource {
+    collector: Collector,
+    table: ConnTable,
+    host: String,
+    first: bool,
+    warned: Vec<String>,
+}
+
+impl EventSource {
+    /// `who` names the command in what it says (`katop history`).
+    pub fn new(args: &Args, who: &str) -> anyhow::Result<EventSource> {
+        let mut collector = Collector::new(crate::selection(args))?;
+        if let Err(why) = collector.watch_ends() {
+            crate::say!("{who}: causes are inferred from the last poll (marked so): {why}");
+        }
+        let mut table = ConnTable::new(args.stale_after);
+        table.set_peers(false);
+        table.set_middleboxes(crate::middleboxes(args));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        Ok(EventSource {
+            collector,
+            table,
+            host,
+            first: true,
+            warned: Vec::new(),
+        })
+    }
+
+    /// One poll's events that `filter` takes, oldest first.
+    pub fn poll(&mut self, filter: &Filter) -> anyhow::Result<Vec<Event>> {
+        let snap = self.collector.poll()?;
+        let now = Instant::now();
+        let applied = self.table.apply(snap, now);
+        crate::say_new_warnings(&self.table.warnings, &mut self.warned);
+        let (table, host) = (&self.table, self.host.as_str());
+        let mut events = Vec::new();
+        // The first poll is where katop starts watching, not where connections open.
+        if !self.first {
+            events.extend(changes(table, filter, now, host));
+        }
+        self.first = false;
+        for end in &applied.ended {
+            if let Some(ev) = closed(end, table, filter, now, host) {
+                events.push(ev);
+            }
+        }
+        events.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(events)
+    }
+}
+
+/// Connections that appeared or changed state in the last poll.
+fn changes<'a>(
+    table: &'a ConnTable,
+    filter: &'a Filter,
+    now: Instant,
+    host: &'a str,
+) -> impl Iterator<Item = Event> + 'a {
+    let polled = table.ctx.polled_at.unwrap_or(now);
+    let wall = table
+        .ctx
+        .polled_wall
+        .unwrap_or_else(std::time::SystemTime::now);
+    // Set this poll: the table keeps these times in whole ms, and polls are 100 ms apart at least.
+    let this_poll =
+        move |t: Instant| polled.saturating_duration_since(t) < Duration::from_millis(1);
+    table.entries().filter_map(move |e| {
+        if !join::is_connection(e.sock) || !this_poll(e.state_since()) {
+            return None;
+        }
+        let kind = if this_poll(e.first_seen()) {
+            // Seen first in TIME_WAIT: it opened and ended between two polls.
+            if e.sock.state == SockState::TimeWait {
+                return None;
+            }
+            Kind::Opened
+        } else {
+            Kind::State
+        };
+        filter
+            .matches(&e, now)
+            .then(|| Event::of(kind, &e, wall, host))
+    })
+}
+
+/// A connection's end, if the filter takes it. One no poll saw has only its two ends (and
+/// its cookie): the filter takes it or not by those (a term about anything else fails).
+fn closed(
+    end: &Ended,
+    table: &ConnTable,
+    filter: &Filter,
+    now: Instant,
+    host: &str,
+) -> Option<Event> {
+    if let Some(sock) = &end.sock {
+        let e = SockEntry::bare(sock, now, &table.ctx);
+        return filter
+            .matches(&e, now)
+            .then(|| Event::closed(end, Some(&e), host));
+    }
+    let sock = end.tuple.map(|t| unseen(&t, end.cookie))?;
+    filter
+        .matches(&SockEntry::bare(&sock, now, &table.ctx), now)
+        .then(|| Event::closed(end, None, host))
+}
+
+/// A connection no poll saw, as far as its end tells it: TCP, its two ends, its cookie.
+fn unseen(t: &crate::model::ends::trace::Tuple, cookie: Option<u64>) -> crate::model::RawSock {
+    tcp_sock(t.local_addr(), t.remote_addr(), cookie)
+}
+
+/// A TCP socket known only by its ends and cookie (`CLOSE`, its owner unknown).
+fn tcp_sock(
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+    cookie: Option<u64>,
+) -> crate::model::RawSock {
+    use crate::model::{Cookie, Endpoint, Family, InetAddr, Inode, NetnsId, Owner, Proto};
+    crate::model::RawSock {
+        proto: Proto::Tcp,
+        family: if local.is_ipv4() {
+            Family::Inet
+        } else {
+            Family::Inet6
+        },
+        state: SockState::Close,
+        local: Endpoint::Inet(InetAddr::from(local)),
+        remote: Endpoint::Inet(InetAddr::from(remote)),
+        interface: 0,
+        inode: Inode(0),
+        cookie: Cookie(cookie.unwrap_or(0)),
+        netns: NetnsId::default(),
+        uid: None,
+        recv_q: 0,
+        send_q: 0,
+        timer: None,
+        tcp_info: None,
+        owner: Owner::Unknown,
+        opts: crate::model::SockOpts::default(),
+    }
+}
+
+/// A stored event's connection, as far as the event tells it, for the filter.
+pub fn sock_of(ev: &Event) -> crate::model::RawSock {
+    use crate::model::{Owner, Process, Proto};
+    let addr = |a: &Option<String>| {
+        a.as_deref()
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .unwrap_or_else(|| (std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+    };
+    let mut sock = tcp_sock(addr(&ev.local), addr(&ev.remote), ev.cookie);
+    sock.state = ev
+        .state
+        .as_deref()
+        .and_then(|n| {
+            (1..=12)
+                .map(SockState::from_kernel)
+                .find(|s| s.name(Proto::Tcp) == n)
+        })
+        .unwrap_or(SockState::Close);
+    if let (Some(pid), Some(name)) = (ev.pid, &ev.process) {
+        sock.owner = Owner::Process {
+            process: std::sync::Arc::new(Process {
+                pid,
+                name: name.as_str().into(),
+                cmdline: "".into(),
+                container: ev.container.as_deref().map(Into::into),
+            }),
+            fd: 0,
+        };
+    }
+    sock
+}

@@ -1,0 +1,113 @@
+//! A store segment's records: `KATOPEV1`, then frames `[length u32 LE][crc32 u32 LE][payload]`,
+//! the payload a zstd-compressed batch of NDJSON events (one poll's). A frame cut short by a
+//! crash or a full disk, or damaged, ends the segment for readers: everything before it reads,
+//! and it is never an error.
+
+use std::io::{self, Read};
+
+/// The first bytes of every segment.
+pub const MAGIC: &[u8; 8] = b"KATOPEV1";
+
+/// The most one frame may hold (a sanity bound for readers of damaged files).
+const MAX_FRAME: u32 = 64 << 20;
+
+/// One frame holding `lines` (NDJSON, compressed).
+pub fn encode(lines: &[u8]) -> io::Result<Vec<u8>> {
+    let payload = zstd::bulk::compress(lines, 3)?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| l <= MAX_FRAME)
+        .ok_or_else(|| io::Error::other("a batch too large for one frame"))?;
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Every whole, intact frame of a segment, decompressed, in order; stops at the first torn or
+/// damaged one. `Err` only for a read that failed (not for what was read).
+pub fn decode_all(mut r: impl Read) -> io::Result<Vec<Vec<u8>>> {
+    let mut magic = [0u8; 8];
+    if !read_full(&mut r, &mut magic)? || &magic != MAGIC {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    loop {
+        let mut head = [0u8; 8];
+        if !read_full(&mut r, &mut head)? {
+            return Ok(out);
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_FRAME {
+            return Ok(out);
+        }
+        let mut payload = vec![0u8; len as usize];
+        if !read_full(&mut r, &mut payload)? || crc32fast::hash(&payload) != crc {
+            return Ok(out);
+        }
+        match zstd::bulk::decompress(&payload, (MAX_FRAME as usize) * 8) {
+            Ok(lines) => out.push(lines),
+            Err(_) => return Ok(out),
+        }
+    }
+}
+
+/// Fills `buf`; false when the data ends first.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(batches: &[&str]) -> Vec<u8> {
+        let mut s = MAGIC.to_vec();
+        for b in batches {
+            s.extend(encode(b.as_bytes()).unwrap());
+        }
+        s
+    }
+
+    #[test]
+    fn frames_read_back_and_a_torn_tail_is_ignored() {
+        let s = segment(&["{\"a\":1}\n", "{\"b\":2}\n{\"c\":3}\n"]);
+        let all = decode_all(&s[..]).unwrap();
+        assert_eq!(
+            all,
+            [b"{\"a\":1}\n".to_vec(), b"{\"b\":2}\n{\"c\":3}\n".to_vec()]
+        );
+        // Cut anywhere inside the second frame: the first still reads, no error.
+        let first_end = MAGIC.len() + encode(b"{\"a\":1}\n").unwrap().len();
+        for cut in first_end..s.len() {
+            assert_eq!(decode_all(&s[..cut]).unwrap().len(), 1, "cut at {cut}");
+        }
+        // A flipped byte in the second frame: the first reads.
+        let mut bad = s.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert_eq!(decode_all(&bad[..]).unwrap().len(), 1);
+        // Not a segment at all.
+        assert!(decode_all(&b"hello world"[..]).unwrap().is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_stop_without_panicking(bytes in proptest::collection::vec(0u8..=255, 0..512)) {
+            let mut s = MAGIC.to_vec();
+            s.extend(bytes);
+            let _ = decode_all(&s[..]).unwrap();
+        }
+    }
+}

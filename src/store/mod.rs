@@ -1,0 +1,262 @@
+//! katop's store: what `katop record` writes and `katop history` reads. A directory of its own
+//! (`0700`, files `0600`: who talks to whom is sensitive), written only through [`crate::files`];
+//! append-only segments of checksummed, compressed frames ([`frame`]), one segment an hour at
+//! most, dropped whole when older than the retention or when the store outgrows its size.
+//!
+//! Nothing is lost to a crash: a frame is synced as it is written, a torn one ends its segment
+//! for readers, and a new recorder starts a new segment. A full disk drops the oldest data
+//! first and keeps the recorder running. One recorder at a time (a lock file).
+
+pub mod frame;
+pub mod read;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::files::{Dir, FileError};
+
+/// Segment files: `events-<unix seconds of their first frame>[-n].kz`.
+pub const PREFIX: &str = "events-";
+const SUFFIX: &str = ".kz";
+/// A segment takes frames for an hour at most, or this many bytes.
+const SEGMENT_SPAN: Duration = Duration::from_secs(3600);
+const SEGMENT_MAX: u64 = 64 << 20;
+
+/// How much the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub retain: Duration,
+    pub max_size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store {0}: {1}")]
+    File(String, FileError),
+    #[error("another katop record is writing to {0}")]
+    Busy(String),
+    #[error("cannot write to the store: {0}")]
+    Write(std::io::Error),
+    #[error("cannot read the store: {0}")]
+    Read(std::io::Error),
+}
+
+/// The default store: `/var/lib/katop` as root, else `$XDG_STATE_HOME/katop`
+/// (`~/.local/state/katop`).
+pub fn default_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/katop");
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("katop")
+}
+
+fn shown(p: &Path) -> String {
+    crate::text::printable(&p.to_string_lossy()).into_owned()
+}
+
+struct Segment {
+    file: File,
+    /// Bytes written whole so far (a failed write is cut back to it).
+    len: u64,
+    started: SystemTime,
+}
+
+/// The store, open for appending.
+pub struct Writer {
+    dir: Dir,
+    _lock: File,
+    current: Option<Segment>,
+    limits: Limits,
+}
+
+impl Writer {
+    /// Opens (or makes) the store at `path` for one recorder.
+    pub fn open(path: &Path, limits: Limits) -> Result<Writer, StoreError> {
+        let err = |e| StoreError::File(shown(path), e);
+        let dir = Dir::private(path).map_err(err)?;
+        let lock = dir.append("lock".as_ref(), 0o600, false).map_err(err)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| StoreError::Busy(shown(path)))?;
+        Ok(Writer {
+            dir,
+            _lock: lock,
+            current: None,
+            limits,
+        })
+    }
+
+    /// Appends one batch of NDJSON lines (one poll's events) as a frame, synced. On a full disk
+    /// the oldest segment goes and the write is tried again; a batch that still cannot be
+    /// written is lost (the error says so) and the recorder goes on.
+    pub fn append(&mut self, lines: &[u8], now: SystemTime) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let frame = frame::encode(lines).map_err(StoreError::Write)?;
+        let mut result = self.write_frame(&frame, now);
+        if matches!(&result, Err(StoreError::Write(e)) if e.raw_os_error() == Some(28)) {
+            self.drop_oldest();
+            result = self.write_frame(&frame, now);
+        }
+        self.trim(now);
+        result
+    }
+
+    fn write_frame(&mut self, frame: &[u8], now: SystemTime) -> Result<(), StoreError> {
+        let due = self.current.as_ref().is_none_or(|s| {
+            s.len + frame.len() as u64 > SEGMENT_MAX
+                || now.duration_since(s.started).unwrap_or_default() >= SEGMENT_SPAN
+        });
+        if due {
+            self.current = None;
+            self.current = Some(self.new_segment(now)?);
+        }
+        let Some(seg) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let written = seg
+            .file
+            .write_all(frame)
+            .and_then(|()| seg.file.sync_data());
+        match written {
+            Ok(()) => {
+                seg.len += frame.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // No torn frame stays before the next one.
+                let _ = seg.file.set_len(seg.len);
+                Err(StoreError::Write(e))
+            }
+        }
+    }
+
+    fn new_segment(&self, now: SystemTime) -> Result<Segment, StoreError> {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        for n in 0..100 {
+            let name = if n == 0 {
+                format!("{PREFIX}{secs:012}{SUFFIX}")
+            } else {
+                format!("{PREFIX}{secs:012}-{n}{SUFFIX}")
+            };
+            let file = self
+                .dir
+                .create(name.as_ref(), 0o600)
+                .map_err(|e| StoreError::File(shown(self.dir.path()), e))?;
+            if let Some(mut file) = file {
+                if let Err(e) = file.write_all(frame::MAGIC).and_then(|()| file.sync_data()) {
+                    let _ = self.dir.remove(name.as_ref());
+                    return Err(StoreError::Write(e));
+                }
+                return Ok(Segment {
+                    file,
+                    len: frame::MAGIC.len() as u64,
+                    started: now,
+                });
+            }
+        }
+        Err(StoreError::Write(std::io::Error::other(
+            "no free segment name",
+        )))
+    }
+
+    /// The segments, oldest first, with their start times and sizes.
+    fn segments(&self) -> Vec<(OsString, u64, u64)> {
+        segments(&self.dir).unwrap_or_default()
+    }
+
+    fn drop_oldest(&mut self) {
+        let all = self.segments();
+        // Never the one being written.
+        if all.len() > 1 {
+            let _ = self.dir.remove(&all[0].0);
+        }
+    }
+
+    /// Drops whole segments whose data is all older than the retention, then the oldest while
+    /// the store is over its size.
+    fn trim(&mut self, now: SystemTime) {
+        let all = self.segments();
+        let cut = now
+            .checked_sub(self.limits.retain)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let mut total: u64 = all.iter().map(|s| s.2).sum();
+        for (i, (name, _, size)) in all.iter().enumerate() {
+            if i + 1 == all.len() {
+                break;
+            }
+            // Its data ends where the next segment begins.
+            let old = all[i + 1].1 <= cut;
+            if old || total > self.limits.max_size {
+                if self.dir.remove(name).is_ok() {
+                    total -= size;
+                }
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// A store's segments, oldest first: (name, start in unix seconds, size).
+pub fn segments(dir: &Dir) -> Result<Vec<(OsString, u64, u64)>, FileError> {
+    let mut all: Vec<(OsString, u64, u64)> = dir
+        .files(PREFIX)?
+        .into_iter()
+        .filter_map(|(name, size)| {
+            let text = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+            let secs = text.split('-').next()?.parse().ok()?;
+            Some((name, secs, size))
+        })
+        .collect();
+    all.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("katop-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn segments_rotate_hourly_and_go_whole_past_the_retention_or_the_size() {
+        let path = scratch("trim");
+        let limits = Limits {
+            retain: Duration::from_secs(3 * 3600),
+            max_size: 1 << 30,
+        };
+        let mut w = Writer::open(&path, limits).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let hour = Duration::from_secs(3600);
+        for h in 0..6 {
+            w.append(b"{\"time\":\"x\"}\n", t0 + hour * h).unwrap();
+        }
+        let starts: Vec<u64> = w.segments().iter().map(|s| s.1).collect();
+        // One segment an hour; what ended more than 3 h before the last write is gone.
+        assert_eq!(starts.len(), 4, "{starts:?}");
+        assert_eq!(starts[0], 1_800_000_000 + 2 * 3600);
+        // Over the size: the oldest go first, never the one being written.
+        w.limits.max_size = 1;
+        w.append(b"{}\n", t0 + hour * 5).unwrap();
+        assert_eq!(w.segments().len(), 1);
+        drop(w);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}

@@ -1,0 +1,238 @@
+//! `katop record` and `katop history` over a real store: events recorded and read back, a
+//! SIGKILL and a torn tail, two recorders, a full filesystem, and the store's privacy.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+mod common;
+use common::{Reaped, Scratch};
+
+/// A recorder on `store`, polling every 200 ms; what it says comes through the channel.
+fn record(store: &Path) -> (Reaped, Receiver<String>) {
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_katop"))
+        .args(["record", "--interval", "200ms", "--store"])
+        .arg(store)
+        .env("KATOP_NETNS", "host")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Reaped(child), rx)
+}
+
+/// `katop history --store STORE --json --filter FILTER`: its objects.
+fn history(store: &Path, filter: &str) -> Vec<serde_json::Value> {
+    let out = common::katop_checked(
+        &[
+            "history",
+            "--json",
+            "--store",
+            store.to_str().unwrap(),
+            "--filter",
+            filter,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A connection to `l` whose opening the recorder recorded (one made before its first poll is
+/// only listed: connections are made until one is seen opening), then closed.
+fn a_connection(l: &TcpListener, store: &Path, filter: &str) -> String {
+    let mut made = Vec::new();
+    let local = common::wait_until("an opening recorded", || {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        made.push((c, l.accept().unwrap().0));
+        std::thread::sleep(Duration::from_millis(300));
+        let opened: Vec<String> = history(store, filter)
+            .iter()
+            .filter(|v| v["event"] == "opened")
+            .filter_map(|v| v["local"].as_str().map(String::from))
+            .collect();
+        made.iter()
+            .map(|(c, _)| c.local_addr().unwrap().to_string())
+            .find(|l| opened.contains(l))
+    });
+    drop(made);
+    local
+}
+
+fn closed_recorded(store: &Path, filter: &str, local: &str) -> bool {
+    history(store, filter)
+        .iter()
+        .any(|v| v["event"] == "closed" && v["local"] == local)
+}
+
+fn term(child: &mut Reaped) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_raw(child.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    child.0.wait().unwrap()
+}
+
+#[test]
+fn a_connections_life_is_recorded_and_read_back_from_a_private_store() {
+    let scratch = Scratch::new("store-life");
+    let store = scratch.0.join("store");
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
+    let (mut rec, _said) = record(&store);
+    let local = a_connection(&l, &store, &filter);
+    common::wait_for("its close recorded", || {
+        closed_recorded(&store, &filter, &local)
+    });
+    let closed = history(&store, &filter)
+        .into_iter()
+        .find(|v| v["event"] == "closed" && v["local"] == local.as_str())
+        .unwrap();
+    // As root the kernel said why; otherwise it is inferred, and says so.
+    if common::is_root() {
+        assert_eq!(
+            (&closed["cause"], &closed["cause_source"]),
+            (&"closed".into(), &"tracepoint".into()),
+            "{closed}"
+        );
+    } else {
+        assert_eq!(closed["cause_source"], "inferred", "{closed}");
+    }
+    // --since and --until take the window.
+    let out = common::katop_checked(
+        &[
+            "history",
+            "--store",
+            store.to_str().unwrap(),
+            "--until",
+            "1d ago",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "nothing a day old"
+    );
+    assert!(term(&mut rec).success(), "SIGTERM ends a recorder with 0");
+    // Private: the directory 0700, every file 0600.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store), 0o700);
+    for f in std::fs::read_dir(&store).unwrap() {
+        assert_eq!(mode(&f.unwrap().path()), 0o600);
+    }
+}
+
+#[test]
+fn a_killed_recorder_leaves_a_readable_store_and_a_second_one_is_refused() {
+    let scratch = Scratch::new("store-kill");
+    let store = scratch.0.join("store");
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
+    let (mut rec, _said) = record(&store);
+    let first = a_connection(&l, &store, &filter);
+    // One store, one recorder.
+    let (mut second, said) = record(&store);
+    let status = second.0.wait().unwrap();
+    assert!(!status.success());
+    let why = said.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(why.contains("another katop record"), "{why}");
+    // Killed mid-life, its last frame torn (as a crash mid-write leaves it).
+    rec.0.kill().unwrap();
+    rec.0.wait().unwrap();
+    let last = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kz"))
+        .max()
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
+    f.write_all(&[200, 1, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+    drop(f);
+    let before = history(&store, &filter);
+    assert!(
+        before.iter().any(|v| v["local"] == first.as_str()),
+        "what came before the torn frame reads"
+    );
+    // A new recorder goes on (in a segment of its own) and both are read.
+    let (mut rec, _said) = record(&store);
+    let second = a_connection(&l, &store, &filter);
+    common::wait_for("the second connection's close", || {
+        closed_recorded(&store, &filter, &second)
+    });
+    assert!(history(&store, &filter)
+        .iter()
+        .any(|v| v["local"] == first.as_str()));
+    assert!(term(&mut rec).success());
+}
+
+#[test]
+fn a_full_filesystem_keeps_the_recorder_running() {
+    if !common::is_root() {
+        common::skipped("mounting a small filesystem needs root");
+        return;
+    }
+    let scratch = Scratch::new("store-full");
+    let mount = scratch.0.join("fs");
+    std::fs::create_dir(&mount).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=128k", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    let store = mount.join("store");
+    // Full from the start: a file takes every block.
+    let filler = mount.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    drop(f);
+    let (mut rec, said) = record(&store);
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut held = Vec::new();
+    let mut told = None;
+    for _ in 0..100 {
+        // Connections come and go: events to write.
+        held.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+        held.push(l.accept().unwrap().0);
+        if let Ok(line) = said.recv_timeout(Duration::from_millis(300)) {
+            if line.contains("cannot write") {
+                told = Some(line);
+                break;
+            }
+        }
+    }
+    let told = told.expect("the recorder says it cannot write");
+    assert!(told.contains("recording goes on"), "{told}");
+    assert!(rec.0.try_wait().unwrap().is_none(), "still running");
+    // Room again: it writes again, and says so.
+    std::fs::remove_file(&filler).unwrap();
+    let mut again = false;
+    for _ in 0..100 {
+        held.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+        held.push(l.accept().unwrap().0);
+        if let Ok(line) = said.recv_timeout(Duration::from_millis(300)) {
+            if line.contains("writing to the store again") {
+                again = true;
+                break;
+            }
+        }
+    }
+    assert!(again, "the recorder never wrote again");
+    assert!(term(&mut rec).success());
+}

@@ -98,6 +98,15 @@ pub struct Args {
     #[arg(long)]
     pub jsonl: bool,
 
+    /// Show the connections as they were at TIME, from katop record's store (with --once,
+    /// --json or --jsonl): RFC 3339 (2026-12-06T03:00:00Z) or an age (10m ago).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+
+    /// The store --at reads: default /var/lib/katop as root, else $XDG_STATE_HOME/katop.
+    #[arg(long, value_name = "DIR", env = "KATOP_STORE")]
+    pub store: Option<std::path::PathBuf>,
+
     /// Only sockets matching this expression (see below).
     #[arg(short, long, env = "KATOP_FILTER", value_name = "EXPR")]
     pub filter: Option<String>,

@@ -152,6 +152,13 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
+    if args.at.is_some() && (!(args.once || args.json || args.jsonl) || args.stream) {
+        crate::say!(
+            "katop: --at shows one past moment: with --once, --json or --jsonl (the dashboard's \
+             past is not built yet)"
+        );
+        return ExitCode::from(USAGE);
+    }
     if !(args.once || args.json || args.jsonl) {
         if !io::stdout().is_terminal() {
             crate::say!(
@@ -276,7 +283,10 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
     if args.stream {
         return stream(args, filter, &mut collector, &mut table);
     }
-    let snap = collector.poll()?;
+    let snap = match &args.at {
+        Some(at) => past(args, at)?,
+        None => collector.poll()?,
+    };
     let now = Instant::now();
     table.apply(snap, now);
     for w in &table.warnings {
@@ -313,6 +323,22 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
     }
     out.flush()?;
     Ok(())
+}
+
+/// The snapshot the store holds for `--at`.
+fn past(args: &Args, at: &str) -> anyhow::Result<model::Snapshot> {
+    let when = store::read::parse_time(Some(at))
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or_else(std::time::SystemTime::now);
+    let dir = args.store.clone().unwrap_or_else(store::default_dir);
+    let lines = store::read::lines(&dir, std::time::SystemTime::UNIX_EPOCH, when)?;
+    store::snapshot::at(&lines, when).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the store {} holds nothing at {}: it was not recording then",
+            text::printable(&dir.to_string_lossy()),
+            text::printable(at)
+        )
+    })
 }
 
 /// `--jsonl --interval DUR`: every interval, one object per socket, each poll flushed whole;

@@ -236,3 +236,85 @@ fn a_full_filesystem_keeps_the_recorder_running() {
     assert!(again, "the recorder never wrote again");
     assert!(term(&mut rec).success());
 }
+
+#[test]
+fn the_past_is_shown_as_it_was_at_a_moment() {
+    let scratch = Scratch::new("store-at");
+    let store = scratch.0.join("store");
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
+    let (mut rec, _said) = record(&store);
+    // A is open at T (long enough for a keyframe: every 6 polls of 200 ms) and closed after;
+    // B opens after T.
+    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let a_server = l.accept().unwrap().0;
+    let a_local = a.local_addr().unwrap().to_string();
+    common::wait_for("A recorded", || {
+        let out = common::katop_checked(
+            &[
+                "--json",
+                "--at",
+                "0s ago",
+                "--store",
+                store.to_str().unwrap(),
+                "--filter",
+                &format!("src:{a_local}"),
+            ],
+            &[],
+        );
+        out.status.success()
+            && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                .is_ok_and(|v| v.iter().any(|s| s["idle_ms"].is_number()))
+    });
+    let t = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(Duration::from_millis(20));
+    let b = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _b_server = l.accept().unwrap().0;
+    let b_local = b.local_addr().unwrap().to_string();
+    drop(a);
+    drop(a_server);
+    common::wait_for("A's close recorded", || {
+        closed_recorded(&store, &filter, &a_local)
+    });
+    let out = common::katop_checked(
+        &[
+            "--json",
+            "--at",
+            &t,
+            "--store",
+            store.to_str().unwrap(),
+            "--filter",
+            &format!("({filter}) !listen"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let at_t: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let a_then = at_t
+        .iter()
+        .find(|s| s["local"] == a_local.as_str())
+        .unwrap_or_else(|| panic!("A was open at {t}: {at_t:#?}"));
+    assert_eq!(a_then["state"], "ESTABLISHED");
+    assert!(
+        a_then["idle_ms"].is_number(),
+        "its idle time at T: {a_then}"
+    );
+    assert!(
+        at_t.iter().all(|s| s["local"] != b_local.as_str()),
+        "B opened after {t}: {at_t:#?}"
+    );
+    // Before the store began: nothing to show, said plainly.
+    let out = common::katop_checked(
+        &[
+            "--json",
+            "--at",
+            "1d ago",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("was not recording then"));
+    assert!(term(&mut rec).success());
+}

@@ -9,7 +9,9 @@ pub mod source;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
+
+use crate::store::read::parse_time;
 
 use crate::cli::{Args, HistoryArgs};
 use crate::model::filter::Filter;
@@ -77,27 +79,6 @@ fn print(events: &[Event], json: bool) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-/// `--since`/`--until`: RFC 3339 (`2026-12-06T03:00:00Z`, or without a zone: UTC), or a
-/// duration ago (`10m ago`, `2h ago`, `1d ago`); none is the earliest or now.
-fn parse_time(text: Option<&str>) -> Result<Option<SystemTime>, String> {
-    let Some(text) = text.map(str::trim) else {
-        return Ok(None);
-    };
-    if let Some(ago) = text.strip_suffix("ago") {
-        let ms = crate::model::duration::parse_ms(ago.trim())?;
-        return SystemTime::now()
-            .checked_sub(Duration::from_millis(ms))
-            .map(Some)
-            .ok_or_else(|| format!("'{text}' is before the epoch"));
-    }
-    humantime::parse_rfc3339_weak(text).map(Some).map_err(|_| {
-        format!(
-            "'{}' is not a time: give RFC 3339 (2026-12-06T03:00:00Z) or an age (10m ago)",
-            crate::text::printable(text)
-        )
-    })
 }
 
 /// Events read back from the store, oldest first.

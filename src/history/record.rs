@@ -31,6 +31,7 @@ pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
     let everything = Filter::parse("").expect("the empty filter parses");
     // A store that cannot be written is said once, and again once it works.
     let mut failing = false;
+    let mut polls: u32 = 0;
     let done = crate::until_signal(r.interval, || {
         let events = source.poll(&everything)?;
         let mut lines = Vec::new();
@@ -38,6 +39,12 @@ pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
             serde_json::to_writer(&mut lines, ev)?;
             lines.push(b'\n');
         }
+        // Every connection now and then, for `katop --at`.
+        if polls % crate::store::snapshot::KEYFRAME_EVERY == 0 {
+            serde_json::to_writer(&mut lines, &source.keyframe())?;
+            lines.push(b'\n');
+        }
+        polls = polls.wrapping_add(1);
         match writer.append(&lines, SystemTime::now()) {
             Ok(()) if failing => {
                 crate::say!("katop record: writing to the store again");

@@ -42,6 +42,23 @@ impl EventSource {
         })
     }
 
+    /// Every TCP socket of the last poll, as the store keeps them.
+    pub fn keyframe(&self) -> crate::store::snapshot::Keyframe {
+        crate::store::snapshot::Keyframe {
+            time: crate::actions::log::rfc3339(
+                self.table
+                    .ctx
+                    .polled_wall
+                    .unwrap_or_else(std::time::SystemTime::now),
+            ),
+            keyframe: self
+                .table
+                .entries()
+                .filter_map(|e| crate::store::snapshot::StoredSock::of(e.sock))
+                .collect(),
+        }
+    }
+
     /// One poll's events that `filter` takes, oldest first.
     pub fn poll(&mut self, filter: &Filter) -> anyhow::Result<Vec<Event>> {
         let snap = self.collector.poll()?;

@@ -52,12 +52,36 @@ macro_rules! tcp_info_fields {
                 }
             )*
 
+            /// The fields back in the kernel's layout, as long as the kernel sent (what the store
+            /// keeps; [`Self::from_kernel_bytes`] reads it back).
+            pub fn to_kernel_bytes(&self) -> Vec<u8> {
+                let mut buf = vec![0u8; usize::from(self.len.get())];
+                $(
+                    let bytes = self.$name.to_ne_bytes();
+                    if let Some(dst) = buf.get_mut($offset..$offset + bytes.len()) {
+                        dst.copy_from_slice(&bytes);
+                    }
+                )*
+                buf
+            }
+
             /// Every field by its kernel name (without `tcpi_`), for detail views.
             pub fn fields(&self) -> Vec<(&'static str, Option<u64>)> {
                 vec![$( (stringify!($name), self.$name().map(u64::from)), )*]
             }
         }
     };
+}
+
+impl TcpInfo {
+    /// The same socket `ms` later with no packet meanwhile: its "ms ago" clocks advanced.
+    #[must_use]
+    pub fn aged(mut self, ms: u32) -> TcpInfo {
+        self.last_data_sent = self.last_data_sent.saturating_add(ms);
+        self.last_data_recv = self.last_data_recv.saturating_add(ms);
+        self.last_ack_recv = self.last_ack_recv.saturating_add(ms);
+        self
+    }
 }
 
 tcp_info_fields! {
@@ -128,6 +152,16 @@ mod tests {
             b[128..136].copy_from_slice(&678u64.to_ne_bytes()); // bytes_received
         }
         b
+    }
+
+    #[test]
+    fn fields_go_back_to_the_kernels_layout() {
+        let i = TcpInfo::from_kernel_bytes(&info_bytes(248));
+        assert_eq!(TcpInfo::from_kernel_bytes(&i.to_kernel_bytes()), i);
+        let short = TcpInfo::from_kernel_bytes(&info_bytes(104));
+        assert_eq!(short.to_kernel_bytes().len(), 104);
+        assert_eq!(TcpInfo::from_kernel_bytes(&short.to_kernel_bytes()), short);
+        assert_eq!(i.aged(100).idle_ms(), Some(1000));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod frame;
 pub mod read;
+pub mod snapshot;
 
 use std::ffi::OsString;
 use std::fs::File;

@@ -1,7 +1,7 @@
 //! Reading a store back: every stored event line between two times, oldest first.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{frame, segments, shown, StoreError};
 use crate::files::Dir;
@@ -46,4 +46,25 @@ fn in_range(line: &str, since: SystemTime, until: SystemTime) -> bool {
         .ok()
         .and_then(|t| humantime::parse_rfc3339_weak(t.time).ok())
         .is_some_and(|t| t >= since && t <= until)
+}
+
+/// `--at`, `--since`, `--until`: RFC 3339 (`2026-12-06T03:00:00Z`, or without a zone: UTC), or a
+/// duration ago (`10m ago`, `2h ago`, `1d ago`); none is the earliest or now.
+pub fn parse_time(text: Option<&str>) -> Result<Option<SystemTime>, String> {
+    let Some(text) = text.map(str::trim) else {
+        return Ok(None);
+    };
+    if let Some(ago) = text.strip_suffix("ago") {
+        let ms = crate::model::duration::parse_ms(ago.trim())?;
+        return SystemTime::now()
+            .checked_sub(Duration::from_millis(ms))
+            .map(Some)
+            .ok_or_else(|| format!("'{text}' is before the epoch"));
+    }
+    humantime::parse_rfc3339_weak(text).map(Some).map_err(|_| {
+        format!(
+            "'{}' is not a time: give RFC 3339 (2026-12-06T03:00:00Z) or an age (10m ago)",
+            crate::text::printable(text)
+        )
+    })
 }

@@ -164,6 +164,34 @@ fn the_systemd_unit_runs_the_exporter_hardened_and_read_only() {
 }
 
 #[test]
+fn the_recorders_unit_keeps_its_store_private_and_never_kills() {
+    let unit = asset("assets/systemd/katop-record.service");
+    assert!(unit.contains("ExecStart=/usr/bin/katop record --store /var/lib/katop"));
+    for line in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=katop",
+        "StateDirectoryMode=0700",
+        "ReadWritePaths=/var/lib/katop",
+        "LimitNOFILE=524288",
+    ] {
+        assert!(unit.contains(line), "missing {line}");
+    }
+    let caps = unit
+        .lines()
+        .find(|l| l.starts_with("CapabilityBoundingSet="))
+        .unwrap();
+    assert!(
+        !caps.contains("CAP_NET_ADMIN"),
+        "the recorder never kills: {caps}"
+    );
+    assert!(
+        asset("Cargo.toml").contains("assets/systemd/katop-record.service"),
+        "shipped in the package"
+    );
+}
+
+#[test]
 fn the_licenses_match_the_manifest() {
     let manifest = asset("Cargo.toml");
     assert!(manifest.contains(r#"license = "MIT OR Apache-2.0""#));

@@ -477,3 +477,47 @@ fn katop_removes_its_tracefs_instance_when_it_exits() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_stale_reason_gained_and_lost_is_an_event() {
+    let (l, filter) = listener();
+    let mut h = Follow::spawn(&[
+        "history",
+        "--follow",
+        "--json",
+        "--interval",
+        "200ms",
+        "--stale-after",
+        "1s",
+        "--filter",
+        &filter,
+    ]);
+    let (mut client, mut server) = h.watching(&l);
+    let s_ends = ends(&server);
+    let (local, remote) = (s_ends.0.to_string(), s_ends.1.to_string());
+    let ours = |v: &Value| v["local"] == local.as_str() && v["remote"] == remote.as_str();
+    let has = |list: &Value, r: &str| list.as_array().is_some_and(|l| l.contains(&r.into()));
+    // Silent past --stale-after: idle gained; a word each way: idle lost.
+    let gained = h.wait("idle gained", |v| {
+        ours(v) && v["event"] == "stale" && has(&v["gained"], "idle")
+    });
+    assert!(has(&gained["stale"], "idle"), "{gained}");
+    client.write_all(b"hi").unwrap();
+    server.read_exact(&mut [0; 2]).unwrap();
+    server.write_all(b"yo").unwrap();
+    client.read_exact(&mut [0; 2]).unwrap();
+    let lost = h.wait("idle lost", |v| {
+        ours(v) && v["event"] == "stale" && has(&v["lost"], "idle")
+    });
+    assert!(!has(&lost["stale"], "idle"), "{lost}");
+    // The client closes; the server's end sits in CLOSE_WAIT: stale after a second.
+    drop(client);
+    let gained = h.wait("close-wait gained", |v| {
+        ours(v) && v["event"] == "stale" && has(&v["gained"], "close-wait")
+    });
+    assert_eq!(gained["state"], "CLOSE_WAIT");
+    // Closed at last: the reason goes with it (the end is told as closed).
+    drop(server);
+    let end = h.closed(s_ends);
+    assert_eq!(end["cause"], "closed", "{end}");
+}

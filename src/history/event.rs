@@ -14,6 +14,8 @@ use crate::model::{Endpoint, Owner, RawSock, SockEntry};
 pub enum Kind {
     Opened,
     State,
+    /// Its stale reasons changed (`gained`, `lost`).
+    Stale,
     Closed,
 }
 
@@ -36,6 +38,13 @@ pub struct Event {
     pub state: Option<String>,
     /// `closed`: why, where that was learned (`tracepoint`, `inferred`), and the kernel's
     /// details where traced.
+    /// `stale`: its stale reasons now, and those gained and lost since the poll before.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stale: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gained: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lost: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,6 +119,9 @@ impl Event {
             pid,
             process,
             state: Some(s.state.name(s.proto).into()),
+            stale: None,
+            gained: None,
+            lost: None,
             cause: None,
             cause_source: None,
             errno: None,
@@ -135,6 +147,9 @@ impl Event {
             pid: None,
             process: None,
             state: None,
+            stale: None,
+            gained: None,
+            lost: None,
             cause: None,
             cause_source: None,
             errno: None,
@@ -181,7 +196,23 @@ impl Event {
         let event = match self.event {
             Kind::Opened => "opened",
             Kind::State => "state",
+            Kind::Stale => "stale",
             Kind::Closed => "closed",
+        };
+        let what = match (self.event, &self.gained, &self.lost) {
+            (Kind::Stale, gained, lost) => {
+                let signed = |reasons: &Option<Vec<String>>, sign: &str| {
+                    reasons
+                        .iter()
+                        .flatten()
+                        .map(|r| format!("{sign}{r}"))
+                        .collect::<Vec<_>>()
+                };
+                let mut all = signed(gained, "+");
+                all.extend(signed(lost, "-"));
+                all.join(",")
+            }
+            _ => what,
         };
         let process = match (&self.process, self.pid) {
             (Some(name), Some(pid)) => format!("{}[{pid}]", printable(name)),

@@ -97,22 +97,36 @@ fn changes<'a>(
     // Set this poll: the table keeps these times in whole ms, and polls are 100 ms apart at least.
     let this_poll =
         move |t: Instant| polled.saturating_duration_since(t) < Duration::from_millis(1);
-    table.entries().filter_map(move |e| {
-        if !join::is_connection(e.sock) || !this_poll(e.state_since()) {
-            return None;
+    table.entries().flat_map(move |e| {
+        let mut out = Vec::new();
+        if !(join::is_connection(e.sock) || crate::model::stale::is_dead(e.sock))
+            || !filter.matches(&e, now)
+        {
+            return out;
         }
-        let kind = if this_poll(e.first_seen()) {
+        let new = this_poll(e.first_seen());
+        if this_poll(e.state_since()) && join::is_connection(e.sock) {
             // Seen first in TIME_WAIT: it opened and ended between two polls.
-            if e.sock.state == SockState::TimeWait {
-                return None;
+            if !(new && e.sock.state == SockState::TimeWait) {
+                let kind = if new { Kind::Opened } else { Kind::State };
+                out.push(Event::of(kind, &e, wall, host));
             }
-            Kind::Opened
-        } else {
-            Kind::State
-        };
-        filter
-            .matches(&e, now)
-            .then(|| Event::of(kind, &e, wall, host))
+        }
+        let (now_stale, was) = (e.stale, e.stale_was());
+        if !new && now_stale != was {
+            let names = |set: crate::model::StaleSet, but: crate::model::StaleSet| {
+                set.iter()
+                    .filter(|r| !but.contains(*r))
+                    .map(|r| r.name().to_string())
+                    .collect::<Vec<_>>()
+            };
+            let mut ev = Event::of(Kind::Stale, &e, wall, host);
+            ev.stale = Some(names(now_stale, crate::model::StaleSet::default()));
+            ev.gained = Some(names(now_stale, was));
+            ev.lost = Some(names(was, now_stale));
+            out.push(ev);
+        }
+        out
     })
 }
 

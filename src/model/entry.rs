@@ -114,6 +114,8 @@ pub struct Derived {
     pub(super) service: ServiceId,
     pub keepalive: Option<Keepalive>,
     pub stale: StaleSet,
+    /// The stale reasons the poll before gave it (its own on first sight).
+    pub(super) stale_was: StaleSet,
 }
 
 impl Derived {
@@ -186,6 +188,7 @@ impl<'a> SockEntry<'a> {
             service: services::of(&sock.local, &sock.remote),
             keepalive: Keepalive::of(sock),
             stale: StaleSet::default(),
+            stale_was: StaleSet::default(),
         };
         SockEntry {
             sock,
@@ -194,6 +197,11 @@ impl<'a> SockEntry<'a> {
             ctx,
             peer: None,
         }
+    }
+
+    /// The stale reasons it had at the poll before.
+    pub fn stale_was(&self) -> StaleSet {
+        self.derived.stale_was
     }
 
     /// Why and when the kernel ended it, for a dead connection whose end is known.

@@ -32,6 +32,7 @@ struct Carry {
     last: Option<LastSeen>,
     /// Its 4-tuple's digest, to meet an end the tracepoints told by tuple.
     tuple_hash: u32,
+    stale: StaleSet,
 }
 
 impl Carry {
@@ -46,6 +47,7 @@ impl Carry {
             bytes_received: info.and_then(TcpInfo::bytes_received),
             last: join::is_connection(s).then(|| join::last_seen(s)),
             tuple_hash: join::tuple_of(s).map_or(0, |t| t.hash32()),
+            stale: d.stale,
         }
     }
 }
@@ -398,6 +400,7 @@ impl ConnTable {
             _ => None,
         };
         let info = sock.tcp_info.as_ref();
+        let stale = self.stale(sock, in_state, unowned);
         Derived {
             first_seen_ms,
             state_since_ms,
@@ -413,7 +416,9 @@ impl ConnTable {
             .unwrap_or(f32::NAN),
             service: service_of(sock, served),
             keepalive: Keepalive::of(sock),
-            stale: self.stale(sock, in_state, unowned),
+            stale,
+            // First seen: nothing changed yet.
+            stale_was: prev.map_or(stale, |c| c.stale),
         }
     }
 

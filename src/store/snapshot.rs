@@ -210,6 +210,7 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
                         .unwrap_or(s.state);
                 }
             }
+            crate::history::event::Kind::Stale => {}
             crate::history::event::Kind::Opened => {
                 let sock = crate::history::source::sock_of(&ev);
                 if let Some(stored) = StoredSock::of(&sock) {

@@ -1,0 +1,91 @@
+//! The recorder's cost: `katop record` over `--count N` held loopback connections (2N sockets)
+//! for `--seconds S` at `--interval-s I`, then what its store holds and how long `katop --at`
+//! takes to open a moment of it. Prints CPU (share of one core), peak RSS, the store's bytes
+//! per connection per sample, and the `--at` time. Release build.
+//!
+//! cargo build --release
+//! cargo bench --bench recorder -- --count 50000 --seconds 60 --interval-s 10
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+mod common;
+
+fn ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15, 12 and 13 after the name.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    if let Some(n) = common::arg("--worker") {
+        common::worker(n);
+        return;
+    }
+    let count = common::arg("--count").unwrap_or(20_000);
+    let seconds = common::arg("--seconds").unwrap_or(60) as u64;
+    let interval = common::arg("--interval-s").unwrap_or(10) as u64;
+    let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
+    let _farm = common::Farm::hold(count);
+    let store = std::env::temp_dir().join(format!("katop-bench-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let mut rec = Command::new(&bin)
+        .args(["record", "--interval", &format!("{interval}s"), "--store"])
+        .arg(&store)
+        .env("KATOP_NETNS", "host")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = rec.id();
+    let started = Instant::now();
+    let t0 = ticks(pid);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu_ticks = ticks(pid) - t0;
+    let wall = started.elapsed().as_secs_f64();
+    let hwm = hwm_kib(pid);
+    let mid = SystemTime::now() - Duration::from_secs(seconds / 2);
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = rec.wait();
+    let bytes: u64 = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let samples = (seconds / interval).max(1);
+    let hz = 100.0; // USER_HZ
+    println!(
+        "record: {count} connections, {samples} samples at {interval} s: CPU {:.2}% of a core, peak RSS {:.1} MiB",
+        100.0 * cpu_ticks as f64 / hz / wall,
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "store: {bytes} bytes = {:.2} bytes per connection per sample",
+        bytes as f64 / count as f64 / samples as f64
+    );
+    let at = humantime::format_rfc3339_millis(mid).to_string();
+    let started = Instant::now();
+    let out = Command::new(&bin)
+        .args(["--json", "--at", &at, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let listed =
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).map_or(0, |v| v.len());
+    println!(
+        "katop --json --at (mid-run): {:.2?}, {listed} sockets",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -159,6 +159,7 @@ impl Collector {
             namespaces.push(self.namespaces.own_info(settings));
         }
         let dump_cost = started.elapsed();
+        let dumps_read = Instant::now();
         self.last_count = sink.socks.len();
         self.give_back_memory(&mut sink.socks);
         let dumped: Vec<NetnsId> = std::iter::once(self.netns)
@@ -210,7 +211,7 @@ impl Collector {
             holders: self.procs.shared(),
             namespaces,
             unread_namespaces,
-            taken_at: Instant::now(),
+            taken_at: dumps_read,
             wall: std::time::SystemTime::now(),
             cost: PollCost {
                 dump: dump_cost,

@@ -22,6 +22,9 @@ pub struct Ctx {
     pub polled_at: Option<Instant>,
     /// When it was taken, by the wall clock.
     pub polled_wall: Option<std::time::SystemTime>,
+    /// When the kernel's dumps were read: the timers' "expires in" count from then (a loaded
+    /// poll spends a while after the dumps on `/proc`).
+    pub dumped_at: Option<Instant>,
     /// Declared middleboxes (`--middlebox-timeout`, the config file).
     pub declared: Vec<Middlebox>,
     /// The declared ones plus the local conntrack table, when loaded.
@@ -224,7 +227,8 @@ impl<'a> SockEntry<'a> {
         let d = keepalive::dead_peer_detect(self.sock, &self.params()?, settings)?;
         let since_poll = self
             .ctx
-            .polled_at
+            .dumped_at
+            .or(self.ctx.polled_at)
             .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
         Some(d.after(since_poll))
     }

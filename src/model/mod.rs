@@ -43,6 +43,7 @@ pub struct Snapshot {
     pub namespaces: Vec<NsInfo>,
     /// Namespaces asked for whose sockets could not be read (the warnings say why).
     pub unread_namespaces: usize,
+    /// When the kernel's dumps were read (their timers count from then).
     pub taken_at: Instant,
     /// The same moment by the wall clock, for outputs that carry a date (JSON's `time`).
     pub wall: std::time::SystemTime,

@@ -271,6 +271,7 @@ impl ConnTable {
             snap.namespaces,
             (now, snap.wall),
         );
+        self.ctx.dumped_at = Some(snap.taken_at.min(now));
         let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
         let served = served_by_process(&socks);
         let mut ownerless_since = FxHashMap::default();

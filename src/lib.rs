@@ -330,8 +330,8 @@ fn past(args: &Args, at: &str) -> anyhow::Result<model::Snapshot> {
     let when = store::read::parse_time(Some(at))
         .map_err(anyhow::Error::msg)?
         .unwrap_or_else(std::time::SystemTime::now);
-    let dir = args.store.clone().unwrap_or_else(store::default_dir);
-    let lines = store::read::lines(&dir, std::time::SystemTime::UNIX_EPOCH, when)?;
+    let dir = store::dir_or_default(args.store.as_deref())?;
+    let lines = store::read::lines_for_at(&dir, when)?;
     store::snapshot::at(&lines, when).ok_or_else(|| {
         anyhow::anyhow!(
             "the store {} holds nothing at {}: it was not recording then",

@@ -198,8 +198,8 @@ fn a_full_filesystem_keeps_the_recorder_running() {
     assert!(ok.success(), "mount tmpfs");
     let store = mount.join("store");
     // Full from the start: a file takes every block.
-    let filler = mount.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
+    let ballast = mount.join("ballast");
+    let mut f = std::fs::File::create(&ballast).unwrap();
     while f.write_all(&[0u8; 4096]).is_ok() {}
     drop(f);
     let (mut rec, said) = record(&store);
@@ -221,7 +221,7 @@ fn a_full_filesystem_keeps_the_recorder_running() {
     assert!(told.contains("recording goes on"), "{told}");
     assert!(rec.0.try_wait().unwrap().is_none(), "still running");
     // Room again: it writes again, and says so.
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&ballast).unwrap();
     let mut again = false;
     for _ in 0..100 {
         held.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
@@ -234,6 +234,102 @@ fn a_full_filesystem_keeps_the_recorder_running() {
         }
     }
     assert!(again, "the recorder never wrote again");
+    // And what it writes after is readable: no hole where the failed writes were.
+    let filter = format!("dst:{}", l.local_addr().unwrap());
+    let local = a_connection(&l, &store, &filter);
+    common::wait_for("a connection after the full disk, read back", || {
+        closed_recorded(&store, &filter, &local)
+    });
+    assert!(term(&mut rec).success());
+}
+
+#[test]
+fn a_small_store_never_loses_the_segment_being_written() {
+    let scratch = Scratch::new("store-small");
+    let store = scratch.0.join("store");
+    std::fs::create_dir(&store).unwrap();
+    // An earlier recorder's segment of this very second, as a restart leaves.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(store.join(format!("events-{secs:012}-000.kz")), b"KATOPEV1").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_katop"))
+        .args([
+            "record",
+            "--interval",
+            "200ms",
+            "--max-size",
+            "1KB",
+            "--store",
+        ])
+        .arg(&store)
+        .env("KATOP_NETNS", "host")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut rec = Reaped(child);
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("dst:{}", l.local_addr().unwrap());
+    let local = a_connection(&l, &store, &filter);
+    common::wait_for("its close recorded", || {
+        closed_recorded(&store, &filter, &local)
+    });
+    let deleted: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.contains("events-") && p.ends_with("(deleted)"))
+        .collect();
+    assert!(
+        deleted.is_empty(),
+        "writing to a removed segment: {deleted:?}"
+    );
+    assert!(term(&mut rec).success());
+}
+
+#[test]
+fn a_shared_directory_is_never_taken_for_a_store() {
+    let scratch = Scratch::new("store-shared");
+    let shared = scratch.0.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("someone-elses.txt"), b"hello").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = common::katop_checked(&["record", "--store", shared.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("not private"),
+        "{}",
+        common::stderr(&out)
+    );
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "left as it was");
+    // And a moment the store never saw (the future) is refused, saying where it ends.
+    let store = scratch.0.join("store");
+    let (mut rec, _said) = record(&store);
+    common::wait_for("a first record", || {
+        std::fs::read_dir(&store).is_ok_and(|d| d.count() > 1)
+    });
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("dst:{}", l.local_addr().unwrap());
+    a_connection(&l, &store, &filter);
+    let out = common::katop_checked(
+        &[
+            "--json",
+            "--at",
+            "2099-01-01T00:00:00Z",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("holds nothing near"),
+        "{}",
+        common::stderr(&out)
+    );
     assert!(term(&mut rec).success());
 }
 

@@ -29,12 +29,22 @@ pub struct HeldSockets {
 }
 
 impl HeldSockets {
-    /// The TCP sockets processes hold that this poll's dumps did not list, as `CLOSE`.
-    pub fn find(&mut self, procs: &ProcessMap) -> Vec<RawSock> {
+    /// The TCP sockets processes in the `dumped` namespaces hold that this poll's dumps did
+    /// not list, as `CLOSE`.
+    pub fn find(&mut self, procs: &ProcessMap, dumped: &[NetnsId]) -> Vec<RawSock> {
         let mut found = Vec::new();
         let mut still_held = FxHashSet::default();
         let mut asked = 0;
+        let mut netns_of_pid: rustc_hash::FxHashMap<u32, NetnsId> =
+            rustc_hash::FxHashMap::default();
         for (inode, process, fd) in procs.unlisted() {
+            // A process in a namespace not read holds no socket of this poll's.
+            let netns = *netns_of_pid
+                .entry(process.pid)
+                .or_insert_with(|| netns_of(process.pid));
+            if !dumped.contains(&netns) {
+                continue;
+            }
             if self.not_tcp.contains(&inode) {
                 still_held.insert(inode);
                 continue;
@@ -57,7 +67,7 @@ impl HeldSockets {
                     interface: 0,
                     inode,
                     cookie: Cookie(cookie),
-                    netns: netns_of(process.pid),
+                    netns,
                     uid: rustix::fs::fstat(&dup).ok().map(|st| st.st_uid),
                     recv_q: 0,
                     send_q: 0,
@@ -152,7 +162,8 @@ mod tests {
         // Nothing listed: every socket this process holds is unlisted.
         procs.resolve(&mut [], &[]);
         let mut held = HeldSockets::default();
-        let found = held.find(&procs);
+        let own = netns_of(std::process::id());
+        let found = held.find(&procs, &[own]);
         let ours = found
             .iter()
             .find(|f| f.inode == ended.0)

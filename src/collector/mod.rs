@@ -167,7 +167,7 @@ impl Collector {
             .collect();
         self.procs.resolve(&mut sink.socks, &dumped);
         let unlisted = if self.selection.protos.contains(&Proto::Tcp) {
-            self.held.find(&self.procs)
+            self.held.find(&self.procs, &dumped)
         } else {
             Vec::new()
         };

@@ -74,6 +74,9 @@ pub struct Event {
         deserialize_with = "present"
     )]
     pub bytes_received: Option<Option<u64>>,
+    /// The socket whole, for the store's `--at` (not part of the event's printed form).
+    #[serde(skip)]
+    pub stored: Option<crate::store::snapshot::StoredSock>,
 }
 
 /// A field that is present (maybe `null`) as `Some`; an absent one is `None` (its default).
@@ -129,6 +132,7 @@ impl Event {
             lifetime_s: None,
             bytes_sent: None,
             bytes_received: None,
+            stored: None,
         }
     }
 
@@ -157,6 +161,7 @@ impl Event {
             lifetime_s: None,
             bytes_sent: None,
             bytes_received: None,
+            stored: None,
         }
     }
 
@@ -225,16 +230,34 @@ impl Event {
             ),
             _ => String::new(),
         };
+        // Every field may come from a store someone else wrote: none reaches the terminal raw.
+        let what = printable(&what);
         format!(
             "{} {event:<6} {what:<18} {} → {} {process}{}{lifetime}",
-            self.time,
-            self.local.as_deref().unwrap_or("*"),
-            self.remote.as_deref().unwrap_or("*"),
+            printable(&self.time),
+            printable(self.local.as_deref().unwrap_or("*")),
+            printable(self.remote.as_deref().unwrap_or("*")),
             self.netns_name
                 .as_deref()
                 .filter(|n| *n != "host")
                 .map(|n| format!(" in {}", printable(n)))
                 .unwrap_or_default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_event_prints_nothing_a_terminal_would_obey() {
+        let line = r#"{"time":"2026-12-06T03:00:00.000Z\u001b]0;OWNED\u0007","event":"closed","host":"h","cookie":1,"proto":"tcp","local":"\u001b[2J1.2.3.4:5","remote":"5.6.7.8:9","netns_name":null,"container":null,"pid":null,"process":null,"state":"\u001b[31mESTABLISHED","cause":"closed\u001b[2J","cause_source":"tracepoint"}"#;
+        let ev: Event = serde_json::from_str(line).unwrap();
+        let text = ev.line();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
     }
 }

@@ -88,30 +88,32 @@ fn stored(
     since: Option<SystemTime>,
     until: Option<SystemTime>,
 ) -> anyhow::Result<()> {
-    let dir = h.store.clone().unwrap_or_else(crate::store::default_dir);
-    let lines = crate::store::read::lines(
-        &dir,
-        since.unwrap_or(SystemTime::UNIX_EPOCH),
-        until.unwrap_or_else(SystemTime::now),
-    )?;
+    let dir = crate::store::dir_or_default(h.store.as_deref())?;
     let now = Instant::now();
     let ctx = crate::model::entry::Ctx::default();
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    for line in lines {
-        let Ok(ev) = serde_json::from_str::<Event>(&line) else {
-            continue;
-        };
-        let sock = source::sock_of(&ev);
-        if !filter.matches(&crate::model::SockEntry::bare(&sock, now, &ctx), now) {
-            continue;
-        }
-        if h.json {
-            // As stored: the same object `--follow --json` printed.
-            writeln!(out, "{line}")?;
-        } else {
-            writeln!(out, "{}", ev.line())?;
-        }
-    }
+    crate::store::read::for_each_line(
+        &dir,
+        since.unwrap_or(SystemTime::UNIX_EPOCH),
+        until.unwrap_or_else(SystemTime::now),
+        |line| {
+            // Keyframes and socket records are for `--at`, not events.
+            let Ok(ev) = serde_json::from_str::<Event>(line) else {
+                return Ok(());
+            };
+            let sock = source::sock_of(&ev);
+            if !filter.matches(&crate::model::SockEntry::bare(&sock, now, &ctx), now) {
+                return Ok(());
+            }
+            if h.json {
+                // As stored: the same object `--follow --json` printed.
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "{}", ev.line())?;
+            }
+            Ok(())
+        },
+    )?;
     out.flush()?;
     Ok(())
 }

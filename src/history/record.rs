@@ -6,10 +6,16 @@ use std::time::SystemTime;
 
 use crate::cli::{Args, RecordArgs};
 use crate::model::filter::Filter;
-use crate::store::{Limits, StoreError, Writer};
+use crate::store::{Limits, Writer};
 
 pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
-    let dir = r.store.clone().unwrap_or_else(crate::store::default_dir);
+    let dir = match crate::store::dir_or_default(r.store.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::say!("katop record: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let limits = Limits {
         retain: r.retain,
         max_size: r.max_size,
@@ -38,6 +44,15 @@ pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
         for ev in &events {
             serde_json::to_writer(&mut lines, ev)?;
             lines.push(b'\n');
+            // What `--at` needs of a connection that opened or changed since the keyframe.
+            if let Some(sock) = &ev.stored {
+                let line = crate::store::snapshot::SockLine {
+                    time: ev.time.clone(),
+                    sock: sock.clone(),
+                };
+                serde_json::to_writer(&mut lines, &line)?;
+                lines.push(b'\n');
+            }
         }
         // Every connection now and then, for `katop --at`.
         if polls % crate::store::snapshot::KEYFRAME_EVERY == 0 {
@@ -51,16 +66,17 @@ pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
                 failing = false;
             }
             Ok(()) => {}
-            Err(e @ StoreError::Write(_)) => {
+            // Whatever went wrong (a full disk, no inode left, the directory gone), recording
+            // goes on: the oldest data is dropped to make room, and this poll's events are lost.
+            Err(e) => {
                 if !failing {
                     crate::say!(
-                        "katop record: {e}: the oldest data was dropped to make room, and \
-                         events are lost until the write succeeds; recording goes on"
+                        "katop record: {e}: dropping the oldest data to make room; events are \
+                         lost until a write succeeds; recording goes on"
                     );
                 }
                 failing = true;
             }
-            Err(e) => return Err(e.into()),
         }
         Ok(())
     });

@@ -109,7 +109,9 @@ fn changes<'a>(
             // Seen first in TIME_WAIT: it opened and ended between two polls.
             if !(new && e.sock.state == SockState::TimeWait) {
                 let kind = if new { Kind::Opened } else { Kind::State };
-                out.push(Event::of(kind, &e, wall, host));
+                let mut ev = Event::of(kind, &e, wall, host);
+                ev.stored = crate::store::snapshot::StoredSock::of(e.sock);
+                out.push(ev);
             }
         }
         let (now_stale, was) = (e.stale, e.stale_was());

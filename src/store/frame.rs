@@ -47,12 +47,27 @@ pub fn decode_all(mut r: impl Read) -> io::Result<Vec<Vec<u8>>> {
         if !read_full(&mut r, &mut payload)? || crc32fast::hash(&payload) != crc {
             return Ok(out);
         }
-        match zstd::bulk::decompress(&payload, (MAX_FRAME as usize) * 8) {
-            Ok(lines) => out.push(lines),
-            Err(_) => return Ok(out),
+        match decompress(&payload) {
+            Some(lines) => out.push(lines),
+            None => return Ok(out),
         }
     }
 }
+
+/// A payload's lines, growing as they come (never a large reservation up front), at most
+/// [`MAX_LINES`] bytes; `None` for a damaged payload or one past the bound.
+fn decompress(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(payload)
+        .ok()?
+        .take(MAX_LINES + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() as u64 <= MAX_LINES).then_some(out)
+}
+
+/// The most one frame's lines may hold once decompressed.
+const MAX_LINES: u64 = 1 << 30;
 
 /// Fills `buf`; false when the data ends first.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {

@@ -37,8 +37,15 @@ pub struct Limits {
 pub enum StoreError {
     #[error("the store {0}: {1}")]
     File(String, FileError),
+    #[error("no --store given, and no HOME or XDG_STATE_HOME to keep one in")]
+    NoHome,
     #[error("another katop record is writing to {0}")]
     Busy(String),
+    #[error(
+        "{0} is not private and holds other files: katop keeps its store in a directory of its \
+         own (made 0700); give a new one"
+    )]
+    Shared(String),
     #[error("cannot write to the store: {0}")]
     Write(std::io::Error),
     #[error("cannot read the store: {0}")]
@@ -47,16 +54,45 @@ pub enum StoreError {
 
 /// The default store: `/var/lib/katop` as root, else `$XDG_STATE_HOME/katop`
 /// (`~/.local/state/katop`).
-pub fn default_dir() -> PathBuf {
+/// `--store` when given, else the default; an error when there is no home to put it in
+/// (never a directory relative to wherever katop was started).
+pub fn dir_or_default(given: Option<&Path>) -> Result<PathBuf, StoreError> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
     if rustix::process::geteuid().is_root() {
-        return PathBuf::from("/var/lib/katop");
+        return Ok(PathBuf::from("/var/lib/katop"));
     }
     std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("katop")
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|h| h.is_absolute())
+                .map(|h| h.join(".local/state"))
+        })
+        .map(|d| d.join("katop"))
+        .ok_or(StoreError::NoHome)
+}
+
+/// Whether `path` is an existing directory others may read that holds anything but a store.
+fn others_can_read_files_besides_a_store(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let others = meta.permissions().mode() & 0o077;
+    if !meta.is_dir() || others == 0 {
+        return false;
+    }
+    std::fs::read_dir(path).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            !(name == "lock" || name.starts_with(PREFIX))
+        })
+    })
 }
 
 fn shown(p: &Path) -> String {
@@ -64,6 +100,7 @@ fn shown(p: &Path) -> String {
 }
 
 struct Segment {
+    name: OsString,
     file: File,
     /// Bytes written whole so far (a failed write is cut back to it).
     len: u64,
@@ -82,6 +119,13 @@ impl Writer {
     /// Opens (or makes) the store at `path` for one recorder.
     pub fn open(path: &Path, limits: Limits) -> Result<Writer, StoreError> {
         let err = |e| StoreError::File(shown(path), e);
+        // A shared directory (`/tmp`, `/var/lib`) is never made private under its users.
+        let shared = crate::privilege::as_real_user(|| {
+            Ok::<_, std::io::Error>(others_can_read_files_besides_a_store(path))
+        });
+        if shared.unwrap_or(false) {
+            return Err(StoreError::Shared(shown(path)));
+        }
         let dir = Dir::private(path).map_err(err)?;
         let lock = dir.append("lock".as_ref(), 0o600, false).map_err(err)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
@@ -133,8 +177,9 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                // No torn frame stays before the next one.
+                // No torn frame (nor a hole) stays before the next one.
                 let _ = seg.file.set_len(seg.len);
+                let _ = std::io::Seek::seek(&mut seg.file, std::io::SeekFrom::Start(seg.len));
                 Err(StoreError::Write(e))
             }
         }
@@ -145,22 +190,20 @@ impl Writer {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        for n in 0..100 {
-            let name = if n == 0 {
-                format!("{PREFIX}{secs:012}{SUFFIX}")
-            } else {
-                format!("{PREFIX}{secs:012}-{n}{SUFFIX}")
-            };
-            let file = self
-                .dir
-                .create(name.as_ref(), 0o600)
-                .map_err(|e| StoreError::File(shown(self.dir.path()), e))?;
+        // `events-SECONDS-N`: names sort as they were made, a restart in the same second too.
+        for n in 0..1000 {
+            let name = format!("{PREFIX}{secs:012}-{n:03}{SUFFIX}");
+            let file = self.dir.create(name.as_ref(), 0o600).map_err(|e| match e {
+                FileError::Io(e) => StoreError::Write(e),
+                e => StoreError::File(shown(self.dir.path()), e),
+            })?;
             if let Some(mut file) = file {
                 if let Err(e) = file.write_all(frame::MAGIC).and_then(|()| file.sync_data()) {
                     let _ = self.dir.remove(name.as_ref());
                     return Err(StoreError::Write(e));
                 }
                 return Ok(Segment {
+                    name: name.into(),
                     file,
                     len: frame::MAGIC.len() as u64,
                     started: now,
@@ -177,11 +220,18 @@ impl Writer {
         segments(&self.dir).unwrap_or_default()
     }
 
+    /// The segments but the one being written, oldest first.
+    fn finished(&self) -> Vec<(OsString, u64, u64)> {
+        let current = self.current.as_ref().map(|s| &s.name);
+        self.segments()
+            .into_iter()
+            .filter(|s| Some(&s.0) != current)
+            .collect()
+    }
+
     fn drop_oldest(&mut self) {
-        let all = self.segments();
-        // Never the one being written.
-        if all.len() > 1 {
-            let _ = self.dir.remove(&all[0].0);
+        if let Some(oldest) = self.finished().first() {
+            let _ = self.dir.remove(&oldest.0);
         }
     }
 
@@ -189,13 +239,15 @@ impl Writer {
     /// the store is over its size.
     fn trim(&mut self, now: SystemTime) {
         let all = self.segments();
+        let current = self.current.as_ref().map(|s| s.name.clone());
         let cut = now
             .checked_sub(self.limits.retain)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let mut total: u64 = all.iter().map(|s| s.2).sum();
         for (i, (name, _, size)) in all.iter().enumerate() {
-            if i + 1 == all.len() {
+            // Never the one being written (nor any after it: the last is the newest).
+            if i + 1 == all.len() || current.as_ref() == Some(name) {
                 break;
             }
             // Its data ends where the next segment begins.
@@ -211,19 +263,23 @@ impl Writer {
     }
 }
 
-/// A store's segments, oldest first: (name, start in unix seconds, size).
+/// A store's segments, oldest first: (name, start in unix seconds, size). Named
+/// `events-SECONDS-N.kz`; anything else is not a segment.
 pub fn segments(dir: &Dir) -> Result<Vec<(OsString, u64, u64)>, FileError> {
-    let mut all: Vec<(OsString, u64, u64)> = dir
+    let mut all: Vec<((u64, u32), OsString, u64)> = dir
         .files(PREFIX)?
         .into_iter()
         .filter_map(|(name, size)| {
             let text = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-            let secs = text.split('-').next()?.parse().ok()?;
-            Some((name, secs, size))
+            let (secs, n) = text.split_once('-')?;
+            Some(((secs.parse().ok()?, n.parse().ok()?), name, size))
         })
         .collect();
-    all.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-    Ok(all)
+    all.sort_by_key(|s| s.0);
+    Ok(all
+        .into_iter()
+        .map(|((secs, _), name, size)| (name, secs, size))
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,43 +1,119 @@
-//! Reading a store back: every stored event line between two times, oldest first.
+//! Reading a store back, a segment at a time: the stored event lines between two times, and
+//! what `--at` needs (from the last keyframe before a moment).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{frame, segments, shown, StoreError};
-use crate::files::Dir;
+use crate::files::{Dir, FileError};
 
-/// The stored event lines (NDJSON, as written) whose `time` lies in `[since, until]`, oldest
-/// first. A torn or damaged tail is skipped, never an error.
-pub fn lines(path: &Path, since: SystemTime, until: SystemTime) -> Result<Vec<String>, StoreError> {
+/// How long before a moment the store must hold a record for `--at` to speak of it (keyframes
+/// come every sixth poll: a minute at the default interval).
+const RECENT: Duration = Duration::from_secs(90);
+
+/// A store's segments: (name, start in unix seconds, size), oldest first.
+type Segments = Vec<(std::ffi::OsString, u64, u64)>;
+
+fn open(path: &Path) -> Result<(Dir, Segments), StoreError> {
     let err = |e| StoreError::File(shown(path), e);
     let dir = Dir::existing(path).map_err(err)?;
     let all = segments(&dir).map_err(err)?;
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+    Ok((dir, all))
+}
+
+/// One segment's lines, oldest first; none for a segment removed meanwhile (retention).
+fn segment_lines(dir: &Dir, name: &std::ffi::OsStr) -> Result<Vec<String>, StoreError> {
+    let file = match dir.open_read(name) {
+        Ok(f) => f,
+        Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::File(shown(dir.path()), e)),
     };
-    let (from, to) = (secs(since), secs(until));
-    let mut out = Vec::new();
+    let batches = frame::decode_all(std::io::BufReader::new(file)).map_err(StoreError::Read)?;
+    Ok(batches
+        .iter()
+        .flat_map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Every stored line whose `time` lies in `[since, until]`, oldest first, to `each`, a segment
+/// in memory at a time. A torn or damaged tail is skipped, never an error.
+pub fn for_each_line(
+    path: &Path,
+    since: SystemTime,
+    until: SystemTime,
+    mut each: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (dir, all) = open(path)?;
     for (i, (name, start, _)) in all.iter().enumerate() {
         // A segment ends where the next begins.
         let ends = all.get(i + 1).map_or(u64::MAX, |n| n.1);
-        if *start > to || ends < from {
+        if *start > secs(until) || ends < secs(since) {
             continue;
         }
-        let file = dir.open_read(name).map_err(err)?;
-        let batches = frame::decode_all(std::io::BufReader::new(file)).map_err(StoreError::Read)?;
-        for batch in batches {
-            for line in String::from_utf8_lossy(&batch).lines() {
-                if in_range(line, since, until) {
-                    out.push(line.to_string());
-                }
+        for line in segment_lines(&dir, name)? {
+            if time_of(&line).is_some_and(|t| t >= since && t <= until) {
+                each(&line)?;
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn in_range(line: &str, since: SystemTime, until: SystemTime) -> bool {
+/// The lines `--at` needs, oldest first: from the last keyframe at or before `at` up to `at`.
+/// An error that says why when the store holds no record near `at`.
+pub fn lines_for_at(path: &Path, at: SystemTime) -> anyhow::Result<Vec<String>> {
+    let (dir, all) = open(path)?;
+    let mut kept: Vec<Vec<String>> = Vec::new();
+    let mut latest: Option<SystemTime> = None;
+    // Newest first, until a segment with a keyframe before `at`.
+    for (name, start, _) in all.iter().rev() {
+        if *start > secs(at) {
+            continue;
+        }
+        let lines: Vec<String> = segment_lines(&dir, name)?
+            .into_iter()
+            .filter(|l| time_of(l).is_some_and(|t| t <= at))
+            .collect();
+        if latest.is_none() {
+            latest = lines.iter().rev().find_map(|l| time_of(l));
+        }
+        let keyframe = lines.iter().rposition(|l| l.contains("\"keyframe\":"));
+        match keyframe {
+            Some(k) => {
+                kept.push(lines[k..].to_vec());
+                break;
+            }
+            None => kept.push(lines),
+        }
+    }
+    let shown_at = crate::actions::log::rfc3339(at);
+    match latest {
+        Some(last) if at.duration_since(last).unwrap_or_default() <= RECENT => {}
+        Some(last) => anyhow::bail!(
+            "the store {} holds nothing near {shown_at}: its last record before then is at {}",
+            shown(path),
+            crate::actions::log::rfc3339(last)
+        ),
+        None => anyhow::bail!(
+            "the store {} holds nothing at {shown_at}: it was not recording then",
+            shown(path)
+        ),
+    }
+    kept.reverse();
+    Ok(kept.concat())
+}
+
+fn time_of(line: &str) -> Option<SystemTime> {
     #[derive(serde::Deserialize)]
     struct Time<'a> {
         time: &'a str,
@@ -45,7 +121,6 @@ fn in_range(line: &str, since: SystemTime, until: SystemTime) -> bool {
     serde_json::from_str::<Time>(line)
         .ok()
         .and_then(|t| humantime::parse_rfc3339_weak(t.time).ok())
-        .is_some_and(|t| t >= since && t <= until)
 }
 
 /// `--at`, `--since`, `--until`: RFC 3339 (`2026-12-06T03:00:00Z`, or without a zone: UTC), or a

@@ -176,6 +176,13 @@ impl StoredSock {
     }
 }
 
+/// A connection as it opened or changed state: `{"time": …, "sock": {…}}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SockLine {
+    pub time: String,
+    pub sock: StoredSock,
+}
+
 /// A keyframe line: `{"time": …, "keyframe": [sockets]}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Keyframe {
@@ -192,6 +199,12 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
     let mut socks: Vec<(StoredSock, SystemTime)> =
         frame.keyframe.into_iter().map(|s| (s, taken)).collect();
     for line in &lines[k + 1..] {
+        if let Ok(s) = serde_json::from_str::<SockLine>(line) {
+            let when = humantime::parse_rfc3339_weak(&s.time).unwrap_or(taken);
+            socks.retain(|(old, _)| old.cookie != s.sock.cookie);
+            socks.push((s.sock, when));
+            continue;
+        }
         let Ok(ev) = serde_json::from_str::<crate::history::event::Event>(line) else {
             continue;
         };
@@ -211,10 +224,13 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
                 }
             }
             crate::history::event::Kind::Stale => {}
+            // Its socket line follows with the whole of it; this is a store without one.
             crate::history::event::Kind::Opened => {
                 let sock = crate::history::source::sock_of(&ev);
                 if let Some(stored) = StoredSock::of(&sock) {
-                    socks.push((stored, when));
+                    if !socks.iter().any(|(s, _)| s.cookie == cookie) {
+                        socks.push((stored, when));
+                    }
                 }
             }
         }

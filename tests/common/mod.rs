@@ -101,8 +101,7 @@ impl PeerNs {
         );
         let id = std::process::id();
         let n = NAMESPACES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let block = 4 * (n % 64);
-        let net = format!("10.213.{}", id % 250);
+        let (net, block) = reserve_subnet();
         let ns = PeerNs {
             name: format!("katop-test-{id}-{n}"),
             host_if: format!("kt{id}x{n}a"),
@@ -215,8 +214,55 @@ impl PeerNs {
     }
 }
 
+/// Where test processes reserve their /30s: one file each, holding the owner's pid.
+const SUBNETS: &str = "/tmp/katop-test-subnets";
+
+/// A /30 in 10.213.0.0/16 no other test process (running now) holds: `("10.213.A", B)` for
+/// A.B/30. Reserved by an exclusively created file; one whose owner is gone is taken over.
+fn reserve_subnet() -> (String, u32) {
+    let _ = std::fs::create_dir_all(SUBNETS);
+    let start = (std::process::id() as usize).wrapping_mul(2_654_435_761) % (250 * 64);
+    for k in 0..250 * 64 {
+        let i = (start + k) % (250 * 64);
+        let (a, b) = (i / 64, 4 * (i % 64) as u32);
+        let file = std::path::Path::new(SUBNETS).join(format!("10.213.{a}.{b}"));
+        let take = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, std::process::id().to_string().as_bytes())
+                })
+                .is_ok()
+        };
+        if take() {
+            return (format!("10.213.{a}"), b);
+        }
+        let owner = std::fs::read_to_string(&file).unwrap_or_default();
+        let alive = owner.trim().parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !alive
+            && owner.trim().parse::<u32>().is_ok()
+            && std::fs::remove_file(&file).is_ok()
+            && take()
+        {
+            return (format!("10.213.{a}"), b);
+        }
+    }
+    panic!("no free /30 in 10.213.0.0/16 for a test namespace");
+}
+
 impl Drop for PeerNs {
     fn drop(&mut self) {
+        let octets: Vec<&str> = self.host_ip.split('.').collect();
+        if let [a, b, c, d] = octets[..] {
+            let block = d.parse::<u32>().unwrap_or(1) - 1;
+            let _ = std::fs::remove_file(
+                std::path::Path::new(SUBNETS).join(format!("{a}.{b}.{c}.{block}")),
+            );
+        }
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.host_if])
             .output();

@@ -360,7 +360,7 @@ fn keepalive_lateness(
         let aligned = probes >= 2 || wheel.aligned_after(idle, intvl);
         let rest = cnt.saturating_sub(probes);
         let first = pending(wheel.late(intvl, aligned));
-        return (0..rest).fold(first, |l, _| l + wheel.late(intvl, true));
+        return first + wheel.late(intvl, true) * rest;
     }
     // The idle timer, armed at the handshake or by setsockopt: anywhere.
     let mut late = pending(wheel.late(idle, false));
@@ -373,7 +373,10 @@ fn keepalive_lateness(
         last = rest;
     }
     let first = wheel.aligned_after(last, intvl);
-    (0..cnt).fold(late, |l, n| l + wheel.late(intvl, n > 0 || first))
+    if cnt == 0 {
+        return late;
+    }
+    late + wheel.late(intvl, first) + wheel.late(intvl, true) * (cnt - 1)
 }
 
 /// Something between this host and its peers that forgets idle connections: a load balancer,

@@ -331,3 +331,27 @@ fn the_timer_wheel_makes_long_probe_intervals_late_and_the_countdown_says_by_how
     // Later, the same countdown moves with the clock.
     assert_eq!(c.after(1000).spread, Some((lo - 1000, hi - 1000)));
 }
+
+#[test]
+fn a_count_of_billions_is_one_product_not_billions_of_steps() {
+    // A misconfigured sysctl (or fuzzed one) may say 4 billion probes: the lateness is the
+    // sum of as many equal terms, computed at once (a loop took the fuzz suite 40 minutes).
+    let wheel = Wheel { hz: 250 };
+    let one = keepalive_lateness(wheel, (7_200_000, 75_000, 1), (0, 7_200_000, 0));
+    let three = keepalive_lateness(wheel, (7_200_000, 75_000, 3), (0, 7_200_000, 0));
+    let many = keepalive_lateness(
+        wheel,
+        (7_200_000, 75_000, u64::from(u32::MAX)),
+        (0, 7_200_000, 0),
+    );
+    let step = three.mean_ms - one.mean_ms;
+    assert!(
+        (many.mean_ms - (one.mean_ms + step / 2.0 * (f64::from(u32::MAX) - 1.0))).abs() < 1.0e3
+    );
+    let probing = keepalive_lateness(
+        wheel,
+        (7_200_000, 75_000, u64::from(u32::MAX)),
+        (0, 75_000, 3),
+    );
+    assert!(probing.max_ms.is_finite());
+}

@@ -36,6 +36,20 @@ impl std::ops::Add for Late {
     }
 }
 
+impl std::ops::Mul<u64> for Late {
+    type Output = Late;
+    /// `n` timers each this late (in one product, not `n` additions: a count can be a
+    /// misconfigured sysctl's billions).
+    fn mul(self, n: u64) -> Late {
+        let n = n as f64;
+        Late {
+            min_ms: self.min_ms * n,
+            max_ms: self.max_ms * n,
+            mean_ms: self.mean_ms * n,
+        }
+    }
+}
+
 /// The wheel at `hz` ticks a second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wheel {

@@ -274,6 +274,7 @@ fn kill_command_refuses_without_consent_and_dry_run_kills_nothing() {
     );
     carries_data(&mut c, &mut s);
     assert!(!log.exists(), "nothing was attempted, so nothing is logged");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

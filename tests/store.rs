@@ -188,8 +188,8 @@ fn a_full_filesystem_keeps_the_recorder_running() {
         return;
     }
     let scratch = Scratch::new("store-full");
-    let mount = scratch.0.join("fs");
-    std::fs::create_dir(&mount).unwrap();
+    // Mounted on the scratch directory itself, which its drop unmounts and removes.
+    let mount = scratch.0.clone();
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=128k", "tmpfs"])
         .arg(&mount)

@@ -98,8 +98,9 @@ pub struct Args {
     #[arg(long)]
     pub jsonl: bool,
 
-    /// Show the connections as they were at TIME, from katop record's store (with --once,
-    /// --json or --jsonl): RFC 3339 (2026-12-06T03:00:00Z) or an age (10m ago).
+    /// Show the connections as they were at TIME, from katop record's store (the dashboard,
+    /// --once, --json or --jsonl): RFC 3339 (2026-12-06T03:00:00Z, 03:00:00+01:00; no offset is
+    /// UTC), a local clock time (03:00, 03:00:10: the last one passed), or an age (10m ago).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 
@@ -447,7 +448,8 @@ pub struct HistoryArgs {
     )]
     pub store: Option<std::path::PathBuf>,
 
-    /// Events from this time on: RFC 3339 (2026-12-06T03:00:00Z) or an age (2h ago).
+    /// Events from this time on: RFC 3339 (2026-12-06T03:00:00Z), a local clock time (03:00,
+    /// the last one passed) or an age (2h ago).
     #[arg(long, value_name = "TIME", conflicts_with = "follow")]
     pub since: Option<String>,
 

@@ -1,9 +1,10 @@
 //! The interactive loop: a collector thread sends snapshots, crossterm sends input, signals and
 //! a tick arrive; each becomes a `Msg` for `app::update`, and the screen is redrawn.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossterm::event::{Event, EventStream, KeyEventKind};
 use futures_util::StreamExt;
@@ -11,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::actions::{log, Action, AuditLog, Killer, Method, Outcome, Report, Target, Tuner};
-use crate::app::{self, App, Effect, Msg};
+use crate::app::{self, App, Arrival, Effect, Msg, Travel};
 use crate::cli::Args;
 use crate::collector::sockopts::Reread;
 use crate::collector::{Collector, Selection};
@@ -58,10 +59,28 @@ pub fn run(
     };
     app.kill_log = kill_log.as_ref().map(|l| l.path.display().to_string());
     app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let store = crate::store::dir_or_default(args.store.as_deref()).map_err(|e| e.to_string());
+    // `--at`: the dashboard opens on that moment (live polls go on aside, for when the
+    // operator comes back to the present).
+    let start = match args
+        .at
+        .as_deref()
+        .map(|at| crate::store::when::parse_time(Some(at)))
+    {
+        Some(Ok(Some(t))) => Some(t),
+        Some(Err(e)) => anyhow::bail!(e),
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(event_loop(&mut app, args.interval, selection, kill_log));
+    let sources = Sources {
+        selection,
+        kill_log,
+        store,
+        start,
+    };
+    let result = rt.block_on(event_loop(&mut app, args.interval, sources));
     tui::restore();
     result
 }
@@ -208,6 +227,105 @@ fn worker_gone(name: &str) -> anyhow::Error {
     }
 }
 
+/// Answers the dashboard's trips into the past from the store, off the UI thread (reading a
+/// moment of a large store takes a while).
+fn spawn_store_reader(
+    store: Result<PathBuf, String>,
+    rx: std::sync::mpsc::Receiver<(Option<SystemTime>, Travel)>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    std::thread::Builder::new()
+        .name("katop-store".into())
+        .spawn(move || {
+            for (from, to) in rx {
+                let arrival = match &store {
+                    Ok(dir) => arrive(dir, from, to),
+                    Err(e) => Arrival::Failed(format!("no store to look back in: {e}")),
+                };
+                if tx.send(Msg::Arrived(arrival)).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn the store thread");
+}
+
+/// Where `to` leads from `from` (none: now), and the sockets there.
+fn arrive(dir: &Path, from: Option<SystemTime>, to: Travel) -> Arrival {
+    let shown = |t| crate::actions::log::rfc3339(t);
+    let here = from.unwrap_or_else(SystemTime::now);
+    let target = match to {
+        Travel::To(t) => Ok(Some(t)),
+        Travel::Back => crate::store::read::sample_beside(dir, here, true),
+        Travel::Forward => crate::store::read::sample_beside(dir, here, false),
+    };
+    let target = match (target, to) {
+        (Ok(Some(t)), _) => t,
+        (Ok(None), Travel::Forward) => return Arrival::Live,
+        (Ok(None), _) => {
+            return Arrival::Failed(format!(
+                "the store {} holds nothing before {}: katop record keeps one",
+                dir.display(),
+                shown(here)
+            ))
+        }
+        (Err(e), _) => return Arrival::Failed(format!("{e:#}")),
+    };
+    match crate::store::read::snapshot_at(dir, target) {
+        Ok(snap) => Arrival::At(target, Box::new(snap)),
+        Err(e) => Arrival::Failed(format!("{e:#}")),
+    }
+}
+
+/// Where the loop hands the effects it does not carry out itself.
+struct Workers {
+    paused: Arc<AtomicBool>,
+    every: Arc<AtomicU64>,
+    actions: std::sync::mpsc::Sender<(Action, Vec<Target>)>,
+    store: std::sync::mpsc::Sender<(Option<SystemTime>, Travel)>,
+}
+
+impl Workers {
+    fn take(&self, effect: Effect) -> anyhow::Result<()> {
+        let sent = match effect {
+            Effect::SetPaused(p) => {
+                self.paused.store(p, Ordering::Relaxed);
+                return Ok(());
+            }
+            Effect::SetInterval(d) => {
+                self.every.store(d.as_millis() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+            Effect::Kill(targets) => self.actions.send((Action::Kill, targets)).is_ok(),
+            Effect::SetKeepalive(targets, change) => self
+                .actions
+                .send((Action::Keepalive(change), targets))
+                .is_ok(),
+            Effect::Travel { from, to } => {
+                return match self.store.send((from, to)) {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(worker_gone("store")),
+                }
+            }
+            Effect::Quit | Effect::Suspend => return Ok(()),
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(worker_gone("actions"))
+        }
+    }
+}
+
+/// What the dashboard reads from: the collector's selection, the store, where actions are
+/// logged, and the moment to open on (`--at`).
+struct Sources {
+    selection: Selection,
+    kill_log: Option<LogPath>,
+    store: Result<PathBuf, String>,
+    start: Option<SystemTime>,
+}
+
 /// Where actions are recorded, and whether the user named it (`--kill-log`).
 struct LogPath {
     path: std::path::PathBuf,
@@ -240,28 +358,67 @@ fn act(
     Ok((reports, log_error))
 }
 
-async fn event_loop(
-    app: &mut App,
-    interval: Duration,
-    selection: Selection,
-    kill_log: Option<LogPath>,
-) -> anyhow::Result<()> {
+/// The threads behind the dashboard: the collector, the actor and the store reader. Returns
+/// where effects go, and the channels polls and answers arrive on.
+fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Workers, Channels) {
+    let Sources {
+        selection,
+        kill_log,
+        store,
+        start,
+    } = sources;
     let paused = Arc::new(AtomicBool::new(false));
     let every = Arc::new(AtomicU64::new(interval.as_millis() as u64));
     let (kill_tx, kill_rx) = std::sync::mpsc::channel();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let reread = Reread::default();
-    spawn_actor(kill_log, kill_rx, done_tx, reread.clone());
-    let (tx, mut rx) = mpsc::channel(1);
-    let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(1);
+    spawn_actor(kill_log, kill_rx, done_tx.clone(), reread.clone());
+    let (travel_tx, travel_rx) = std::sync::mpsc::channel();
+    spawn_store_reader(store, travel_rx, done_tx);
+    if let Some(t) = start {
+        app.note("reading the store…".into());
+        let _ = travel_tx.send((None, Travel::To(t)));
+    }
+    let (tx, polls) = mpsc::channel(1);
+    let (applied, applied_rx) = std::sync::mpsc::sync_channel(1);
     spawn_collector(
         selection,
         Arc::clone(&every),
         Arc::clone(&paused),
         tx,
         applied_rx,
-        (reread.clone(), Arc::clone(&app.focus)),
+        (reread, Arc::clone(&app.focus)),
     );
+    let workers = Workers {
+        paused,
+        every,
+        actions: kill_tx,
+        store: travel_tx,
+    };
+    (
+        workers,
+        Channels {
+            polls,
+            applied,
+            done: done_rx,
+        },
+    )
+}
+
+/// Polls in, their spent buffers back out, and the actor's and store's answers in.
+struct Channels {
+    polls: mpsc::Receiver<PollResult>,
+    applied: std::sync::mpsc::SyncSender<Vec<RawSock>>,
+    done: mpsc::UnboundedReceiver<Msg>,
+}
+
+async fn event_loop(app: &mut App, interval: Duration, sources: Sources) -> anyhow::Result<()> {
+    let (workers, channels) = start_workers(app, interval, sources);
+    let Channels {
+        polls: mut rx,
+        applied: applied_tx,
+        done: mut done_rx,
+    } = channels;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -299,7 +456,7 @@ async fn event_loop(
             },
             done = done_rx.recv() => match done {
                 Some(done) => done,
-                None => return Err(worker_gone("actions")),
+                None => return Err(worker_gone("actions and store")),
             },
             _ = tick.tick() => Msg::Tick(Instant::now()),
             _ = sigterm.recv() => Msg::Signal,
@@ -330,18 +487,7 @@ async fn event_loop(
                     tui::suspend(&mut terminal)?;
                     redraw = true;
                 }
-                Effect::SetPaused(p) => paused.store(p, Ordering::Relaxed),
-                Effect::SetInterval(d) => every.store(d.as_millis() as u64, Ordering::Relaxed),
-                Effect::Kill(targets) => {
-                    if kill_tx.send((Action::Kill, targets)).is_err() {
-                        return Err(worker_gone("actions"));
-                    }
-                }
-                Effect::SetKeepalive(targets, change) => {
-                    if kill_tx.send((Action::Keepalive(change), targets)).is_err() {
-                        return Err(worker_gone("actions"));
-                    }
-                }
+                other => workers.take(other)?,
             }
         }
     }

@@ -152,11 +152,16 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    if args.at.is_some() && (!(args.once || args.json || args.jsonl) || args.stream) {
-        crate::say!(
-            "katop: --at shows one past moment: with --once, --json or --jsonl (the dashboard's \
-             past is not built yet)"
-        );
+    if args.at.is_some() && args.stream {
+        crate::say!("katop: --at shows one past moment, not a stream: drop --interval");
+        return ExitCode::from(USAGE);
+    }
+    if let Some(Err(e)) = args
+        .at
+        .as_deref()
+        .map(|at| store::when::parse_time(Some(at)))
+    {
+        crate::say!("katop: --at: {e}");
         return ExitCode::from(USAGE);
     }
     if !(args.once || args.json || args.jsonl) {
@@ -327,18 +332,11 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
 
 /// The snapshot the store holds for `--at`.
 fn past(args: &Args, at: &str) -> anyhow::Result<model::Snapshot> {
-    let when = store::read::parse_time(Some(at))
+    let when = store::when::parse_time(Some(at))
         .map_err(anyhow::Error::msg)?
         .unwrap_or_else(std::time::SystemTime::now);
     let dir = store::dir_or_default(args.store.as_deref())?;
-    let lines = store::read::lines_for_at(&dir, when)?;
-    store::snapshot::at(&lines, when).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the store {} holds nothing at {}: it was not recording then",
-            text::printable(&dir.to_string_lossy()),
-            text::printable(at)
-        )
-    })
+    store::read::snapshot_at(&dir, when)
 }
 
 /// `--jsonl --interval DUR`: every interval, one object per socket, each poll flushed whole;

@@ -414,3 +414,81 @@ fn the_past_is_shown_as_it_was_at_a_moment() {
     assert!(common::stderr(&out).contains("was not recording then"));
     assert!(term(&mut rec).success());
 }
+
+/// The dashboard opens on a past moment (`--at`), says so, steps through the recorded polls,
+/// refuses to act on the past, and comes back to the present.
+#[test]
+fn the_dashboard_shows_the_past_and_comes_back_to_the_present() {
+    let Some(t) = common::tmux::Tmux::start("past", 200, 40) else {
+        return;
+    };
+    let scratch = Scratch::new("store-tui");
+    let store = scratch.0.join("store");
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
+    let (mut rec, _said) = record(&store);
+    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let a_server = l.accept().unwrap().0;
+    let a_local = a.local_addr().unwrap().to_string();
+    common::wait_for("A in a keyframe", || {
+        let out = common::katop_checked(
+            &[
+                "--json",
+                "--at",
+                "0s ago",
+                "--store",
+                store.to_str().unwrap(),
+                "--filter",
+                &format!("src:{a_local}"),
+            ],
+            &[],
+        );
+        out.status.success()
+            && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                .is_ok_and(|v| v.iter().any(|s| s["idle_ms"].is_number()))
+    });
+    let then = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(Duration::from_millis(20));
+    let b = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _b_server = l.accept().unwrap().0;
+    let b_local = b.local_addr().unwrap().to_string();
+    drop(a);
+    drop(a_server);
+    common::wait_for("A's close recorded", || {
+        closed_recorded(&store, &filter, &a_local)
+    });
+    // The store ends here: its newest poll has B and not A.
+    assert!(term(&mut rec).success());
+    t.start_katop(&format!(
+        "--interval 300ms --at {then} --store {} --filter '({filter}) established'",
+        store.display()
+    ));
+    let past = t.wait("the moment shown", |s| {
+        s.contains("THE PAST") && s.contains(&a_local)
+    });
+    assert!(!past.contains(&b_local), "B opened after {then}:\n{past}");
+    // Nothing in the past is acted on.
+    t.keys(&["k"]);
+    t.wait_for("nothing in it can be changed");
+    assert!(!t.screen().contains("Kill"), "{}", t.screen());
+    // The present: B, and not A.
+    t.keys(&["b"]);
+    t.type_text("now");
+    t.keys(&["Enter"]);
+    let live = t.wait("the present", |s| {
+        !s.contains("THE PAST") && s.contains(&b_local)
+    });
+    assert!(!live.contains(&format!("{a_local} ")), "A closed:\n{live}");
+    // T: the newest recorded poll (B open, A gone); t past it: live again.
+    t.keys(&["T"]);
+    let newest = t.wait("the newest record", |s| {
+        s.contains("THE PAST") && s.contains(&b_local)
+    });
+    assert!(!newest.contains(&format!("{a_local} ")), "{newest}");
+    t.keys(&["t"]);
+    t.wait("live again", |s| {
+        !s.contains("THE PAST") && s.contains("nothing recorded after that: live")
+    });
+    t.keys(&["q"]);
+    t.assert_cooked();
+}

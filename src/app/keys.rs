@@ -9,6 +9,7 @@ use super::dialogs::{
     ask_keepalive, ask_kill, confirm_key, keepalive_key, mark_all, may_act, toggle_mark,
 };
 use super::edit::{filter_key, open_filter, open_search, search_again, search_key};
+use super::travel::{self, Travel};
 use super::{App, Effect, GroupLine, GroupSort, Mode, View, INTERVALS_MS};
 use crate::columns::Column;
 
@@ -30,7 +31,7 @@ pub(super) fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
 fn binds_alt(mode: &Mode, code: KeyCode) -> bool {
     matches!(
         mode,
-        Mode::Filter { .. } | Mode::Search { .. } | Mode::SetKeepalive { .. }
+        Mode::Filter { .. } | Mode::Search { .. } | Mode::SetKeepalive { .. } | Mode::Jump { .. }
     ) && matches!(
         code,
         KeyCode::Char('b' | 'f' | 'd') | KeyCode::Backspace | KeyCode::Left | KeyCode::Right
@@ -62,6 +63,7 @@ fn one_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             search_key(app, k);
             vec![]
         }
+        Mode::Jump { .. } => travel::jump_key(app, k),
         Mode::ConfirmKill { .. } => confirm_key(app, k),
         Mode::SetKeepalive { .. } => keepalive_key(app, k),
         Mode::Help { .. } => {
@@ -150,11 +152,16 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help { scroll: 0 },
         KeyCode::Enter => enter(app),
-        KeyCode::Char('k') | KeyCode::F(9) if in_table(app, "k") => ask_kill(app),
-        KeyCode::Char('K') if in_table(app, "K") => ask_keepalive(app),
-        // Marks are for k and K: read-only has no use for them.
-        KeyCode::Char(' ') if in_table(app, "Space") && may_act(app, "Space") => toggle_mark(app),
-        KeyCode::Char('a') if in_table(app, "a") && may_act(app, "a") => mark_all(app),
+        KeyCode::Char('k') | KeyCode::F(9) if in_table(app, "k") && !in_past(app, "k") => {
+            ask_kill(app);
+        }
+        KeyCode::Char('K') if in_table(app, "K") && !in_past(app, "K") => ask_keepalive(app),
+        // Marks are for k and K: read-only and the past have no use for them.
+        KeyCode::Char(' ') if in_table(app, "Space") && may_mark(app, "Space") => toggle_mark(app),
+        KeyCode::Char('a') if in_table(app, "a") && may_mark(app, "a") => mark_all(app),
+        KeyCode::Char('T') => return travel::travel(app, Travel::Back),
+        KeyCode::Char('t') => return travel::travel(app, Travel::Forward),
+        KeyCode::Char('b') => travel::open_jump(app),
         KeyCode::Char('U') => {
             app.note(format!("unmarked {} socket(s)", app.marked.len()));
             app.marked.clear();
@@ -205,6 +212,15 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         _ => {}
     }
     vec![]
+}
+
+fn in_past(app: &mut App, key: &str) -> bool {
+    travel::in_the_past(app, key)
+}
+
+/// Whether sockets may be marked for an action: not read-only, not the past.
+fn may_mark(app: &mut App, key: &str) -> bool {
+    !in_past(app, key) && may_act(app, key)
 }
 
 /// `s`: the stale preset on or off.

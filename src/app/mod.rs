@@ -26,10 +26,12 @@ mod edit;
 mod groups;
 mod keys;
 mod rows;
+mod travel;
 
 pub use dialogs::{killable, tunable};
 pub use edit::Editor;
 pub use groups::{groups, Group, GroupLine, GroupSort, Member, Role};
+pub use travel::{Arrival, Past, Travel};
 
 /// How long a new socket stays highlighted and a closed one stays greyed.
 pub const CHANGE_HIGHLIGHT: Duration = Duration::from_secs(3);
@@ -132,6 +134,11 @@ pub enum Mode {
     Help {
         scroll: u16,
     },
+    /// Typing a time to show (`b`): anything `--at` takes; `now` or nothing is live.
+    Jump {
+        input: Editor,
+        error: Option<String>,
+    },
     /// Asking before a kill: exactly these sockets; `yes` is the highlighted answer (the
     /// default is No); the last `hidden` were marked and are hidden by the filter now.
     ConfirmKill {
@@ -225,6 +232,8 @@ pub enum Msg {
     Suspend,
     /// Text pasted into the terminal (bracketed paste), whole.
     Paste(String),
+    /// The store answered a [`Effect::Travel`].
+    Arrived(Arrival),
     /// Kills or keepalive changes finished; `log_error` when they could not be recorded.
     Acted {
         reports: Vec<Report>,
@@ -246,6 +255,12 @@ pub enum Effect {
     Kill(Vec<Target>),
     /// Turn keepalive on with these settings on exactly these sockets (confirmed).
     SetKeepalive(Vec<Target>, crate::actions::Change),
+    /// Read a moment from the store (`from`: the moment shown, none when live). Live polls go
+    /// on meanwhile, into the live view set aside.
+    Travel {
+        from: Option<std::time::SystemTime>,
+        to: Travel,
+    },
 }
 
 #[derive(Debug)]
@@ -323,6 +338,8 @@ pub struct App {
     pub presets: Vec<Preset>,
     /// The socket table's columns, in order (a narrow terminal shows what fits).
     pub columns: Vec<Column>,
+    /// A moment from the store on screen instead of the present.
+    pub past: Option<Past>,
 }
 
 impl App {
@@ -384,6 +401,7 @@ impl App {
             search_history: Vec::new(),
             presets: default_presets(),
             columns: Column::DASHBOARD.to_vec(),
+            past: None,
         }
     }
 }
@@ -416,13 +434,19 @@ impl App {
 fn handle(app: &mut App, msg: Msg) -> Vec<Effect> {
     match msg {
         Msg::Poll(snap, now) => {
-            app.apply_poll(*snap, now);
+            if app.past.is_some() {
+                travel::poll_aside(app, *snap, now);
+            } else {
+                app.apply_poll(*snap, now);
+            }
             vec![]
         }
         Msg::PollFailed(e) => {
             app.error = Some(e);
             vec![]
         }
+        // The past's clocks stand still: its idle times are those of its moment.
+        Msg::Tick(_) if app.past.is_some() => vec![],
         Msg::Tick(now) => {
             let had_closed = !app.closed.is_empty();
             app.now = now;
@@ -450,6 +474,7 @@ fn handle(app: &mut App, msg: Msg) -> Vec<Effect> {
             vec![]
         }
         Msg::Key(k) => keys::key(app, k),
+        Msg::Arrived(arrival) => travel::arrived(app, arrival),
         Msg::Acted { reports, log_error } => {
             dialogs::acted(app, reports, log_error);
             vec![]

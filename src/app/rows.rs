@@ -206,8 +206,17 @@ impl App {
         }
     }
 
-    /// Counts by state (in a fixed order) and by stale reason, in one pass.
-    fn count(&mut self) {
+    /// Counts by state (in a fixed order) and by stale reason, in one pass; a sparkline sample.
+    pub(super) fn count(&mut self) {
+        let sample = self.count_only();
+        self.history.push_back(sample);
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    /// The counts of [`Self::count`], without a sparkline sample (the view changed, not time).
+    pub(super) fn count_only(&mut self) -> Sample {
         const ORDER: [&str; 13] = [
             "ESTABLISHED",
             "LISTEN",
@@ -268,12 +277,9 @@ impl App {
             .filter(|(_, n)| *n > 0)
             .map(|(r, n)| (*r, n))
             .collect();
-        self.history.push_back(Sample {
+        Sample {
             established,
             stale: any_stale,
-        });
-        while self.history.len() > HISTORY {
-            self.history.pop_front();
         }
     }
 

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
-use crate::store::read::parse_time;
+use crate::store::when::parse_time;
 
 use crate::cli::{Args, HistoryArgs};
 use crate::model::filter::Filter;

@@ -54,6 +54,9 @@ pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
                 lines.push(b'\n');
             }
         }
+        // Each poll marked, so the dashboard's past steps from one to the next.
+        serde_json::to_writer(&mut lines, &source.sample())?;
+        lines.push(b'\n');
         // Every connection now and then, for `katop --at`.
         if polls % crate::store::snapshot::KEYFRAME_EVERY == 0 {
             serde_json::to_writer(&mut lines, &source.keyframe())?;

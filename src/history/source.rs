@@ -42,15 +42,29 @@ impl EventSource {
         })
     }
 
+    /// The last poll's mark: `{"time": …, "sample": TCP sockets}`.
+    pub fn sample(&self) -> crate::store::snapshot::Sample {
+        crate::store::snapshot::Sample {
+            time: crate::actions::log::rfc3339(self.polled_wall()),
+            sample: self
+                .table
+                .entries()
+                .filter(|e| e.sock.proto == crate::model::Proto::Tcp)
+                .count(),
+        }
+    }
+
+    fn polled_wall(&self) -> std::time::SystemTime {
+        self.table
+            .ctx
+            .polled_wall
+            .unwrap_or_else(std::time::SystemTime::now)
+    }
+
     /// Every TCP socket of the last poll, as the store keeps them.
     pub fn keyframe(&self) -> crate::store::snapshot::Keyframe {
         crate::store::snapshot::Keyframe {
-            time: crate::actions::log::rfc3339(
-                self.table
-                    .ctx
-                    .polled_wall
-                    .unwrap_or_else(std::time::SystemTime::now),
-            ),
+            time: crate::actions::log::rfc3339(self.polled_wall()),
             keyframe: self
                 .table
                 .entries()

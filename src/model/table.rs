@@ -221,6 +221,16 @@ impl ConnTable {
         }
     }
 
+    /// An empty table that judges as this one does (stale threshold, middleboxes, peers): for
+    /// another source of snapshots, such as the store.
+    #[must_use]
+    pub fn empty_like(&self) -> ConnTable {
+        let mut t = ConnTable::new(self.ctx.stale_after);
+        t.set_middleboxes(self.ctx.declared.clone());
+        t.set_peers(self.pairs);
+        t
+    }
+
     /// Whether to find each local connection's other end (on by default; a view that never
     /// shows them can spare the work).
     pub fn set_peers(&mut self, on: bool) {

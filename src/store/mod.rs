@@ -10,6 +10,7 @@
 pub mod frame;
 pub mod read;
 pub mod snapshot;
+pub mod when;
 
 use std::ffi::OsString;
 use std::fs::File;

@@ -113,6 +113,58 @@ pub fn lines_for_at(path: &Path, at: SystemTime) -> anyhow::Result<Vec<String>> 
     Ok(kept.concat())
 }
 
+/// The snapshot the store holds for `at`: what `--at` and the dashboard's past show.
+pub fn snapshot_at(path: &Path, at: SystemTime) -> anyhow::Result<crate::model::Snapshot> {
+    let lines = lines_for_at(path, at)?;
+    super::snapshot::at(&lines, at).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the store {} holds no keyframe before {}: it was not recording then",
+            shown(path),
+            crate::actions::log::rfc3339(at)
+        )
+    })
+}
+
+/// Whether a stored line marks a poll the recorder made (`sample`, or a keyframe).
+fn is_sample(line: &str) -> bool {
+    line.contains("\"sample\":") || line.contains("\"keyframe\":")
+}
+
+/// The recorded poll nearest `from` on one side: the last before it (`back`), or the first
+/// after it; `None` when the store holds none there.
+pub fn sample_beside(
+    path: &Path,
+    from: SystemTime,
+    back: bool,
+) -> anyhow::Result<Option<SystemTime>> {
+    let (dir, all) = open(path)?;
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    if back {
+        order.reverse();
+    }
+    for i in order {
+        let (name, start, _) = &all[i];
+        let ends = all.get(i + 1).map_or(u64::MAX, |n| n.1);
+        // Only segments on the asked side of `from` can hold the answer.
+        if (back && *start > secs(from)) || (!back && ends < secs(from)) {
+            continue;
+        }
+        let times = segment_lines(&dir, name)?
+            .into_iter()
+            .filter(|l| is_sample(l))
+            .filter_map(|l| time_of(&l));
+        let found = if back {
+            times.filter(|t| *t < from).max()
+        } else {
+            times.filter(|t| *t > from).min()
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
 fn time_of(line: &str) -> Option<SystemTime> {
     #[derive(serde::Deserialize)]
     struct Time<'a> {
@@ -121,25 +173,4 @@ fn time_of(line: &str) -> Option<SystemTime> {
     serde_json::from_str::<Time>(line)
         .ok()
         .and_then(|t| humantime::parse_rfc3339_weak(t.time).ok())
-}
-
-/// `--at`, `--since`, `--until`: RFC 3339 (`2026-12-06T03:00:00Z`, or without a zone: UTC), or a
-/// duration ago (`10m ago`, `2h ago`, `1d ago`); none is the earliest or now.
-pub fn parse_time(text: Option<&str>) -> Result<Option<SystemTime>, String> {
-    let Some(text) = text.map(str::trim) else {
-        return Ok(None);
-    };
-    if let Some(ago) = text.strip_suffix("ago") {
-        let ms = crate::model::duration::parse_ms(ago.trim())?;
-        return SystemTime::now()
-            .checked_sub(Duration::from_millis(ms))
-            .map(Some)
-            .ok_or_else(|| format!("'{text}' is before the epoch"));
-    }
-    humantime::parse_rfc3339_weak(text).map(Some).map_err(|_| {
-        format!(
-            "'{}' is not a time: give RFC 3339 (2026-12-06T03:00:00Z) or an age (10m ago)",
-            crate::text::printable(text)
-        )
-    })
 }

@@ -183,6 +183,13 @@ pub struct SockLine {
     pub sock: StoredSock,
 }
 
+/// A poll's mark: `{"time": …, "sample": N}`, N its TCP sockets.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sample {
+    pub time: String,
+    pub sample: usize,
+}
+
 /// A keyframe line: `{"time": …, "keyframe": [sockets]}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Keyframe {

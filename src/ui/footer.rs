@@ -36,6 +36,16 @@ pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
             theme,
             area.width,
         ),
+        Mode::Jump { input, error } => {
+            let hint = match error {
+                Some(e) => Span::styled(format!("  {}", crate::text::printable(e)), theme.error()),
+                None => Span::styled(
+                    "  03:00 · 03:00:10 · 10m ago · 2026-12-06T03:00:00Z · now (live) · Esc",
+                    theme.dim(),
+                ),
+            };
+            bar("go to: ", input, hint, theme, area.width)
+        }
         _ => fit_spans(status(app, theme), area.width),
     };
     frame.render_widget(Paragraph::new(line), area);
@@ -146,9 +156,11 @@ fn status(app: &App, theme: Theme) -> Vec<Span<'static>> {
 /// The keys that apply now, most useful first (the line keeps as many as fit).
 pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
     let selected = app.selected.and_then(|k| app.table.get(&k));
-    let may_kill = !app.read_only
+    // Nothing in the past can be changed.
+    let may_change = !app.read_only && app.past.is_none();
+    let may_kill = may_change
         && (!app.marked.is_empty() || selected.as_ref().is_some_and(crate::app::killable));
-    let may_tune = !app.read_only
+    let may_tune = may_change
         && (!app.marked.is_empty() || selected.as_ref().is_some_and(crate::app::tunable));
     let filtered = !app.filter.matches_all();
     let mut h: Vec<(&str, &str)> = Vec::new();
@@ -165,6 +177,10 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
         }
         (View::Sockets, _) => {
             h.push(("q", "quit"));
+            if app.past.is_some() {
+                h.push(("T t", "earlier/later"));
+                h.push(("b", "go to (now: live)"));
+            }
             if filtered {
                 h.push(("Del", "clears filter"));
             }
@@ -178,7 +194,7 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
             if may_tune {
                 h.push(("K", "keepalive"));
             }
-            if !app.read_only {
+            if may_change {
                 h.push(("Space", "mark"));
             }
             h.push(("Tab", "groups"));
@@ -191,6 +207,9 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
             };
             h.push((digits, "presets"));
             h.push(("z", "pause"));
+            if app.past.is_none() {
+                h.push(("T b", "the past"));
+            }
             h.push(("?", "help"));
         }
         (View::Groups, _) => {

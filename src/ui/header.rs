@@ -12,17 +12,7 @@ use crate::model::duration::{format_ms_short, format_s_short};
 
 pub fn render(app: &App, theme: Theme, frame: &mut Frame, area: Rect) {
     let t = &app.table;
-    let mut first = vec![
-        Span::styled("katop ", theme.title()),
-        Span::raw(format!(
-            "{} · every {} · poll {} · {} sockets",
-            crate::text::printable(&app.host),
-            format_ms_short(app.interval.as_millis() as u64),
-            format_ms_short(t.cost.total.as_millis() as u64),
-            t.len()
-        )),
-    ];
-    first.extend(namespaces(t, theme));
+    let mut first = title(app, theme);
     if app.paused {
         first.push(Span::styled("  PAUSED", theme.warn()));
     }
@@ -172,4 +162,47 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
         ));
     }
     ka
+}
+
+/// The first line: the host, the poll and its cost, the namespaces; or which past moment is
+/// shown, first and loudly, so the past is never read as the present.
+fn title(app: &App, theme: Theme) -> Vec<Span<'static>> {
+    let t = &app.table;
+    let mut first = match &app.past {
+        // The past must never pass for the present: said first, and loudly.
+        Some(past) => vec![
+            Span::styled(
+                format!(
+                    " THE PAST: {} ({} ago) ",
+                    crate::actions::log::rfc3339(past.at),
+                    format_ms_short(
+                        std::time::SystemTime::now()
+                            .duration_since(past.at)
+                            .unwrap_or_default()
+                            .as_millis() as u64
+                    )
+                ),
+                theme.past(),
+            ),
+            Span::raw(format!(
+                " {} · from the store · {} sockets · t T b move, b now: live",
+                crate::text::printable(&app.host),
+                t.len()
+            )),
+        ],
+        None => vec![
+            Span::styled("katop ", theme.title()),
+            Span::raw(format!(
+                "{} · every {} · poll {} · {} sockets",
+                crate::text::printable(&app.host),
+                format_ms_short(app.interval.as_millis() as u64),
+                format_ms_short(t.cost.total.as_millis() as u64),
+                t.len()
+            )),
+        ],
+    };
+    if app.past.is_none() {
+        first.extend(namespaces(t, theme));
+    }
+    first
 }

@@ -36,7 +36,7 @@ const fn act(keys: &'static str, what: &'static str) -> Key {
 }
 
 /// The key map, as `app::keys` implements it.
-const KEYS: [(&str, &[Key]); 5] = [
+const KEYS: [(&str, &[Key]); 6] = [
     (
         "Moving",
         &[
@@ -73,6 +73,13 @@ const KEYS: [(&str, &[Key]); 5] = [
             key("r  I", "reverse the order"),
             key("+ -", "poll less / more often (100ms to 1m)"),
             key("z", "pause / resume polling"),
+        ],
+    ),
+    (
+        "The past (what katop record stored)",
+        &[
+            key("T  t", "the recorded poll before / after the moment shown (T from live: the newest; t past the newest: live)"),
+            key("b", "go to a time: 03:00, 03:00:10, 10m ago, 2026-12-06T03:00:00Z; now (or nothing): live"),
         ],
     ),
     (

@@ -29,6 +29,11 @@ impl Theme {
     pub fn header(self) -> Style {
         Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
     }
+    /// The past's banner: reversed (with `NO_COLOR` too) so it is never read as the present.
+    pub fn past(self) -> Style {
+        self.fg(Color::Magenta)
+            .add_modifier(Modifier::REVERSED | Modifier::BOLD)
+    }
     pub fn selected(self) -> Style {
         Style::new().add_modifier(Modifier::REVERSED)
     }

@@ -178,4 +178,5 @@ pub fn lay_out(app: &mut App, w: u16, h: u16) {
 mod act;
 mod keys;
 mod safety;
+mod travel;
 mod view;

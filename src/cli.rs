@@ -476,6 +476,21 @@ pub struct RecordArgs {
     /// Keep the store under this size (1GiB, 500MB, …); the oldest data goes first.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = size, env = "KATOP_MAX_SIZE")]
     pub max_size: u64,
+
+    /// Also serve the exporter's /metrics from the same polls: [ADDR]:PORT (:9899 is every
+    /// address), or none.
+    #[arg(long, value_name = "[ADDR]:PORT", default_value = "none", value_parser = crate::exporter::parse_listen, env = "KATOP_RECORD_LISTEN")]
+    pub listen: crate::exporter::Listen,
+
+    /// Also write the exporter's metrics to this file every poll, atomically, for
+    /// node_exporter's textfile collector.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+
+    /// The exporter's label sets per metric, at most (the rest are folded into
+    /// process="other").
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_groups: usize,
 }
 
 fn size(text: &str) -> Result<u64, String> {

@@ -167,7 +167,11 @@ fn the_systemd_unit_runs_the_exporter_hardened_and_read_only() {
 fn the_recorders_unit_keeps_its_store_private_and_never_kills() {
     let unit = asset("assets/systemd/katop-record.service");
     assert!(unit.contains("ExecStart=/usr/bin/katop record --store /var/lib/katop"));
+    // Both jobs in one unit: the exporter's port, and never beside the exporter's unit.
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.contains("--listen :9899"), "{exec}");
     for line in [
+        "Conflicts=katop-exporter.service",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "StateDirectory=katop",

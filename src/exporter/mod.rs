@@ -56,64 +56,64 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
         );
         return ExitCode::from(USAGE);
     }
-    // The textfile's directory is opened once (as the user who named it) and checked, and
-    // so is what is at its name now: a FIFO, a device or a link there is never replaced.
-    let textfile = match e.textfile.as_deref().map(Textfile::open).transpose() {
-        Ok(t) => t,
-        Err(err) => {
-            crate::say!("katop exporter: --textfile: {err}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    // Bind first: a bad address or a port in use is a usage error, before any polling.
-    let listener = match e.listen.0.map(bind).transpose() {
-        Ok(l) => l,
-        Err(msg) => {
-            crate::say!("katop exporter: {msg}");
-            return ExitCode::from(USAGE);
+    let serving = match Serving::prepare("katop exporter", e.listen, e.textfile.as_deref()) {
+        Ok(s) => s,
+        Err((msg, code)) => {
+            crate::say!("{msg}");
+            return code;
         }
     };
     if let Some(note) = crate::netns_choice(args).1 {
         crate::say!("katop exporter: {note}");
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            crate::say!("katop exporter: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The signal handlers before anything slow: SIGTERM during the first poll (thousands of
-    // namespaces take a while) ends katop with 0, not by the signal.
-    let stop = match rt.block_on(async { Stop::install() }) {
-        Ok(s) => s,
-        Err(err) => {
-            crate::say!("katop exporter: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut poller = match Poller::new(args, e, middleboxes, textfile) {
+    let Serving {
+        textfile,
+        listener,
+        runtime,
+    } = serving;
+    let publisher = Publisher::new(e.max_groups, textfile, "katop exporter");
+    let mut poller = match Poller::new(args, middleboxes, publisher) {
         Ok(p) => p,
         Err(err) => {
             crate::say!("katop exporter: {err:#}");
             return ExitCode::FAILURE;
         }
     };
-    let latest = Arc::clone(&poller.latest);
-    let interval = e.interval;
+    let latest = Arc::clone(&poller.publisher.latest);
+    run_polling(
+        "katop exporter",
+        listener,
+        latest,
+        e.interval,
+        runtime,
+        move || poller.once(),
+    )
+}
+
+/// Runs `step` at once and then every `interval` (less what it took) on a thread of its own,
+/// serving the latest metrics on `listener` meanwhile (from the first step on: no scrape finds
+/// nothing), until SIGTERM, SIGINT or SIGHUP. The step under way then finishes: a record is
+/// never cut. `step` returns how long it took.
+pub fn run_polling(
+    who: &'static str,
+    listener: Option<std::net::TcpListener>,
+    latest: Latest,
+    interval: Duration,
+    (rt, stop): (tokio::runtime::Runtime, Stop),
+    mut poll_once: impl FnMut() -> Duration + Send + 'static,
+) -> ExitCode {
     let (first_done, first_poll) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("katop-exporter-poll".into())
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let poller = std::thread::Builder::new()
+        .name("katop-poll".into())
         .spawn(move || {
-            // One poll before serving: no scrape ever finds nothing.
-            poller.once();
+            let mut cost = poll_once();
             let _ = first_done.send(());
             loop {
-                std::thread::sleep(interval.saturating_sub(poller.last_cost));
-                poller.once();
+                match stop_rx.recv_timeout(interval.saturating_sub(cost)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => cost = poll_once(),
+                    _ => return,
+                }
             }
         })
         .expect("spawn the poller");
@@ -129,20 +129,61 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
             Some(l) => match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
                     if let Ok(at) = l.local_addr() {
-                        crate::say!("katop exporter: serving http://{at}/metrics");
+                        crate::say!("{who}: serving http://{at}/metrics");
                     }
                     serve::serve(l, latest, connections, stop).await;
                 }
-                Err(err) => crate::say!("katop exporter: {err}"),
+                Err(err) => crate::say!("{who}: {err}"),
             },
             None => stop.await,
         }
     });
+    drop(stop_tx);
+    // A signal during the first step: the step ends the way it would (its store written whole).
+    let _ = poller.join();
     ExitCode::SUCCESS
 }
 
+/// What `katop exporter` and `katop record` share before polling: the textfile (its directory
+/// opened once, as the user who named it, and checked: a FIFO, a device or a link at its name
+/// is never replaced), the bound listener (a bad address or a port in use is a usage error,
+/// before any polling), a runtime, and the signal handlers (SIGTERM during a first poll of
+/// thousands of namespaces ends katop with 0, not by the signal).
+pub struct Serving {
+    pub textfile: Option<Textfile>,
+    pub listener: Option<std::net::TcpListener>,
+    pub runtime: (tokio::runtime::Runtime, Stop),
+}
+
+impl Serving {
+    /// `Err` carries the message and the exit code.
+    pub fn prepare(
+        who: &str,
+        listen: Listen,
+        textfile: Option<&Path>,
+    ) -> Result<Serving, (String, ExitCode)> {
+        let usage = |m: String| (format!("{who}: {m}"), ExitCode::from(USAGE));
+        let textfile = textfile
+            .map(Textfile::open)
+            .transpose()
+            .map_err(|err| usage(format!("--textfile: {err}")))?;
+        let listener = listen.0.map(bind).transpose().map_err(usage)?;
+        let failed = |err: std::io::Error| (format!("{who}: {err}"), ExitCode::FAILURE);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
+        let stop = rt.block_on(async { Stop::install() }).map_err(failed)?;
+        Ok(Serving {
+            textfile,
+            listener,
+            runtime: (rt, stop),
+        })
+    }
+}
+
 /// SIGTERM, SIGINT or SIGHUP, caught from the moment [`Stop::install`] returns.
-struct Stop {
+pub struct Stop {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -186,10 +227,54 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
     Ok(l)
 }
 
-/// The collector, the model, and where each render goes.
+/// The exporter's own collector and model, and where each poll goes.
 struct Poller {
     collector: Collector,
     table: ConnTable,
+    publisher: Publisher,
+}
+
+impl Poller {
+    fn new(
+        args: &Args,
+        middleboxes: Vec<Middlebox>,
+        mut publisher: Publisher,
+    ) -> anyhow::Result<Self> {
+        let mut table = ConnTable::new(args.stale_after);
+        // No metric is about a connection's other end.
+        table.set_peers(false);
+        table.set_middleboxes(middleboxes);
+        let mut collector = Collector::new(crate::selection(args))?;
+        publisher.ends_from(collector.watch_ends());
+        Ok(Poller {
+            collector,
+            table,
+            publisher,
+        })
+    }
+
+    /// One poll, published; how long it took.
+    fn once(&mut self) -> Duration {
+        let started = Instant::now();
+        // Nothing is read from the table between polls: it keeps only each socket's history,
+        // so the new poll's sockets never sit beside the old ones (the dashboard must keep
+        // them, to draw).
+        self.table.retire();
+        let polled = self.collector.poll().map(|snap| {
+            let applied = self.table.apply(snap, Instant::now());
+            applied.ended
+        });
+        match polled {
+            Ok(ended) => self.publisher.publish(Ok((&self.table, &ended)), started),
+            Err(err) => self.publisher.publish(Err(err.into()), started),
+        }
+        started.elapsed()
+    }
+}
+
+/// Metrics from each poll's table: rendered, published for scrapes, written to the textfile.
+/// The exporter's own poller feeds it, or `katop record` (one poll for both).
+pub struct Publisher {
     max_groups: usize,
     textfile: Option<Textfile>,
     status: PollStatus,
@@ -197,65 +282,55 @@ struct Poller {
     metrics: metrics::Metrics,
     /// The latest successful poll's metrics (without the exporter's own).
     data: String,
-    latest: Latest,
-    last_cost: Duration,
+    pub latest: Latest,
+    who: &'static str,
 }
 
-impl Poller {
-    fn new(
-        args: &Args,
-        e: &ExporterArgs,
-        middleboxes: Vec<Middlebox>,
-        textfile: Option<Textfile>,
-    ) -> anyhow::Result<Self> {
-        let mut table = ConnTable::new(args.stale_after);
-        // No metric is about a connection's other end.
-        table.set_peers(false);
-        table.set_middleboxes(middleboxes);
-        let mut collector = Collector::new(crate::selection(args))?;
-        let mut metrics = metrics::Metrics::default();
-        metrics.ends.source = Some(match collector.watch_ends() {
+impl Publisher {
+    pub fn new(max_groups: usize, textfile: Option<Textfile>, who: &'static str) -> Publisher {
+        Publisher {
+            max_groups,
+            textfile,
+            status: PollStatus::default(),
+            metrics: metrics::Metrics::default(),
+            data: String::new(),
+            latest: Latest::default(),
+            who,
+        }
+    }
+
+    /// Where the causes of ends come from: the tracepoints, or inferred (and why).
+    pub fn ends_from(&mut self, watching: Result<(), String>) {
+        self.metrics.ends.source = Some(match watching {
             Ok(()) => crate::model::ends::CauseSource::Tracepoint,
             Err(why) => {
-                crate::say!("katop exporter: causes of connection ends are inferred: {why}");
+                crate::say!(
+                    "{}: causes of connection ends are inferred: {why}",
+                    self.who
+                );
                 crate::model::ends::CauseSource::Inferred
             }
         });
-        Ok(Poller {
-            collector,
-            table,
-            max_groups: e.max_groups,
-            textfile,
-            status: PollStatus::default(),
-            metrics,
-            data: String::new(),
-            latest: Latest::default(),
-            last_cost: Duration::ZERO,
-        })
     }
 
-    /// One poll, rendered and published (and written to the textfile). A failed poll is
-    /// counted; the previous data stays served, and `katop_last_poll_timestamp_seconds` ages.
-    fn once(&mut self) {
-        let started = Instant::now();
-        // Nothing is read from the table between polls: it keeps only each socket's history,
-        // so the new poll's sockets never sit beside the old ones (the dashboard must keep
-        // them, to draw).
-        self.table.retire();
-        match self.collector.poll() {
-            Ok(snap) => {
-                let now = Instant::now();
-                let applied = self.table.apply(snap, now);
-                self.metrics.ends.add(&applied.ended);
-                drop(applied);
+    /// One poll's table and the ends it saw (or why it failed), begun at `started`. A failed
+    /// poll is counted; the previous data stays served, and
+    /// `katop_last_poll_timestamp_seconds` ages.
+    pub fn publish(
+        &mut self,
+        polled: anyhow::Result<(&ConnTable, &[crate::model::ends::join::Ended])>,
+        started: Instant,
+    ) {
+        match polled {
+            Ok((table, ended)) => {
+                self.metrics.ends.add(ended);
                 self.status.duration = started.elapsed();
                 self.status.at = Some(SystemTime::now());
-                let now = Instant::now();
-                self.data = self.metrics.render(&self.table, now, self.max_groups);
+                self.data = self.metrics.render(table, Instant::now(), self.max_groups);
             }
             Err(err) => {
                 self.status.errors_total += 1;
-                crate::say!("katop exporter: poll failed: {err}");
+                crate::say!("{}: poll failed: {err}", self.who);
             }
         }
         // After a failed poll the last good data stays, and the self-metrics say it is old.
@@ -263,7 +338,7 @@ impl Poller {
         let prometheus = metrics::to_prometheus_text(&openmetrics);
         if let Some(t) = &mut self.textfile {
             if let Err(err) = t.write(prometheus.as_bytes()) {
-                crate::say!("katop exporter: cannot write {}: {err}", t.shown());
+                crate::say!("{}: cannot write {}: {err}", self.who, t.shown());
             }
         }
         let rendered = Arc::new(Rendered {
@@ -273,7 +348,6 @@ impl Poller {
         if let Ok(mut l) = self.latest.write() {
             *l = rendered;
         }
-        self.last_cost = started.elapsed();
     }
 }
 

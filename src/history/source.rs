@@ -18,13 +18,18 @@ pub struct EventSource {
     host: String,
     first: bool,
     warned: Vec<String>,
+    /// The last poll's ends (for the exporter's counters when the recorder feeds it).
+    ended: Vec<Ended>,
+    /// Whether the tracepoints are read, or why not.
+    watching: Result<(), String>,
 }
 
 impl EventSource {
     /// `who` names the command in what it says (`katop history`).
     pub fn new(args: &Args, who: &str) -> anyhow::Result<EventSource> {
         let mut collector = Collector::new(crate::selection(args))?;
-        if let Err(why) = collector.watch_ends() {
+        let watching = collector.watch_ends();
+        if let Err(why) = &watching {
             crate::say!("{who}: causes are inferred from the last poll (marked so): {why}");
         }
         let mut table = ConnTable::new(args.stale_after);
@@ -39,6 +44,8 @@ impl EventSource {
             host,
             first: true,
             warned: Vec::new(),
+            ended: Vec::new(),
+            watching,
         })
     }
 
@@ -91,8 +98,19 @@ impl EventSource {
                 events.push(ev);
             }
         }
+        self.ended = applied.ended;
         events.sort_by(|a, b| a.time.cmp(&b.time));
         Ok(events)
+    }
+
+    /// The table after the last poll, and the ends that poll saw.
+    pub fn last(&self) -> (&ConnTable, &[Ended]) {
+        (&self.table, &self.ended)
+    }
+
+    /// Whether causes come from the tracepoints, or why they are inferred.
+    pub fn watching(&self) -> Result<(), String> {
+        self.watching.clone()
     }
 }
 

@@ -260,7 +260,44 @@ fn a_katop_kill_is_killed_and_its_peer_reset() {
     let killed = h.closed(c);
     assert_eq!(cause(&killed), ("killed", "tracepoint"), "{killed}");
     assert_eq!(killed["errno"], 103, "ECONNABORTED");
+    // The kill itself is an event, told before the end it caused; the peer's end is no kill.
+    let (local, remote) = (c.0.to_string(), c.1.to_string());
+    let position = |seen: &[Value], kind: &str, local: &str| {
+        seen.iter()
+            .position(|v| v["event"] == kind && v["local"] == local)
+    };
+    let kill = position(&h.seen, "killed", &local).expect("a killed event");
+    assert!(kill < position(&h.seen, "closed", &local).unwrap());
+    assert_eq!(h.seen[kill]["remote"], remote.as_str());
     assert_eq!(cause(&h.closed(s)), ("reset-received", "tracepoint"));
+    assert!(position(&h.seen, "killed", &s.0.to_string()).is_none());
+}
+
+#[test]
+fn keepalive_turned_on_and_off_by_the_application_is_an_event() {
+    if skip("keepalive options") {
+        return;
+    }
+    let (l, filter) = listener();
+    let mut h = Follow::start(&filter);
+    // Seen opening (its options read as they were: off), then changed by its process.
+    let (client, _server) = h.watching(&l);
+    let (local, remote) = ends(&client);
+    let ours = |v: &Value| v["local"] == local.to_string().as_str() && v["event"] == "keepalive";
+    let sock = socket2::SockRef::from(&client);
+    sock.set_tcp_keepalive(&keepalive(77, 11, 4)).unwrap();
+    sock.set_keepalive(true).unwrap();
+    let on = h.wait("keepalive on", |v| ours(v) && v["keepalive"]["on"] == true);
+    assert_eq!(on["remote"], remote.to_string().as_str());
+    assert_eq!(on["keepalive"]["idle_s"], 77, "{on}");
+    assert_eq!(on["keepalive"]["intvl_s"], 11, "{on}");
+    assert_eq!(on["keepalive"]["cnt"], 4, "{on}");
+    assert_eq!(on["state"], "ESTABLISHED");
+    sock.set_keepalive(false).unwrap();
+    let off = h.wait_new("keepalive off", |v| {
+        ours(v) && v["keepalive"]["on"] == false
+    });
+    assert_eq!(off["keepalive"]["idle_s"], 77, "{off}");
 }
 
 fn keepalive(idle: u64, intvl: u64, cnt: u32) -> TcpKeepalive {

@@ -185,6 +185,7 @@ fn snapshot(socks: Vec<RawSock>, settings: KernelSettings) -> Snapshot {
         ends: None,
         every_namespace: true,
         unlisted: Vec::new(),
+        opts_changed: Vec::new(),
     }
 }
 

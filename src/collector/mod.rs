@@ -221,6 +221,7 @@ impl Collector {
             ends: drained.map(|d| d.ended),
             every_namespace: self.selection.netns == namespaces::Which::All,
             unlisted,
+            opts_changed: self.opts.changed().to_vec(),
         })
     }
 

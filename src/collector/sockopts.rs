@@ -3,9 +3,16 @@
 //! (`pidfd_getfd`; the owner's socket is untouched) and cached by cookie.
 //!
 //! Options seldom change, so a socket is read when first seen and again every
-//! [`REFRESH_EVERY`]th poll (spread by cookie, so refreshes do not come in bursts), or at once
-//! when asked to ([`Reread`], after katop itself changed them). A socket whose owner katop may
-//! not inspect is remembered as unreadable (its values are then the sysctl defaults).
+//! [`REFRESH_EVERY`]th poll (spread by cookie, so refreshes do not come in bursts), at once
+//! when asked to ([`Reread`], after katop itself changed them), and at once when the kernel's
+//! timer contradicts the cached `SO_KEEPALIVE`: an ESTABLISHED socket's `sk_timer` is pending
+//! exactly while keepalive is on (`net/ipv4/tcp_timer.c` re-arms it unless `SOCK_KEEPOPEN` is
+//! off; `tcp_set_keepalive` arms or deletes it), and `inet_diag` shows it as timer 2 unless a
+//! retransmission or zero-window probe timer is pending (shown instead). So turning keepalive
+//! on or off is seen at the next poll; other changes (idle, interval, count) at the next
+//! refresh. A read that finds different options than the cache held is reported
+//! ([`OptsCache::changed`]). A socket whose owner katop may not inspect is remembered as
+//! unreadable (its values are then the sysctl defaults).
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -51,6 +58,22 @@ pub struct OptsCache {
     pub budget: Option<usize>,
     pub reread: Reread,
     pub last: OptsStats,
+    /// Sockets whose options the last poll found changed (read again, and different).
+    changed: Vec<Cookie>,
+}
+
+/// Whether the kernel's timer says `SO_KEEPALIVE` is not what `cached` holds (ESTABLISHED,
+/// no retransmission or probe timer hiding the keepalive one).
+fn contradicts(s: &RawSock, cached: &SockOpts) -> bool {
+    use crate::model::TimerKind;
+    if !cached.read || s.proto != Proto::Tcp || s.state != SockState::Established {
+        return false;
+    }
+    match s.timer.map(|t| t.kind) {
+        None => cached.keepalive,
+        Some(TimerKind::Keepalive) => !cached.keepalive,
+        Some(_) => false,
+    }
 }
 
 /// The read of socket `index`, if its options mean something and can be read: TCP, held by
@@ -78,11 +101,13 @@ impl OptsCache {
     pub fn fill(&mut self, socks: &mut [RawSock]) {
         self.polls = self.polls.wrapping_add(1);
         let poll = self.polls;
-        if let Ok(mut again) = self.reread.lock() {
-            for c in again.drain(..) {
-                self.map.remove(&c.0);
-            }
-        }
+        // Asked to read again: read at once, and compared with what was held.
+        let again: rustc_hash::FxHashSet<u64> = self
+            .reread
+            .lock()
+            .map(|mut a| a.drain(..).map(|c| c.0).collect())
+            .unwrap_or_default();
+        self.changed.clear();
         // What each read needs, taken out of the sockets so threads can share the work.
         let mut jobs: Vec<Job> = Vec::new();
         for (i, s) in socks.iter_mut().enumerate() {
@@ -95,7 +120,8 @@ impl OptsCache {
                     let ut = self.user_timeouts.get(&s.cookie.0).copied().unwrap_or(0);
                     s.opts = unpack(*word, ut);
                     *word = pack(&s.opts, poll);
-                    if let Some(job) = job.filter(|_| due(s.cookie, poll)) {
+                    let now = again.contains(&s.cookie.0) || contradicts(s, &s.opts);
+                    if let Some(job) = job.filter(|_| now || due(s.cookie, poll)) {
                         jobs.push(job);
                     }
                 }
@@ -123,6 +149,11 @@ impl OptsCache {
             };
             stats.read += usize::from(opts.read);
             let s = &mut socks[job.index as usize];
+            // Read before (the cached values are in `s.opts`), and not the same now.
+            let before = self.map.contains_key(&s.cookie.0).then_some(s.opts);
+            if before.is_some_and(|b| b.read && opts.read && b != opts) {
+                self.changed.push(s.cookie);
+            }
             s.opts = opts;
             self.map.insert(s.cookie.0, pack(&opts, poll));
             if opts.user_timeout_ms > 0 {
@@ -145,6 +176,11 @@ impl OptsCache {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The sockets whose options the last poll found changed.
+    pub fn changed(&self) -> &[Cookie] {
+        &self.changed
     }
 
     /// Gives back room the cache no longer needs.

@@ -90,10 +90,10 @@ pub fn run(args: &Args, e: &ExporterArgs, middleboxes: Vec<Middlebox>) -> ExitCo
     )
 }
 
-/// Runs `step` at once and then every `interval` (less what it took) on a thread of its own,
+/// Runs `poll_once` at once and then every `interval` (less what it took) on a thread of its own,
 /// serving the latest metrics on `listener` meanwhile (from the first step on: no scrape finds
-/// nothing), until SIGTERM, SIGINT or SIGHUP. The step under way then finishes: a record is
-/// never cut. `step` returns how long it took.
+/// nothing), until SIGTERM, SIGINT or SIGHUP. The poll under way then finishes: a record is
+/// never cut. `poll_once` returns how long it took.
 pub fn run_polling(
     who: &'static str,
     listener: Option<std::net::TcpListener>,

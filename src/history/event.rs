@@ -17,10 +17,47 @@ pub enum Kind {
     /// Its stale reasons changed (`gained`, `lost`).
     Stale,
     Closed,
+    /// Destroyed by `SOCK_DESTROY` (`katop kill`, `ss -K`); its `closed` follows.
+    Killed,
+    /// Its keepalive options changed (`keepalive` has them now).
+    Keepalive,
+}
+
+/// A connection's keepalive options, as `keepalive` events tell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keepalive {
+    pub on: bool,
+    pub idle_s: u16,
+    pub intvl_s: u16,
+    pub cnt: u8,
+    pub user_timeout_ms: u32,
+}
+
+impl Keepalive {
+    pub fn of(o: &crate::model::SockOpts) -> Keepalive {
+        Keepalive {
+            on: o.keepalive,
+            idle_s: o.idle_s,
+            intvl_s: o.intvl_s,
+            cnt: o.cnt,
+            user_timeout_ms: o.user_timeout_ms,
+        }
+    }
+
+    pub fn opts(&self) -> crate::model::SockOpts {
+        crate::model::SockOpts {
+            user_timeout_ms: self.user_timeout_ms,
+            idle_s: self.idle_s,
+            intvl_s: self.intvl_s,
+            cnt: self.cnt,
+            keepalive: self.on,
+            read: true,
+        }
+    }
 }
 
 /// One event, ready to print. Absent values are `null`, never guessed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
@@ -45,6 +82,9 @@ pub struct Event {
     pub gained: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub lost: Option<Vec<String>>,
+    /// `keepalive`: the options now.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keepalive: Option<Keepalive>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,26 +145,25 @@ fn owner(sock: &RawSock) -> (Option<u32>, Option<String>) {
 }
 
 impl Event {
-    /// An event about a socket the table lists now.
-    pub fn of(kind: Kind, e: &SockEntry, at: SystemTime, host: &str) -> Event {
-        let s = e.sock;
-        let (pid, process) = owner(s);
+    /// An event with only its time, kind, host and protocol; every other field absent.
+    fn bare(kind: Kind, at: SystemTime, host: &str, proto: &str) -> Event {
         Event {
             time: crate::actions::log::rfc3339(at),
             event: kind,
             host: host.into(),
-            cookie: Some(s.cookie.0),
-            proto: s.proto.name().into(),
-            local: endpoint(&s.local),
-            remote: endpoint(&s.remote),
-            netns_name: e.netns_name().map(Into::into),
-            container: e.container().map(Into::into),
-            pid,
-            process,
-            state: Some(s.state.name(s.proto).into()),
+            cookie: None,
+            proto: proto.into(),
+            local: None,
+            remote: None,
+            netns_name: None,
+            container: None,
+            pid: None,
+            process: None,
+            state: None,
             stale: None,
             gained: None,
             lost: None,
+            keepalive: None,
             cause: None,
             cause_source: None,
             errno: None,
@@ -136,32 +175,30 @@ impl Event {
         }
     }
 
+    /// An event about a socket the table lists now.
+    pub fn of(kind: Kind, e: &SockEntry, at: SystemTime, host: &str) -> Event {
+        let s = e.sock;
+        let (pid, process) = owner(s);
+        Event {
+            cookie: Some(s.cookie.0),
+            local: endpoint(&s.local),
+            remote: endpoint(&s.remote),
+            netns_name: e.netns_name().map(Into::into),
+            container: e.container().map(Into::into),
+            pid,
+            process,
+            state: Some(s.state.name(s.proto).into()),
+            ..Event::bare(kind, at, host, s.proto.name())
+        }
+    }
+
     /// The end of a connection no poll saw: only its two ends, as the tracepoints gave them.
     fn unseen(end: &Ended, host: &str) -> Event {
         Event {
-            time: crate::actions::log::rfc3339(end.at),
-            event: Kind::Closed,
-            host: host.into(),
             cookie: end.cookie,
-            proto: "tcp".into(),
             local: end.tuple.map(|t| t.local_addr().to_string()),
             remote: end.tuple.map(|t| t.remote_addr().to_string()),
-            netns_name: None,
-            container: None,
-            pid: None,
-            process: None,
-            state: None,
-            stale: None,
-            gained: None,
-            lost: None,
-            cause: None,
-            cause_source: None,
-            errno: None,
-            reset_reason: None,
-            lifetime_s: None,
-            bytes_sent: None,
-            bytes_received: None,
-            stored: None,
+            ..Event::bare(Kind::Closed, end.at, host, "tcp")
         }
     }
 
@@ -203,6 +240,23 @@ impl Event {
             Kind::State => "state",
             Kind::Stale => "stale",
             Kind::Closed => "closed",
+            Kind::Killed => "killed",
+            Kind::Keepalive => "keepalive",
+        };
+        let what = match (self.event, self.keepalive) {
+            (Kind::Keepalive, Some(k)) if k.on => format!(
+                "on {}s/{}s/{}{}",
+                k.idle_s,
+                k.intvl_s,
+                k.cnt,
+                if k.user_timeout_ms > 0 {
+                    format!(" ut={}ms", k.user_timeout_ms)
+                } else {
+                    String::new()
+                }
+            ),
+            (Kind::Keepalive, Some(_)) => "off".into(),
+            _ => what,
         };
         let what = match (self.event, &self.gained, &self.lost) {
             (Kind::Stale, gained, lost) => {

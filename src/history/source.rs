@@ -93,8 +93,19 @@ impl EventSource {
             events.extend(changes(table, filter, now, host));
         }
         self.first = false;
+        if !self.first {
+            events.extend(keepalive_changes(table, filter, now, host));
+        }
         for end in &applied.ended {
             if let Some(ev) = closed(end, table, filter, now, host) {
+                // A kill is told, then the end it caused.
+                if end.cause == crate::model::ends::Cause::Killed {
+                    let mut killed = ev.clone();
+                    killed.event = Kind::Killed;
+                    (killed.lifetime_s, killed.bytes_sent, killed.bytes_received) =
+                        (None, None, None);
+                    events.push(killed);
+                }
                 events.push(ev);
             }
         }
@@ -161,6 +172,28 @@ fn changes<'a>(
             out.push(ev);
         }
         out
+    })
+}
+
+/// Connections whose keepalive options the last poll found changed, with the options now.
+fn keepalive_changes<'a>(
+    table: &'a ConnTable,
+    filter: &'a Filter,
+    now: Instant,
+    host: &'a str,
+) -> impl Iterator<Item = Event> + 'a {
+    let wall = table
+        .ctx
+        .polled_wall
+        .unwrap_or_else(std::time::SystemTime::now);
+    table.opts_changed.iter().filter_map(move |cookie| {
+        let e = table.by_cookie(*cookie)?;
+        if !join::is_connection(e.sock) || !filter.matches(&e, now) {
+            return None;
+        }
+        let mut ev = Event::of(Kind::Keepalive, &e, wall, host);
+        ev.keepalive = Some(super::event::Keepalive::of(&e.sock.opts));
+        Some(ev)
     })
 }
 

@@ -60,6 +60,8 @@ pub struct Snapshot {
     /// ended while held, or sockets never connected. The table keeps the ones it knew as
     /// connections (stale reason `dead`).
     pub unlisted: Vec<RawSock>,
+    /// Sockets whose keepalive options this poll found changed (read again, and different).
+    pub opts_changed: Vec<Cookie>,
 }
 
 /// A network namespace katop read sockets in.

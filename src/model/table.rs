@@ -189,6 +189,8 @@ pub struct ConnTable {
     pub interfaces: HashMap<u32, Box<str>>,
     pub cost: PollCost,
     pub warnings: Vec<String>,
+    /// Sockets whose keepalive options the last poll found changed.
+    pub opts_changed: Vec<super::Cookie>,
     /// Namespaces asked for whose sockets the last poll could not read.
     pub unread_namespaces: usize,
     last_poll: Option<Instant>,
@@ -215,6 +217,7 @@ impl ConnTable {
             interfaces: HashMap::new(),
             cost: PollCost::default(),
             warnings: Vec::new(),
+            opts_changed: Vec::new(),
             unread_namespaces: 0,
             last_poll: None,
             epoch: None,
@@ -339,20 +342,17 @@ impl ConnTable {
         let old_index = std::mem::replace(&mut self.index, index);
         let before = (&previous[..], &old_derived[..], &old_index);
         let ended = self.ends(gone_conns, snap.ends, before, clock);
-        let ended = if snap.every_namespace {
-            ended
-        } else {
+        let mut ended = ended;
+        if !snap.every_namespace {
             // The tracepoints see every namespace; an end no poll saw may be another's.
-            ended
-                .into_iter()
-                .filter(|e| e.sock.is_some() || e.first_seen.is_some())
-                .collect()
-        };
+            ended.retain(|e| e.sock.is_some() || e.first_seen.is_some());
+        }
         self.keep_held_ends(&ended);
         self.netns = snap.netns;
         self.interfaces = snap.interfaces;
         self.cost = snap.cost;
         self.warnings = snap.warnings;
+        self.opts_changed = snap.opts_changed;
         self.unread_namespaces = snap.unread_namespaces;
         self.last_poll = Some(now);
         let gone = (0..carried.len() as u32)
@@ -486,6 +486,12 @@ impl ConnTable {
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
         let i = *self.index.get(&key.cookie.0)? as usize;
         (self.socks[i].netns == key.netns).then(|| self.entry(i))
+    }
+
+    /// The socket with this cookie (cookies are unique host-wide).
+    pub fn by_cookie(&self, cookie: super::Cookie) -> Option<SockEntry<'_>> {
+        let i = *self.index.get(&cookie.0)? as usize;
+        Some(self.entry(i))
     }
 
     pub fn len(&self) -> usize {

@@ -80,6 +80,7 @@ pub fn snapshot(socks: Vec<RawSock>) -> Snapshot {
         ends: None,
         every_namespace: true,
         unlisted: Vec::new(),
+        opts_changed: Vec::new(),
     }
 }
 

@@ -230,7 +230,16 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
                         .unwrap_or(s.state);
                 }
             }
-            crate::history::event::Kind::Stale => {}
+            // Its `closed` follows.
+            crate::history::event::Kind::Stale | crate::history::event::Kind::Killed => {}
+            crate::history::event::Kind::Keepalive => {
+                if let (Some((s, _)), Some(k)) = (
+                    socks.iter_mut().find(|(s, _)| s.cookie == cookie),
+                    ev.keepalive,
+                ) {
+                    s.opts = Some((k.on, k.idle_s, k.intvl_s, k.cnt, k.user_timeout_ms));
+                }
+            }
             // Its socket line follows with the whole of it; this is a store without one.
             crate::history::event::Kind::Opened => {
                 let sock = crate::history::source::sock_of(&ev);
@@ -264,6 +273,7 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
         ends: None,
         every_namespace: false,
         unlisted: Vec::new(),
+        opts_changed: Vec::new(),
     })
 }
 

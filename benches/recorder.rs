@@ -3,6 +3,9 @@
 //! takes to open a moment of it. Prints CPU (share of one core), peak RSS, the store's bytes
 //! per connection per sample, and the `--at` time. Release build.
 //!
+//! `--change-per-mille M` (default 20: 2%): that share of the connections exchange a byte each
+//! way every interval, a different share each time (what the recorder must store).
+//!
 //! cargo build --release
 //! cargo bench --bench recorder -- --count 50000 --seconds 60 --interval-s 10
 
@@ -38,7 +41,8 @@ fn main() {
     let seconds = common::arg("--seconds").unwrap_or(60) as u64;
     let interval = common::arg("--interval-s").unwrap_or(10) as u64;
     let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
-    let _farm = common::Farm::hold(count);
+    let per_mille = common::arg("--change-per-mille").unwrap_or(20);
+    let _farm = common::Farm::hold_changing(count, per_mille, interval as usize);
     let store = std::env::temp_dir().join(format!("katop-bench-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store);
     let mut rec = Command::new(&bin)
@@ -87,5 +91,9 @@ fn main() {
         "katop --json --at (mid-run): {:.2?}, {listed} sockets",
         started.elapsed()
     );
-    let _ = std::fs::remove_dir_all(&store);
+    if std::env::var_os("KATOP_BENCH_KEEP").is_some() {
+        println!("store kept: {}", store.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&store);
+    }
 }

@@ -83,8 +83,11 @@ fn one_poll_feeds_the_store_and_the_metrics() {
         sample(&t, received).map(|_| t)
     });
     let before = sample(&text, received).unwrap();
-    // Two connections this test made, listed under its own process and port.
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    // Two connections this test made, listed under its own process and port (one below the
+    // ephemeral range: a service's, as the exporter names it).
+    let l = (20_000 + (std::process::id() % 5000) as u16..30_000)
+        .find_map(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).ok())
+        .unwrap();
     let port = l.local_addr().unwrap().port();
     let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let server = l.accept().unwrap().0;

@@ -26,12 +26,18 @@ pub struct Farm {
 
 impl Farm {
     pub fn hold(count: usize) -> Farm {
+        Farm::hold_changing(count, 0, 0)
+    }
+
+    /// `count` connections, of which `per_mille` ‰ exchange a byte each way every
+    /// `every_s` seconds (a different share each time): the change a recorder stores.
+    pub fn hold_changing(count: usize, per_mille: usize, every_s: usize) -> Farm {
         let started = Instant::now();
         let mut workers = Vec::new();
         let mut left = count;
         while left > 0 {
             let n = left.min(PER_WORKER);
-            workers.push(spawn_worker(n));
+            workers.push(spawn_worker(n, per_mille, every_s));
             left -= n;
         }
         for (child, _) in &mut workers {
@@ -64,9 +70,11 @@ impl Drop for Farm {
     }
 }
 
-fn spawn_worker(n: usize) -> (Child, ChildStdin) {
+fn spawn_worker(n: usize, per_mille: usize, every_s: usize) -> (Child, ChildStdin) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--worker", &n.to_string()])
+        .args(["--per-mille", &per_mille.to_string()])
+        .args(["--every-s", &every_s.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -97,8 +105,28 @@ pub fn worker(n: usize) {
     let mut out = std::io::stdout();
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
-    let mut sink = [0u8; 1];
-    let _ = std::io::stdin().read(&mut sink);
+    // Until stdin closes; meanwhile a share of the pairs talk, a different share each time.
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 1];
+        let _ = std::io::stdin().read(&mut sink);
+        let _ = done_tx.send(());
+    });
+    let per_mille = arg("--per-mille").unwrap_or(0);
+    let every = std::time::Duration::from_secs(arg("--every-s").unwrap_or(0).max(1) as u64);
+    let share = n * per_mille / 1000;
+    let mut next = 0;
+    while done.recv_timeout(every).is_err() {
+        for _ in 0..share {
+            let (c, s) = (&held[2 * next], &held[2 * next + 1]);
+            let mut byte = [0u8; 1];
+            let _ = (&*c).write_all(b"x");
+            let _ = (&*s).read_exact(&mut byte);
+            let _ = (&*s).write_all(b"y");
+            let _ = (&*c).read_exact(&mut byte);
+            next = (next + 1) % n;
+        }
+    }
 }
 
 /// Runs `bin` (the dashboard) in a private tmux at its 1 s interval for `seconds` after 3 s of

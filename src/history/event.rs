@@ -114,9 +114,6 @@ pub struct Event {
         deserialize_with = "present"
     )]
     pub bytes_received: Option<Option<u64>>,
-    /// The socket whole, for the store's `--at` (not part of the event's printed form).
-    #[serde(skip)]
-    pub stored: Option<crate::store::snapshot::StoredSock>,
 }
 
 /// A field that is present (maybe `null`) as `Some`; an absent one is `None` (its default).
@@ -171,7 +168,6 @@ impl Event {
             lifetime_s: None,
             bytes_sent: None,
             bytes_received: None,
-            stored: None,
         }
     }
 

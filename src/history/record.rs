@@ -61,7 +61,9 @@ pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
         source,
         writer,
         publisher,
-        polls: 0,
+        changes: crate::store::changes::Changes::default(),
+        keyframe: 0,
+        since_keyframe: u64::MAX,
         failing: false,
     };
     crate::exporter::run_polling(WHO, listener, latest, r.interval, runtime, move || {
@@ -74,7 +76,11 @@ struct Recorder {
     source: EventSource,
     writer: Writer,
     publisher: Option<Publisher>,
-    polls: u32,
+    /// What each socket was when last written.
+    changes: crate::store::changes::Changes,
+    /// The last keyframe's bytes, and the deltas' since (before compression).
+    keyframe: u64,
+    since_keyframe: u64,
     /// A store that cannot be written is said once, and again once it works.
     failing: bool,
 }
@@ -87,10 +93,7 @@ impl Recorder {
         let polled = self.source.poll(&everything);
         match polled {
             Ok(events) => {
-                match self.lines(&events) {
-                    Ok(lines) => self.store(&lines),
-                    Err(e) => crate::say!("{WHO}: {e}"),
-                }
+                self.write(&events);
                 if let Some(p) = &mut self.publisher {
                     p.publish(Ok(self.source.last()), started);
                 }
@@ -103,53 +106,72 @@ impl Recorder {
         started.elapsed()
     }
 
-    /// The poll's lines: its events (with the sockets `--at` needs), its mark, and now and then
-    /// a keyframe.
-    fn lines(&mut self, events: &[super::event::Event]) -> serde_json::Result<Vec<u8>> {
-        let mut lines = Vec::new();
-        for ev in events {
-            serde_json::to_writer(&mut lines, ev)?;
-            lines.push(b'\n');
-            // What `--at` needs of a connection that opened or changed since the keyframe.
-            if let Some(sock) = &ev.stored {
-                let line = crate::store::snapshot::SockLine {
-                    time: ev.time.clone(),
-                    sock: sock.clone(),
+    /// The poll's lines: its events, its mark, and the sockets (a keyframe, or what changed).
+    fn write(&mut self, events: &[super::event::Event]) {
+        let now = SystemTime::now();
+        // A keyframe begins each segment (it reads alone, whatever retention dropped before
+        // it), and comes again once the deltas since the last one outweigh it (so `--at` reads
+        // at most twice a keyframe's bytes).
+        let keyframe = self.writer.next_starts_segment(now) || self.since_keyframe >= self.keyframe;
+        let (socks, wall) = self.source.socks();
+        let delta = self.changes.delta(socks, wall, keyframe);
+        let time = crate::actions::log::rfc3339(wall);
+        let sample = self.source.sample();
+        let written = self.writer.append_with(now, |w| {
+            for ev in events {
+                serde_json::to_writer(&mut *w, ev)?;
+                w.write_all(b"\n")?;
+            }
+            // Each poll marked, so the dashboard's past steps from one to the next.
+            serde_json::to_writer(&mut *w, &sample)?;
+            w.write_all(b"\n")?;
+            if keyframe {
+                crate::store::snapshot::write_keyframe(w, &time, delta.socks.into_iter())
+            } else {
+                let line = crate::store::snapshot::Delta {
+                    time: time.clone(),
+                    socks: delta.socks,
+                    moved: delta.moved,
+                    gone: delta.gone,
                 };
-                serde_json::to_writer(&mut lines, &line)?;
-                lines.push(b'\n');
+                serde_json::to_writer(&mut *w, &line)?;
+                w.write_all(b"\n")
+            }
+        });
+        match written {
+            Ok(bytes) if keyframe => {
+                (self.keyframe, self.since_keyframe) = (bytes, 0);
+                self.stored_again();
+            }
+            Ok(bytes) => {
+                self.since_keyframe += bytes;
+                self.stored_again();
+            }
+            Err(e) => {
+                // What was not written is written again, whole, in the next poll's keyframe.
+                self.changes.forget();
+                self.since_keyframe = u64::MAX;
+                self.failed(&e);
             }
         }
-        // Each poll marked, so the dashboard's past steps from one to the next.
-        serde_json::to_writer(&mut lines, &self.source.sample())?;
-        lines.push(b'\n');
-        // Every connection now and then, for `katop --at`.
-        if self.polls % crate::store::snapshot::KEYFRAME_EVERY == 0 {
-            serde_json::to_writer(&mut lines, &self.source.keyframe())?;
-            lines.push(b'\n');
-        }
-        self.polls = self.polls.wrapping_add(1);
-        Ok(lines)
     }
 
-    fn store(&mut self, lines: &[u8]) {
-        match self.writer.append(lines, SystemTime::now()) {
-            Ok(()) if self.failing => {
-                crate::say!("{WHO}: writing to the store again");
-                self.failing = false;
-            }
-            Ok(()) => {}
-            // Whatever went wrong (a full disk, no inode left, the directory gone), recording
-            // goes on: the oldest data is dropped to make room, and this poll's events are lost.
-            Err(e) => {
-                if !self.failing {
-                    crate::say!(
-                        "{WHO}: {e}: dropping the oldest data to make room; events are lost \
-                         until a write succeeds; recording goes on"
-                    );
-                }
-                self.failing = true;
-            }
+    fn stored_again(&mut self) {
+        if self.failing {
+            crate::say!("{WHO}: writing to the store again");
+            self.failing = false;
         }
+    }
+
+    /// Whatever went wrong (a full disk, no inode left, the directory gone), recording goes
+    /// on: the oldest data is dropped to make room, and this poll's events are lost.
+    fn failed(&mut self, e: &crate::store::StoreError) {
+        if !self.failing {
+            crate::say!(
+                "{WHO}: {e}: dropping the oldest data to make room; events are lost until a \
+                 write succeeds; recording goes on"
+            );
+        }
+        self.failing = true;
     }
 }

@@ -68,16 +68,14 @@ impl EventSource {
             .unwrap_or_else(std::time::SystemTime::now)
     }
 
-    /// Every TCP socket of the last poll, as the store keeps them.
-    pub fn keyframe(&self) -> crate::store::snapshot::Keyframe {
-        crate::store::snapshot::Keyframe {
-            time: crate::actions::log::rfc3339(self.polled_wall()),
-            keyframe: self
-                .table
-                .entries()
-                .filter_map(|e| crate::store::snapshot::StoredSock::of(e.sock))
-                .collect(),
-        }
+    /// Every socket of the last poll, and when it was taken.
+    pub fn socks(
+        &self,
+    ) -> (
+        impl Iterator<Item = &crate::model::RawSock>,
+        std::time::SystemTime,
+    ) {
+        (self.table.entries().map(|e| e.sock), self.polled_wall())
     }
 
     /// One poll's events that `filter` takes, oldest first.
@@ -152,9 +150,7 @@ fn changes<'a>(
             // Seen first in TIME_WAIT: it opened and ended between two polls.
             if !(new && e.sock.state == SockState::TimeWait) {
                 let kind = if new { Kind::Opened } else { Kind::State };
-                let mut ev = Event::of(kind, &e, wall, host);
-                ev.stored = crate::store::snapshot::StoredSock::of(e.sock);
-                out.push(ev);
+                out.push(Event::of(kind, &e, wall, host));
             }
         }
         let (now_stale, was) = (e.stale, e.stale_was());

@@ -65,6 +65,26 @@ macro_rules! tcp_info_fields {
                 buf
             }
 
+            /// The length the kernel sent, then every field in order: the store's compact form.
+            pub fn to_values(&self) -> Vec<u64> {
+                vec![u64::from(self.len.get()), $( u64::from(self.$name), )*]
+            }
+
+            /// [`Self::to_values`] read back; `None` for a value out of its field's range or a
+            /// list too short.
+            pub fn from_values(v: &[u64]) -> Option<Self> {
+                let mut values = v.iter();
+                let len = u16::try_from(*values.next()?).ok()?;
+                let mut buf = vec![0u8; usize::from(len)];
+                $(
+                    let bytes = <$ty>::try_from(*values.next()?).ok()?.to_ne_bytes();
+                    if let Some(dst) = buf.get_mut($offset..$offset + bytes.len()) {
+                        dst.copy_from_slice(&bytes);
+                    }
+                )*
+                (len > 0).then(|| Self::from_kernel_bytes(&buf))
+            }
+
             /// Every field by its kernel name (without `tcpi_`), for detail views.
             pub fn fields(&self) -> Vec<(&'static str, Option<u64>)> {
                 vec![$( (stringify!($name), self.$name().map(u64::from)), )*]
@@ -162,6 +182,19 @@ mod tests {
         assert_eq!(short.to_kernel_bytes().len(), 104);
         assert_eq!(TcpInfo::from_kernel_bytes(&short.to_kernel_bytes()), short);
         assert_eq!(i.aged(100).idle_ms(), Some(1000));
+    }
+
+    #[test]
+    fn the_compact_form_reads_back_and_refuses_what_no_field_holds() {
+        for len in [248, 104] {
+            let i = TcpInfo::from_kernel_bytes(&info_bytes(len));
+            assert_eq!(TcpInfo::from_values(&i.to_values()), Some(i));
+        }
+        let mut v = TcpInfo::from_kernel_bytes(&info_bytes(248)).to_values();
+        v[2] = 300; // probes is a u8
+        assert_eq!(TcpInfo::from_values(&v), None);
+        assert_eq!(TcpInfo::from_values(&v[..5]), None);
+        assert_eq!(TcpInfo::from_values(&[]), None);
     }
 
     #[test]

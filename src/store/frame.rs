@@ -13,7 +13,21 @@ const MAX_FRAME: u32 = 64 << 20;
 
 /// One frame holding `lines` (NDJSON, compressed).
 pub fn encode(lines: &[u8]) -> io::Result<Vec<u8>> {
-    let payload = zstd::bulk::compress(lines, 3)?;
+    encode_with(|w| w.write_all(lines)).map(|(frame, _)| frame)
+}
+
+/// One frame holding what `write` writes, compressed as it is written (a keyframe of 100k
+/// sockets never sits whole in memory uncompressed); the frame and the bytes written.
+pub fn encode_with(
+    write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> io::Result<(Vec<u8>, u64)> {
+    let mut encoder = Counted {
+        inner: zstd::stream::write::Encoder::new(Vec::new(), 3)?,
+        bytes: 0,
+    };
+    write(&mut encoder)?;
+    let raw = encoder.bytes;
+    let payload = encoder.inner.finish()?;
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|&l| l <= MAX_FRAME)
@@ -22,7 +36,25 @@ pub fn encode(lines: &[u8]) -> io::Result<Vec<u8>> {
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
-    Ok(out)
+    Ok((out, raw))
+}
+
+/// A writer that counts what goes through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: io::Write> io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Every whole, intact frame of a segment, decompressed, in order; stops at the first torn or

@@ -7,6 +7,7 @@
 //! for readers, and a new recorder starts a new segment. A full disk drops the oldest data
 //! first and keeps the recorder running. One recorder at a time (a lock file).
 
+pub mod changes;
 pub mod frame;
 pub mod read;
 pub mod snapshot;
@@ -26,6 +27,8 @@ const SUFFIX: &str = ".kz";
 /// A segment takes frames for an hour at most, or this many bytes.
 const SEGMENT_SPAN: Duration = Duration::from_secs(3600);
 const SEGMENT_MAX: u64 = 64 << 20;
+/// Room kept for a last frame: past this a segment is full for [`Writer::next_starts_segment`].
+const SEGMENT_MARGIN: u64 = 8 << 20;
 
 /// How much the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,21 +149,41 @@ impl Writer {
         if lines.is_empty() {
             return Ok(());
         }
-        let frame = frame::encode(lines).map_err(StoreError::Write)?;
+        self.append_with(now, |w| w.write_all(lines)).map(|_| ())
+    }
+
+    /// [`Self::append`] of what `write` writes, compressed as it goes; the bytes it wrote
+    /// (before compression).
+    pub fn append_with(
+        &mut self,
+        now: SystemTime,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        let (frame, raw) = frame::encode_with(write).map_err(StoreError::Write)?;
         let mut result = self.write_frame(&frame, now);
         if matches!(&result, Err(StoreError::Write(e)) if e.raw_os_error() == Some(28)) {
             self.drop_oldest();
             result = self.write_frame(&frame, now);
         }
         self.trim(now);
-        result
+        result.map(|()| raw)
+    }
+
+    /// Whether the next frame written at `now` begins a segment (the recorder then writes a
+    /// keyframe in it: a segment reads alone, whatever retention dropped before it).
+    pub fn next_starts_segment(&self, now: SystemTime) -> bool {
+        self.current.as_ref().is_none_or(|s| {
+            s.len + SEGMENT_MARGIN > SEGMENT_MAX
+                || now.duration_since(s.started).unwrap_or_default() >= SEGMENT_SPAN
+        })
     }
 
     fn write_frame(&mut self, frame: &[u8], now: SystemTime) -> Result<(), StoreError> {
-        let due = self.current.as_ref().is_none_or(|s| {
-            s.len + frame.len() as u64 > SEGMENT_MAX
-                || now.duration_since(s.started).unwrap_or_default() >= SEGMENT_SPAN
-        });
+        let due = self.next_starts_segment(now)
+            || self
+                .current
+                .as_ref()
+                .is_some_and(|s| s.len + frame.len() as u64 > SEGMENT_MAX);
         if due {
             self.current = None;
             self.current = Some(self.new_segment(now)?);

@@ -1,7 +1,9 @@
-//! Keyframes: every TCP socket of a poll, stored whole now and then, so the store is a second
-//! source of snapshots (`katop --at TIME`), read by the same model as a live poll. The sockets
-//! at a moment are the last keyframe before it, with the events after it applied (opened,
-//! state, closed), their "ms ago" clocks aged to that moment.
+//! The sockets the store keeps, so that it is a second source of snapshots (`katop --at TIME`,
+//! the dashboard's past), read by the same model as a live poll: a keyframe (every TCP socket
+//! of a poll) now and then, and after each later poll a delta (the sockets whose record
+//! changed, whole, and the cookies gone; [`super::changes`]). The sockets at a moment are the
+//! last keyframe before it with the deltas after it applied, their "ms ago" clocks aged to that
+//! moment.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +17,10 @@ use crate::model::{
     SockState, Timer, TimerKind,
 };
 
-/// One stored socket (TCP, inet).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One stored socket (TCP, inet), written as a JSON array of its fields in this order (a
+/// keyframe of 100k sockets spells no field name 100k times).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "Row", from = "Row")]
 pub struct StoredSock {
     pub cookie: u64,
     pub v6: bool,
@@ -31,15 +35,118 @@ pub struct StoredSock {
     pub send_q: u32,
     /// (kernel timer number, ms to expiry, count).
     pub timer: Option<(u8, u32, u8)>,
-    /// `struct tcp_info` as the kernel laid it out, hex.
-    pub tcp_info: Option<String>,
+    /// The `tcp_info` fields katop keeps: the length the kernel sent, then each field
+    /// ([`TcpInfo::to_values`]).
+    pub tcp_info: Option<Vec<u64>>,
     /// (pid, name, fd, container).
     pub owner: Option<(u32, String, u32, Option<String>)>,
     /// No process held it (known), rather than not known.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unowned: bool,
     /// (`SO_KEEPALIVE`, idle s, intvl s, cnt, user timeout ms), when read from the socket.
     pub opts: Option<(bool, u16, u16, u8, u32)>,
+}
+
+/// A [`StoredSock`]'s fields in order, as written.
+type Row = (
+    u64,
+    bool,
+    u8,
+    SocketAddr,
+    SocketAddr,
+    u64,
+    u32,
+    Option<u32>,
+    u32,
+    u32,
+    Option<(u8, u32, u8)>,
+    Option<Vec<u64>>,
+    Option<(u32, String, u32, Option<String>)>,
+    bool,
+    Option<(bool, u16, u16, u8, u32)>,
+);
+
+impl From<StoredSock> for Row {
+    fn from(s: StoredSock) -> Row {
+        (
+            s.cookie, s.v6, s.state, s.local, s.remote, s.netns, s.inode, s.uid, s.recv_q,
+            s.send_q, s.timer, s.tcp_info, s.owner, s.unowned, s.opts,
+        )
+    }
+}
+
+impl From<Row> for StoredSock {
+    fn from(r: Row) -> StoredSock {
+        let (cookie, v6, state, local, remote, netns, inode, uid, recv_q, send_q) =
+            (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9);
+        StoredSock {
+            cookie,
+            v6,
+            state,
+            local,
+            remote,
+            netns,
+            inode,
+            uid,
+            recv_q,
+            send_q,
+            timer: r.10,
+            tcp_info: r.11,
+            owner: r.12,
+            unowned: r.13,
+            opts: r.14,
+        }
+    }
+}
+
+/// What changes on a live connection (its state, queues, timer and `tcp_info`), written alone
+/// when nothing else of the socket did: `[cookie, state, recv_q, send_q, timer, tcp_info]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Moving(
+    pub u64,
+    pub u8,
+    pub u32,
+    pub u32,
+    pub Option<(u8, u32, u8)>,
+    pub Option<Vec<u64>>,
+);
+
+impl StoredSock {
+    /// Its moving part.
+    pub fn moving(&self) -> Moving {
+        Moving(
+            self.cookie,
+            self.state,
+            self.recv_q,
+            self.send_q,
+            self.timer,
+            self.tcp_info.clone(),
+        )
+    }
+
+    /// The rest of it: addresses, namespace, inode, owner, options.
+    pub fn fixed(&self) -> impl std::hash::Hash + '_ {
+        (
+            self.v6,
+            self.local,
+            self.remote,
+            self.netns,
+            self.inode,
+            self.uid,
+            &self.owner,
+            self.unowned,
+            self.opts,
+        )
+    }
+
+    fn set_moving(&mut self, m: Moving) {
+        (
+            self.state,
+            self.recv_q,
+            self.send_q,
+            self.timer,
+            self.tcp_info,
+        ) = (m.1, m.2, m.3, m.4, m.5);
+    }
 }
 
 fn state_number(s: SockState) -> u8 {
@@ -58,23 +165,6 @@ fn timer_number(k: TimerKind) -> u8 {
             TimerKind::Other(n) => n,
             _ => 0,
         })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl StoredSock {
@@ -97,7 +187,7 @@ impl StoredSock {
             timer: s
                 .timer
                 .map(|t| (timer_number(t.kind), t.expires_ms, t.retrans)),
-            tcp_info: s.tcp_info.map(|i| hex(&i.to_kernel_bytes())),
+            tcp_info: s.tcp_info.map(|i| i.to_values()),
             owner: match &s.owner {
                 Owner::Process { process, fd } => Some((
                     process.pid,
@@ -143,8 +233,8 @@ impl StoredSock {
             tcp_info: self
                 .tcp_info
                 .as_deref()
-                .and_then(unhex)
-                .map(|b| TcpInfo::from_kernel_bytes(&b).aged(ms)),
+                .and_then(TcpInfo::from_values)
+                .map(|i| i.aged(ms)),
             owner: self.owner.as_ref().map_or(
                 if self.unowned {
                     Owner::None
@@ -176,13 +266,6 @@ impl StoredSock {
     }
 }
 
-/// A connection as it opened or changed state: `{"time": …, "sock": {…}}`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SockLine {
-    pub time: String,
-    pub sock: StoredSock,
-}
-
 /// A poll's mark: `{"time": …, "sample": N}`, N its TCP sockets.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Sample {
@@ -197,62 +280,68 @@ pub struct Keyframe {
     pub keyframe: Vec<StoredSock>,
 }
 
+/// Writes a keyframe line of `socks` one socket at a time (none is held beside the others).
+pub fn write_keyframe(
+    w: &mut dyn std::io::Write,
+    time: &str,
+    socks: impl Iterator<Item = StoredSock>,
+) -> std::io::Result<()> {
+    w.write_all(b"{\"time\":")?;
+    serde_json::to_writer(&mut *w, time)?;
+    w.write_all(b",\"keyframe\":[")?;
+    for (i, s) in socks.enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, &s)?;
+    }
+    w.write_all(b"]}\n")
+}
+
+/// A delta line: `{"time": …, "socks": [new or changed sockets, whole], "moved": [the moving
+/// part of sockets nothing else of changed], "gone": [cookies]}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Delta {
+    pub time: String,
+    pub socks: Vec<StoredSock>,
+    pub moved: Vec<Moving>,
+    pub gone: Vec<u64>,
+}
+
 /// The snapshot the store holds for `at`: the sockets of the last keyframe before it, the
-/// events after applied. `lines` are the stored lines up to `at`, oldest first.
+/// deltas after applied. `lines` are the stored lines up to `at`, oldest first.
 pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
     let k = lines.iter().rposition(|l| l.contains("\"keyframe\":"))?;
     let frame: Keyframe = serde_json::from_str(&lines[k]).ok()?;
     let taken = humantime::parse_rfc3339_weak(&frame.time).ok()?;
-    let mut socks: Vec<(StoredSock, SystemTime)> =
-        frame.keyframe.into_iter().map(|s| (s, taken)).collect();
+    let mut socks: rustc_hash::FxHashMap<u64, (StoredSock, SystemTime)> = frame
+        .keyframe
+        .into_iter()
+        .map(|s| (s.cookie, (s, taken)))
+        .collect();
     for line in &lines[k + 1..] {
-        if let Ok(s) = serde_json::from_str::<SockLine>(line) {
-            let when = humantime::parse_rfc3339_weak(&s.time).unwrap_or(taken);
-            socks.retain(|(old, _)| old.cookie != s.sock.cookie);
-            socks.push((s.sock, when));
+        if !line.contains("\"gone\":") {
             continue;
         }
-        let Ok(ev) = serde_json::from_str::<crate::history::event::Event>(line) else {
+        let Ok(delta) = serde_json::from_str::<Delta>(line) else {
             continue;
         };
-        let Some(cookie) = ev.cookie else { continue };
-        let when = humantime::parse_rfc3339_weak(&ev.time).unwrap_or(taken);
-        match ev.event {
-            crate::history::event::Kind::Closed => socks.retain(|(s, _)| s.cookie != cookie),
-            crate::history::event::Kind::State => {
-                if let Some((s, _)) = socks.iter_mut().find(|(s, _)| s.cookie == cookie) {
-                    s.state = ev
-                        .state
-                        .as_deref()
-                        .and_then(|n| {
-                            (1..=12).find(|&k| SockState::from_kernel(k).name(Proto::Tcp) == n)
-                        })
-                        .unwrap_or(s.state);
-                }
-            }
-            // Its `closed` follows.
-            crate::history::event::Kind::Stale | crate::history::event::Kind::Killed => {}
-            crate::history::event::Kind::Keepalive => {
-                if let (Some((s, _)), Some(k)) = (
-                    socks.iter_mut().find(|(s, _)| s.cookie == cookie),
-                    ev.keepalive,
-                ) {
-                    s.opts = Some((k.on, k.idle_s, k.intvl_s, k.cnt, k.user_timeout_ms));
-                }
-            }
-            // Its socket line follows with the whole of it; this is a store without one.
-            crate::history::event::Kind::Opened => {
-                let sock = crate::history::source::sock_of(&ev);
-                if let Some(stored) = StoredSock::of(&sock) {
-                    if !socks.iter().any(|(s, _)| s.cookie == cookie) {
-                        socks.push((stored, when));
-                    }
-                }
+        let when = humantime::parse_rfc3339_weak(&delta.time).unwrap_or(taken);
+        for cookie in delta.gone {
+            socks.remove(&cookie);
+        }
+        for s in delta.socks {
+            socks.insert(s.cookie, (s, when));
+        }
+        for m in delta.moved {
+            if let Some((s, since)) = socks.get_mut(&m.0) {
+                s.set_moving(m);
+                *since = when;
             }
         }
     }
     let socks = socks
-        .into_iter()
+        .into_values()
         .map(|(s, since)| {
             let ms = at.duration_since(since).unwrap_or_default().as_millis();
             s.to_raw(u32::try_from(ms).unwrap_or(u32::MAX))
@@ -277,5 +366,84 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
     })
 }
 
-/// How often the recorder writes a keyframe, in polls.
-pub const KEYFRAME_EVERY: u32 = 6;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::table::tests::{info, sock};
+    use crate::store::changes::Changes;
+    use std::time::Duration;
+
+    fn conn(cookie: u64, idle_ms: u32) -> RawSock {
+        let mut s = sock(SockState::Established);
+        s.cookie = Cookie(cookie);
+        s.local = Endpoint::Inet(format!("10.0.0.1:{}", 40_000 + cookie).parse().unwrap());
+        s.remote = Endpoint::Inet("10.0.0.2:5432".parse().unwrap());
+        s.tcp_info = Some(info(idle_ms, 1001, 500));
+        s
+    }
+
+    /// The lines the recorder writes for these polls (a keyframe first, then deltas).
+    fn recorded(polls: &[(SystemTime, Vec<RawSock>)]) -> Vec<String> {
+        let mut changes = Changes::default();
+        let mut lines = Vec::new();
+        for (i, (wall, socks)) in polls.iter().enumerate() {
+            let delta = changes.delta(socks.iter(), *wall, i == 0);
+            let time = crate::actions::log::rfc3339(*wall);
+            if i == 0 {
+                let mut out = Vec::new();
+                write_keyframe(&mut out, &time, delta.socks.into_iter()).unwrap();
+                lines.push(String::from_utf8(out).unwrap().trim_end().to_string());
+            } else {
+                let d = Delta {
+                    time,
+                    socks: delta.socks,
+                    moved: delta.moved,
+                    gone: delta.gone,
+                };
+                lines.push(serde_json::to_string(&d).unwrap());
+            }
+        }
+        lines
+    }
+
+    fn idle_at(snap: &crate::model::Snapshot, cookie: u64) -> Option<u32> {
+        let s = snap.socks.iter().find(|s| s.cookie.0 == cookie)?;
+        s.tcp_info?.idle_ms()
+    }
+
+    #[test]
+    fn a_moment_is_its_keyframe_with_the_deltas_since_and_clocks_aged_to_it() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = Duration::from_secs;
+        let polls = [
+            (t0, vec![conn(1, 5_000), conn(2, 5_000), conn(3, 5_000)]),
+            // 1 idle on; 2 talked 100 ms ago; 3 gone.
+            (t0 + s(10), vec![conn(1, 15_000), conn(2, 100)]),
+            // 4 opened.
+            (
+                t0 + s(20),
+                vec![conn(1, 25_000), conn(2, 10_100), conn(4, 0)],
+            ),
+        ];
+        let lines = recorded(&polls);
+        // An idle connection costs nothing after the keyframe.
+        assert!(!lines[1].contains("40001"), "{}", lines[1]);
+        // The lines up to `t`, as the store's reader gives them.
+        let at = |t| {
+            let upto = polls.iter().filter(|(w, _)| *w <= t).count();
+            super::at(&lines[..upto], t).unwrap()
+        };
+        let mid = at(t0 + s(12));
+        assert_eq!(idle_at(&mid, 1), Some(17_000));
+        assert_eq!(
+            idle_at(&mid, 2),
+            Some(2_100),
+            "its talk after the keyframe counts"
+        );
+        assert_eq!(idle_at(&mid, 3), None, "gone by then");
+        assert_eq!(idle_at(&mid, 4), None, "not open yet");
+        let end = at(t0 + s(20));
+        assert_eq!(idle_at(&end, 4), Some(0));
+        assert_eq!(end.socks.len(), 3);
+    }
+}

@@ -1,0 +1,208 @@
+//! What the recorder writes after a poll between keyframes: the sockets whose record changed
+//! since it was last written (whole when more than their moving part changed, else that part
+//! alone: [`Moving`]), and the cookies gone. The kernel's "ms ago" clocks and
+//! the timer's "ms to go" are compared as absolute times, so a socket that changes nothing (an
+//! idle connection, whose clocks only advance) costs nothing; a clock that moved by less than
+//! [`CLOCK_SLACK_S`] is the same clock read at a slightly different moment, not a change.
+//!
+//! Memory: 40 bytes of state per TCP socket (two fingerprints, four clocks, a poll stamp).
+
+use std::hash::{Hash, Hasher};
+use std::time::SystemTime;
+
+use rustc_hash::{FxHashMap, FxHasher};
+
+use super::snapshot::{Moving, StoredSock};
+use crate::model::RawSock;
+
+/// Clocks read this close are one clock (a poll's dumps and its wall time differ by its
+/// /proc scan, and jiffies round).
+pub const CLOCK_SLACK_S: u32 = 2;
+
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// The fixed part, hashed; the moving part without its clocks, hashed.
+    fixed: u64,
+    fp: u64,
+    /// `last_data_sent`, `last_data_recv`, `last_ack_recv` and the timer's expiry, as unix
+    /// seconds (0: none).
+    clocks: [u32; 4],
+    /// The last poll that listed it.
+    seen: u32,
+}
+
+/// What was last written of each TCP socket.
+#[derive(Debug, Default)]
+pub struct Changes {
+    written: FxHashMap<u64, Written>,
+    polls: u32,
+}
+
+/// A poll's delta: the sockets to write whole, the moving parts to write alone, and the
+/// cookies gone.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub socks: Vec<StoredSock>,
+    pub moved: Vec<Moving>,
+    pub gone: Vec<u64>,
+}
+
+impl Changes {
+    /// This poll's `socks` (wall-clock `wall`) against what was last written; what it returns
+    /// counts as written. `all`: every socket is written (a keyframe), gone ones forgotten.
+    pub fn delta<'a>(
+        &mut self,
+        socks: impl Iterator<Item = &'a RawSock>,
+        wall: SystemTime,
+        all: bool,
+    ) -> Delta {
+        self.polls = self.polls.wrapping_add(1);
+        let poll = self.polls;
+        let now_ms = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut out = Delta::default();
+        for raw in socks {
+            let Some(stored) = StoredSock::of(raw) else {
+                continue;
+            };
+            let (fp, clocks) = fingerprint(&stored, now_ms);
+            let fixed = {
+                let mut h = FxHasher::default();
+                stored.fixed().hash(&mut h);
+                h.finish()
+            };
+            let entry = self.written.entry(stored.cookie);
+            // (whole, its moving part)
+            let changed = match &entry {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let w = o.get();
+                    (w.fixed != fixed, w.fp != fp || moved(&w.clocks, &clocks))
+                }
+                std::collections::hash_map::Entry::Vacant(_) => (true, true),
+            };
+            let w = entry.or_insert(Written {
+                fixed,
+                fp,
+                clocks,
+                seen: poll,
+            });
+            w.seen = poll;
+            if all || changed.0 || changed.1 {
+                (w.fixed, w.fp, w.clocks) = (fixed, fp, clocks);
+            }
+            if all || changed.0 {
+                out.socks.push(stored);
+            } else if changed.1 {
+                out.moved.push(stored.moving());
+            }
+        }
+        self.written.retain(|cookie, w| {
+            let here = w.seen == poll;
+            if !here && !all {
+                out.gone.push(*cookie);
+            }
+            here
+        });
+        if crate::collector::sparse(self.written.capacity(), self.written.len()) {
+            self.written.shrink_to(2 * self.written.len());
+        }
+        out
+    }
+
+    /// Forgets everything written (a write failed: the next keyframe writes all again).
+    pub fn forget(&mut self) {
+        self.written.clear();
+    }
+}
+
+fn moved(a: &[u32; 4], b: &[u32; 4]) -> bool {
+    a.iter()
+        .zip(b)
+        .any(|(x, y)| x.abs_diff(*y) >= CLOCK_SLACK_S)
+}
+
+/// A stored socket's moving part's fingerprint without its clocks, and the clocks as unix
+/// seconds.
+fn fingerprint(s: &StoredSock, now_ms: u128) -> (u64, [u32; 4]) {
+    let secs = |ms: u128| u32::try_from(ms / 1000).unwrap_or(u32::MAX);
+    let ago = |v: u64| secs(now_ms.saturating_sub(u128::from(v)));
+    let mut clocks = [0u32; 4];
+    let mut blank = s.moving();
+    if let Some(info) = blank.5.as_mut() {
+        // [len, retransmits, probes, backoff, ca_state, rto, last_data_sent, last_data_recv,
+        // last_ack_recv, …] (TcpInfo::to_values).
+        for (slot, i) in [6usize, 7, 8].into_iter().enumerate() {
+            if let Some(v) = info.get_mut(i) {
+                clocks[slot] = ago(*v);
+                *v = 0;
+            }
+        }
+    }
+    if let Some((_, expires, _)) = blank.4.as_mut() {
+        clocks[3] = secs(now_ms + u128::from(*expires));
+        *expires = 0;
+    }
+    let mut h = FxHasher::default();
+    blank.hash(&mut h);
+    (h.finish(), clocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::table::tests::{info, sock};
+    use crate::model::{Cookie, SockState};
+    use std::time::Duration;
+
+    fn conn(cookie: u64, idle_ms: u32) -> RawSock {
+        let mut s = sock(SockState::Established);
+        s.cookie = Cookie(cookie);
+        s.local = crate::model::Endpoint::Inet("10.0.0.1:40000".parse().unwrap());
+        s.remote = crate::model::Endpoint::Inet("10.0.0.2:5432".parse().unwrap());
+        s.tcp_info = Some(info(idle_ms, 1001, 500));
+        s
+    }
+
+    /// The cookies written, whole or their moving part.
+    fn cookies(d: &Delta) -> Vec<u64> {
+        let mut all: Vec<u64> = d.socks.iter().map(|s| s.cookie).collect();
+        all.extend(d.moved.iter().map(|m| m.0));
+        all
+    }
+
+    #[test]
+    fn an_idle_connection_costs_nothing_and_a_busy_or_gone_one_is_written() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut c = Changes::default();
+        let first = c.delta([conn(1, 5_000), conn(2, 5_000)].iter(), t0, true);
+        assert_eq!(cookies(&first), [1, 2]);
+        // Ten seconds on: both clocks advanced by ten seconds (idle: nothing to write); the
+        // second one talked (its idle clock restarted).
+        let later = t0 + Duration::from_secs(10);
+        let d = c.delta([conn(1, 15_000), conn(2, 10)].iter(), later, false);
+        assert_eq!(cookies(&d), [2]);
+        assert!(d.socks.is_empty(), "only its moving part");
+        assert!(d.gone.is_empty());
+        // Read a second late (a slow poll): still nothing.
+        let d = c.delta(
+            [conn(1, 16_000), conn(2, 1_010)].iter(),
+            later + Duration::from_secs(1),
+            false,
+        );
+        assert!(cookies(&d).is_empty(), "{:?}", cookies(&d));
+        // Its queue grew; the other one went.
+        let mut busy = conn(1, 17_000);
+        busy.send_q = 10;
+        let d = c.delta([busy].iter(), later + Duration::from_secs(2), false);
+        assert_eq!(cookies(&d), [1]);
+        assert_eq!(d.gone, [2]);
+        // A new owner: written whole.
+        let mut moved_fd = conn(1, 18_000);
+        moved_fd.send_q = 10;
+        moved_fd.owner = crate::model::Owner::None;
+        let d = c.delta([moved_fd].iter(), later + Duration::from_secs(3), false);
+        assert_eq!(d.socks.len(), 1);
+        assert!(d.moved.is_empty());
+    }
+}

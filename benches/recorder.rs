@@ -53,8 +53,22 @@ fn main() {
         .spawn()
         .unwrap();
     let pid = rec.id();
+    // The first poll reads every socket's options and every process's fds (cold); what
+    // recording costs is the polls after it.
+    let cold = Instant::now();
+    let stored = || -> u64 {
+        std::fs::read_dir(&store).map_or(0, |d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+    };
+    while stored() <= 8 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = (cold.elapsed(), ticks(pid));
     let started = Instant::now();
-    let t0 = ticks(pid);
+    let t0 = first.1;
     std::thread::sleep(Duration::from_secs(seconds));
     let cpu_ticks = ticks(pid) - t0;
     let wall = started.elapsed().as_secs_f64();
@@ -70,7 +84,9 @@ fn main() {
     let samples = (seconds / interval).max(1);
     let hz = 100.0; // USER_HZ
     println!(
-        "record: {count} connections, {samples} samples at {interval} s: CPU {:.2}% of a core, peak RSS {:.1} MiB",
+        "record: {count} connections, first poll {:.2?} ({:.2} s of CPU), then {samples} samples at {interval} s: CPU {:.2}% of a core, peak RSS {:.1} MiB",
+        first.0,
+        first.1 as f64 / hz,
         100.0 * cpu_ticks as f64 / hz / wall,
         hwm as f64 / 1024.0
     );
@@ -79,6 +95,26 @@ fn main() {
         bytes as f64 / count as f64 / samples as f64
     );
     let at = humantime::format_rfc3339_millis(mid).to_string();
+    // The moment read and modelled, one socket printed (what opening it costs), then printed
+    // whole (every socket as JSON: what the output costs on top).
+    let started = Instant::now();
+    let one = Command::new(&bin)
+        .args([
+            "--json",
+            "--at",
+            &at,
+            "--filter",
+            "sport:1 or dport:1",
+            "--store",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    println!(
+        "katop --json --at (mid-run) --filter 'sport:1 or dport:1': {:.2?} (exit {})",
+        started.elapsed(),
+        one.status
+    );
     let started = Instant::now();
     let out = Command::new(&bin)
         .args(["--json", "--at", &at, "--store"])

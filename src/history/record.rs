@@ -117,6 +117,7 @@ impl Recorder {
         let delta = self.changes.delta(socks, wall, keyframe);
         let time = crate::actions::log::rfc3339(wall);
         let sample = self.source.sample();
+        let settings = *self.source.last().0.settings();
         let written = self.writer.append_with(now, |w| {
             for ev in events {
                 serde_json::to_writer(&mut *w, ev)?;
@@ -126,7 +127,7 @@ impl Recorder {
             serde_json::to_writer(&mut *w, &sample)?;
             w.write_all(b"\n")?;
             if keyframe {
-                crate::store::snapshot::write_keyframe(w, &time, delta.socks.into_iter())
+                crate::store::snapshot::write_keyframe(w, &time, &settings, delta.socks.into_iter())
             } else {
                 let line = crate::store::snapshot::Delta {
                     time: time.clone(),

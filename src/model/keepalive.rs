@@ -25,7 +25,7 @@ const DEFAULT_RETRIES2: u32 = 15;
 /// A socket's options as read from it (`getsockopt` on a duplicate of its owner's fd), 12 bytes
 /// in every socket. `read: false` means nothing was read (no owner visible, not permitted, or
 /// not yet): the namespace's sysctls then stand in, marked as defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SockOpts {
     /// `TCP_USER_TIMEOUT`, ms; 0 is unset.
     pub user_timeout_ms: u32,

@@ -91,7 +91,7 @@ pub struct PollCost {
 }
 
 /// A namespace's TCP keepalive and retry sysctls; `None` where unreadable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelSettings {
     pub keepalive_time_s: Option<u32>,
     pub keepalive_intvl_s: Option<u32>,

@@ -26,7 +26,7 @@ read_at!(u8, u16, u32, u64);
 macro_rules! tcp_info_fields {
     ($( $(#[doc = $doc:literal])* $name:ident: $ty:ty = $offset:literal, )*) => {
         /// Selected `tcp_info` fields with the length the kernel sent.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub struct TcpInfo {
             /// Bytes of `struct tcp_info` the kernel sent; fields past it are absent. Never
             /// zero, so `Option<TcpInfo>` costs no tag (room for the socket's options).
@@ -94,6 +94,19 @@ macro_rules! tcp_info_fields {
 }
 
 impl TcpInfo {
+    /// Its "ms ago" clocks, in the order of [`TcpInfo::to_values`]: last data sent, last data
+    /// received, last ACK received.
+    pub fn clocks(&self) -> [u32; 3] {
+        [self.last_data_sent, self.last_data_recv, self.last_ack_recv]
+    }
+
+    /// The same with its clocks at zero (what changes when a socket does more than age).
+    #[must_use]
+    pub fn without_clocks(mut self) -> TcpInfo {
+        (self.last_data_sent, self.last_data_recv, self.last_ack_recv) = (0, 0, 0);
+        self
+    }
+
     /// The same socket `ms` later with no packet meanwhile: its "ms ago" clocks advanced.
     #[must_use]
     pub fn aged(mut self, ms: u32) -> TcpInfo {

@@ -63,16 +63,10 @@ impl Changes {
             .map_or(0, |d| d.as_millis());
         let mut out = Delta::default();
         for raw in socks {
-            let Some(stored) = StoredSock::of(raw) else {
+            let Some((fixed, fp, clocks)) = fingerprints(raw, now_ms) else {
                 continue;
             };
-            let (fp, clocks) = fingerprint(&stored, now_ms);
-            let fixed = {
-                let mut h = FxHasher::default();
-                stored.fixed().hash(&mut h);
-                h.finish()
-            };
-            let entry = self.written.entry(stored.cookie);
+            let entry = self.written.entry(raw.cookie.0);
             // (whole, its moving part)
             let changed = match &entry {
                 std::collections::hash_map::Entry::Occupied(o) => {
@@ -88,12 +82,17 @@ impl Changes {
                 seen: poll,
             });
             w.seen = poll;
-            if all || changed.0 || changed.1 {
-                (w.fixed, w.fp, w.clocks) = (fixed, fp, clocks);
+            if !(all || changed.0 || changed.1) {
+                continue;
             }
+            (w.fixed, w.fp, w.clocks) = (fixed, fp, clocks);
+            // Only what is written is built.
+            let Some(stored) = StoredSock::of(raw) else {
+                continue;
+            };
             if all || changed.0 {
                 out.socks.push(stored);
-            } else if changed.1 {
+            } else {
                 out.moved.push(stored.moving());
             }
         }
@@ -122,30 +121,45 @@ fn moved(a: &[u32; 4], b: &[u32; 4]) -> bool {
         .any(|(x, y)| x.abs_diff(*y) >= CLOCK_SLACK_S)
 }
 
-/// A stored socket's moving part's fingerprint without its clocks, and the clocks as unix
-/// seconds.
-fn fingerprint(s: &StoredSock, now_ms: u128) -> (u64, [u32; 4]) {
+/// A TCP inet socket's fingerprints, fixed part and moving part (clocks left out), and its
+/// clocks as unix seconds; `None` for what the store does not keep. The moving part is
+/// [`StoredSock::moving`]'s fields, the fixed part the rest; both are read from the socket
+/// itself (a poll of 100k sockets builds no record for the ones that did not change).
+fn fingerprints(s: &RawSock, now_ms: u128) -> Option<(u64, u64, [u32; 4])> {
+    use crate::model::{Endpoint, Owner, Proto};
+    let (Endpoint::Inet(l), Endpoint::Inet(r)) = (&s.local, &s.remote) else {
+        return None;
+    };
+    if s.proto != Proto::Tcp {
+        return None;
+    }
     let secs = |ms: u128| u32::try_from(ms / 1000).unwrap_or(u32::MAX);
-    let ago = |v: u64| secs(now_ms.saturating_sub(u128::from(v)));
+    let mut fixed = FxHasher::default();
+    (l, r, s.family, s.netns, s.inode, s.uid).hash(&mut fixed);
+    match &s.owner {
+        Owner::Process { process, fd } => {
+            (1u8, process.pid, &process.name, fd, &process.container).hash(&mut fixed);
+        }
+        Owner::None => 2u8.hash(&mut fixed),
+        Owner::Unknown => 3u8.hash(&mut fixed),
+    }
+    s.opts.read.then_some(s.opts).hash(&mut fixed);
+    let mut moving = FxHasher::default();
+    (s.state, s.recv_q, s.send_q).hash(&mut moving);
+    s.timer.map(|t| (t.kind, t.retrans)).hash(&mut moving);
+    s.tcp_info
+        .map(crate::model::tcp_info::TcpInfo::without_clocks)
+        .hash(&mut moving);
     let mut clocks = [0u32; 4];
-    let mut blank = s.moving();
-    if let Some(info) = blank.5.as_mut() {
-        // [len, retransmits, probes, backoff, ca_state, rto, last_data_sent, last_data_recv,
-        // last_ack_recv, …] (TcpInfo::to_values).
-        for (slot, i) in [6usize, 7, 8].into_iter().enumerate() {
-            if let Some(v) = info.get_mut(i) {
-                clocks[slot] = ago(*v);
-                *v = 0;
-            }
+    if let Some(info) = &s.tcp_info {
+        for (slot, ago) in info.clocks().into_iter().enumerate() {
+            clocks[slot] = secs(now_ms.saturating_sub(u128::from(ago)));
         }
     }
-    if let Some((_, expires, _)) = blank.4.as_mut() {
-        clocks[3] = secs(now_ms + u128::from(*expires));
-        *expires = 0;
+    if let Some(t) = s.timer {
+        clocks[3] = secs(now_ms + u128::from(t.expires_ms));
     }
-    let mut h = FxHasher::default();
-    blank.hash(&mut h);
-    (h.finish(), clocks)
+    Some((fixed.finish(), moving.finish(), clocks))
 }
 
 #[cfg(test)]

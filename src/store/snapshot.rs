@@ -123,21 +123,6 @@ impl StoredSock {
         )
     }
 
-    /// The rest of it: addresses, namespace, inode, owner, options.
-    pub fn fixed(&self) -> impl std::hash::Hash + '_ {
-        (
-            self.v6,
-            self.local,
-            self.remote,
-            self.netns,
-            self.inode,
-            self.uid,
-            &self.owner,
-            self.unowned,
-            self.opts,
-        )
-    }
-
     fn set_moving(&mut self, m: Moving) {
         (
             self.state,
@@ -273,21 +258,27 @@ pub struct Sample {
     pub sample: usize,
 }
 
-/// A keyframe line: `{"time": …, "keyframe": [sockets]}`.
+/// A keyframe line: `{"time": …, "settings": {the host's sysctls}, "keyframe": [sockets]}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Keyframe {
     pub time: String,
+    #[serde(default)]
+    pub settings: crate::model::KernelSettings,
     pub keyframe: Vec<StoredSock>,
 }
 
-/// Writes a keyframe line of `socks` one socket at a time (none is held beside the others).
+/// Writes a keyframe line of `socks` one socket at a time (none is held beside the others),
+/// with the host's sysctls (the past's countdowns need them).
 pub fn write_keyframe(
     w: &mut dyn std::io::Write,
     time: &str,
+    settings: &crate::model::KernelSettings,
     socks: impl Iterator<Item = StoredSock>,
 ) -> std::io::Result<()> {
     w.write_all(b"{\"time\":")?;
     serde_json::to_writer(&mut *w, time)?;
+    w.write_all(b",\"settings\":")?;
+    serde_json::to_writer(&mut *w, settings)?;
     w.write_all(b",\"keyframe\":[")?;
     for (i, s) in socks.enumerate() {
         if i > 0 {
@@ -314,6 +305,7 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
     let k = lines.iter().rposition(|l| l.contains("\"keyframe\":"))?;
     let frame: Keyframe = serde_json::from_str(&lines[k]).ok()?;
     let taken = humantime::parse_rfc3339_weak(&frame.time).ok()?;
+    let settings = frame.settings;
     let mut socks: rustc_hash::FxHashMap<u64, (StoredSock, SystemTime)> = frame
         .keyframe
         .into_iter()
@@ -350,7 +342,7 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
     Some(crate::model::Snapshot {
         socks,
         netns: NetnsId::default(),
-        settings: crate::model::KernelSettings::default(),
+        settings,
         interfaces: std::collections::HashMap::new(),
         holders: Arc::default(),
         namespaces: Vec::new(),
@@ -391,7 +383,8 @@ mod tests {
             let time = crate::actions::log::rfc3339(*wall);
             if i == 0 {
                 let mut out = Vec::new();
-                write_keyframe(&mut out, &time, delta.socks.into_iter()).unwrap();
+                let settings = crate::model::table::tests::linux_defaults();
+                write_keyframe(&mut out, &time, &settings, delta.socks.into_iter()).unwrap();
                 lines.push(String::from_utf8(out).unwrap().trim_end().to_string());
             } else {
                 let d = Delta {
@@ -442,6 +435,7 @@ mod tests {
         );
         assert_eq!(idle_at(&mid, 3), None, "gone by then");
         assert_eq!(idle_at(&mid, 4), None, "not open yet");
+        assert_eq!(mid.settings, crate::model::table::tests::linux_defaults());
         let end = at(t0 + s(20));
         assert_eq!(idle_at(&end, 4), Some(0));
         assert_eq!(end.socks.len(), 3);

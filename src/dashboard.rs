@@ -231,16 +231,21 @@ fn worker_gone(name: &str) -> anyhow::Error {
 /// moment of a large store takes a while).
 fn spawn_store_reader(
     store: Result<PathBuf, String>,
-    rx: std::sync::mpsc::Receiver<(Option<SystemTime>, Travel)>,
+    rx: std::sync::mpsc::Receiver<Ask>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
     std::thread::Builder::new()
         .name("katop-store".into())
         .spawn(move || {
-            for (from, to) in rx {
-                let arrival = match &store {
-                    Ok(dir) => arrive(dir, from, to),
-                    Err(e) => Arrival::Failed(format!("no store to look back in: {e}")),
+            for ask in rx {
+                let arrival = match (&store, ask) {
+                    (Ok(dir), Ask::Travel(from, to)) => arrive(dir, from, to),
+                    (Ok(dir), Ask::Lifeline(cookie, until)) => Arrival::Lifeline(
+                        cookie,
+                        crate::store::read::lifeline(dir, cookie, until)
+                            .map_err(|e| format!("{e:#}")),
+                    ),
+                    (Err(e), _) => Arrival::Failed(format!("no store to look back in: {e}")),
                 };
                 if tx.send(Msg::Arrived(arrival)).is_err() {
                     return;
@@ -282,7 +287,15 @@ struct Workers {
     paused: Arc<AtomicBool>,
     every: Arc<AtomicU64>,
     actions: std::sync::mpsc::Sender<(Action, Vec<Target>)>,
-    store: std::sync::mpsc::Sender<(Option<SystemTime>, Travel)>,
+    store: std::sync::mpsc::Sender<Ask>,
+}
+
+/// What the dashboard asks of the store.
+enum Ask {
+    /// From the moment shown (none: now) to where.
+    Travel(Option<SystemTime>, Travel),
+    /// A connection's events up to a moment.
+    Lifeline(u64, SystemTime),
 }
 
 impl Workers {
@@ -302,10 +315,16 @@ impl Workers {
                 .send((Action::Keepalive(change), targets))
                 .is_ok(),
             Effect::Travel { from, to } => {
-                return match self.store.send((from, to)) {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(worker_gone("store")),
-                }
+                return self
+                    .store
+                    .send(Ask::Travel(from, to))
+                    .map_err(|_| worker_gone("store"));
+            }
+            Effect::Lifeline { cookie, until } => {
+                return self
+                    .store
+                    .send(Ask::Lifeline(cookie, until))
+                    .map_err(|_| worker_gone("store"));
             }
             Effect::Quit | Effect::Suspend => return Ok(()),
         };
@@ -377,7 +396,7 @@ fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Worker
     spawn_store_reader(store, travel_rx, done_tx);
     if let Some(t) = start {
         app.note("reading the store…".into());
-        let _ = travel_tx.send((None, Travel::To(t)));
+        let _ = travel_tx.send(Ask::Travel(None, Travel::To(t)));
     }
     let (tx, polls) = mpsc::channel(1);
     let (applied, applied_rx) = std::sync::mpsc::sync_channel(1);

@@ -280,8 +280,18 @@ fn keepalive_turned_on_and_off_by_the_application_is_an_event() {
     }
     let (l, filter) = listener();
     let mut h = Follow::start(&filter);
-    // Seen opening (its options read as they were: off), then changed by its process.
-    let (client, _server) = h.watching(&l);
+    // Seen opening with its owner known (so its options were read then, as they were: off),
+    // then changed by its process.
+    let (client, _server) = loop {
+        let pair = h.watching(&l);
+        let local = pair.0.local_addr().unwrap().to_string();
+        let owned = h.seen.iter().any(|v| {
+            v["event"] == "opened" && v["local"] == local.as_str() && v["pid"].is_number()
+        });
+        if owned {
+            break pair;
+        }
+    };
     let (local, remote) = ends(&client);
     let ours = |v: &Value| v["local"] == local.to_string().as_str() && v["event"] == "keepalive";
     let sock = socket2::SockRef::from(&client);

@@ -427,10 +427,17 @@ fn the_dashboard_shows_the_past_and_comes_back_to_the_present() {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
     let (mut rec, _said) = record(&store);
+    // A opens after the recorder's first poll: its opening is an event.
+    common::wait_for("the first poll stored", || {
+        std::fs::read_dir(&store).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 8) && e.file_name() != "lock")
+        })
+    });
     let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let a_server = l.accept().unwrap().0;
     let a_local = a.local_addr().unwrap().to_string();
-    common::wait_for("A in a keyframe", || {
+    common::wait_for("A in the store", || {
         let out = common::katop_checked(
             &[
                 "--json",
@@ -467,6 +474,16 @@ fn the_dashboard_shows_the_past_and_comes_back_to_the_present() {
         s.contains("THE PAST") && s.contains(&a_local)
     });
     assert!(!past.contains(&b_local), "B opened after {then}:\n{past}");
+    // Its details tell its recorded life so far: it opened (and has not closed yet).
+    t.keys(&["Enter"]);
+    let details = t.wait("A's lifeline", |s| {
+        s.contains("its recorded life") && s.contains("opened") && !s.contains("reading the store")
+    });
+    assert!(
+        !details.contains(" closed "),
+        "A closed after {then}:\n{details}"
+    );
+    t.keys(&["Escape"]);
     // Nothing in the past is acted on.
     t.keys(&["k"]);
     t.wait_for("nothing in it can be changed");

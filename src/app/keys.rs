@@ -151,7 +151,12 @@ fn browse_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             app.note("filter cleared".into());
         }
         KeyCode::Char('?') | KeyCode::F(1) => app.mode = Mode::Help { scroll: 0 },
-        KeyCode::Enter => enter(app),
+        KeyCode::Enter => {
+            enter(app);
+            if app.mode.is_detail() {
+                return travel::ask_lifeline(app);
+            }
+        }
         KeyCode::Char('k') | KeyCode::F(9) if in_table(app, "k") && !in_past(app, "k") => {
             ask_kill(app);
         }

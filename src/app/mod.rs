@@ -31,7 +31,7 @@ mod travel;
 pub use dialogs::{killable, tunable};
 pub use edit::Editor;
 pub use groups::{groups, Group, GroupLine, GroupSort, Member, Role};
-pub use travel::{Arrival, Past, Travel};
+pub use travel::{Arrival, Lifeline, Past, Travel};
 
 /// How long a new socket stays highlighted and a closed one stays greyed.
 pub const CHANGE_HIGHLIGHT: Duration = Duration::from_secs(3);
@@ -260,6 +260,11 @@ pub enum Effect {
     Travel {
         from: Option<std::time::SystemTime>,
         to: Travel,
+    },
+    /// Read a connection's recorded events up to a moment (the past's details).
+    Lifeline {
+        cookie: u64,
+        until: std::time::SystemTime,
     },
 }
 

@@ -31,6 +31,9 @@ pub enum Arrival {
     At(SystemTime, Box<Snapshot>),
     /// Nothing recorded after the moment shown: the present is next.
     Live,
+    /// A connection's recorded events up to the moment shown, as lines for people (or why
+    /// they could not be read).
+    Lifeline(u64, Result<Vec<String>, String>),
     /// Why the store could not answer (none kept, nothing then, unreadable).
     Failed(String),
 }
@@ -41,6 +44,16 @@ pub struct Past {
     pub at: SystemTime,
     /// The live view, set aside until the operator comes back.
     live: Box<Live>,
+    /// The selected connection's recorded events (the details show them).
+    pub lifeline: Option<Lifeline>,
+}
+
+/// A connection's events in the store up to the moment shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifeline {
+    pub cookie: u64,
+    /// `None` while the store is read.
+    pub lines: Option<Result<Vec<String>, String>>,
 }
 
 #[derive(Debug)]
@@ -89,6 +102,21 @@ pub(super) fn arrived(app: &mut App, arrival: Arrival) -> Vec<Effect> {
     match arrival {
         Arrival::At(at, snap) => {
             show(app, at, *snap);
+            // Details open on another moment: that moment's lifeline.
+            if app.mode.is_detail() {
+                return ask_lifeline(app);
+            }
+            vec![]
+        }
+        Arrival::Lifeline(cookie, lines) => {
+            if let Some(l) = app
+                .past
+                .as_mut()
+                .and_then(|p| p.lifeline.as_mut())
+                .filter(|l| l.cookie == cookie)
+            {
+                l.lines = Some(lines);
+            }
             vec![]
         }
         Arrival::Live => {
@@ -112,6 +140,7 @@ fn show(app: &mut App, at: SystemTime, snap: Snapshot) {
     if app.past.is_none() {
         app.past = Some(Past {
             at,
+            lifeline: None,
             live: Box::new(Live {
                 table: previous,
                 closed: std::mem::take(&mut app.closed),
@@ -122,6 +151,7 @@ fn show(app: &mut App, at: SystemTime, snap: Snapshot) {
     }
     if let Some(p) = app.past.as_mut() {
         p.at = at;
+        p.lifeline = None;
     }
     app.closed.clear();
     app.history.clear();
@@ -135,6 +165,28 @@ fn show(app: &mut App, at: SystemTime, snap: Snapshot) {
         "the past: {} · t T step · b jumps · b now: live",
         crate::actions::log::rfc3339(at)
     ));
+}
+
+/// The selected connection's events up to the moment shown, asked of the store (once per
+/// connection and moment).
+pub(super) fn ask_lifeline(app: &mut App) -> Vec<Effect> {
+    let Some(cookie) = app.selected.map(|k| k.cookie.0) else {
+        return vec![];
+    };
+    let Some(past) = app.past.as_mut() else {
+        return vec![];
+    };
+    if past.lifeline.as_ref().is_some_and(|l| l.cookie == cookie) {
+        return vec![];
+    }
+    past.lifeline = Some(Lifeline {
+        cookie,
+        lines: None,
+    });
+    vec![Effect::Lifeline {
+        cookie,
+        until: past.at,
+    }]
 }
 
 /// A live poll that arrived while the past is shown: it goes to the live view set aside.

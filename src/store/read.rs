@@ -125,6 +125,30 @@ pub fn snapshot_at(path: &Path, at: SystemTime) -> anyhow::Result<crate::model::
     })
 }
 
+/// The most events a lifeline keeps (its last ones).
+const LIFELINE: usize = 200;
+
+/// A connection's recorded events up to `until`, oldest first, as lines for people (its last
+/// [`LIFELINE`]).
+pub fn lifeline(path: &Path, cookie: u64, until: SystemTime) -> anyhow::Result<Vec<String>> {
+    let needle = format!("\"cookie\":{cookie},");
+    let mut lines = std::collections::VecDeque::new();
+    for_each_line(path, SystemTime::UNIX_EPOCH, until, |line| {
+        if line.contains(&needle) {
+            if let Ok(ev) = serde_json::from_str::<crate::history::event::Event>(line) {
+                if ev.cookie == Some(cookie) {
+                    lines.push_back(ev.line());
+                    if lines.len() > LIFELINE {
+                        lines.pop_front();
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(lines.into())
+}
+
 /// Whether a stored line marks a poll the recorder made (`sample`, or a keyframe).
 fn is_sample(line: &str) -> bool {
     line.contains("\"sample\":") || line.contains("\"keyframe\":")

@@ -207,6 +207,27 @@ fn lines(e: &SockEntry, app: &App, theme: Theme, width: u16) -> Vec<Line<'static
             ));
         }
     }
+    if let Some(past) = &app.past {
+        out.push(Line::from(""));
+        out.push(Line::styled(
+            "its recorded life, up to this moment",
+            theme.title(),
+        ));
+        let lifeline = past.lifeline.as_ref().filter(|l| l.cookie == s.cookie.0);
+        let lines = match lifeline.and_then(|l| l.lines.as_ref()) {
+            None => vec!["reading the store…".to_string()],
+            Some(Err(e)) => vec![format!("the store could not be read: {e}")],
+            Some(Ok(l)) if l.is_empty() => {
+                vec!["no event recorded (it was open when recording began)".to_string()]
+            }
+            Some(Ok(l)) => l.clone(),
+        };
+        for l in lines {
+            // Lines from the store: made printable where they were made, and again here.
+            let l = crate::text::printable(&l);
+            out.extend(wrap(&format!("  {l}"), width, 4, Style::new()));
+        }
+    }
     out.push(Line::from(""));
     out.push(Line::styled("keepalive", theme.title()));
     for l in timeline(e, app.now) {

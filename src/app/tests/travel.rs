@@ -176,3 +176,51 @@ fn the_header_says_the_past_plainly() {
     let first: String = screen.chars().take(120).collect();
     assert!(first.contains("THE PAST: 2026-"), "{first}");
 }
+
+#[test]
+fn the_past_details_ask_the_store_for_the_connections_life_once_per_moment() {
+    let (mut app, _) = fixture_app();
+    arrive_past(&mut app);
+    lay_out(&mut app, 120, 30);
+    assert_eq!(
+        update(&mut app, key(KeyCode::Enter)),
+        vec![Effect::Lifeline {
+            cookie: 900,
+            until: at()
+        }]
+    );
+    // Asked once; the answer is kept for the details.
+    update(&mut app, key(KeyCode::Esc));
+    assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+    let lines = vec!["2026-11-18T… opened ESTABLISHED".to_string()];
+    update(
+        &mut app,
+        Msg::Arrived(Arrival::Lifeline(900, Ok(lines.clone()))),
+    );
+    let kept = app.past.as_ref().and_then(|p| p.lifeline.clone()).unwrap();
+    assert_eq!(kept.lines, Some(Ok(lines)));
+    // Another moment with the details open: its own lifeline.
+    let past = conn(
+        900,
+        "10.0.0.5:40000",
+        "10.0.0.9:5432",
+        SockState::Established,
+        1,
+    );
+    let later = at() + Duration::from_secs(10);
+    let effects = update(
+        &mut app,
+        Msg::Arrived(Arrival::At(later, Box::new(snapshot(vec![past])))),
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Lifeline {
+            cookie: 900,
+            until: later
+        }]
+    );
+    // Live: no lifeline is asked for.
+    update(&mut app, Msg::Arrived(Arrival::Live));
+    update(&mut app, key(KeyCode::Esc));
+    assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+}

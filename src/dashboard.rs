@@ -1,7 +1,6 @@
 //! The interactive loop: a collector thread sends snapshots, crossterm sends input, signals and
 //! a tick arrive; each becomes a `Msg` for `app::update`, and the screen is redrawn.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::actions::{log, Action, AuditLog, Killer, Method, Outcome, Report, Target, Tuner};
-use crate::app::{self, App, Arrival, Effect, Msg, Travel};
+use crate::app::{self, App, Effect, Msg, Travel};
 use crate::cli::Args;
 use crate::collector::sockopts::Reread;
 use crate::collector::{Collector, Selection};
@@ -20,6 +19,9 @@ use crate::columns::Column;
 use crate::model::filter::Filter;
 use crate::model::{RawSock, Snapshot};
 use crate::{tui, ui};
+
+mod past;
+use past::{Ask, Looking};
 
 /// Runs the dashboard until the user quits or a signal arrives.
 pub fn run(
@@ -59,7 +61,7 @@ pub fn run(
     };
     app.kill_log = kill_log.as_ref().map(|l| l.path.display().to_string());
     app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let store = crate::store::dir_or_default(args.store.as_deref()).map_err(|e| e.to_string());
+    let store = past::choose(args);
     // `--at`: the dashboard opens on that moment (live polls go on aside, for when the
     // operator comes back to the present).
     let start = match args
@@ -100,7 +102,11 @@ fn spawn_collector(
     paused: Arc<AtomicBool>,
     tx: mpsc::Sender<PollResult>,
     applied: std::sync::mpsc::Receiver<Vec<RawSock>>,
-    (reread, focus): (Reread, crate::collector::namespaces::Focus),
+    (reread, focus, memory): (
+        Reread,
+        crate::collector::namespaces::Focus,
+        Option<past::Remembered>,
+    ),
 ) {
     std::thread::Builder::new()
         .name("katop-collector".into())
@@ -146,6 +152,12 @@ fn spawn_collector(
                 let result = collector
                     .poll_into(std::mem::take(&mut buf))
                     .map_err(|e| e.to_string());
+                // Without a store, the dashboard remembers the last hour itself.
+                if let (Ok(snap), Some(memory)) = (&result, &memory) {
+                    if let Ok(mut m) = memory.lock() {
+                        m.record(snap);
+                    }
+                }
                 if tx.blocking_send(result).is_err() {
                     return; // the UI has gone
                 }
@@ -227,75 +239,12 @@ fn worker_gone(name: &str) -> anyhow::Error {
     }
 }
 
-/// Answers the dashboard's trips into the past from the store, off the UI thread (reading a
-/// moment of a large store takes a while).
-fn spawn_store_reader(
-    store: Result<PathBuf, String>,
-    rx: std::sync::mpsc::Receiver<Ask>,
-    tx: mpsc::UnboundedSender<Msg>,
-) {
-    std::thread::Builder::new()
-        .name("katop-store".into())
-        .spawn(move || {
-            for ask in rx {
-                let arrival = match (&store, ask) {
-                    (Ok(dir), Ask::Travel(from, to)) => arrive(dir, from, to),
-                    (Ok(dir), Ask::Lifeline(cookie, until)) => Arrival::Lifeline(
-                        cookie,
-                        crate::store::read::lifeline(dir, cookie, until)
-                            .map_err(|e| format!("{e:#}")),
-                    ),
-                    (Err(e), _) => Arrival::Failed(format!("no store to look back in: {e}")),
-                };
-                if tx.send(Msg::Arrived(arrival)).is_err() {
-                    return;
-                }
-            }
-        })
-        .expect("spawn the store thread");
-}
-
-/// Where `to` leads from `from` (none: now), and the sockets there.
-fn arrive(dir: &Path, from: Option<SystemTime>, to: Travel) -> Arrival {
-    let shown = |t| crate::actions::log::rfc3339(t);
-    let here = from.unwrap_or_else(SystemTime::now);
-    let target = match to {
-        Travel::To(t) => Ok(Some(t)),
-        Travel::Back => crate::store::read::sample_beside(dir, here, true),
-        Travel::Forward => crate::store::read::sample_beside(dir, here, false),
-    };
-    let target = match (target, to) {
-        (Ok(Some(t)), _) => t,
-        (Ok(None), Travel::Forward) => return Arrival::Live,
-        (Ok(None), _) => {
-            return Arrival::Failed(format!(
-                "the store {} holds nothing before {}: katop record keeps one",
-                dir.display(),
-                shown(here)
-            ))
-        }
-        (Err(e), _) => return Arrival::Failed(format!("{e:#}")),
-    };
-    match crate::store::read::snapshot_at(dir, target) {
-        Ok(snap) => Arrival::At(target, Box::new(snap)),
-        Err(e) => Arrival::Failed(format!("{e:#}")),
-    }
-}
-
 /// Where the loop hands the effects it does not carry out itself.
 struct Workers {
     paused: Arc<AtomicBool>,
     every: Arc<AtomicU64>,
     actions: std::sync::mpsc::Sender<(Action, Vec<Target>)>,
     store: std::sync::mpsc::Sender<Ask>,
-}
-
-/// What the dashboard asks of the store.
-enum Ask {
-    /// From the moment shown (none: now) to where.
-    Travel(Option<SystemTime>, Travel),
-    /// A connection's events up to a moment.
-    Lifeline(u64, SystemTime),
 }
 
 impl Workers {
@@ -341,7 +290,7 @@ impl Workers {
 struct Sources {
     selection: Selection,
     kill_log: Option<LogPath>,
-    store: Result<PathBuf, String>,
+    store: Looking,
     start: Option<SystemTime>,
 }
 
@@ -393,7 +342,8 @@ fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Worker
     let reread = Reread::default();
     spawn_actor(kill_log, kill_rx, done_tx.clone(), reread.clone());
     let (travel_tx, travel_rx) = std::sync::mpsc::channel();
-    spawn_store_reader(store, travel_rx, done_tx);
+    let memory = store.memory();
+    past::spawn_reader(store, travel_rx, done_tx);
     if let Some(t) = start {
         app.note("reading the store…".into());
         let _ = travel_tx.send(Ask::Travel(None, Travel::To(t)));
@@ -406,7 +356,7 @@ fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Worker
         Arc::clone(&paused),
         tx,
         applied_rx,
-        (reread, Arc::clone(&app.focus)),
+        (reread, Arc::clone(&app.focus), memory),
     );
     let workers = Workers {
         paused,

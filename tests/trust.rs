@@ -71,21 +71,47 @@ fn raise_fd_limit() {
     setrlimit(Resource::Nofile, l).unwrap();
 }
 
+/// The tests here run one at a time: each runs katop, and a katop reading socket options
+/// borrows each socket's fd for a moment (`pidfd_getfd`), so for that moment another katop
+/// scanning /proc sees it holding the test's sockets (the ramp's kills would then take a katop
+/// for their owner, were it not ranked last).
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A loopback listener whose accept queue holds the whole ramp.
+fn deep_listener() -> TcpListener {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    s.listen(4096).unwrap();
+    s.into()
+}
+
+/// A kill refused because its application had not accepted the connection yet.
+fn refused_as_unaccepted(r: &Value) -> bool {
+    r["result"] == "refused"
+        && r["reason"]
+            .as_str()
+            .is_some_and(|w| w.contains("not yet accepted"))
+}
+
 /// The accept ramp: this many clients, each connecting this many times.
 const CLIENTS: usize = 4;
 const EACH: usize = 500;
 
 #[test]
 fn an_accept_ramp_loses_no_connection_to_kills() {
+    let _alone = alone();
     if skip("the accept ramp") {
         return;
     }
     raise_fd_limit();
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap();
-    s.listen(4096).unwrap();
-    let listener: TcpListener = s.into();
+    let listener = deep_listener();
     let port = listener.local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("katop-ramp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -99,8 +125,8 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
     let (accepted, clients, results) = std::thread::scope(|scope| {
         let acceptor = scope.spawn(|| {
             listener.set_nonblocking(true).unwrap();
-            let hold = Instant::now() + Duration::from_secs(30);
-            while !met_the_queue.load(Ordering::Relaxed) && Instant::now() < hold {
+            let waits_until = Instant::now() + Duration::from_secs(30);
+            while !met_the_queue.load(Ordering::Relaxed) && Instant::now() < waits_until {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let mut held = Vec::new();
@@ -153,12 +179,7 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
                         .output()
                         .unwrap();
                     let got = json(&out);
-                    if got.iter().any(|r| {
-                        r["result"] == "refused"
-                            && r["reason"]
-                                .as_str()
-                                .is_some_and(|w| w.contains("not yet accepted"))
-                    }) {
+                    if got.iter().any(refused_as_unaccepted) {
                         met_the_queue.store(true, Ordering::Relaxed);
                     }
                     results.extend(got);
@@ -172,15 +193,7 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
         (accepted, clients, operator.join().unwrap())
     });
     let killed = results.iter().filter(|r| r["result"] == "killed").count();
-    let guarded = results
-        .iter()
-        .filter(|r| r["result"] == "refused")
-        .filter(|r| {
-            r["reason"]
-                .as_str()
-                .is_some_and(|w| w.contains("not yet accepted"))
-        })
-        .count();
+    let guarded = results.iter().filter(|r| refused_as_unaccepted(r)).count();
     eprintln!(
         "accept ramp: {} kill attempts, {killed} killed, {guarded} refused as not yet accepted",
         results.len()
@@ -201,6 +214,7 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
 
 #[test]
 fn a_listener_that_stops_accepting_leaves_unaccepted_connections_that_can_be_killed() {
+    let _alone = alone();
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let clients: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
@@ -295,6 +309,7 @@ fn a_listener_that_stops_accepting_leaves_unaccepted_connections_that_can_be_kil
 
 #[test]
 fn an_unreadable_proc_makes_owners_unknown_never_none() {
+    let _alone = alone();
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
@@ -366,6 +381,7 @@ fn child_holding_a_connection() {
 
 #[test]
 fn a_capability_on_the_binary_is_not_every_users_kill_switch() {
+    let _alone = alone();
     if skip("the capability test") {
         return;
     }
@@ -465,6 +481,7 @@ fn a_capability_on_the_binary_is_not_every_users_kill_switch() {
 
 #[test]
 fn every_process_holding_a_socket_is_named() {
+    let _alone = alone();
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (_s, _) = l.accept().unwrap();
@@ -498,6 +515,7 @@ fn every_process_holding_a_socket_is_named() {
 
 #[test]
 fn an_owner_katop_cannot_see_is_unknown_in_every_output() {
+    let _alone = alone();
     if !is_root() {
         common::skipped("needs root to run katop as nobody");
         return;
@@ -525,4 +543,49 @@ fn an_owner_katop_cannot_see_is_unknown_in_every_output() {
             .map(str::trim),
         Some("?")
     );
+}
+
+/// Another katop holding a socket (as one does for a moment while it reads the socket's
+/// options through a borrowed fd) is never taken for its owner when another process holds it:
+/// a kill filtering on the owner must not see a katop there.
+#[test]
+fn another_katop_is_never_the_owner_of_a_socket_another_process_holds() {
+    let _alone = alone();
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_s, _) = l.accept().unwrap();
+    let filter = format!(
+        "src:{} dst:{} established",
+        c.local_addr().unwrap(),
+        l.local_addr().unwrap()
+    );
+    // A katop holds it first (the lower pid), then `sleep`; this process lets go of it.
+    let dup = rustix::io::dup(&c).unwrap();
+    let mut other = Command::new(env!("CARGO_BIN_EXE_katop"))
+        .args([
+            "history",
+            "--follow",
+            "--interval",
+            "1h",
+            "--filter",
+            "dport:1",
+        ])
+        .env("KATOP_NETNS", "host")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    drop(dup);
+    drop(c);
+    let e = &json(&katop(&["--json", "--filter", &filter]))[0];
+    let owners = e["owners"].as_array().unwrap();
+    let held_by = |pid: u32| owners.iter().any(|o| o["pid"] == u64::from(pid));
+    assert!(held_by(other.id()) && held_by(sleeper.id()), "{e}");
+    assert_eq!(e["pid"], u64::from(sleeper.id()), "{e}");
+    assert_eq!(e["process"], "sleep", "{e}");
+    for child in [&mut other, &mut sleeper] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

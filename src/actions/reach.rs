@@ -1,7 +1,6 @@
 //! Reaching exactly the chosen socket: checks shared by every action.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 
 use super::scope::Scope;
 use super::target::{Outcome, Target};
@@ -65,7 +64,7 @@ pub fn owner_fd(
     t: &Target,
     id: &InetSockId,
     netns: NetnsId,
-) -> Result<OwnedFd, Outcome> {
+) -> Result<crate::collector::borrow::Borrowed, Outcome> {
     lookup(diag, id, netns)?;
     let Some(owner) = &t.owner else {
         return Err(Outcome::Refused(

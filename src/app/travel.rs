@@ -27,8 +27,8 @@ pub enum Travel {
 /// What the store answered.
 #[derive(Debug, Clone)]
 pub enum Arrival {
-    /// The sockets at this moment.
-    At(SystemTime, Box<Snapshot>),
+    /// The sockets at this moment, and where they were read (`the store`, `katop's memory`).
+    At(SystemTime, Box<Snapshot>, &'static str),
     /// Nothing recorded after the moment shown: the present is next.
     Live,
     /// A connection's recorded events up to the moment shown, as lines for people (or why
@@ -42,6 +42,8 @@ pub enum Arrival {
 #[derive(Debug)]
 pub struct Past {
     pub at: SystemTime,
+    /// Where it was read (`the store`, `katop's memory`).
+    pub from: &'static str,
     /// The live view, set aside until the operator comes back.
     live: Box<Live>,
     /// The selected connection's recorded events (the details show them).
@@ -100,8 +102,8 @@ pub(super) fn go_live(app: &mut App) {
 /// The store's answer.
 pub(super) fn arrived(app: &mut App, arrival: Arrival) -> Vec<Effect> {
     match arrival {
-        Arrival::At(at, snap) => {
-            show(app, at, *snap);
+        Arrival::At(at, snap, from) => {
+            show(app, at, *snap, from);
             // Details open on another moment: that moment's lifeline.
             if app.mode.is_detail() {
                 return ask_lifeline(app);
@@ -132,7 +134,7 @@ pub(super) fn arrived(app: &mut App, arrival: Arrival) -> Vec<Effect> {
 }
 
 /// The sockets at `at`, in a table of their own (no closed rows, nothing "new").
-fn show(app: &mut App, at: SystemTime, snap: Snapshot) {
+fn show(app: &mut App, at: SystemTime, snap: Snapshot, from: &'static str) {
     let mut table = app.table.empty_like();
     let taken = snap.taken_at;
     let _ = table.apply(snap, taken);
@@ -140,6 +142,7 @@ fn show(app: &mut App, at: SystemTime, snap: Snapshot) {
     if app.past.is_none() {
         app.past = Some(Past {
             at,
+            from,
             lifeline: None,
             live: Box::new(Live {
                 table: previous,
@@ -150,7 +153,7 @@ fn show(app: &mut App, at: SystemTime, snap: Snapshot) {
         });
     }
     if let Some(p) = app.past.as_mut() {
-        p.at = at;
+        (p.at, p.from) = (at, from);
         p.lifeline = None;
     }
     app.closed.clear();

@@ -2,8 +2,15 @@
 //! its own duplicate of the owner's fd (the owner's fd is untouched; closing the duplicate
 //! does not close the socket). Checked against the socket's inode, so an fd number that now
 //! holds another file is never acted on.
+//!
+//! While katop holds a duplicate, its own fd table lists the socket too: the sockets it holds
+//! borrowed are registered ([`is_borrowed`]), so that reading its own `/proc/self/fd` never
+//! makes katop the owner of another process's socket.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use rustc_hash::FxHashMap;
 
 use rustix::io::Errno;
 use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
@@ -30,8 +37,53 @@ pub enum BorrowError {
     Other { pid: u32, fd: u32, errno: Errno },
 }
 
+/// Socket inodes katop holds borrowed now, with how many duplicates of each.
+static BORROWED: Mutex<Option<FxHashMap<u32, u32>>> = Mutex::new(None);
+
+fn count(inode: Inode, up: bool) {
+    let Ok(mut map) = BORROWED.lock() else { return };
+    let map = map.get_or_insert_with(FxHashMap::default);
+    let n = map.entry(inode.0).or_insert(0);
+    if up {
+        *n += 1;
+    } else {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(&inode.0);
+        }
+    }
+}
+
+/// Whether katop holds socket `inode` borrowed now (so an fd of its own for it is not its).
+pub fn is_borrowed(inode: Inode) -> bool {
+    BORROWED
+        .lock()
+        .is_ok_and(|m| m.as_ref().is_some_and(|m| m.contains_key(&inode.0)))
+}
+
+/// A borrowed socket: katop's duplicate, registered until it is closed (on drop).
+#[derive(Debug)]
+pub struct Borrowed {
+    fd: Option<OwnedFd>,
+    inode: Inode,
+}
+
+impl AsFd for Borrowed {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("held until dropped").as_fd()
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        // Closed first, then no longer registered: never listed unregistered.
+        drop(self.fd.take());
+        count(self.inode, false);
+    }
+}
+
 /// A duplicate of fd `fd` of process `pid`, which must still be socket `inode`.
-pub fn borrow(pid: u32, fd: u32, inode: Inode) -> Result<OwnedFd, BorrowError> {
+pub fn borrow(pid: u32, fd: u32, inode: Inode) -> Result<Borrowed, BorrowError> {
     borrow_from(&open_process(pid)?, pid, fd, inode)
 }
 
@@ -51,8 +103,11 @@ pub fn borrow_from(
     pid: u32,
     fd: u32,
     inode: Inode,
-) -> Result<OwnedFd, BorrowError> {
+) -> Result<Borrowed, BorrowError> {
     let other = |errno| BorrowError::Other { pid, fd, errno };
+    // Registered before it exists: no moment lists it in katop's fd table unregistered.
+    count(inode, true);
+    let guard = Borrowed { fd: None, inode };
     let dup = pidfd_getfd(pidfd, fd as i32, PidfdGetfdFlags::empty()).map_err(|e| match e {
         Errno::BADF => BorrowError::FdClosed { pid, fd },
         Errno::PERM | Errno::ACCESS => BorrowError::NotPermitted { pid },
@@ -60,7 +115,11 @@ pub fn borrow_from(
         Errno::NOSYS => BorrowError::Unsupported,
         e => other(e),
     })?;
-    let st = rustix::fs::fstat(&dup).map_err(other)?;
+    let borrowed = Borrowed {
+        fd: Some(dup),
+        ..guard
+    };
+    let st = rustix::fs::fstat(&borrowed).map_err(other)?;
     if st.st_ino != u64::from(inode.0) {
         return Err(BorrowError::Replaced {
             pid,
@@ -68,7 +127,7 @@ pub fn borrow_from(
             inode: inode.0,
         });
     }
-    Ok(dup)
+    Ok(borrowed)
 }
 
 #[cfg(test)]

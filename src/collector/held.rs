@@ -100,7 +100,7 @@ enum Asked {
 }
 
 /// A TCP socket's family, cookie and local address.
-fn ask(fd: &std::os::fd::OwnedFd) -> Asked {
+fn ask(fd: &impl std::os::fd::AsFd) -> Asked {
     let (Ok(domain), Ok(kind), Ok(protocol)) = (
         sockopt::socket_domain(fd),
         sockopt::socket_type(fd),
@@ -121,7 +121,7 @@ fn ask(fd: &std::os::fd::OwnedFd) -> Asked {
     })
 }
 
-fn tcp_details(fd: &std::os::fd::OwnedFd) -> Option<(u64, InetAddr)> {
+fn tcp_details(fd: &impl std::os::fd::AsFd) -> Option<(u64, InetAddr)> {
     let cookie = sockopt::socket_cookie(fd).ok()?;
     let local = match rustix::net::getsockname(fd).ok()? {
         a if a.address_family() == AddressFamily::INET => {

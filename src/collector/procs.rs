@@ -36,6 +36,17 @@ struct ProcEntry {
     starttime: u64,
     /// fd → socket inode, socket fds only.
     fds: FxHashMap<u32, Inode>,
+    /// Another katop (the same program): it borrows each socket's fd for a moment to read its
+    /// options (`pidfd_getfd`), so it is an owner only where no other process holds the socket.
+    katop: bool,
+}
+
+/// Whether `pid` runs the program this process runs (the same file, by device and inode).
+fn runs_katop(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ours = std::fs::metadata("/proc/self/exe");
+    let theirs = std::fs::metadata(format!("/proc/{pid}/exe"));
+    matches!((ours, theirs), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
 }
 
 /// Counters of the last scan, for the poll's status.
@@ -344,6 +355,7 @@ impl ProcessMap {
                         process,
                         starttime: stat.starttime,
                         fds: FxHashMap::default(),
+                        katop: runs_katop(pid),
                     },
                 );
             }
@@ -359,12 +371,15 @@ impl ProcessMap {
         Some((work, seen))
     }
 
-    /// Rebuilds inode → first holder (the lowest pid, a stable choice across polls) and
+    /// Rebuilds inode → first holder (the lowest pid, a stable choice across polls; another
+    /// katop only where no other process holds it, since its fds may be borrowed) and
     /// returns every holder of the sockets held more than once (inherited after fork, a
     /// listener shared by workers, passed with `SCM_RIGHTS`), in pid and fd order.
     fn index_owners(&mut self) -> Holders {
         self.owners.clear();
         let mut shared: Holders = FxHashMap::default();
+        // Whether the first holder so far is another katop.
+        let mut by_katop: FxHashSet<Inode> = FxHashSet::default();
         for e in self.procs.values() {
             for (&fd, &inode) in &e.fds {
                 let holder = || Holder {
@@ -374,9 +389,13 @@ impl ProcessMap {
                 match self.owners.entry(inode) {
                     std::collections::hash_map::Entry::Vacant(v) => {
                         v.insert((Arc::clone(&e.process), fd, 0));
+                        if e.katop {
+                            by_katop.insert(inode);
+                        }
                     }
                     std::collections::hash_map::Entry::Occupied(mut o) => {
                         let (first, first_fd, _) = o.get();
+                        let first_katop = by_katop.contains(&inode);
                         shared
                             .entry(inode)
                             .or_insert_with(|| {
@@ -386,8 +405,11 @@ impl ProcessMap {
                                 }]
                             })
                             .push(holder());
-                        if (e.process.pid, fd) < (first.pid, *first_fd) {
+                        if (e.katop, e.process.pid, fd) < (first_katop, first.pid, *first_fd) {
                             o.insert((Arc::clone(&e.process), fd, 0));
+                            if !e.katop {
+                                by_katop.remove(&inode);
+                            }
                         }
                     }
                 }
@@ -479,6 +501,7 @@ fn read_socket_fds(
     let mut dir = Dir::read_from(&dirfd)?;
     let mut fds = FxHashMap::with_capacity_and_hasher(cached.len(), rustc_hash::FxBuildHasher);
     let mut read = 0;
+    let own = pid == std::process::id();
     let mut link = Vec::with_capacity(64);
     while let Some(entry) = dir.read() {
         // A listing cut short is not a complete one.
@@ -501,8 +524,11 @@ fn read_socket_fds(
             }
             Err(e) => return Err(e),
         };
-        if let Some(inode) = socket_inode(target.as_bytes()) {
-            fds.insert(fd, Inode(inode));
+        if let Some(inode) = socket_inode(target.as_bytes()).map(Inode) {
+            // A socket katop holds borrowed is another process's, not katop's.
+            if !(own && super::borrow::is_borrowed(inode)) {
+                fds.insert(fd, inode);
+            }
         }
         link = target.into_bytes();
     }

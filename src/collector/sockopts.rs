@@ -284,7 +284,7 @@ fn read_some(jobs: &[Job], out: &mut [Read]) {
 }
 
 /// The options of a socket katop holds a duplicate of.
-pub fn read(fd: &OwnedFd) -> Option<SockOpts> {
+pub fn read(fd: &impl std::os::fd::AsFd) -> Option<SockOpts> {
     let secs = |d: std::time::Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
     Some(SockOpts {
         keepalive: sockopt::socket_keepalive(fd).ok()?,

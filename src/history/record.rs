@@ -115,7 +115,6 @@ impl Recorder {
         let keyframe = self.writer.next_starts_segment(now) || self.since_keyframe >= self.keyframe;
         let (socks, wall) = self.source.socks();
         let delta = self.changes.delta(socks, wall, keyframe);
-        let time = crate::actions::log::rfc3339(wall);
         let sample = self.source.sample();
         let settings = *self.source.last().0.settings();
         let written = self.writer.append_with(now, |w| {
@@ -123,21 +122,7 @@ impl Recorder {
                 serde_json::to_writer(&mut *w, ev)?;
                 w.write_all(b"\n")?;
             }
-            // Each poll marked, so the dashboard's past steps from one to the next.
-            serde_json::to_writer(&mut *w, &sample)?;
-            w.write_all(b"\n")?;
-            if keyframe {
-                crate::store::snapshot::write_keyframe(w, &time, &settings, delta.socks.into_iter())
-            } else {
-                let line = crate::store::snapshot::Delta {
-                    time: time.clone(),
-                    socks: delta.socks,
-                    moved: delta.moved,
-                    gone: delta.gone,
-                };
-                serde_json::to_writer(&mut *w, &line)?;
-                w.write_all(b"\n")
-            }
+            crate::store::snapshot::write_poll(w, &sample, &settings, keyframe, delta)
         });
         match written {
             Ok(bytes) if keyframe => {

@@ -9,6 +9,7 @@
 
 pub mod changes;
 pub mod frame;
+pub mod memory;
 pub mod read;
 pub mod snapshot;
 pub mod when;

@@ -289,6 +289,30 @@ pub fn write_keyframe(
     w.write_all(b"]}\n")
 }
 
+/// A poll's socket lines: its mark (so the dashboard's past steps from one poll to the next),
+/// then a keyframe of every socket in `delta` (`keyframe`), or the delta.
+pub fn write_poll(
+    w: &mut dyn std::io::Write,
+    sample: &Sample,
+    settings: &crate::model::KernelSettings,
+    keyframe: bool,
+    delta: super::changes::Delta,
+) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *w, sample)?;
+    w.write_all(b"\n")?;
+    if keyframe {
+        return write_keyframe(w, &sample.time, settings, delta.socks.into_iter());
+    }
+    let line = Delta {
+        time: sample.time.clone(),
+        socks: delta.socks,
+        moved: delta.moved,
+        gone: delta.gone,
+    };
+    serde_json::to_writer(&mut *w, &line)?;
+    w.write_all(b"\n")
+}
+
 /// A delta line: `{"time": …, "socks": [new or changed sockets, whole], "moved": [the moving
 /// part of sockets nothing else of changed], "gone": [cookies]}`.
 #[derive(Debug, Serialize, Deserialize)]

@@ -185,8 +185,9 @@ fn title(app: &App, theme: Theme) -> Vec<Span<'static>> {
                 theme.past(),
             ),
             Span::raw(format!(
-                " {} · from the store · {} sockets · t T b move, b now: live",
+                " {} · from {} · {} sockets · t T b move, b now: live",
                 crate::text::printable(&app.host),
+                past.from,
                 t.len()
             )),
         ],

@@ -19,7 +19,10 @@ fn arrive_past(app: &mut App) {
         60_000,
     );
     let snap = snapshot(vec![past]);
-    update(app, Msg::Arrived(Arrival::At(at(), Box::new(snap))));
+    update(
+        app,
+        Msg::Arrived(Arrival::At(at(), Box::new(snap), "the store")),
+    );
 }
 
 fn cookies(app: &App) -> Vec<u64> {
@@ -210,7 +213,11 @@ fn the_past_details_ask_the_store_for_the_connections_life_once_per_moment() {
     let later = at() + Duration::from_secs(10);
     let effects = update(
         &mut app,
-        Msg::Arrived(Arrival::At(later, Box::new(snapshot(vec![past])))),
+        Msg::Arrived(Arrival::At(
+            later,
+            Box::new(snapshot(vec![past])),
+            "the store",
+        )),
     );
     assert_eq!(
         effects,

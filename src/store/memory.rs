@@ -1,0 +1,202 @@
+//! The dashboard's own recent memory, to look back without a store (no `katop record`
+//! running): the same keyframes and deltas the recorder writes, one compressed frame per poll,
+//! kept in memory for the last [`KEEP`] and at most [`MAX_BYTES`] (the oldest go first, a
+//! keyframe and its deltas together, so what is kept always begins with a keyframe). No
+//! events: the connections' lifelines need the store.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use super::changes::Changes;
+use super::snapshot::{self, Sample};
+use crate::model::Snapshot;
+
+/// How far back the dashboard remembers.
+pub const KEEP: Duration = Duration::from_secs(3600);
+/// The most its memory holds, compressed.
+pub const MAX_BYTES: usize = 32 << 20;
+
+struct Frame {
+    time: SystemTime,
+    keyframe: bool,
+    /// The poll's lines, zstd-compressed.
+    data: Vec<u8>,
+}
+
+/// The last hour of polls, compressed.
+#[derive(Default)]
+pub struct Memory {
+    frames: VecDeque<Frame>,
+    changes: Changes,
+    bytes: usize,
+    /// The last keyframe's bytes and the deltas' since (before compression).
+    keyframe: u64,
+    since_keyframe: u64,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Memory({} polls, {} bytes)",
+            self.frames.len(),
+            self.bytes
+        )
+    }
+}
+
+impl Memory {
+    /// Remembers a poll (a snapshot before the model takes it).
+    pub fn record(&mut self, snap: &Snapshot) {
+        let keyframe = self.frames.is_empty() || self.since_keyframe >= self.keyframe;
+        let delta = self.changes.delta(snap.socks.iter(), snap.wall, keyframe);
+        let sample = Sample {
+            time: crate::actions::log::rfc3339(snap.wall),
+            sample: snap
+                .socks
+                .iter()
+                .filter(|s| s.proto == crate::model::Proto::Tcp)
+                .count(),
+        };
+        let encoded =
+            zstd_lines(|w| snapshot::write_poll(w, &sample, &snap.settings, keyframe, delta));
+        let Some((data, raw)) = encoded else {
+            // Not remembered: the next poll starts afresh.
+            self.forget();
+            return;
+        };
+        if keyframe {
+            (self.keyframe, self.since_keyframe) = (raw, 0);
+        } else {
+            self.since_keyframe += raw;
+        }
+        self.bytes += data.len();
+        self.frames.push_back(Frame {
+            time: snap.wall,
+            keyframe,
+            data,
+        });
+        self.trim(snap.wall);
+    }
+
+    fn forget(&mut self) {
+        self.frames.clear();
+        self.changes.forget();
+        self.bytes = 0;
+    }
+
+    /// Drops the oldest keyframe with its deltas while over the limits (never the newest).
+    fn trim(&mut self, now: SystemTime) {
+        let over = |m: &Memory| {
+            m.bytes > MAX_BYTES
+                || m.frames
+                    .front()
+                    .is_some_and(|f| now.duration_since(f.time).unwrap_or_default() > KEEP)
+        };
+        while over(self) {
+            let next = self.frames.iter().skip(1).position(|f| f.keyframe);
+            let Some(next) = next else { return };
+            for f in self.frames.drain(..=next) {
+                self.bytes -= f.data.len();
+            }
+        }
+    }
+
+    /// The poll remembered nearest `from` on one side: the last before it (`back`), or the
+    /// first after it.
+    pub fn sample_beside(&self, from: SystemTime, back: bool) -> Option<SystemTime> {
+        let times = self.frames.iter().map(|f| f.time);
+        if back {
+            times.filter(|t| *t < from).max()
+        } else {
+            times.filter(|t| *t > from).min()
+        }
+    }
+
+    /// The sockets at `at`, as remembered; why not when it is before the memory begins.
+    pub fn snapshot_at(&self, at: SystemTime) -> Result<Snapshot, String> {
+        let upto = self.frames.iter().take_while(|f| f.time <= at).count();
+        let Some(first) = self.frames.iter().take(upto).rposition(|f| f.keyframe) else {
+            return Err(match self.frames.front() {
+                Some(f) => format!(
+                    "katop remembers from {} on (no store: run katop record to keep more)",
+                    crate::actions::log::rfc3339(f.time)
+                ),
+                None => "katop remembers nothing yet (no store: katop record keeps one)".into(),
+            });
+        };
+        let mut lines = Vec::new();
+        for f in self.frames.range(first..upto) {
+            let text = zstd::stream::decode_all(&f.data[..]).map_err(|e| e.to_string())?;
+            lines.extend(String::from_utf8_lossy(&text).lines().map(String::from));
+        }
+        snapshot::at(&lines, at).ok_or_else(|| "katop's memory of then is unreadable".into())
+    }
+}
+
+/// What `write` writes, zstd-compressed, and its length before compression.
+fn zstd_lines(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Option<(Vec<u8>, u64)> {
+    let mut raw = Vec::new();
+    write(&mut raw).ok()?;
+    let data = zstd::bulk::compress(&raw, 3).ok()?;
+    Some((data, raw.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::table::tests::{info, snapshot, sock};
+    use crate::model::{Cookie, Endpoint, RawSock, SockState};
+
+    fn conn(cookie: u64, idle_ms: u32) -> RawSock {
+        let mut s = sock(SockState::Established);
+        s.cookie = Cookie(cookie);
+        s.local = Endpoint::Inet(format!("10.0.0.1:{}", 40_000 + cookie).parse().unwrap());
+        s.remote = Endpoint::Inet("10.0.0.2:5432".parse().unwrap());
+        s.tcp_info = Some(info(idle_ms, 1001, 500));
+        s
+    }
+
+    fn poll(wall: SystemTime, socks: Vec<RawSock>) -> Snapshot {
+        let mut s = snapshot(socks);
+        s.wall = wall;
+        s
+    }
+
+    #[test]
+    fn remembers_polls_steps_between_them_and_forgets_past_the_hour() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = Duration::from_secs;
+        let mut m = Memory::default();
+        m.record(&poll(t0, vec![conn(1, 1_000), conn(2, 1_000)]));
+        m.record(&poll(t0 + s(10), vec![conn(1, 11_000)]));
+        assert_eq!(m.sample_beside(t0 + s(30), true), Some(t0 + s(10)));
+        assert_eq!(m.sample_beside(t0 + s(10), true), Some(t0));
+        assert_eq!(m.sample_beside(t0 + s(10), false), None);
+        let then = m.snapshot_at(t0 + s(5)).unwrap();
+        assert_eq!(then.socks.len(), 2);
+        let later = m.snapshot_at(t0 + s(12)).unwrap();
+        assert_eq!(later.socks.len(), 1);
+        assert_eq!(later.socks[0].tcp_info.unwrap().idle_ms(), Some(13_000));
+        assert!(m
+            .snapshot_at(t0 - s(1))
+            .unwrap_err()
+            .contains("remembers from"));
+        // Two hours on, polls every 10 minutes: what is older than the hour goes, keyframe
+        // first (what is kept still reads).
+        for i in 1..=12 {
+            m.record(&poll(t0 + s(600 * i), vec![conn(1, 600_000 * i as u32)]));
+        }
+        let oldest = m.frames.front().unwrap();
+        assert!(oldest.keyframe);
+        assert!(
+            t0 + s(7200) - KEEP <= oldest.time + s(600),
+            "{:?}",
+            oldest.time
+        );
+        assert!(m.snapshot_at(t0 + s(7200)).is_ok());
+        assert!(m.snapshot_at(t0 + s(5)).is_err());
+    }
+}

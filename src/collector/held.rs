@@ -26,6 +26,9 @@ const MAX_PER_POLL: usize = 4096;
 #[derive(Debug, Default)]
 pub struct HeldSockets {
     not_tcp: FxHashSet<Inode>,
+    /// Where the next poll's asking starts, past [`MAX_PER_POLL`] (so more held sockets than
+    /// that are all asked about, over several polls, not the same first ones every poll).
+    from: Inode,
 }
 
 impl HeldSockets {
@@ -37,7 +40,12 @@ impl HeldSockets {
         let mut asked = 0;
         let mut netns_of_pid: rustc_hash::FxHashMap<u32, NetnsId> =
             rustc_hash::FxHashMap::default();
-        for (inode, process, fd) in procs.unlisted() {
+        // By inode, from where the last poll stopped, round: a stable order that moves on.
+        let mut unlisted: Vec<_> = procs.unlisted().collect();
+        unlisted.sort_unstable_by_key(|(inode, ..)| *inode);
+        let start = unlisted.partition_point(|(inode, ..)| *inode < self.from);
+        unlisted.rotate_left(start);
+        for (inode, process, fd) in unlisted {
             // A process in a namespace not read holds no socket of this poll's.
             let netns = *netns_of_pid
                 .entry(process.pid)
@@ -50,9 +58,14 @@ impl HeldSockets {
                 continue;
             }
             if asked == MAX_PER_POLL {
+                self.from = inode;
                 continue;
             }
             asked += 1;
+            if asked == 1 {
+                // All asked this time: the next poll starts at the beginning.
+                self.from = Inode(0);
+            }
             let Ok(dup) = borrow::borrow(process.pid, fd, inode) else {
                 continue;
             };
@@ -163,7 +176,14 @@ mod tests {
         procs.resolve(&mut [], &[]);
         let mut held = HeldSockets::default();
         let own = netns_of(std::process::id());
-        let found = held.find(&procs, &[own]);
+        // Other processes on the host may hold thousands: a few polls ask about them all.
+        let mut found = Vec::new();
+        for _ in 0..64 {
+            found = held.find(&procs, &[own]);
+            if found.iter().any(|f| f.inode == ended.0) && held.not_tcp.contains(&inode(&udp)) {
+                break;
+            }
+        }
         let ours = found
             .iter()
             .find(|f| f.inode == ended.0)

@@ -17,7 +17,7 @@ use crate::model::tcp_info::TcpInfo;
 pub struct Cookie(pub u64);
 
 /// A socket inode number, the link between a socket and the fds that hold it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
 #[serde(transparent)]
 pub struct Inode(pub u32);
 

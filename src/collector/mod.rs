@@ -152,14 +152,20 @@ impl Collector {
                 self.diag.dump(kind, self.netns, &mut sink)?;
             }
         }
+        // Its sockets' timers were read by then: every other namespace's dump comes after.
+        let own_dumped = Instant::now();
         let (mut namespaces, mut warnings, unread_namespaces) =
             self.namespaces.poll(&dumps, &mut sink.socks);
         let settings = sysctl::read();
-        if self.namespaces.reads_others() {
-            namespaces.push(self.namespaces.own_info(settings));
-        }
         let dump_cost = started.elapsed();
-        let dumps_read = Instant::now();
+        let mut dumps_read = Instant::now();
+        if self.namespaces.reads_others() {
+            let mut own = self.namespaces.own_info(settings);
+            own.age = dumps_read.saturating_duration_since(own_dumped);
+            namespaces.push(own);
+        } else {
+            dumps_read = own_dumped;
+        }
         self.last_count = sink.socks.len();
         self.give_back_memory(&mut sink.socks);
         let dumped: Vec<NetnsId> = std::iter::once(self.netns)

@@ -225,10 +225,17 @@ impl<'a> SockEntry<'a> {
     pub fn detect(&self, now: Instant) -> Option<Countdown> {
         let settings = self.ctx.settings_for(self.sock.netns);
         let d = keepalive::dead_peer_detect(self.sock, &self.params()?, settings)?;
+        // Counted from when its namespace was dumped (the timers are as the kernel read them
+        // then): the poll's dumps end later by the namespaces dumped after it.
+        let age = self
+            .ctx
+            .namespace(self.sock.netns)
+            .map_or(Duration::ZERO, |n| n.age);
         let since_poll = self
             .ctx
             .dumped_at
             .or(self.ctx.polled_at)
+            .map(|t| t.checked_sub(age).unwrap_or(t))
             .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
         Some(d.after(since_poll))
     }

@@ -494,9 +494,14 @@ pub struct RecordArgs {
 }
 
 fn size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
+    let bytes = text
+        .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|e| format!("'{text}' is not a size like 1GiB or 500MB: {e}"))
+        .map_err(|e| format!("'{text}' is not a size like 1GiB or 500MB: {e}"))?;
+    if bytes == 0 {
+        return Err("a store of size 0 would keep nothing".into());
+    }
+    Ok(bytes)
 }
 
 /// Which sockets an action takes, and how the operator consents.

@@ -245,6 +245,8 @@ struct Workers {
     every: Arc<AtomicU64>,
     actions: std::sync::mpsc::Sender<(Action, Vec<Target>)>,
     store: std::sync::mpsc::Sender<Ask>,
+    /// How many of the store's answers the app has had.
+    answered: std::cell::Cell<u64>,
 }
 
 impl Workers {
@@ -266,7 +268,7 @@ impl Workers {
             Effect::Travel { from, to } => {
                 return self
                     .store
-                    .send(Ask::Travel(from, to))
+                    .send(Ask::Travel(from, to, self.answered.get()))
                     .map_err(|_| worker_gone("store"));
             }
             Effect::Lifeline { cookie, until } => {
@@ -346,7 +348,7 @@ fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Worker
     past::spawn_reader(store, travel_rx, done_tx);
     if let Some(t) = start {
         app.note("reading the store…".into());
-        let _ = travel_tx.send(Ask::Travel(None, Travel::To(t)));
+        let _ = travel_tx.send(Ask::Travel(None, Travel::To(t), 0));
     }
     let (tx, polls) = mpsc::channel(1);
     let (applied, applied_rx) = std::sync::mpsc::sync_channel(1);
@@ -363,6 +365,7 @@ fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Worker
         every,
         actions: kill_tx,
         store: travel_tx,
+        answered: std::cell::Cell::new(0),
     };
     (
         workers,
@@ -444,6 +447,11 @@ async fn event_loop(app: &mut App, interval: Duration, sources: Sources) -> anyh
             || app.paused
             || app.interval > Duration::from_secs(1)
             || !app.closed.is_empty();
+        // The store's answers the app has had (so the store can tell keys pressed before its
+        // last answer came).
+        if matches!(msg, Msg::Arrived(_)) {
+            workers.answered.set(workers.answered.get() + 1);
+        }
         let effects = app::update(app, msg);
         // A poll was applied: its predecessor's buffer goes back, and the collector may go on.
         if let Some(spare) = app.spare.take() {

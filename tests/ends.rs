@@ -236,6 +236,21 @@ fn orderly_closes_and_resets_each_way_are_told_as_the_kernel_saw_them() {
     );
     let err = server.read(&mut [0; 8]).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    // The first client's socket lingered after its end was told (TIME_WAIT, seen by the polls
+    // since): no state is told after `closed`.
+    let local = c1.0.to_string();
+    let of_it =
+        |v: &Value| v["local"] == local.as_str() && v["remote"] == c1.1.to_string().as_str();
+    let end = h
+        .seen
+        .iter()
+        .position(|v| of_it(v) && v["event"] == "closed")
+        .unwrap();
+    let after: Vec<_> = h.seen[end..]
+        .iter()
+        .filter(|v| of_it(v) && v["event"] == "state")
+        .collect();
+    assert!(after.is_empty(), "{after:#?}");
 }
 
 #[test]

@@ -326,7 +326,7 @@ fn a_shared_directory_is_never_taken_for_a_store() {
     );
     assert!(!out.status.success());
     assert!(
-        common::stderr(&out).contains("holds nothing near"),
+        common::stderr(&out).contains("in the future"),
         "{}",
         common::stderr(&out)
     );
@@ -411,7 +411,20 @@ fn the_past_is_shown_as_it_was_at_a_moment() {
         &[],
     );
     assert!(!out.status.success());
-    assert!(common::stderr(&out).contains("was not recording then"));
+    let said = common::stderr(&out);
+    assert!(
+        said.contains("was not recording then") && said.contains("its records begin at"),
+        "{said}"
+    );
+    // Nor does it know what has not happened yet.
+    let ahead = humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(600))
+        .to_string();
+    let out = common::katop_checked(
+        &["--json", "--at", &ahead, "--store", store.to_str().unwrap()],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("in the future"));
     assert!(term(&mut rec).success());
 }
 

@@ -18,8 +18,8 @@ pub type Remembered = Arc<Mutex<Memory>>;
 
 /// What the dashboard asks of the past.
 pub enum Ask {
-    /// From the moment shown (none: now) to where.
-    Travel(Option<SystemTime>, Travel),
+    /// From the moment shown (none: now) to where, and how many answers the app had then.
+    Travel(Option<SystemTime>, Travel, u64),
     /// A connection's events up to a moment.
     Lifeline(u64, SystemTime),
 }
@@ -73,28 +73,25 @@ pub fn spawn_reader(
     std::thread::Builder::new()
         .name("katop-store".into())
         .spawn(move || {
-            // Keys pressed faster than the answers come: each step goes on from the last one
-            // (a step asked from the moment the previous one was asked from was asked before
-            // its answer came).
-            let mut last: Option<(Option<SystemTime>, SystemTime)> = None;
+            // Keys pressed faster than the answers come: a step asked before the app had every
+            // answer goes on from where the last trip went, not from the moment on screen.
+            let mut answers: u64 = 0;
+            let mut went: Option<SystemTime> = None;
             for mut ask in rx {
-                let asked_from = match &ask {
-                    Ask::Travel(from, _) => Some(*from),
-                    Ask::Lifeline(..) => None,
-                };
-                if let Ask::Travel(from, to @ (Travel::Back | Travel::Forward)) = ask {
-                    if let Some((_, went)) = last.filter(|(f, _)| *f == from) {
-                        ask = Ask::Travel(Some(went), to);
+                if let Ask::Travel(_, to @ (Travel::Back | Travel::Forward), had) = ask {
+                    if let Some(went) = went.filter(|_| had < answers) {
+                        ask = Ask::Travel(Some(went), to, had);
                     }
                 }
+                let travel = matches!(ask, Ask::Travel(..));
                 let arrival = match (&looking, ask) {
-                    (Looking::Store(dir), Ask::Travel(from, to)) => arrive(dir, from, to),
+                    (Looking::Store(dir), Ask::Travel(from, to, _)) => arrive(dir, from, to),
                     (Looking::Store(dir), Ask::Lifeline(cookie, until)) => Arrival::Lifeline(
                         cookie,
                         crate::store::read::lifeline(dir, cookie, until)
                             .map_err(|e| format!("{e:#}")),
                     ),
-                    (Looking::Memory(m), Ask::Travel(from, to)) => recall(m, from, to),
+                    (Looking::Memory(m), Ask::Travel(from, to, _)) => recall(m, from, to),
                     (Looking::Memory(_), Ask::Lifeline(cookie, _)) => Arrival::Lifeline(
                         cookie,
                         Err("katop's own memory keeps no events: katop record keeps them".into()),
@@ -103,12 +100,13 @@ pub fn spawn_reader(
                         Arrival::Failed(format!("no store to look back in: {e}"))
                     }
                 };
-                if let Some(from) = asked_from {
-                    last = match &arrival {
-                        Arrival::At(at, ..) => Some((from, *at)),
+                if travel {
+                    went = match &arrival {
+                        Arrival::At(at, ..) => Some(*at),
                         _ => None,
                     };
                 }
+                answers += 1;
                 if tx.send(Msg::Arrived(arrival)).is_err() {
                     return;
                 }

@@ -117,12 +117,20 @@ impl Recorder {
         let delta = self.changes.delta(socks, wall, keyframe);
         let sample = self.source.sample();
         let settings = *self.source.last().0.settings();
+        let namespaces =
+            crate::store::snapshot::stored_namespaces(&self.source.last().0.ctx.namespaces);
         let written = self.writer.append_with(now, |w| {
             for ev in events {
                 serde_json::to_writer(&mut *w, ev)?;
                 w.write_all(b"\n")?;
             }
-            crate::store::snapshot::write_poll(w, &sample, &settings, keyframe, delta)
+            crate::store::snapshot::write_poll(
+                w,
+                &sample,
+                (&settings, &namespaces),
+                keyframe,
+                delta,
+            )
         });
         match written {
             Ok(bytes) if keyframe => {

@@ -22,6 +22,9 @@ pub struct EventSource {
     ended: Vec<Ended>,
     /// Whether the tracepoints are read, or why not.
     watching: Result<(), String>,
+    /// Connections told `closed` that the table still lists (`FIN_WAIT2`, `TIME_WAIT`, held
+    /// dead): their state changes are not told after their end.
+    told_closed: rustc_hash::FxHashSet<u64>,
 }
 
 impl EventSource {
@@ -46,6 +49,7 @@ impl EventSource {
             warned: Vec::new(),
             ended: Vec::new(),
             watching,
+            told_closed: rustc_hash::FxHashSet::default(),
         })
     }
 
@@ -86,10 +90,17 @@ impl EventSource {
         crate::say_new_warnings(&self.table.warnings, &mut self.warned);
         let (table, host) = (&self.table, self.host.as_str());
         let mut events = Vec::new();
+        self.told_closed
+            .extend(applied.ended.iter().filter_map(|e| e.cookie));
         // The first poll is where katop starts watching, not where connections open.
         if !self.first {
-            events.extend(changes(table, filter, now, host));
+            let ended = &self.told_closed;
+            events.extend(changes(table, filter, now, host).filter(|ev| {
+                !(ev.event == Kind::State && ev.cookie.is_some_and(|c| ended.contains(&c)))
+            }));
         }
+        self.told_closed
+            .retain(|c| table.by_cookie(crate::model::Cookie(*c)).is_some());
         self.first = false;
         if !self.first {
             events.extend(keepalive_changes(table, filter, now, host));

@@ -59,29 +59,43 @@ impl<W: io::Write> io::Write for Counted<W> {
 
 /// Every whole, intact frame of a segment, decompressed, in order; stops at the first torn or
 /// damaged one. `Err` only for a read that failed (not for what was read).
-pub fn decode_all(mut r: impl Read) -> io::Result<Vec<Vec<u8>>> {
+pub fn decode_all(r: impl Read) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for_each(r, |frame| {
+        out.push(frame);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Each whole, intact frame of a segment, decompressed, in order, one in memory at a time,
+/// until `each` says stop (false) or a torn or damaged frame ends the segment.
+pub fn for_each(mut r: impl Read, mut each: impl FnMut(Vec<u8>) -> bool) -> io::Result<()> {
     let mut magic = [0u8; 8];
     if !read_full(&mut r, &mut magic)? || &magic != MAGIC {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut out = Vec::new();
     loop {
         let mut head = [0u8; 8];
         if !read_full(&mut r, &mut head)? {
-            return Ok(out);
+            return Ok(());
         }
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if len > MAX_FRAME {
-            return Ok(out);
+            return Ok(());
         }
         let mut payload = vec![0u8; len as usize];
         if !read_full(&mut r, &mut payload)? || crc32fast::hash(&payload) != crc {
-            return Ok(out);
+            return Ok(());
         }
         match decompress(&payload) {
-            Some(lines) => out.push(lines),
-            None => return Ok(out),
+            Some(lines) => {
+                if !each(lines) {
+                    return Ok(());
+                }
+            }
+            None => return Ok(()),
         }
     }
 }

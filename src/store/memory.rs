@@ -58,8 +58,10 @@ impl Memory {
                 .filter(|s| s.proto == crate::model::Proto::Tcp)
                 .count(),
         };
-        let encoded =
-            zstd_lines(|w| snapshot::write_poll(w, &sample, &snap.settings, keyframe, delta));
+        let namespaces = snapshot::stored_namespaces(&snap.namespaces);
+        let encoded = zstd_lines(|w| {
+            snapshot::write_poll(w, &sample, (&snap.settings, &namespaces), keyframe, delta)
+        });
         let Some((data, raw)) = encoded else {
             // Not remembered: the next poll starts afresh.
             self.forget();

@@ -23,21 +23,56 @@ fn open(path: &Path) -> Result<(Dir, Segments), StoreError> {
 
 /// One segment's lines, oldest first; none for a segment removed meanwhile (retention).
 fn segment_lines(dir: &Dir, name: &std::ffi::OsStr) -> Result<Vec<String>, StoreError> {
+    let mut lines = Vec::new();
+    each_frame(dir, name, |frame| {
+        lines.extend(frame.lines().map(String::from));
+        true
+    })?;
+    Ok(lines)
+}
+
+/// Each frame of a segment as text, one in memory at a time, until `each` says stop; nothing
+/// for a segment removed meanwhile (retention).
+fn each_frame(
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+    mut each: impl FnMut(&str) -> bool,
+) -> Result<(), StoreError> {
     let file = match dir.open_read(name) {
         Ok(f) => f,
-        Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StoreError::File(shown(dir.path()), e)),
     };
-    let batches = frame::decode_all(std::io::BufReader::new(file)).map_err(StoreError::Read)?;
-    Ok(batches
-        .iter()
-        .flat_map(|b| {
-            String::from_utf8_lossy(b)
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect())
+    frame::for_each(std::io::BufReader::new(file), |b| {
+        each(&String::from_utf8_lossy(&b))
+    })
+    .map_err(StoreError::Read)
+}
+
+/// A segment's lines up to `at`, from its last keyframe at or before `at` when it holds one
+/// (`true`): what came before that keyframe is let go as the segment is read, and reading
+/// stops at the first line after `at`.
+fn lines_up_to(
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+    at: SystemTime,
+) -> Result<(Vec<String>, bool), StoreError> {
+    let mut kept = Vec::new();
+    let mut keyframe = false;
+    each_frame(dir, name, |frame| {
+        for line in frame.lines() {
+            if time_of(line).is_some_and(|t| t > at) {
+                return false;
+            }
+            if line.contains("\"keyframe\":") {
+                kept.clear();
+                keyframe = true;
+            }
+            kept.push(line.to_string());
+        }
+        true
+    })?;
+    Ok((kept, keyframe))
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -72,6 +107,13 @@ pub fn for_each_line(
 /// The lines `--at` needs, oldest first: from the last keyframe at or before `at` up to `at`.
 /// An error that says why when the store holds no record near `at`.
 pub fn lines_for_at(path: &Path, at: SystemTime) -> anyhow::Result<Vec<String>> {
+    // No store knows what has not happened yet.
+    if at > SystemTime::now() + Duration::from_secs(1) {
+        anyhow::bail!(
+            "{} is in the future: katop looks back, not ahead",
+            crate::actions::log::rfc3339(at)
+        );
+    }
     let (dir, all) = open(path)?;
     let mut kept: Vec<Vec<String>> = Vec::new();
     let mut latest: Option<SystemTime> = None;
@@ -80,20 +122,13 @@ pub fn lines_for_at(path: &Path, at: SystemTime) -> anyhow::Result<Vec<String>> 
         if *start > secs(at) {
             continue;
         }
-        let lines: Vec<String> = segment_lines(&dir, name)?
-            .into_iter()
-            .filter(|l| time_of(l).is_some_and(|t| t <= at))
-            .collect();
+        let (lines, keyframe) = lines_up_to(&dir, name, at)?;
         if latest.is_none() {
             latest = lines.iter().rev().find_map(|l| time_of(l));
         }
-        let keyframe = lines.iter().rposition(|l| l.contains("\"keyframe\":"));
-        match keyframe {
-            Some(k) => {
-                kept.push(lines[k..].to_vec());
-                break;
-            }
-            None => kept.push(lines),
+        kept.push(lines);
+        if keyframe {
+            break;
         }
     }
     let shown_at = crate::actions::log::rfc3339(at);
@@ -104,10 +139,23 @@ pub fn lines_for_at(path: &Path, at: SystemTime) -> anyhow::Result<Vec<String>> 
             shown(path),
             crate::actions::log::rfc3339(last)
         ),
-        None => anyhow::bail!(
-            "the store {} holds nothing at {shown_at}: it was not recording then",
-            shown(path)
-        ),
+        None => {
+            let first = all
+                .first()
+                .map(|(_, start, _)| {
+                    crate::actions::log::rfc3339(
+                        SystemTime::UNIX_EPOCH + Duration::from_secs(*start),
+                    )
+                })
+                .map_or_else(
+                    || "it holds no records".to_string(),
+                    |f| format!("its records begin at {f}"),
+                );
+            anyhow::bail!(
+                "the store {} holds nothing at {shown_at}: it was not recording then ({first})",
+                shown(path)
+            )
+        }
     }
     kept.reverse();
     Ok(kept.concat())

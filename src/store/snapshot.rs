@@ -258,13 +258,33 @@ pub struct Sample {
     pub sample: usize,
 }
 
-/// A keyframe line: `{"time": …, "settings": {the host's sysctls}, "keyframe": [sockets]}`.
+/// A keyframe line: `{"time": …, "settings": {the host's sysctls}, "namespaces": [[inode,
+/// name, container, host]], "keyframe": [sockets]}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Keyframe {
     pub time: String,
     #[serde(default)]
     pub settings: crate::model::KernelSettings,
+    #[serde(default)]
+    pub namespaces: Vec<StoredNs>,
     pub keyframe: Vec<StoredSock>,
+}
+
+/// A namespace's names as a keyframe keeps them: (inode, name, container, the host's).
+pub type StoredNs = (u64, String, Option<String>, bool);
+
+/// The namespaces of a poll, as a keyframe keeps them.
+pub fn stored_namespaces(all: &[crate::model::NsInfo]) -> Vec<StoredNs> {
+    all.iter()
+        .map(|n| {
+            (
+                n.id.0,
+                n.name.to_string(),
+                n.container.as_deref().map(String::from),
+                n.host,
+            )
+        })
+        .collect()
 }
 
 /// Writes a keyframe line of `socks` one socket at a time (none is held beside the others),
@@ -272,13 +292,15 @@ pub struct Keyframe {
 pub fn write_keyframe(
     w: &mut dyn std::io::Write,
     time: &str,
-    settings: &crate::model::KernelSettings,
+    (settings, namespaces): (&crate::model::KernelSettings, &[StoredNs]),
     socks: impl Iterator<Item = StoredSock>,
 ) -> std::io::Result<()> {
     w.write_all(b"{\"time\":")?;
     serde_json::to_writer(&mut *w, time)?;
     w.write_all(b",\"settings\":")?;
     serde_json::to_writer(&mut *w, settings)?;
+    w.write_all(b",\"namespaces\":")?;
+    serde_json::to_writer(&mut *w, namespaces)?;
     w.write_all(b",\"keyframe\":[")?;
     for (i, s) in socks.enumerate() {
         if i > 0 {
@@ -294,14 +316,14 @@ pub fn write_keyframe(
 pub fn write_poll(
     w: &mut dyn std::io::Write,
     sample: &Sample,
-    settings: &crate::model::KernelSettings,
+    context: (&crate::model::KernelSettings, &[StoredNs]),
     keyframe: bool,
     delta: super::changes::Delta,
 ) -> std::io::Result<()> {
     serde_json::to_writer(&mut *w, sample)?;
     w.write_all(b"\n")?;
     if keyframe {
-        return write_keyframe(w, &sample.time, settings, delta.socks.into_iter());
+        return write_keyframe(w, &sample.time, context, delta.socks.into_iter());
     }
     let line = Delta {
         time: sample.time.clone(),
@@ -330,6 +352,26 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
     let frame: Keyframe = serde_json::from_str(&lines[k]).ok()?;
     let taken = humantime::parse_rfc3339_weak(&frame.time).ok()?;
     let settings = frame.settings;
+    let namespaces: Vec<crate::model::NsInfo> = frame
+        .namespaces
+        .into_iter()
+        .map(|(id, name, container, host)| crate::model::NsInfo {
+            id: NetnsId(id),
+            name: name.into(),
+            container: container.map(Into::into),
+            settings: if host {
+                settings
+            } else {
+                crate::model::KernelSettings::default()
+            },
+            age: std::time::Duration::ZERO,
+            host,
+        })
+        .collect();
+    let own = namespaces
+        .iter()
+        .find(|n| n.host)
+        .map_or(NetnsId::default(), |n| n.id);
     let mut socks: rustc_hash::FxHashMap<u64, (StoredSock, SystemTime)> = frame
         .keyframe
         .into_iter()
@@ -365,11 +407,11 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
         .collect();
     Some(crate::model::Snapshot {
         socks,
-        netns: NetnsId::default(),
+        netns: own,
         settings,
         interfaces: std::collections::HashMap::new(),
         holders: Arc::default(),
-        namespaces: Vec::new(),
+        namespaces,
         unread_namespaces: 0,
         taken_at: Instant::now(),
         wall: at,
@@ -408,7 +450,7 @@ mod tests {
             if i == 0 {
                 let mut out = Vec::new();
                 let settings = crate::model::table::tests::linux_defaults();
-                write_keyframe(&mut out, &time, &settings, delta.socks.into_iter()).unwrap();
+                write_keyframe(&mut out, &time, (&settings, &[]), delta.socks.into_iter()).unwrap();
                 lines.push(String::from_utf8(out).unwrap().trim_end().to_string());
             } else {
                 let d = Delta {

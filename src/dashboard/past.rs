@@ -75,9 +75,9 @@ pub fn spawn_reader(
         .spawn(move || {
             // Keys pressed faster than the answers come: a step asked before the app had every
             // answer goes on from where the last trip went, not from the moment on screen.
-            let mut answers: u64 = 0;
             let mut went: Option<SystemTime> = None;
-            for mut ask in rx {
+            // `answers`: how many this thread has sent so far.
+            for (answers, mut ask) in (0_u64..).zip(rx) {
                 if let Ask::Travel(_, to @ (Travel::Back | Travel::Forward), had) = ask {
                     if let Some(went) = went.filter(|_| had < answers) {
                         ask = Ask::Travel(Some(went), to, had);
@@ -106,7 +106,6 @@ pub fn spawn_reader(
                         _ => None,
                     };
                 }
-                answers += 1;
                 if tx.send(Msg::Arrived(arrival)).is_err() {
                     return;
                 }

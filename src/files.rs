@@ -58,6 +58,11 @@ pub enum FileError {
     Linked,
     #[error("larger than {}", size_text(*.0))]
     TooLarge(u64),
+    #[error(
+        "{path} goes through {link}, a symbolic link of uid {uid}'s: katop follows only links \
+         of root's or yours; give the real path"
+    )]
+    ForeignLink { path: String, link: String, uid: u32 },
 }
 
 impl From<Errno> for FileError {
@@ -103,9 +108,62 @@ fn me() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// Opens directory `path` a component at a time, making the missing ones (`0700`) when
+/// `create`. A symbolic link on the way is followed only when it is root's or this user's: a
+/// link another user planted (in `/tmp`, say) never leads katop, running as root, to write
+/// where that user chose (what `fs.protected_symlinks` does in sticky directories, wherever
+/// the link is). `last_link`: whether the last component may be such a link.
+fn walk(path: &Path, create: bool, last_link: bool) -> Result<OwnedFd, FileError> {
+    use std::path::Component;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let start = if path.is_absolute() { "/" } else { "." };
+    let mut fd = rustix::fs::openat(CWD, start, dir_flags, Mode::empty())?;
+    let parts: Vec<Component> = path.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let name: &OsStr = match part {
+            Component::Normal(n) => n,
+            Component::ParentDir => OsStr::new(".."),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
+        };
+        let last = i + 1 == parts.len();
+        if create {
+            match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut flags = dir_flags;
+        match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink() => {
+                if last && !last_link {
+                    return Err(FileError::NotDir(shown(path)));
+                }
+                if st.st_uid != 0 && st.st_uid != me() {
+                    let upto: PathBuf = parts[..=i].iter().collect();
+                    return Err(FileError::ForeignLink {
+                        path: shown(path),
+                        link: shown(&upto),
+                        uid: st.st_uid,
+                    });
+                }
+            }
+            Ok(_) => flags |= OFlags::NOFOLLOW,
+            Err(Errno::NOENT) => return Err(FileError::Missing(shown(path))),
+            Err(e) => return Err(e.into()),
+        }
+        fd = rustix::fs::openat(&fd, name, flags, Mode::empty()).map_err(|e| match e {
+            Errno::NOTDIR | Errno::LOOP => FileError::NotDir(shown(path)),
+            Errno::NOENT => FileError::Missing(shown(path)),
+            e => FileError::Io(io::Error::from(e)),
+        })?;
+    }
+    Ok(fd)
+}
+
 impl Dir {
     /// An existing directory to write in, opened as the user who named it; refused when it is
-    /// not one, or when others may write in it and it is not sticky.
+    /// not one, when a link of another user's leads there, or when others may write in it and
+    /// it is not sticky.
     pub fn existing(path: &Path) -> Result<Dir, FileError> {
         let path = if path.as_os_str().is_empty() {
             Path::new(".")
@@ -113,17 +171,7 @@ impl Dir {
             path
         };
         as_real_user(|| {
-            let fd = rustix::fs::openat(
-                CWD,
-                path,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| match e {
-                Errno::NOTDIR => FileError::NotDir(shown(path)),
-                Errno::NOENT => FileError::Missing(shown(path)),
-                e => FileError::Io(io::Error::from(e)),
-            })?;
+            let fd = walk(path, false, true)?;
             let st = rustix::fs::fstat(&fd)?;
             if shared(st.st_mode) && !sticky_and_mine(st.st_mode, st.st_uid) {
                 return Err(FileError::SharedDir {
@@ -143,21 +191,8 @@ impl Dir {
     /// another user's.
     pub fn private(path: &Path) -> Result<Dir, FileError> {
         as_real_user(|| {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)?;
-            let fd = rustix::fs::openat(
-                CWD,
-                path,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| match e {
-                Errno::NOTDIR | Errno::LOOP => FileError::NotDir(shown(path)),
-                e => FileError::Io(io::Error::from(e)),
-            })?;
+            // Its own directory is never a link; links on the way only root's or the user's.
+            let fd = walk(path, true, false)?;
             let st = rustix::fs::fstat(&fd)?;
             if st.st_uid != me() {
                 return Err(FileError::DirNotOwned {

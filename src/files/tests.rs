@@ -199,6 +199,38 @@ fn katops_own_directory_is_made_private() {
 }
 
 #[test]
+fn a_link_another_user_planted_on_the_way_is_never_followed() {
+    let s = Scratch::new("planted-link");
+    let target = s.0.join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    // This user's own link on the way is followed (a home moved with a link, say).
+    std::os::unix::fs::symlink(&target, s.0.join("mine")).unwrap();
+    Dir::private(&s.0.join("mine/store")).unwrap();
+    assert!(target.join("store").is_dir());
+    assert!(Dir::existing(&s.0.join("mine")).is_ok());
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    // Another user's link, in a sticky directory as /tmp is: refused, nothing made there.
+    std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink(&target, s.0.join("theirs")).unwrap();
+    let nobody = Some(rustix::process::Uid::from_raw(65534));
+    rustix::fs::chownat(CWD, s.0.join("theirs"), nobody, None, AtFlags::SYMLINK_NOFOLLOW)
+        .unwrap();
+    let refused = Dir::private(&s.0.join("theirs/sub"));
+    assert!(
+        matches!(&refused, Err(FileError::ForeignLink { uid: 65534, .. })),
+        "{refused:?}"
+    );
+    assert!(!target.join("sub").exists());
+    assert!(matches!(
+        Dir::existing(&s.0.join("theirs")),
+        Err(FileError::ForeignLink { .. })
+    ));
+    std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
 fn a_small_read_is_capped() {
     let s = Scratch::new("read");
     std::fs::write(s.0.join("big"), vec![b'x'; 2000]).unwrap();

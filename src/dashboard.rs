@@ -345,7 +345,7 @@ fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Worker
     spawn_actor(kill_log, kill_rx, done_tx.clone(), reread.clone());
     let (travel_tx, travel_rx) = std::sync::mpsc::channel();
     let memory = store.memory();
-    past::spawn_reader(store, travel_rx, done_tx);
+    past::spawn_reader(store, selection.netns.clone(), travel_rx, done_tx);
     if let Some(t) = start {
         app.note("reading the store…".into());
         let _ = travel_tx.send(Ask::Travel(None, Travel::To(t), 0));

@@ -62,7 +62,11 @@ pub enum FileError {
         "{path} goes through {link}, a symbolic link of uid {uid}'s: katop follows only links \
          of root's or yours; give the real path"
     )]
-    ForeignLink { path: String, link: String, uid: u32 },
+    ForeignLink {
+        path: String,
+        link: String,
+        uid: u32,
+    },
 }
 
 impl From<Errno> for FileError {

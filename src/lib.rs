@@ -336,7 +336,9 @@ fn past(args: &Args, at: &str) -> anyhow::Result<model::Snapshot> {
         .map_err(anyhow::Error::msg)?
         .unwrap_or_else(std::time::SystemTime::now);
     let dir = store::dir_or_default(args.store.as_deref())?;
-    store::read::snapshot_at(&dir, when)
+    let mut snap = store::read::snapshot_at(&dir, when)?;
+    store::snapshot::narrow(&mut snap, &netns_choice(args).0);
+    Ok(snap)
 }
 
 /// `--jsonl --interval DUR`: every interval, one object per socket, each poll flushed whole;

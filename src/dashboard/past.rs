@@ -67,6 +67,7 @@ pub fn choose(args: &Args) -> Looking {
 /// Answers the dashboard's asks, in order, on a thread of its own.
 pub fn spawn_reader(
     looking: Looking,
+    which: crate::collector::namespaces::Which,
     rx: std::sync::mpsc::Receiver<Ask>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
@@ -84,7 +85,7 @@ pub fn spawn_reader(
                     }
                 }
                 let travel = matches!(ask, Ask::Travel(..));
-                let arrival = match (&looking, ask) {
+                let mut arrival = match (&looking, ask) {
                     (Looking::Store(dir), Ask::Travel(from, to, _)) => arrive(dir, from, to),
                     (Looking::Store(dir), Ask::Lifeline(cookie, until)) => Arrival::Lifeline(
                         cookie,
@@ -100,6 +101,10 @@ pub fn spawn_reader(
                         Arrival::Failed(format!("no store to look back in: {e}"))
                     }
                 };
+                // `--netns` narrows the past as it narrows the present.
+                if let Arrival::At(_, snap, _) = &mut arrival {
+                    crate::store::snapshot::narrow(snap, &which);
+                }
                 if travel {
                     went = match &arrival {
                         Arrival::At(at, ..) => Some(*at),

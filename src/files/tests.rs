@@ -215,8 +215,14 @@ fn a_link_another_user_planted_on_the_way_is_never_followed() {
     std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::os::unix::fs::symlink(&target, s.0.join("theirs")).unwrap();
     let nobody = Some(rustix::process::Uid::from_raw(65534));
-    rustix::fs::chownat(CWD, s.0.join("theirs"), nobody, None, AtFlags::SYMLINK_NOFOLLOW)
-        .unwrap();
+    rustix::fs::chownat(
+        CWD,
+        s.0.join("theirs"),
+        nobody,
+        None,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
     let refused = Dir::private(&s.0.join("theirs/sub"));
     assert!(
         matches!(&refused, Err(FileError::ForeignLink { uid: 65534, .. })),

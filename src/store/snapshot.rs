@@ -335,6 +335,32 @@ pub fn write_poll(
     w.write_all(b"\n")
 }
 
+/// Keeps the sockets of the namespaces `which` asks for (`--netns`), as a live poll would have
+/// read them: by the names the keyframe kept (`host`, a container's, an `ip netns` name) or by
+/// inode; `self` and katop's own are the host's here (the recorder's view).
+pub fn narrow(snap: &mut crate::model::Snapshot, which: &crate::collector::namespaces::Which) {
+    use crate::collector::namespaces::Which;
+    let wanted: Vec<NetnsId> = match which {
+        Which::All => return,
+        Which::Own => vec![snap.netns],
+        Which::Some(words) => snap
+            .namespaces
+            .iter()
+            .filter(|n| {
+                words.iter().any(|w| {
+                    *w == *n.name
+                        || n.container.as_deref() == Some(w.as_str())
+                        || (n.host && (w == "host" || w == "self"))
+                        || w.parse::<u64>().ok() == Some(n.id.0)
+                        || *w == format!("netns:{}", n.id.0)
+                })
+            })
+            .map(|n| n.id)
+            .collect(),
+    };
+    snap.socks.retain(|s| wanted.contains(&s.netns));
+}
+
 /// A delta line: `{"time": …, "socks": [new or changed sockets, whole], "moved": [the moving
 /// part of sockets nothing else of changed], "gone": [cookies]}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -505,5 +531,46 @@ mod tests {
         let end = at(t0 + s(20));
         assert_eq!(idle_at(&end, 4), Some(0));
         assert_eq!(end.socks.len(), 3);
+    }
+
+    #[test]
+    fn netns_narrows_the_past_by_the_names_the_keyframe_kept() {
+        use crate::collector::namespaces::Which;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut in_ns = conn(2, 1_000);
+        in_ns.netns = NetnsId(4_026_532_999);
+        let mut host = conn(1, 1_000);
+        host.netns = NetnsId(4_026_531_840);
+        let mut changes = Changes::default();
+        let delta = changes.delta([host, in_ns].iter(), t0, true);
+        let names = vec![
+            (4_026_531_840, "host".to_string(), None, true),
+            (4_026_532_999, "advns".to_string(), None, false),
+        ];
+        let mut out = Vec::new();
+        let settings = crate::model::table::tests::linux_defaults();
+        let time = crate::actions::log::rfc3339(t0);
+        write_keyframe(
+            &mut out,
+            &time,
+            (&settings, &names),
+            delta.socks.into_iter(),
+        )
+        .unwrap();
+        let lines = vec![String::from_utf8(out).unwrap().trim_end().to_string()];
+        let cookies = |which: Which| {
+            let mut snap = super::at(&lines, t0).unwrap();
+            narrow(&mut snap, &which);
+            let mut c: Vec<u64> = snap.socks.iter().map(|s| s.cookie.0).collect();
+            c.sort_unstable();
+            c
+        };
+        assert_eq!(cookies(Which::All), [1, 2]);
+        assert_eq!(cookies(Which::Own), [1]);
+        assert_eq!(cookies(Which::Some(vec!["advns".into()])), [2]);
+        assert_eq!(cookies(Which::Some(vec!["4026532999".into()])), [2]);
+        assert_eq!(cookies(Which::Some(vec!["host".into()])), [1]);
+        let snap = super::at(&lines, t0).unwrap();
+        assert_eq!(snap.namespaces[1].name.as_ref(), "advns");
     }
 }

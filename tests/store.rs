@@ -496,6 +496,11 @@ fn the_dashboard_shows_the_past_and_comes_back_to_the_present() {
         !details.contains(" closed "),
         "A closed after {then}:\n{details}"
     );
+    // No age made up from the moment it was read back.
+    assert!(
+        details.contains("at this moment") && !details.contains("in this state"),
+        "{details}"
+    );
     t.keys(&["Escape"]);
     // Nothing in the past is acted on.
     t.keys(&["k"]);

@@ -152,9 +152,12 @@ fn lines(e: &SockEntry, app: &App, theme: Theme, width: u16) -> Vec<Line<'static
             format_bytes(s.send_q.into())
         ),
     );
-    kv(
-        "seen",
-        &format!(
+    // The past is read as one moment: how long before it katop had seen the socket is in its
+    // recorded life (below), not in the table.
+    let seen = if app.past.is_some() {
+        "at this moment (its recorded life, below, says since when)".to_string()
+    } else {
+        format!(
             "{} ago · in this state {}",
             format_ms_short(e.age(app.now).as_millis() as u64),
             format_ms_short(
@@ -162,8 +165,9 @@ fn lines(e: &SockEntry, app: &App, theme: Theme, width: u16) -> Vec<Line<'static
                     .saturating_duration_since(e.state_since())
                     .as_millis() as u64
             )
-        ),
-    );
+        )
+    };
+    kv("seen", &seen);
     if let Some(t) = s.timer {
         kv(
             "timer",

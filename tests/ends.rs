@@ -1,18 +1,19 @@
-//! Why connections end, made to happen for real and read back from `katop history --follow`
-//! and the dashboard's closed rows: an orderly close, a reset each way (`SO_LINGER` 0),
-//! `katop kill`, a dead peer behind a cut link (keepalive timeout), and an unanswered write
-//! (retransmission timeout). Root only: the causes come from the kernel's tracepoints.
+//! Why connections end, made to happen for real and read back from `katop history --follow`,
+//! the exporter's end counters and the dashboard's closed rows: an orderly close, a reset each
+//! way (`SO_LINGER` 0), `katop kill`, a dead peer behind a cut link (keepalive timeout), and an
+//! unanswered write (retransmission timeout). Root only: the causes come from the kernel's
+//! tracepoints.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use socket2::{SockRef, TcpKeepalive};
 
 mod common;
+use common::ends::{cause, ends, listener, pair, Counted, Follow};
 use common::tmux::Tmux;
 use common::{is_root, Reaped, SilentPeer};
 
@@ -26,171 +27,6 @@ fn skip(what: &str) -> bool {
         "tracefs is not mounted at /sys/kernel/tracing (.ci/run mounts it)"
     );
     false
-}
-
-/// `katop history --follow --json` over `filter`, its events read on a thread.
-struct Follow {
-    _child: Reaped,
-    events: Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl Follow {
-    fn start(filter: &str) -> Follow {
-        Follow::start_every(filter, "200ms")
-    }
-
-    fn start_every(filter: &str, interval: &str) -> Follow {
-        Follow::spawn_in(
-            "host",
-            &[
-                "history",
-                "--follow",
-                "--json",
-                "--interval",
-                interval,
-                "--filter",
-                filter,
-            ],
-        )
-    }
-
-    /// katop with `args`, printing JSON lines.
-    fn spawn(args: &[&str]) -> Follow {
-        Follow::spawn_in("host", args)
-    }
-
-    /// katop reading namespaces `netns` (`KATOP_NETNS`), with `args`.
-    fn spawn_in(netns: &str, args: &[&str]) -> Follow {
-        let mut child: Child = Command::new(env!("CARGO_BIN_EXE_katop"))
-            .args(args)
-            .env("KATOP_NETNS", netns)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let (tx, events) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        });
-        // What katop says (a warning that causes are inferred, say) is shown with a failure.
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("katop history: {line}");
-            }
-        });
-        Follow {
-            _child: Reaped(child),
-            events,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (at most 60 s) for an event `pred` takes, and returns it.
-    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        self.wait_new(what, pred)
-    }
-
-    /// Waits for an event not seen yet that `pred` takes.
-    fn wait_new(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if pred(&v) {
-                        return v;
-                    }
-                }
-                Err(e) => panic!("no event for {what} ({e}); seen:\n{:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Waits for the end of a connection (as the side with these `ends` sees it), and returns
-    /// the event.
-    fn closed(&mut self, (local, remote): (SocketAddr, SocketAddr)) -> Value {
-        let (local, remote) = (local.to_string(), remote.to_string());
-        self.wait(&format!("{local} closed"), |v| {
-            v["event"] == "closed" && v["local"] == local.as_str() && v["remote"] == remote.as_str()
-        })
-    }
-
-    /// Connects to `l` until katop reports a connection opening (one made before its first
-    /// poll is only listed): from then on its tracepoints are on. Returns that connection.
-    fn watching(&mut self, l: &TcpListener) -> (TcpStream, TcpStream) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut made = Vec::new();
-        loop {
-            made.push(pair(l));
-            let wanted: Vec<String> = made
-                .iter()
-                .map(|p| p.0.local_addr().unwrap().to_string())
-                .collect();
-            if let Ok(v) = self.events.recv_timeout(Duration::from_millis(500)) {
-                self.seen.push(v);
-            }
-            let opened = self.seen.iter().find_map(|v| {
-                let local = v["local"].as_str()?;
-                (v["event"] == "opened").then_some(())?;
-                wanted.iter().position(|w| w == local)
-            });
-            if let Some(i) = opened {
-                return made.swap_remove(i);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "katop never told a connection opening; seen:\n{:#?}",
-                self.seen
-            );
-        }
-    }
-
-    /// Follows `filter`'s connections too, once katop watches (a loopback connection of its
-    /// own seen opening says so).
-    fn watching_also(filter: &str) -> Follow {
-        let (l, own) = listener();
-        let mut h = Follow::start(&format!("({filter}) or {own}"));
-        h.watching(&l);
-        h
-    }
-}
-
-/// A stream's (local, remote) addresses.
-fn ends(s: &TcpStream) -> (SocketAddr, SocketAddr) {
-    (s.local_addr().unwrap(), s.peer_addr().unwrap())
-}
-
-fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (c, s)
-}
-
-fn listener() -> (TcpListener, String) {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
-    (l, filter)
-}
-
-fn cause(v: &Value) -> (&str, &str) {
-    (
-        v["cause"].as_str().unwrap_or("?"),
-        v["cause_source"].as_str().unwrap_or("?"),
-    )
 }
 
 #[test]
@@ -258,6 +94,8 @@ fn a_katop_kill_is_killed_and_its_peer_reset() {
     if skip("kill") {
         return;
     }
+    let counted = Counted::start("killed");
+    let before = counted.now();
     let (l, filter) = listener();
     let mut h = Follow::start(&filter);
     let first = h.watching(&l);
@@ -286,6 +124,7 @@ fn a_katop_kill_is_killed_and_its_peer_reset() {
     assert_eq!(h.seen[kill]["remote"], remote.as_str());
     assert_eq!(cause(&h.closed(s)), ("reset-received", "tracepoint"));
     assert!(position(&h.seen, "killed", &s.0.to_string()).is_none());
+    counted.grew_from(before);
 }
 
 #[test]
@@ -337,6 +176,8 @@ fn a_dead_peer_behind_a_cut_link_is_a_keepalive_timeout() {
     if skip("keepalive timeout") {
         return;
     }
+    let counted = Counted::start("keepalive-timeout");
+    let before = counted.now();
     let peer = SilentPeer::connect(&keepalive(2, 1, 2));
     let remote = peer.client.peer_addr().unwrap();
     let mut h = Follow::watching_also(&format!("dst:{remote}"));
@@ -345,6 +186,7 @@ fn a_dead_peer_behind_a_cut_link_is_a_keepalive_timeout() {
     assert_eq!(cause(&end), ("keepalive-timeout", "tracepoint"), "{end}");
     assert_eq!(end["reset_reason"], "TCP_KEEPALIVE_TIMEOUT");
     assert_eq!(end["errno"], 110, "ETIMEDOUT");
+    counted.grew_from(before);
 }
 
 #[test]
@@ -352,6 +194,8 @@ fn an_unanswered_write_is_a_retransmit_timeout() {
     if skip("retransmit timeout") {
         return;
     }
+    let counted = Counted::start("retransmit-timeout");
+    let before = counted.now();
     let peer = SilentPeer::connect_with(|s| {
         s.set_tcp_user_timeout(Some(Duration::from_secs(2)))
             .unwrap();
@@ -367,6 +211,7 @@ fn an_unanswered_write_is_a_retransmit_timeout() {
         end["reset_reason"].is_null(),
         "no reset on a retransmission timeout: {end}"
     );
+    counted.grew_from(before);
 }
 
 #[test]

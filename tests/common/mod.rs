@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: one poll, finding a socket by its ends, connecting.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod ends;
 pub mod postgres;
 pub mod tmux;
 

@@ -112,8 +112,9 @@ fn decompress(payload: &[u8]) -> Option<Vec<u8>> {
     (out.len() as u64 <= MAX_LINES).then_some(out)
 }
 
-/// The most one frame's lines may hold once decompressed.
-const MAX_LINES: u64 = 1 << 30;
+/// The most one frame's lines may hold once decompressed (a keyframe of 1M sockets is about
+/// 150 MB; more is a crafted frame, not katop's).
+const MAX_LINES: u64 = 256 << 20;
 
 /// Fills `buf`; false when the data ends first.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {

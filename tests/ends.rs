@@ -254,6 +254,47 @@ fn the_dashboards_closed_rows_say_why_they_ended() {
     t.wait("the dead end gone once closed", |s| {
         !s.lines().any(dead_row)
     });
+    // Each row greyed with its own cause: an orderly close, then a kill.
+    let row_says = |s: &str, local: &str, cause: &str| {
+        s.lines()
+            .any(|l| l.contains(local) && l.contains(&format!("ended: {cause}")))
+    };
+    let (client, mut server) = pair(&l);
+    let local = client.local_addr().unwrap().to_string();
+    t.wait("the second connection listed", |s| s.contains(&local));
+    drop(client);
+    assert_eq!(server.read(&mut [0; 8]).unwrap(), 0);
+    drop(server);
+    t.wait("an orderly close", |s| row_says(s, &local, "closed"));
+    let (client, server) = pair(&l);
+    let local = client.local_addr().unwrap().to_string();
+    t.wait("the third connection listed", |s| s.contains(&local));
+    let out = common::katop_checked(
+        &[
+            "kill",
+            "--yes",
+            "--filter",
+            &format!("src:{local} dst:{} established", l.local_addr().unwrap()),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // Killed while its process holds it: dead, its details saying why, until the process
+    // lets go of it.
+    t.wait("the killed end dead", |s| {
+        s.lines().any(|l| l.contains(&local) && dead_row(l))
+    });
+    t.keys(&["F4"]);
+    t.type_text(&format!("netns:host src:{local}"));
+    t.keys(&["Enter", "Enter"]);
+    t.wait("the kill in its details", |s| {
+        s.contains("the kernel ended it") && s.contains("ended: killed")
+    });
+    t.keys(&["Escape"]);
+    drop((client, server));
+    t.wait("the dead end gone", |s| {
+        s.contains("no socket matches the filter")
+    });
     t.keys(&["q"]);
     t.wait_for("AFTER-KATOP-0");
 }

@@ -231,13 +231,10 @@ fn label_sets_are_capped_and_the_rest_folded() {
 
 /// An exporter writing only a textfile, every 100 ms, in a fresh directory: (the directory,
 /// the file, the exporter).
-fn textfile_exporter(
-    name: &str,
-    more: &[&str],
-) -> (std::path::PathBuf, std::path::PathBuf, Exporter) {
-    let dir = std::env::temp_dir().join(format!("katop-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("katop.prom");
+fn textfile_exporter(name: &str, more: &[&str]) -> (common::Scratch, std::path::PathBuf, Exporter) {
+    // Removed however the test ends.
+    let dir = common::Scratch::new(name);
+    let path = dir.0.join("katop.prom");
     let mut args = vec![
         "--listen",
         "none",
@@ -270,7 +267,7 @@ fn the_textfile_is_never_seen_half_written() {
     }
     assert!(reads > 50, "only {reads} reads");
     promtool_check(&std::fs::read_to_string(&path).unwrap());
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 #[test]
@@ -518,7 +515,7 @@ fn the_grafana_dashboard_queries_what_the_exporter_serves() {
             serde_json::to_string(&q).unwrap()
         );
     }
-    let rules_path = dir.join("grafana-rules.yml");
+    let rules_path = dir.0.join("grafana-rules.yml");
     std::fs::write(&rules_path, &rules).unwrap();
     match Command::new("promtool")
         .args(["check", "rules"])
@@ -533,7 +530,7 @@ fn the_grafana_dashboard_queries_what_the_exporter_serves() {
         ),
         Err(_) => common::skipped("promtool is missing (Debian: prometheus): PromQL not checked"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 #[test]

@@ -113,8 +113,9 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
     raise_fd_limit();
     let listener = deep_listener();
     let port = listener.local_addr().unwrap().port();
-    let dir = std::env::temp_dir().join(format!("katop-ramp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed however the test ends.
+    let scratch = common::Scratch::new("ramp");
+    let dir = scratch.0.clone();
     let log = dir.join("kills.jsonl");
     let ramping = AtomicBool::new(true);
     // Set once a kill found a connection still in the accept queue (and refused it).

@@ -208,11 +208,9 @@ fn text(b: &[u8]) -> String {
 }
 
 /// A private directory for one test's files (world-writable where a test runs as nobody).
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("katop-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of the test's own, removed however the test ends.
+fn scratch(name: &str) -> common::Scratch {
+    common::Scratch::new(name)
 }
 
 #[test]
@@ -220,7 +218,8 @@ fn kill_command_refuses_without_consent_and_dry_run_kills_nothing() {
     let l = listener();
     let (mut c, mut s) = connect(&l, None);
     let port = c.local_addr().unwrap().port();
-    let dir = scratch("consent");
+    let scratch_dir = scratch("consent");
+    let dir = scratch_dir.0.clone();
     let log = dir.join("kills.jsonl");
     let log_arg = log.to_str().unwrap();
     let filter = format!(
@@ -286,7 +285,8 @@ fn kill_command_kills_and_logs() {
     let (mut keep_c, mut keep_s) = connect(&l, None);
     let (mut c, mut s) = connect(&l, None);
     let port = c.local_addr().unwrap().port();
-    let dir = scratch("log");
+    let scratch_dir = scratch("log");
+    let dir = scratch_dir.0.clone();
     let log = dir.join("state/katop/kills.jsonl");
     let out = katop(&[
         "kill",

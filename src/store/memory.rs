@@ -1,5 +1,6 @@
 //! The dashboard's own recent memory, to look back without a store (no `katop record`
-//! running): the same keyframes and deltas the recorder writes, one compressed frame per poll,
+//! running): the same keyframes and deltas the recorder writes, one compressed frame per
+//! remembered poll (one each [`EVERY`]),
 //! kept in memory for the last [`KEEP`] and at most [`MAX_BYTES`] (the oldest go first, a
 //! keyframe and its deltas together, so what is kept always begins with a keyframe). No
 //! events: the connections' lifelines need the store.
@@ -15,6 +16,9 @@ use crate::model::Snapshot;
 pub const KEEP: Duration = Duration::from_secs(3600);
 /// The most its memory holds, compressed.
 pub const MAX_BYTES: usize = 32 << 20;
+/// One poll remembered per this long, whatever the dashboard's interval: at a 1 s interval
+/// and 100k sockets, each remembered poll costs the collector thread a pass over them all.
+pub const EVERY: Duration = Duration::from_secs(10);
 
 struct Frame {
     time: SystemTime,
@@ -48,6 +52,13 @@ impl std::fmt::Debug for Memory {
 impl Memory {
     /// Remembers a poll (a snapshot before the model takes it).
     pub fn record(&mut self, snap: &Snapshot) {
+        let recent = self
+            .frames
+            .back()
+            .is_some_and(|f| snap.wall.duration_since(f.time).unwrap_or_default() < EVERY);
+        if recent {
+            return;
+        }
         let keyframe = self.frames.is_empty() || self.since_keyframe >= self.keyframe;
         let delta = self.changes.delta(snap.socks.iter(), snap.wall, keyframe);
         let sample = Sample {
@@ -149,17 +160,9 @@ fn zstd_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::table::tests::{info, snapshot, sock};
-    use crate::model::{Cookie, Endpoint, RawSock, SockState};
-
-    fn conn(cookie: u64, idle_ms: u32) -> RawSock {
-        let mut s = sock(SockState::Established);
-        s.cookie = Cookie(cookie);
-        s.local = Endpoint::Inet(format!("10.0.0.1:{}", 40_000 + cookie).parse().unwrap());
-        s.remote = Endpoint::Inet("10.0.0.2:5432".parse().unwrap());
-        s.tcp_info = Some(info(idle_ms, 1001, 500));
-        s
-    }
+    use crate::model::table::tests::snapshot;
+    use crate::model::RawSock;
+    use crate::store::test_conn as conn;
 
     fn poll(wall: SystemTime, socks: Vec<RawSock>) -> Snapshot {
         let mut s = snapshot(socks);

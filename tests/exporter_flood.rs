@@ -3,7 +3,7 @@
 //! the scraper's own, with the exporter at the common 1,024-file limit (64 slots), while a
 //! scraper is answered every time.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
+
+mod common;
 
 struct Exporter(Child, SocketAddr);
 
@@ -26,18 +28,7 @@ impl Exporter {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = lines
-            .by_ref()
-            .find_map(|l| {
-                l.ok()?
-                    .strip_prefix("katop exporter: serving http://")?
-                    .strip_suffix("/metrics")?
-                    .parse()
-                    .ok()
-            })
-            .expect("the exporter serves");
-        std::thread::spawn(move || for _ in lines {});
+        let addr = common::serving(&mut child, "katop exporter");
         Exporter(child, addr)
     }
 }

@@ -2,7 +2,7 @@
 //! a host runs one katop. The same connection ends in both: counted by cause in /metrics and
 //! the textfile, and told in `katop history`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -23,18 +23,7 @@ fn record_and_serve(store: &std::path::Path, textfile: &std::path::Path) -> (Rea
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("katop record: serving http://")?
-                .strip_suffix("/metrics")?
-                .parse()
-                .ok()
-        })
-        .expect("the recorder said where it serves");
-    std::thread::spawn(move || for _ in lines {});
+    let addr = common::serving(&mut child, "katop record");
     (Reaped(child), addr)
 }
 

@@ -80,6 +80,48 @@ fn closed_recorded(store: &Path, filter: &str, local: &str) -> bool {
         .any(|v| v["event"] == "closed" && v["local"] == local)
 }
 
+/// The past the tests look back at: A open at THEN (stored with its idle time) and closed
+/// after (recorded), B opened after THEN and still open. THEN, A's and B's local addresses,
+/// and B's two ends (kept open by the caller).
+fn a_then_b(
+    l: &TcpListener,
+    store: &Path,
+    filter: &str,
+) -> (String, String, String, (TcpStream, TcpStream)) {
+    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let a_server = l.accept().unwrap().0;
+    let a_local = a.local_addr().unwrap().to_string();
+    common::wait_for("A in the store", || {
+        let out = common::katop_checked(
+            &[
+                "--json",
+                "--at",
+                "0s ago",
+                "--store",
+                store.to_str().unwrap(),
+                "--filter",
+                &format!("src:{a_local}"),
+            ],
+            &[],
+        );
+        out.status.success()
+            && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                .is_ok_and(|v| v.iter().any(|s| s["idle_ms"].is_number()))
+    });
+    let then = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    // B's first poll comes after THEN's millisecond.
+    std::thread::sleep(Duration::from_millis(20));
+    let b = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let b_server = l.accept().unwrap().0;
+    let b_local = b.local_addr().unwrap().to_string();
+    drop(a);
+    drop(a_server);
+    common::wait_for("A's close recorded", || {
+        closed_recorded(store, filter, &a_local)
+    });
+    (then, a_local, b_local, (b, b_server))
+}
+
 fn term(child: &mut Reaped) -> std::process::ExitStatus {
     let pid = rustix::process::Pid::from_raw(child.0.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
@@ -342,36 +384,7 @@ fn the_past_is_shown_as_it_was_at_a_moment() {
     let (mut rec, _said) = record(&store);
     // A is open at T (long enough for a keyframe: every 6 polls of 200 ms) and closed after;
     // B opens after T.
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let a_server = l.accept().unwrap().0;
-    let a_local = a.local_addr().unwrap().to_string();
-    common::wait_for("A recorded", || {
-        let out = common::katop_checked(
-            &[
-                "--json",
-                "--at",
-                "0s ago",
-                "--store",
-                store.to_str().unwrap(),
-                "--filter",
-                &format!("src:{a_local}"),
-            ],
-            &[],
-        );
-        out.status.success()
-            && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-                .is_ok_and(|v| v.iter().any(|s| s["idle_ms"].is_number()))
-    });
-    let t = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    std::thread::sleep(Duration::from_millis(20));
-    let b = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let _b_server = l.accept().unwrap().0;
-    let b_local = b.local_addr().unwrap().to_string();
-    drop(a);
-    drop(a_server);
-    common::wait_for("A's close recorded", || {
-        closed_recorded(&store, &filter, &a_local)
-    });
+    let (t, a_local, b_local, _b) = a_then_b(&l, &store, &filter);
     let out = common::katop_checked(
         &[
             "--json",
@@ -447,36 +460,7 @@ fn the_dashboard_shows_the_past_and_comes_back_to_the_present() {
                 .any(|e| e.metadata().is_ok_and(|m| m.len() > 8) && e.file_name() != "lock")
         })
     });
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let a_server = l.accept().unwrap().0;
-    let a_local = a.local_addr().unwrap().to_string();
-    common::wait_for("A in the store", || {
-        let out = common::katop_checked(
-            &[
-                "--json",
-                "--at",
-                "0s ago",
-                "--store",
-                store.to_str().unwrap(),
-                "--filter",
-                &format!("src:{a_local}"),
-            ],
-            &[],
-        );
-        out.status.success()
-            && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-                .is_ok_and(|v| v.iter().any(|s| s["idle_ms"].is_number()))
-    });
-    let then = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    std::thread::sleep(Duration::from_millis(20));
-    let b = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let _b_server = l.accept().unwrap().0;
-    let b_local = b.local_addr().unwrap().to_string();
-    drop(a);
-    drop(a_server);
-    common::wait_for("A's close recorded", || {
-        closed_recorded(&store, &filter, &a_local)
-    });
+    let (then, a_local, b_local, _b) = a_then_b(&l, &store, &filter);
     // The store ends here: its newest poll has B and not A.
     assert!(term(&mut rec).success());
     t.start_katop(&format!(

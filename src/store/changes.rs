@@ -165,18 +165,8 @@ fn fingerprints(s: &RawSock, now_ms: u128) -> Option<(u64, u64, [u32; 4])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::table::tests::{info, sock};
-    use crate::model::{Cookie, SockState};
+    use crate::store::test_conn as conn;
     use std::time::Duration;
-
-    fn conn(cookie: u64, idle_ms: u32) -> RawSock {
-        let mut s = sock(SockState::Established);
-        s.cookie = Cookie(cookie);
-        s.local = crate::model::Endpoint::Inet("10.0.0.1:40000".parse().unwrap());
-        s.remote = crate::model::Endpoint::Inet("10.0.0.2:5432".parse().unwrap());
-        s.tcp_info = Some(info(idle_ms, 1001, 500));
-        s
-    }
 
     /// The cookies written, whole or their moving part.
     fn cookies(d: &Delta) -> Vec<u64> {

@@ -11,7 +11,8 @@ pub const MAGIC: &[u8; 8] = b"KATOPEV1";
 /// The most one frame may hold (a sanity bound for readers of damaged files).
 const MAX_FRAME: u32 = 64 << 20;
 
-/// One frame holding `lines` (NDJSON, compressed).
+/// One frame holding `lines` (NDJSON, compressed): the tests' way to make segments.
+#[cfg(test)]
 pub fn encode(lines: &[u8]) -> io::Result<Vec<u8>> {
     encode_with(|w| w.write_all(lines)).map(|(frame, _)| frame)
 }
@@ -58,7 +59,9 @@ impl<W: io::Write> io::Write for Counted<W> {
 }
 
 /// Every whole, intact frame of a segment, decompressed, in order; stops at the first torn or
-/// damaged one. `Err` only for a read that failed (not for what was read).
+/// damaged one. `Err` only for a read that failed (not for what was read). The tests' view of
+/// [`for_each`].
+#[cfg(test)]
 pub fn decode_all(r: impl Read) -> io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for_each(r, |frame| {

@@ -14,6 +14,19 @@ pub mod read;
 pub mod snapshot;
 pub mod when;
 
+/// An ESTABLISHED TCP connection with this cookie, idle for `idle_ms`, from a port of its own
+/// (the store's tests' socket).
+#[cfg(test)]
+pub(crate) fn test_conn(cookie: u64, idle_ms: u32) -> crate::model::RawSock {
+    crate::app::tests::conn(
+        cookie,
+        &format!("10.0.0.1:{}", 40_000 + cookie),
+        "10.0.0.2:5432",
+        crate::model::SockState::Established,
+        idle_ms,
+    )
+}
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;

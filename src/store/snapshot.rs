@@ -453,18 +453,9 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::table::tests::{info, sock};
     use crate::store::changes::Changes;
+    use crate::store::test_conn as conn;
     use std::time::Duration;
-
-    fn conn(cookie: u64, idle_ms: u32) -> RawSock {
-        let mut s = sock(SockState::Established);
-        s.cookie = Cookie(cookie);
-        s.local = Endpoint::Inet(format!("10.0.0.1:{}", 40_000 + cookie).parse().unwrap());
-        s.remote = Endpoint::Inet("10.0.0.2:5432".parse().unwrap());
-        s.tcp_info = Some(info(idle_ms, 1001, 500));
-        s
-    }
 
     /// The lines the recorder writes for these polls (a keyframe first, then deltas).
     fn recorded(polls: &[(SystemTime, Vec<RawSock>)]) -> Vec<String> {

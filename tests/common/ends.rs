@@ -168,18 +168,7 @@ impl Counted {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("katop exporter: serving http://")?
-                    .strip_suffix("/metrics")?
-                    .parse()
-                    .ok()
-            })
-            .expect("the exporter said where it serves");
-        std::thread::spawn(move || for _ in lines {});
+        let addr = super::serving(&mut child, "katop exporter");
         Counted {
             _child: Reaped(child),
             addr,

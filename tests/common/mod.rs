@@ -609,3 +609,23 @@ pub fn skipped(why: &str) {
         .to_string();
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }
+
+/// The address a katop serves its metrics on, as it says on stderr (`WHO: serving
+/// http://ADDR/metrics`); the rest of what it says is drained so it never blocks on it.
+pub fn serving(child: &mut std::process::Child, who: &str) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let prefix = format!("{who}: serving http://");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix(&prefix)?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{who} never said where it serves"));
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}

@@ -23,6 +23,39 @@ fn ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// The kernel's share of a poll, for scale: the CPU of `ss -tin` dumping the same sockets
+/// with `tcp_info` (a netlink dump walks every socket; what no reader of them avoids).
+fn say_bare_dump(interval: u64) {
+    let children = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let rest = stat.rsplit(')').next().unwrap_or("").to_string();
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // cutime and cstime: fields 16 and 17, 14 and 15 after the name.
+        (
+            f.get(14).copied().unwrap_or(0),
+            f.get(13).copied().unwrap_or(0),
+        )
+    };
+    let before = children();
+    let _ = Command::new("ss")
+        .arg("-tin")
+        .stdout(Stdio::null())
+        .status();
+    let after = children();
+    let (sys, user) = (
+        (after.0 - before.0) as f64 / 100.0,
+        (after.1 - before.1) as f64 / 100.0,
+    );
+    println!(
+        "for scale: `ss -tin` over the same sockets: {sys:.2} s of system time (the kernel's \
+         dump), {user:.2} s of its own; at {interval} s a poll's dump alone is {:.1}% of a core",
+        100.0 * sys / interval as f64
+    );
+}
+
 fn hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -43,6 +76,7 @@ fn main() {
     let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
     let per_mille = common::arg("--change-per-mille").unwrap_or(20);
     let _farm = common::Farm::hold_changing(count, per_mille, interval as usize);
+    say_bare_dump(interval);
     let store = std::env::temp_dir().join(format!("katop-bench-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store);
     let mut rec = Command::new(&bin)

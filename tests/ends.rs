@@ -90,6 +90,36 @@ fn orderly_closes_and_resets_each_way_are_told_as_the_kernel_saw_them() {
 }
 
 #[test]
+fn orderly_closes_are_counted_as_closed_by_the_exporter() {
+    if skip("the closed counter") {
+        return;
+    }
+    // Servers in a namespace of their own, which the exporter alone reads: its counter holds
+    // their ends only, whatever else ends on the host meanwhile.
+    let ns = common::PeerNs::new();
+    let counted = Counted::start_in("closed", &ns.name);
+    assert!(counted.now() < 1.0, "nothing ended in a new namespace");
+    let l = ns.within(|| TcpListener::bind(format!("{}:0", ns.peer_ip)).unwrap());
+    let pairs: Vec<_> = (0..3).map(|_| pair(&l)).collect();
+    common::wait_until("the exporter's poll saw the three", || {
+        let page = counted.scrape()?;
+        let established = page
+            .lines()
+            .find(|l| l.starts_with("katop_sockets{") && l.contains("state=\"ESTABLISHED\""))?;
+        (established.rsplit(' ').next()? == "3").then_some(())
+    });
+    for (client, mut server) in pairs {
+        drop(client);
+        assert_eq!(server.read(&mut [0; 8]).unwrap(), 0);
+    }
+    // The servers close last: each an orderly end in the namespace.
+    drop(l);
+    common::wait_until("three orderly ends counted", || {
+        (counted.now() >= 3.0).then_some(())
+    });
+}
+
+#[test]
 fn a_katop_kill_is_killed_and_its_peer_reset() {
     if skip("kill") {
         return;
@@ -295,6 +325,56 @@ fn the_dashboards_closed_rows_say_why_they_ended() {
     t.wait("the dead end gone", |s| {
         s.contains("no socket matches the filter")
     });
+    t.keys(&["q"]);
+    t.wait_for("AFTER-KATOP-0");
+}
+
+#[test]
+fn the_dashboard_tells_a_dead_peers_timeouts() {
+    if skip("timeouts in the dashboard") {
+        return;
+    }
+    let Some(t) = Tmux::start("timeouts", 160, 30) else {
+        return;
+    };
+    // Two peers go silent: one idle with short keepalive settings, one sent data it never
+    // acknowledges (TCP_USER_TIMEOUT 2 s). This test holds both clients, so the kernel's ends
+    // leave them dead, each with the cause it told.
+    let idle = SilentPeer::connect(&keepalive(2, 1, 2));
+    let writing = SilentPeer::connect_with(|s| {
+        s.set_tcp_user_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+    });
+    let local = |p: &SilentPeer| p.client.local_addr().unwrap().to_string();
+    let (a, b) = (local(&idle), local(&writing));
+    t.start_katop(&format!(
+        "--interval 300ms --filter 'netns:host (src:{a} or src:{b})'"
+    ));
+    t.wait("both listed", |s| s.contains(&a) && s.contains(&b));
+    idle.go_silent();
+    writing.go_silent();
+    writing
+        .client
+        .try_clone()
+        .unwrap()
+        .write_all(b"are you there?")
+        .unwrap();
+    let dead = |s: &str, local: &str| {
+        s.lines()
+            .any(|l| l.contains(local) && l.contains(" CLOSE ") && l.trim_end().ends_with("dead"))
+    };
+    t.wait("both dead", |s| dead(s, &a) && dead(s, &b));
+    for (local, cause) in [(&a, "keepalive-timeout"), (&b, "retransmit-timeout")] {
+        t.keys(&["Delete", "F4"]);
+        t.type_text(&format!("netns:host src:{local}"));
+        t.keys(&["Enter", "Enter"]);
+        t.wait(&format!("{cause} in the details of {local}"), |s| {
+            s.contains(local.as_str())
+                && s.contains("the kernel ended it")
+                && s.contains(&format!("ended: {cause}"))
+        });
+        t.keys(&["Escape"]);
+    }
     t.keys(&["q"]);
     t.wait_for("AFTER-KATOP-0");
 }

@@ -25,6 +25,9 @@ pub struct EventSource {
     /// Connections told `closed` that the table still lists (`FIN_WAIT2`, `TIME_WAIT`, held
     /// dead): their state changes are not told after their end.
     told_closed: rustc_hash::FxHashSet<u64>,
+    /// The poll before last's buffer, emptied, for the next poll to fill (the table holds the
+    /// last one): no fresh pages to fault in each poll.
+    spare: Vec<crate::model::RawSock>,
 }
 
 impl EventSource {
@@ -50,6 +53,7 @@ impl EventSource {
             ended: Vec::new(),
             watching,
             told_closed: rustc_hash::FxHashSet::default(),
+            spare: Vec::new(),
         })
     }
 
@@ -84,7 +88,7 @@ impl EventSource {
 
     /// One poll's events that `filter` takes, oldest first.
     pub fn poll(&mut self, filter: &Filter) -> anyhow::Result<Vec<Event>> {
-        let snap = self.collector.poll()?;
+        let snap = self.collector.poll_into(std::mem::take(&mut self.spare))?;
         let now = Instant::now();
         let applied = self.table.apply(snap, now);
         crate::say_new_warnings(&self.table.warnings, &mut self.warned);
@@ -119,6 +123,8 @@ impl EventSource {
             }
         }
         self.ended = applied.ended;
+        self.spare = applied.previous;
+        self.spare.clear();
         events.sort_by(|a, b| a.time.cmp(&b.time));
         Ok(events)
     }

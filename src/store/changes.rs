@@ -12,7 +12,6 @@ use std::time::SystemTime;
 
 use rustc_hash::{FxHashMap, FxHasher};
 
-use super::snapshot::{Moving, StoredSock};
 use crate::model::RawSock;
 
 /// Clocks read this close are one clock (a poll's dumps and its wall time differ by its
@@ -38,12 +37,13 @@ pub struct Changes {
     polls: u32,
 }
 
-/// A poll's delta: the sockets to write whole, the moving parts to write alone, and the
-/// cookies gone.
+/// A poll's delta: the sockets to write whole, those to write only the moving part of, and
+/// the cookies gone. The sockets are the poll's own, borrowed: each record is built as it is
+/// written (a keyframe of 200k sockets held as records beside the poll was 80 MB).
 #[derive(Debug, Default)]
-pub struct Delta {
-    pub socks: Vec<StoredSock>,
-    pub moved: Vec<Moving>,
+pub struct Delta<'a> {
+    pub socks: Vec<&'a RawSock>,
+    pub moved: Vec<&'a RawSock>,
     pub gone: Vec<u64>,
 }
 
@@ -55,7 +55,7 @@ impl Changes {
         socks: impl Iterator<Item = &'a RawSock>,
         wall: SystemTime,
         all: bool,
-    ) -> Delta {
+    ) -> Delta<'a> {
         self.polls = self.polls.wrapping_add(1);
         let poll = self.polls;
         let now_ms = wall
@@ -86,14 +86,10 @@ impl Changes {
                 continue;
             }
             (w.fixed, w.fp, w.clocks) = (fixed, fp, clocks);
-            // Only what is written is built.
-            let Some(stored) = StoredSock::of(raw) else {
-                continue;
-            };
             if all || changed.0 {
-                out.socks.push(stored);
+                out.socks.push(raw);
             } else {
-                out.moved.push(stored.moving());
+                out.moved.push(raw);
             }
         }
         self.written.retain(|cookie, w| {
@@ -122,8 +118,9 @@ fn moved(a: &[u32; 4], b: &[u32; 4]) -> bool {
 }
 
 /// A TCP inet socket's fingerprints, fixed part and moving part (clocks left out), and its
-/// clocks as unix seconds; `None` for what the store does not keep. The moving part is
-/// [`StoredSock::moving`]'s fields, the fixed part the rest; both are read from the socket
+/// clocks as unix seconds; `None` for what the store does not keep (what
+/// [`super::snapshot::StoredSock::of`] refuses). The moving part is
+/// [`super::snapshot::StoredSock::moving`]'s fields, the fixed part the rest; both are read from the socket
 /// itself (a poll of 100k sockets builds no record for the ones that did not change).
 fn fingerprints(s: &RawSock, now_ms: u128) -> Option<(u64, u64, [u32; 4])> {
     use crate::model::{Endpoint, Owner, Proto};
@@ -170,8 +167,8 @@ mod tests {
 
     /// The cookies written, whole or their moving part.
     fn cookies(d: &Delta) -> Vec<u64> {
-        let mut all: Vec<u64> = d.socks.iter().map(|s| s.cookie).collect();
-        all.extend(d.moved.iter().map(|m| m.0));
+        let mut all: Vec<u64> = d.socks.iter().map(|s| s.cookie.0).collect();
+        all.extend(d.moved.iter().map(|m| m.cookie.0));
         all
     }
 
@@ -179,33 +176,34 @@ mod tests {
     fn an_idle_connection_costs_nothing_and_a_busy_or_gone_one_is_written() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mut c = Changes::default();
-        let first = c.delta([conn(1, 5_000), conn(2, 5_000)].iter(), t0, true);
+        let polled = [conn(1, 5_000), conn(2, 5_000)];
+        let first = c.delta(polled.iter(), t0, true);
         assert_eq!(cookies(&first), [1, 2]);
         // Ten seconds on: both clocks advanced by ten seconds (idle: nothing to write); the
         // second one talked (its idle clock restarted).
         let later = t0 + Duration::from_secs(10);
-        let d = c.delta([conn(1, 15_000), conn(2, 10)].iter(), later, false);
+        let polled = [conn(1, 15_000), conn(2, 10)];
+        let d = c.delta(polled.iter(), later, false);
         assert_eq!(cookies(&d), [2]);
         assert!(d.socks.is_empty(), "only its moving part");
         assert!(d.gone.is_empty());
         // Read a second late (a slow poll): still nothing.
-        let d = c.delta(
-            [conn(1, 16_000), conn(2, 1_010)].iter(),
-            later + Duration::from_secs(1),
-            false,
-        );
+        let polled = [conn(1, 16_000), conn(2, 1_010)];
+        let d = c.delta(polled.iter(), later + Duration::from_secs(1), false);
         assert!(cookies(&d).is_empty(), "{:?}", cookies(&d));
         // Its queue grew; the other one went.
         let mut busy = conn(1, 17_000);
         busy.send_q = 10;
-        let d = c.delta([busy].iter(), later + Duration::from_secs(2), false);
+        let polled = [busy];
+        let d = c.delta(polled.iter(), later + Duration::from_secs(2), false);
         assert_eq!(cookies(&d), [1]);
         assert_eq!(d.gone, [2]);
         // A new owner: written whole.
         let mut moved_fd = conn(1, 18_000);
         moved_fd.send_q = 10;
         moved_fd.owner = crate::model::Owner::None;
-        let d = c.delta([moved_fd].iter(), later + Duration::from_secs(3), false);
+        let polled = [moved_fd];
+        let d = c.delta(polled.iter(), later + Duration::from_secs(3), false);
         assert_eq!(d.socks.len(), 1);
         assert!(d.moved.is_empty());
     }

@@ -302,12 +302,7 @@ pub fn write_keyframe(
     w.write_all(b",\"namespaces\":")?;
     serde_json::to_writer(&mut *w, namespaces)?;
     w.write_all(b",\"keyframe\":[")?;
-    for (i, s) in socks.enumerate() {
-        if i > 0 {
-            w.write_all(b",")?;
-        }
-        serde_json::to_writer(&mut *w, &s)?;
-    }
+    write_each(w, socks)?;
     w.write_all(b"]}\n")
 }
 
@@ -323,16 +318,47 @@ pub fn write_poll(
     serde_json::to_writer(&mut *w, sample)?;
     w.write_all(b"\n")?;
     if keyframe {
-        return write_keyframe(w, &sample.time, context, delta.socks.into_iter());
+        let socks = delta.socks.into_iter().filter_map(StoredSock::of);
+        return write_keyframe(w, &sample.time, context, socks);
     }
-    let line = Delta {
-        time: sample.time.clone(),
-        socks: delta.socks,
-        moved: delta.moved,
-        gone: delta.gone,
-    };
-    serde_json::to_writer(&mut *w, &line)?;
-    w.write_all(b"\n")
+    write_delta(w, &sample.time, &delta)
+}
+
+/// Writes a [`Delta`] line, each record built as it is written.
+pub fn write_delta(
+    w: &mut dyn std::io::Write,
+    time: &str,
+    delta: &super::changes::Delta,
+) -> std::io::Result<()> {
+    w.write_all(b"{\"time\":")?;
+    serde_json::to_writer(&mut *w, time)?;
+    w.write_all(b",\"socks\":[")?;
+    write_each(w, delta.socks.iter().filter_map(|s| StoredSock::of(s)))?;
+    w.write_all(b"],\"moved\":[")?;
+    write_each(
+        w,
+        delta
+            .moved
+            .iter()
+            .filter_map(|s| StoredSock::of(s).map(|s| s.moving())),
+    )?;
+    w.write_all(b"],\"gone\":")?;
+    serde_json::to_writer(&mut *w, &delta.gone)?;
+    w.write_all(b"}\n")
+}
+
+/// Items of a JSON array, comma-separated.
+fn write_each<T: Serialize>(
+    w: &mut dyn std::io::Write,
+    items: impl Iterator<Item = T>,
+) -> std::io::Result<()> {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, &item)?;
+    }
+    Ok(())
 }
 
 /// Keeps the sockets of the namespaces `which` asks for (`--netns`), as a live poll would have
@@ -464,20 +490,17 @@ mod tests {
         for (i, (wall, socks)) in polls.iter().enumerate() {
             let delta = changes.delta(socks.iter(), *wall, i == 0);
             let time = crate::actions::log::rfc3339(*wall);
+            let mut out = Vec::new();
             if i == 0 {
-                let mut out = Vec::new();
                 let settings = crate::model::table::tests::linux_defaults();
-                write_keyframe(&mut out, &time, (&settings, &[]), delta.socks.into_iter()).unwrap();
-                lines.push(String::from_utf8(out).unwrap().trim_end().to_string());
+                let socks = delta.socks.into_iter().filter_map(StoredSock::of);
+                write_keyframe(&mut out, &time, (&settings, &[]), socks).unwrap();
             } else {
-                let d = Delta {
-                    time,
-                    socks: delta.socks,
-                    moved: delta.moved,
-                    gone: delta.gone,
-                };
-                lines.push(serde_json::to_string(&d).unwrap());
+                write_delta(&mut out, &time, &delta).unwrap();
+                // What is written is what is read.
+                let _: Delta = serde_json::from_slice(&out).unwrap();
             }
+            lines.push(String::from_utf8(out).unwrap().trim_end().to_string());
         }
         lines
     }
@@ -533,7 +556,8 @@ mod tests {
         let mut host = conn(1, 1_000);
         host.netns = NetnsId(4_026_531_840);
         let mut changes = Changes::default();
-        let delta = changes.delta([host, in_ns].iter(), t0, true);
+        let polled = [host, in_ns];
+        let delta = changes.delta(polled.iter(), t0, true);
         let names = vec![
             (4_026_531_840, "host".to_string(), None, true),
             (4_026_532_999, "advns".to_string(), None, false),
@@ -545,7 +569,7 @@ mod tests {
             &mut out,
             &time,
             (&settings, &names),
-            delta.socks.into_iter(),
+            delta.socks.into_iter().filter_map(StoredSock::of),
         )
         .unwrap();
         let lines = vec![String::from_utf8(out).unwrap().trim_end().to_string()];

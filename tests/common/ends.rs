@@ -161,9 +161,14 @@ pub struct Counted {
 
 impl Counted {
     pub fn start(cause: &str) -> Counted {
+        Self::start_in(cause, "host")
+    }
+
+    /// Counting only the ends of connections in network namespace `netns` (a poll saw them).
+    pub fn start_in(cause: &str, netns: &str) -> Counted {
         let mut child = Command::new(env!("CARGO_BIN_EXE_katop"))
             .args(["exporter", "--listen", "127.0.0.1:0", "--interval", "200ms"])
-            .env("KATOP_NETNS", "host")
+            .env("KATOP_NETNS", netns)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -181,21 +186,27 @@ impl Counted {
     /// The counter now (once the exporter serves it).
     pub fn now(&self) -> f64 {
         super::wait_until("the end counter", || {
-            let mut s = TcpStream::connect(self.addr).ok()?;
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut text = String::new();
-            s.read_to_string(&mut text).ok()?;
-            text.lines()
+            self.scrape()?
+                .lines()
                 .find(|l| l.starts_with(&self.series))?
                 .rsplit(' ')
                 .next()?
                 .parse()
                 .ok()
         })
+    }
+
+    /// The exporter's page, once it answers.
+    pub fn scrape(&self) -> Option<String> {
+        let mut s = TcpStream::connect(self.addr).ok()?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
     }
 
     /// Waits until the counter has gone past `before` (no other test here ends a connection

@@ -281,8 +281,11 @@ fn the_dashboards_closed_rows_say_why_they_ended() {
         s.contains("ended: reset-sent") && s.lines().any(dead_row)
     });
     drop(server);
-    t.wait("the dead end gone once closed", |s| {
+    // Released by its process: no longer dead, its greyed row saying the end the kernel told.
+    t.wait("the dead end closed, with its cause", |s| {
         !s.lines().any(dead_row)
+            && s.lines()
+                .any(|l| l.contains(&shown) && l.contains("ended: reset-received"))
     });
     // Each row greyed with its own cause: an orderly close, then a kill.
     let row_says = |s: &str, local: &str, cause: &str| {

@@ -285,6 +285,11 @@ impl App {
 
     pub(super) fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
         self.now = now;
+        // A dead connection's end was told when the kernel ended it: its row, greyed once its
+        // process lets go, says that end (the table forgets it with the socket).
+        let held_ends = (!self.table.ctx.held_ends.is_empty())
+            .then(|| self.table.ctx.held_ends.clone())
+            .unwrap_or_default();
         let crate::model::table::Applied {
             mut previous,
             gone,
@@ -301,11 +306,9 @@ impl App {
             }
             for i in gone {
                 if shown[i as usize] {
-                    self.closed.push(super::Closed {
-                        sock: previous[i as usize].clone(),
-                        at: now,
-                        end: None,
-                    });
+                    let sock = previous[i as usize].clone();
+                    let end = held_ends.get(&sock.cookie.0).map(|h| (h.cause, h.source));
+                    self.closed.push(super::Closed { sock, at: now, end });
                 }
             }
             let excess = self.closed.len().saturating_sub(MAX_CLOSED);

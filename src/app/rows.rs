@@ -287,9 +287,7 @@ impl App {
         self.now = now;
         // A dead connection's end was told when the kernel ended it: its row, greyed once its
         // process lets go, says that end (the table forgets it with the socket).
-        let held_ends = (!self.table.ctx.held_ends.is_empty())
-            .then(|| self.table.ctx.held_ends.clone())
-            .unwrap_or_default();
+        let held_ends = self.table.ctx.held_ends.clone();
         let crate::model::table::Applied {
             mut previous,
             gone,

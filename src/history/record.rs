@@ -117,8 +117,10 @@ impl Recorder {
         let delta = self.changes.delta(socks, wall, keyframe);
         let sample = self.source.sample();
         let settings = *self.source.last().0.settings();
-        let namespaces =
-            crate::store::snapshot::stored_namespaces(&self.source.last().0.ctx.namespaces);
+        let namespaces = self.changes.to_name(
+            crate::store::snapshot::stored_namespaces(&self.source.last().0.ctx.namespaces),
+            keyframe,
+        );
         let written = self.writer.append_with(now, |w| {
             for ev in events {
                 serde_json::to_writer(&mut *w, ev)?;

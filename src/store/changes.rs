@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use rustc_hash::{FxHashMap, FxHasher};
 
+use super::snapshot::StoredNs;
 use crate::model::RawSock;
 
 /// Clocks read this close are one clock (a poll's dumps and its wall time differ by its
@@ -35,6 +36,8 @@ struct Written {
 pub struct Changes {
     written: FxHashMap<u64, Written>,
     polls: u32,
+    /// The namespaces named since the last keyframe.
+    named: rustc_hash::FxHashSet<u64>,
 }
 
 /// A poll's delta: the sockets to write whole, those to write only the moving part of, and
@@ -108,6 +111,17 @@ impl Changes {
     /// Forgets everything written (a write failed: the next keyframe writes all again).
     pub fn forget(&mut self) {
         self.written.clear();
+        self.named.clear();
+    }
+
+    /// The namespaces a poll's line names: all of them in a keyframe, else those no line since
+    /// the last keyframe named (one that appears between keyframes is named in the past too).
+    pub fn to_name(&mut self, all: Vec<StoredNs>, keyframe: bool) -> Vec<StoredNs> {
+        if keyframe {
+            self.named = all.iter().map(|n| n.0).collect();
+            return all;
+        }
+        all.into_iter().filter(|n| self.named.insert(n.0)).collect()
     }
 }
 

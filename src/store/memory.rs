@@ -69,7 +69,9 @@ impl Memory {
                 .filter(|s| s.proto == crate::model::Proto::Tcp)
                 .count(),
         };
-        let namespaces = snapshot::stored_namespaces(&snap.namespaces);
+        let namespaces = self
+            .changes
+            .to_name(snapshot::stored_namespaces(&snap.namespaces), keyframe);
         let encoded = zstd_lines(|w| {
             snapshot::write_poll(w, &sample, (&snap.settings, &namespaces), keyframe, delta)
         });

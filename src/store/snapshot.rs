@@ -307,7 +307,8 @@ pub fn write_keyframe(
 }
 
 /// A poll's socket lines: its mark (so the dashboard's past steps from one poll to the next),
-/// then a keyframe of every socket in `delta` (`keyframe`), or the delta.
+/// then a keyframe of every socket in `delta` (`keyframe`), or the delta. `context`'s
+/// namespaces are those to name ([`super::changes::Changes::to_name`]).
 pub fn write_poll(
     w: &mut dyn std::io::Write,
     sample: &Sample,
@@ -321,17 +322,23 @@ pub fn write_poll(
         let socks = delta.socks.into_iter().filter_map(StoredSock::of);
         return write_keyframe(w, &sample.time, context, socks);
     }
-    write_delta(w, &sample.time, &delta)
+    write_delta(w, &sample.time, context.1, &delta)
 }
 
-/// Writes a [`Delta`] line, each record built as it is written.
+/// Writes a [`Delta`] line, each record built as it is written; `namespaces`: those first
+/// seen since the last line named them.
 pub fn write_delta(
     w: &mut dyn std::io::Write,
     time: &str,
+    namespaces: &[StoredNs],
     delta: &super::changes::Delta,
 ) -> std::io::Result<()> {
     w.write_all(b"{\"time\":")?;
     serde_json::to_writer(&mut *w, time)?;
+    if !namespaces.is_empty() {
+        w.write_all(b",\"namespaces\":")?;
+        serde_json::to_writer(&mut *w, namespaces)?;
+    }
     w.write_all(b",\"socks\":[")?;
     write_each(w, delta.socks.iter().filter_map(|s| StoredSock::of(s)))?;
     w.write_all(b"],\"moved\":[")?;
@@ -387,11 +394,14 @@ pub fn narrow(snap: &mut crate::model::Snapshot, which: &crate::collector::names
     snap.socks.retain(|s| wanted.contains(&s.netns));
 }
 
-/// A delta line: `{"time": …, "socks": [new or changed sockets, whole], "moved": [the moving
-/// part of sockets nothing else of changed], "gone": [cookies]}`.
+/// A delta line: `{"time": …, "namespaces": [those first seen since the last line named them;
+/// left out when none], "socks": [new or changed sockets, whole], "moved": [the moving part of
+/// sockets nothing else of changed], "gone": [cookies]}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Delta {
     pub time: String,
+    #[serde(default)]
+    pub namespaces: Vec<StoredNs>,
     pub socks: Vec<StoredSock>,
     pub moved: Vec<Moving>,
     pub gone: Vec<u64>,
@@ -404,22 +414,20 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
     let frame: Keyframe = serde_json::from_str(&lines[k]).ok()?;
     let taken = humantime::parse_rfc3339_weak(&frame.time).ok()?;
     let settings = frame.settings;
-    let namespaces: Vec<crate::model::NsInfo> = frame
-        .namespaces
-        .into_iter()
-        .map(|(id, name, container, host)| crate::model::NsInfo {
-            id: NetnsId(id),
-            name: name.into(),
-            container: container.map(Into::into),
-            settings: if host {
-                settings
-            } else {
-                crate::model::KernelSettings::default()
-            },
-            age: std::time::Duration::ZERO,
-            host,
-        })
-        .collect();
+    let ns_info = |(id, name, container, host): StoredNs| crate::model::NsInfo {
+        id: NetnsId(id),
+        name: name.into(),
+        container: container.map(Into::into),
+        settings: if host {
+            settings
+        } else {
+            crate::model::KernelSettings::default()
+        },
+        age: std::time::Duration::ZERO,
+        host,
+    };
+    let mut namespaces: Vec<crate::model::NsInfo> =
+        frame.namespaces.into_iter().map(ns_info).collect();
     let own = namespaces
         .iter()
         .find(|n| n.host)
@@ -437,6 +445,11 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
             continue;
         };
         let when = humantime::parse_rfc3339_weak(&delta.time).unwrap_or(taken);
+        for n in delta.namespaces {
+            if !namespaces.iter().any(|known| known.id.0 == n.0) {
+                namespaces.push(ns_info(n));
+            }
+        }
         for cookie in delta.gone {
             socks.remove(&cookie);
         }
@@ -496,7 +509,7 @@ mod tests {
                 let socks = delta.socks.into_iter().filter_map(StoredSock::of);
                 write_keyframe(&mut out, &time, (&settings, &[]), socks).unwrap();
             } else {
-                write_delta(&mut out, &time, &delta).unwrap();
+                write_delta(&mut out, &time, &[], &delta).unwrap();
                 // What is written is what is read.
                 let _: Delta = serde_json::from_slice(&out).unwrap();
             }
@@ -545,6 +558,47 @@ mod tests {
         let end = at(t0 + s(20));
         assert_eq!(idle_at(&end, 4), Some(0));
         assert_eq!(end.socks.len(), 3);
+    }
+
+    #[test]
+    fn a_namespace_first_seen_between_keyframes_is_named_in_the_past() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut host = conn(1, 1_000);
+        host.netns = NetnsId(4_026_531_840);
+        let mut born = conn(2, 1_000);
+        born.netns = NetnsId(4_026_532_999);
+        let host_ns: StoredNs = (4_026_531_840, "host".into(), None, true);
+        let new_ns: StoredNs = (4_026_532_999, "advns".into(), Some("web".into()), false);
+        let settings = crate::model::table::tests::linux_defaults();
+        let mut changes = Changes::default();
+        let mut out = Vec::new();
+        let mut poll = |socks: &[RawSock], names: Vec<StoredNs>, wall: SystemTime, key: bool| {
+            let names = changes.to_name(names, key);
+            let delta = changes.delta(socks.iter(), wall, key);
+            let sample = Sample {
+                time: crate::actions::log::rfc3339(wall),
+                sample: socks.len(),
+            };
+            write_poll(&mut out, &sample, (&settings, &names), key, delta).unwrap();
+            names
+        };
+        poll(&[host.clone()], vec![host_ns.clone()], t0, true);
+        let t1 = t0 + Duration::from_secs(10);
+        let both = [host, born];
+        let named = poll(&both, vec![host_ns.clone(), new_ns.clone()], t1, false);
+        assert_eq!(named, [new_ns.clone()], "the new one alone");
+        let t2 = t1 + Duration::from_secs(10);
+        assert!(poll(&both, vec![host_ns, new_ns], t2, false).is_empty());
+        let lines: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let snap = at(&lines, t2).unwrap();
+        let ns = snap.namespaces.iter().find(|n| n.id.0 == 4_026_532_999);
+        let ns = ns.expect("the namespace born after the keyframe is named");
+        assert_eq!((&*ns.name, ns.container.as_deref()), ("advns", Some("web")));
+        assert_eq!(snap.socks.len(), 2);
     }
 
     #[test]

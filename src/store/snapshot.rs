@@ -586,7 +586,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(10);
         let both = [host, born];
         let named = poll(&both, vec![host_ns.clone(), new_ns.clone()], t1, false);
-        assert_eq!(named, [new_ns.clone()], "the new one alone");
+        assert_eq!(named, std::slice::from_ref(&new_ns), "the new one alone");
         let t2 = t1 + Duration::from_secs(10);
         assert!(poll(&both, vec![host_ns, new_ns], t2, false).is_empty());
         let lines: Vec<String> = String::from_utf8(out)

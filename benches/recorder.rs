@@ -40,10 +40,14 @@ fn say_bare_dump(interval: u64) {
         )
     };
     let before = children();
-    let _ = Command::new("ss")
+    let ran = Command::new("ss")
         .arg("-tin")
         .stdout(Stdio::null())
         .status();
+    if !ran.as_ref().is_ok_and(std::process::ExitStatus::success) {
+        println!("for scale: `ss -tin` did not run ({ran:?})");
+        return;
+    }
     let after = children();
     let (sys, user) = (
         (after.0 - before.0) as f64 / 100.0,

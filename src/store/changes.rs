@@ -36,8 +36,9 @@ struct Written {
 pub struct Changes {
     written: FxHashMap<u64, Written>,
     polls: u32,
-    /// The namespaces named since the last keyframe.
-    named: rustc_hash::FxHashSet<u64>,
+    /// The namespaces named since the last keyframe: inode → its names, hashed (an inode
+    /// can come back as another namespace, or its container be found later).
+    named: FxHashMap<u64, u64>,
 }
 
 /// A poll's delta: the sockets to write whole, those to write only the moving part of, and
@@ -115,13 +116,21 @@ impl Changes {
     }
 
     /// The namespaces a poll's line names: all of them in a keyframe, else those no line since
-    /// the last keyframe named (one that appears between keyframes is named in the past too).
+    /// the last keyframe named as they are named now (one that appears or is renamed between
+    /// keyframes is named in the past too).
     pub fn to_name(&mut self, all: Vec<StoredNs>, keyframe: bool) -> Vec<StoredNs> {
+        let names = |n: &StoredNs| {
+            let mut h = FxHasher::default();
+            (&n.1, &n.2, n.3).hash(&mut h);
+            h.finish()
+        };
         if keyframe {
-            self.named = all.iter().map(|n| n.0).collect();
+            self.named = all.iter().map(|n| (n.0, names(n))).collect();
             return all;
         }
-        all.into_iter().filter(|n| self.named.insert(n.0)).collect()
+        all.into_iter()
+            .filter(|n| self.named.insert(n.0, names(n)) != Some(names(n)))
+            .collect()
     }
 }
 
@@ -184,6 +193,18 @@ mod tests {
         let mut all: Vec<u64> = d.socks.iter().map(|s| s.cookie.0).collect();
         all.extend(d.moved.iter().map(|m| m.cookie.0));
         all
+    }
+
+    #[test]
+    fn namespaces_are_named_again_after_a_failed_write() {
+        let ns = |inode: u64| (inode, format!("ns{inode}"), None, false);
+        let mut c = Changes::default();
+        assert_eq!(c.to_name(vec![ns(1)], true).len(), 1);
+        assert!(c.to_name(vec![ns(1)], false).is_empty());
+        assert_eq!(c.to_name(vec![ns(1), ns(2)], false), [ns(2)]);
+        // What was not written is forgotten: every namespace is named again.
+        c.forget();
+        assert_eq!(c.to_name(vec![ns(1), ns(2)], false).len(), 2);
     }
 
     #[test]

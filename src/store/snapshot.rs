@@ -369,7 +369,7 @@ fn write_each<T: Serialize>(
 }
 
 /// Keeps the sockets of the namespaces `which` asks for (`--netns`), as a live poll would have
-/// read them: by the names the keyframe kept (`host`, a container's, an `ip netns` name) or by
+/// read them: by the names the keyframe and the deltas since kept (`host`, a container's, an `ip netns` name) or by
 /// inode; `self` and katop's own are the host's here (the recorder's view).
 pub fn narrow(snap: &mut crate::model::Snapshot, which: &crate::collector::namespaces::Which) {
     use crate::collector::namespaces::Which;
@@ -446,9 +446,9 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
         };
         let when = humantime::parse_rfc3339_weak(&delta.time).unwrap_or(taken);
         for n in delta.namespaces {
-            if !namespaces.iter().any(|known| known.id.0 == n.0) {
-                namespaces.push(ns_info(n));
-            }
+            // New, or renamed (an inode reused, a container found).
+            namespaces.retain(|known| known.id.0 != n.0);
+            namespaces.push(ns_info(n));
         }
         for cookie in delta.gone {
             socks.remove(&cookie);
@@ -588,17 +588,28 @@ mod tests {
         let named = poll(&both, vec![host_ns.clone(), new_ns.clone()], t1, false);
         assert_eq!(named, std::slice::from_ref(&new_ns), "the new one alone");
         let t2 = t1 + Duration::from_secs(10);
-        assert!(poll(&both, vec![host_ns, new_ns], t2, false).is_empty());
+        assert!(poll(&both, vec![host_ns.clone(), new_ns], t2, false).is_empty());
+        // Its container found later: named again.
+        let t3 = t2 + Duration::from_secs(10);
+        let renamed: StoredNs = (4_026_532_999, "advns".into(), Some("api".into()), false);
+        let named = poll(&both, vec![host_ns.clone(), renamed.clone()], t3, false);
+        assert_eq!(named, std::slice::from_ref(&renamed));
         let lines: Vec<String> = String::from_utf8(out)
             .unwrap()
             .lines()
             .map(String::from)
             .collect();
-        let snap = at(&lines, t2).unwrap();
-        let ns = snap.namespaces.iter().find(|n| n.id.0 == 4_026_532_999);
-        let ns = ns.expect("the namespace born after the keyframe is named");
-        assert_eq!((&*ns.name, ns.container.as_deref()), ("advns", Some("web")));
-        assert_eq!(snap.socks.len(), 2);
+        // Each poll wrote two lines: its mark and its sockets.
+        let container_at = |polls: usize, t: SystemTime| {
+            let snap = at(&lines[..2 * polls], t).unwrap();
+            assert_eq!(snap.socks.len(), 2);
+            let ns = snap.namespaces.iter().find(|n| n.id.0 == 4_026_532_999);
+            let ns = ns.expect("the namespace born after the keyframe is named");
+            assert_eq!(&*ns.name, "advns");
+            ns.container.as_deref().map(String::from)
+        };
+        assert_eq!(container_at(3, t2).as_deref(), Some("web"));
+        assert_eq!(container_at(4, t3).as_deref(), Some("api"));
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::io::{self, Read};
 /// The first bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"KATOPEV1";
 
-/// The most one frame may hold (a sanity bound for readers of damaged files).
-const MAX_FRAME: u32 = 64 << 20;
+/// The most one frame may hold compressed (a sanity bound for readers of damaged files; a
+/// keyframe of 1M sockets is about 30 MB).
+const MAX_FRAME: u32 = 256 << 20;
 
 /// One frame holding `lines` (NDJSON, compressed): the tests' way to make segments.
 #[cfg(test)]
@@ -22,12 +23,26 @@ pub fn encode(lines: &[u8]) -> io::Result<Vec<u8>> {
 pub fn encode_with(
     write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
 ) -> io::Result<(Vec<u8>, u64)> {
+    encode_within(write, MAX_LINES)
+}
+
+/// [`encode_with`], refusing lines past `max_lines` bytes: a frame no reader would take (it
+/// would end its segment for them) is never written.
+fn encode_within(
+    write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    max_lines: u64,
+) -> io::Result<(Vec<u8>, u64)> {
     let mut encoder = Counted {
         inner: zstd::stream::write::Encoder::new(Vec::new(), 3)?,
         bytes: 0,
     };
     write(&mut encoder)?;
     let raw = encoder.bytes;
+    if raw > max_lines {
+        return Err(io::Error::other(format!(
+            "a poll of {raw} bytes, more than one frame holds ({max_lines})"
+        )));
+    }
     let payload = encoder.inner.finish()?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -116,8 +131,8 @@ fn decompress(payload: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The most one frame's lines may hold once decompressed (a keyframe of 1M sockets is about
-/// 150 MB; more is a crafted frame, not katop's).
-const MAX_LINES: u64 = 256 << 20;
+/// 150 MB, 250 MB in IPv6; the writer refuses more, so more is a crafted frame, not katop's).
+const MAX_LINES: u64 = 1 << 30;
 
 /// Fills `buf`; false when the data ends first.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
@@ -165,6 +180,17 @@ mod tests {
         assert_eq!(decode_all(&bad[..]).unwrap().len(), 1);
         // Not a segment at all.
         assert!(decode_all(&b"hello world"[..]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_poll_past_what_a_reader_takes_is_refused_not_written() {
+        let lines = |n: usize| move |w: &mut dyn io::Write| w.write_all(&vec![b'x'; n]);
+        assert!(encode_within(lines(1000), 1000).is_ok());
+        let err = encode_within(lines(1001), 1000).unwrap_err();
+        assert!(
+            err.to_string().contains("more than one frame holds"),
+            "{err}"
+        );
     }
 
     proptest::proptest! {

@@ -261,6 +261,7 @@ fn a_full_filesystem_keeps_the_recorder_running() {
     }
     let told = told.expect("the recorder says it cannot write");
     assert!(told.contains("recording goes on"), "{told}");
+    assert!(told.contains("dropping the oldest data"), "{told}");
     assert!(rec.0.try_wait().unwrap().is_none(), "still running");
     // Room again: it writes again, and says so.
     std::fs::remove_file(&ballast).unwrap();

@@ -159,13 +159,21 @@ impl Recorder {
         }
     }
 
-    /// Whatever went wrong (a full disk, no inode left, the directory gone), recording goes
-    /// on: the oldest data is dropped to make room, and this poll's events are lost.
+    /// Whatever went wrong (a full disk, no inode left, the directory gone, a poll too large
+    /// for a frame), recording goes on and this poll's events are lost; on a full disk the
+    /// store drops its oldest data to make room.
     fn failed(&mut self, e: &crate::store::StoreError) {
         if !self.failing {
+            let full = matches!(e, crate::store::StoreError::Write(io)
+                if io.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()));
+            let making_room = if full {
+                "dropping the oldest data to make room; "
+            } else {
+                ""
+            };
             crate::say!(
-                "{WHO}: {e}: dropping the oldest data to make room; events are lost until a \
-                 write succeeds; recording goes on"
+                "{WHO}: {e}: {making_room}events are lost until a write succeeds; recording \
+                 goes on"
             );
         }
         self.failing = true;

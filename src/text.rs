@@ -89,6 +89,10 @@ impl<F: Formatter> Formatter for SafeJson<F> {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        // Printable ASCII, the usual case (addresses, states, most names), goes out whole.
+        if fragment.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return w.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if is_unsafe(c) {
@@ -195,5 +199,15 @@ mod tests {
         to_writer_pretty(&mut pretty, &vec![name]).unwrap();
         let back: Vec<String> = serde_json::from_slice(&pretty).unwrap();
         assert_eq!(back, vec![name.to_string()]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_goes_out_safe_and_reads_back(name in "\\PC*|[ -~]*|.*") {
+            let text = to_string(&serde_json::json!({ "process": name })).unwrap();
+            proptest::prop_assert!(!text.chars().any(is_unsafe), "{text:?}");
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(back["process"].as_str(), Some(name.as_str()));
+        }
     }
 }

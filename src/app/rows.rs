@@ -285,13 +285,11 @@ impl App {
 
     pub(super) fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
         self.now = now;
-        // A dead connection's end was told when the kernel ended it: its row, greyed once its
-        // process lets go, says that end (the table forgets it with the socket).
-        let held_ends = self.table.ctx.held_ends.clone();
         let crate::model::table::Applied {
             mut previous,
             gone,
             ended,
+            released,
         } = self.table.apply(snap, now);
         // What disappeared stays greyed for a moment: only rows the operator could see (under
         // the current filter), not in a hunt for stale sockets, and not too many.
@@ -305,7 +303,12 @@ impl App {
             for i in gone {
                 if shown[i as usize] {
                     let sock = previous[i as usize].clone();
-                    let end = held_ends.get(&sock.cookie.0).map(|h| (h.cause, h.source));
+                    // A dead connection's end was told when the kernel ended it: its row,
+                    // greyed once its process lets go, says that end.
+                    let end = released
+                        .iter()
+                        .find(|(c, _)| *c == sock.cookie.0)
+                        .map(|(_, h)| (h.cause, h.source));
                     self.closed.push(super::Closed { sock, at: now, end });
                 }
             }

@@ -161,6 +161,8 @@ pub struct Applied {
     pub previous: Vec<RawSock>,
     pub gone: Vec<u32>,
     pub ended: Vec<Ended>,
+    /// Dead connections no longer dead (their process let go), with the end told for each.
+    pub released: Vec<(u64, crate::model::entry::HeldEnd)>,
 }
 
 /// All sockets of the latest poll, keyed by cookie.
@@ -347,7 +349,7 @@ impl ConnTable {
             // The tracepoints see every namespace; an end no poll saw may be another's.
             ended.retain(|e| e.sock.is_some() || e.first_seen.is_some());
         }
-        self.keep_held_ends(&ended);
+        let released = self.keep_held_ends(&ended);
         self.netns = snap.netns;
         self.interfaces = snap.interfaces;
         self.cost = snap.cost;
@@ -362,6 +364,7 @@ impl ConnTable {
             previous,
             gone,
             ended,
+            released,
         }
     }
 

@@ -31,7 +31,10 @@ impl WallClock {
 
 impl ConnTable {
     /// Remembers how each dead connection ended while it stays listed.
-    pub(super) fn keep_held_ends(&mut self, ended: &[Ended]) {
+    pub(super) fn keep_held_ends(
+        &mut self,
+        ended: &[Ended],
+    ) -> Vec<(u64, crate::model::entry::HeldEnd)> {
         let (socks, index) = (&self.socks, &self.index);
         let dead = |c: &u64| {
             index
@@ -39,7 +42,14 @@ impl ConnTable {
                 .is_some_and(|&i| stale::is_dead(&socks[i as usize]))
         };
         let held = &mut self.ctx.held_ends;
-        held.retain(|c, _| dead(c));
+        let mut released = Vec::new();
+        held.retain(|c, end| {
+            let keep = dead(c);
+            if !keep {
+                released.push((*c, *end));
+            }
+            keep
+        });
         for e in ended {
             if let Some(c) = e.cookie.filter(dead) {
                 held.insert(
@@ -52,6 +62,7 @@ impl ConnTable {
                 );
             }
         }
+        released
     }
 
     /// The held, unlisted sockets this table knew as connections (or as dead already), or the

@@ -200,6 +200,15 @@ fn keepalive(idle: u64, intvl: u64, cnt: u32) -> TcpKeepalive {
         .with_retries(cnt)
 }
 
+/// A peer to go silent, connected with `TCP_USER_TIMEOUT` 2 s: unacknowledged data then ends
+/// the connection after 2 s.
+fn unanswered_writes_time_out() -> SilentPeer {
+    SilentPeer::connect_with(|s| {
+        s.set_tcp_user_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+    })
+}
+
 #[test]
 fn a_dead_peer_behind_a_cut_link_is_a_keepalive_timeout() {
     if skip("keepalive timeout") {
@@ -225,10 +234,7 @@ fn an_unanswered_write_is_a_retransmit_timeout() {
     }
     let counted = Counted::start("retransmit-timeout");
     let before = counted.now();
-    let peer = SilentPeer::connect_with(|s| {
-        s.set_tcp_user_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-    });
+    let peer = unanswered_writes_time_out();
     let remote = peer.client.peer_addr().unwrap();
     let mut h = Follow::watching_also(&format!("dst:{remote}"));
     peer.go_silent();
@@ -343,10 +349,7 @@ fn the_dashboard_tells_a_dead_peers_timeouts() {
     // acknowledges (TCP_USER_TIMEOUT 2 s). This test holds both clients, so the kernel's ends
     // leave them dead, each with the cause it told.
     let idle = SilentPeer::connect(&keepalive(2, 1, 2));
-    let writing = SilentPeer::connect_with(|s| {
-        s.set_tcp_user_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-    });
+    let writing = unanswered_writes_time_out();
     let local = |p: &SilentPeer| p.client.local_addr().unwrap().to_string();
     let (a, b) = (local(&idle), local(&writing));
     t.start_katop(&format!(

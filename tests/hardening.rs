@@ -107,14 +107,12 @@ fn a_log_path_katop_must_not_write_stops_a_kill_before_it_starts() {
         0,
     )
     .unwrap();
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (_s, _) = l.accept().unwrap();
-    let filter = format!(
-        "src:{} dst:{} established",
-        c.local_addr().unwrap(),
-        l.local_addr().unwrap()
-    );
+    let common::Established {
+        listener: _l,
+        client: c,
+        server: _s,
+        filter,
+    } = common::established();
     // A FIFO no one reads (it would block the open for ever) and /dev/null (a write to it
     // records nothing): neither is a log.
     for log in [fifo.to_str().unwrap(), "/dev/null"] {

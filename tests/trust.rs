@@ -311,14 +311,12 @@ fn a_listener_that_stops_accepting_leaves_unaccepted_connections_that_can_be_kil
 #[test]
 fn an_unreadable_proc_makes_owners_unknown_never_none() {
     let _alone = alone();
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (_s, _) = l.accept().unwrap();
-    let filter = format!(
-        "src:{} dst:{} established",
-        c.local_addr().unwrap(),
-        l.local_addr().unwrap()
-    );
+    let common::Established {
+        listener: _l,
+        client: _c,
+        server: _s,
+        filter,
+    } = common::established();
     let bin = env!("CARGO_BIN_EXE_katop");
     let limited = |n: u32, args: &str| {
         Command::new("sh")
@@ -483,19 +481,17 @@ fn a_capability_on_the_binary_is_not_every_users_kill_switch() {
 #[test]
 fn every_process_holding_a_socket_is_named() {
     let _alone = alone();
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (_s, _) = l.accept().unwrap();
+    let common::Established {
+        listener: _l,
+        client: c,
+        server: _s,
+        filter,
+    } = common::established();
     // A second holder: a child inherits a duplicate (dup leaves close-on-exec off).
     let dup = rustix::io::dup(&c).unwrap();
     let dup_fd = std::os::fd::AsRawFd::as_raw_fd(&dup);
     let mut child = Command::new("sleep").arg("60").spawn().unwrap();
     drop(dup);
-    let filter = format!(
-        "src:{} dst:{} established",
-        c.local_addr().unwrap(),
-        l.local_addr().unwrap()
-    );
     let e = &json(&katop(&["--json", "--filter", &filter]))[0];
     let owners = e["owners"].as_array().unwrap();
     let me = u64::from(std::process::id());
@@ -521,14 +517,12 @@ fn an_owner_katop_cannot_see_is_unknown_in_every_output() {
         common::skipped("needs root to run katop as nobody");
         return;
     }
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (_s, _) = l.accept().unwrap();
-    let filter = format!(
-        "src:{} dst:{} established",
-        c.local_addr().unwrap(),
-        l.local_addr().unwrap()
-    );
+    let common::Established {
+        listener: _l,
+        client: _c,
+        server: _s,
+        filter,
+    } = common::established();
     let out = katop_as_nobody("unknown-owner", &["kill", "--dry-run", "--filter", &filter]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("  ?  idle"), "{text}");
@@ -552,14 +546,12 @@ fn an_owner_katop_cannot_see_is_unknown_in_every_output() {
 #[test]
 fn another_katop_is_never_the_owner_of_a_socket_another_process_holds() {
     let _alone = alone();
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (_s, _) = l.accept().unwrap();
-    let filter = format!(
-        "src:{} dst:{} established",
-        c.local_addr().unwrap(),
-        l.local_addr().unwrap()
-    );
+    let common::Established {
+        listener: _l,
+        client: c,
+        server: _s,
+        filter,
+    } = common::established();
     // A katop holds it first (the lower pid), then `sleep`; this process lets go of it.
     let dup = rustix::io::dup(&c).unwrap();
     let mut other = Command::new(env!("CARGO_BIN_EXE_katop"))

@@ -38,6 +38,7 @@ impl HeldSockets {
         let mut found = Vec::new();
         let mut still_held = FxHashSet::default();
         let mut asked = 0;
+        let mut capped = false;
         let mut netns_of_pid: rustc_hash::FxHashMap<u32, NetnsId> =
             rustc_hash::FxHashMap::default();
         // By inode, from where the last poll stopped, round: a stable order that moves on.
@@ -58,7 +59,11 @@ impl HeldSockets {
                 continue;
             }
             if asked == MAX_PER_POLL {
-                self.from = inode;
+                // The next poll starts at the first one not asked.
+                if !capped {
+                    self.from = inode;
+                    capped = true;
+                }
                 continue;
             }
             asked += 1;

@@ -629,3 +629,29 @@ pub fn serving(child: &mut std::process::Child, who: &str) -> std::net::SocketAd
     std::thread::spawn(move || for _ in lines {});
     addr
 }
+
+/// A loopback connection this process holds both ends of, and the filter that lists its
+/// client's end alone.
+pub struct Established {
+    pub listener: TcpListener,
+    pub client: TcpStream,
+    pub server: TcpStream,
+    pub filter: String,
+}
+
+pub fn established() -> Established {
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let filter = format!(
+        "src:{} dst:{} established",
+        client.local_addr().unwrap(),
+        listener.local_addr().unwrap()
+    );
+    Established {
+        listener,
+        client,
+        server,
+        filter,
+    }
+}

@@ -91,9 +91,6 @@ fn main() {
     let settings = katop::model::KernelSettings::default();
     let namespaces = vec![(4_026_531_840, "host".to_string(), None, true)];
     let mut changes = Changes::default();
-    // The recorder's rule: a keyframe begins each segment and comes again once the deltas
-    // since outweigh it.
-    let (mut keyframe_bytes, mut since) = (0u64, u64::MAX);
     let written = Instant::now();
     for poll in 0..polls {
         let wall = start + Duration::from_secs(poll * interval);
@@ -102,24 +99,20 @@ fn main() {
             let n = (poll * changing + k) % count;
             socks[2 * n as usize].send_q = poll as u32 % 1000 + 1;
         }
-        let keyframe = writer.next_starts_segment(wall) || since >= keyframe_bytes;
+        let keyframe = changes.keyframe_due(writer.next_starts_segment(wall));
         let names = changes.to_name(namespaces.clone(), keyframe);
         // Their clocks are absent (read as 0 ms ago): compared at one moment, they stand still.
         let delta = changes.delta(socks.iter(), start, keyframe);
         let sample = snapshot::Sample {
             time: katop::actions::log::rfc3339(wall),
-            sample: socks.len(),
+            sample: delta.tcp,
         };
         let bytes = writer
             .append_with(wall, |w| {
                 snapshot::write_poll(w, &sample, (&settings, &names), keyframe, delta)
             })
             .expect("written");
-        if keyframe {
-            (keyframe_bytes, since) = (bytes, 0);
-        } else {
-            since += bytes;
-        }
+        changes.wrote(bytes, keyframe);
     }
     drop(writer);
     let size: u64 = std::fs::read_dir(&store)

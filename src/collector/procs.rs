@@ -44,9 +44,15 @@ struct ProcEntry {
 /// Whether `pid` runs the program this process runs (the same file, by device and inode).
 fn runs_katop(pid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let ours = std::fs::metadata("/proc/self/exe");
+    // Ours, read once: it does not change while katop runs.
+    static OURS: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let ours = OURS.get_or_init(|| {
+        std::fs::metadata("/proc/self/exe")
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    });
     let theirs = std::fs::metadata(format!("/proc/{pid}/exe"));
-    matches!((ours, theirs), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+    matches!((ours, theirs), (Some(a), Ok(b)) if *a == (b.dev(), b.ino()))
 }
 
 /// Counters of the last scan, for the poll's status.

@@ -166,20 +166,22 @@ fn arrive(dir: &Path, from: Option<SystemTime>, to: Travel) -> Arrival {
 }
 
 fn recall(memory: &Remembered, from: Option<SystemTime>, to: Travel) -> Arrival {
-    let locked = |f: &dyn Fn(&Memory) -> Arrival| match memory.lock() {
-        Ok(m) => f(&m),
-        Err(_) => Arrival::Failed("katop's memory is unreadable".into()),
+    // Held only to look and take: the collector thread records into it each poll, so the
+    // decoding happens after.
+    let lock = || {
+        memory
+            .lock()
+            .map_err(|_| "katop's memory is unreadable".to_string())
     };
-    locked(&|m: &Memory| {
-        travel(
-            from,
-            to,
-            |t, back| Ok(m.sample_beside(t, back)),
-            |t| m.snapshot_at(t),
-            |here| {
-                format!("katop remembers nothing before {here} (no store: katop record keeps one)")
-            },
-            "katop's memory",
-        )
-    })
+    travel(
+        from,
+        to,
+        |t, back| Ok(lock()?.sample_beside(t, back)),
+        |t| {
+            let recalled = lock()?.recall(t)?;
+            recalled.snapshot()
+        },
+        |here| format!("katop remembers nothing before {here} (no store: katop record keeps one)"),
+        "katop's memory",
+    )
 }

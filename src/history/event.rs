@@ -43,17 +43,6 @@ impl Keepalive {
             user_timeout_ms: o.user_timeout_ms,
         }
     }
-
-    pub fn opts(&self) -> crate::model::SockOpts {
-        crate::model::SockOpts {
-            user_timeout_ms: self.user_timeout_ms,
-            idle_s: self.idle_s,
-            intvl_s: self.intvl_s,
-            cnt: self.cnt,
-            keepalive: self.on,
-            read: true,
-        }
-    }
 }
 
 /// One event, ready to print. Absent values are `null`, never guessed.

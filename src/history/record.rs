@@ -62,8 +62,7 @@ pub fn run(args: &Args, r: &RecordArgs) -> ExitCode {
         writer,
         publisher,
         changes: crate::store::changes::Changes::default(),
-        keyframe: 0,
-        since_keyframe: u64::MAX,
+        everything: Filter::parse("").expect("the empty filter parses"),
         failing: false,
     };
     crate::exporter::run_polling(WHO, listener, latest, r.interval, runtime, move || {
@@ -76,11 +75,10 @@ struct Recorder {
     source: EventSource,
     writer: Writer,
     publisher: Option<Publisher>,
-    /// What each socket was when last written.
+    /// What each socket was when last written, and when the next keyframe is due.
     changes: crate::store::changes::Changes,
-    /// The last keyframe's bytes, and the deltas' since (before compression).
-    keyframe: u64,
-    since_keyframe: u64,
+    /// The filter that takes every event.
+    everything: Filter,
     /// A store that cannot be written is said once, and again once it works.
     failing: bool,
 }
@@ -89,8 +87,7 @@ impl Recorder {
     /// One poll: its events stored, its metrics published; how long it took.
     fn once(&mut self) -> std::time::Duration {
         let started = Instant::now();
-        let everything = Filter::parse("").expect("the empty filter parses");
-        let polled = self.source.poll(&everything);
+        let polled = self.source.poll(&self.everything);
         match polled {
             Ok(events) => {
                 self.write(&events);
@@ -109,13 +106,15 @@ impl Recorder {
     /// The poll's lines: its events, its mark, and the sockets (a keyframe, or what changed).
     fn write(&mut self, events: &[super::event::Event]) {
         let now = SystemTime::now();
-        // A keyframe begins each segment (it reads alone, whatever retention dropped before
-        // it), and comes again once the deltas since the last one outweigh it (so `--at` reads
-        // at most twice a keyframe's bytes).
-        let keyframe = self.writer.next_starts_segment(now) || self.since_keyframe >= self.keyframe;
+        let keyframe = self
+            .changes
+            .keyframe_due(self.writer.next_starts_segment(now));
         let (socks, wall) = self.source.socks();
         let delta = self.changes.delta(socks, wall, keyframe);
-        let sample = self.source.sample();
+        let sample = crate::store::snapshot::Sample {
+            time: crate::actions::log::rfc3339(wall),
+            sample: delta.tcp,
+        };
         let settings = *self.source.last().0.settings();
         let namespaces = self.changes.to_name(
             crate::store::snapshot::stored_namespaces(&self.source.last().0.ctx.namespaces),
@@ -135,18 +134,13 @@ impl Recorder {
             )
         });
         match written {
-            Ok(bytes) if keyframe => {
-                (self.keyframe, self.since_keyframe) = (bytes, 0);
-                self.stored_again();
-            }
             Ok(bytes) => {
-                self.since_keyframe += bytes;
+                self.changes.wrote(bytes, keyframe);
                 self.stored_again();
             }
             Err(e) => {
                 // What was not written is written again, whole, in the next poll's keyframe.
                 self.changes.forget();
-                self.since_keyframe = u64::MAX;
                 self.failed(&e);
             }
         }

@@ -57,18 +57,6 @@ impl EventSource {
         })
     }
 
-    /// The last poll's mark: `{"time": …, "sample": TCP sockets}`.
-    pub fn sample(&self) -> crate::store::snapshot::Sample {
-        crate::store::snapshot::Sample {
-            time: crate::actions::log::rfc3339(self.polled_wall()),
-            sample: self
-                .table
-                .entries()
-                .filter(|e| e.sock.proto == crate::model::Proto::Tcp)
-                .count(),
-        }
-    }
-
     fn polled_wall(&self) -> std::time::SystemTime {
         self.table
             .ctx
@@ -106,9 +94,7 @@ impl EventSource {
         self.told_closed
             .retain(|c| table.by_cookie(crate::model::Cookie(*c)).is_some());
         self.first = false;
-        if !self.first {
-            events.extend(keepalive_changes(table, filter, now, host));
-        }
+        events.extend(keepalive_changes(table, filter, now, host));
         for end in &applied.ended {
             if let Some(ev) = closed(end, table, filter, now, host) {
                 // A kill is told, then the end it caused.

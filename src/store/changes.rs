@@ -39,6 +39,9 @@ pub struct Changes {
     /// The namespaces named since the last keyframe: inode → its names, hashed (an inode
     /// can come back as another namespace, or its container be found later).
     named: FxHashMap<u64, u64>,
+    /// The last keyframe's bytes, and the deltas' since (before compression).
+    keyframe_bytes: u64,
+    since_keyframe: u64,
 }
 
 /// A poll's delta: the sockets to write whole, those to write only the moving part of, and
@@ -49,6 +52,8 @@ pub struct Delta<'a> {
     pub socks: Vec<&'a RawSock>,
     pub moved: Vec<&'a RawSock>,
     pub gone: Vec<u64>,
+    /// The poll's TCP sockets (its mark's `sample`).
+    pub tcp: usize,
 }
 
 impl Changes {
@@ -70,6 +75,7 @@ impl Changes {
             let Some((fixed, fp, clocks)) = fingerprints(raw, now_ms) else {
                 continue;
             };
+            out.tcp += 1;
             let entry = self.written.entry(raw.cookie.0);
             // (whole, its moving part)
             let changed = match &entry {
@@ -109,10 +115,28 @@ impl Changes {
         out
     }
 
-    /// Forgets everything written (a write failed: the next keyframe writes all again).
+    /// Forgets everything written (a write failed: the next poll is a keyframe that writes
+    /// all again).
     pub fn forget(&mut self) {
         self.written.clear();
         self.named.clear();
+        (self.keyframe_bytes, self.since_keyframe) = (0, 0);
+    }
+
+    /// Whether the next poll is a keyframe: one begins each segment (`starts`: it reads
+    /// alone, whatever retention dropped before it) and comes again once the deltas since the
+    /// last one outweigh it (so reading a moment costs at most about twice a keyframe).
+    pub fn keyframe_due(&self, starts: bool) -> bool {
+        starts || self.since_keyframe >= self.keyframe_bytes
+    }
+
+    /// A poll's lines were written: `bytes` of them (before compression).
+    pub fn wrote(&mut self, bytes: u64, keyframe: bool) {
+        if keyframe {
+            (self.keyframe_bytes, self.since_keyframe) = (bytes, 0);
+        } else {
+            self.since_keyframe = self.since_keyframe.saturating_add(bytes);
+        }
     }
 
     /// The namespaces a poll's line names: all of them in a keyframe, else those no line since

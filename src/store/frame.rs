@@ -32,6 +32,30 @@ fn encode_within(
     write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
     max_lines: u64,
 ) -> io::Result<(Vec<u8>, u64)> {
+    let (payload, raw) = compress_within(write, max_lines)?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| l <= MAX_FRAME)
+        .ok_or_else(|| io::Error::other("a batch too large for one frame"))?;
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok((out, raw))
+}
+
+/// What `write` writes, zstd-compressed as it is written (a frame's payload, what
+/// [`decompress`] reads), and its length before compression.
+pub fn compress_with(
+    write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> io::Result<(Vec<u8>, u64)> {
+    compress_within(write, MAX_LINES)
+}
+
+fn compress_within(
+    write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    max_lines: u64,
+) -> io::Result<(Vec<u8>, u64)> {
     let mut encoder = Counted {
         inner: zstd::stream::write::Encoder::new(Vec::new(), 3)?,
         bytes: 0,
@@ -43,16 +67,7 @@ fn encode_within(
             "a poll of {raw} bytes, more than one frame holds ({max_lines})"
         )));
     }
-    let payload = encoder.inner.finish()?;
-    let len = u32::try_from(payload.len())
-        .ok()
-        .filter(|&l| l <= MAX_FRAME)
-        .ok_or_else(|| io::Error::other("a batch too large for one frame"))?;
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok((out, raw))
+    Ok((encoder.inner.finish()?, raw))
 }
 
 /// A writer that counts what goes through it.
@@ -120,7 +135,7 @@ pub fn for_each(mut r: impl Read, mut each: impl FnMut(Vec<u8>) -> bool) -> io::
 
 /// A payload's lines, growing as they come (never a large reservation up front), at most
 /// [`MAX_LINES`] bytes; `None` for a damaged payload or one past the bound.
-fn decompress(payload: &[u8]) -> Option<Vec<u8>> {
+pub fn decompress(payload: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     zstd::stream::read::Decoder::new(payload)
         .ok()?

@@ -23,8 +23,9 @@ pub const EVERY: Duration = Duration::from_secs(10);
 struct Frame {
     time: SystemTime,
     keyframe: bool,
-    /// The poll's lines, zstd-compressed.
-    data: Vec<u8>,
+    /// The poll's lines, zstd-compressed; shared with a reader, who decodes them once the
+    /// memory's lock is let go.
+    data: std::sync::Arc<[u8]>,
 }
 
 /// The last hour of polls, compressed.
@@ -33,9 +34,6 @@ pub struct Memory {
     frames: VecDeque<Frame>,
     changes: Changes,
     bytes: usize,
-    /// The last keyframe's bytes and the deltas' since (before compression).
-    keyframe: u64,
-    since_keyframe: u64,
 }
 
 impl std::fmt::Debug for Memory {
@@ -59,37 +57,29 @@ impl Memory {
         if recent {
             return;
         }
-        let keyframe = self.frames.is_empty() || self.since_keyframe >= self.keyframe;
+        let keyframe = self.changes.keyframe_due(self.frames.is_empty());
         let delta = self.changes.delta(snap.socks.iter(), snap.wall, keyframe);
         let sample = Sample {
             time: crate::actions::log::rfc3339(snap.wall),
-            sample: snap
-                .socks
-                .iter()
-                .filter(|s| s.proto == crate::model::Proto::Tcp)
-                .count(),
+            sample: delta.tcp,
         };
         let namespaces = self
             .changes
             .to_name(snapshot::stored_namespaces(&snap.namespaces), keyframe);
-        let encoded = zstd_lines(|w| {
+        let encoded = super::frame::compress_with(|w| {
             snapshot::write_poll(w, &sample, (&snap.settings, &namespaces), keyframe, delta)
         });
-        let Some((data, raw)) = encoded else {
+        let Ok((data, raw)) = encoded else {
             // Not remembered: the next poll starts afresh.
             self.forget();
             return;
         };
-        if keyframe {
-            (self.keyframe, self.since_keyframe) = (raw, 0);
-        } else {
-            self.since_keyframe += raw;
-        }
+        self.changes.wrote(raw, keyframe);
         self.bytes += data.len();
         self.frames.push_back(Frame {
             time: snap.wall,
             keyframe,
-            data,
+            data: data.into(),
         });
         self.trim(snap.wall);
     }
@@ -130,6 +120,12 @@ impl Memory {
 
     /// The sockets at `at`, as remembered; why not when it is before the memory begins.
     pub fn snapshot_at(&self, at: SystemTime) -> Result<Snapshot, String> {
+        self.recall(at)?.snapshot()
+    }
+
+    /// The remembered polls that tell `at` (its last keyframe on), still compressed: cheap to
+    /// take under the lock the collector thread records through.
+    pub fn recall(&self, at: SystemTime) -> Result<Recalled, String> {
         let upto = self.frames.iter().take_while(|f| f.time <= at).count();
         let Some(first) = self.frames.iter().take(upto).rposition(|f| f.keyframe) else {
             return Err(match self.frames.front() {
@@ -140,23 +136,34 @@ impl Memory {
                 None => "katop remembers nothing yet (no store: katop record keeps one)".into(),
             });
         };
-        let mut lines = Vec::new();
-        for f in self.frames.range(first..upto) {
-            let text = zstd::stream::decode_all(&f.data[..]).map_err(|e| e.to_string())?;
-            lines.extend(String::from_utf8_lossy(&text).lines().map(String::from));
-        }
-        snapshot::at(&lines, at).ok_or_else(|| "katop's memory of then is unreadable".into())
+        Ok(Recalled {
+            frames: self
+                .frames
+                .range(first..upto)
+                .map(|f| std::sync::Arc::clone(&f.data))
+                .collect(),
+            at,
+        })
     }
 }
 
-/// What `write` writes, zstd-compressed, and its length before compression.
-fn zstd_lines(
-    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-) -> Option<(Vec<u8>, u64)> {
-    let mut raw = Vec::new();
-    write(&mut raw).ok()?;
-    let data = zstd::bulk::compress(&raw, 3).ok()?;
-    Some((data, raw.len() as u64))
+/// Remembered polls taken out of the memory, to decode.
+pub struct Recalled {
+    frames: Vec<std::sync::Arc<[u8]>>,
+    at: SystemTime,
+}
+
+impl Recalled {
+    /// The sockets at the moment recalled.
+    pub fn snapshot(self) -> Result<Snapshot, String> {
+        let unreadable = || "katop's memory of then is unreadable".to_string();
+        let mut lines = Vec::new();
+        for data in &self.frames {
+            let text = super::frame::decompress(data).ok_or_else(unreadable)?;
+            lines.extend(String::from_utf8_lossy(&text).lines().map(String::from));
+        }
+        snapshot::at(&lines, self.at).ok_or_else(unreadable)
+    }
 }
 
 #[cfg(test)]

@@ -222,9 +222,7 @@ pub fn ends(s: &TcpStream) -> (SocketAddr, SocketAddr) {
 }
 
 pub fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
-    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (c, s)
+    super::connect(l, None)
 }
 
 pub fn listener() -> (TcpListener, String) {

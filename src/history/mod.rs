@@ -61,23 +61,22 @@ pub fn run(args: &Args, h: &HistoryArgs) -> ExitCode {
 fn follow(args: &Args, h: &HistoryArgs, filter: &Filter) -> anyhow::Result<()> {
     let mut source = source::EventSource::new(args, "katop history")?;
     crate::until_signal(h.interval, || {
-        let events = source.poll(filter)?;
-        print(&events, h.json)
+        source.poll()?;
+        let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+        source.each_event(filter, |ev| print(&mut out, ev, h.json))?;
+        out.flush()?;
+        Ok(())
     })
 }
 
-/// Events to stdout: NDJSON, or a line each.
-fn print(events: &[Event], json: bool) -> anyhow::Result<()> {
-    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    for ev in events {
-        if json {
-            serde_json::to_writer(&mut out, ev)?;
-            out.write_all(b"\n")?;
-        } else {
-            writeln!(out, "{}", ev.line())?;
-        }
+/// An event to stdout: NDJSON, or a line.
+fn print(out: &mut impl Write, ev: &Event, json: bool) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, ev)?;
+        out.write_all(b"\n")?;
+    } else {
+        writeln!(out, "{}", ev.line())?;
     }
-    out.flush()?;
     Ok(())
 }
 

@@ -87,10 +87,10 @@ impl Recorder {
     /// One poll: its events stored, its metrics published; how long it took.
     fn once(&mut self) -> std::time::Duration {
         let started = Instant::now();
-        let polled = self.source.poll(&self.everything);
+        let polled = self.source.poll();
         match polled {
-            Ok(events) => {
-                self.write(&events);
+            Ok(()) => {
+                self.write();
                 if let Some(p) = &mut self.publisher {
                     p.publish(Ok(self.source.last()), started);
                 }
@@ -104,7 +104,7 @@ impl Recorder {
     }
 
     /// The poll's lines: its events, its mark, and the sockets (a keyframe, or what changed).
-    fn write(&mut self, events: &[super::event::Event]) {
+    fn write(&mut self) {
         let now = SystemTime::now();
         let keyframe = self
             .changes
@@ -120,11 +120,12 @@ impl Recorder {
             crate::store::snapshot::stored_namespaces(&self.source.last().0.ctx.namespaces),
             keyframe,
         );
+        let (source, everything) = (&self.source, &self.everything);
         let written = self.writer.append_with(now, |w| {
-            for ev in events {
+            source.each_event(everything, |ev| {
                 serde_json::to_writer(&mut *w, ev)?;
-                w.write_all(b"\n")?;
-            }
+                w.write_all(b"\n")
+            })?;
             crate::store::snapshot::write_poll(
                 w,
                 &sample,

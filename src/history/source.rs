@@ -17,6 +17,10 @@ pub struct EventSource {
     table: ConnTable,
     host: String,
     first: bool,
+    /// Whether the last poll's openings and state changes are told (not the first poll's).
+    tells_changes: bool,
+    /// When the last poll was applied: the moment its events are judged at.
+    applied_at: Instant,
     warned: Vec<String>,
     /// The last poll's ends (for the exporter's counters when the recorder feeds it).
     ended: Vec<Ended>,
@@ -49,6 +53,8 @@ impl EventSource {
             table,
             host,
             first: true,
+            tells_changes: false,
+            applied_at: Instant::now(),
             warned: Vec::new(),
             ended: Vec::new(),
             watching,
@@ -74,45 +80,76 @@ impl EventSource {
         (self.table.entries().map(|e| e.sock), self.polled_wall())
     }
 
-    /// One poll's events that `filter` takes, oldest first.
-    pub fn poll(&mut self, filter: &Filter) -> anyhow::Result<Vec<Event>> {
+    /// One poll, applied to the table; [`Self::each_event`] then tells its events.
+    pub fn poll(&mut self) -> anyhow::Result<()> {
         let snap = self.collector.poll_into(std::mem::take(&mut self.spare))?;
-        let now = Instant::now();
-        let applied = self.table.apply(snap, now);
+        self.applied_at = Instant::now();
+        let applied = self.table.apply(snap, self.applied_at);
         crate::say_new_warnings(&self.table.warnings, &mut self.warned);
-        let (table, host) = (&self.table, self.host.as_str());
-        let mut events = Vec::new();
         self.told_closed
             .extend(applied.ended.iter().filter_map(|e| e.cookie));
-        // The first poll is where katop starts watching, not where connections open.
-        if !self.first {
-            let ended = &self.told_closed;
-            events.extend(changes(table, filter, now, host).filter(|ev| {
-                !(ev.event == Kind::State && ev.cookie.is_some_and(|c| ended.contains(&c)))
-            }));
-        }
+        let table = &self.table;
         self.told_closed
             .retain(|c| table.by_cookie(crate::model::Cookie(*c)).is_some());
+        // The first poll is where katop starts watching, not where connections open.
+        self.tells_changes = !self.first;
         self.first = false;
-        events.extend(keepalive_changes(table, filter, now, host));
-        for end in &applied.ended {
-            if let Some(ev) = closed(end, table, filter, now, host) {
-                // A kill is told, then the end it caused.
-                if end.cause == crate::model::ends::Cause::Killed {
-                    let mut killed = ev.clone();
-                    killed.event = Kind::Killed;
-                    (killed.lifetime_s, killed.bytes_sent, killed.bytes_received) =
-                        (None, None, None);
-                    events.push(killed);
-                }
-                events.push(ev);
-            }
-        }
         self.ended = applied.ended;
         self.spare = applied.previous;
         self.spare.clear();
-        events.sort_by(|a, b| a.time.cmp(&b.time));
-        Ok(events)
+        Ok(())
+    }
+
+    /// The last poll's events that `filter` takes, oldest first, each handed to `each` as it
+    /// is made: a burst (100k idle connections turning stale together) is never held whole.
+    pub fn each_event<E>(
+        &self,
+        filter: &Filter,
+        mut each: impl FnMut(&Event) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let now = self.applied_at;
+        let (table, host) = (&self.table, self.host.as_str());
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        };
+        // Events print their time to the ms: ends in that order, the poll's own changes
+        // after those before it and before those at or after it.
+        let mut ends: Vec<&Ended> = self.ended.iter().collect();
+        ends.sort_by_key(|e| ms(e.at));
+        let polled = ms(self.polled_wall());
+        let split = ends.partition_point(|e| ms(e.at) < polled);
+        let tell_end = |end: &Ended, each: &mut dyn FnMut(&Event) -> Result<(), E>| {
+            let Some(ev) = closed(end, table, filter, now, host) else {
+                return Ok(());
+            };
+            // A kill is told, then the end it caused.
+            if end.cause == crate::model::ends::Cause::Killed {
+                let mut killed = ev.clone();
+                killed.event = Kind::Killed;
+                (killed.lifetime_s, killed.bytes_sent, killed.bytes_received) = (None, None, None);
+                each(&killed)?;
+            }
+            each(&ev)
+        };
+        for end in &ends[..split] {
+            tell_end(end, &mut each)?;
+        }
+        if self.tells_changes {
+            let ended = &self.told_closed;
+            for ev in changes(table, filter, now, host) {
+                if !(ev.event == Kind::State && ev.cookie.is_some_and(|c| ended.contains(&c))) {
+                    each(&ev)?;
+                }
+            }
+        }
+        for ev in keepalive_changes(table, filter, now, host) {
+            each(&ev)?;
+        }
+        for end in &ends[split..] {
+            tell_end(end, &mut each)?;
+        }
+        Ok(())
     }
 
     /// The table after the last poll, and the ends that poll saw.

@@ -3,7 +3,7 @@
 //! crash or a full disk, or damaged, ends the segment for readers: everything before it reads,
 //! and it is never an error.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 /// The first bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"KATOPEV1";
@@ -60,7 +60,13 @@ fn compress_within(
         inner: zstd::stream::write::Encoder::new(Vec::new(), 3)?,
         bytes: 0,
     };
-    write(&mut encoder)?;
+    {
+        // serde hands over a record a few bytes at a time, and zstd runs for every write it
+        // gets: it gets them in blocks.
+        let mut blocks = io::BufWriter::with_capacity(1 << 17, &mut encoder);
+        write(&mut blocks)?;
+        blocks.flush()?;
+    }
     let raw = encoder.bytes;
     if raw > max_lines {
         return Err(io::Error::other(format!(

@@ -60,6 +60,30 @@ fn say_bare_dump(interval: u64) {
     );
 }
 
+/// A run right after another finds the last one's connections in `TIME_WAIT` for a minute, in
+/// every dump: what this run costs would count them too.
+fn wait_for_time_wait_to_drain() {
+    let time_wait = || -> u64 {
+        std::fs::read_to_string("/proc/net/sockstat")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("TCP:"))
+            .and_then(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "tw")?;
+                words.next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    if time_wait() > 1000 {
+        println!("waiting for {} TIME_WAIT sockets to go", time_wait());
+    }
+    while time_wait() > 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -79,6 +103,7 @@ fn main() {
     let interval = common::arg("--interval-s").unwrap_or(10) as u64;
     let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
     let per_mille = common::arg("--change-per-mille").unwrap_or(20);
+    wait_for_time_wait_to_drain();
     let _farm = common::Farm::hold_changing(count, per_mille, interval as usize);
     say_bare_dump(interval);
     let store = std::env::temp_dir().join(format!("katop-bench-store-{}", std::process::id()));
@@ -129,14 +154,25 @@ fn main() {
         hwm as f64 / 1024.0
     );
     println!(
-        "store: {bytes} bytes = {:.2} bytes per connection per sample",
-        bytes as f64 / count as f64 / samples as f64
+        "store: {bytes} bytes = {:.2} bytes per connection ({:.2} per socket) per sample",
+        bytes as f64 / count as f64 / samples as f64,
+        bytes as f64 / (2 * count) as f64 / samples as f64
     );
+    time_at(&bin, &store, mid);
+    if std::env::var_os("KATOP_BENCH_KEEP").is_some() {
+        println!("store kept: {}", store.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&store);
+    }
+}
+
+/// How long `katop --at` takes to open the moment `mid` of `store`.
+fn time_at(bin: &str, store: &std::path::Path, mid: SystemTime) {
     let at = humantime::format_rfc3339_millis(mid).to_string();
     // The moment read and modelled, one socket printed (what opening it costs), then printed
     // whole (every socket as JSON: what the output costs on top).
     let started = Instant::now();
-    let one = Command::new(&bin)
+    let one = Command::new(bin)
         .args([
             "--json",
             "--at",
@@ -145,7 +181,7 @@ fn main() {
             "sport:1 or dport:1",
             "--store",
         ])
-        .arg(&store)
+        .arg(store)
         .output()
         .unwrap();
     println!(
@@ -156,9 +192,9 @@ fn main() {
     // Into a file: the time is katop's, not this bench's reading of ~1 KB a socket.
     let printed = store.with_extension("json");
     let started = Instant::now();
-    Command::new(&bin)
+    Command::new(bin)
         .args(["--json", "--at", &at, "--store"])
-        .arg(&store)
+        .arg(store)
         .stdout(std::fs::File::create(&printed).unwrap())
         .status()
         .unwrap();
@@ -169,9 +205,4 @@ fn main() {
         .map_or(0, |v| v.len());
     let _ = std::fs::remove_file(&printed);
     println!("katop --json --at (mid-run): {took:.2?}, {listed} sockets");
-    if std::env::var_os("KATOP_BENCH_KEEP").is_some() {
-        println!("store kept: {}", store.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&store);
-    }
 }

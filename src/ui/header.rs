@@ -141,10 +141,7 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
     // These are the host's; namespaces with their own say so.
     let differ = t.ctx.namespaces.iter().filter(|n| n.settings != *s).count();
     if differ > 0 {
-        ka.push(Span::styled(
-            format!("  (differ in {differ} namespaces)"),
-            theme.warn(),
-        ));
+        ka.push(Span::styled(differ_note(differ), theme.warn()));
     }
     // Declared middleboxes, tightest first: what `at-risk` is measured against.
     let mut declared: Vec<&crate::model::Middlebox> = t.ctx.declared.iter().collect();
@@ -166,6 +163,16 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
 
 /// The first line: the host, the poll and its cost, the namespaces; or which past moment is
 /// shown, first and loudly, so the past is never read as the present.
+/// How many namespaces have keepalive settings of their own.
+fn differ_note(differ: usize) -> String {
+    let namespaces = if differ == 1 {
+        "namespace"
+    } else {
+        "namespaces"
+    };
+    format!("  (differ in {differ} {namespaces})")
+}
+
 fn title(app: &App, theme: Theme) -> Vec<Span<'static>> {
     let t = &app.table;
     let mut first = match &app.past {
@@ -206,4 +213,13 @@ fn title(app: &App, theme: Theme) -> Vec<Span<'static>> {
         first.extend(namespaces(t, theme));
     }
     first
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_namespace_is_not_namespaces() {
+        assert_eq!(super::differ_note(1), "  (differ in 1 namespace)");
+        assert_eq!(super::differ_note(3), "  (differ in 3 namespaces)");
+    }
 }

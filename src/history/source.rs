@@ -82,6 +82,9 @@ impl EventSource {
 
     /// One poll, applied to the table; [`Self::each_event`] then tells its events.
     pub fn poll(&mut self) -> anyhow::Result<()> {
+        // A failed poll tells nothing, not the last one's events again.
+        self.ended.clear();
+        self.tells_changes = false;
         let snap = self.collector.poll_into(std::mem::take(&mut self.spare))?;
         self.applied_at = Instant::now();
         let applied = self.table.apply(snap, self.applied_at);

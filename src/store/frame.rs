@@ -3,7 +3,7 @@
 //! crash or a full disk, or damaged, ends the segment for readers: everything before it reads,
 //! and it is never an error.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 /// The first bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"KATOPEV1";
@@ -65,7 +65,10 @@ fn compress_within(
         // gets: it gets them in blocks.
         let mut blocks = io::BufWriter::with_capacity(1 << 17, &mut encoder);
         write(&mut blocks)?;
-        blocks.flush()?;
+        // Not `flush`: that would end a zstd block early.
+        blocks
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
     }
     let raw = encoder.bytes;
     if raw > max_lines {

@@ -161,8 +161,6 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
     ka
 }
 
-/// The first line: the host, the poll and its cost, the namespaces; or which past moment is
-/// shown, first and loudly, so the past is never read as the present.
 /// How many namespaces have keepalive settings of their own.
 fn differ_note(differ: usize) -> String {
     let namespaces = if differ == 1 {
@@ -173,6 +171,8 @@ fn differ_note(differ: usize) -> String {
     format!("  (differ in {differ} {namespaces})")
 }
 
+/// The first line: the host, the poll and its cost, the namespaces; or which past moment is
+/// shown, first and loudly, so the past is never read as the present.
 fn title(app: &App, theme: Theme) -> Vec<Span<'static>> {
     let t = &app.table;
     let mut first = match &app.past {

@@ -138,10 +138,23 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
             theme.label(),
         ));
     }
-    // These are the host's; namespaces with their own say so.
-    let differ = t.ctx.namespaces.iter().filter(|n| n.settings != *s).count();
-    if differ > 0 {
-        ka.push(Span::styled(differ_note(differ), theme.warn()));
+    // These are the host's; namespaces with their own say so, and those whose katop does not
+    // know (unread, or the past: the store keeps the host's only) are not said to differ.
+    let unknown = crate::model::KernelSettings::default();
+    let (differ, not_known) =
+        t.ctx
+            .namespaces
+            .iter()
+            .filter(|n| n.settings != *s)
+            .fold((0, 0), |(d, u), n| {
+                if n.settings == unknown {
+                    (d, u + 1)
+                } else {
+                    (d + 1, u)
+                }
+            });
+    if let Some(note) = namespaces_note(differ, not_known) {
+        ka.push(Span::styled(note, theme.warn()));
     }
     // Declared middleboxes, tightest first: what `at-risk` is measured against.
     let mut declared: Vec<&crate::model::Middlebox> = t.ctx.declared.iter().collect();
@@ -161,14 +174,19 @@ fn keepalive_line(t: &crate::model::ConnTable, theme: Theme) -> Vec<Span<'static
     ka
 }
 
-/// How many namespaces have keepalive settings of their own.
-fn differ_note(differ: usize) -> String {
-    let namespaces = if differ == 1 {
-        "namespace"
-    } else {
-        "namespaces"
-    };
-    format!("  (differ in {differ} {namespaces})")
+/// How many namespaces have keepalive settings of their own, and how many katop does not
+/// know the settings of; `None` when neither.
+fn namespaces_note(differ: usize, not_known: usize) -> Option<String> {
+    let namespaces = |n: usize| if n == 1 { "namespace" } else { "namespaces" };
+    match (differ, not_known) {
+        (0, 0) => None,
+        (d, 0) => Some(format!("  (differ in {d} {})", namespaces(d))),
+        (0, u) => Some(format!("  (not known in {u} {})", namespaces(u))),
+        (d, u) => Some(format!(
+            "  (differ in {d} {}, not known in {u})",
+            namespaces(d)
+        )),
+    }
 }
 
 /// The first line: the host, the poll and its cost, the namespaces; or which past moment is
@@ -218,8 +236,15 @@ fn title(app: &App, theme: Theme) -> Vec<Span<'static>> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn one_namespace_is_not_namespaces() {
-        assert_eq!(super::differ_note(1), "  (differ in 1 namespace)");
-        assert_eq!(super::differ_note(3), "  (differ in 3 namespaces)");
+    fn namespaces_say_whether_their_settings_differ_or_are_unknown() {
+        let note = super::namespaces_note;
+        assert_eq!(note(0, 0), None);
+        assert_eq!(note(1, 0).unwrap(), "  (differ in 1 namespace)");
+        assert_eq!(note(3, 0).unwrap(), "  (differ in 3 namespaces)");
+        assert_eq!(note(0, 1).unwrap(), "  (not known in 1 namespace)");
+        assert_eq!(
+            note(2, 4).unwrap(),
+            "  (differ in 2 namespaces, not known in 4)"
+        );
     }
 }

@@ -442,3 +442,29 @@ fn declared_middleboxes_show_in_the_header_and_flag_at_risk() {
     // The idle postgres client (2 h, keepalive off) has outlived the NLB's memory.
     assert!(screen.contains("at-risk"), "{screen}");
 }
+
+#[test]
+fn namespaces_whose_settings_are_unknown_are_not_said_to_differ() {
+    let (mut app, _) = fixture_app();
+    let host = *app.table.settings();
+    let ns = |id: u64, settings: crate::model::KernelSettings| crate::model::NsInfo {
+        id: crate::model::NetnsId(id),
+        name: format!("netns:{id}").into(),
+        container: None,
+        settings,
+        age: std::time::Duration::ZERO,
+        host: false,
+    };
+    let own = crate::model::KernelSettings {
+        keepalive_time_s: Some(60),
+        ..host
+    };
+    // The store keeps the host's settings only: another namespace's come back unknown.
+    let unknown = crate::model::KernelSettings::default();
+    app.table.ctx.namespaces = vec![ns(7, host), ns(8, own), ns(9, unknown)];
+    let screen = text(&draw(&mut app, 160, 30));
+    assert!(
+        screen.contains("(differ in 1 namespace, not known in 1)"),
+        "{screen}"
+    );
+}

@@ -354,10 +354,10 @@ fn stream(
     let _ = collector.watch_ends();
     let mut warned = Vec::new();
     until_signal(args.interval, || {
-        let snap = collector.poll()?;
-        let now = Instant::now();
         // Only each socket's history is kept between polls.
-        table.retire();
+        let spare = table.retire(model::Keep::History);
+        let snap = collector.poll_into(spare)?;
+        let now = Instant::now();
         table.apply(snap, now);
         say_new_warnings(&table.warnings, &mut warned);
         let rows = rows(table, filter, args.sort, args.reverse, now);

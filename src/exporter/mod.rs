@@ -21,7 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::{Args, ExporterArgs};
 use crate::collector::Collector;
 use crate::files::{Dir, FileError};
-use crate::model::{ConnTable, Middlebox};
+use crate::model::{ConnTable, Keep, Middlebox};
 use metrics::PollStatus;
 use serve::{Latest, Rendered};
 
@@ -259,8 +259,8 @@ impl Poller {
         // Nothing is read from the table between polls: it keeps only each socket's history,
         // so the new poll's sockets never sit beside the old ones (the dashboard must keep
         // them, to draw).
-        self.table.retire();
-        let polled = self.collector.poll().map(|snap| {
+        let spare = self.table.retire(Keep::History);
+        let polled = self.collector.poll_into(spare).map(|snap| {
             let applied = self.table.apply(snap, Instant::now());
             applied.ended
         });

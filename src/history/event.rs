@@ -193,7 +193,6 @@ impl Event {
             Some(e) => Event::of(Kind::Closed, e, end.at, host),
             None => Event::unseen(end, host),
         };
-        let info = end.sock.as_ref().and_then(|s| s.tcp_info.as_ref());
         ev.cookie = end.cookie;
         ev.cause = Some(end.cause.name().into());
         ev.cause_source = Some(end.source.name().into());
@@ -204,8 +203,8 @@ impl Event {
                 .and_then(|f| end.at.duration_since(f).ok())
                 .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
         );
-        ev.bytes_sent = Some(info.and_then(crate::model::tcp_info::TcpInfo::bytes_acked));
-        ev.bytes_received = Some(info.and_then(crate::model::tcp_info::TcpInfo::bytes_received));
+        ev.bytes_sent = Some(end.bytes.sent());
+        ev.bytes_received = Some(end.bytes.received());
         ev
     }
 

@@ -29,9 +29,6 @@ pub struct EventSource {
     /// Connections told `closed` that the table still lists (`FIN_WAIT2`, `TIME_WAIT`, held
     /// dead): their state changes are not told after their end.
     told_closed: rustc_hash::FxHashSet<u64>,
-    /// The poll before last's buffer, emptied, for the next poll to fill (the table holds the
-    /// last one): no fresh pages to fault in each poll.
-    spare: Vec<crate::model::RawSock>,
 }
 
 impl EventSource {
@@ -59,7 +56,6 @@ impl EventSource {
             ended: Vec::new(),
             watching,
             told_closed: rustc_hash::FxHashSet::default(),
-            spare: Vec::new(),
         })
     }
 
@@ -85,7 +81,10 @@ impl EventSource {
         // A failed poll tells nothing, not the last one's events again.
         self.ended.clear();
         self.tells_changes = false;
-        let snap = self.collector.poll_into(std::mem::take(&mut self.spare))?;
+        // The events are told by now: the table keeps only what the next poll needs, and that
+        // poll fills its buffer (one poll's sockets in memory, not two).
+        let spare = self.table.retire(crate::model::Keep::Ends);
+        let snap = self.collector.poll_into(spare)?;
         self.applied_at = Instant::now();
         let applied = self.table.apply(snap, self.applied_at);
         crate::say_new_warnings(&self.table.warnings, &mut self.warned);
@@ -98,8 +97,6 @@ impl EventSource {
         self.tells_changes = !self.first;
         self.first = false;
         self.ended = applied.ended;
-        self.spare = applied.previous;
-        self.spare.clear();
         Ok(())
     }
 

@@ -25,7 +25,7 @@ pub use socket::{
     RawSock, SockKey, SockState, Timer, TimerKind,
 };
 pub use stale::{Keepalive, StaleReason, StaleSet};
-pub use table::{ConnTable, SockEntry};
+pub use table::{ConnTable, Keep, SockEntry};
 
 /// Everything one poll read, handed from the collector to the model by value.
 #[derive(Debug, Clone)]

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::ends::join::{self, Departures, Ended};
+use crate::model::ends::join::{self, Bytes, Departures, Ended};
 use crate::model::ends::LastSeen;
 pub use crate::model::entry::{Ctx, Derived, SockEntry};
 use crate::model::keepalive::{self, Middlebox};
 use crate::model::stale::{self, Keepalive, StaleSet, Unowned};
-use crate::model::tcp_info::TcpInfo;
 use crate::model::{
     services, Endpoint, KernelSettings, NetnsId, PollCost, Proto, RawSock, Snapshot, SockKey,
     SockState,
@@ -25,8 +24,7 @@ struct Carry {
     state: SockState,
     first_seen_ms: u32,
     state_since_ms: u32,
-    bytes_acked: Option<u64>,
-    bytes_received: Option<u64>,
+    bytes: Bytes,
     /// What its end would be inferred from; `None` for a socket whose leaving ends no
     /// connection.
     last: Option<LastSeen>,
@@ -37,14 +35,12 @@ struct Carry {
 
 impl Carry {
     fn of(s: &RawSock, d: &Derived) -> Carry {
-        let info = s.tcp_info.as_ref();
         Carry {
             netns: s.netns,
             state: s.state,
             first_seen_ms: d.first_seen_ms,
             state_since_ms: d.state_since_ms,
-            bytes_acked: info.and_then(TcpInfo::bytes_acked),
-            bytes_received: info.and_then(TcpInfo::bytes_received),
+            bytes: Bytes::of(s),
             last: join::is_connection(s).then(|| join::last_seen(s)),
             tuple_hash: join::tuple_of(s).map_or(0, |t| t.hash32()),
             stale: d.stale,
@@ -183,7 +179,7 @@ pub struct ConnTable {
     /// Whether to pair local connections at all (the exporter does not show them).
     pairs: bool,
     /// What the sockets carry into the next poll, when the table let them go ([`Self::retire`]).
-    retired: Option<FxHashMap<u64, Carry>>,
+    retired: Option<retiring::Retired>,
     /// Connections that left, on their way to an end with a cause.
     departures: Departures,
     pub netns: NetnsId,
@@ -298,26 +294,21 @@ impl ConnTable {
         } else {
             Vec::new()
         };
-        let mut carried = vec![false; self.socks.len()];
-        let mut retired = std::mem::take(&mut self.retired);
+        let last = self.last();
+        let mut carried = vec![false; last.len()];
         for sock in &socks {
-            let prev: Option<Carry> = match &mut retired {
-                // What is left in `history` after this loop is gone.
-                Some(history) => history.remove(&sock.cookie.0),
-                None => self
-                    .index
-                    .get(&sock.cookie.0)
-                    .map(|&i| i as usize)
-                    .filter(|&i| self.socks[i].netns == sock.netns)
-                    .map(|i| {
-                        carried[i] = true;
-                        if carry_pairs {
-                            now_at[i] = derived.len() as u32;
-                        }
-                        Carry::of(&self.socks[i], &self.derived[i])
-                    }),
-            }
-            .filter(|c| c.netns == sock.netns);
+            let prev: Option<Carry> = self
+                .index
+                .get(&sock.cookie.0)
+                .map(|&i| i as usize)
+                .map(|i| {
+                    carried[i] = true;
+                    if carry_pairs {
+                        now_at[i] = derived.len() as u32;
+                    }
+                    last.carry(i)
+                })
+                .filter(|c| c.netns == sock.netns);
             turned_dead.extend(self.turned_dead(sock, prev, clock));
             let unowned = Unowned::applies(sock).then(|| {
                 let since = *self.ownerless_since.get(&sock.cookie.0).unwrap_or(&now_ms);
@@ -337,13 +328,17 @@ impl ConnTable {
             let known = self.carried_pairs(&now_at, socks.len());
             self.peer_of = crate::model::peers::pair(&socks, known);
         }
-        let mut gone_conns = self.gone_connections(retired, &carried, clock);
+        let mut gone_conns = self.gone_connections(&carried, clock);
         gone_conns.append(&mut turned_dead);
         let previous = std::mem::replace(&mut self.socks, socks);
         let old_derived = std::mem::replace(&mut self.derived, derived);
         let old_index = std::mem::replace(&mut self.index, index);
-        let before = (&previous[..], &old_derived[..], &old_index);
-        let ended = self.ends(gone_conns, snap.ends, before, clock);
+        let retired = self.retired.take();
+        let before = match &retired {
+            Some(r) => retiring::Last::Retired(r),
+            None => retiring::Last::Whole(&previous, &old_derived),
+        };
+        let ended = self.ends(gone_conns, snap.ends, (before, &old_index), clock);
         let mut ended = ended;
         if !snap.every_namespace {
             // The tracepoints see every namespace; an end no poll saw may be another's.
@@ -413,21 +408,14 @@ impl ConnTable {
             }
             _ => None,
         };
-        let info = sock.tcp_info.as_ref();
+        let bytes = Bytes::of(sock);
         let stale = self.stale(sock, in_state, unowned);
         Derived {
             first_seen_ms,
             state_since_ms,
-            rate_in: rate(
-                info.and_then(TcpInfo::bytes_received),
-                prev.and_then(|c| c.bytes_received),
-            )
-            .unwrap_or(f32::NAN),
-            rate_out: rate(
-                info.and_then(TcpInfo::bytes_acked),
-                prev.and_then(|c| c.bytes_acked),
-            )
-            .unwrap_or(f32::NAN),
+            rate_in: rate(bytes.received(), prev.and_then(|c| c.bytes.received()))
+                .unwrap_or(f32::NAN),
+            rate_out: rate(bytes.sent(), prev.and_then(|c| c.bytes.sent())).unwrap_or(f32::NAN),
             service: service_of(sock, served),
             keepalive: Keepalive::of(sock),
             stale,
@@ -444,24 +432,6 @@ impl ConnTable {
             set.insert(stale::StaleReason::AtRisk);
         }
         set
-    }
-
-    /// Forgets the sockets but what the next `apply` carries over (first sight, state and its
-    /// start, byte counters): for a caller that does not look at the table between polls (the
-    /// exporter), so a poll's new sockets never sit beside the old ones (a few bytes a socket
-    /// instead of a whole `RawSock`).
-    pub fn retire(&mut self) {
-        let history = self
-            .socks
-            .iter()
-            .zip(&self.derived)
-            .map(|(s, d)| (s.cookie.0, Carry::of(s, d)))
-            .collect();
-        self.retired = Some(history);
-        self.peer_of = Vec::new();
-        self.socks = Vec::new();
-        self.derived = Vec::new();
-        self.index = FxHashMap::default();
     }
 
     /// Entries exist only after a first `apply`, which sets the epoch.
@@ -512,7 +482,10 @@ pub(crate) mod tests;
 
 #[path = "table_ends.rs"]
 mod departed;
+#[path = "table_retire.rs"]
+mod retiring;
 use departed::WallClock;
+pub use retiring::Keep;
 
 #[cfg(test)]
 mod size {

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::retiring::Last;
 use super::{Carry, ConnTable};
 use crate::model::ends::join::{self, Ended, Gone};
-use crate::model::entry::Derived;
 use crate::model::stale;
-use crate::model::{RawSock, SockState};
+use crate::model::RawSock;
 
 /// A poll's moment by both clocks, and the table's epoch: turns the table's ms stamps into
 /// wall-clock times.
@@ -74,30 +74,27 @@ impl ConnTable {
         traced: Option<&[crate::model::ends::trace::Traced]>,
     ) -> Vec<RawSock> {
         let told = |c: u64| traced.is_some_and(|t| t.iter().any(|t| t.cookie == Some(c)));
+        let last = self.last();
         unlisted
             .into_iter()
             .filter_map(|mut s| {
-                if let Some(&i) = self.index.get(&s.cookie.0) {
-                    let old = &self.socks[i as usize];
-                    if !(join::is_connection(old) || stale::is_dead(old)) {
-                        return None;
-                    }
-                    // Its peer is forgotten in CLOSE; an aborted socket's local address too.
-                    s.remote = old.remote.clone();
+                let Some(&i) = self.index.get(&s.cookie.0) else {
+                    // Born and ended between two polls (its peer unknown).
+                    return told(s.cookie.0).then_some(s);
+                };
+                let i = i as usize;
+                if !last.was_connection(i) {
+                    return None;
+                }
+                s.netns = last.carry(i).netns;
+                // Its peer is forgotten in CLOSE; an aborted socket's local address too.
+                if let Some(old) = last.sock(i, s.cookie.0) {
+                    s.remote = old.remote;
                     if s.local.ip().is_none_or(|ip| ip.is_unspecified()) {
-                        s.local = old.local.clone();
+                        s.local = old.local;
                     }
-                    s.netns = old.netns;
-                    return Some(s);
                 }
-                if let Some(c) = self.retired.as_ref().and_then(|r| r.get(&s.cookie.0)) {
-                    return (c.last.is_some() || c.state == SockState::Close).then(|| {
-                        s.netns = c.netns;
-                        s
-                    });
-                }
-                // Born and ended between two polls (its peer unknown).
-                told(s.cookie.0).then_some(s)
+                Some(s)
             })
             .collect()
     }
@@ -114,75 +111,78 @@ impl ConnTable {
             return None;
         }
         let c = prev?;
+        let cookie = sock.cookie.0;
         Some(Gone {
-            cookie: sock.cookie.0,
+            cookie,
             tuple_hash: c.tuple_hash,
             sock: self
                 .index
-                .get(&sock.cookie.0)
-                .map(|&i| self.socks[i as usize].clone()),
+                .get(&cookie)
+                .and_then(|&i| self.last().sock(i as usize, cookie)),
             last: c.last?,
+            bytes: c.bytes,
             first_seen: Some(clock.at(c.first_seen_ms)),
             seen_alive: true,
         })
     }
 
-    /// The connections that left since the last poll: from the retired history (a few bytes a
-    /// socket) or the last poll's sockets.
-    pub(super) fn gone_connections(
-        &self,
-        retired: Option<FxHashMap<u64, Carry>>,
-        carried: &[bool],
-        clock: WallClock,
-    ) -> Vec<Gone> {
-        match retired {
-            Some(left) => left
-                .into_iter()
-                .filter_map(|(cookie, c)| {
-                    Some(Gone {
-                        cookie,
-                        tuple_hash: c.tuple_hash,
-                        sock: None,
-                        last: c.last?,
-                        first_seen: Some(clock.at(c.first_seen_ms)),
-                        seen_alive: c.state_since_ms > c.first_seen_ms,
-                    })
+    /// The connections that left since the last poll (`carried`: which of its sockets this
+    /// one lists), in the last poll's order.
+    pub(super) fn gone_connections(&self, carried: &[bool], clock: WallClock) -> Vec<Gone> {
+        let last = self.last();
+        let mut left: Vec<(u32, u64)> = self
+            .index
+            .iter()
+            .filter(|&(_, &i)| !carried[i as usize])
+            .map(|(&cookie, &i)| (i, cookie))
+            .collect();
+        left.sort_unstable();
+        left.into_iter()
+            .filter_map(|(i, cookie)| {
+                let c = last.carry(i as usize);
+                Some(Gone {
+                    cookie,
+                    tuple_hash: c.tuple_hash,
+                    sock: last.sock(i as usize, cookie),
+                    last: c.last?,
+                    bytes: c.bytes,
+                    first_seen: Some(clock.at(c.first_seen_ms)),
+                    seen_alive: c.state_since_ms > c.first_seen_ms,
                 })
-                .collect(),
-            None => (0..carried.len())
-                .filter(|&i| !carried[i])
-                .filter_map(|i| {
-                    let d = &self.derived[i];
-                    let alive = d.state_since_ms > d.first_seen_ms;
-                    Gone::of(&self.socks[i], clock.at(d.first_seen_ms), alive)
-                })
-                .collect(),
-        }
+            })
+            .collect()
     }
 
     /// Why `gone` (and connections no poll saw) ended, from the tracepoints' `traced` ends or
-    /// inferred. `before` is the last poll's sockets, derived values and index.
+    /// inferred. `before` is the last poll, and its index.
     pub(super) fn ends(
         &mut self,
         gone: Vec<Gone>,
         traced: Option<Vec<crate::model::ends::trace::Traced>>,
-        (previous, old_derived, old_index): (&[RawSock], &[Derived], &FxHashMap<u64, u32>),
+        (before, old_index): (Last<'_>, &FxHashMap<u64, u32>),
         clock: WallClock,
     ) -> Vec<Ended> {
         let (socks, derived, index) = (&self.socks, &self.derived, &self.index);
         // A connection told ended while still listed (its TIME_WAIT) is told as the last poll
         // saw it before (its owner, its bytes), when that poll did.
-        let listed = |c: u64| {
-            let &now_at = index.get(&c)?;
-            Some(match old_index.get(&c) {
-                Some(&i) => (
-                    previous[i as usize].clone(),
-                    clock.at(old_derived[i as usize].first_seen_ms),
-                ),
-                None => (
-                    socks[now_at as usize].clone(),
-                    clock.at(derived[now_at as usize].first_seen_ms),
-                ),
+        let listed = |cookie: u64| {
+            let &now_at = index.get(&cookie)?;
+            let was = old_index.get(&cookie).and_then(|&i| {
+                let i = i as usize;
+                Some((before.sock(i, cookie)?, before.carry(i)))
+            });
+            let (sock, c) = was.unwrap_or_else(|| {
+                let i = now_at as usize;
+                (socks[i].clone(), Carry::of(&socks[i], &derived[i]))
+            });
+            Some(Gone {
+                cookie,
+                tuple_hash: c.tuple_hash,
+                last: c.last.unwrap_or_else(|| join::last_seen(&sock)),
+                bytes: c.bytes,
+                first_seen: Some(clock.at(c.first_seen_ms)),
+                seen_alive: true,
+                sock: Some(sock),
             })
         };
         self.departures

@@ -128,7 +128,7 @@ fn a_retired_table_carries_history_over() {
     let mut a = sock(SockState::Established);
     a.tcp_info = Some(info(0, 1000, 500));
     table.apply(snapshot(vec![a.clone()]), t0);
-    table.retire();
+    table.retire(Keep::History);
     assert!(table.is_empty());
     a.tcp_info = Some(info(0, 3000, 1500));
     let t1 = t0 + Duration::from_secs(2);
@@ -222,4 +222,86 @@ fn local_pairs_carry_across_polls_and_new_ones_are_found() {
         t0 + Duration::from_secs(2),
     );
     assert_eq!(peer(&t, 2), None);
+}
+
+/// The end of a connection that left, told by a table kept whole between polls or retired.
+fn end_after_leaving(keep: Option<Keep>) -> Ended {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let mut a = sock(SockState::Established);
+    a.tcp_info = Some(info(0, 3000, 1500));
+    let mut listener = sock(SockState::Listen);
+    listener.cookie = Cookie(2);
+    table.apply(snapshot(vec![a, listener.clone()]), t0);
+    if let Some(keep) = keep {
+        assert!(table.retire(keep).is_empty());
+    }
+    let applied = table.apply(snapshot(vec![listener]), t0 + Duration::from_secs(1));
+    assert_eq!(applied.ended.len(), 1, "{:?}", applied.ended);
+    applied.ended.into_iter().next().unwrap()
+}
+
+#[test]
+fn a_retired_table_tells_an_end_with_what_the_whole_one_does() {
+    let whole = end_after_leaving(None);
+    let kept = end_after_leaving(Some(Keep::Ends));
+    for e in [&whole, &kept] {
+        assert_eq!(e.cookie, Some(1));
+        assert_eq!(
+            (e.bytes.sent(), e.bytes.received()),
+            (Some(3000), Some(1500))
+        );
+        let s = e.sock.as_ref().expect("the last poll's view of it");
+        assert_eq!(s.owner.process().map(|p| p.pid), Some(42));
+        assert_eq!(s.local.to_string(), "127.0.0.1:40000");
+        assert_eq!(s.remote.to_string(), "127.0.0.1:5432");
+        assert_eq!(
+            (s.family, s.inode, s.uid),
+            (Family::Inet, Inode(1000), Some(1000))
+        );
+        assert_eq!(s.netns, NetnsId(1));
+    }
+    assert_eq!(whole.cause, kept.cause);
+    // What is not kept is not made up.
+    assert!(kept.sock.as_ref().unwrap().tcp_info.is_none());
+    // Its history alone: the end is counted, by cause, with its bytes.
+    let history = end_after_leaving(Some(Keep::History));
+    assert!(history.sock.is_none());
+    assert_eq!(history.cause, whole.cause);
+    assert_eq!(history.bytes.sent(), Some(3000));
+}
+
+#[test]
+fn a_retired_table_gives_a_dead_connection_its_peer_back() {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    table.apply(snapshot(vec![sock(SockState::Established)]), t0);
+    let spare = table.retire(Keep::Ends);
+    // Held by its process, gone from the socket tables: CLOSE, its peer forgotten.
+    let mut dead = sock(SockState::Close);
+    dead.remote = Endpoint::Inet("0.0.0.0:0".parse().unwrap());
+    let mut snap = snapshot(spare);
+    snap.unlisted = vec![dead];
+    table.apply(snap, t0 + Duration::from_secs(1));
+    let e = table.by_cookie(Cookie(1)).expect("listed as dead");
+    assert!(crate::model::stale::is_dead(e.sock));
+    assert_eq!(e.sock.remote.to_string(), "127.0.0.1:5432");
+    assert_eq!(e.first_seen(), t0);
+}
+
+#[test]
+fn an_ipv6_connection_keeps_its_family_when_retired() {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let mut a = sock(SockState::Established);
+    a.family = Family::Inet6;
+    a.local = Endpoint::Inet("[::ffff:127.0.0.1]:40000".parse().unwrap());
+    a.remote = Endpoint::Inet("[::1]:5432".parse().unwrap());
+    table.apply(snapshot(vec![a.clone()]), t0);
+    table.retire(Keep::Ends);
+    let ended = table
+        .apply(snapshot(vec![]), t0 + Duration::from_secs(1))
+        .ended;
+    let s = ended[0].sock.as_ref().unwrap();
+    assert_eq!((s.local.clone(), s.remote.clone()), (a.local, a.remote));
 }

@@ -170,7 +170,7 @@ fn the_close_wait_alert_fires_on_the_leaks_own_labels_in_time() {
     let steps = 65;
     for k in 0..steps {
         let now = start + Duration::from_secs(15 * k);
-        t.retire();
+        t.retire(crate::model::Keep::History);
         t.apply(snapshot(socks.clone()), now);
         let text = m.render(&t, now, 3);
         for line in text

@@ -26,8 +26,9 @@ const KEEP_TOLD: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub struct Ended {
     pub cookie: Option<u64>,
-    /// The last poll's view of it; `None` for a connection no poll saw, or one a poll saw only
-    /// as the exporter's few bytes.
+    /// The last poll's view of it (without its timer, queues, options and `tcp_info` when the
+    /// table was retired with [`crate::model::Keep::Ends`]); `None` for a connection no poll
+    /// saw, or one a poll saw only as the exporter's few bytes.
     pub sock: Option<RawSock>,
     /// Its ends as the tracepoints gave them, for one without `sock`.
     pub tuple: Option<Tuple>,
@@ -41,6 +42,44 @@ pub struct Ended {
     pub at: SystemTime,
     /// When katop first saw it, for its lifetime (at least this long).
     pub first_seen: Option<SystemTime>,
+    /// Its byte counters as the last poll saw them.
+    pub bytes: Bytes,
+}
+
+/// A connection's byte counters (`tcpi_bytes_acked`, `tcpi_bytes_received`), 16 bytes where
+/// two `Option<u64>` take 32: every socket carries them from one poll to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes {
+    sent: u64,
+    received: u64,
+}
+
+impl Bytes {
+    const UNKNOWN: u64 = u64::MAX;
+
+    pub const NONE: Bytes = Bytes {
+        sent: Self::UNKNOWN,
+        received: Self::UNKNOWN,
+    };
+
+    /// What the kernel reported of a socket (nothing without `tcp_info`, or a short one).
+    pub fn of(sock: &RawSock) -> Bytes {
+        let info = sock.tcp_info.as_ref();
+        let known = |v: Option<u64>| v.unwrap_or(Self::UNKNOWN);
+        Bytes {
+            sent: known(info.and_then(crate::model::tcp_info::TcpInfo::bytes_acked)),
+            received: known(info.and_then(crate::model::tcp_info::TcpInfo::bytes_received)),
+        }
+    }
+
+    /// Bytes sent and acknowledged by the peer.
+    pub fn sent(self) -> Option<u64> {
+        Some(self.sent).filter(|&v| v != Self::UNKNOWN)
+    }
+
+    pub fn received(self) -> Option<u64> {
+        Some(self.received).filter(|&v| v != Self::UNKNOWN)
+    }
 }
 
 /// A socket the table let go this poll.
@@ -51,6 +90,7 @@ pub struct Gone {
     pub tuple_hash: u32,
     pub sock: Option<RawSock>,
     pub last: LastSeen,
+    pub bytes: Bytes,
     pub first_seen: Option<SystemTime>,
     /// Whether katop saw it change state (alive before its last state), not only as it left.
     pub seen_alive: bool,
@@ -98,6 +138,7 @@ impl Gone {
             tuple_hash: tuple_of(sock).map_or(0, |t| t.hash32()),
             sock: Some(sock.clone()),
             last: last_seen(sock),
+            bytes: Bytes::of(sock),
             first_seen: Some(first_seen),
             seen_alive,
         })
@@ -121,13 +162,13 @@ pub struct Departures {
 impl Departures {
     /// One poll's departures. `gone` left the table; `traced` are the tracepoints' new verdicts,
     /// `None` when no tracepoints are read (every cause is then inferred at once); `listed`
-    /// gives a listed cookie's socket (as last seen before its end) and when katop first saw
-    /// it; `now` and `wall` are the poll's time by both clocks.
+    /// gives a listed cookie's connection as the poll before its end saw it; `now` and `wall`
+    /// are the poll's time by both clocks.
     pub fn step(
         &mut self,
         gone: Vec<Gone>,
         traced: Option<Vec<Traced>>,
-        listed: impl Fn(u64) -> Option<(RawSock, SystemTime)>,
+        listed: impl Fn(u64) -> Option<Gone>,
         now: Instant,
         wall: SystemTime,
     ) -> Vec<Ended> {
@@ -153,7 +194,7 @@ impl Departures {
                 .then(|| self.by_tuple.remove(&g.tuple_hash))
                 .flatten();
             if let Some((t, _, _)) = told {
-                out.push(traced_end(t, g.sock, g.first_seen, Some(g.last)));
+                out.push(traced_end(t, g));
             } else {
                 if g.tuple_hash != 0 {
                     self.waiting_by_tuple.insert(g.tuple_hash, g.cookie);
@@ -167,13 +208,12 @@ impl Departures {
                 .or_else(|| self.waiting_by_tuple.get(&t.tuple.hash32()).copied());
             if let Some((g, _, _)) = cookie.and_then(|c| self.waiting.remove(&c)) {
                 self.waiting_by_tuple.remove(&g.tuple_hash);
-                out.push(traced_end(t, g.sock, g.first_seen, Some(g.last)));
-            } else if let Some((sock, first_seen)) = t.cookie.and_then(&listed) {
-                self.told.insert(sock.cookie.0, now);
-                let last = last_seen(&sock);
-                out.push(traced_end(t, Some(sock), Some(first_seen), Some(last)));
+                out.push(traced_end(t, g));
+            } else if let Some(g) = t.cookie.and_then(&listed) {
+                self.told.insert(g.cookie, now);
+                out.push(traced_end(t, g));
             } else if t.cookie.is_some() {
-                out.push(traced_end(t, None, None, None));
+                out.push(unseen_end(t));
             } else {
                 self.by_tuple.insert(t.tuple.hash32(), (t, now, false));
             }
@@ -197,6 +237,7 @@ impl Departures {
                 reset_reason: None,
                 at: wall,
                 first_seen: g.first_seen,
+                bytes: g.bytes,
             });
             false
         });
@@ -205,7 +246,7 @@ impl Departures {
             if !due(*since, *polled) {
                 return true;
             }
-            unmet.push(traced_end(t.clone(), None, None, None));
+            unmet.push(unseen_end(t.clone()));
             false
         });
         // In a stable order (the maps have none).
@@ -222,27 +263,44 @@ impl Departures {
 /// The end the tracepoints told. When they saw only the destroy (events lost, or an end begun
 /// before katop watched), the cause is the last poll's inference, or unknown: never passed off
 /// as the tracepoints' word.
-fn traced_end(
-    t: Traced,
-    sock: Option<RawSock>,
-    first_seen: Option<SystemTime>,
-    last: Option<LastSeen>,
-) -> Ended {
+fn traced_end(t: Traced, g: Gone) -> Ended {
     let (cause, source) = if t.evidence {
         (t.cause, CauseSource::Tracepoint)
     } else {
-        (last.map_or(Cause::Unknown, infer), CauseSource::Inferred)
+        (infer(g.last), CauseSource::Inferred)
     };
     Ended {
-        cookie: t.cookie.or(sock.as_ref().map(|s| s.cookie.0)),
-        tuple: sock.is_none().then_some(t.tuple),
-        sock,
+        cookie: t.cookie.or(Some(g.cookie)),
+        tuple: g.sock.is_none().then_some(t.tuple),
+        sock: g.sock,
         cause,
         source,
         errno: t.errno,
         reset_reason: t.reset_reason,
         at: t.at,
-        first_seen,
+        first_seen: g.first_seen,
+        bytes: g.bytes,
+    }
+}
+
+/// The end the tracepoints told of a connection no poll saw.
+fn unseen_end(t: Traced) -> Ended {
+    let (cause, source) = if t.evidence {
+        (t.cause, CauseSource::Tracepoint)
+    } else {
+        (Cause::Unknown, CauseSource::Inferred)
+    };
+    Ended {
+        cookie: t.cookie,
+        tuple: Some(t.tuple),
+        sock: None,
+        cause,
+        source,
+        errno: t.errno,
+        reset_reason: t.reset_reason,
+        at: t.at,
+        first_seen: None,
+        bytes: Bytes::NONE,
     }
 }
 

@@ -124,7 +124,7 @@ fn without_tracepoints_every_cause_is_inferred_at_once() {
 fn ends_no_poll_saw_are_kept_and_a_listed_time_wait_is_told_once() {
     let mut d = Departures::default();
     let t0 = Instant::now();
-    let listed = |c: u64| (c == 2).then(|| (raw(2, 2, SockState::Established), W));
+    let listed = |c: u64| (c == 2).then(|| gone(2, 2, SockState::Established));
     let out = d.step(
         vec![],
         Some(vec![

@@ -148,9 +148,7 @@ impl Collector {
         };
         let dumps = self.selection.dumps();
         if self.namespaces.reads_own() {
-            for &kind in &dumps {
-                self.diag.dump(kind, self.netns, &mut sink)?;
-            }
+            self.diag.dump_each(&dumps, self.netns, &mut sink)?;
         }
         // Its sockets' timers were read by then: every other namespace's dump comes after.
         let own_dumped = Instant::now();

@@ -26,6 +26,10 @@ use crate::model::{Cookie, Endpoint, Family, InetAddr, NetnsId, Proto, RawSock};
 const UDIAG_SHOW_UID: u32 = 1 << 6;
 /// Receive buffer: the kernel fills up to this much per datagram of a dump.
 const RECV_BUF: usize = 64 * 1024;
+/// `TCPDIAG_GETSOCK`: the original `inet_diag` request (`struct inet_diag_req`), which the
+/// kernel still serves (`inet_diag_rcv_msg_compat`) for both address families at once
+/// (`AF_UNSPEC`). Its replies carry this type instead of `SOCK_DIAG_BY_FAMILY`.
+pub const TCPDIAG_GETSOCK: u16 = 18;
 
 /// What one dump asks for: a protocol over one address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +172,31 @@ pub struct DiagSocket {
     socket: Socket,
     buf: Vec<u8>,
     seq: u32,
+    /// Whether the kernel refused the one-walk TCP dump ([`TCPDIAG_GETSOCK`]): then TCP is
+    /// dumped one family at a time.
+    no_tcp_any: bool,
+}
+
+/// The `TCPDIAG_GETSOCK` request for every TCP socket of both families, with `tcp_info`:
+/// `struct inet_diag_req` after the netlink header (`include/uapi/linux/inet_diag.h`).
+fn tcp_any_request(seq: u32) -> Vec<u8> {
+    const REQ_LEN: usize = 60;
+    let mut b = Vec::with_capacity(16 + REQ_LEN);
+    b.extend_from_slice(&(16 + REQ_LEN as u32).to_ne_bytes());
+    b.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    // idiag_family (AF_UNSPEC: both), idiag_src_len, idiag_dst_len, idiag_ext.
+    b.extend_from_slice(&[0, 0, 0, ExtensionFlags::INFO.bits()]);
+    // struct inet_diag_sockid: ports, addresses and interface 0 (any); no cookie.
+    b.extend_from_slice(&[0; 2 + 2 + 16 + 16 + 4]);
+    b.extend_from_slice(&[0xff; 8]);
+    b.extend_from_slice(&StateFlags::all().bits().to_ne_bytes());
+    // idiag_dbs
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    debug_assert_eq!(b.len(), 16 + REQ_LEN);
+    b
 }
 
 impl DiagSocket {
@@ -181,7 +210,70 @@ impl DiagSocket {
             socket,
             buf: vec![0; RECV_BUF],
             seq: 0,
+            no_tcp_any: false,
         })
+    }
+
+    /// Dumps every kind in `kinds` into `sink`. TCP of both families is one dump, where the
+    /// kernel allows: each dump walks the whole TCP hash table (262k buckets and every
+    /// socket of either family), so a second family's dump costs as much again.
+    pub fn dump_each(
+        &mut self,
+        kinds: &[DumpKind],
+        netns: NetnsId,
+        sink: &mut DumpSink,
+    ) -> Result<(), CollectError> {
+        let both =
+            !self.no_tcp_any && kinds.contains(&DumpKind::TCP4) && kinds.contains(&DumpKind::TCP6);
+        for &kind in kinds {
+            if both && kind == DumpKind::TCP6 {
+                continue;
+            }
+            if both && kind == DumpKind::TCP4 {
+                let before = sink.socks.len();
+                match self.dump_tcp_any(netns, sink) {
+                    Ok(()) => continue,
+                    // Refused before any socket came: dumped by family from now on.
+                    Err(CollectError::Reply {
+                        source: wire::WireError::Kernel(_),
+                        ..
+                    }) if sink.socks.len() == before => {
+                        self.no_tcp_any = true;
+                        self.dump(DumpKind::TCP4, netns, sink)?;
+                        self.dump(DumpKind::TCP6, netns, sink)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.dump(kind, netns, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Every TCP socket of both families, in one walk ([`TCPDIAG_GETSOCK`]).
+    fn dump_tcp_any(&mut self, netns: NetnsId, sink: &mut DumpSink) -> Result<(), CollectError> {
+        let what = "tcp";
+        self.ensure_buffer();
+        self.seq = self.seq.wrapping_add(1);
+        self.socket
+            .send(&tcp_any_request(self.seq), 0)
+            .map_err(|source| CollectError::Send { what, source })?;
+        loop {
+            let n = self
+                .socket
+                .recv(&mut &mut self.buf[..], 0)
+                .map_err(|source| CollectError::Recv { what, source })?;
+            let n = n.min(self.buf.len());
+            if n == 0 {
+                return Ok(());
+            }
+            let progress = wire::parse_datagram(&self.buf[..n], Proto::Tcp, netns, sink)
+                .map_err(|source| CollectError::Reply { what, source })?;
+            if progress == Progress::Done {
+                return Ok(());
+            }
+        }
     }
 
     /// Dumps every socket of `kind` into `sink`.
@@ -401,5 +493,69 @@ mod tests {
         }
         // Another request's answer is skipped.
         assert_eq!(answer_in(&error_msg(6, i32::MIN), 7).unwrap(), None);
+    }
+
+    /// The cookies of this process's listeners in a dump of `kinds`.
+    fn dumped(diag: &mut DiagSocket, kinds: &[DumpKind], ports: &[u16]) -> Vec<(Family, u16)> {
+        let mut sink = DumpSink::default();
+        diag.dump_each(kinds, NetnsId(0), &mut sink).unwrap();
+        let mut found: Vec<(Family, u16)> = sink
+            .socks
+            .iter()
+            .filter(|s| s.state == crate::model::SockState::Listen)
+            .filter_map(|s| Some((s.family, s.local.port()?)))
+            .filter(|(_, p)| ports.contains(p))
+            .collect();
+        found.sort_by_key(|&(f, p)| (p, f == Family::Inet6));
+        found
+    }
+
+    #[test]
+    fn tcp_of_both_families_is_one_dump_with_what_two_would_give() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let Ok(v6) = std::net::TcpListener::bind("[::1]:0") else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        let ports = [
+            v4.local_addr().unwrap().port(),
+            v6.local_addr().unwrap().port(),
+        ];
+        let want = vec![(Family::Inet, ports[0]), (Family::Inet6, ports[1])];
+        let both = [DumpKind::TCP4, DumpKind::TCP6];
+        let mut diag = DiagSocket::open().unwrap();
+        let mut sink = DumpSink::default();
+        diag.dump_tcp_any(NetnsId(0), &mut sink)
+            .expect("this kernel serves TCPDIAG_GETSOCK");
+        assert_eq!(dumped(&mut diag, &both, &ports), want, "one walk");
+        assert!(!diag.no_tcp_any);
+        diag.no_tcp_any = true;
+        assert_eq!(
+            dumped(&mut diag, &both, &ports),
+            want,
+            "one family at a time"
+        );
+        diag.no_tcp_any = false;
+        assert_eq!(
+            dumped(&mut diag, &[DumpKind::TCP6], &ports),
+            want[1..],
+            "IPv6 alone"
+        );
+    }
+
+    #[test]
+    fn the_one_walk_request_is_an_inet_diag_req() {
+        let b = tcp_any_request(9);
+        assert_eq!(b.len(), 76);
+        assert_eq!(u32::from_ne_bytes(b[..4].try_into().unwrap()), 76);
+        assert_eq!(u16::from_ne_bytes(b[4..6].try_into().unwrap()), 18);
+        assert_eq!(u32::from_ne_bytes(b[8..12].try_into().unwrap()), 9);
+        // AF_UNSPEC, then INET_DIAG_INFO's bit (1 << (2 - 1)).
+        assert_eq!((b[16], b[19]), (0, 2));
+        // Every state (1..=11; the kernel adds NEW_SYN_RECV to SYN_RECV), after the sockid.
+        assert_eq!(
+            u32::from_ne_bytes(b[68..72].try_into().unwrap()) & 0xffe,
+            0xffe
+        );
     }
 }

@@ -108,10 +108,15 @@ pub fn parse_datagram(
                 }
             }
             NLMSG_NOOP => {}
-            SOCK_DIAG_BY_FAMILY => match parse_sock(payload, proto, netns) {
-                Ok(sock) => sink.socks.push(sock),
-                Err(reason) => sink.skip(reason),
-            },
+            // TCP dumped for both families at once answers with its request's type.
+            t if t == SOCK_DIAG_BY_FAMILY
+                || (t == super::sock_diag::TCPDIAG_GETSOCK && proto == Proto::Tcp) =>
+            {
+                match parse_sock(payload, proto, netns) {
+                    Ok(sock) => sink.socks.push(sock),
+                    Err(reason) => sink.skip(reason),
+                }
+            }
             other => sink.skip(format!("unexpected message type {other}")),
         }
         // Messages are 4-byte aligned within a datagram.

@@ -160,8 +160,10 @@ fn dump_counted(
     id: NetnsId,
     sink: &mut DumpSink,
 ) -> Result<(), CollectError> {
-    dumps
+    let kinds: Vec<DumpKind> = dumps
         .iter()
+        .copied()
         .filter(|k| in_use.may_have(k.proto, k.family))
-        .try_for_each(|&kind| diag.dump(kind, id, sink))
+        .collect();
+    diag.dump_each(&kinds, id, sink)
 }

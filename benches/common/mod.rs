@@ -177,3 +177,115 @@ pub fn dashboard_cost(bin: &str, seconds: usize) -> (f64, f64, String) {
     tmux(&["kill-server"]);
     (cpu, rss_max as f64 / 1024.0, hwm)
 }
+
+/// The dashboard's polls over a run in tmux at `--interval interval_s`.
+#[allow(dead_code)] // not every bench runs the dashboard
+pub struct DashboardPolls {
+    /// The poll time its header shows (median of the readings), as shown.
+    pub poll: String,
+    pub poll_s: f64,
+    pub cpu_per_poll_s: f64,
+    pub hwm_mib: f64,
+}
+
+/// Runs the dashboard in tmux for `seconds` after its first poll that shows `at_least`
+/// sockets, reading its header's poll time every second; CPU per poll counts from then (the
+/// cold first poll left out).
+#[allow(dead_code)] // not every bench runs the dashboard
+pub fn dashboard_polls(
+    bin: &str,
+    seconds: usize,
+    interval_s: u64,
+    at_least: usize,
+) -> DashboardPolls {
+    use std::time::Duration;
+    let sock = format!("katop-million-{}", std::process::id());
+    let tmux = |a: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&sock)
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    let interval = format!("{interval_s}s");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        bin,
+        "--interval",
+        &interval,
+    ]);
+    let pid = String::from_utf8(tmux(&["display-message", "-p", "#{pane_pid}"]).stdout)
+        .unwrap()
+        .trim()
+        .parse::<u32>()
+        .unwrap();
+    let header = || {
+        let screen = String::from_utf8(tmux(&["capture-pane", "-p"]).stdout).unwrap_or_default();
+        let line = screen.lines().next().unwrap_or_default().to_string();
+        let parts: Vec<&str> = line.split(" · ").collect();
+        let poll = parts.iter().find_map(|p| p.strip_prefix("poll "))?;
+        // "50017 sockets", then the right-hand side of the header.
+        let socks: usize = parts.iter().find_map(|p| {
+            let mut words = p.split_whitespace();
+            let n = words.next()?.parse().ok()?;
+            (words.next()? == "sockets").then_some(n)
+        })?;
+        (socks >= at_least).then(|| poll.trim().to_string())
+    };
+    let started = Instant::now();
+    while header().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the dashboard showed no poll in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap() // utime + stime
+    };
+    let (t0, c0) = (Instant::now(), ticks());
+    let mut shown = Vec::new();
+    while t0.elapsed() < Duration::from_secs(seconds as u64) {
+        std::thread::sleep(Duration::from_secs(1));
+        shown.extend(header());
+    }
+    let cpu_s = (ticks() - c0) as f64 / 100.0; // USER_HZ
+    let polls = (t0.elapsed().as_secs_f64() / interval_s as f64).max(1.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    tmux(&["kill-server"]);
+    let secs = |s: &str| -> f64 {
+        if let Some(ms) = s.strip_suffix("ms") {
+            ms.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
+        } else if let Some(s) = s.strip_suffix('s') {
+            s.parse().unwrap_or(f64::NAN)
+        } else {
+            f64::NAN
+        }
+    };
+    shown.sort_by(|a, b| secs(a).total_cmp(&secs(b)));
+    let poll = shown
+        .get(shown.len() / 2)
+        .cloned()
+        .unwrap_or_else(|| "?".into());
+    DashboardPolls {
+        poll_s: secs(&poll),
+        poll,
+        cpu_per_poll_s: cpu_s / polls,
+        hwm_mib: hwm_kb / 1024.0,
+    }
+}

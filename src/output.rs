@@ -10,6 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 use unicode_width::UnicodeWidthStr;
 
+mod chunks;
+
 use crate::columns::{self, Column};
 use crate::model::duration::format_secs;
 use crate::model::{
@@ -273,10 +275,13 @@ pub fn write_json(
     stamp: &Stamp,
 ) -> io::Result<()> {
     out.write_all(b"[")?;
-    for (i, e) in rows.iter().enumerate() {
-        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-        crate::text::to_writer(&mut *out, &JsonSock::new(e, table, stamp))?;
-    }
+    chunks::write_formatted(out, rows, |i, e, buf| {
+        buf.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+        Ok(crate::text::to_writer(
+            &mut *buf,
+            &JsonSock::new(e, table, stamp),
+        )?)
+    })?;
     out.write_all(b"\n]\n")
 }
 
@@ -287,11 +292,11 @@ pub fn write_jsonl(
     table: &ConnTable,
     stamp: &Stamp,
 ) -> io::Result<()> {
-    for e in rows {
-        crate::text::to_writer(&mut *out, &JsonSock::new(e, table, stamp))?;
-        out.write_all(b"\n")?;
-    }
-    Ok(())
+    chunks::write_formatted(out, rows, |_, e, buf| {
+        crate::text::to_writer(&mut *buf, &JsonSock::new(e, table, stamp))?;
+        buf.push(b'\n');
+        Ok(())
+    })
 }
 
 /// The aligned table. On a terminal narrower than the table, cells go compact and the least

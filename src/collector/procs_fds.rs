@@ -1,0 +1,158 @@
+//! Reading processes' fd tables from `/proc`: which of their fds are sockets, by inode.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use rustix::fs::{Dir, Mode, OFlags, CWD};
+use rustix::io::Errno;
+
+use super::ProcEntry;
+use crate::model::{Inode, NetnsId};
+
+pub(super) type FdsRead = Result<(FxHashMap<u32, Inode>, usize), Errno>;
+
+/// The processes to read, `(pid, reuse)`, and every pid seen.
+pub(super) type Listing = (Vec<(u32, bool)>, HashSet<u32>);
+
+/// [`read_socket_fds`] for every `(pid, reuse)` of `work`, in order; with `parallel`, spread
+/// over the cores (every n-th process to each, so neighbouring big processes are split).
+pub(super) fn read_all_fds(
+    procs: &HashMap<u32, ProcEntry>,
+    work: &[(u32, bool)],
+    live: &FxHashSet<Inode>,
+    parallel: bool,
+) -> Vec<FdsRead> {
+    let empty = FxHashMap::default();
+    let one = |&(pid, reuse): &(u32, bool)| {
+        let cached = procs.get(&pid).map_or(&empty, |e| &e.fds);
+        read_socket_fds(pid, cached, live, reuse)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if !parallel || threads < 2 || work.len() < 2 {
+        return work.iter().map(one).collect();
+    }
+    let mut out: Vec<Option<FdsRead>> = std::iter::repeat_with(|| None).take(work.len()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                // Named as katop's workers, so a panic here ends katop through the UI loop.
+                std::thread::Builder::new()
+                    .name("katop-procs".into())
+                    .spawn_scoped(scope, move || {
+                        (k..work.len())
+                            .step_by(threads)
+                            .map(|i| (i, one(&work[i])))
+                            .collect::<Vec<_>>()
+                    })
+            })
+            .filter_map(Result::ok)
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().unwrap_or_default() {
+                out[i] = Some(r);
+            }
+        }
+    });
+    // A read that never came back (its thread failed) is a blind spot, not an exit.
+    out.into_iter()
+        .map(|r| r.unwrap_or(Err(Errno::IO)))
+        .collect()
+}
+
+/// Reads `/proc/PID/fd`, returning its socket fds and how many links were read. With `reuse`,
+/// an fd whose cached socket is still alive is trusted without reading its link.
+pub(super) fn read_socket_fds(
+    pid: u32,
+    cached: &FxHashMap<u32, Inode>,
+    live: &FxHashSet<Inode>,
+    reuse: bool,
+) -> Result<(FxHashMap<u32, Inode>, usize), Errno> {
+    let dirfd = rustix::fs::openat(
+        CWD,
+        format!("/proc/{pid}/fd"),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut dir = Dir::read_from(&dirfd)?;
+    let mut fds = FxHashMap::with_capacity_and_hasher(cached.len(), rustc_hash::FxBuildHasher);
+    let mut read = 0;
+    let own = pid == std::process::id();
+    let mut link = Vec::with_capacity(64);
+    while let Some(entry) = dir.read() {
+        // A listing cut short is not a complete one.
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        let Some(fd) = parse_u32(name) else { continue }; // "." and ".."
+        if reuse {
+            if let Some(&inode) = cached.get(&fd).filter(|i| live.contains(i)) {
+                fds.insert(fd, inode);
+                continue;
+            }
+        }
+        read += 1;
+        link.clear();
+        let target = match rustix::fs::readlinkat(&dirfd, OsStr::from_bytes(name), link) {
+            Ok(t) => t,
+            Err(Errno::NOENT) => {
+                link = Vec::with_capacity(64);
+                continue; // closed meanwhile
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(inode) = socket_inode(target.as_bytes()).map(Inode) {
+            // A socket katop holds borrowed is another process's, not katop's.
+            if !(own && crate::collector::borrow::is_borrowed(inode)) {
+                fds.insert(fd, inode);
+            }
+        }
+        link = target.into_bytes();
+    }
+    Ok((fds, read))
+}
+
+/// The network namespace of process `pid`, when it can be told.
+pub(super) fn net_namespace(pid: u32) -> Option<NetnsId> {
+    rustix::fs::stat(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|st| NetnsId(st.st_ino))
+}
+
+/// The most of a command line katop keeps: enough to tell processes apart.
+const CMDLINE_MAX: usize = 4096;
+
+/// `/proc/PID/cmdline`, arguments joined by spaces and made UTF-8 lossily (an argument that is
+/// not UTF-8 keeps its other characters), at most [`CMDLINE_MAX`] bytes; empty for kernel
+/// threads and zombies, and for a process that exited meanwhile.
+pub(super) fn read_cmdline(pid: u32) -> String {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+        let _ = f.take(CMDLINE_MAX as u64).read_to_end(&mut raw);
+    }
+    cmdline_text(&raw)
+}
+
+pub(super) fn cmdline_text(raw: &[u8]) -> String {
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `socket:[12345]` → 12345.
+pub fn socket_inode(link: &[u8]) -> Option<u32> {
+    parse_u32(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?)
+}
+
+fn parse_u32(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 10 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then_some(())?;
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
+}

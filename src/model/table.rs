@@ -300,15 +300,15 @@ impl ConnTable {
             let prev: Option<Carry> = self
                 .index
                 .get(&sock.cookie.0)
-                .map(|&i| i as usize)
-                .map(|i| {
+                .map(|&i| (i as usize, last.carry(i as usize)))
+                .filter(|(_, c)| c.netns == sock.netns)
+                .map(|(i, c)| {
                     carried[i] = true;
                     if carry_pairs {
                         now_at[i] = derived.len() as u32;
                     }
-                    last.carry(i)
-                })
-                .filter(|c| c.netns == sock.netns);
+                    c
+                });
             turned_dead.extend(self.turned_dead(sock, prev, clock));
             let unowned = Unowned::applies(sock).then(|| {
                 let since = *self.ownerless_since.get(&sock.cookie.0).unwrap_or(&now_ms);
@@ -458,13 +458,14 @@ impl ConnTable {
 
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
         let i = *self.index.get(&key.cookie.0)? as usize;
-        (self.socks[i].netns == key.netns).then(|| self.entry(i))
+        // A retired table keeps its index, not its sockets.
+        (self.socks.get(i)?.netns == key.netns).then(|| self.entry(i))
     }
 
     /// The socket with this cookie (cookies are unique host-wide).
     pub fn by_cookie(&self, cookie: super::Cookie) -> Option<SockEntry<'_>> {
         let i = *self.index.get(&cookie.0)? as usize;
-        Some(self.entry(i))
+        (i < self.socks.len()).then(|| self.entry(i))
     }
 
     pub fn len(&self) -> usize {

@@ -8,7 +8,7 @@ use super::{Carry, ConnTable};
 use crate::model::ends::join;
 use crate::model::ends::trace::Tuple;
 use crate::model::{
-    Cookie, Endpoint, Family, InetAddr, Inode, Owner, Proto, RawSock, SockOpts, SockState,
+    Cookie, Endpoint, Family, InetAddr, Inode, Owner, Proto, RawSock, SockOpts, SockState, Timer,
 };
 
 /// What a retired table keeps.
@@ -30,8 +30,9 @@ pub(super) struct Retired {
     epitaphs: Vec<Option<Epitaph>>,
 }
 
-/// What a connection's end is told with, beside its [`Carry`]: 72 bytes where its `RawSock`
-/// takes 192.
+/// What a connection's end is told with, beside its [`Carry`]: 96 bytes where its `RawSock`
+/// takes 192. All but its `tcp_info`, whose byte counters the [`Carry`] keeps: a filter on
+/// its end sees what the last poll saw, and an unknown for the rest, never a made-up value.
 #[derive(Debug, Clone)]
 struct Epitaph {
     tuple: Tuple,
@@ -39,6 +40,10 @@ struct Epitaph {
     inode: Inode,
     uid: Option<u32>,
     owner: Owner,
+    opts: SockOpts,
+    timer: Option<Timer>,
+    recv_q: u32,
+    send_q: u32,
 }
 
 impl Epitaph {
@@ -52,15 +57,21 @@ impl Epitaph {
             inode: s.inode,
             uid: s.uid,
             owner: s.owner.clone(),
+            opts: s.opts,
+            timer: s.timer,
+            recv_q: s.recv_q,
+            send_q: s.send_q,
         })
     }
 
-    /// The socket as far as kept: its timer, queues, options and `tcp_info` are not (the
-    /// end's byte counters come from its [`Carry`]).
+    /// The socket as far as kept: all but its `tcp_info` (the end's byte counters come from
+    /// its [`Carry`]).
     fn sock(&self, c: &Carry, cookie: u64) -> RawSock {
         let end = |(ip, port): (Ipv6Addr, u16)| {
+            // An end not known (a dead socket's forgotten peer) is `0.0.0.0:0` in either family.
             let ip = match (self.family, ip.to_ipv4_mapped()) {
                 (Family::Inet, Some(v4)) => IpAddr::V4(v4),
+                (_, Some(v4)) if v4.is_unspecified() && port == 0 => IpAddr::V4(v4),
                 _ => IpAddr::V6(ip),
             };
             Endpoint::Inet(InetAddr::new(ip, port))
@@ -76,12 +87,12 @@ impl Epitaph {
             cookie: Cookie(cookie),
             netns: c.netns,
             uid: self.uid,
-            recv_q: 0,
-            send_q: 0,
-            timer: None,
+            recv_q: self.recv_q,
+            send_q: self.send_q,
+            timer: self.timer,
             tcp_info: None,
             owner: self.owner.clone(),
-            opts: SockOpts::default(),
+            opts: self.opts,
         }
     }
 }
@@ -162,6 +173,7 @@ impl ConnTable {
         };
         self.retired = Some(retired);
         self.peer_of = Vec::new();
+        self.opts_changed.clear();
         socks.clear();
         socks
     }
@@ -179,8 +191,8 @@ impl ConnTable {
 mod size {
     /// Kept per socket between polls in the recorder: with its [`super::Carry`], a budget.
     #[test]
-    fn an_epitaph_stays_72_bytes() {
-        assert_eq!(std::mem::size_of::<Option<super::Epitaph>>(), 72);
+    fn an_epitaph_stays_96_bytes() {
+        assert_eq!(std::mem::size_of::<Option<super::Epitaph>>(), 96);
         assert_eq!(std::mem::size_of::<super::Carry>(), 48);
     }
 }

@@ -230,11 +230,33 @@ fn end_after_leaving(keep: Option<Keep>) -> Ended {
     let mut table = ConnTable::new(Duration::from_secs(300));
     let mut a = sock(SockState::Established);
     a.tcp_info = Some(info(0, 3000, 1500));
+    a.opts = crate::model::SockOpts {
+        user_timeout_ms: 0,
+        idle_s: 60,
+        intvl_s: 10,
+        cnt: 5,
+        keepalive: true,
+        read: true,
+    };
+    a.timer = Some(crate::model::Timer {
+        kind: crate::model::TimerKind::Keepalive,
+        expires_ms: 1000,
+        retrans: 0,
+    });
+    a.recv_q = 3;
     let mut listener = sock(SockState::Listen);
     listener.cookie = Cookie(2);
     table.apply(snapshot(vec![a, listener.clone()]), t0);
     if let Some(keep) = keep {
         assert!(table.retire(keep).is_empty());
+        // Between retire and the next poll the table lists nothing, and says so.
+        assert!(table.by_cookie(Cookie(1)).is_none());
+        assert!(table
+            .get(&SockKey {
+                netns: NetnsId(1),
+                cookie: Cookie(1)
+            })
+            .is_none());
     }
     let applied = table.apply(snapshot(vec![listener]), t0 + Duration::from_secs(1));
     assert_eq!(applied.ended.len(), 1, "{:?}", applied.ended);
@@ -260,6 +282,14 @@ fn a_retired_table_tells_an_end_with_what_the_whole_one_does() {
             (Family::Inet, Inode(1000), Some(1000))
         );
         assert_eq!(s.netns, NetnsId(1));
+        // A filter on its end sees its options, timer and queues as the last poll saw them.
+        assert_eq!(stale::Keepalive::of(s), Some(stale::Keepalive::On));
+        assert!(s.opts.read && s.opts.idle_s == 60);
+        assert_eq!(
+            s.timer.map(|t| t.kind),
+            Some(crate::model::TimerKind::Keepalive)
+        );
+        assert_eq!(s.recv_q, 3);
     }
     assert_eq!(whole.cause, kept.cause);
     // What is not kept is not made up.
@@ -287,6 +317,49 @@ fn a_retired_table_gives_a_dead_connection_its_peer_back() {
     assert!(crate::model::stale::is_dead(e.sock));
     assert_eq!(e.sock.remote.to_string(), "127.0.0.1:5432");
     assert_eq!(e.first_seen(), t0);
+}
+
+#[test]
+fn a_dead_ipv6_socket_whose_peer_is_unknown_keeps_it_unknown_when_retired() {
+    let t0 = Instant::now();
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    // Born and ended between two polls: held, its peer never seen (`0.0.0.0:0`, as `held`
+    // reports it in either family).
+    let mut dead = sock(SockState::Close);
+    dead.family = Family::Inet6;
+    dead.local = Endpoint::Inet("[::1]:40000".parse().unwrap());
+    dead.remote = Endpoint::Inet("0.0.0.0:0".parse().unwrap());
+    let mut snap = snapshot(vec![]);
+    snap.unlisted = vec![dead.clone()];
+    snap.ends = Some(vec![crate::model::ends::tracker::Traced {
+        cookie: Some(1),
+        tuple: crate::model::ends::trace::Tuple {
+            local: (std::net::Ipv6Addr::LOCALHOST, 40000),
+            remote: (std::net::Ipv6Addr::LOCALHOST, 5432),
+        },
+        cause: crate::model::ends::Cause::ResetReceived,
+        errno: None,
+        reset_reason: None,
+        at: std::time::SystemTime::UNIX_EPOCH,
+        evidence: true,
+    }]);
+    table.apply(snap, t0);
+    assert_eq!(
+        table
+            .by_cookie(Cookie(1))
+            .expect("dead")
+            .sock
+            .remote
+            .to_string(),
+        "*"
+    );
+    let spare = table.retire(Keep::Ends);
+    let mut snap = snapshot(spare);
+    snap.unlisted = vec![dead];
+    table.apply(snap, t0 + Duration::from_secs(1));
+    let e = table.by_cookie(Cookie(1)).expect("still dead");
+    assert_eq!(e.sock.remote.to_string(), "*");
+    assert_eq!(e.sock.local.to_string(), "[::1]:40000");
 }
 
 #[test]

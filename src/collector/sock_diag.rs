@@ -506,7 +506,7 @@ mod tests {
             .filter_map(|s| Some((s.family, s.local.port()?)))
             .filter(|(_, p)| ports.contains(p))
             .collect();
-        found.sort_by_key(|&(f, p)| (p, f == Family::Inet6));
+        found.sort_by_key(|&(f, p)| (f == Family::Inet6, p));
         found
     }
 

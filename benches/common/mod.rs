@@ -175,6 +175,7 @@ pub fn dashboard_cost(bin: &str, seconds: usize) -> (f64, f64, String) {
     let cpu = (ticks() - c0) as f64 / hz / t0.elapsed().as_secs_f64();
     let hwm = format!("{} kB", kb("VmHWM:"));
     tmux(&["kill-server"]);
+    remove_tmux_socket(&sock);
     (cpu, rss_max as f64 / 1024.0, hwm)
 }
 
@@ -268,6 +269,7 @@ pub fn dashboard_polls(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     tmux(&["kill-server"]);
+    remove_tmux_socket(&sock);
     let secs = |s: &str| -> f64 {
         if let Some(ms) = s.strip_suffix("ms") {
             ms.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
@@ -288,4 +290,12 @@ pub fn dashboard_polls(
         cpu_per_poll_s: cpu_s / polls,
         hwm_mib: hwm_kb / 1024.0,
     }
+}
+
+/// `kill-server` leaves its socket file behind.
+#[allow(dead_code)] // not every bench runs the dashboard
+fn remove_tmux_socket(name: &str) {
+    let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
+    let uid = rustix::process::getuid().as_raw();
+    let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{name}"));
 }

@@ -132,50 +132,20 @@ pub fn worker(n: usize) {
 /// Runs `bin` (the dashboard) in a private tmux at its 1 s interval for `seconds` after 3 s of
 /// warm-up, and returns its CPU use (fraction of one core), the largest resident size sampled
 /// (MiB) and its `VmHWM`.
+#[allow(dead_code)] // not every bench runs the dashboard
 pub fn dashboard_cost(bin: &str, seconds: usize) -> (f64, f64, String) {
     use std::time::Duration;
-    let sock = format!("katop-bench-{}", std::process::id());
-    let tmux = |a: &[&str]| {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&sock)
-            .args(a)
-            .output()
-            .unwrap()
-    };
-    tmux(&["new-session", "-d", "-x", "200", "-y", "50", bin]);
+    let tmux = Tmux::start("katop-bench", &[bin]);
     std::thread::sleep(Duration::from_secs(3)); // first polls: the cold /proc scan is not steady state
-    let pid = String::from_utf8(tmux(&["display-message", "-p", "#{pane_pid}"]).stdout)
-        .unwrap()
-        .trim()
-        .parse::<u32>()
-        .unwrap();
-    let ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap() // utime + stime
-    };
-    let kb = |key: &str| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let hz = 100.0; // USER_HZ
-    let (t0, c0) = (Instant::now(), ticks());
+    let pid = tmux.pane_pid();
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
     let mut rss_max = 0u64;
     while t0.elapsed() < Duration::from_secs(seconds as u64) {
         std::thread::sleep(Duration::from_millis(500));
-        rss_max = rss_max.max(kb("VmRSS:"));
+        rss_max = rss_max.max(status_kb(pid, "VmRSS:"));
     }
-    let cpu = (ticks() - c0) as f64 / hz / t0.elapsed().as_secs_f64();
-    let hwm = format!("{} kB", kb("VmHWM:"));
-    tmux(&["kill-server"]);
-    remove_tmux_socket(&sock);
+    let cpu = (cpu_ticks(pid) - c0) as f64 / USER_HZ / t0.elapsed().as_secs_f64();
+    let hwm = format!("{} kB", status_kb(pid, "VmHWM:"));
     (cpu, rss_max as f64 / 1024.0, hwm)
 }
 
@@ -200,34 +170,12 @@ pub fn dashboard_polls(
     at_least: usize,
 ) -> DashboardPolls {
     use std::time::Duration;
-    let sock = format!("katop-million-{}", std::process::id());
-    let tmux = |a: &[&str]| {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&sock)
-            .args(a)
-            .output()
-            .unwrap()
-    };
     let interval = format!("{interval_s}s");
-    tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "200",
-        "-y",
-        "50",
-        bin,
-        "--interval",
-        &interval,
-    ]);
-    let pid = String::from_utf8(tmux(&["display-message", "-p", "#{pane_pid}"]).stdout)
-        .unwrap()
-        .trim()
-        .parse::<u32>()
-        .unwrap();
+    let tmux = Tmux::start("katop-million", &[bin, "--interval", &interval]);
+    let pid = tmux.pane_pid();
     let header = || {
-        let screen = String::from_utf8(tmux(&["capture-pane", "-p"]).stdout).unwrap_or_default();
+        let screen =
+            String::from_utf8(tmux.run(&["capture-pane", "-p"]).stdout).unwrap_or_default();
         let line = screen.lines().next().unwrap_or_default().to_string();
         let parts: Vec<&str> = line.split(" · ").collect();
         let poll = parts.iter().find_map(|p| p.strip_prefix("poll "))?;
@@ -247,29 +195,15 @@ pub fn dashboard_polls(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap() // utime + stime
-    };
-    let (t0, c0) = (Instant::now(), ticks());
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
     let mut shown = Vec::new();
     while t0.elapsed() < Duration::from_secs(seconds as u64) {
         std::thread::sleep(Duration::from_secs(1));
         shown.extend(header());
     }
-    let cpu_s = (ticks() - c0) as f64 / 100.0; // USER_HZ
+    let cpu_s = (cpu_ticks(pid) - c0) as f64 / USER_HZ;
     let polls = (t0.elapsed().as_secs_f64() / interval_s as f64).max(1.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    tmux(&["kill-server"]);
-    remove_tmux_socket(&sock);
+    let hwm_kb = status_kb(pid, "VmHWM:") as f64;
     let secs = |s: &str| -> f64 {
         if let Some(ms) = s.strip_suffix("ms") {
             ms.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
@@ -292,10 +226,74 @@ pub fn dashboard_polls(
     }
 }
 
-/// `kill-server` leaves its socket file behind.
+/// `/proc/PID/stat`'s clock ticks per second.
+const USER_HZ: f64 = 100.0;
+
+/// A tmux server of its own (`-L`), running one command in a 200x50 pane; killed, and its
+/// socket file removed, when dropped.
 #[allow(dead_code)] // not every bench runs the dashboard
-fn remove_tmux_socket(name: &str) {
-    let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
-    let uid = rustix::process::getuid().as_raw();
-    let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{name}"));
+struct Tmux {
+    sock: String,
+}
+
+#[allow(dead_code)] // not every bench runs the dashboard
+impl Tmux {
+    fn start(name: &str, cmd: &[&str]) -> Tmux {
+        let tmux = Tmux {
+            sock: format!("{name}-{}", std::process::id()),
+        };
+        let mut args = vec!["new-session", "-d", "-x", "200", "-y", "50"];
+        args.extend_from_slice(cmd);
+        tmux.run(&args);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The pid of the command in its pane.
+    fn pane_pid(&self) -> u32 {
+        String::from_utf8(self.run(&["display-message", "-p", "#{pane_pid}"]).stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+        // `kill-server` leaves its socket file behind.
+        let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        let uid = rustix::process::getuid().as_raw();
+        let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{}", self.sock));
+    }
+}
+
+/// A process's user and system time so far, in clock ticks (`/proc/PID/stat`).
+#[allow(dead_code)] // not every bench runs the dashboard
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap() // utime + stime
+}
+
+/// A `/proc/PID/status` value in kB (`VmRSS:`, `VmHWM:`); 0 when absent.
+#[allow(dead_code)] // not every bench runs the dashboard
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

@@ -259,21 +259,10 @@ impl DiagSocket {
         self.socket
             .send(&tcp_any_request(self.seq), 0)
             .map_err(|source| CollectError::Send { what, source })?;
-        loop {
-            let n = self
-                .socket
-                .recv(&mut &mut self.buf[..], 0)
-                .map_err(|source| CollectError::Recv { what, source })?;
-            let n = n.min(self.buf.len());
-            if n == 0 {
-                return Ok(());
-            }
-            let progress = wire::parse_datagram(&self.buf[..n], Proto::Tcp, netns, sink)
-                .map_err(|source| CollectError::Reply { what, source })?;
-            if progress == Progress::Done {
-                return Ok(());
-            }
-        }
+        self.receive_dump(what, |datagram| {
+            wire::parse_datagram(datagram, Proto::Tcp, netns, sink)
+                .map_err(|source| CollectError::Reply { what, source })
+        })
     }
 
     /// Dumps every socket of `kind` into `sink`.
@@ -405,18 +394,25 @@ impl DiagSocket {
     pub fn dump_raw(
         &mut self,
         kind: DumpKind,
-        mut on_datagram: impl FnMut(&[u8]) -> Result<Progress, CollectError>,
+        on_datagram: impl FnMut(&[u8]) -> Result<Progress, CollectError>,
     ) -> Result<(), CollectError> {
         self.ensure_buffer();
         self.send(kind.request(), NLM_F_REQUEST | NLM_F_DUMP, kind.label())?;
+        self.receive_dump(kind.label(), on_datagram)
+    }
+
+    /// Hands each datagram of the dump just asked for to `on_datagram` until it says the
+    /// dump is done.
+    fn receive_dump(
+        &mut self,
+        what: &'static str,
+        mut on_datagram: impl FnMut(&[u8]) -> Result<Progress, CollectError>,
+    ) -> Result<(), CollectError> {
         loop {
             let n = self
                 .socket
                 .recv(&mut &mut self.buf[..], 0)
-                .map_err(|source| CollectError::Recv {
-                    what: kind.label(),
-                    source,
-                })?;
+                .map_err(|source| CollectError::Recv { what, source })?;
             let n = n.min(self.buf.len());
             if n == 0 || on_datagram(&self.buf[..n])? == Progress::Done {
                 return Ok(());

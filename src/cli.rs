@@ -188,6 +188,12 @@ pub struct Args {
     )]
     pub netns: Vec<String>,
 
+    /// Read fd tables and keepalive options from /proc and getsockopt only, never with the
+    /// BPF reader (which katop otherwise loads where it can: one pass over every process's
+    /// fds instead of a syscall or more per fd).
+    #[arg(long, env = "KATOP_NO_BPF", value_parser = clap::builder::FalseyValueParser::new(), global = true)]
+    pub no_bpf: bool,
+
     /// TCP sockets.
     #[arg(short, long)]
     pub tcp: bool,

@@ -286,6 +286,7 @@ fn select(
         ipv4: true,
         ipv6: true,
         netns: crate::netns_choice(args).0,
+        bpf: !args.no_bpf,
     })?;
     let snap = collector.poll()?;
     let now = Instant::now();

@@ -84,7 +84,7 @@ pub struct Dir {
 
 /// `1 MiB`, `8 MiB`, `4096 bytes`.
 fn size_text(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else {
         format!("{n} bytes")

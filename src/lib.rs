@@ -219,6 +219,7 @@ pub fn selection(args: &Args) -> Selection {
         ipv4: !args.ipv6,
         ipv6: !args.ipv4,
         netns: netns_choice(args).0,
+        bpf: !args.no_bpf,
     }
 }
 

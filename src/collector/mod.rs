@@ -5,6 +5,7 @@
 pub mod borrow;
 pub mod containers;
 pub mod ends;
+pub mod fd_iter;
 pub mod fds;
 pub mod held;
 pub mod namespaces;
@@ -33,6 +34,9 @@ pub struct Selection {
     pub ipv6: bool,
     /// Which network namespaces.
     pub netns: namespaces::Which,
+    /// Whether to read fd tables and options with the BPF reader where it loads
+    /// ([`fd_iter`]); else from `/proc` and `getsockopt` only. The same answers either way.
+    pub bpf: bool,
 }
 
 impl Default for Selection {
@@ -42,6 +46,7 @@ impl Default for Selection {
             ipv4: true,
             ipv6: true,
             netns: namespaces::Which::Own,
+            bpf: true,
         }
     }
 }
@@ -107,7 +112,7 @@ impl Collector {
         Ok(Collector {
             diag: DiagSocket::open()?,
             namespaces: namespaces::Namespaces::new(selection.netns.clone(), own),
-            procs: ProcessMap::new(),
+            procs: ProcessMap::new(selection.bpf),
             opts: OptsCache::default(),
             selection,
             netns: current_netns(),
@@ -175,7 +180,7 @@ impl Collector {
         } else {
             Vec::new()
         };
-        self.opts.fill(&mut sink.socks);
+        self.opts.fill(&mut sink.socks, self.procs.fresh());
         for s in &sink.socks {
             if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {
                 self.interfaces

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use rustix::io::Errno;
 
+use super::fd_iter::{FdReader, FdTable};
 use crate::model::{Holder, Holders, Inode, NetnsId, Owner, Process, RawSock};
 
 /// Every this many scans, read every fd link again instead of trusting the cache.
@@ -57,6 +58,8 @@ fn runs_katop(pid: u32) -> bool {
 pub struct ScanStats {
     pub scanned: bool,
     pub full: bool,
+    /// The fds were read with the BPF reader (one pass), not from `/proc`.
+    pub bpf: bool,
     pub processes: usize,
     pub links_read: usize,
     /// Processes not read again: they live in a namespace that was not dumped.
@@ -127,8 +130,14 @@ enum Blind {
     Everything,
 }
 
+/// The BPF fd reader: not tried yet, loaded, or why it is not used.
+enum Bpf {
+    Untried,
+    Ready(FdReader),
+    Off(String),
+}
+
 /// The cached map; one per collector, reused every poll.
-#[derive(Default)]
 pub struct ProcessMap {
     procs: HashMap<u32, ProcEntry>,
     /// Inode → its first holder and fd, and the last poll (`polls`) that listed the socket.
@@ -145,11 +154,63 @@ pub struct ProcessMap {
     containers: super::containers::Names,
     /// What the latest scan saw; kept until the next scan, so its warning stays up while true.
     pub last: ScanStats,
+    bpf: Bpf,
+    /// What the BPF reader found in this poll's scan; `None` when this poll did not scan.
+    fresh: Option<FdTable>,
 }
 
 impl ProcessMap {
-    pub fn new() -> Self {
-        Self::default()
+    /// With `bpf`, fd tables are read with the BPF reader where it loads.
+    pub fn new(bpf: bool) -> Self {
+        Self {
+            procs: HashMap::new(),
+            owners: FxHashMap::default(),
+            polls: 0,
+            shared: Arc::default(),
+            unowned: FxHashSet::default(),
+            scans: 0,
+            blind: Blind::default(),
+            containers: super::containers::Names::default(),
+            last: ScanStats::default(),
+            bpf: if bpf {
+                Bpf::Untried
+            } else {
+                Bpf::Off("turned off (--no-bpf)".into())
+            },
+            fresh: None,
+        }
+    }
+
+    /// What this poll's BPF pass found (every TCP socket's options among it), if it made one.
+    pub fn fresh(&self) -> Option<&FdTable> {
+        self.fresh.as_ref()
+    }
+
+    /// Why fd tables are read from `/proc` and not with the BPF reader (`None`: they are not,
+    /// or it has not been tried yet).
+    pub fn bpf_off(&self) -> Option<&str> {
+        match &self.bpf {
+            Bpf::Off(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// One BPF pass, if the reader loads (tried once) and reads; a failed read turns it off
+    /// for good, and `/proc` is read instead.
+    fn read_with_bpf(&mut self) -> Option<FdTable> {
+        if matches!(self.bpf, Bpf::Untried) {
+            self.bpf = FdReader::open().map_or_else(Bpf::Off, Bpf::Ready);
+        }
+        let Bpf::Ready(reader) = &mut self.bpf else {
+            return None;
+        };
+        match reader.read() {
+            Ok(table) => Some(table),
+            Err(why) => {
+                self.bpf = Bpf::Off(why);
+                None
+            }
+        }
     }
 
     /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed. `dumped`
@@ -157,6 +218,7 @@ impl ProcessMap {
     /// in another namespace holds none of the sockets looked for, and is not read again.
     pub fn resolve(&mut self, socks: &mut [RawSock], dumped: &[NetnsId]) {
         self.last.scanned = false;
+        self.fresh = None;
         self.polls = self.polls.wrapping_add(1);
         // In the steady state one pass with one lookup per socket does it all.
         if !self.assign(socks) || self.scans == 0 {
@@ -227,7 +289,7 @@ impl ProcessMap {
     }
 
     fn scan(&mut self, live: &FxHashSet<Inode>, dumped: &[NetnsId]) {
-        let full = self.scans % FULL_RESCAN_EVERY == 0;
+        let full = self.scans.is_multiple_of(FULL_RESCAN_EVERY);
         self.scans = self.scans.wrapping_add(1);
         let mut stats = ScanStats {
             scanned: true,
@@ -241,13 +303,18 @@ impl ProcessMap {
             self.last = stats;
             return;
         };
-        // The first scan reads every fd link of every process (the bulk of a cold poll): on
-        // all cores. Later scans read few links, on this thread (no per-thread heaps kept).
-        let parallel = self.scans == 1;
-        for ((pid, _), read) in work
-            .iter()
-            .zip(read_all_fds(&self.procs, &work, live, parallel))
-        {
+        let reads = if let Some(mut table) = self.read_with_bpf() {
+            stats.bpf = true;
+            let reads = bpf_reads(&mut table, &self.procs, &work, live);
+            self.fresh = Some(table);
+            reads
+        } else {
+            // The first scan reads every fd link of every process (the bulk of a cold poll):
+            // on all cores. Later scans read few links, on this thread (no per-thread heaps
+            // kept).
+            read_all_fds(&self.procs, &work, live, self.scans == 1)
+        };
+        for ((pid, _), read) in work.iter().zip(reads) {
             match read {
                 Ok((fds, read)) => {
                     if let Some(entry) = self.procs.get_mut(pid) {
@@ -440,7 +507,7 @@ fn note_denied(proc: &procfs::process::Process, uids: &mut FxHashSet<u32>, stats
 #[path = "procs_fds.rs"]
 mod fds;
 pub use fds::socket_inode;
-use fds::{net_namespace, read_all_fds, read_cmdline, Listing};
+use fds::{bpf_reads, net_namespace, read_all_fds, read_cmdline, Listing};
 
 #[cfg(test)]
 mod tests {

@@ -9,12 +9,45 @@ use rustix::fs::{Dir, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use super::ProcEntry;
+use crate::collector::fd_iter::FdTable;
 use crate::model::{Inode, NetnsId};
 
 pub(super) type FdsRead = Result<(FxHashMap<u32, Inode>, usize), Errno>;
 
 /// The processes to read, `(pid, reuse)`, and every pid seen.
 pub(super) type Listing = (Vec<(u32, bool)>, HashSet<u32>);
+
+/// Each process of `work`'s socket fds from one BPF pass (taken out of `table`), in order.
+/// A process the pass did not walk (it held no file, started after the pass, or the iterator
+/// skipped it) is read from `/proc`, so an fd table katop could not read is never taken for
+/// an empty one.
+pub(super) fn bpf_reads(
+    table: &mut FdTable,
+    procs: &HashMap<u32, ProcEntry>,
+    work: &[(u32, bool)],
+    live: &FxHashSet<Inode>,
+) -> Vec<FdsRead> {
+    let own = std::process::id();
+    let empty = FxHashMap::default();
+    let reads = work
+        .iter()
+        .map(|&(pid, reuse)| {
+            if !table.walked.contains(&pid) {
+                let cached = procs.get(&pid).map_or(&empty, |e| &e.fds);
+                return read_socket_fds(pid, cached, live, reuse);
+            }
+            let mut fds = table.by_pid.remove(&pid).unwrap_or_default();
+            // A socket katop holds borrowed is another process's, not katop's.
+            if pid == own {
+                fds.retain(|_, inode| !crate::collector::borrow::is_borrowed(*inode));
+            }
+            Ok((fds, 0))
+        })
+        .collect();
+    table.by_pid = FxHashMap::default();
+    table.walked = FxHashSet::default();
+    reads
+}
 
 /// [`read_socket_fds`] for every `(pid, reuse)` of `work`, in order; with `parallel`, spread
 /// over the cores (every n-th process to each, so neighbouring big processes are split).
@@ -155,4 +188,53 @@ fn parse_u32(digits: &[u8]) -> Option<u32> {
         d.is_ascii_digit().then_some(())?;
         n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    fn inode(fd: &impl AsFd) -> Inode {
+        Inode(rustix::fs::fstat(fd).unwrap().st_ino as u32)
+    }
+
+    /// A process the BPF pass did not walk is read from `/proc`, not taken as holding nothing;
+    /// one it walked is taken from the pass alone.
+    #[test]
+    fn a_process_the_pass_did_not_walk_is_read_from_proc() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let held = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let held_inode = inode(&held);
+        let mut child = Command::new("sleep")
+            .arg("300")
+            .stdin(Stdio::from(OwnedFd::from(held)))
+            .spawn()
+            .unwrap();
+        let (unwalked, walked) = (child.id(), u32::MAX - 1);
+        let mut table = FdTable::default();
+        table.walked.insert(walked);
+        table
+            .by_pid
+            .insert(walked, [(7, Inode(424_242))].into_iter().collect());
+        let live: FxHashSet<Inode> = [held_inode].into_iter().collect();
+        let reads = bpf_reads(
+            &mut table,
+            &HashMap::new(),
+            &[(unwalked, false), (walked, false)],
+            &live,
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let (fds, links) = reads[0].as_ref().expect("the child's /proc/PID/fd");
+        assert_eq!(fds.get(&0), Some(&held_inode), "its stdin, from /proc");
+        assert!(*links >= 1, "links were read");
+        let (fds, links) = reads[1].as_ref().unwrap();
+        assert_eq!(fds.get(&7), Some(&Inode(424_242)), "from the pass");
+        assert_eq!(*links, 0, "nothing read from /proc");
+        assert!(table.by_pid.is_empty() && table.walked.is_empty());
+    }
 }

@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 use rustix::net::sockopt;
 
 use super::borrow::{self, BorrowError};
+use super::fd_iter::FdTable;
 use crate::model::{Cookie, Inode, Owner, Proto, RawSock, SockOpts, SockState};
 
 /// Polls between two reads of one socket's options.
@@ -93,12 +94,16 @@ fn job(index: usize, s: &RawSock) -> Option<Job> {
 }
 
 fn due(cookie: Cookie, poll: u32) -> bool {
-    (cookie.0 as u32).wrapping_add(poll) % REFRESH_EVERY == 0
+    (cookie.0 as u32)
+        .wrapping_add(poll)
+        .is_multiple_of(REFRESH_EVERY)
 }
 
 impl OptsCache {
-    /// Sets every wanted socket's `opts`, from the cache or by reading it.
-    pub fn fill(&mut self, socks: &mut [RawSock]) {
+    /// Sets every wanted socket's `opts`, from the cache or by reading it: from `fresh`, this
+    /// poll's BPF pass, where it has the socket (free, so outside the budget), else with
+    /// `getsockopt` on a borrowed fd.
+    pub fn fill(&mut self, socks: &mut [RawSock], fresh: Option<&FdTable>) {
         self.polls = self.polls.wrapping_add(1);
         let poll = self.polls;
         // Asked to read again: read at once, and compared with what was held.
@@ -132,13 +137,24 @@ impl OptsCache {
         // New sockets get an entry each: room for all of them at once (one allocation on a
         // first poll of 100k, not a doubling per budgeted poll).
         self.map.reserve(jobs.len());
+        let mut answered: Vec<(Job, Read)> = Vec::new();
+        if let Some(table) = fresh {
+            jobs.retain(|job| match table.opts(job.inode) {
+                Some(o) => {
+                    answered.push((*job, Read::Opts(o)));
+                    false
+                }
+                None => true,
+            });
+        }
         if let Some(b) = self.budget {
             stats.deferred = jobs.len().saturating_sub(b);
             jobs.truncate(b);
         }
         // One pidfd per process: visit each process's sockets together.
         jobs.sort_unstable_by_key(|j| j.pid);
-        for (job, read) in jobs.iter().zip(read_all(&jobs)) {
+        let borrowed = read_all(&jobs);
+        for (job, read) in answered.into_iter().chain(jobs.into_iter().zip(borrowed)) {
             let opts = match read {
                 Read::Opts(o) => o,
                 Read::Denied => {

@@ -195,7 +195,7 @@ impl Namespaces {
         if self.last.dumped > 0 {
             self.cost_each = self.last.dump_cost / self.last.dumped as u32;
         }
-        if self.polls % REFRESH_EVERY == 0 {
+        if self.polls.is_multiple_of(REFRESH_EVERY) {
             for m in &mut self.members {
                 m.refresh_settings();
             }

@@ -1,0 +1,277 @@
+//! The BPF fd reader: every process's socket fds and every TCP socket's keepalive options in
+//! one pass of the kernel's `task_file` iterator (`fd_iter.bpf.c`), instead of a `readlinkat`
+//! per fd under `/proc` and a `pidfd_getfd` plus five `getsockopt` calls per socket. At 1M
+//! sockets that is seconds of system time (making and looking up `/proc` dentries) against a
+//! fraction of one.
+//!
+//! It is optional: it needs clang at build time, BTF and the BPF syscall at run time, and the
+//! privileges to load a tracing program (root, or `CAP_BPF` with `CAP_PERFMON`). Where any of
+//! that is missing, [`FdReader::open`] says why and katop reads `/proc`, with the same result.
+//!
+//! Every read checks itself against a socket katop holds and whose options it set: the record
+//! must say exactly what `getsockopt` says, and it gives the kernel's `HZ` (the options are
+//! kept in jiffies). A reader that disagrees is not used.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use rustix::net::{sockopt, AddressFamily, SocketType};
+
+use crate::model::{Inode, SockOpts};
+
+/// The object build.rs made; empty when clang was not there.
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fd_iter.bpf.o"));
+
+/// Bytes per record (`struct record` in `fd_iter.bpf.c`).
+const RECORD: usize = 32;
+const REC_TCP: u8 = 1;
+const REC_KEEPALIVE: u8 = 2;
+/// A marker: the pass walked this process's fd table (it had at least one file).
+const REC_PROCESS: u8 = 4;
+
+/// The options set on katop's own check socket: `TCP_KEEPIDLE` (large, so `HZ` divides out
+/// exactly), `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_USER_TIMEOUT`.
+const CHECK_IDLE_S: u32 = 1000;
+const CHECK_INTVL_S: u32 = 7;
+const CHECK_CNT: u8 = 3;
+const CHECK_USER_TIMEOUT_MS: u32 = 1234;
+
+/// What one pass found.
+#[derive(Debug, Default)]
+pub struct FdTable {
+    /// pid → fd → socket inode, for every process holding a socket.
+    pub by_pid: FxHashMap<u32, FxHashMap<u32, Inode>>,
+    /// Every process whose fd table the pass walked: one not here held no file, or was not
+    /// seen (it started after the pass, or the iterator skipped it) and must be read otherwise.
+    pub walked: FxHashSet<u32>,
+    /// Each TCP socket's options, by inode, as the kernel keeps them (see [`FdTable::opts`]).
+    tcp: FxHashMap<Inode, KernelOpts>,
+    /// The kernel's clock rate, which the times are counted in.
+    hz: u32,
+    /// Records read, for the benchmark.
+    pub records: usize,
+}
+
+/// A TCP socket's options as the kernel holds them: times in jiffies.
+#[derive(Debug, Clone, Copy)]
+struct KernelOpts {
+    idle_jiffies: u32,
+    intvl_jiffies: u32,
+    user_timeout_ms: u32,
+    cnt: u8,
+    keepalive: bool,
+}
+
+/// A loaded iterator program and the socket it checks itself against.
+pub struct FdReader {
+    ebpf: aya::Ebpf,
+    check: OwnedFd,
+}
+
+impl std::fmt::Debug for FdReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FdReader").finish_non_exhaustive()
+    }
+}
+
+/// The program's name in the object.
+const PROGRAM: &str = "katop_fds";
+
+impl FdReader {
+    /// Loads the program, or says why it cannot be used here.
+    pub fn open() -> Result<Self, String> {
+        if OBJECT.is_empty() {
+            return Err("katop was built without clang".into());
+        }
+        // The iterator gives global pids; /proc's are the ones katop shows.
+        if !in_initial_pid_namespace() {
+            return Err("katop runs in a child PID namespace".into());
+        }
+        let check = check_socket().map_err(|e| format!("making the check socket: {e}"))?;
+        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading BPF: {e}"))?;
+        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+        let program: &mut aya::programs::Iter = ebpf
+            .program_mut(PROGRAM)
+            .ok_or("the BPF object has no fd program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        program
+            .load("task_file", &btf)
+            .map_err(|e| format!("loading the fd iterator: {}", chain(&e)))?;
+        Ok(Self { ebpf, check })
+    }
+
+    /// One pass over every fd table. An error means nothing read can be trusted.
+    pub fn read(&mut self) -> Result<FdTable, String> {
+        let program: &mut aya::programs::Iter = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or("the BPF object has no fd program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        let link = program.attach().map_err(|e| chain(&e))?;
+        let link = program.take_link(link).map_err(|e| chain(&e))?;
+        let mut file = link.into_file().map_err(|e| chain(&e))?;
+        let own = (std::process::id(), self.check.as_raw_fd() as u32);
+        let mut table = FdTable::default();
+        let mut hz = None;
+        let mut buf = vec![0u8; 1 << 18];
+        let mut held = 0;
+        loop {
+            let n = match file.read(&mut buf[held..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("reading the fd iterator: {e}")),
+            };
+            held += n;
+            let whole = held / RECORD * RECORD;
+            for raw in buf[..whole].chunks_exact(RECORD) {
+                let r = Record::parse(raw);
+                if (r.tgid, r.fd) == own && r.flags != REC_PROCESS {
+                    hz = Some(r.check()?);
+                    continue;
+                }
+                table.records += 1;
+                table.add(&r);
+            }
+            buf.copy_within(whole..held, 0);
+            held -= whole;
+        }
+        if held != 0 {
+            return Err(format!("the fd iterator ended mid-record ({held} bytes)"));
+        }
+        table.hz = hz.ok_or("the fd iterator did not list katop's own check socket")?;
+        Ok(table)
+    }
+}
+
+/// One record, as the program wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    tgid: u32,
+    fd: u32,
+    ino: u64,
+    idle_jiffies: u32,
+    intvl_jiffies: u32,
+    user_timeout_ms: u32,
+    probes: u8,
+    flags: u8,
+    leader: bool,
+}
+
+impl Record {
+    fn parse(raw: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+        Self {
+            tgid: u32_at(0),
+            fd: u32_at(4),
+            ino: u64::from(u32_at(8)) | u64::from(u32_at(12)) << 32,
+            idle_jiffies: u32_at(16),
+            intvl_jiffies: u32_at(20),
+            user_timeout_ms: u32_at(24),
+            probes: raw[28],
+            flags: raw[29],
+            leader: raw[30] != 0,
+        }
+    }
+
+    /// The kernel's HZ, if this record of the check socket says what katop set on it.
+    fn check(&self) -> Result<u32, String> {
+        let hz = self.idle_jiffies / CHECK_IDLE_S;
+        let agrees = hz > 0
+            && self.idle_jiffies == CHECK_IDLE_S * hz
+            && self.intvl_jiffies == CHECK_INTVL_S * hz
+            && self.probes == CHECK_CNT
+            && self.user_timeout_ms == CHECK_USER_TIMEOUT_MS
+            && self.flags == REC_TCP | REC_KEEPALIVE;
+        agrees
+            .then_some(hz)
+            .ok_or_else(|| format!("the fd iterator misread katop's own socket: {self:?}"))
+    }
+}
+
+impl FdTable {
+    fn add(&mut self, r: &Record) {
+        if r.flags == REC_PROCESS {
+            self.walked.insert(r.tgid);
+            return;
+        }
+        // Socket inodes are 32-bit (get_next_ino); anything else is not one katop dumps.
+        let Ok(ino) = u32::try_from(r.ino) else {
+            return;
+        };
+        let inode = Inode(ino);
+        let fds = self.by_pid.entry(r.tgid).or_default();
+        // A thread with its own fd table is listed under its process too; /proc/PID/fd shows
+        // the leader's table, which wins where both use a number.
+        if r.leader {
+            fds.insert(r.fd, inode);
+        } else {
+            fds.entry(r.fd).or_insert(inode);
+        }
+        if r.flags & REC_TCP != 0 {
+            self.tcp.entry(inode).or_insert(KernelOpts {
+                idle_jiffies: r.idle_jiffies,
+                intvl_jiffies: r.intvl_jiffies,
+                user_timeout_ms: r.user_timeout_ms,
+                cnt: r.probes,
+                keepalive: r.flags & REC_KEEPALIVE != 0,
+            });
+        }
+    }
+
+    /// A TCP socket's options, exactly as `getsockopt` would have answered (`tcp_getsockopt`
+    /// divides the jiffies by HZ).
+    pub fn opts(&self, inode: Inode) -> Option<SockOpts> {
+        let k = self.tcp.get(&inode)?;
+        let secs = |j: u32| u16::try_from(j / self.hz.max(1)).unwrap_or(u16::MAX);
+        Some(SockOpts {
+            user_timeout_ms: k.user_timeout_ms,
+            idle_s: secs(k.idle_jiffies),
+            intvl_s: secs(k.intvl_jiffies),
+            cnt: k.cnt,
+            keepalive: k.keepalive,
+            read: true,
+        })
+    }
+
+    /// Sockets whose options were read.
+    pub fn tcp_sockets(&self) -> usize {
+        self.tcp.len()
+    }
+}
+
+/// A TCP socket of katop's own with known options, for the reader to find and check.
+fn check_socket() -> rustix::io::Result<OwnedFd> {
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    sockopt::set_socket_keepalive(&fd, true)?;
+    sockopt::set_tcp_keepidle(&fd, Duration::from_secs(CHECK_IDLE_S.into()))?;
+    sockopt::set_tcp_keepintvl(&fd, Duration::from_secs(CHECK_INTVL_S.into()))?;
+    sockopt::set_tcp_keepcnt(&fd, CHECK_CNT.into())?;
+    sockopt::set_tcp_user_timeout(&fd, CHECK_USER_TIMEOUT_MS)?;
+    Ok(fd)
+}
+
+/// Whether katop sees pids as the kernel's task iterator writes them (`NSpid` has one level).
+fn in_initial_pid_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|pids| pids.split_whitespace().count() == 1)
+    })
+}
+
+/// An error with its sources (aya's say which syscall failed, then why).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,5 +1,5 @@
 //! katop against `ss -tanoi` at a million sockets, side by side in one run, on held loopback
-//! connections: the one-shot (`katop --once --json`) and `ss -tanoi`, interleaved, each to
+//! connections: the one-shot (`katop --once --json`, with and without the BPF fd reader) and `ss -tanoi`, interleaved, each to
 //! /dev/null, with wall time and peak RSS; then the dashboard in tmux at `--interval 5s`: the
 //! poll time its header shows, its CPU per poll and its peak RSS.
 //!
@@ -107,30 +107,35 @@ fn main() {
     let _conntrack = Conntrack::room_for(count);
     let farm = common::Farm::hold(count);
 
-    let (mut ss_t, mut ss_m, mut k_t, mut k_m) = (vec![], vec![], vec![], vec![]);
+    // The one-shot with the BPF fd reader (the default, where it loads) and without it.
+    let commands: [(&str, Vec<&str>); 3] = [
+        ("ss -tanoi", vec!["ss", "-tanoi"]),
+        ("katop --once --json", vec![&bin, "--once", "--json"]),
+        ("  ... --no-bpf", vec![&bin, "--once", "--json", "--no-bpf"]),
+    ];
+    let mut times = vec![Vec::new(); commands.len()];
+    let mut rss = vec![Vec::new(); commands.len()];
     for _ in 0..rounds {
-        let (t, m, ok) = run(&["ss", "-tanoi"]);
-        assert!(ok, "ss failed");
-        ss_t.push(t);
-        ss_m.push(m);
-        let (t, m, ok) = run(&[&bin, "--once", "--json"]);
-        assert!(ok, "katop --once --json failed");
-        k_t.push(t);
-        k_m.push(m);
+        for (i, (name, cmd)) in commands.iter().enumerate() {
+            let (t, m, ok) = run(cmd);
+            assert!(ok, "{name} failed");
+            times[i].push(t);
+            rss[i].push(m);
+        }
     }
-    let (ss_time, katop_time) = (median(&mut ss_t), median(&mut k_t));
     println!("{} sockets held, {rounds} rounds, interleaved:", 2 * count);
-    println!(
-        "  ss -tanoi            median {:>9.2?}  peak RSS {:>6.1} MiB",
-        ss_time,
-        median(&mut ss_m)
-    );
-    println!(
-        "  katop --once --json  median {:>9.2?}  peak RSS {:>6.1} MiB   katop/ss {:.2}",
-        katop_time,
-        median(&mut k_m),
-        katop_time.as_secs_f64() / ss_time.as_secs_f64()
-    );
+    let ss_time = median(&mut times[0]);
+    for (i, (name, _)) in commands.iter().enumerate() {
+        let t = median(&mut times[i]);
+        print!(
+            "  {name:<20} median {t:>9.2?}  peak RSS {:>6.1} MiB",
+            median(&mut rss[i])
+        );
+        if i > 0 {
+            print!("   katop/ss {:.2}", t.as_secs_f64() / ss_time.as_secs_f64());
+        }
+        println!();
+    }
 
     let dash = common::dashboard_polls(&bin, seconds, 5, 2 * count);
     println!(

@@ -219,7 +219,7 @@ pub fn selection(args: &Args) -> Selection {
         ipv4: !args.ipv6,
         ipv6: !args.ipv4,
         netns: netns_choice(args).0,
-        bpf: !args.no_bpf,
+        bpf_from: (!args.no_bpf).then_some(collector::BPF_FROM_SOCKETS),
     }
 }
 

@@ -82,7 +82,7 @@ fn processes_in_other_namespaces_are_not_read_again_between_full_rescans() {
     }
     // The `/proc` reader (the BPF reader reads every table in one pass, links or not).
     let mut c = Collector::new(Selection {
-        bpf: false,
+        bpf_from: None,
         ..Selection::default()
     })
     .unwrap();

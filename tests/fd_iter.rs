@@ -187,7 +187,8 @@ type Seen = (Inode, Option<(u32, u32)>, SockOpts);
 fn poll_owners(bpf: bool, inodes: &[Inode]) -> Vec<Seen> {
     let mut c = Collector::new(Selection {
         protos: vec![Proto::Tcp],
-        bpf,
+        // The reader in every scan, however few sockets it looks for.
+        bpf_from: bpf.then_some(0),
         ..Selection::default()
     })
     .unwrap();

@@ -90,8 +90,13 @@ impl FdReader {
             return Err("katop runs in a child PID namespace".into());
         }
         let check = check_socket().map_err(|e| format!("making the check socket: {e}"))?;
-        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading BPF: {e}"))?;
+        // Parsed once, for the CO-RE relocations and the iterator's attach point both (it is
+        // most of the load's time and memory).
         let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(OBJECT)
+            .map_err(|e| format!("loading BPF: {e}"))?;
         let program: &mut aya::programs::Iter = ebpf
             .program_mut(PROGRAM)
             .ok_or("the BPF object has no fd program")?

@@ -176,7 +176,7 @@ mod tests {
             .unwrap();
         drop(c);
         let ended = (inode(&s), sockopt::socket_cookie(&s).unwrap());
-        let mut procs = ProcessMap::new(false);
+        let mut procs = ProcessMap::new(None);
         // Nothing listed: every socket this process holds is unlisted.
         procs.resolve(&mut [], &[]);
         let mut held = HeldSockets::default();

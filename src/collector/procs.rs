@@ -155,13 +155,16 @@ pub struct ProcessMap {
     /// What the latest scan saw; kept until the next scan, so its warning stays up while true.
     pub last: ScanStats,
     bpf: Bpf,
+    /// Scans looking for fewer sockets read `/proc` (see [`super::BPF_FROM_SOCKETS`]).
+    bpf_from: usize,
     /// What the BPF reader found in this poll's scan; `None` when this poll did not scan.
     fresh: Option<FdTable>,
 }
 
 impl ProcessMap {
-    /// With `bpf`, fd tables are read with the BPF reader where it loads.
-    pub fn new(bpf: bool) -> Self {
+    /// With `bpf_from`, fd tables are read with the BPF reader, where it loads, in scans that
+    /// look for at least that many sockets.
+    pub fn new(bpf_from: Option<usize>) -> Self {
         Self {
             procs: HashMap::new(),
             owners: FxHashMap::default(),
@@ -172,18 +175,20 @@ impl ProcessMap {
             blind: Blind::default(),
             containers: super::containers::Names::default(),
             last: ScanStats::default(),
-            bpf: if bpf {
+            bpf: if bpf_from.is_some() {
                 Bpf::Untried
             } else {
                 Bpf::Off("turned off (--no-bpf)".into())
             },
+            bpf_from: bpf_from.unwrap_or(usize::MAX),
             fresh: None,
         }
     }
 
-    /// What this poll's BPF pass found (every TCP socket's options among it), if it made one.
-    pub fn fresh(&self) -> Option<&FdTable> {
-        self.fresh.as_ref()
+    /// What this poll's BPF pass found (every TCP socket's options among it), if it made one;
+    /// taken, so its maps are freed once the options are filled in.
+    pub fn take_fresh(&mut self) -> Option<FdTable> {
+        self.fresh.take()
     }
 
     /// Why fd tables are read from `/proc` and not with the BPF reader (`None`: they are not,
@@ -303,7 +308,8 @@ impl ProcessMap {
             self.last = stats;
             return;
         };
-        let reads = if let Some(mut table) = self.read_with_bpf() {
+        let bpf = live.len() >= self.bpf_from;
+        let reads = if let Some(mut table) = bpf.then(|| self.read_with_bpf()).flatten() {
             stats.bpf = true;
             let reads = bpf_reads(&mut table, &self.procs, &work, live);
             self.fresh = Some(table);

@@ -252,3 +252,32 @@ fn a_poll_with_the_bpf_reader_shows_what_one_without_it_shows() {
     assert!(with[1].2.keepalive && with[1].2.read);
     let _ = child.0.kill();
 }
+
+#[test]
+fn a_socket_that_is_a_process_first_file_is_listed_whatever_its_kind() {
+    if !is_root() {
+        common::skipped("needs root to load a BPF program");
+        return;
+    }
+    let mut reader = FdReader::open().expect("the BPF reader loads as root");
+    // fd 0 is the first file the pass meets in the child, where it writes its marker too.
+    let (unix_end, _peer) = UnixStream::pair().unwrap();
+    let unix_inode = inode(&unix_end);
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let udp_inode = inode(&udp);
+    let spawn = |stdin: OwnedFd| {
+        common::Reaped(
+            Command::new("sleep")
+                .arg("300")
+                .stdin(Stdio::from(stdin))
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let unix_child = spawn(OwnedFd::from(unix_end));
+    let udp_child = spawn(OwnedFd::from(udp));
+    let table = reader.read().unwrap();
+    assert_eq!(held_by(&table, unix_child.id(), 0), Some(unix_inode));
+    assert_eq!(held_by(&table, udp_child.id(), 0), Some(udp_inode));
+    assert!(table.walked.contains(&unix_child.id()) && table.walked.contains(&udp_child.id()));
+}

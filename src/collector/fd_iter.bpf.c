@@ -122,7 +122,9 @@ static struct socket *(*bpf_sock_from_file)(struct file *file) = (void *)162;
 
 // The process the last record was written for. Each process's first file (of any kind) writes
 // a marker record, so katop knows which processes the pass walked; one it did not is read from
-// /proc instead, and a socket held there is never taken as held by none.
+// /proc instead, and a socket held there is never taken as held by none. A file whose records
+// do not fit the buffer is shown again at the next read, everything it wrote dropped: a failed
+// write forgets the process, so its marker is written again then.
 __u32 last_tgid = 0;
 
 // The record; its layout is parsed in fd_iter.rs (little-endian, no padding).
@@ -143,7 +145,7 @@ int katop_fds(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct record r = {};
+	struct record r = {}, marker = {};
 	struct socket *sock;
 	struct sock *sk;
 	struct tcp_sock *tp;
@@ -155,9 +157,10 @@ int katop_fds(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (ctx->meta->seq_num == 0 || task->tgid != last_tgid) {
 		last_tgid = task->tgid;
-		r.tgid = task->tgid;
-		r.flags = REC_PROCESS;
-		bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+		marker.tgid = task->tgid;
+		marker.flags = REC_PROCESS;
+		if (bpf_seq_write(ctx->meta->seq, &marker, sizeof(marker)))
+			last_tgid = 0;
 	}
 	sock = bpf_sock_from_file(file);
 	if (!sock)
@@ -194,7 +197,8 @@ int katop_fds(struct bpf_iter__task_file *ctx)
 		if (!r.probes)
 			r.probes = net->ipv4.sysctl_tcp_keepalive_probes;
 	}
-	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	if (bpf_seq_write(ctx->meta->seq, &r, sizeof(r)))
+		last_tgid = 0;
 	return 0;
 }
 

@@ -45,46 +45,6 @@ fn measure(cmd: &[String]) -> ! {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-/// Where netfilter's connection tracking is loaded (Podman loads it), loopback connections are
-/// tracked too, and a full table drops new connections' packets: room for the farm while it
-/// is held, the old limit put back after.
-struct Conntrack(Option<String>);
-
-const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-
-impl Conntrack {
-    fn room_for(connections: usize) -> Conntrack {
-        let Ok(old) = std::fs::read_to_string(CONNTRACK_MAX) else {
-            return Conntrack(None);
-        };
-        let want = connections + connections / 4 + 65_536;
-        if old.trim().parse::<usize>().is_ok_and(|n| n >= want) {
-            return Conntrack(None);
-        }
-        match std::fs::write(CONNTRACK_MAX, want.to_string()) {
-            Ok(()) => {
-                println!(
-                    "nf_conntrack_max raised from {} to {want} while the farm is held",
-                    old.trim()
-                );
-                Conntrack(Some(old))
-            }
-            Err(e) => panic!(
-                "nf_conntrack_max is {} and could not be raised to {want} ({e}): run as root",
-                old.trim()
-            ),
-        }
-    }
-}
-
-impl Drop for Conntrack {
-    fn drop(&mut self) {
-        if let Some(old) = self.0.take() {
-            let _ = std::fs::write(CONNTRACK_MAX, old.trim());
-        }
-    }
-}
-
 fn median<T: PartialOrd + Copy>(v: &mut [T]) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -104,7 +64,6 @@ fn main() {
     let rounds = value("--rounds").unwrap_or(3);
     let seconds = value("--seconds").unwrap_or(60);
     let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
-    let _conntrack = Conntrack::room_for(count);
     let farm = common::Farm::hold(count);
 
     // The one-shot with the BPF fd reader (the default, where it loads) and without it.

@@ -22,6 +22,8 @@ pub fn arg(flag: &str) -> Option<usize> {
 /// `count` connections (2 × count sockets), held until dropped.
 pub struct Farm {
     workers: Vec<(Child, ChildStdin)>,
+    /// Dropped after the workers have ended.
+    _conntrack: Conntrack,
 }
 
 impl Farm {
@@ -32,6 +34,7 @@ impl Farm {
     /// `count` connections, of which `per_mille` ‰ exchange a byte each way every
     /// `every_s` seconds (a different share each time): the change a recorder stores.
     pub fn hold_changing(count: usize, per_mille: usize, every_s: usize) -> Farm {
+        let conntrack = Conntrack::room_for(count);
         let started = Instant::now();
         let mut workers = Vec::new();
         let mut left = count;
@@ -57,7 +60,10 @@ impl Farm {
             workers.len(),
             started.elapsed()
         );
-        Farm { workers }
+        Farm {
+            workers,
+            _conntrack: conntrack,
+        }
     }
 }
 
@@ -66,6 +72,46 @@ impl Drop for Farm {
         for (mut child, stdin) in self.workers.drain(..) {
             drop(stdin);
             let _ = child.wait();
+        }
+    }
+}
+
+/// Where netfilter's connection tracking is loaded (Podman loads it), loopback connections are
+/// tracked too, and a full table drops new connections' packets: room for the farm while it
+/// is held, the old limit put back after.
+pub struct Conntrack(Option<String>);
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl Conntrack {
+    pub fn room_for(connections: usize) -> Conntrack {
+        let Ok(old) = std::fs::read_to_string(CONNTRACK_MAX) else {
+            return Conntrack(None);
+        };
+        let want = connections + connections / 4 + 65_536;
+        if old.trim().parse::<usize>().is_ok_and(|n| n >= want) {
+            return Conntrack(None);
+        }
+        match std::fs::write(CONNTRACK_MAX, want.to_string()) {
+            Ok(()) => {
+                println!(
+                    "nf_conntrack_max raised from {} to {want} while the farm is held",
+                    old.trim()
+                );
+                Conntrack(Some(old))
+            }
+            Err(e) => panic!(
+                "nf_conntrack_max is {} and could not be raised to {want} ({e}): run as root",
+                old.trim()
+            ),
+        }
+    }
+}
+
+impl Drop for Conntrack {
+    fn drop(&mut self) {
+        if let Some(old) = self.0.take() {
+            let _ = std::fs::write(CONNTRACK_MAX, old.trim());
         }
     }
 }

@@ -111,14 +111,20 @@ static struct socket *(*bpf_sock_from_file)(struct file *file) = (void *)162;
 #define IPPROTO_TCP 6
 #define FIELD_EXISTS 2 // enum bpf_field_info_kind
 
-// A field of a struct the verifier cannot follow a pointer into (the socket's `sk` is not a
-// trusted pointer, so `bpf_skc_to_tcp_sock` refuses it): copied at its CO-RE offset. A failed
-// copy leaves the zero the record started with.
-#define READ(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), __builtin_preserve_access_index(&(src)))
-
 #define REC_TCP 1
 #define REC_KEEPALIVE 2
 #define REC_PROCESS 4
+#define REC_UNREAD 8 // a field could not be copied: katop asks getsockopt instead
+
+// A field of a struct the verifier cannot follow a pointer into (the socket's `sk` is not a
+// trusted pointer, so `bpf_skc_to_tcp_sock` refuses it): copied at its CO-RE offset. A failed
+// copy is flagged, never a zero taken for a value.
+#define READ(r, dst, src)                                                                          \
+	do {                                                                                       \
+		if (bpf_probe_read_kernel(&(dst), sizeof(dst),                                     \
+					  __builtin_preserve_access_index(&(src))))                \
+			(r).flags |= REC_UNREAD;                                                   \
+	} while (0)
 
 // The process the last record was written for. Each process's first file (of any kind) writes
 // a marker record, so katop knows which processes the pass walked; one it did not is read from
@@ -182,10 +188,10 @@ int katop_fds(struct bpf_iter__task_file *ctx)
 			sk_flags = ((struct sock___flags_in_sock *)sk)->sk_flags;
 		if ((sk_flags >> SOCK_KEEPOPEN) & 1)
 			r.flags |= REC_KEEPALIVE;
-		READ(r.idle_jiffies, tp->keepalive_time);
-		READ(r.intvl_jiffies, tp->keepalive_intvl);
-		READ(r.probes, tp->keepalive_probes);
-		READ(r.user_timeout_ms, tp->inet_conn.icsk_user_timeout);
+		READ(r, r.idle_jiffies, tp->keepalive_time);
+		READ(r, r.intvl_jiffies, tp->keepalive_intvl);
+		READ(r, r.probes, tp->keepalive_probes);
+		READ(r, r.user_timeout_ms, tp->inet_conn.icsk_user_timeout);
 		if (!r.idle_jiffies) {
 			sysctl = net->ipv4.sysctl_tcp_keepalive_time;
 			r.idle_jiffies = sysctl;

@@ -30,6 +30,8 @@ const REC_TCP: u8 = 1;
 const REC_KEEPALIVE: u8 = 2;
 /// A marker: the pass walked this process's fd table (it had at least one file).
 const REC_PROCESS: u8 = 4;
+/// A TCP field could not be copied: the options are not known from the pass.
+const REC_UNREAD: u8 = 8;
 
 /// The options set on katop's own check socket: `TCP_KEEPIDLE` (large, so `HZ` divides out
 /// exactly), `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_USER_TIMEOUT`.
@@ -85,6 +87,12 @@ impl FdReader {
         if OBJECT.is_empty() {
             return Err("katop was built without clang".into());
         }
+        // The pass sees every process's fds, past the ptrace checks (Yama, LSMs) that
+        // `/proc` and `pidfd_getfd` make: never for a user who lacks the privileges katop
+        // gained at exec.
+        if crate::privilege::Privilege::current().is_gained() {
+            return Err("katop runs with privileges its user lacks".into());
+        }
         // The iterator gives global pids; /proc's are the ones katop shows.
         if !in_initial_pid_namespace() {
             return Err("katop runs in a child PID namespace".into());
@@ -128,7 +136,15 @@ impl FdReader {
             let n = match file.read(&mut buf[held..]) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // EAGAIN: a million objects without output in one read (`bpf_seq_read`).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(format!("reading the fd iterator: {e}")),
             };
             held += n;
@@ -140,7 +156,7 @@ impl FdReader {
                     continue;
                 }
                 table.records += 1;
-                table.add(&r);
+                table.add(&r)?;
             }
             buf.copy_within(whole..held, 0);
             held -= whole;
@@ -199,15 +215,15 @@ impl Record {
 }
 
 impl FdTable {
-    fn add(&mut self, r: &Record) {
+    /// Takes in one record; an error says the pass cannot be trusted.
+    fn add(&mut self, r: &Record) -> Result<(), String> {
         if r.flags == REC_PROCESS {
             self.walked.insert(r.tgid);
-            return;
+            return Ok(());
         }
-        // Socket inodes are 32-bit (get_next_ino); anything else is not one katop dumps.
-        let Ok(ino) = u32::try_from(r.ino) else {
-            return;
-        };
+        // Socket inodes are 32-bit (`get_next_ino`): another is a misread, not a socket to skip.
+        let ino = u32::try_from(r.ino)
+            .map_err(|_| format!("the fd iterator gave a socket inode past 32 bits: {r:?}"))?;
         let inode = Inode(ino);
         let fds = self.by_pid.entry(r.tgid).or_default();
         // A thread with its own fd table is listed under its process too; /proc/PID/fd shows
@@ -217,7 +233,7 @@ impl FdTable {
         } else {
             fds.entry(r.fd).or_insert(inode);
         }
-        if r.flags & REC_TCP != 0 {
+        if r.flags & REC_TCP != 0 && r.flags & REC_UNREAD == 0 {
             self.tcp.entry(inode).or_insert(KernelOpts {
                 idle_jiffies: r.idle_jiffies,
                 intvl_jiffies: r.intvl_jiffies,
@@ -226,6 +242,7 @@ impl FdTable {
                 keepalive: r.flags & REC_KEEPALIVE != 0,
             });
         }
+        Ok(())
     }
 
     /// A TCP socket's options, exactly as `getsockopt` would have answered (`tcp_getsockopt`
@@ -279,4 +296,58 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(ino: u64, flags: u8) -> Record {
+        Record {
+            tgid: 10,
+            fd: 3,
+            ino,
+            idle_jiffies: 7200 * 250,
+            intvl_jiffies: 75 * 250,
+            user_timeout_ms: 0,
+            probes: 9,
+            flags,
+            leader: true,
+        }
+    }
+
+    fn table() -> FdTable {
+        FdTable {
+            hz: 250,
+            ..FdTable::default()
+        }
+    }
+
+    #[test]
+    fn a_field_the_kernel_copy_failed_on_leaves_the_options_unknown() {
+        let mut t = table();
+        t.add(&tcp(5, REC_TCP | REC_KEEPALIVE)).unwrap();
+        t.add(&tcp(6, REC_TCP | REC_KEEPALIVE | REC_UNREAD))
+            .unwrap();
+        assert_eq!(
+            t.opts(Inode(5)).map(|o| (o.idle_s, o.keepalive)),
+            Some((7200, true))
+        );
+        assert_eq!(t.opts(Inode(6)), None, "asked of getsockopt instead");
+        // Still held: who holds it is known.
+        assert_eq!(t.by_pid[&10].get(&3), Some(&Inode(6)));
+    }
+
+    #[test]
+    fn an_inode_past_32_bits_fails_the_pass_and_a_marker_only_marks() {
+        let mut t = table();
+        assert!(t.add(&tcp(1 << 33, REC_TCP)).is_err());
+        let marker = Record {
+            flags: REC_PROCESS,
+            ..tcp(0, 0)
+        };
+        t.add(&marker).unwrap();
+        assert!(t.walked.contains(&10));
+        assert!(t.by_pid.is_empty(), "a marker is no socket");
+    }
 }

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 use common::{Reaped, Scratch};
@@ -83,9 +83,24 @@ fn one_poll_feeds_the_store_and_the_metrics() {
     let local = client.local_addr().unwrap().to_string();
     let group = format!(r#"process="{}",service="{port}",container="""#, my_comm());
     let listed = format!("katop_connections{{{group}}} ");
-    common::wait_until("both ends in /metrics", || {
-        (sample(&scrape(addr), &listed) == Some(2.0)).then_some(())
-    });
+    // Waited for here, not with `wait_until`: a timeout says what was served instead.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = scrape(addr);
+        if sample(&metrics, &listed) == Some(2.0) {
+            break;
+        }
+        let groups: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("katop_connections{"))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "both ends never served as {listed}; the groups served:\n{}",
+            groups.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The client aborts (SO_LINGER 0): the server's end receives the reset.
     socket2::SockRef::from(&client)
         .set_linger(Some(Duration::ZERO))

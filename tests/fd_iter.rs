@@ -371,3 +371,21 @@ fn a_process_whose_sockets_fill_many_buffers_is_read_whole() {
     }
     assert!(table.walked.contains(&pid));
 }
+
+#[test]
+fn a_pass_over_its_budget_is_given_up_not_trusted() {
+    if !is_root() {
+        common::skipped("needs root to load a BPF program");
+        return;
+    }
+    let mut reader = FdReader::open().expect("the BPF reader loads as root");
+    let err = reader.read_within(Duration::ZERO).unwrap_err();
+    assert!(err.contains("took longer than"), "{err}");
+    // The budget bounds one pass; the next, given one, reads every table again.
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let table = reader.read_within(Duration::from_secs(600)).unwrap();
+    assert_eq!(
+        held_by(&table, std::process::id(), l.as_raw_fd()),
+        Some(inode(&l))
+    );
+}

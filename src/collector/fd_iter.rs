@@ -33,6 +33,13 @@ const REC_PROCESS: u8 = 4;
 /// A TCP field could not be copied: the options are not known from the pass.
 const REC_UNREAD: u8 = 8;
 
+/// The longest a pass may take. The iterator visits every file of every fd table, and the
+/// threads of a process whose leader exited each walk the table they share (the kernel skips
+/// only those that share their leader's): a local user could make a pass cost threads × files.
+/// A pass of a million sockets takes well under a second; past the budget katop reads `/proc`,
+/// whose cost such a process does not multiply.
+pub const PASS_BUDGET: Duration = Duration::from_secs(10);
+
 /// The options set on katop's own check socket: `TCP_KEEPIDLE` (large, so `HZ` divides out
 /// exactly), `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_USER_TIMEOUT`.
 const CHECK_IDLE_S: u32 = 1000;
@@ -116,8 +123,15 @@ impl FdReader {
         Ok(Self { ebpf, check })
     }
 
-    /// One pass over every fd table. An error means nothing read can be trusted.
+    /// One pass over every fd table, within [`PASS_BUDGET`]. An error means nothing read can
+    /// be trusted.
     pub fn read(&mut self) -> Result<FdTable, String> {
+        self.read_within(PASS_BUDGET)
+    }
+
+    /// [`FdReader::read`], given up once it has taken longer than `budget`.
+    pub fn read_within(&mut self, budget: Duration) -> Result<FdTable, String> {
+        let started = std::time::Instant::now();
         let program: &mut aya::programs::Iter = self
             .ebpf
             .program_mut(PROGRAM)
@@ -133,6 +147,14 @@ impl FdReader {
         let mut buf = vec![0u8; 1 << 18];
         let mut held = 0;
         loop {
+            // Each read ends after at most a million objects (`bpf_seq_read`), so this bounds
+            // the pass to the budget and one read.
+            if started.elapsed() > budget {
+                return Err(format!(
+                    "a pass over the fd tables took longer than {budget:?}; they are read from \
+                     /proc instead"
+                ));
+            }
             let n = match file.read(&mut buf[held..]) {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -102,13 +102,55 @@ pub(super) fn read_socket_fds(
     live: &FxHashSet<Inode>,
     reuse: bool,
 ) -> Result<(FxHashMap<u32, Inode>, usize), Errno> {
+    let (fds, read, listed) = read_fd_dir(&format!("/proc/{pid}/fd"), pid, cached, live, reuse)?;
+    if listed > 0 {
+        return Ok((fds, read));
+    }
+    // A leader that exited alone (`pthread_exit` in main) is a zombie with no fd table, while
+    // its threads live on sharing one: read that through a thread, or their sockets would look
+    // held by none.
+    match other_thread(pid) {
+        Some(tid) => match read_fd_dir(
+            &format!("/proc/{pid}/task/{tid}/fd"),
+            pid,
+            cached,
+            live,
+            reuse,
+        ) {
+            Ok((fds, more, _)) => Ok((fds, read + more)),
+            // The thread ended meanwhile: so, most likely, did the process.
+            Err(Errno::NOENT | Errno::SRCH) => Ok((fds, read)),
+            Err(e) => Err(e),
+        },
+        None => Ok((fds, read)),
+    }
+}
+
+/// A thread of process `pid` other than its leader, if it has one.
+fn other_thread(pid: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&tid| tid != pid)
+}
+
+/// Reads one fd directory of process `pid`: its socket fds, the links read, and the entries
+/// listed.
+fn read_fd_dir(
+    path: &str,
+    pid: u32,
+    cached: &FxHashMap<u32, Inode>,
+    live: &FxHashSet<Inode>,
+    reuse: bool,
+) -> Result<(FxHashMap<u32, Inode>, usize, usize), Errno> {
     let dirfd = rustix::fs::openat(
         CWD,
-        format!("/proc/{pid}/fd"),
+        path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
     let mut dir = Dir::read_from(&dirfd)?;
+    let mut listed = 0;
     let mut fds = FxHashMap::with_capacity_and_hasher(cached.len(), rustc_hash::FxBuildHasher);
     let mut read = 0;
     let own = pid == std::process::id();
@@ -118,6 +160,7 @@ pub(super) fn read_socket_fds(
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         let Some(fd) = parse_u32(name) else { continue }; // "." and ".."
+        listed += 1;
         if reuse {
             if let Some(&inode) = cached.get(&fd).filter(|i| live.contains(i)) {
                 fds.insert(fd, inode);
@@ -142,7 +185,7 @@ pub(super) fn read_socket_fds(
         }
         link = target.into_bytes();
     }
-    Ok((fds, read))
+    Ok((fds, read, listed))
 }
 
 /// The network namespace of process `pid`, when it can be told.

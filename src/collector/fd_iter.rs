@@ -290,7 +290,12 @@ impl FdTable {
 
 /// A TCP socket of katop's own with known options, for the reader to find and check.
 fn check_socket() -> rustix::io::Result<OwnedFd> {
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
     sockopt::set_socket_keepalive(&fd, true)?;
     sockopt::set_tcp_keepidle(&fd, Duration::from_secs(CHECK_IDLE_S.into()))?;
     sockopt::set_tcp_keepintvl(&fd, Duration::from_secs(CHECK_INTVL_S.into()))?;

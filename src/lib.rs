@@ -293,6 +293,9 @@ fn once(args: &Args, filter: &Filter, middleboxes: Vec<model::Middlebox>) -> any
         Some(at) => past(args, at)?,
         None => collector.poll()?,
     };
+    // Its caches (owners, options, namespaces) serve later polls only: their room goes to the
+    // table and the output.
+    drop(collector);
     let now = Instant::now();
     table.apply(snap, now);
     for w in &table.warnings {

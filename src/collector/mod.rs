@@ -30,6 +30,17 @@ use wire::DumpSink;
 /// 80 ms and 35 MiB at its peak, as much as reading /proc for some 10k sockets.
 pub const BPF_FROM_SOCKETS: usize = 10_000;
 
+/// Sockets in katop's network namespace, as `/proc/net/sockstat` counts them: before a first
+/// dump, what it will hold.
+fn sockets_in_use() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("sockets: used "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Which sockets to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
@@ -149,6 +160,9 @@ impl Collector {
         // Before the dump: an end told now is of a socket this dump no longer lists (or lists
         // in TIME_WAIT), never of one it shows alive.
         let drained = self.ends.as_ref().map(ends::EndWatch::drain);
+        if self.last_count == 0 {
+            self.procs.prepare(sockets_in_use().unwrap_or(0));
+        }
         buf.clear();
         // Empty now, so this makes the capacity at least the last count plus a little growth.
         buf.reserve(self.last_count + self.last_count / 32);

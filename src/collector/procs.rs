@@ -200,12 +200,26 @@ impl ProcessMap {
         }
     }
 
-    /// One BPF pass, if the reader loads (tried once) and reads; a failed read turns it off
-    /// for good, and `/proc` is read instead.
-    fn read_with_bpf(&mut self) -> Option<FdTable> {
+    /// Loads the BPF reader ahead of a scan that will want it (`expected` sockets, as the
+    /// kernel counts them before the dump): loading parses the kernel's BTF (tens of MB, freed
+    /// after), best done before the dump fills memory.
+    pub fn prepare(&mut self, expected: usize) {
+        if expected >= self.bpf_from {
+            self.load_bpf();
+        }
+    }
+
+    /// Tries the BPF reader once.
+    fn load_bpf(&mut self) {
         if matches!(self.bpf, Bpf::Untried) {
             self.bpf = FdReader::open().map_or_else(Bpf::Off, Bpf::Ready);
         }
+    }
+
+    /// One BPF pass, if the reader loads (tried once) and reads; a failed read turns it off
+    /// for good, and `/proc` is read instead.
+    fn read_with_bpf(&mut self) -> Option<FdTable> {
+        self.load_bpf();
         let Bpf::Ready(reader) = &mut self.bpf else {
             return None;
         };

@@ -286,7 +286,7 @@ fn select(
         ipv4: true,
         ipv6: true,
         netns: crate::netns_choice(args).0,
-        bpf_from: (!args.no_bpf).then_some(crate::collector::BPF_FROM_SOCKETS),
+        bpf_from: crate::bpf_from(args),
     })?;
     let snap = collector.poll()?;
     let now = Instant::now();

@@ -195,6 +195,11 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
+/// When to read fd tables with the BPF reader (`--no-bpf`: never).
+pub(crate) fn bpf_from(args: &Args) -> Option<usize> {
+    (!args.no_bpf).then_some(collector::BPF_FROM_SOCKETS)
+}
+
 /// Which sockets the protocol and family flags ask for (none given: all).
 pub fn selection(args: &Args) -> Selection {
     let mut protos = Vec::new();
@@ -219,7 +224,7 @@ pub fn selection(args: &Args) -> Selection {
         ipv4: !args.ipv6,
         ipv6: !args.ipv4,
         netns: netns_choice(args).0,
-        bpf_from: (!args.no_bpf).then_some(collector::BPF_FROM_SOCKETS),
+        bpf_from: bpf_from(args),
     }
 }
 

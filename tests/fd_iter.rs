@@ -282,14 +282,6 @@ fn a_socket_that_is_a_process_first_file_is_listed_whatever_its_kind() {
     assert!(table.walked.contains(&unix_child.id()) && table.walked.contains(&udp_child.id()));
 }
 
-/// Not a test on its own: nothing but a helper for the capability test below.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut l = getrlimit(Resource::Nofile);
-    l.current = l.maximum;
-    setrlimit(Resource::Nofile, l).unwrap();
-}
-
 #[test]
 fn a_copy_given_bpf_capabilities_shows_nobody_no_more_than_proc_would() {
     if !is_root() {
@@ -302,27 +294,13 @@ fn a_copy_given_bpf_capabilities_shows_nobody_no_more_than_proc_would() {
     }
     // Enough sockets for katop to want the reader (BPF_FROM_SOCKETS), all held by root here:
     // nobody cannot read this process's fds, so each owner is unknown to it.
-    raise_fd_limit();
+    common::raise_fd_limit();
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     let pairs = katop::collector::BPF_FROM_SOCKETS / 2 + 100;
-    let held: Vec<(TcpStream, TcpStream)> = (0..pairs)
-        .map(|_| {
-            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            (c, l.accept().unwrap().0)
-        })
-        .collect();
+    let held: Vec<(TcpStream, TcpStream)> = (0..pairs).map(|_| connect(&l, None)).collect();
     let (dir, bin) = common::nobody_dir("bpf-caps");
-    let caps = Command::new("setcap")
-        .args(["cap_bpf,cap_perfmon+ep"])
-        .arg(&bin)
-        .output()
-        .unwrap();
-    assert!(
-        caps.status.success(),
-        "{}",
-        String::from_utf8_lossy(&caps.stderr)
-    );
+    common::setcap("cap_bpf,cap_perfmon+ep", &bin);
     let filter = format!("tcp dst:127.0.0.1:{port} established");
     let out = common::run_as_nobody(&bin, &dir, &["--json", "--filter", &filter]);
     assert!(
@@ -351,15 +329,10 @@ fn a_process_whose_sockets_fill_many_buffers_is_read_whole() {
     }
     // 1,400 sockets: 45 KiB of records from one process, past the kernel's 32 KiB seq
     // buffer, so the pass stops and resumes inside it.
-    raise_fd_limit();
+    common::raise_fd_limit();
     let mut reader = FdReader::open().expect("the BPF reader loads as root");
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let held: Vec<(TcpStream, TcpStream)> = (0..700)
-        .map(|_| {
-            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            (c, l.accept().unwrap().0)
-        })
-        .collect();
+    let held: Vec<(TcpStream, TcpStream)> = (0..700).map(|_| connect(&l, None)).collect();
     let table = reader.read().unwrap();
     let pid = std::process::id();
     for (c, s) in &held {

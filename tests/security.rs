@@ -217,12 +217,7 @@ fn capability_copy(tag: &str) -> Option<(common::NobodyDir, PathBuf)> {
         return None;
     }
     let (dir, bin) = nobody_dir(tag);
-    let caps = Command::new("setcap")
-        .args(["cap_net_admin,cap_sys_ptrace,cap_dac_read_search+ep"])
-        .arg(&bin)
-        .output()
-        .unwrap();
-    assert!(caps.status.success(), "{}", stderr(&caps));
+    common::setcap("cap_net_admin,cap_sys_ptrace,cap_dac_read_search+ep", &bin);
     Some((dir, bin))
 }
 

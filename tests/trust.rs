@@ -64,13 +64,6 @@ fn alive(s: &TcpStream) -> Result<(), String> {
     (&*s).write_all(b"!").map_err(|e| e.to_string())
 }
 
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut l = getrlimit(Resource::Nofile);
-    l.current = l.maximum;
-    setrlimit(Resource::Nofile, l).unwrap();
-}
-
 /// The tests here run one at a time: each runs katop, and a katop reading socket options
 /// borrows each socket's fd for a moment (`pidfd_getfd`), so for that moment another katop
 /// scanning /proc sees it holding the test's sockets (the ramp's kills would then take a katop
@@ -110,7 +103,7 @@ fn an_accept_ramp_loses_no_connection_to_kills() {
     if skip("the accept ramp") {
         return;
     }
-    raise_fd_limit();
+    common::raise_fd_limit();
     let listener = deep_listener();
     let port = listener.local_addr().unwrap().port();
     // Removed however the test ends.
@@ -412,16 +405,7 @@ fn a_capability_on_the_binary_is_not_every_users_kill_switch() {
     };
     let (mut theirs_server, _) = l.accept().unwrap();
     let (dir, bin) = nobody_dir("setcap");
-    let caps = Command::new("setcap")
-        .args(["cap_net_admin+ep"])
-        .arg(&bin)
-        .output()
-        .unwrap();
-    assert!(
-        caps.status.success(),
-        "{}",
-        String::from_utf8_lossy(&caps.stderr)
-    );
+    common::setcap("cap_net_admin+ep", &bin);
     let log = dir.join("kills.jsonl");
     let out = run_as_nobody(
         &bin,

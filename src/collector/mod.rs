@@ -27,7 +27,7 @@ use sockopts::OptsCache;
 use wire::DumpSink;
 
 /// Where the BPF fd reader starts to pay: loading it (parsing the kernel's BTF) costs about
-/// 80 ms and 35 MiB at its peak, as much as reading /proc for some 10k sockets.
+/// 60 ms and 35 MiB at its peak, as much as reading /proc for some 10k sockets.
 pub const BPF_FROM_SOCKETS: usize = 10_000;
 
 /// Sockets in katop's network namespace, as `/proc/net/sockstat` counts them: before a first

@@ -130,11 +130,12 @@ enum Blind {
     Everything,
 }
 
-/// The BPF fd reader: not tried yet, loaded, or why it is not used.
+/// The BPF fd reader: not tried yet, loaded, or not used (turned off, would not load, or a
+/// pass failed: `/proc` gives the same answers, so why is not kept).
 enum Bpf {
     Untried,
     Ready(FdReader),
-    Off(String),
+    Off,
 }
 
 /// The cached map; one per collector, reused every poll.
@@ -178,7 +179,7 @@ impl ProcessMap {
             bpf: if bpf_from.is_some() {
                 Bpf::Untried
             } else {
-                Bpf::Off("turned off (--no-bpf)".into())
+                Bpf::Off
             },
             bpf_from: bpf_from.unwrap_or(usize::MAX),
             fresh: None,
@@ -189,15 +190,6 @@ impl ProcessMap {
     /// taken, so its maps are freed once the options are filled in.
     pub fn take_fresh(&mut self) -> Option<FdTable> {
         self.fresh.take()
-    }
-
-    /// Why fd tables are read from `/proc` and not with the BPF reader (`None`: they are not,
-    /// or it has not been tried yet).
-    pub fn bpf_off(&self) -> Option<&str> {
-        match &self.bpf {
-            Bpf::Off(why) => Some(why),
-            _ => None,
-        }
     }
 
     /// Loads the BPF reader ahead of a scan that will want it (`expected` sockets, as the
@@ -212,7 +204,7 @@ impl ProcessMap {
     /// Tries the BPF reader once.
     fn load_bpf(&mut self) {
         if matches!(self.bpf, Bpf::Untried) {
-            self.bpf = FdReader::open().map_or_else(Bpf::Off, Bpf::Ready);
+            self.bpf = FdReader::open().map_or(Bpf::Off, Bpf::Ready);
         }
     }
 
@@ -223,13 +215,11 @@ impl ProcessMap {
         let Bpf::Ready(reader) = &mut self.bpf else {
             return None;
         };
-        match reader.read() {
-            Ok(table) => Some(table),
-            Err(why) => {
-                self.bpf = Bpf::Off(why);
-                None
-            }
+        let table = reader.read().ok();
+        if table.is_none() {
+            self.bpf = Bpf::Off;
         }
+        table
     }
 
     /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed. `dumped`

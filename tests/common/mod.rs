@@ -655,3 +655,26 @@ pub fn established() -> Established {
         filter,
     }
 }
+
+/// Gives `bin` the file capabilities `caps` (`setcap`'s text form, `cap_net_admin+ep`).
+pub fn setcap(caps: &str, bin: &std::path::Path) {
+    let out = std::process::Command::new("setcap")
+        .arg(caps)
+        .arg(bin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "setcap {caps}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Raises this process's open-file limit to its hard limit, for tests that hold thousands of
+/// sockets.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    l.current = l.maximum;
+    setrlimit(Resource::Nofile, l).unwrap();
+}

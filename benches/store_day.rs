@@ -102,7 +102,7 @@ fn main() {
         let keyframe = changes.keyframe_due(writer.next_starts_segment(wall));
         let names = changes.to_name(namespaces.clone(), keyframe);
         // Their clocks are absent (read as 0 ms ago): compared at one moment, they stand still.
-        let delta = changes.delta(socks.iter(), start, keyframe);
+        let delta = changes.delta(socks.iter(), (start, Duration::ZERO), keyframe);
         let sample = snapshot::Sample {
             time: katop::actions::log::rfc3339(wall),
             sample: delta.tcp,

@@ -241,7 +241,11 @@ impl Collector {
             namespaces,
             unread_namespaces,
             taken_at: dumps_read,
-            wall: std::time::SystemTime::now(),
+            // The dumps' moment, as `taken_at` (not the poll's end: the fd scan and options
+            // after the dumps can take seconds at 1M sockets, and the clocks count from then).
+            wall: std::time::SystemTime::now()
+                .checked_sub(dumps_read.elapsed())
+                .unwrap_or_else(std::time::SystemTime::now),
             cost: PollCost {
                 dump: dump_cost,
                 total: started.elapsed(),

@@ -109,8 +109,9 @@ impl Recorder {
         let keyframe = self
             .changes
             .keyframe_due(self.writer.next_starts_segment(now));
-        let (socks, wall) = self.source.socks();
-        let delta = self.changes.delta(socks, wall, keyframe);
+        let (socks, read) = self.source.socks();
+        let wall = read.0;
+        let delta = self.changes.delta(socks, read, keyframe);
         let sample = crate::store::snapshot::Sample {
             time: crate::actions::log::rfc3339(wall),
             sample: delta.tcp,

@@ -67,13 +67,17 @@ impl EventSource {
     }
 
     /// Every socket of the last poll, and when it was taken.
+    /// The last poll's sockets, when its dump ended, and how long the dump took.
     pub fn socks(
         &self,
     ) -> (
         impl Iterator<Item = &crate::model::RawSock>,
-        std::time::SystemTime,
+        (std::time::SystemTime, std::time::Duration),
     ) {
-        (self.table.entries().map(|e| e.sock), self.polled_wall())
+        (
+            self.table.entries().map(|e| e.sock),
+            (self.polled_wall(), self.table.cost.dump),
+        )
     }
 
     /// One poll, applied to the table; [`Self::each_event`] then tells its events.

@@ -3,12 +3,14 @@
 //! alone: [`Moving`]), and the cookies gone. The kernel's "ms ago" clocks and
 //! the timer's "ms to go" are compared as absolute times, so a socket that changes nothing (an
 //! idle connection, whose clocks only advance) costs nothing; a clock that moved by less than
-//! [`CLOCK_SLACK_S`] is the same clock read at a slightly different moment, not a change.
+//! [`CLOCK_SLACK_S`], plus the time the poll's dump took, is the same clock read at a slightly
+//! different moment, not a change (a dump of 1M sockets reads them over a second or more, and
+//! a loaded host's take longer or shorter from one poll to the next).
 //!
 //! Memory: 32 bytes of state per TCP socket (two fingerprints, four clocks), 40 with its key.
 
 use std::hash::{Hash, Hasher};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustc_hash::{FxHashMap, FxHasher};
 
@@ -43,6 +45,8 @@ pub struct Changes {
     /// The last keyframe's bytes, and the deltas' since (before compression).
     keyframe_bytes: u64,
     since_keyframe: u64,
+    /// The last poll's dump, in whole seconds rounded up.
+    last_span_s: u32,
 }
 
 /// A poll's delta: the sockets to write whole, those to write only the moving part of, and
@@ -58,15 +62,22 @@ pub struct Delta<'a> {
 }
 
 impl Changes {
-    /// This poll's `socks` (wall-clock `wall`) against what was last written; what it returns
-    /// counts as written. `all`: every socket is written (a keyframe), gone ones forgotten.
+    /// This poll's `socks` (wall-clock `wall`, the end of a dump that took `span`) against what
+    /// was last written; what it returns counts as written. `all`: every socket is written (a
+    /// keyframe), gone ones forgotten.
     pub fn delta<'a>(
         &mut self,
         socks: impl Iterator<Item = &'a RawSock>,
-        wall: SystemTime,
+        (wall, span): (SystemTime, Duration),
         all: bool,
     ) -> Delta<'a> {
         self.polls = self.polls.wrapping_add(1);
+        // A socket is read somewhere within its dump: from one poll to the next its clocks
+        // shift by up to the longer of the two dumps.
+        let span_s =
+            u32::try_from(span.as_secs() + u64::from(span.subsec_nanos() > 0)).unwrap_or(u32::MAX);
+        let slack = CLOCK_SLACK_S.saturating_add(span_s.max(self.last_span_s));
+        self.last_span_s = span_s;
         let seen = u64::from(self.polls & 1);
         let now_ms = wall
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -85,7 +96,7 @@ impl Changes {
                     let w = o.get();
                     (
                         w.fixed != fixed,
-                        w.fp_seen & !1 != fp || moved(&w.clocks, &clocks),
+                        w.fp_seen & !1 != fp || moved(&w.clocks, &clocks, slack),
                     )
                 }
                 std::collections::hash_map::Entry::Vacant(_) => (true, true),
@@ -162,10 +173,8 @@ impl Changes {
     }
 }
 
-fn moved(a: &[u32; 4], b: &[u32; 4]) -> bool {
-    a.iter()
-        .zip(b)
-        .any(|(x, y)| x.abs_diff(*y) >= CLOCK_SLACK_S)
+fn moved(a: &[u32; 4], b: &[u32; 4], slack: u32) -> bool {
+    a.iter().zip(b).any(|(x, y)| x.abs_diff(*y) >= slack)
 }
 
 /// A TCP inet socket's fingerprints, fixed part and moving part (clocks left out), and its
@@ -240,25 +249,33 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mut c = Changes::default();
         let polled = [conn(1, 5_000), conn(2, 5_000)];
-        let first = c.delta(polled.iter(), t0, true);
+        let first = c.delta(polled.iter(), (t0, Duration::ZERO), true);
         assert_eq!(cookies(&first), [1, 2]);
         // Ten seconds on: both clocks advanced by ten seconds (idle: nothing to write); the
         // second one talked (its idle clock restarted).
         let later = t0 + Duration::from_secs(10);
         let polled = [conn(1, 15_000), conn(2, 10)];
-        let d = c.delta(polled.iter(), later, false);
+        let d = c.delta(polled.iter(), (later, Duration::ZERO), false);
         assert_eq!(cookies(&d), [2]);
         assert!(d.socks.is_empty(), "only its moving part");
         assert!(d.gone.is_empty());
         // Read a second late (a slow poll): still nothing.
         let polled = [conn(1, 16_000), conn(2, 1_010)];
-        let d = c.delta(polled.iter(), later + Duration::from_secs(1), false);
+        let d = c.delta(
+            polled.iter(),
+            (later + Duration::from_secs(1), Duration::ZERO),
+            false,
+        );
         assert!(cookies(&d).is_empty(), "{:?}", cookies(&d));
         // Its queue grew; the other one went.
         let mut busy = conn(1, 17_000);
         busy.send_q = 10;
         let polled = [busy];
-        let d = c.delta(polled.iter(), later + Duration::from_secs(2), false);
+        let d = c.delta(
+            polled.iter(),
+            (later + Duration::from_secs(2), Duration::ZERO),
+            false,
+        );
         assert_eq!(cookies(&d), [1]);
         assert_eq!(d.gone, [2]);
         // A new owner: written whole.
@@ -266,9 +283,31 @@ mod tests {
         moved_fd.send_q = 10;
         moved_fd.owner = crate::model::Owner::None;
         let polled = [moved_fd];
-        let d = c.delta(polled.iter(), later + Duration::from_secs(3), false);
+        let d = c.delta(
+            polled.iter(),
+            (later + Duration::from_secs(3), Duration::ZERO),
+            false,
+        );
         assert_eq!(d.socks.len(), 1);
         assert!(d.moved.is_empty());
+    }
+
+    #[test]
+    fn a_long_dump_moves_no_idle_clock() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let later = t0 + Duration::from_secs(10);
+        // Read 3 s nearer its dump's start than the first poll read it: its idle clock says
+        // 7 s passed where the wall clocks say 10.
+        let shifted = [conn(1, 12_000)];
+        for (span, moved) in [
+            (Duration::ZERO, true),
+            (Duration::from_millis(1_500), false),
+        ] {
+            let mut c = Changes::default();
+            c.delta([conn(1, 5_000)].iter(), (t0, span), true);
+            let d = c.delta(shifted.iter(), (later, span), false);
+            assert_eq!(!cookies(&d).is_empty(), moved, "a {span:?} dump");
+        }
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl Memory {
             return;
         }
         let keyframe = self.changes.keyframe_due(self.frames.is_empty());
-        let delta = self.changes.delta(snap.socks.iter(), snap.wall, keyframe);
+        let delta = self
+            .changes
+            .delta(snap.socks.iter(), (snap.wall, snap.cost.dump), keyframe);
         let sample = Sample {
             time: crate::actions::log::rfc3339(snap.wall),
             sample: delta.tcp,

@@ -501,7 +501,7 @@ mod tests {
         let mut changes = Changes::default();
         let mut lines = Vec::new();
         for (i, (wall, socks)) in polls.iter().enumerate() {
-            let delta = changes.delta(socks.iter(), *wall, i == 0);
+            let delta = changes.delta(socks.iter(), (*wall, Duration::ZERO), i == 0);
             let time = crate::actions::log::rfc3339(*wall);
             let mut out = Vec::new();
             if i == 0 {
@@ -574,7 +574,7 @@ mod tests {
         let mut out = Vec::new();
         let mut poll = |socks: &[RawSock], names: Vec<StoredNs>, wall: SystemTime, key: bool| {
             let names = changes.to_name(names, key);
-            let delta = changes.delta(socks.iter(), wall, key);
+            let delta = changes.delta(socks.iter(), (wall, Duration::ZERO), key);
             let sample = Sample {
                 time: crate::actions::log::rfc3339(wall),
                 sample: socks.len(),
@@ -622,7 +622,7 @@ mod tests {
         host.netns = NetnsId(4_026_531_840);
         let mut changes = Changes::default();
         let polled = [host, in_ns];
-        let delta = changes.delta(polled.iter(), t0, true);
+        let delta = changes.delta(polled.iter(), (t0, Duration::ZERO), true);
         let names = vec![
             (4_026_531_840, "host".to_string(), None, true),
             (4_026_532_999, "advns".to_string(), None, false),

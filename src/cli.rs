@@ -188,9 +188,10 @@ pub struct Args {
     )]
     pub netns: Vec<String>,
 
-    /// Read fd tables and keepalive options from /proc and getsockopt only, never with the
-    /// BPF reader (which katop otherwise loads where it can: one pass over every process's
-    /// fds instead of a syscall or more per fd).
+    /// Read fd tables and keepalive options from /proc and getsockopt, and TCP sockets from
+    /// sock_diag, never with the BPF readers (which katop otherwise loads where it can, at 10k
+    /// sockets and more: one pass over every process's fds instead of a syscall or more per
+    /// fd, and one over the TCP sockets instead of a netlink dump).
     #[arg(long, env = "KATOP_NO_BPF", value_parser = clap::builder::FalseyValueParser::new(), global = true)]
     pub no_bpf: bool,
 

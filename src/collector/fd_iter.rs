@@ -306,7 +306,7 @@ fn in_initial_pid_namespace() -> bool {
 }
 
 /// An error with its sources (aya's say which syscall failed, then why).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -14,6 +14,7 @@ pub mod procs;
 pub mod sock_diag;
 pub mod sockopts;
 pub mod sysctl;
+pub mod tcp_iter;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -112,6 +113,8 @@ pub struct Collector {
     /// Connection ends as the tracepoints tell them, when asked for and possible.
     ends: Option<ends::EndWatch>,
     held: held::HeldSockets,
+    /// Its own namespace's TCP sockets through the BPF reader, where it is used.
+    tcp: tcp_iter::TcpSource,
 }
 
 /// Polls in a row with far fewer sockets than room before buffers and caches shrink.
@@ -129,6 +132,7 @@ impl Collector {
             diag: DiagSocket::open()?,
             namespaces: namespaces::Namespaces::new(selection.netns.clone(), own),
             procs: ProcessMap::new(selection.bpf_from),
+            tcp: tcp_iter::TcpSource::new(selection.bpf_from),
             opts: OptsCache::default(),
             selection,
             netns: current_netns(),
@@ -160,9 +164,7 @@ impl Collector {
         // Before the dump: an end told now is of a socket this dump no longer lists (or lists
         // in TIME_WAIT), never of one it shows alive.
         let drained = self.ends.as_ref().map(ends::EndWatch::drain);
-        if self.last_count == 0 {
-            self.procs.prepare(sockets_in_use().unwrap_or(0));
-        }
+        let expected = self.expected();
         buf.clear();
         // Empty now, so this makes the capacity at least the last count plus a little growth.
         buf.reserve(self.last_count + self.last_count / 32);
@@ -172,7 +174,10 @@ impl Collector {
         };
         let dumps = self.selection.dumps();
         if self.namespaces.reads_own() {
-            self.diag.dump_each(&dumps, self.netns, &mut sink)?;
+            let mut own = dumps.clone();
+            self.tcp
+                .take(&mut own, expected, self.netns, &mut sink.socks);
+            self.diag.dump_each(&own, self.netns, &mut sink)?;
         }
         // Its sockets' timers were read by then: every other namespace's dump comes after.
         let own_dumped = Instant::now();
@@ -256,6 +261,23 @@ impl Collector {
             unlisted,
             opts_changed: self.opts.changed().to_vec(),
         })
+    }
+
+    /// The sockets this poll expects: the last poll's count, or at the first what the kernel
+    /// counts (a BPF fd reader it will want is loaded then, before the dump fills memory).
+    fn expected(&mut self) -> usize {
+        if self.last_count == 0 {
+            let expected = sockets_in_use().unwrap_or(0);
+            self.procs.prepare(expected);
+            expected
+        } else {
+            self.last_count
+        }
+    }
+
+    /// Whether the last poll read its own namespace's TCP sockets with the BPF reader.
+    pub fn tcp_bpf(&self) -> bool {
+        self.tcp.used
     }
 
     /// What the last `/proc` scan did (for tests and the benchmark).

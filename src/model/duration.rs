@@ -76,6 +76,16 @@ pub fn format_ms_short(ms: u64) -> String {
     }
 }
 
+/// [`format_ms_short`] with tenths of a second under 10 s, for what katop itself takes (a poll
+/// of 1.9 s is not one of 1 s).
+pub fn format_ms_tenths(ms: u64) -> String {
+    if (1000..10_000).contains(&ms) {
+        format!("{}.{}s", ms / 1000, ms / 100 % 10)
+    } else {
+        format_ms_short(ms)
+    }
+}
+
 /// [`format_ms_short`] of whole seconds: the one duration format of every human-facing view.
 pub fn format_s_short(secs: u64) -> String {
     format_ms_short(secs.saturating_mul(1000))
@@ -115,5 +125,8 @@ mod tests {
         assert_eq!(format_ms_short(850), "850ms");
         assert_eq!(format_ms_short(7_875_000), "2h11m");
         assert_eq!(format_ms_short(65_000), "1m05s");
+        assert_eq!(format_ms_tenths(1_960), "1.9s");
+        assert_eq!(format_ms_tenths(850), "850ms");
+        assert_eq!(format_ms_tenths(12_400), "12s");
     }
 }

@@ -222,7 +222,7 @@ fn title(app: &App, theme: Theme) -> Vec<Span<'static>> {
                 "{} · every {} · poll {} · {} sockets",
                 crate::text::printable(&app.host),
                 format_ms_short(app.interval.as_millis() as u64),
-                format_ms_short(t.cost.total.as_millis() as u64),
+                crate::model::duration::format_ms_tenths(t.cost.total.as_millis() as u64),
                 t.len()
             )),
         ],

@@ -187,8 +187,15 @@ fn the_pass_says_what_the_dump_says_of_every_kind_of_socket() {
     let ends = [&v4, &v6, &dual].map(|l| l.local_addr().unwrap());
 
     // Keepalive on, 600 s idle: a keepalive timer; and 5 bytes the other end has not read.
+    // Its owner is another user (fchown on a socket sets the uid the kernel reports).
     let (mut ka, _ka_server) = common::connect(&v4, Some(Duration::from_secs(600)));
     ka.write_all(b"hello").unwrap();
+    rustix::fs::fchown(&ka, Some(rustix::fs::Uid::from_raw(12_345)), None).unwrap();
+    // Bound to an interface.
+    let bound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    bound.bind_device(Some(b"lo")).unwrap();
+    bound.connect(&v4.local_addr().unwrap().into()).unwrap();
+    let bound_server = v4.accept().unwrap().0;
     // IPv6, and IPv4 into a dual-stack listener (the server end is IPv4-mapped).
     let six = TcpStream::connect(v6.local_addr().unwrap()).unwrap();
     let six_server = v6.accept().unwrap().0;
@@ -201,6 +208,11 @@ fn the_pass_says_what_the_dump_says_of_every_kind_of_socket() {
     let (gone, gone_server) = common::connect(&v4, None);
     drop(gone);
     drop(gone_server);
+    // The same over IPv6.
+    let closed6 = TcpStream::connect(v6.local_addr().unwrap()).unwrap();
+    let closed6_server = v6.accept().unwrap().0;
+    drop(closed6);
+    drop(closed6_server);
     // Connected but not accepted: in the dual listener's queue.
     let queued = TcpStream::connect((Ipv6Addr::LOCALHOST, port(&dual))).unwrap();
     common::wait_for("the TIME_WAIT and CLOSE_WAIT sockets", || {
@@ -209,10 +221,10 @@ fn the_pass_says_what_the_dump_says_of_every_kind_of_socket() {
             .iter()
             .map(|s| s.state.name(s.proto))
             .collect();
-        states.contains(&"TIME_WAIT") && states.contains(&"CLOSE_WAIT")
+        states.iter().filter(|s| **s == "TIME_WAIT").count() == 2 && states.contains(&"CLOSE_WAIT")
     });
-    // listeners 3; keepalive 2, six 2, mapped 2, half 2, gone 1, queued 2
-    agree(&mut reader, &ends, 14);
+    // listeners 3; keepalive 2, bound 2, six 2, mapped 2, half 2, gone 1, gone6 1, queued 2
+    agree(&mut reader, &ends, 17);
     let found = pass(&mut reader);
     let ka_sock = mine(&found, &ends)
         .into_iter()
@@ -223,7 +235,23 @@ fn the_pass_says_what_the_dump_says_of_every_kind_of_socket() {
         Some("keepalive"),
         "{ka_sock:#?}"
     );
-    drop((six, six_server, mapped, mapped_server, half_server, queued));
+    assert_eq!(ka_sock.uid, Some(12_345), "{ka_sock:#?}");
+    let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap();
+    let local = |s: &socket2::Socket| s.local_addr().unwrap().as_socket().unwrap();
+    let bound_sock = mine(&found, &ends)
+        .into_iter()
+        .find(|s| s.local == Endpoint::Inet(local(&bound).into()))
+        .unwrap();
+    assert_eq!(bound_sock.interface.to_string(), lo.trim());
+    drop((
+        six,
+        six_server,
+        mapped,
+        mapped_server,
+        half_server,
+        queued,
+        bound_server,
+    ));
 }
 
 #[test]
@@ -248,6 +276,33 @@ fn a_connection_retransmitting_to_a_silent_peer_reads_the_same() {
     assert!(s.tcp_info.unwrap().backoff() >= Some(1), "{s:#?}");
     assert!(s.send_q > 0, "{s:#?}");
     let _ = SockRef::from(&peer.client);
+}
+
+#[test]
+fn a_sender_facing_a_zero_window_probes_and_reads_the_same() {
+    let Some(mut reader) = reader() else { return };
+    // A receiver that never reads, with a small buffer: the sender's window closes and its
+    // zero-window probe timer runs (kind 4, probe0).
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.set_recv_buffer_size(4096).unwrap();
+    l.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    l.listen(1).unwrap();
+    let l: TcpListener = l.into();
+    let mut sender = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _receiver = l.accept().unwrap().0;
+    sender.set_nonblocking(true).unwrap();
+    let chunk = vec![0u8; 65536];
+    while sender.write(&chunk).is_ok() {}
+    let ends = [l.local_addr().unwrap()];
+    let at = sender.local_addr().unwrap();
+    common::wait_for("the probe0 timer", || {
+        mine(&dump(), &ends).iter().any(|s| {
+            s.local == Endpoint::Inet(at.into())
+                && s.timer.is_some_and(|t| t.kind.name() == "probe0")
+        })
+    });
+    agree(&mut reader, &ends, 3);
 }
 
 #[test]

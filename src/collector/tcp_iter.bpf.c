@@ -76,6 +76,7 @@ struct socket_alloc {
 
 struct sock {
 	struct sock_common __sk_common;
+	unsigned long sk_ino; // Linux 6.18+: what sock_i_ino() reads
 	struct socket *sk_socket;
 	struct timer_list sk_timer;
 	__u32 sk_ack_backlog;
@@ -129,22 +130,10 @@ struct inet_timewait_sock {
 	struct timer_list tw_timer;
 } CORE;
 
-struct tcp_timewait_sock {
-	struct inet_timewait_sock tw_sk;
-} CORE;
-
 struct request_sock {
 	struct sock_common __req_common;
 	__u8 num_retrans;
 	struct timer_list rsk_timer;
-} CORE;
-
-struct inet_request_sock {
-	struct request_sock req;
-} CORE;
-
-struct tcp_request_sock {
-	struct inet_request_sock req;
 } CORE;
 
 // Only its size is read: what INET_DIAG_INFO carries (tcp_diag's idiag_info_size).
@@ -165,8 +154,6 @@ static __u64 (*bpf_get_socket_cookie)(void *sk) = (void *)46;
 static __u64 (*bpf_jiffies64)(void) = (void *)118;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static struct tcp_sock *(*bpf_skc_to_tcp_sock)(void *sk) = (void *)137;
-static struct tcp_timewait_sock *(*bpf_skc_to_tcp_timewait_sock)(void *sk) = (void *)138;
-static struct tcp_request_sock *(*bpf_skc_to_tcp_request_sock)(void *sk) = (void *)139;
 
 #define AF_INET6 10
 #define TCP_SYN_RECV 3
@@ -188,6 +175,17 @@ static struct tcp_request_sock *(*bpf_skc_to_tcp_request_sock)(void *sk) = (void
 
 #define REC_FULL 1 // a full socket: the tcp_info fields are set
 #define REC_UNREAD 2 // a field could not be copied: the record is not used
+
+// A field of a socket seen as another type than the iterator's (`struct sock_common`): copied
+// at its CO-RE offset. The kernel's bpf_skc_to_tcp_timewait_sock / _request_sock would refuse
+// the TIME_WAIT and request sockets of an MPTCP or sockmap listener (they check sk_prot),
+// which the dump lists. A failed copy fails the pass, never a zero taken for a value.
+#define READ(r, dst, src)                                                                          \
+	do {                                                                                       \
+		if (bpf_probe_read_kernel(&(dst), sizeof(dst),                                     \
+					  __builtin_preserve_access_index(&(src))))                \
+			(r).flags |= REC_UNREAD;                                                   \
+	} while (0)
 
 // The record; its layout is parsed in tcp_iter.rs (little-endian, no padding).
 struct record {
@@ -287,8 +285,10 @@ static __attribute__((always_inline)) void full(struct record *r, struct tcp_soc
 
 	r->flags |= REC_FULL;
 	r->state = sk->__sk_common.skc_state;
-	if (sock && bpf_probe_read_kernel(&ino, sizeof(ino),
-					  &((struct socket_alloc *)sock)->vfs_inode.i_ino))
+	if (__builtin_preserve_field_info(sk->sk_ino, FIELD_EXISTS))
+		ino = sk->sk_ino;
+	else if (sock && bpf_probe_read_kernel(&ino, sizeof(ino),
+					       &((struct socket_alloc *)sock)->vfs_inode.i_ino))
 		r->flags |= REC_UNREAD;
 	r->inode = ino;
 	if (r->state == TCP_LISTEN) {
@@ -345,9 +345,10 @@ SEC("iter/tcp")
 int katop_tcp(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct tcp_timewait_sock *tw;
-	struct tcp_request_sock *req;
+	struct inet_timewait_sock *tw;
+	struct request_sock *req;
 	struct tcp_sock *tp;
+	unsigned long expires = 0;
 	struct record r = {};
 	__u64 now = bpf_jiffies64();
 
@@ -357,26 +358,26 @@ int katop_tcp(struct bpf_iter__tcp *ctx)
 	r.info_len = __builtin_preserve_type_info(*(struct tcp_info *)0, TYPE_SIZE);
 	addresses(&r, skc);
 	if (skc->skc_state == TCP_TIME_WAIT) {
-		tw = bpf_skc_to_tcp_timewait_sock(skc);
-		if (!tw)
-			return 0;
-		r.state = tw->tw_sk.tw_substate;
+		tw = (void *)skc;
+		READ(r, r.state, tw->tw_substate);
+		READ(r, expires, tw->tw_timer.expires);
 		r.timer = 3;
-		r.expires_jiffies = left(tw->tw_sk.tw_timer.expires, now);
+		r.expires_jiffies = left(expires, now);
 	} else if (skc->skc_state == TCP_NEW_SYN_RECV) {
-		req = bpf_skc_to_tcp_request_sock(skc);
-		if (!req)
-			return 0;
+		req = (void *)skc;
+		READ(r, r.retrans, req->num_retrans);
+		READ(r, expires, req->rsk_timer.expires);
 		r.state = TCP_SYN_RECV;
 		r.timer = 1;
-		r.retrans = req->req.req.num_retrans;
-		r.expires_jiffies = left(req->req.req.rsk_timer.expires, now);
+		r.expires_jiffies = left(expires, now);
 	} else {
 		tp = bpf_skc_to_tcp_sock(skc);
-		if (!tp)
-			return 0;
-		r.uid = ctx->uid;
-		full(&r, tp, now);
+		if (tp) {
+			r.uid = ctx->uid;
+			full(&r, tp, now);
+		} else { // not a full TCP socket: never in the TCP hash tables, never dropped unsaid
+			r.flags |= REC_UNREAD;
+		}
 	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

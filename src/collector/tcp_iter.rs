@@ -8,9 +8,10 @@
 //! privileges to load a tracing program at run time, and never when katop gained privileges
 //! at exec. Where it does not load, or a pass fails, the `sock_diag` dump gives the same.
 //!
-//! Every pass checks itself against a listening socket katop holds (port, inode, owner,
-//! state), whose keepalive time it set: that gives the kernel's `HZ`, which the clocks are
-//! counted in. That socket is left out of what the pass lists.
+//! Every pass checks itself against a listening socket katop opens for it on 127.0.0.1 (port,
+//! inode, owner, state) and whose keepalive time it set: that gives the kernel's `HZ`, which
+//! the clocks are counted in. That socket is left out of what the pass lists and closed after
+//! it, so no dump nor any other tool sees it for longer than a pass.
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -41,14 +42,14 @@ const TCP_LISTEN: u8 = 10;
 /// The check socket's keepalive time: large, so `HZ` divides out exactly.
 const CHECK_IDLE_S: u32 = 1000;
 
-/// The longest a pass may take before the dump is used instead (a million sockets take well
-/// under a second).
+/// The longest a pass may take before the dump is used instead (a million sockets take about a
+/// second). Checked between reads: a read waits, as the dump does, for a socket whose lock
+/// its owner holds.
 pub const PASS_BUDGET: Duration = Duration::from_secs(10);
 
-/// A loaded iterator program and the socket it checks itself against.
+/// A loaded iterator program.
 pub struct TcpReader {
     ebpf: aya::Ebpf,
-    check: Check,
 }
 
 impl std::fmt::Debug for TcpReader {
@@ -74,7 +75,10 @@ impl TcpReader {
         if crate::privilege::Privilege::current().is_gained() {
             return Err("katop runs with privileges its user lacks".into());
         }
-        let check = Check::open().map_err(|e| format!("making the check socket: {e}"))?;
+        // The records are written in the host's order; parsed as little-endian.
+        if cfg!(target_endian = "big") {
+            return Err("the TCP reader reads little-endian records only".into());
+        }
         let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
         let mut ebpf = aya::EbpfLoader::new()
             .btf(Some(&btf))
@@ -88,7 +92,7 @@ impl TcpReader {
         program
             .load("tcp", &btf)
             .map_err(|e| format!("loading the TCP iterator: {}", super::fd_iter::chain(&e)))?;
-        Ok(Self { ebpf, check })
+        Ok(Self { ebpf })
     }
 
     /// Appends every TCP socket of the calling thread's network namespace to `socks`, as
@@ -126,6 +130,9 @@ impl TcpReader {
         socks: &mut Vec<RawSock>,
     ) -> Result<(), String> {
         let started = std::time::Instant::now();
+        // Made for this pass and closed with it (listening on 127.0.0.1, so that the iterator
+        // lists it).
+        let check = Check::open().map_err(|e| format!("making the check socket: {e}"))?;
         let chain = super::fd_iter::chain;
         let program: &mut aya::programs::Iter = self
             .ebpf
@@ -136,7 +143,8 @@ impl TcpReader {
         let link = program.attach().map_err(|e| chain(&e))?;
         let link = program.take_link(link).map_err(|e| chain(&e))?;
         let mut file = link.into_file().map_err(|e| chain(&e))?;
-        // Records wait here until the check socket's gives HZ (listeners come first, so few).
+        // Listeners wait here until the check socket's record gives HZ: the iterator walks
+        // the listening hash before the established one, so only listeners can come first.
         let mut waiting: Vec<Record> = Vec::new();
         let mut clock: Option<Clock> = None;
         let mut buf = vec![0u8; 1 << 18];
@@ -168,8 +176,8 @@ impl TcpReader {
                 if r.flags & REC_UNREAD != 0 {
                     return Err("the TCP iterator could not read a socket".into());
                 }
-                if r.is_check(&self.check) {
-                    let c = self.check.verify(&r)?;
+                if r.is_check(&check) {
+                    let c = check.verify(&r)?;
                     for w in waiting.drain(..) {
                         socks.push(w.sock(c, netns));
                     }
@@ -182,7 +190,12 @@ impl TcpReader {
                 }
                 match &clock {
                     Some(c) => socks.push(r.sock(*c, netns)),
-                    None => waiting.push(r),
+                    None if r.state == TCP_LISTEN => waiting.push(r),
+                    None => {
+                        return Err("the TCP iterator listed a connection before its \
+                                    listeners"
+                            .into())
+                    }
                 }
             }
             buf.copy_within(whole..held, 0);
@@ -213,12 +226,13 @@ impl Check {
         let port = std::net::SocketAddrV4::try_from(rustix::net::getsockname(&fd)?)
             .map_err(|_| rustix::io::Errno::AFNOSUPPORT)?
             .port();
-        let inode = rustix::fs::fstat(&fd)?.st_ino as u32;
+        // The socket's owner, as the kernel records it (the creator's fsuid).
+        let stat = rustix::fs::fstat(&fd)?;
         Ok(Check {
             _fd: fd,
             port,
-            inode,
-            uid: rustix::process::geteuid().as_raw(),
+            inode: stat.st_ino as u32,
+            uid: stat.st_uid,
         })
     }
 
@@ -240,27 +254,34 @@ impl Check {
     }
 }
 
-/// The kernel's clock rate, and its conversions as `jiffies_to_msecs` / `jiffies_to_usecs`
-/// make them on a 64-bit kernel: `j * (unit / HZ)` where HZ divides the unit, else
-/// `j * NUM / DEN` (the same ratio in lowest terms); either way truncated to 32 bits.
+/// The kernel's clock rate, and its conversions as kernel/time/time.c makes them on a 64-bit
+/// kernel: `j * (unit / HZ)` where HZ divides the unit; else `jiffies_to_msecs` rounds up
+/// (`DIV_ROUND_UP(j * NUM, DEN)`, the ratio in lowest terms) and `jiffies_to_usecs` down;
+/// either way truncated to 32 bits.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
     hz: u32,
 }
 
 impl Clock {
-    fn to(self, unit: u64, j: u32) -> u32 {
+    fn to(self, unit: u64, j: u32, round_up: bool) -> u32 {
         let hz = u64::from(self.hz);
         let g = gcd(unit, hz);
-        (u64::from(j) * (unit / g) / (hz / g)) as u32
+        let (num, den) = (u64::from(j) * (unit / g), hz / g);
+        let v = if round_up {
+            num.div_ceil(den)
+        } else {
+            num / den
+        };
+        v as u32
     }
 
     fn ms(self, j: u32) -> u32 {
-        self.to(1000, j)
+        self.to(1000, j, true)
     }
 
     fn us(self, j: u32) -> u32 {
-        self.to(1_000_000, j)
+        self.to(1_000_000, j, false)
     }
 }
 
@@ -484,5 +505,32 @@ impl TcpSource {
         }
         dumps.retain(|k| *k != DumpKind::TCP4 && *k != DumpKind::TCP6);
         self.used = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    #[test]
+    fn jiffies_convert_as_the_kernel_converts_them() {
+        // (HZ, jiffies, jiffies_to_msecs, jiffies_to_usecs), from kernel/time/time.c's formulas.
+        for (hz, j, ms, us) in [
+            (100, 7, 70, 70_000),
+            (250, 7, 28, 28_000),
+            (
+                250,
+                u32::MAX,
+                u32::MAX.wrapping_mul(4),
+                u32::MAX.wrapping_mul(4_000),
+            ),
+            (300, 1, 4, 3_333),
+            (300, 3, 10, 10_000),
+            (300, 7, 24, 23_333),
+            (1000, 7, 7, 7_000),
+        ] {
+            let c = Clock { hz };
+            assert_eq!((c.ms(j), c.us(j)), (ms, us), "HZ {hz}, {j} jiffies");
+        }
     }
 }

@@ -64,6 +64,7 @@ fn main() {
     let rounds = value("--rounds").unwrap_or(3);
     let seconds = value("--seconds").unwrap_or(60);
     let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
+    common::wait_for_time_wait_to_drain();
     let farm = common::Farm::hold(count);
 
     // The one-shot with the BPF fd reader (the default, where it loads) and without it.

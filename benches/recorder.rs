@@ -60,30 +60,6 @@ fn say_bare_dump(interval: u64) {
     );
 }
 
-/// A run right after another finds the last one's connections in `TIME_WAIT` for a minute, in
-/// every dump: what this run costs would count them too.
-fn wait_for_time_wait_to_drain() {
-    let time_wait = || -> u64 {
-        std::fs::read_to_string("/proc/net/sockstat")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("TCP:"))
-            .and_then(|l| {
-                let mut words = l.split_whitespace();
-                words.find(|w| *w == "tw")?;
-                words.next()?.parse().ok()
-            })
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    if time_wait() > 1000 {
-        println!("waiting for {} TIME_WAIT sockets to go", time_wait());
-    }
-    while time_wait() > 1000 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
 fn hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -103,7 +79,7 @@ fn main() {
     let interval = common::arg("--interval-s").unwrap_or(10) as u64;
     let bin = std::env::var("KATOP_BIN").unwrap_or_else(|_| "target/release/katop".into());
     let per_mille = common::arg("--change-per-mille").unwrap_or(20);
-    wait_for_time_wait_to_drain();
+    common::wait_for_time_wait_to_drain();
     let _farm = common::Farm::hold_changing(count, per_mille, interval as usize);
     say_bare_dump(interval);
     let store = std::env::temp_dir().join(format!("katop-bench-store-{}", std::process::id()));

@@ -343,3 +343,27 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A run right after another finds the last one's connections in `TIME_WAIT` for a minute, in
+/// every dump: what this run costs would count them too.
+pub fn wait_for_time_wait_to_drain() {
+    let time_wait = || -> u64 {
+        std::fs::read_to_string("/proc/net/sockstat")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("TCP:"))
+            .and_then(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "tw")?;
+                words.next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    if time_wait() > 1000 {
+        println!("waiting for {} TIME_WAIT sockets to go", time_wait());
+    }
+    while time_wait() > 1000 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

@@ -89,6 +89,11 @@ const PROGRAM: &str = "katop_fds";
 impl FdReader {
     /// Loads the program, or says why it cannot be used here.
     pub fn open() -> Result<Self, String> {
+        Self::open_with(None)
+    }
+
+    /// [`FdReader::open`] with the kernel's BTF parsed already (see [`kernel_btf`]).
+    pub fn open_with(btf: Option<&aya::Btf>) -> Result<Self, String> {
         if OBJECT.is_empty() {
             return Err("katop was built without clang".into());
         }
@@ -105,9 +110,15 @@ impl FdReader {
         let check = check_socket().map_err(|e| format!("making the check socket: {e}"))?;
         // Parsed once, for the CO-RE relocations and the iterator's attach point both (it is
         // most of the load's time and memory).
-        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+        let parsed;
+        let btf = if let Some(btf) = btf {
+            btf
+        } else {
+            parsed = kernel_btf()?;
+            &parsed
+        };
         let mut ebpf = aya::EbpfLoader::new()
-            .btf(Some(&btf))
+            .btf(Some(btf))
             .load(OBJECT)
             .map_err(|e| format!("loading BPF: {e}"))?;
         let program: &mut aya::programs::Iter = ebpf
@@ -116,7 +127,7 @@ impl FdReader {
             .try_into()
             .map_err(|e| format!("{e}"))?;
         program
-            .load("task_file", &btf)
+            .load("task_file", btf)
             .map_err(|e| format!("loading the fd iterator: {}", chain(&e)))?;
         Ok(Self { ebpf, check })
     }
@@ -186,6 +197,13 @@ impl FdReader {
         table.hz = hz.ok_or("the fd iterator did not list katop's own check socket")?;
         Ok(table)
     }
+}
+
+/// The running kernel's BTF, which both BPF readers load against: parsing it is most of a
+/// load's time and memory (about 60 ms and 35 MiB), so a collector that loads both parses it
+/// once.
+pub fn kernel_btf() -> Result<aya::Btf, String> {
+    aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))
 }
 
 /// One record, as the program wrote it.

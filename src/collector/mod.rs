@@ -264,15 +264,19 @@ impl Collector {
     }
 
     /// The sockets this poll expects: the last poll's count, or at the first what the kernel
-    /// counts (a BPF fd reader it will want is loaded then, before the dump fills memory).
+    /// counts (the BPF readers it will want are loaded then, before the dump fills memory,
+    /// with one parse of the kernel's BTF).
     fn expected(&mut self) -> usize {
-        if self.last_count == 0 {
-            let expected = sockets_in_use().unwrap_or(0);
-            self.procs.prepare(expected);
-            expected
-        } else {
-            self.last_count
+        if self.last_count != 0 {
+            return self.last_count;
         }
+        let expected = sockets_in_use().unwrap_or(0);
+        if self.selection.bpf_from.is_some_and(|from| expected >= from) {
+            let btf = fd_iter::kernel_btf().ok();
+            self.procs.prepare(expected, btf.as_ref());
+            self.tcp.prepare(expected, btf.as_ref());
+        }
+        expected
     }
 
     /// Whether the last poll read its own namespace's TCP sockets with the BPF reader.

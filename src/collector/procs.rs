@@ -195,9 +195,9 @@ impl ProcessMap {
     /// Loads the BPF reader ahead of a scan that will want it (`expected` sockets, as the
     /// kernel counts them before the dump): loading parses the kernel's BTF (tens of MB, freed
     /// after), best done before the dump fills memory.
-    pub fn prepare(&mut self, expected: usize) {
-        if expected >= self.bpf_from {
-            self.load_bpf();
+    pub fn prepare(&mut self, expected: usize, btf: Option<&aya::Btf>) {
+        if expected >= self.bpf_from && matches!(self.bpf, Bpf::Untried) {
+            self.bpf = FdReader::open_with(btf).map_or(Bpf::Off, Bpf::Ready);
         }
     }
 

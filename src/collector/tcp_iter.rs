@@ -69,6 +69,12 @@ struct Check {
 impl TcpReader {
     /// Loads the program, or says why it cannot be used here.
     pub fn open() -> Result<Self, String> {
+        Self::open_with(None)
+    }
+
+    /// [`TcpReader::open`] with the kernel's BTF parsed already
+    /// ([`super::fd_iter::kernel_btf`]).
+    pub fn open_with(btf: Option<&aya::Btf>) -> Result<Self, String> {
         if OBJECT.is_empty() {
             return Err("katop was built without clang".into());
         }
@@ -79,9 +85,15 @@ impl TcpReader {
         if cfg!(target_endian = "big") {
             return Err("the TCP reader reads little-endian records only".into());
         }
-        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+        let parsed;
+        let btf = if let Some(btf) = btf {
+            btf
+        } else {
+            parsed = super::fd_iter::kernel_btf()?;
+            &parsed
+        };
         let mut ebpf = aya::EbpfLoader::new()
-            .btf(Some(&btf))
+            .btf(Some(btf))
             .load(OBJECT)
             .map_err(|e| format!("loading BPF: {e}"))?;
         let program: &mut aya::programs::Iter = ebpf
@@ -90,7 +102,7 @@ impl TcpReader {
             .try_into()
             .map_err(|e| format!("{e}"))?;
         program
-            .load("tcp", &btf)
+            .load("tcp", btf)
             .map_err(|e| format!("loading the TCP iterator: {}", super::fd_iter::chain(&e)))?;
         Ok(Self { ebpf })
     }
@@ -470,6 +482,14 @@ impl TcpSource {
             },
             from: bpf_from.unwrap_or(usize::MAX),
             used: false,
+        }
+    }
+
+    /// Loads the reader ahead of a first poll that will want it (`expected` sockets, as the
+    /// kernel counts them), with the kernel's BTF the collector parsed for both readers.
+    pub fn prepare(&mut self, expected: usize, btf: Option<&aya::Btf>) {
+        if expected >= self.from && matches!(self.reader, Loaded::Untried) {
+            self.reader = TcpReader::open_with(btf).map_or(Loaded::Off, Loaded::Ready);
         }
     }
 

@@ -106,9 +106,11 @@ impl Recorder {
     /// The poll's lines: its events, its mark, and the sockets (a keyframe, or what changed).
     fn write(&mut self) {
         let now = SystemTime::now();
-        let keyframe = self
-            .changes
-            .keyframe_due(self.writer.next_starts_segment(now));
+        let starts = self.writer.next_starts_segment(now);
+        let keyframe = self.changes.keyframe_due(starts);
+        if keyframe && !starts {
+            self.writer.make_room_for_keyframe();
+        }
         let (socks, read) = self.source.socks();
         let wall = read.0;
         let delta = self.changes.delta(socks, read, keyframe);

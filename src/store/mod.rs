@@ -131,6 +131,8 @@ pub struct Writer {
     _lock: File,
     current: Option<Segment>,
     limits: Limits,
+    /// The largest frame written (at scale, a keyframe: 25 MB at 1M sockets).
+    largest: u64,
 }
 
 impl Writer {
@@ -152,6 +154,7 @@ impl Writer {
             dir,
             _lock: lock,
             current: None,
+            largest: 0,
             limits,
         })
     }
@@ -192,6 +195,20 @@ impl Writer {
         })
     }
 
+    /// A keyframe is due mid-segment: when the segment could not then take another as large
+    /// (the largest frame written), the keyframe begins a new one instead, so that the segment
+    /// does not fill right after it and the next poll write a second keyframe. At 1M sockets
+    /// a 64 MiB segment holds two keyframes at most.
+    pub fn make_room_for_keyframe(&mut self) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|s| s.len + 2 * self.largest > SEGMENT_MAX)
+        {
+            self.current = None;
+        }
+    }
+
     fn write_frame(&mut self, frame: &[u8], now: SystemTime) -> Result<(), StoreError> {
         let due = self.next_starts_segment(now)
             || self
@@ -212,6 +229,7 @@ impl Writer {
         match written {
             Ok(()) => {
                 seg.len += frame.len() as u64;
+                self.largest = self.largest.max(frame.len() as u64);
                 Ok(())
             }
             Err(e) => {
@@ -351,6 +369,40 @@ mod tests {
         w.limits.max_size = 1;
         w.append(b"{}\n", t0 + hour * 5).unwrap();
         assert_eq!(w.segments().len(), 1);
+        drop(w);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
+    fn a_keyframe_due_late_in_a_segment_begins_the_next() {
+        let path = scratch("keyframe");
+        let limits = Limits {
+            retain: Duration::from_secs(3600),
+            max_size: 1 << 30,
+        };
+        let mut w = Writer::open(&path, limits).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // A 20 MB frame that does not compress (a keyframe at scale), then 8 MB of deltas.
+        let noise = |n: usize| -> Vec<u8> {
+            let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect()
+        };
+        w.append(&noise(20 << 20), t0).unwrap();
+        // Room for two more: it stays in this segment.
+        w.make_room_for_keyframe();
+        w.append(&noise(8 << 20), t0).unwrap();
+        assert_eq!(w.segments().len(), 1);
+        // 20 + 8 + 2 x 20 MB is past 64 MiB: the next frame begins a new segment.
+        w.make_room_for_keyframe();
+        w.append(b"{}\n", t0).unwrap();
+        assert_eq!(w.segments().len(), 2);
         drop(w);
         let _ = std::fs::remove_dir_all(&path);
     }

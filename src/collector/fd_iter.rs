@@ -12,13 +12,13 @@
 //! must say exactly what `getsockopt` says, and it gives the kernel's `HZ` (the options are
 //! kept in jiffies). A reader that disagrees is not used.
 
-use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use rustix::net::{sockopt, AddressFamily, SocketType};
 
+use super::bpf_iter;
 use crate::model::{Inode, SockOpts};
 
 /// The object build.rs made; empty when clang was not there.
@@ -92,43 +92,21 @@ impl FdReader {
         Self::open_with(None)
     }
 
-    /// [`FdReader::open`] with the kernel's BTF parsed already (see [`kernel_btf`]).
+    /// [`FdReader::open`] with the kernel's BTF parsed already
+    /// ([`super::bpf_iter::kernel_btf`]).
     pub fn open_with(btf: Option<&aya::Btf>) -> Result<Self, String> {
+        // Checked before anything is made (the load checks the same).
         if OBJECT.is_empty() {
             return Err("katop was built without clang".into());
-        }
-        // The pass sees every process's fds, past the ptrace checks (Yama, LSMs) that
-        // `/proc` and `pidfd_getfd` make: never for a user who lacks the privileges katop
-        // gained at exec.
-        if crate::privilege::Privilege::current().is_gained() {
-            return Err("katop runs with privileges its user lacks".into());
         }
         // The iterator gives global pids; /proc's are the ones katop shows.
         if !in_initial_pid_namespace() {
             return Err("katop runs in a child PID namespace".into());
         }
         let check = check_socket().map_err(|e| format!("making the check socket: {e}"))?;
-        // Parsed once, for the CO-RE relocations and the iterator's attach point both (it is
-        // most of the load's time and memory).
-        let parsed;
-        let btf = if let Some(btf) = btf {
-            btf
-        } else {
-            parsed = kernel_btf()?;
-            &parsed
-        };
-        let mut ebpf = aya::EbpfLoader::new()
-            .btf(Some(btf))
-            .load(OBJECT)
-            .map_err(|e| format!("loading BPF: {e}"))?;
-        let program: &mut aya::programs::Iter = ebpf
-            .program_mut(PROGRAM)
-            .ok_or("the BPF object has no fd program")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        program
-            .load("task_file", btf)
-            .map_err(|e| format!("loading the fd iterator: {}", chain(&e)))?;
+        // The pass sees every process's fds, past the ptrace checks (Yama, LSMs) that
+        // `/proc` and `pidfd_getfd` make: the load refuses where katop gained privileges.
+        let ebpf = bpf_iter::load(OBJECT, PROGRAM, "task_file", btf)?;
         Ok(Self { ebpf, check })
     }
 
@@ -138,72 +116,29 @@ impl FdReader {
         self.read_within(PASS_BUDGET)
     }
 
-    /// [`FdReader::read`], given up once it has taken longer than `budget`.
+    /// [`FdReader::read`], given up once it has taken longer than `budget` (then `/proc` is
+    /// read instead).
     pub fn read_within(&mut self, budget: Duration) -> Result<FdTable, String> {
-        let started = std::time::Instant::now();
-        let program: &mut aya::programs::Iter = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or("the BPF object has no fd program")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        let link = program.attach().map_err(|e| chain(&e))?;
-        let link = program.take_link(link).map_err(|e| chain(&e))?;
-        let mut file = link.into_file().map_err(|e| chain(&e))?;
         let own = (std::process::id(), self.check.as_raw_fd() as u32);
         let mut table = FdTable::default();
         let mut hz = None;
-        let mut buf = vec![0u8; 1 << 18];
-        let mut held = 0;
-        loop {
-            // Each read ends after at most a million objects (`bpf_seq_read`), so this bounds
-            // the pass to the budget and one read.
-            if started.elapsed() > budget {
-                return Err(format!(
-                    "a pass over the fd tables took longer than {budget:?}; they are read from \
-                     /proc instead"
-                ));
-            }
-            let n = match file.read(&mut buf[held..]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // EAGAIN: a million objects without output in one read (`bpf_seq_read`).
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(format!("reading the fd iterator: {e}")),
-            };
-            held += n;
-            let whole = held / RECORD * RECORD;
-            for raw in buf[..whole].chunks_exact(RECORD) {
+        bpf_iter::pass(
+            &mut self.ebpf,
+            PROGRAM,
+            RECORD,
+            (budget, "the fd tables"),
+            |raw| {
                 let r = Record::parse(raw);
                 if (r.tgid, r.fd) == own && r.flags != REC_PROCESS {
                     hz = Some(r.check()?);
-                    continue;
+                    return Ok(());
                 }
-                table.add(&r)?;
-            }
-            buf.copy_within(whole..held, 0);
-            held -= whole;
-        }
-        if held != 0 {
-            return Err(format!("the fd iterator ended mid-record ({held} bytes)"));
-        }
+                table.add(&r)
+            },
+        )?;
         table.hz = hz.ok_or("the fd iterator did not list katop's own check socket")?;
         Ok(table)
     }
-}
-
-/// The running kernel's BTF, which both BPF readers load against: parsing it is most of a
-/// load's time and memory (about 60 ms and 35 MiB), so a collector that loads both parses it
-/// once.
-pub fn kernel_btf() -> Result<aya::Btf, String> {
-    aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))
 }
 
 /// One record, as the program wrote it.
@@ -321,18 +256,6 @@ fn in_initial_pid_namespace() -> bool {
             .find_map(|l| l.strip_prefix("NSpid:"))
             .is_some_and(|pids| pids.split_whitespace().count() == 1)
     })
-}
-
-/// An error with its sources (aya's say which syscall failed, then why).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! A [`Collector`] is created once and polled; each poll returns a whole [`Snapshot`] by value.
 
 pub mod borrow;
+pub mod bpf_iter;
 pub mod containers;
 pub mod ends;
 pub mod fd_iter;
@@ -272,7 +273,7 @@ impl Collector {
         }
         let expected = sockets_in_use().unwrap_or(0);
         if self.selection.bpf_from.is_some_and(|from| expected >= from) {
-            let btf = fd_iter::kernel_btf().ok();
+            let btf = bpf_iter::kernel_btf().ok();
             self.procs.prepare(expected, btf.as_ref());
             self.tcp.prepare(expected, btf.as_ref());
         }

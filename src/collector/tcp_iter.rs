@@ -4,22 +4,22 @@
 //! computes every field as `inet_diag` and `tcp_get_info` do); the kernel's cost is a fraction:
 //! at 1M sockets the dump fills a netlink message and a 280-byte `tcp_info` per socket.
 //!
-//! Optional, as the fd reader is ([`super::fd_iter`]): clang at build time, BTF and the
-//! privileges to load a tracing program at run time, and never when katop gained privileges
-//! at exec. Where it does not load, or a pass fails, the `sock_diag` dump gives the same.
+//! Optional, as the fd reader is ([`super::fd_iter`]; both load through
+//! [`super::bpf_iter`]): clang at build time, BTF and the privileges to load a tracing program
+//! at run time, and never when katop gained privileges at exec. Where it does not load, or a pass fails, the `sock_diag` dump gives the same.
 //!
 //! Every pass checks itself against a listening socket katop opens for it on 127.0.0.1 (port,
 //! inode, owner, state) and whose keepalive time it set: that gives the kernel's `HZ`, which
 //! the clocks are counted in. That socket is left out of what the pass lists and closed after
 //! it, so no dump nor any other tool sees it for longer than a pass.
 
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use rustix::net::{sockopt, AddressFamily, SocketType};
 
+use super::bpf_iter;
 use crate::model::tcp_info::TcpInfo;
 
 use crate::model::{
@@ -73,37 +73,13 @@ impl TcpReader {
     }
 
     /// [`TcpReader::open`] with the kernel's BTF parsed already
-    /// ([`super::fd_iter::kernel_btf`]).
+    /// ([`super::bpf_iter::kernel_btf`]).
     pub fn open_with(btf: Option<&aya::Btf>) -> Result<Self, String> {
-        if OBJECT.is_empty() {
-            return Err("katop was built without clang".into());
-        }
-        if crate::privilege::Privilege::current().is_gained() {
-            return Err("katop runs with privileges its user lacks".into());
-        }
         // The records are written in the host's order; parsed as little-endian.
         if cfg!(target_endian = "big") {
             return Err("the TCP reader reads little-endian records only".into());
         }
-        let parsed;
-        let btf = if let Some(btf) = btf {
-            btf
-        } else {
-            parsed = super::fd_iter::kernel_btf()?;
-            &parsed
-        };
-        let mut ebpf = aya::EbpfLoader::new()
-            .btf(Some(btf))
-            .load(OBJECT)
-            .map_err(|e| format!("loading BPF: {e}"))?;
-        let program: &mut aya::programs::Iter = ebpf
-            .program_mut(PROGRAM)
-            .ok_or("the BPF object has no TCP program")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        program
-            .load("tcp", btf)
-            .map_err(|e| format!("loading the TCP iterator: {}", super::fd_iter::chain(&e)))?;
+        let ebpf = bpf_iter::load(OBJECT, PROGRAM, "tcp", btf)?;
         Ok(Self { ebpf })
     }
 
@@ -141,81 +117,44 @@ impl TcpReader {
         (ipv4, ipv6): (bool, bool),
         socks: &mut Vec<RawSock>,
     ) -> Result<(), String> {
-        let started = std::time::Instant::now();
         // Made for this pass and closed with it (listening on 127.0.0.1, so that the iterator
         // lists it).
         let check = Check::open().map_err(|e| format!("making the check socket: {e}"))?;
-        let chain = super::fd_iter::chain;
-        let program: &mut aya::programs::Iter = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or("the BPF object has no TCP program")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        let link = program.attach().map_err(|e| chain(&e))?;
-        let link = program.take_link(link).map_err(|e| chain(&e))?;
-        let mut file = link.into_file().map_err(|e| chain(&e))?;
         // Listeners wait here until the check socket's record gives HZ: the iterator walks
         // the listening hash before the established one, so only listeners can come first.
         let mut waiting: Vec<Record> = Vec::new();
         let mut clock: Option<Clock> = None;
-        let mut buf = vec![0u8; 1 << 18];
-        let mut held = 0;
-        loop {
-            if started.elapsed() > budget {
-                return Err(format!(
-                    "a pass over the TCP sockets took longer than {budget:?}"
-                ));
-            }
-            let n = match file.read(&mut buf[held..]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // EAGAIN: a million objects without output in one read (`bpf_seq_read`).
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(format!("reading the TCP iterator: {e}")),
-            };
-            held += n;
-            let whole = held / RECORD * RECORD;
-            for raw in buf[..whole].chunks_exact(RECORD) {
+        bpf_iter::pass(
+            &mut self.ebpf,
+            PROGRAM,
+            RECORD,
+            (budget, "the TCP sockets"),
+            |raw| {
                 let r = Record::parse(raw);
                 if r.flags & REC_UNREAD != 0 {
                     return Err("the TCP iterator could not read a socket".into());
                 }
                 if r.is_check(&check) {
                     let c = check.verify(&r)?;
-                    for w in waiting.drain(..) {
-                        socks.push(w.sock(c, netns));
-                    }
+                    socks.extend(waiting.drain(..).map(|w| w.sock(c, netns)));
                     clock = Some(c);
-                    continue;
+                    return Ok(());
                 }
-                let wanted = if r.family == AF_INET6 { ipv6 } else { ipv4 };
-                if !wanted {
-                    continue;
+                if !(if r.family == AF_INET6 { ipv6 } else { ipv4 }) {
+                    return Ok(());
                 }
                 match &clock {
                     Some(c) => socks.push(r.sock(*c, netns)),
                     None if r.state == TCP_LISTEN => waiting.push(r),
                     None => {
-                        return Err("the TCP iterator listed a connection before its \
-                                    listeners"
-                            .into())
+                        return Err(
+                            "the TCP iterator listed a connection before its listeners".into()
+                        )
                     }
                 }
-            }
-            buf.copy_within(whole..held, 0);
-            held -= whole;
-        }
-        if held != 0 {
-            return Err(format!("the TCP iterator ended mid-record ({held} bytes)"));
-        }
+                Ok(())
+            },
+        )?;
         if clock.is_none() {
             return Err("the TCP iterator did not list katop's own check socket".into());
         }

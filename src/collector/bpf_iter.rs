@@ -1,0 +1,118 @@
+//! What katop's two BPF readers ([`super::fd_iter`], [`super::tcp_iter`]) share: loading an
+//! iterator program against the kernel's BTF, and one pass over the fixed-size records it
+//! writes.
+
+use std::io::Read;
+use std::time::Duration;
+
+/// The running kernel's BTF, which both readers load against: parsing it is most of a load's
+/// time and memory (about 60 ms and 35 MiB), so a collector that loads both parses it once.
+pub fn kernel_btf() -> Result<aya::Btf, String> {
+    aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))
+}
+
+/// Loads iterator program `program` of `object` (what build.rs made: empty without clang) for
+/// the kernel's `target` iterator, against `btf` (parsed here when `None`), or says why not.
+/// Never where katop gained privileges at exec: a pass sees past the checks `/proc` and
+/// `sock_diag` make for its user.
+pub fn load(
+    object: &[u8],
+    program: &str,
+    target: &str,
+    btf: Option<&aya::Btf>,
+) -> Result<aya::Ebpf, String> {
+    if object.is_empty() {
+        return Err("katop was built without clang".into());
+    }
+    if crate::privilege::Privilege::current().is_gained() {
+        return Err("katop runs with privileges its user lacks".into());
+    }
+    // Parsed once, for the CO-RE relocations and the iterator's attach point both.
+    let parsed;
+    let btf = if let Some(btf) = btf {
+        btf
+    } else {
+        parsed = kernel_btf()?;
+        &parsed
+    };
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(btf))
+        .load(object)
+        .map_err(|e| format!("loading BPF: {e}"))?;
+    iter(&mut ebpf, program)?
+        .load(target, btf)
+        .map_err(|e| format!("loading the {target} iterator: {}", chain(&e)))?;
+    Ok(ebpf)
+}
+
+fn iter<'a>(ebpf: &'a mut aya::Ebpf, program: &str) -> Result<&'a mut aya::programs::Iter, String> {
+    ebpf.program_mut(program)
+        .ok_or_else(|| format!("the BPF object has no program {program}"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))
+}
+
+/// One pass of `program`: every whole `size`-byte record, in order, to `each` (an error from
+/// it ends the pass). Given up once it has taken longer than `budget`, which is checked between
+/// reads: each ends after at most a million objects (`bpf_seq_read`), or waits, as a
+/// `sock_diag` dump does, for a socket whose lock its owner holds. `what` names what is read.
+pub fn pass(
+    ebpf: &mut aya::Ebpf,
+    program: &str,
+    size: usize,
+    (budget, what): (Duration, &str),
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let program = iter(ebpf, program)?;
+    let link = program.attach().map_err(|e| chain(&e))?;
+    let link = program.take_link(link).map_err(|e| chain(&e))?;
+    let mut file = link.into_file().map_err(|e| chain(&e))?;
+    let mut buf = vec![0u8; 1 << 18];
+    let mut held = 0;
+    loop {
+        if started.elapsed() > budget {
+            return Err(format!("a pass over {what} took longer than {budget:?}"));
+        }
+        let n = match file.read(&mut buf[held..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            // EAGAIN: a million objects without output in one read (`bpf_seq_read`).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(format!("reading {what}: {e}")),
+        };
+        held += n;
+        let whole = held / size * size;
+        for raw in buf[..whole].chunks_exact(size) {
+            each(raw)?;
+        }
+        buf.copy_within(whole..held, 0);
+        held -= whole;
+    }
+    if held == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the pass over {what} ended mid-record ({held} bytes)"
+        ))
+    }
+}
+
+/// An error with its sources (aya's say which syscall failed, then why).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -176,7 +176,7 @@ fn recall(memory: &Remembered, from: Option<SystemTime>, to: Travel) -> Arrival 
     travel(
         from,
         to,
-        |t, back| Ok(lock()?.sample_beside(t, back)),
+        |t, back| lock()?.sample_beside(t, back),
         |t| {
             let recalled = lock()?.recall(t)?;
             recalled.snapshot()

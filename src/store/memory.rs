@@ -3,7 +3,8 @@
 //! remembered poll (one each [`EVERY`]),
 //! kept in memory for the last [`KEEP`] and at most [`MAX_BYTES`] (the oldest go first, a
 //! keyframe and its deltas together, so what is kept always begins with a keyframe). No
-//! events: the connections' lifelines need the store.
+//! events: the connections' lifelines need the store. Above [`MOST_SOCKETS`] it keeps nothing:
+//! its bookkeeping alone would outweigh what it keeps.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,12 @@ pub const MAX_BYTES: usize = 32 << 20;
 /// One poll remembered per this long, whatever the dashboard's interval: at a 1 s interval
 /// and 100k sockets, each remembered poll costs the collector thread a pass over them all.
 pub const EVERY: Duration = Duration::from_secs(10);
+/// The most TCP sockets remembered. Each costs 40 bytes of bookkeeping between polls (what was
+/// last written of it: 86 MB at 1M) and ~23 bytes of every keyframe, so past this the memory
+/// would spend more than its [`MAX_BYTES`] on bookkeeping and hold one keyframe at most: it
+/// forgets everything instead, and says so. It remembers again at 7/8 of this (a host
+/// hovering at the limit does not start afresh every poll).
+pub const MOST_SOCKETS: usize = 400_000;
 
 struct Frame {
     time: SystemTime,
@@ -29,11 +36,20 @@ struct Frame {
 }
 
 /// The last hour of polls, compressed.
-#[derive(Default)]
 pub struct Memory {
     frames: VecDeque<Frame>,
     changes: Changes,
     bytes: usize,
+    /// [`MOST_SOCKETS`], smaller in tests.
+    most: usize,
+    /// The TCP sockets of the poll that turned the memory off, while it is off.
+    off: Option<usize>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory::at_most(MOST_SOCKETS)
+    }
 }
 
 impl std::fmt::Debug for Memory {
@@ -48,8 +64,22 @@ impl std::fmt::Debug for Memory {
 }
 
 impl Memory {
+    /// A memory that keeps nothing of polls over `most` TCP sockets.
+    pub fn at_most(most: usize) -> Memory {
+        Memory {
+            frames: VecDeque::new(),
+            changes: Changes::default(),
+            bytes: 0,
+            most,
+            off: None,
+        }
+    }
+
     /// Remembers a poll (a snapshot before the model takes it).
     pub fn record(&mut self, snap: &Snapshot) {
+        if !self.takes(snap) {
+            return;
+        }
         let recent = self
             .frames
             .back()
@@ -92,6 +122,43 @@ impl Memory {
         self.bytes = 0;
     }
 
+    /// Whether a poll of this size is remembered; over the limit, everything is forgotten and
+    /// its memory given back (the bookkeeping's map too, not only emptied).
+    fn takes(&mut self, snap: &Snapshot) -> bool {
+        let tcp = snap
+            .socks
+            .iter()
+            .filter(|s| s.proto == crate::model::Proto::Tcp)
+            .count();
+        let limit = match self.off {
+            Some(_) => self.most - self.most / 8,
+            None => self.most,
+        };
+        if tcp <= limit {
+            self.off = None;
+            return true;
+        }
+        if self.off.is_none() {
+            self.frames = VecDeque::new();
+            self.changes = Changes::default();
+            self.bytes = 0;
+        }
+        self.off = Some(tcp);
+        false
+    }
+
+    /// Why nothing is remembered, while the memory is off.
+    fn why_off(&self) -> Result<(), String> {
+        match self.off {
+            Some(tcp) => Err(format!(
+                "katop keeps no memory of more than {} TCP sockets (the last poll had {tcp}): \
+                 katop record keeps history at any size",
+                self.most
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Drops the oldest keyframe with its deltas while over the limits (never the newest).
     fn trim(&mut self, now: SystemTime) {
         let over = |m: &Memory| {
@@ -110,14 +177,19 @@ impl Memory {
     }
 
     /// The poll remembered nearest `from` on one side: the last before it (`back`), or the
-    /// first after it.
-    pub fn sample_beside(&self, from: SystemTime, back: bool) -> Option<SystemTime> {
+    /// first after it; why none can be while the memory is off.
+    pub fn sample_beside(
+        &self,
+        from: SystemTime,
+        back: bool,
+    ) -> Result<Option<SystemTime>, String> {
+        self.why_off()?;
         let times = self.frames.iter().map(|f| f.time);
-        if back {
+        Ok(if back {
             times.filter(|t| *t < from).max()
         } else {
             times.filter(|t| *t > from).min()
-        }
+        })
     }
 
     /// The sockets at `at`, as remembered; why not when it is before the memory begins.
@@ -128,6 +200,7 @@ impl Memory {
     /// The remembered polls that tell `at` (its last keyframe on), still compressed: cheap to
     /// take under the lock the collector thread records through.
     pub fn recall(&self, at: SystemTime) -> Result<Recalled, String> {
+        self.why_off()?;
         let upto = self.frames.iter().take_while(|f| f.time <= at).count();
         let Some(first) = self.frames.iter().take(upto).rposition(|f| f.keyframe) else {
             return Err(match self.frames.front() {
@@ -188,9 +261,9 @@ mod tests {
         let mut m = Memory::default();
         m.record(&poll(t0, vec![conn(1, 1_000), conn(2, 1_000)]));
         m.record(&poll(t0 + s(10), vec![conn(1, 11_000)]));
-        assert_eq!(m.sample_beside(t0 + s(30), true), Some(t0 + s(10)));
-        assert_eq!(m.sample_beside(t0 + s(10), true), Some(t0));
-        assert_eq!(m.sample_beside(t0 + s(10), false), None);
+        assert_eq!(m.sample_beside(t0 + s(30), true), Ok(Some(t0 + s(10))));
+        assert_eq!(m.sample_beside(t0 + s(10), true), Ok(Some(t0)));
+        assert_eq!(m.sample_beside(t0 + s(10), false), Ok(None));
         let then = m.snapshot_at(t0 + s(5)).unwrap();
         assert_eq!(then.socks.len(), 2);
         let later = m.snapshot_at(t0 + s(12)).unwrap();
@@ -214,5 +287,36 @@ mod tests {
         );
         assert!(m.snapshot_at(t0 + s(7200)).is_ok());
         assert!(m.snapshot_at(t0 + s(5)).is_err());
+    }
+
+    #[test]
+    fn keeps_nothing_of_a_poll_over_its_limit_and_says_why() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = Duration::from_secs;
+        let conns = |n: u64| (1..=n).map(|c| conn(c, 1_000)).collect::<Vec<_>>();
+        let mut m = Memory::at_most(16);
+        m.record(&poll(t0, conns(16)));
+        assert_eq!(m.sample_beside(t0 + s(1), true), Ok(Some(t0)));
+        // Over the limit: what it held goes, and both ways of asking say why.
+        m.record(&poll(t0 + s(10), conns(17)));
+        assert!(m.frames.is_empty() && m.bytes == 0);
+        let why = m.sample_beside(t0 + s(11), true).unwrap_err();
+        assert!(
+            why.contains("more than 16 TCP sockets") && why.contains("had 17"),
+            "{why}"
+        );
+        assert!(m
+            .snapshot_at(t0 + s(5))
+            .unwrap_err()
+            .contains("katop record"));
+        // Back under it, but not by an eighth: still off (no fresh start every poll).
+        m.record(&poll(t0 + s(20), conns(15)));
+        assert!(m.frames.is_empty());
+        assert!(m.sample_beside(t0 + s(21), true).is_err());
+        // Well under it: remembered again, from a keyframe.
+        m.record(&poll(t0 + s(30), conns(14)));
+        assert!(m.frames.front().is_some_and(|f| f.keyframe));
+        assert_eq!(m.snapshot_at(t0 + s(31)).unwrap().socks.len(), 14);
+        assert_eq!(m.sample_beside(t0 + s(31), true), Ok(Some(t0 + s(30))));
     }
 }

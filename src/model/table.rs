@@ -48,33 +48,6 @@ impl Carry {
     }
 }
 
-/// Cookie → position, after dropping repeats: a dump can list a socket twice when it moves
-/// between hash buckets mid-dump; the first is kept.
-fn dedup_by_cookie(socks: &mut Vec<RawSock>) -> FxHashMap<u64, u32> {
-    let mut index = FxHashMap::with_capacity_and_hasher(socks.len(), rustc_hash::FxBuildHasher);
-    let mut dups = Vec::new();
-    for (i, s) in socks.iter().enumerate() {
-        if index.insert(s.cookie.0, i as u32).is_some() {
-            dups.push(i);
-        }
-    }
-    if !dups.is_empty() {
-        let mut n = 0;
-        socks.retain(|_| {
-            n += 1;
-            dups.binary_search(&(n - 1)).is_err()
-        });
-        index.clear();
-        index.extend(
-            socks
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.cookie.0, i as u32)),
-        );
-    }
-    index
-}
-
 /// Every TCP listener's namespace, address and port.
 fn listening(socks: &[RawSock]) -> FxHashSet<(NetnsId, IpAddr, u16)> {
     socks
@@ -274,7 +247,7 @@ impl ConnTable {
         };
         let mut socks = snap.socks;
         socks.extend(self.known_dead(snap.unlisted, snap.ends.as_deref()));
-        let index = dedup_by_cookie(&mut socks);
+        let claims = self.claim(&mut socks);
         let mut turned_dead = Vec::new();
         self.ctx.take(
             snap.settings,
@@ -296,20 +269,16 @@ impl ConnTable {
         };
         let last = self.last();
         let mut carried = vec![false; last.len()];
-        for sock in &socks {
-            let prev: Option<Carry> = self
-                .index
-                .get(&sock.cookie.0)
-                .map(|&i| (i as usize, last.carry(i as usize)))
-                .filter(|(_, c)| c.netns == sock.netns)
-                .map(|(i, c)| {
-                    carried[i] = true;
-                    if carry_pairs {
-                        now_at[i] = derived.len() as u32;
-                    }
-                    c
-                });
-            turned_dead.extend(self.turned_dead(sock, prev, clock));
+        for (j, sock) in socks.iter().enumerate() {
+            let was = claims.was(j);
+            let prev: Option<Carry> = was.map(|i| {
+                carried[i] = true;
+                if carry_pairs {
+                    now_at[i] = j as u32;
+                }
+                last.carry(i)
+            });
+            turned_dead.extend(self.turned_dead(sock, was.zip(prev), clock));
             let unowned = Unowned::applies(sock).then(|| {
                 let since = *self.ownerless_since.get(&sock.cookie.0).unwrap_or(&now_ms);
                 ownerless_since.insert(sock.cookie.0, since);
@@ -328,17 +297,17 @@ impl ConnTable {
             let known = self.carried_pairs(&now_at, socks.len());
             self.peer_of = crate::model::peers::pair(&socks, known);
         }
-        let mut gone_conns = self.gone_connections(&carried, clock);
+        let mut gone_conns = self.gone_connections(&claims, clock);
         gone_conns.append(&mut turned_dead);
+        self.settle_index();
         let previous = std::mem::replace(&mut self.socks, socks);
         let old_derived = std::mem::replace(&mut self.derived, derived);
-        let old_index = std::mem::replace(&mut self.index, index);
         let retired = self.retired.take();
         let before = match &retired {
             Some(r) => retiring::Last::Retired(r),
             None => retiring::Last::Whole(&previous, &old_derived),
         };
-        let ended = self.ends(gone_conns, snap.ends, (before, &old_index), clock);
+        let ended = self.ends(gone_conns, snap.ends, (before, &claims), clock);
         let mut ended = ended;
         if !snap.every_namespace {
             // The tracepoints see every namespace; an end no poll saw may be another's.
@@ -481,6 +450,8 @@ impl ConnTable {
 #[path = "table_tests.rs"]
 pub(crate) mod tests;
 
+#[path = "table_claim.rs"]
+mod claim;
 #[path = "table_ends.rs"]
 mod departed;
 #[path = "table_retire.rs"]

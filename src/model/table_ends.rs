@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-
+use super::claim::Claims;
 use super::retiring::Last;
 use super::{Carry, ConnTable};
 use crate::model::ends::join::{self, Ended, Gone};
@@ -104,21 +103,18 @@ impl ConnTable {
     pub(super) fn turned_dead(
         &self,
         sock: &RawSock,
-        prev: Option<Carry>,
+        prev: Option<(usize, Carry)>,
         clock: WallClock,
     ) -> Option<Gone> {
         if !stale::is_dead(sock) {
             return None;
         }
-        let c = prev?;
+        let (i, c) = prev?;
         let cookie = sock.cookie.0;
         Some(Gone {
             cookie,
             tuple_hash: c.tuple_hash,
-            sock: self
-                .index
-                .get(&cookie)
-                .and_then(|&i| self.last().sock(i as usize, cookie)),
+            sock: self.last().sock(i, cookie),
             last: c.last?,
             bytes: c.bytes,
             first_seen: Some(clock.at(c.first_seen_ms)),
@@ -126,18 +122,12 @@ impl ConnTable {
         })
     }
 
-    /// The connections that left since the last poll (`carried`: which of its sockets this
-    /// one lists), in the last poll's order.
-    pub(super) fn gone_connections(&self, carried: &[bool], clock: WallClock) -> Vec<Gone> {
+    /// The connections that left since the last poll (those whose entry no socket of this one
+    /// claimed), in the last poll's order.
+    pub(super) fn gone_connections(&self, claims: &Claims, clock: WallClock) -> Vec<Gone> {
         let last = self.last();
-        let mut left: Vec<(u32, u64)> = self
-            .index
-            .iter()
-            .filter(|&(_, &i)| !carried[i as usize])
-            .map(|(&cookie, &i)| (i, cookie))
-            .collect();
-        left.sort_unstable();
-        left.into_iter()
+        self.unclaimed(claims)
+            .into_iter()
             .filter_map(|(i, cookie)| {
                 let c = last.carry(i as usize);
                 Some(Gone {
@@ -159,7 +149,7 @@ impl ConnTable {
         &mut self,
         gone: Vec<Gone>,
         traced: Option<Vec<crate::model::ends::trace::Traced>>,
-        (before, old_index): (Last<'_>, &FxHashMap<u64, u32>),
+        (before, claims): (Last<'_>, &Claims),
         clock: WallClock,
     ) -> Vec<Ended> {
         let (socks, derived, index) = (&self.socks, &self.derived, &self.index);
@@ -167,10 +157,9 @@ impl ConnTable {
         // saw it before (its owner, its bytes), when that poll did.
         let listed = |cookie: u64| {
             let &now_at = index.get(&cookie)?;
-            let was = old_index.get(&cookie).and_then(|&i| {
-                let i = i as usize;
-                Some((before.sock(i, cookie)?, before.carry(i)))
-            });
+            let was = claims
+                .was(now_at as usize)
+                .and_then(|i| Some((before.sock(i, cookie)?, before.carry(i))));
             let (sock, c) = was.unwrap_or_else(|| {
                 let i = now_at as usize;
                 (socks[i].clone(), Carry::of(&socks[i], &derived[i]))

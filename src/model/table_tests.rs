@@ -157,6 +157,50 @@ fn gone_sockets_leave_and_apply_is_idempotent() {
 }
 
 #[test]
+fn a_socket_listed_twice_keeps_its_first_listing_and_the_index_its_place() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    let with = |cookie: u64, recv_q: u32| {
+        let mut s = sock(SockState::Established);
+        (s.cookie, s.recv_q) = (Cookie(cookie), recv_q);
+        s
+    };
+    table.apply(snapshot(vec![with(1, 0), with(2, 0), with(3, 0)]), t0);
+    // 2 left; 1 is listed twice (the second listing a moment later); 3 is carried; 4 is new,
+    // listed twice as well.
+    let applied = table.apply(
+        snapshot(vec![
+            with(4, 40),
+            with(1, 10),
+            with(3, 30),
+            with(1, 11),
+            with(4, 41),
+        ]),
+        t1,
+    );
+    assert_eq!(table.len(), 3);
+    assert_eq!(applied.gone, vec![1], "the last poll's second socket left");
+    for (cookie, recv_q, first_seen) in [(1, 10, t0), (3, 30, t0), (4, 40, t1)] {
+        let e = table.by_cookie(Cookie(cookie)).unwrap();
+        assert_eq!(
+            (e.sock.recv_q, e.first_seen()),
+            (recv_q, first_seen),
+            "{cookie}"
+        );
+    }
+    assert!(table.by_cookie(Cookie(2)).is_none());
+    // A cookie now in another namespace is another socket: the one before left.
+    let mut moved = with(3, 31);
+    moved.netns = NetnsId(99);
+    let t2 = t1 + Duration::from_secs(1);
+    let applied = table.apply(snapshot(vec![with(1, 12), moved.clone(), with(4, 42)]), t2);
+    assert_eq!(applied.gone, vec![2], "3 was third in the last poll");
+    assert_eq!(table.get(&moved.key()).unwrap().first_seen(), t2);
+    assert_eq!(table.by_cookie(Cookie(4)).unwrap().first_seen(), t1);
+}
+
+#[test]
 fn local_pairs_carry_across_polls_and_new_ones_are_found() {
     let mk = |cookie: u64, state: SockState, local: &str, remote: &str| {
         let mut s = sock(state);

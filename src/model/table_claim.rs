@@ -20,7 +20,8 @@ pub(super) struct Claims {
     /// Each socket's place in the last poll, by its place in this one ([`NEW`]: not listed
     /// then).
     pub(super) was: Vec<u32>,
-    /// The last poll's places whose cookie a socket of another namespace has now: they left.
+    /// The last poll's places whose cookie a socket of another namespace has now: they left,
+    /// and an end traced for that cookie is told of the socket listed now.
     displaced: Vec<(u32, u64)>,
 }
 
@@ -59,7 +60,7 @@ impl ConnTable {
                 }
                 Entry::Occupied(mut o) => {
                     let i = o.insert(here);
-                    if last.carry(i as usize).netns == s.netns {
+                    if last.netns(i as usize) == s.netns {
                         was.push(i);
                     } else {
                         displaced.push((i, s.cookie.0));
@@ -99,11 +100,16 @@ impl ConnTable {
     }
 
     /// The index of this poll alone: the unclaimed entries go, the claimed hold places again.
+    /// The map lives from poll to poll, so after a spike it gives its room back.
     pub(super) fn settle_index(&mut self) {
         self.index.retain(|_, i| {
             let claimed = *i & CLAIMED != 0;
             *i &= !CLAIMED;
             claimed
         });
+        let len = self.index.len().max(1024);
+        if self.index.capacity() > 4 * len {
+            self.index.shrink_to(2 * len);
+        }
     }
 }

@@ -120,6 +120,14 @@ impl Last<'_> {
         }
     }
 
+    /// The namespace of the socket at `i` (without making its whole [`Carry`]).
+    pub(super) fn netns(self, i: usize) -> crate::model::NetnsId {
+        match self {
+            Last::Whole(socks, _) => socks[i].netns,
+            Last::Retired(r) => r.carry[i].netns,
+        }
+    }
+
     pub(super) fn carry(self, i: usize) -> Carry {
         match self {
             Last::Whole(socks, derived) => Carry::of(&socks[i], &derived[i]),

@@ -167,15 +167,15 @@ fn a_socket_listed_twice_keeps_its_first_listing_and_the_index_its_place() {
         s
     };
     table.apply(snapshot(vec![with(1, 0), with(2, 0), with(3, 0)]), t0);
-    // 2 left; 1 is listed twice (the second listing a moment later); 3 is carried; 4 is new,
-    // listed twice as well.
+    // 2 left; 1 is listed twice (the second listing a moment later); 3 is carried, after
+    // both repeats (its place moves up); 4 is new, listed twice as well.
     let applied = table.apply(
         snapshot(vec![
             with(4, 40),
             with(1, 10),
-            with(3, 30),
-            with(1, 11),
             with(4, 41),
+            with(1, 11),
+            with(3, 30),
         ]),
         t1,
     );
@@ -190,6 +190,11 @@ fn a_socket_listed_twice_keeps_its_first_listing_and_the_index_its_place() {
         );
     }
     assert!(table.by_cookie(Cookie(2)).is_none());
+    assert_eq!(
+        table.entry(2).sock.cookie,
+        Cookie(3),
+        "3 moved up to the third place"
+    );
     // A cookie now in another namespace is another socket: the one before left.
     let mut moved = with(3, 31);
     moved.netns = NetnsId(99);

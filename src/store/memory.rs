@@ -125,14 +125,18 @@ impl Memory {
     /// Whether a poll of this size is remembered; over the limit, everything is forgotten and
     /// its memory given back (the bookkeeping's map too, not only emptied).
     fn takes(&mut self, snap: &Snapshot) -> bool {
-        let tcp = snap
-            .socks
-            .iter()
-            .filter(|s| s.proto == crate::model::Proto::Tcp)
-            .count();
         let limit = match self.off {
-            Some(_) => self.most - self.most / 8,
+            Some(_) => self.again(),
             None => self.most,
+        };
+        // Counted only when it could matter (this runs every poll, under the memory's lock).
+        let tcp = if snap.socks.len() <= limit {
+            0
+        } else {
+            snap.socks
+                .iter()
+                .filter(|s| s.proto == crate::model::Proto::Tcp)
+                .count()
         };
         if tcp <= limit {
             self.off = None;
@@ -147,13 +151,19 @@ impl Memory {
         false
     }
 
+    /// The count a memory that is off remembers again at.
+    fn again(&self) -> usize {
+        self.most - self.most / 8
+    }
+
     /// Why nothing is remembered, while the memory is off.
     fn why_off(&self) -> Result<(), String> {
         match self.off {
             Some(tcp) => Err(format!(
-                "katop keeps no memory of more than {} TCP sockets (the last poll had {tcp}): \
-                 katop record keeps history at any size",
-                self.most
+                "katop keeps no memory above {} TCP sockets (the last poll had {tcp}; it \
+                 remembers again at {} or fewer): katop record keeps history at any size",
+                self.most,
+                self.again()
             )),
             None => Ok(()),
         }
@@ -177,13 +187,16 @@ impl Memory {
     }
 
     /// The poll remembered nearest `from` on one side: the last before it (`back`), or the
-    /// first after it; why none can be while the memory is off.
+    /// first after it; why none can be, back, while the memory is off.
     pub fn sample_beside(
         &self,
         from: SystemTime,
         back: bool,
     ) -> Result<Option<SystemTime>, String> {
-        self.why_off()?;
+        if back {
+            // Forward is always somewhere: the present.
+            self.why_off()?;
+        }
         let times = self.frames.iter().map(|f| f.time);
         Ok(if back {
             times.filter(|t| *t < from).max()
@@ -302,9 +315,12 @@ mod tests {
         assert!(m.frames.is_empty() && m.bytes == 0);
         let why = m.sample_beside(t0 + s(11), true).unwrap_err();
         assert!(
-            why.contains("more than 16 TCP sockets") && why.contains("had 17"),
+            why.contains("above 16 TCP sockets") && why.contains("had 17"),
             "{why}"
         );
+        assert!(why.contains("again at 14 or fewer"), "{why}");
+        // Forward still leads somewhere: back to the present.
+        assert_eq!(m.sample_beside(t0 + s(5), false), Ok(None));
         assert!(m
             .snapshot_at(t0 + s(5))
             .unwrap_err()

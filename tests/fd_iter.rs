@@ -318,6 +318,15 @@ fn a_copy_given_bpf_capabilities_shows_nobody_no_more_than_proc_would() {
         seen[0]
     );
     assert!(socks.iter().all(|s| s["owner"] == "unknown"));
+    // Both readers were wanted (this many sockets) and refused: it says so, and why.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "katop's BPF readers are off (katop runs with privileges its user lacks): katop \
+             reads /proc and sock_diag instead"
+        ),
+        "{stderr}"
+    );
     drop(held);
 }
 

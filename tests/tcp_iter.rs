@@ -322,12 +322,15 @@ fn a_collector_with_the_reader_polls_the_same_sockets_as_without() {
         let snap = c.poll().unwrap();
         let used = c.tcp_bpf();
         let socks: Vec<String> = mine(&snap.socks, &ends).into_iter().map(shape).collect();
-        (socks, used)
+        let bpf_notes = snap.warnings.iter().filter(|w| w.contains("BPF")).count();
+        (socks, used, bpf_notes)
     };
-    let (with, used) = poll(Some(0));
-    let (without, not_used) = poll(None);
+    let (with, used, notes) = poll(Some(0));
+    let (without, not_used, notes_without) = poll(None);
     assert!(used, "the collector did not use the reader");
     assert!(!not_used);
+    // Loaded and used: nothing to say; not asked for (`--no-bpf`): nothing either.
+    assert_eq!((notes, notes_without), (0, 0));
     assert_eq!(with.len(), 3);
     assert_eq!(with, without);
 }

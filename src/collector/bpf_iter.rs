@@ -5,6 +5,58 @@
 use std::io::Read;
 use std::time::Duration;
 
+/// A BPF reader as a collector holds it: not tried yet, loaded, or off, with why when it was
+/// wanted and could not be had or failed a pass (`None`: not asked for, `--no-bpf`). Off is
+/// for good: the next polls read `/proc` and `sock_diag`, which say the same.
+#[derive(Debug)]
+pub enum Reader<R> {
+    Untried,
+    Ready(R),
+    Off(Option<String>),
+}
+
+impl<R> Reader<R> {
+    /// Untried when `wanted`, else off without a reason.
+    pub fn new(wanted: bool) -> Self {
+        if wanted {
+            Reader::Untried
+        } else {
+            Reader::Off(None)
+        }
+    }
+
+    /// Loads it with `open`, the first time only.
+    pub fn load(&mut self, open: impl FnOnce() -> Result<R, String>) {
+        if matches!(self, Reader::Untried) {
+            *self = match open() {
+                Ok(r) => Reader::Ready(r),
+                Err(why) => Reader::Off(Some(why)),
+            };
+        }
+    }
+
+    /// The reader, when loaded.
+    pub fn ready(&mut self) -> Option<&mut R> {
+        match self {
+            Reader::Ready(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Off for good after a failed pass, saying why.
+    pub fn fail(&mut self, why: String) {
+        *self = Reader::Off(Some(why));
+    }
+
+    /// Why it is off, when it was wanted.
+    pub fn why_off(&self) -> Option<&str> {
+        match self {
+            Reader::Off(why) => why.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// The running kernel's BTF, which both readers load against: parsing it is most of a load's
 /// time and memory (about 60 ms and 35 MiB), so a collector that loads both parses it once.
 pub fn kernel_btf() -> Result<aya::Btf, String> {

@@ -230,6 +230,7 @@ impl Collector {
         if let Some(w) = self.procs.last.warning() {
             warnings.push(w);
         }
+        warnings.extend(self.bpf_warning(expected));
         if self.opts.last.unreadable > 0 {
             warnings.push(format!(
                 "the keepalive options of {} sockets could not be read (no ptrace rights over \
@@ -262,6 +263,31 @@ impl Collector {
             unlisted,
             opts_changed: self.opts.changed().to_vec(),
         })
+    }
+
+    /// Why the BPF readers are off in a poll of `expected` sockets, which wants them: a poll
+    /// then costs more, and the operator is told why rather than left to guess. The same words
+    /// every poll (no count in them): a warning is said again only when it changes.
+    fn bpf_warning(&self, expected: usize) -> Option<String> {
+        if expected < self.selection.bpf_from? {
+            return None;
+        }
+        let off: Vec<(&str, &str)> = [("TCP", self.tcp.off()), ("fd", self.procs.bpf_off())]
+            .into_iter()
+            .filter_map(|(which, why)| Some((which, why?)))
+            .collect();
+        let what = match off.as_slice() {
+            [] => return None,
+            [(which, why)] => format!("katop's BPF {which} reader is off ({why})"),
+            [(_, a), (_, b)] if a == b => format!("katop's BPF readers are off ({a})"),
+            [(w1, a), (w2, b), ..] => {
+                format!("katop's BPF {w1} reader is off ({a}), and its {w2} reader ({b})")
+            }
+        };
+        Some(format!(
+            "{what}: katop reads /proc and sock_diag instead, the same answers at a higher \
+             cost (--no-bpf does that without this note)"
+        ))
     }
 
     /// The sockets this poll expects: the last poll's count, or at the first what the kernel

@@ -132,12 +132,6 @@ enum Blind {
 
 /// The BPF fd reader: not tried yet, loaded, or not used (turned off, would not load, or a
 /// pass failed: `/proc` gives the same answers, so why is not kept).
-enum Bpf {
-    Untried,
-    Ready(FdReader),
-    Off,
-}
-
 /// The cached map; one per collector, reused every poll.
 pub struct ProcessMap {
     procs: HashMap<u32, ProcEntry>,
@@ -155,7 +149,7 @@ pub struct ProcessMap {
     containers: super::containers::Names,
     /// What the latest scan saw; kept until the next scan, so its warning stays up while true.
     pub last: ScanStats,
-    bpf: Bpf,
+    bpf: super::bpf_iter::Reader<FdReader>,
     /// Scans looking for fewer sockets read `/proc` (see [`super::BPF_FROM_SOCKETS`]).
     bpf_from: usize,
     /// What the BPF reader found in this poll's scan; `None` when this poll did not scan.
@@ -176,11 +170,7 @@ impl ProcessMap {
             blind: Blind::default(),
             containers: super::containers::Names::default(),
             last: ScanStats::default(),
-            bpf: if bpf_from.is_some() {
-                Bpf::Untried
-            } else {
-                Bpf::Off
-            },
+            bpf: super::bpf_iter::Reader::new(bpf_from.is_some()),
             bpf_from: bpf_from.unwrap_or(usize::MAX),
             fresh: None,
         }
@@ -196,30 +186,23 @@ impl ProcessMap {
     /// kernel counts them before the dump): loading parses the kernel's BTF (tens of MB, freed
     /// after), best done before the dump fills memory.
     pub fn prepare(&mut self, expected: usize, btf: Option<&aya::Btf>) {
-        if expected >= self.bpf_from && matches!(self.bpf, Bpf::Untried) {
-            self.bpf = FdReader::open_with(btf).map_or(Bpf::Off, Bpf::Ready);
+        if expected >= self.bpf_from {
+            self.bpf.load(|| FdReader::open_with(btf));
         }
     }
 
-    /// Tries the BPF reader once.
-    fn load_bpf(&mut self) {
-        if matches!(self.bpf, Bpf::Untried) {
-            self.bpf = FdReader::open().map_or(Bpf::Off, Bpf::Ready);
-        }
+    /// Why the BPF reader is off though it was wanted (it failed to load, or a pass failed).
+    pub fn bpf_off(&self) -> Option<&str> {
+        self.bpf.why_off()
     }
 
     /// One BPF pass, if the reader loads (tried once) and reads; a failed read turns it off
     /// for good, and `/proc` is read instead.
     fn read_with_bpf(&mut self) -> Option<FdTable> {
-        self.load_bpf();
-        let Bpf::Ready(reader) = &mut self.bpf else {
-            return None;
-        };
-        let table = reader.read().ok();
-        if table.is_none() {
-            self.bpf = Bpf::Off;
-        }
-        table
+        self.bpf.load(FdReader::open);
+        let read = self.bpf.ready()?.read();
+        read.map_err(|why| self.bpf.fail(format!("a pass failed: {why}")))
+            .ok()
     }
 
     /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed. `dumped`

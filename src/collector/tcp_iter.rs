@@ -398,27 +398,16 @@ impl Record {
 /// loaded (tried once; a failed pass turns it off, and the dump gives the same).
 #[derive(Debug)]
 pub struct TcpSource {
-    reader: Loaded,
+    reader: super::bpf_iter::Reader<TcpReader>,
     from: usize,
     /// Whether the last poll read TCP with it.
     pub used: bool,
 }
 
-#[derive(Debug)]
-enum Loaded {
-    Untried,
-    Ready(TcpReader),
-    Off,
-}
-
 impl TcpSource {
     pub fn new(bpf_from: Option<usize>) -> Self {
         TcpSource {
-            reader: if bpf_from.is_some() {
-                Loaded::Untried
-            } else {
-                Loaded::Off
-            },
+            reader: super::bpf_iter::Reader::new(bpf_from.is_some()),
             from: bpf_from.unwrap_or(usize::MAX),
             used: false,
         }
@@ -427,9 +416,14 @@ impl TcpSource {
     /// Loads the reader ahead of a first poll that will want it (`expected` sockets, as the
     /// kernel counts them), with the kernel's BTF the collector parsed for both readers.
     pub fn prepare(&mut self, expected: usize, btf: Option<&aya::Btf>) {
-        if expected >= self.from && matches!(self.reader, Loaded::Untried) {
-            self.reader = TcpReader::open_with(btf).map_or(Loaded::Off, Loaded::Ready);
+        if expected >= self.from {
+            self.reader.load(|| TcpReader::open_with(btf));
         }
+    }
+
+    /// Why the reader is off though it was wanted (it failed to load, or a pass failed).
+    pub fn off(&self) -> Option<&str> {
+        self.reader.why_off()
     }
 
     /// Reads the TCP sockets of `dumps` (either family or both) into `socks` with the reader,
@@ -452,14 +446,12 @@ impl TcpSource {
         if families == (false, false) || expected < self.from || super::current_netns() != netns {
             return;
         }
-        if matches!(self.reader, Loaded::Untried) {
-            self.reader = TcpReader::open().map_or(Loaded::Off, Loaded::Ready);
-        }
-        let Loaded::Ready(reader) = &mut self.reader else {
+        self.reader.load(TcpReader::open);
+        let Some(reader) = self.reader.ready() else {
             return;
         };
-        if reader.read_into(netns, families, socks).is_err() {
-            self.reader = Loaded::Off;
+        if let Err(why) = reader.read_into(netns, families, socks) {
+            self.reader.fail(format!("a pass failed: {why}"));
             return;
         }
         dumps.retain(|k| *k != DumpKind::TCP4 && *k != DumpKind::TCP6);

@@ -327,6 +327,15 @@ fn a_copy_given_bpf_capabilities_shows_nobody_no_more_than_proc_would() {
         ),
         "{stderr}"
     );
+    // A copy without capabilities: the kernel would refuse the load, and it says what it needs.
+    let (plain_dir, plain) = common::nobody_dir("bpf-plain");
+    let out = common::run_as_nobody(&plain, &plain_dir, &["--json", "--filter", &filter]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("katop's BPF readers are off (loading them needs root, or CAP_BPF"),
+        "{stderr}"
+    );
     drop(held);
 }
 

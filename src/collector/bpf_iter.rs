@@ -30,7 +30,7 @@ impl<R> Reader<R> {
         if matches!(self, Reader::Untried) {
             *self = match open() {
                 Ok(r) => Reader::Ready(r),
-                Err(why) => Reader::Off(Some(why)),
+                Err(why) => Reader::Off(Some(brief(&why))),
             };
         }
     }
@@ -44,8 +44,8 @@ impl<R> Reader<R> {
     }
 
     /// Off for good after a failed pass, saying why.
-    pub fn fail(&mut self, why: String) {
-        *self = Reader::Off(Some(why));
+    pub fn fail(&mut self, why: &str) {
+        *self = Reader::Off(Some(brief(why)));
     }
 
     /// Why it is off, when it was wanted.
@@ -56,6 +56,28 @@ impl<R> Reader<R> {
         }
     }
 }
+
+/// Whether this process holds what the kernel asks of a tracing program's load:
+/// `bpf_capable()` and `perfmon_capable()` (`CAP_SYS_ADMIN` stands for either).
+fn may_load_tracing() -> bool {
+    use rustix::thread::CapabilitySet as Cap;
+    rustix::thread::capabilities(None).is_ok_and(|c| {
+        let has = |cap: Cap| c.effective.intersects(cap | Cap::SYS_ADMIN);
+        has(Cap::BPF) && has(Cap::PERFMON)
+    })
+}
+
+/// A reason in a line: the first line of what went wrong, at most [`REASON_CHARS`] characters
+/// (a verifier's refusal carries its whole log).
+fn brief(why: &str) -> String {
+    let line = why.lines().next().unwrap_or_default();
+    match line.char_indices().nth(REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
+const REASON_CHARS: usize = 160;
 
 /// The running kernel's BTF, which both readers load against: parsing it is most of a load's
 /// time and memory (about 60 ms and 35 MiB), so a collector that loads both parses it once.
@@ -78,6 +100,10 @@ pub fn load(
     }
     if crate::privilege::Privilege::current().is_gained() {
         return Err("katop runs with privileges its user lacks".into());
+    }
+    if !may_load_tracing() {
+        // Said the same for both readers (the kernel's EPERM would name each iterator).
+        return Err("loading them needs root, or CAP_BPF with CAP_PERFMON".into());
     }
     // Parsed once, for the CO-RE relocations and the iterator's attach point both.
     let parsed;
@@ -167,4 +193,35 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Reader, REASON_CHARS};
+
+    #[test]
+    fn a_reader_is_tried_once_and_off_says_why_in_a_line() {
+        let mut wanted: Reader<u8> = Reader::new(true);
+        assert_eq!(wanted.why_off(), None);
+        wanted.load(|| Err("refused\nverifier log: 1000 lines".into()));
+        assert_eq!(wanted.why_off(), Some("refused"));
+        // Off for good: never tried again.
+        wanted.load(|| Ok(7));
+        assert!(wanted.ready().is_none());
+        let mut loaded: Reader<u8> = Reader::new(true);
+        loaded.load(|| Ok(7));
+        assert_eq!(loaded.ready(), Some(&mut 7));
+        assert_eq!(loaded.why_off(), None);
+        loaded.fail(&"x".repeat(1000));
+        let why = loaded.why_off().unwrap();
+        assert_eq!(
+            why.chars().count(),
+            REASON_CHARS + 1,
+            "cut, with an ellipsis"
+        );
+        // Not asked for: off, with nothing to say, and never loaded.
+        let mut not: Reader<u8> = Reader::new(false);
+        not.load(|| Ok(7));
+        assert!(not.ready().is_none() && not.why_off().is_none());
+    }
 }

@@ -230,7 +230,7 @@ impl Collector {
         if let Some(w) = self.procs.last.warning() {
             warnings.push(w);
         }
-        warnings.extend(self.bpf_warning(expected));
+        warnings.extend(self.bpf_warning());
         if self.opts.last.unreadable > 0 {
             warnings.push(format!(
                 "the keepalive options of {} sockets could not be read (no ptrace rights over \
@@ -265,13 +265,11 @@ impl Collector {
         })
     }
 
-    /// Why the BPF readers are off in a poll of `expected` sockets, which wants them: a poll
-    /// then costs more, and the operator is told why rather than left to guess. The same words
-    /// every poll (no count in them): a warning is said again only when it changes.
-    fn bpf_warning(&self, expected: usize) -> Option<String> {
-        if expected < self.selection.bpf_from? {
-            return None;
-        }
+    /// Why the BPF readers are off, when a poll wanted them (10k sockets or more) and they could
+    /// not load or a pass failed: polls cost more, and the operator is told why rather than
+    /// left to guess. Said while it holds (it is off for good), in the same words every poll:
+    /// a warning is said again only when it changes.
+    fn bpf_warning(&self) -> Option<String> {
         let off: Vec<(&str, &str)> = [("TCP", self.tcp.off()), ("fd", self.procs.bpf_off())]
             .into_iter()
             .filter_map(|(which, why)| Some((which, why?)))
@@ -301,7 +299,10 @@ impl Collector {
         if self.selection.bpf_from.is_some_and(|from| expected >= from) {
             let btf = bpf_iter::kernel_btf().ok();
             self.procs.prepare(expected, btf.as_ref());
-            self.tcp.prepare(expected, btf.as_ref());
+            // Only where the TCP reader could be used: this namespace's TCP sockets are read.
+            if self.namespaces.reads_own() && self.selection.protos.contains(&Proto::Tcp) {
+                self.tcp.prepare(expected, btf.as_ref());
+            }
         }
         expected
     }

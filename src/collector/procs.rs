@@ -130,8 +130,6 @@ enum Blind {
     Everything,
 }
 
-/// The BPF fd reader: not tried yet, loaded, or not used (turned off, would not load, or a
-/// pass failed: `/proc` gives the same answers, so why is not kept).
 /// The cached map; one per collector, reused every poll.
 pub struct ProcessMap {
     procs: HashMap<u32, ProcEntry>,
@@ -201,7 +199,7 @@ impl ProcessMap {
     fn read_with_bpf(&mut self) -> Option<FdTable> {
         self.bpf.load(FdReader::open);
         let read = self.bpf.ready()?.read();
-        read.map_err(|why| self.bpf.fail(format!("a pass failed: {why}")))
+        read.map_err(|why| self.bpf.fail(&format!("a pass failed: {why}")))
             .ok()
     }
 

@@ -44,8 +44,8 @@ impl<R> Reader<R> {
     }
 
     /// Off for good after a failed pass, saying why.
-    pub fn fail(&mut self, why: &str) {
-        *self = Reader::Off(Some(brief(why)));
+    pub fn failed_pass(&mut self, why: &str) {
+        *self = Reader::Off(Some(brief(&format!("a pass failed: {why}"))));
     }
 
     /// Why it is off, when it was wanted.
@@ -212,7 +212,7 @@ mod tests {
         loaded.load(|| Ok(7));
         assert_eq!(loaded.ready(), Some(&mut 7));
         assert_eq!(loaded.why_off(), None);
-        loaded.fail(&"x".repeat(1000));
+        loaded.failed_pass(&"x".repeat(1000));
         let why = loaded.why_off().unwrap();
         assert_eq!(
             why.chars().count(),

@@ -199,8 +199,7 @@ impl ProcessMap {
     fn read_with_bpf(&mut self) -> Option<FdTable> {
         self.bpf.load(FdReader::open);
         let read = self.bpf.ready()?.read();
-        read.map_err(|why| self.bpf.fail(&format!("a pass failed: {why}")))
-            .ok()
+        read.map_err(|why| self.bpf.failed_pass(&why)).ok()
     }
 
     /// Fills in `owner` on every socket, rescanning `/proc` only as much as needed. `dumped`

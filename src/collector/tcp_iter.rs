@@ -451,7 +451,7 @@ impl TcpSource {
             return;
         };
         if let Err(why) = reader.read_into(netns, families, socks) {
-            self.reader.fail(&format!("a pass failed: {why}"));
+            self.reader.failed_pass(&why);
             return;
         }
         dumps.retain(|k| *k != DumpKind::TCP4 && *k != DumpKind::TCP6);

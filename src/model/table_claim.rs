@@ -19,7 +19,7 @@ const NEW: u32 = u32::MAX;
 pub(super) struct Claims {
     /// Each socket's place in the last poll, by its place in this one ([`NEW`]: not listed
     /// then).
-    pub(super) was: Vec<u32>,
+    was: Vec<u32>,
     /// The last poll's places whose cookie a socket of another namespace has now: they left,
     /// and an end traced for that cookie is told of the socket listed now.
     displaced: Vec<(u32, u64)>,
@@ -39,10 +39,7 @@ impl ConnTable {
     /// Claims each socket's entry in the index. A socket listed twice (a dump can list one
     /// again when it moves between hash buckets mid-dump) keeps its first listing.
     pub(super) fn claim(&mut self, socks: &mut Vec<RawSock>) -> Claims {
-        let last = match &self.retired {
-            Some(r) => Last::Retired(r),
-            None => Last::Whole(&self.socks, &self.derived),
-        };
+        let last = Last::of(self.retired.as_ref(), &self.socks, &self.derived);
         let index = &mut self.index;
         let mut was = Vec::with_capacity(socks.len());
         let mut displaced = Vec::new();

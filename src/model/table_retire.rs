@@ -112,7 +112,19 @@ pub(super) enum Last<'a> {
     Retired(&'a Retired),
 }
 
-impl Last<'_> {
+impl<'a> Last<'a> {
+    /// From the table's fields, for a caller that borrows another of them mutably meanwhile.
+    pub(super) fn of(
+        retired: Option<&'a Retired>,
+        socks: &'a [RawSock],
+        derived: &'a [crate::model::entry::Derived],
+    ) -> Self {
+        match retired {
+            Some(r) => Last::Retired(r),
+            None => Last::Whole(socks, derived),
+        }
+    }
+
     pub(super) fn len(self) -> usize {
         match self {
             Last::Whole(socks, _) => socks.len(),
@@ -188,10 +200,7 @@ impl ConnTable {
 
     /// The last poll, whole or retired.
     pub(super) fn last(&self) -> Last<'_> {
-        match &self.retired {
-            Some(r) => Last::Retired(r),
-            None => Last::Whole(&self.socks, &self.derived),
-        }
+        Last::of(self.retired.as_ref(), &self.socks, &self.derived)
     }
 }
 

@@ -140,9 +140,8 @@ pub struct ConnTable {
     socks: Vec<RawSock>,
     derived: Vec<Derived>,
     /// Cookie → position. Cookies are unique host-wide (one kernel counter for every
-    /// namespace), so the cookie alone keys it: 12 bytes a socket, not 24; `get` still checks
-    /// the namespace.
-    index: FxHashMap<u64, u32>,
+    /// namespace), so the cookie alone keys it; `get` still checks the namespace.
+    index: cookie_index::CookieIndex,
     /// Cookie → when katop first saw a connected TCP socket with no holder (ms after the
     /// epoch); a few entries, not one per socket.
     ownerless_since: FxHashMap<u64, u32>,
@@ -174,7 +173,7 @@ impl ConnTable {
         ConnTable {
             socks: Vec::new(),
             derived: Vec::new(),
-            index: FxHashMap::default(),
+            index: cookie_index::CookieIndex::default(),
             ownerless_since: FxHashMap::default(),
             retired: None,
             departures: Departures::default(),
@@ -299,7 +298,7 @@ impl ConnTable {
         }
         let mut gone_conns = self.gone_connections(&claims, clock);
         gone_conns.append(&mut turned_dead);
-        self.settle_index();
+        self.settle_index(&socks);
         let previous = std::mem::replace(&mut self.socks, socks);
         let old_derived = std::mem::replace(&mut self.derived, derived);
         let retired = self.retired.take();
@@ -426,15 +425,14 @@ impl ConnTable {
     }
 
     pub fn get(&self, key: &SockKey) -> Option<SockEntry<'_>> {
-        let i = *self.index.get(&key.cookie.0)? as usize;
-        // A retired table keeps its index, not its sockets.
-        (self.socks.get(i)?.netns == key.netns).then(|| self.entry(i))
+        // A retired table keeps its index, not its sockets: nothing is found in it.
+        let i = self.place(key.cookie.0)?;
+        (self.socks[i].netns == key.netns).then(|| self.entry(i))
     }
 
     /// The socket with this cookie (cookies are unique host-wide).
     pub fn by_cookie(&self, cookie: super::Cookie) -> Option<SockEntry<'_>> {
-        let i = *self.index.get(&cookie.0)? as usize;
-        (i < self.socks.len()).then(|| self.entry(i))
+        self.place(cookie.0).map(|i| self.entry(i))
     }
 
     pub fn len(&self) -> usize {
@@ -452,6 +450,8 @@ pub(crate) mod tests;
 
 #[path = "table_claim.rs"]
 mod claim;
+#[path = "cookie_index.rs"]
+mod cookie_index;
 #[path = "table_ends.rs"]
 mod departed;
 #[path = "table_retire.rs"]

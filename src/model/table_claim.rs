@@ -3,8 +3,7 @@
 //! holds its new place, marked [`CLAIMED`]; the place it had is kept beside it, in
 //! [`Claims::was`]. The entries no socket claimed are the last poll's sockets that left.
 
-use std::collections::hash_map::Entry;
-
+use super::cookie_index::Slot;
 use super::retiring::Last;
 use super::ConnTable;
 use crate::model::RawSock;
@@ -44,24 +43,32 @@ impl ConnTable {
         let mut was = Vec::with_capacity(socks.len());
         let mut displaced = Vec::new();
         let mut twice = Vec::new();
-        for (j, s) in socks.iter().enumerate() {
-            let here = j as u32 | CLAIMED;
-            match index.entry(s.cookie.0) {
-                Entry::Vacant(v) => {
-                    v.insert(here);
-                    was.push(NEW);
+        {
+            // A claimed place is one of this poll's sockets, any other the last poll's.
+            let new: &[RawSock] = socks;
+            let cookie_at = |p: u32| {
+                if p & CLAIMED == 0 {
+                    last.cookie(p as usize)
+                } else {
+                    new.get((p & !CLAIMED) as usize).map(|s| s.cookie.0)
                 }
-                Entry::Occupied(o) if *o.get() & CLAIMED != 0 => {
-                    twice.push(j);
-                    was.push(NEW);
-                }
-                Entry::Occupied(mut o) => {
-                    let i = o.insert(here);
-                    if last.netns(i as usize) == s.netns {
-                        was.push(i);
-                    } else {
-                        displaced.push((i, s.cookie.0));
+            };
+            for (j, s) in new.iter().enumerate() {
+                let here = j as u32 | CLAIMED;
+                match index.entry(s.cookie.0, here, cookie_at) {
+                    Slot::Made => was.push(NEW),
+                    Slot::Found(p) if *p & CLAIMED != 0 => {
+                        twice.push(j);
                         was.push(NEW);
+                    }
+                    Slot::Found(p) => {
+                        let i = std::mem::replace(p, here);
+                        if last.netns(i as usize) == s.netns {
+                            was.push(i);
+                        } else {
+                            displaced.push((i, s.cookie.0));
+                            was.push(NEW);
+                        }
                     }
                 }
             }
@@ -75,9 +82,14 @@ impl ConnTable {
             socks.retain(|_| keep(&mut n));
             let mut n = 0;
             was.retain(|_| keep(&mut n));
-            for (j, s) in socks.iter().enumerate() {
-                index.insert(s.cookie.0, j as u32 | CLAIMED);
-            }
+            // Each claimed place moves up by the repeats dropped before it (no repeat has one).
+            index.repoint(|p| {
+                if p & CLAIMED == 0 {
+                    return p;
+                }
+                let j = (p & !CLAIMED) as usize;
+                (j - twice.partition_point(|&t| t < j)) as u32 | CLAIMED
+            });
         }
         Claims { was, displaced }
     }
@@ -85,28 +97,45 @@ impl ConnTable {
     /// The last poll's sockets that no socket of this one claimed: place then, and cookie, in
     /// the last poll's order.
     pub(super) fn unclaimed(&self, claims: &Claims) -> Vec<(u32, u64)> {
+        let last = self.last();
         let mut left: Vec<(u32, u64)> = self
             .index
-            .iter()
-            .filter(|&(_, &i)| i & CLAIMED == 0)
-            .map(|(&cookie, &i)| (i, cookie))
+            .places()
+            .filter(|&i| i & CLAIMED == 0)
+            .filter_map(|i| Some((i, last.cookie(i as usize)?)))
             .chain(claims.displaced.iter().copied())
             .collect();
         left.sort_unstable();
         left
     }
 
-    /// The index of this poll alone: the unclaimed entries go, the claimed hold places again.
-    /// The map lives from poll to poll, so after a spike it gives its room back.
-    pub(super) fn settle_index(&mut self) {
-        self.index.retain(|_, i| {
+    /// The index of this poll alone (`socks`): the unclaimed entries go, the claimed hold
+    /// places again. The index lives from poll to poll, so after a spike it gives its room
+    /// back.
+    pub(super) fn settle_index(&mut self, socks: &[RawSock]) {
+        self.index.retain(|i| {
             let claimed = *i & CLAIMED != 0;
             *i &= !CLAIMED;
             claimed
         });
-        let len = self.index.len().max(1024);
-        if self.index.capacity() > 4 * len {
-            self.index.shrink_to(2 * len);
-        }
+        self.index
+            .shrink(|p| socks.get(p as usize).map(|s| s.cookie.0));
+    }
+
+    /// The place of the socket with this cookie in the table, once a poll is applied.
+    pub(super) fn place(&self, cookie: u64) -> Option<usize> {
+        let socks = &self.socks;
+        self.index
+            .get(cookie, |p| socks.get(p as usize).map(|s| s.cookie.0))
+            .map(|p| p as usize)
+    }
+
+    /// The place of the socket with this cookie in the last poll, before a poll is claimed
+    /// (the table's sockets, or what a retired table kept of them).
+    pub(super) fn last_place(&self, cookie: u64) -> Option<usize> {
+        let last = self.last();
+        self.index
+            .get(cookie, |p| last.cookie(p as usize))
+            .map(|p| p as usize)
     }
 }

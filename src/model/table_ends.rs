@@ -37,8 +37,8 @@ impl ConnTable {
         let (socks, index) = (&self.socks, &self.index);
         let dead = |c: &u64| {
             index
-                .get(c)
-                .is_some_and(|&i| stale::is_dead(&socks[i as usize]))
+                .get(*c, |p| socks.get(p as usize).map(|s| s.cookie.0))
+                .is_some_and(|i| stale::is_dead(&socks[i as usize]))
         };
         let held = &mut self.ctx.held_ends;
         let mut released = Vec::new();
@@ -77,11 +77,10 @@ impl ConnTable {
         unlisted
             .into_iter()
             .filter_map(|mut s| {
-                let Some(&i) = self.index.get(&s.cookie.0) else {
+                let Some(i) = self.last_place(s.cookie.0) else {
                     // Born and ended between two polls (its peer unknown).
                     return told(s.cookie.0).then_some(s);
                 };
-                let i = i as usize;
                 if !last.was_connection(i) {
                     return None;
                 }
@@ -156,7 +155,7 @@ impl ConnTable {
         // A connection told ended while still listed (its TIME_WAIT) is told as the last poll
         // saw it before (its owner, its bytes), when that poll did.
         let listed = |cookie: u64| {
-            let &now_at = index.get(&cookie)?;
+            let now_at = index.get(cookie, |p| socks.get(p as usize).map(|s| s.cookie.0))?;
             let was = claims
                 .was(now_at as usize)
                 .and_then(|i| Some((before.sock(i, cookie)?, before.carry(i))));

@@ -26,6 +26,8 @@ pub enum Keep {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Retired {
     pub(super) carry: Vec<Carry>,
+    /// Each socket's cookie: the index reads them back (it keeps places only).
+    cookies: Vec<u64>,
     /// Each connection's ends and owner ([`Keep::Ends`]); empty otherwise.
     epitaphs: Vec<Option<Epitaph>>,
 }
@@ -132,6 +134,14 @@ impl<'a> Last<'a> {
         }
     }
 
+    /// The cookie of the socket at `i`, if there is one.
+    pub(super) fn cookie(self, i: usize) -> Option<u64> {
+        match self {
+            Last::Whole(socks, _) => socks.get(i).map(|s| s.cookie.0),
+            Last::Retired(r) => r.cookies.get(i).copied(),
+        }
+    }
+
     /// The namespace of the socket at `i` (without making its whole [`Carry`]).
     pub(super) fn netns(self, i: usize) -> crate::model::NetnsId {
         match self {
@@ -185,6 +195,7 @@ impl ConnTable {
                     .zip(&derived)
                     .map(|(s, d)| Carry::of(s, d))
                     .collect(),
+                cookies: socks.iter().map(|s| s.cookie.0).collect(),
                 epitaphs: match keep {
                     Keep::Ends => socks.iter().map(Epitaph::of).collect(),
                     Keep::History => Vec::new(),

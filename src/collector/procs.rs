@@ -14,7 +14,7 @@
 //! here with one `readlinkat` per fd, where procfs's `fd()` makes four syscalls per fd: at 100k
 //! sockets that is the difference that matters.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -26,6 +26,9 @@ use crate::model::{Holder, Holders, Inode, NetnsId, Owner, Process, RawSock};
 
 /// Every this many scans, read every fd link again instead of trusting the cache.
 pub const FULL_RESCAN_EVERY: u32 = 30;
+
+/// Every process scanned, by pid.
+type Procs = FxHashMap<u32, ProcEntry>;
 
 /// One process as last scanned.
 struct ProcEntry {
@@ -132,9 +135,9 @@ enum Blind {
 
 /// The cached map; one per collector, reused every poll.
 pub struct ProcessMap {
-    procs: HashMap<u32, ProcEntry>,
+    procs: Procs,
     /// Inode → its first holder and fd, and the last poll (`polls`) that listed the socket.
-    owners: FxHashMap<Inode, (Arc<Process>, u32, u32)>,
+    owners: Owners,
     /// Polls resolved so far.
     polls: u32,
     /// Every holder of the sockets more than one fd refers to (usually few).
@@ -159,8 +162,8 @@ impl ProcessMap {
     /// look for at least that many sockets.
     pub fn new(bpf_from: Option<usize>) -> Self {
         Self {
-            procs: HashMap::new(),
-            owners: FxHashMap::default(),
+            procs: Procs::default(),
+            owners: Owners::default(),
             polls: 0,
             shared: Arc::default(),
             unowned: FxHashSet::default(),
@@ -220,9 +223,7 @@ impl ProcessMap {
 
     /// Gives back room the maps no longer need.
     pub fn shrink(&mut self) {
-        if super::sparse(self.owners.capacity(), self.owners.len()) {
-            self.owners.shrink_to(2 * self.owners.len());
-        }
+        self.owners.shrink();
         if super::sparse(self.unowned.capacity(), self.unowned.len()) {
             self.unowned.shrink_to(2 * self.unowned.len());
         }
@@ -234,8 +235,8 @@ impl ProcessMap {
     pub fn unlisted(&self) -> impl Iterator<Item = (Inode, &Arc<Process>, u32)> + '_ {
         self.owners
             .iter()
-            .filter(|(_, (_, _, listed))| *listed != self.polls)
-            .map(|(inode, (process, fd, _))| (*inode, process, *fd))
+            .filter(|h| h.listed != self.polls)
+            .filter_map(|h| Some((h.inode, &self.procs.get(&h.pid)?.process, h.fd)))
     }
 
     /// Every holder of the sockets that more than one fd refers to, by inode.
@@ -247,15 +248,18 @@ impl ProcessMap {
     /// accounted for (neither owned nor looked for in vain), so a scan is due.
     fn assign(&mut self, socks: &mut [RawSock]) -> bool {
         let mut accounted = true;
+        let procs = &self.procs;
         for s in socks.iter_mut() {
-            s.owner = match self.owners.get_mut(&s.inode) {
+            let held = self.owners.get_mut(s.inode);
+            let holder = held.and_then(|h| Some((procs.get(&h.pid)?, h)));
+            s.owner = match holder {
                 // No file refers to it (not yet accepted, or closed by its application).
                 _ if s.inode.0 == 0 => Owner::None,
-                Some((process, fd, listed)) => {
-                    *listed = self.polls;
+                Some((entry, held)) => {
+                    held.listed = self.polls;
                     Owner::Process {
-                        process: Arc::clone(process),
-                        fd: *fd,
+                        process: Arc::clone(&entry.process),
+                        fd: held.fd,
                     }
                 }
                 None => {
@@ -332,7 +336,7 @@ impl ProcessMap {
         self.unowned = live
             .iter()
             .copied()
-            .filter(|i| !self.owners.contains_key(i))
+            .filter(|&i| !self.owners.contains(i))
             .collect();
         self.blind = if stats.failed > 0 {
             Blind::Everything
@@ -440,37 +444,43 @@ impl ProcessMap {
         let mut shared: Holders = FxHashMap::default();
         // Whether the first holder so far is another katop.
         let mut by_katop: FxHashSet<Inode> = FxHashSet::default();
-        for e in self.procs.values() {
+        let procs = &self.procs;
+        for e in procs.values() {
             for (&fd, &inode) in &e.fds {
                 let holder = || Holder {
                     process: Arc::clone(&e.process),
                     fd,
                 };
-                match self.owners.entry(inode) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert((Arc::clone(&e.process), fd, 0));
-                        if e.katop {
-                            by_katop.insert(inode);
-                        }
+                let first = Held {
+                    inode,
+                    pid: e.process.pid,
+                    fd,
+                    listed: 0,
+                };
+                let Some(held) = self.owners.holder_or(first) else {
+                    if e.katop {
+                        by_katop.insert(inode);
                     }
-                    std::collections::hash_map::Entry::Occupied(mut o) => {
-                        let (first, first_fd, _) = o.get();
-                        let first_katop = by_katop.contains(&inode);
-                        shared
-                            .entry(inode)
-                            .or_insert_with(|| {
-                                vec![Holder {
-                                    process: Arc::clone(first),
-                                    fd: *first_fd,
-                                }]
-                            })
-                            .push(holder());
-                        if (e.katop, e.process.pid, fd) < (first_katop, first.pid, *first_fd) {
-                            o.insert((Arc::clone(&e.process), fd, 0));
-                            if !e.katop {
-                                by_katop.remove(&inode);
-                            }
-                        }
+                    continue;
+                };
+                let first_katop = by_katop.contains(&inode);
+                let Some(first_entry) = procs.get(&held.pid) else {
+                    continue; // every holder is one of `procs`
+                };
+                let first_process = &first_entry.process;
+                shared
+                    .entry(inode)
+                    .or_insert_with(|| {
+                        vec![Holder {
+                            process: Arc::clone(first_process),
+                            fd: held.fd,
+                        }]
+                    })
+                    .push(holder());
+                if (e.katop, e.process.pid, fd) < (first_katop, held.pid, held.fd) {
+                    *held = first;
+                    if !e.katop {
+                        by_katop.remove(&inode);
                     }
                 }
             }
@@ -496,8 +506,11 @@ fn note_denied(proc: &procfs::process::Process, uids: &mut FxHashSet<u32>, stats
 
 #[path = "procs_fds.rs"]
 mod fds;
+#[path = "owners.rs"]
+mod owners;
 pub use fds::socket_inode;
 use fds::{bpf_reads, net_namespace, read_all_fds, read_cmdline, Listing};
+use owners::{Held, Owners};
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! Reading processes' fd tables from `/proc`: which of their fds are sockets, by inode.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
@@ -8,7 +8,6 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use rustix::fs::{Dir, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
-use super::ProcEntry;
 use crate::collector::fd_iter::FdTable;
 use crate::model::{Inode, NetnsId};
 
@@ -23,7 +22,7 @@ pub(super) type Listing = (Vec<(u32, bool)>, HashSet<u32>);
 /// an empty one.
 pub(super) fn bpf_reads(
     table: &mut FdTable,
-    procs: &HashMap<u32, ProcEntry>,
+    procs: &super::Procs,
     work: &[(u32, bool)],
     live: &FxHashSet<Inode>,
 ) -> Vec<FdsRead> {
@@ -52,7 +51,7 @@ pub(super) fn bpf_reads(
 /// [`read_socket_fds`] for every `(pid, reuse)` of `work`, in order; with `parallel`, spread
 /// over the cores (every n-th process to each, so neighbouring big processes are split).
 pub(super) fn read_all_fds(
-    procs: &HashMap<u32, ProcEntry>,
+    procs: &super::Procs,
     work: &[(u32, bool)],
     live: &FxHashSet<Inode>,
     parallel: bool,
@@ -266,7 +265,7 @@ mod tests {
         let live: FxHashSet<Inode> = [held_inode].into_iter().collect();
         let reads = bpf_reads(
             &mut table,
-            &HashMap::new(),
+            &crate::collector::procs::Procs::default(),
             &[(unwalked, false), (walked, false)],
             &live,
         );

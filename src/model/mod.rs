@@ -7,6 +7,7 @@ pub mod entry;
 pub mod filter;
 pub mod keepalive;
 pub mod peers;
+pub(crate) mod place_index;
 pub mod retransmit;
 pub mod services;
 pub mod socket;

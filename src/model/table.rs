@@ -141,7 +141,7 @@ pub struct ConnTable {
     derived: Vec<Derived>,
     /// Cookie → position. Cookies are unique host-wide (one kernel counter for every
     /// namespace), so the cookie alone keys it; `get` still checks the namespace.
-    index: cookie_index::CookieIndex,
+    index: crate::model::place_index::PlaceIndex,
     /// Cookie → when katop first saw a connected TCP socket with no holder (ms after the
     /// epoch); a few entries, not one per socket.
     ownerless_since: FxHashMap<u64, u32>,
@@ -173,7 +173,7 @@ impl ConnTable {
         ConnTable {
             socks: Vec::new(),
             derived: Vec::new(),
-            index: cookie_index::CookieIndex::default(),
+            index: crate::model::place_index::PlaceIndex::default(),
             ownerless_since: FxHashMap::default(),
             retired: None,
             departures: Departures::default(),
@@ -450,8 +450,6 @@ pub(crate) mod tests;
 
 #[path = "table_claim.rs"]
 mod claim;
-#[path = "cookie_index.rs"]
-mod cookie_index;
 #[path = "table_ends.rs"]
 mod departed;
 #[path = "table_retire.rs"]

@@ -3,9 +3,9 @@
 //! holds its new place, marked [`CLAIMED`]; the place it had is kept beside it, in
 //! [`Claims::was`]. The entries no socket claimed are the last poll's sockets that left.
 
-use super::cookie_index::Slot;
 use super::retiring::Last;
 use super::ConnTable;
+use crate::model::place_index::Slot;
 use crate::model::RawSock;
 
 /// Marks an entry claimed in this poll (its value is a new place); a table holds fewer than

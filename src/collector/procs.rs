@@ -250,7 +250,7 @@ impl ProcessMap {
         let mut accounted = true;
         let procs = &self.procs;
         for s in socks.iter_mut() {
-            let held = self.owners.get_mut(s.inode);
+            let held = self.owners.get_mut(u64::from(s.inode.0));
             let holder = held.and_then(|h| Some((procs.get(&h.pid)?, h)));
             s.owner = match holder {
                 // No file refers to it (not yet accepted, or closed by its application).
@@ -336,7 +336,7 @@ impl ProcessMap {
         self.unowned = live
             .iter()
             .copied()
-            .filter(|&i| !self.owners.contains(i))
+            .filter(|i| !self.owners.contains(u64::from(i.0)))
             .collect();
         self.blind = if stats.failed > 0 {
             Blind::Everything
@@ -445,6 +445,8 @@ impl ProcessMap {
         // Whether the first holder so far is another katop.
         let mut by_katop: FxHashSet<Inode> = FxHashSet::default();
         let procs = &self.procs;
+        self.owners
+            .reserve(procs.values().map(|e| e.fds.len()).sum());
         for e in procs.values() {
             for (&fd, &inode) in &e.fds {
                 let holder = || Holder {
@@ -457,7 +459,7 @@ impl ProcessMap {
                     fd,
                     listed: 0,
                 };
-                let Some(held) = self.owners.holder_or(first) else {
+                let Some(held) = self.owners.get_or_add(first) else {
                     if e.katop {
                         by_katop.insert(inode);
                     }

@@ -22,6 +22,7 @@ use rustix::net::sockopt;
 
 use super::borrow::{self, BorrowError};
 use super::fd_iter::FdTable;
+use crate::model::place_index::{Keyed, KeyedVec};
 use crate::model::{Cookie, Inode, Owner, Proto, RawSock, SockOpts, SockState};
 
 /// Polls between two reads of one socket's options.
@@ -45,12 +46,25 @@ pub struct OptsStats {
     pub deferred: usize,
 }
 
-/// The cache: 16 bytes per TCP socket with a visible owner (there may be 100k).
+/// One socket's cached options: its cookie, then its options (`read: false`: not permitted)
+/// and the poll that last saw it, packed into one word ([`pack`]).
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    cookie: u64,
+    word: u64,
+}
+
+impl Keyed for Cached {
+    fn key(&self) -> u64 {
+        self.cookie
+    }
+}
+
+/// The cache: 16 bytes per TCP socket with a visible owner (there may be 1M), and 5 bytes a
+/// slot of its index.
 #[derive(Debug, Default)]
 pub struct OptsCache {
-    /// Cookie → options (`read: false`: not permitted) and the poll that last saw the
-    /// socket, packed into one word ([`pack`]).
-    map: FxHashMap<u64, u64>,
+    map: KeyedVec<Cached>,
     /// `TCP_USER_TIMEOUT` of the few sockets that set one.
     user_timeouts: FxHashMap<u64, u32>,
     polls: u32,
@@ -115,28 +129,29 @@ impl OptsCache {
         self.changed.clear();
         // What each read needs, taken out of the sockets so threads can share the work.
         let mut jobs: Vec<Job> = Vec::new();
+        let mut new = 0;
         for (i, s) in socks.iter_mut().enumerate() {
             let job = job(i, s);
-            match self.map.get_mut(&s.cookie.0) {
-                // Read before: the options stay what they were, even once no process holds
-                // the socket any more (its last moments: the kernel keeps the options, and
-                // the sysctls would be a guess).
-                Some(word) => {
-                    let ut = self.user_timeouts.get(&s.cookie.0).copied().unwrap_or(0);
-                    s.opts = unpack(*word, ut);
-                    *word = pack(&s.opts, poll);
-                    let now = again.contains(&s.cookie.0) || contradicts(s, &s.opts);
-                    if let Some(job) = job.filter(|_| now || due(s.cookie, poll)) {
-                        jobs.push(job);
-                    }
+            // Read before: the options stay what they were, even once no process holds the
+            // socket any more (its last moments: the kernel keeps the options, and the sysctls
+            // would be a guess).
+            if let Some(word) = self.map.get_mut(s.cookie.0).map(|c| &mut c.word) {
+                let ut = self.user_timeouts.get(&s.cookie.0).copied().unwrap_or(0);
+                s.opts = unpack(*word, ut);
+                *word = pack(&s.opts, poll);
+                let now = again.contains(&s.cookie.0) || contradicts(s, &s.opts);
+                if let Some(job) = job.filter(|_| now || due(s.cookie, poll)) {
+                    jobs.push(job);
                 }
-                None => jobs.extend(job),
+            } else {
+                new += usize::from(job.is_some());
+                jobs.extend(job);
             }
         }
         let mut stats = OptsStats::default();
         // New sockets get an entry each: room for all of them at once (one allocation on a
-        // first poll of 100k, not a doubling per budgeted poll).
-        self.map.reserve(jobs.len());
+        // first poll of 1M, not a doubling per budgeted poll, nor room for those read again).
+        self.map.reserve(new);
         let mut answered: Vec<(Job, Read)> = Vec::new();
         if let Some(table) = fresh {
             jobs.retain(|job| match table.opts(job.inode) {
@@ -166,12 +181,15 @@ impl OptsCache {
             stats.read += usize::from(opts.read);
             let s = &mut socks[job.index as usize];
             // Read before (the cached values are in `s.opts`), and not the same now.
-            let before = self.map.contains_key(&s.cookie.0).then_some(s.opts);
+            let before = self.map.contains(s.cookie.0).then_some(s.opts);
             if before.is_some_and(|b| b.read && opts.read && b != opts) {
                 self.changed.push(s.cookie);
             }
             s.opts = opts;
-            self.map.insert(s.cookie.0, pack(&opts, poll));
+            self.map.insert(Cached {
+                cookie: s.cookie.0,
+                word: pack(&opts, poll),
+            });
             if opts.user_timeout_ms > 0 {
                 self.user_timeouts.insert(s.cookie.0, opts.user_timeout_ms);
             } else {
@@ -180,13 +198,13 @@ impl OptsCache {
         }
         // Forget sockets this poll did not see; count the unreadable ones it did.
         let stamp = u64::from(poll & 0xffff);
-        self.map.retain(|_, word| {
-            let seen = *word >> 48 == stamp;
-            stats.unreadable += usize::from(seen && *word >> 38 & 1 == 0);
+        self.map.retain(|c| {
+            let seen = c.word >> 48 == stamp;
+            stats.unreadable += usize::from(seen && c.word >> 38 & 1 == 0);
             seen
         });
         let map = &self.map;
-        self.user_timeouts.retain(|c, _| map.contains_key(c));
+        self.user_timeouts.retain(|c, _| map.contains(*c));
         self.last = stats;
     }
 
@@ -201,16 +219,14 @@ impl OptsCache {
 
     /// Gives back room the cache no longer needs.
     pub fn shrink(&mut self) {
-        if super::sparse(self.map.capacity(), self.map.len()) {
-            self.map.shrink_to(2 * self.map.len());
-        }
+        self.map.shrink();
         if super::sparse(self.user_timeouts.capacity(), self.user_timeouts.len()) {
             self.user_timeouts.shrink_to(2 * self.user_timeouts.len());
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 }
 

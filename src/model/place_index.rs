@@ -10,6 +10,11 @@
 
 use hashbrown::hash_table::{Entry, HashTable};
 
+/// An item that carries its own key.
+pub(crate) trait Keyed {
+    fn key(&self) -> u64;
+}
+
 /// A key's hash: a multiply spreads a counter's low bits (cookies, inodes) to the top ones,
 /// where the table's control bytes take theirs, and a rotate brings high bits down for the
 /// bucket.
@@ -57,6 +62,25 @@ impl PlaceIndex {
         }
     }
 
+    /// The place of `key` to change, if a place holds it.
+    pub(crate) fn get_mut(
+        &mut self,
+        key: u64,
+        key_at: impl Fn(u32) -> Option<u64>,
+    ) -> Option<&mut u32> {
+        self.places.find_mut(hash(key), |&p| key_at(p) == Some(key))
+    }
+
+    /// Forgets `key`'s place.
+    pub(crate) fn remove(&mut self, key: u64, key_at: impl Fn(u32) -> Option<u64>) {
+        if let Ok(slot) = self
+            .places
+            .find_entry(hash(key), |&p| key_at(p) == Some(key))
+        {
+            slot.remove();
+        }
+    }
+
     /// Every place, in no order.
     pub(crate) fn places(&self) -> impl Iterator<Item = u32> + '_ {
         self.places.iter().copied()
@@ -79,6 +103,12 @@ impl PlaceIndex {
         self.places.clear();
     }
 
+    /// Room for `more` places beyond those held, made at once: growing by doubling leaves
+    /// each smaller table behind in the allocator's heap.
+    pub(crate) fn reserve(&mut self, more: usize, key_at: impl Fn(u32) -> Option<u64>) {
+        self.places.reserve(more, |&p| key_at(p).map_or(0, hash));
+    }
+
     /// After a spike: room for about as many places as it holds, when it has far more.
     pub(crate) fn shrink(&mut self, key_at: impl Fn(u32) -> Option<u64>) {
         let len = self.places.len().max(1024);
@@ -86,6 +116,119 @@ impl PlaceIndex {
             self.places
                 .shrink_to(2 * len, |&p| key_at(p).map_or(0, hash));
         }
+    }
+}
+
+/// Items by key, in one vector with a [`PlaceIndex`] beside it: an item's own size and 5 bytes
+/// a slot, where a map of key → item pads each slot to the pair's alignment.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedVec<T> {
+    items: Vec<T>,
+    index: PlaceIndex,
+}
+
+impl<T> Default for KeyedVec<T> {
+    fn default() -> Self {
+        KeyedVec {
+            items: Vec::new(),
+            index: PlaceIndex::default(),
+        }
+    }
+}
+
+impl<T: Keyed> KeyedVec<T> {
+    fn key_at(items: &[T]) -> impl Fn(u32) -> Option<u64> + '_ {
+        |p| items.get(p as usize).map(Keyed::key)
+    }
+
+    pub(crate) fn get(&self, key: u64) -> Option<&T> {
+        let p = self.index.get(key, Self::key_at(&self.items))?;
+        self.items.get(p as usize)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut T> {
+        let p = self.index.get(key, Self::key_at(&self.items))?;
+        self.items.get_mut(p as usize)
+    }
+
+    pub(crate) fn contains(&self, key: u64) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The item with `item`'s key, to change; else `item` is added and `None` returned.
+    pub(crate) fn get_or_add(&mut self, item: T) -> Option<&mut T> {
+        let key = item.key();
+        let place = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
+        self.items.push(item);
+        let (items, index) = (&mut self.items, &mut self.index);
+        match index.entry(key, place, Self::key_at(items)) {
+            Slot::Made => None,
+            Slot::Found(&mut p) => {
+                items.pop();
+                items.get_mut(p as usize)
+            }
+        }
+    }
+
+    /// Sets the item of `item`'s key, adding it or replacing the one there.
+    pub(crate) fn insert(&mut self, item: T) {
+        match self.get_mut(item.key()) {
+            Some(there) => *there = item,
+            None => {
+                let _ = self.get_or_add(item);
+            }
+        }
+    }
+
+    /// Keeps the items `keep` keeps (which may change them); the last item fills each gap, so
+    /// the cost is in what goes, not in what stays.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
+        let mut p = 0;
+        while p < self.items.len() {
+            if keep(&mut self.items[p]) {
+                p += 1;
+                continue;
+            }
+            let gone = self.items[p].key();
+            self.index.remove(gone, Self::key_at(&self.items));
+            let last = self.items.len() - 1;
+            if p != last {
+                let moved = self.items[last].key();
+                if let Some(slot) = self.index.get_mut(moved, Self::key_at(&self.items)) {
+                    *slot = p as u32;
+                }
+            }
+            self.items.swap_remove(p);
+        }
+    }
+
+    /// Forgets every item, keeping the room.
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.index.clear();
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.items.iter()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Room for `more` items beyond those held, made at once.
+    pub(crate) fn reserve(&mut self, more: usize) {
+        self.items.reserve(more);
+        self.index.reserve(more, Self::key_at(&self.items));
+    }
+
+    /// Gives back room after a spike.
+    pub(crate) fn shrink(&mut self) {
+        let len = self.items.len().max(1024);
+        if self.items.capacity() > 4 * len {
+            self.items.shrink_to(2 * len);
+        }
+        self.index.shrink(Self::key_at(&self.items));
     }
 }
 
@@ -126,5 +269,50 @@ mod tests {
         assert_eq!(index.get(cookies[199_998], at), Some(199_998));
         // Where a place no longer reads back its cookie, the cookie is not found there.
         assert_eq!(index.get(cookies[2], |_| None), None);
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Item(u64, u32);
+
+    impl Keyed for Item {
+        fn key(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn keyed_items_are_found_replaced_and_dropped_by_key() {
+        let mut items = KeyedVec::default();
+        for k in 0..10_000u64 {
+            assert!(items.get_or_add(Item(k * 7, 0)).is_none());
+        }
+        // Found, not added twice; changed where it is.
+        items.get_or_add(Item(70, 5)).unwrap().1 = 1;
+        assert_eq!(items.get(70), Some(&Item(70, 1)));
+        items.insert(Item(70, 2));
+        items.insert(Item(3, 3));
+        assert_eq!(
+            (items.get(70), items.get(3)),
+            (Some(&Item(70, 2)), Some(&Item(3, 3)))
+        );
+        assert_eq!(items.len(), 10_001);
+        // Every odd key goes, the first and the last included; each one left is found.
+        let mut asked = 0;
+        items.retain(|i| {
+            asked += 1;
+            i.0 % 2 == 0
+        });
+        assert_eq!(asked, 10_001, "each item is asked once");
+        assert_eq!(items.len(), 5_000);
+        for k in 0..10_000u64 {
+            let key = k * 7;
+            assert_eq!(items.contains(key), key % 2 == 0, "{key}");
+        }
+        assert!(!items.contains(3));
+        assert_eq!(items.get_mut(70).map(|i| i.1), Some(2));
+        items.shrink();
+        assert_eq!(items.iter().filter(|i| i.0 == 69_986).count(), 1);
+        items.clear();
+        assert!(!items.contains(0));
     }
 }

@@ -167,8 +167,10 @@ impl Collector {
         let drained = self.ends.as_ref().map(ends::EndWatch::drain);
         let expected = self.expected();
         buf.clear();
-        // Empty now, so this makes the capacity at least the last count plus a little growth.
-        buf.reserve(self.last_count + self.last_count / 32);
+        // Empty now, so this makes the capacity at least the last count (at the first poll,
+        // the kernel's) plus a little growth: a first dump of 1M sockets that doubled its way
+        // up would copy them over and over, and leave each smaller buffer in the heap.
+        buf.reserve(expected + expected / 32);
         let mut sink = DumpSink {
             socks: buf,
             ..DumpSink::default()

@@ -103,6 +103,10 @@ impl PlaceIndex {
         self.places.clear();
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.places.len()
+    }
+
     /// Room for `more` places beyond those held, made at once: growing by doubling leaves
     /// each smaller table behind in the allocator's heap.
     pub(crate) fn reserve(&mut self, more: usize, key_at: impl Fn(u32) -> Option<u64>) {

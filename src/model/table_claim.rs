@@ -53,6 +53,9 @@ impl ConnTable {
                     new.get((p & !CLAIMED) as usize).map(|s| s.cookie.0)
                 }
             };
+            // Room for a poll that grew at once (a first poll of 1M sockets, most of all).
+            let more = new.len().saturating_sub(index.len());
+            index.reserve(more, cookie_at);
             for (j, s) in new.iter().enumerate() {
                 let here = j as u32 | CLAIMED;
                 match index.entry(s.cookie.0, here, cookie_at) {

@@ -51,7 +51,7 @@ fn end(n: u64, server: bool, owner: &Arc<Process>) -> RawSock {
         inode: Inode(1_000_000 + 2 * n as u32 + u32::from(server)),
         cookie: Cookie(2 * n + u64::from(server)),
         netns: NetnsId(4_026_531_840),
-        uid: Some(0),
+        uid: katop::model::Uid::new(0),
         recv_q: 0,
         send_q: 0,
         timer: None,

@@ -235,7 +235,11 @@ fn the_pass_says_what_the_dump_says_of_every_kind_of_socket() {
         Some("keepalive"),
         "{ka_sock:#?}"
     );
-    assert_eq!(ka_sock.uid, Some(12_345), "{ka_sock:#?}");
+    assert_eq!(
+        ka_sock.uid.map(katop::model::Uid::get),
+        Some(12_345),
+        "{ka_sock:#?}"
+    );
     let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap();
     let local = |s: &socket2::Socket| s.local_addr().unwrap().as_socket().unwrap();
     let bound_sock = mine(&found, &ends)
@@ -385,7 +389,11 @@ fn a_connection_not_yet_accepted_reads_the_same() {
         .unwrap()
         .clone();
     assert_eq!(request.timer.map(|t| t.kind.name()), Some("retransmit"));
-    assert_eq!((request.uid, request.inode.0), (Some(0), 0), "{request:#?}");
+    assert_eq!(
+        (request.uid.map(katop::model::Uid::get), request.inode.0),
+        (Some(0), 0),
+        "{request:#?}"
+    );
     drop(client);
     drop(child.stdin.take());
     let _ = child.wait();

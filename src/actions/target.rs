@@ -57,7 +57,7 @@ impl Target {
             netns_name: e.netns_name().map(str::to_string),
             inode: s.inode,
             cookie: s.cookie.0,
-            uid: s.uid,
+            uid: s.uid.map(crate::model::Uid::get),
             owner_unknown: s.owner == Owner::Unknown,
             guard: e.protected(),
             owner: match &s.owner {
@@ -389,7 +389,7 @@ impl<'a> JsonReport<'a> {
             state: t.state_name(),
             local: &t.local,
             remote: &t.remote,
-            netns: t.netns.0,
+            netns: t.netns.ino(),
             inode: t.inode.0,
             cookie: t.cookie,
             pid: t.owner.as_ref().map(|o| o.pid),

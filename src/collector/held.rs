@@ -86,7 +86,9 @@ impl HeldSockets {
                     inode,
                     cookie: Cookie(cookie),
                     netns,
-                    uid: rustix::fs::fstat(&dup).ok().map(|st| st.st_uid),
+                    uid: rustix::fs::fstat(&dup)
+                        .ok()
+                        .and_then(|st| crate::model::Uid::new(st.st_uid)),
                     recv_q: 0,
                     send_q: 0,
                     timer: None,
@@ -152,7 +154,9 @@ fn tcp_details(fd: &impl std::os::fd::AsFd) -> Option<(u64, InetAddr)> {
 
 fn netns_of(pid: u32) -> NetnsId {
     rustix::fs::stat(format!("/proc/{pid}/ns/net"))
-        .map_or(NetnsId::default(), |st| NetnsId(st.st_ino))
+        .ok()
+        .and_then(|st| NetnsId::from_ino(st.st_ino))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

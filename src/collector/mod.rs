@@ -351,7 +351,8 @@ impl Collector {
 /// The inode of this process's network namespace.
 pub fn current_netns() -> NetnsId {
     rustix::fs::stat("/proc/thread-self/ns/net")
-        .map(|st| NetnsId(st.st_ino))
+        .ok()
+        .and_then(|st| NetnsId::from_ino(st.st_ino))
         .unwrap_or_default()
 }
 

@@ -74,7 +74,9 @@ pub fn discover() -> Vec<Found> {
             let Ok(st) = rustix::fs::stat(format!("/proc/{pid}/ns/net")) else {
                 continue;
             };
-            let id = NetnsId(st.st_ino);
+            let Some(id) = NetnsId::from_ino(st.st_ino) else {
+                continue;
+            };
             let f = by_id.entry(id).or_insert_with(|| {
                 order.push(id);
                 Found {
@@ -172,19 +174,19 @@ pub fn hold(id: NetnsId, handle: &Handle) -> Result<OwnedFd, CollectError> {
         Mode::empty(),
     )
     .map_err(|e| CollectError::Netns {
-        id: id.0,
+        id: id.ino(),
         // No path: many namespaces failing alike are counted as one cause.
         what: "open its namespace file".into(),
         errno: e,
     })?;
     let st = rustix::fs::fstat(&fd).map_err(|e| CollectError::Netns {
-        id: id.0,
+        id: id.ino(),
         what: "fstat".into(),
         errno: e,
     })?;
-    if st.st_ino != id.0 {
+    if st.st_ino != id.ino() {
         return Err(CollectError::Netns {
-            id: id.0,
+            id: id.ino(),
             what: format!("{} is now namespace {}", path.display(), st.st_ino),
             errno: rustix::io::Errno::STALE,
         });
@@ -201,7 +203,7 @@ pub fn inside<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CollectError> + Send + 'static,
 ) -> Result<T, CollectError> {
     let failed = move |what: &str, errno| CollectError::Netns {
-        id: id.0,
+        id: id.ino(),
         what: what.into(),
         errno,
     };
@@ -232,7 +234,7 @@ pub fn diag_in(id: NetnsId) -> Result<DiagSocket, CollectError> {
     let found = discover()
         .into_iter()
         .find(|f| f.id == id)
-        .ok_or(CollectError::NetnsGone(id.0))?;
+        .ok_or(CollectError::NetnsGone(id.ino()))?;
     let fd = hold(id, &found.handle)?;
     // The socket keeps the namespace alive for as long as katop acts through it.
     inside(&fd, id, DiagSocket::open)
@@ -382,7 +384,7 @@ mod tests {
             .find(|f| f.id == own)
             .expect("katop's own namespace is found");
         let fd = hold(me.id, &me.handle).unwrap();
-        assert_eq!(rustix::fs::fstat(&fd).unwrap().st_ino, own.0);
+        assert_eq!(rustix::fs::fstat(&fd).unwrap().st_ino, own.ino());
         // The wrong inode for a handle is refused, never entered.
         assert!(hold(NetnsId(own.0 ^ 1), &me.handle).is_err());
     }

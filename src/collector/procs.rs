@@ -267,7 +267,7 @@ impl ProcessMap {
                     // Not found: held by none only if katop saw every process that could.
                     let unseen = match &self.blind {
                         Blind::Nothing => false,
-                        Blind::Users(uids) => s.uid.is_none_or(|u| uids.contains(&u)),
+                        Blind::Users(uids) => s.uid.is_none_or(|u| uids.contains(&u.get())),
                         Blind::Everything => true,
                     };
                     if unseen {

@@ -191,7 +191,7 @@ fn read_fd_dir(
 pub(super) fn net_namespace(pid: u32) -> Option<NetnsId> {
     rustix::fs::stat(format!("/proc/{pid}/ns/net"))
         .ok()
-        .map(|st| NetnsId(st.st_ino))
+        .and_then(|st| NetnsId::from_ino(st.st_ino))
 }
 
 /// The most of a command line katop keeps: enough to tell processes apart.

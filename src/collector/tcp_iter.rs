@@ -351,7 +351,7 @@ impl Record {
             }),
             recv_q: self.rqueue,
             send_q: self.wqueue,
-            uid: Some(self.uid),
+            uid: crate::model::Uid::new(self.uid),
             inode: Inode(self.inode),
             netns,
             // As the parser: a listener's describes no connection.

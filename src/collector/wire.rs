@@ -199,7 +199,7 @@ fn parse_inet(p: &[u8], proto: Proto, netns: NetnsId) -> Result<RawSock, String>
         }),
         recv_q: u32_at(56),
         send_q: u32_at(60),
-        uid: Some(u32_at(64)),
+        uid: crate::model::Uid::new(u32_at(64)),
         inode: Inode(u32_at(68)),
         netns,
         tcp_info,
@@ -246,7 +246,7 @@ fn parse_unix(p: &[u8], netns: NetnsId) -> Result<RawSock, String> {
                 sock.recv_q = read_u32(v, 0).unwrap_or(0);
                 sock.send_q = read_u32(v, 4).unwrap_or(0);
             }
-            UNIX_DIAG_UID => sock.uid = read_u32(v, 0),
+            UNIX_DIAG_UID => sock.uid = read_u32(v, 0).and_then(crate::model::Uid::new),
             _ => {}
         }
     }

@@ -45,7 +45,7 @@ fn keepalive_probe_count_survives() {
     assert_eq!(info.idle_ms(), Some(85_564));
     assert_eq!(
         (s.inode, s.cookie, s.uid, s.netns),
-        (Inode(9751), Cookie(8), Some(0), NS)
+        (Inode(9751), Cookie(8), crate::model::Uid::new(0), NS)
     );
 }
 
@@ -92,7 +92,12 @@ fn listeners_udp_and_unix() {
     assert_eq!(x.local.to_string(), "@katop-fixture");
     assert_eq!(
         (x.state, x.send_q, x.uid, x.inode),
-        (SockState::Listen, 128, Some(0), Inode(13842))
+        (
+            SockState::Listen,
+            128,
+            crate::model::Uid::new(0),
+            Inode(13842)
+        )
     );
 }
 

@@ -254,7 +254,7 @@ impl Column {
                 .map(StaleReason::name)
                 .collect::<Vec<_>>()
                 .join(","),
-            Column::Uid => opt(s.uid.map(|u| u.to_string())),
+            Column::Uid => opt(s.uid.map(|u| u.get().to_string())),
             Column::Inode => s.inode.0.to_string(),
             Column::Cookie => s.cookie.0.to_string(),
             Column::Age => format_ms_short(e.age(now).as_millis() as u64),
@@ -343,7 +343,7 @@ impl Column {
                 .map(u64::from),
             Column::BytesIn => info.and_then(super::model::tcp_info::TcpInfo::bytes_received),
             Column::BytesOut => info.and_then(super::model::tcp_info::TcpInfo::bytes_acked),
-            Column::Uid => s.uid.map(u64::from),
+            Column::Uid => s.uid.map(|u| u64::from(u.get())),
             Column::Inode => Some(s.inode.0.into()),
             Column::Cookie => Some(s.cookie.0),
             Column::Age => Some(e.age(now).as_millis() as u64),

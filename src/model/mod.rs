@@ -23,7 +23,7 @@ pub use keepalive::{Basis, Countdown, Detect, Middlebox, Params, SockOpts};
 pub use peers::Peer;
 pub use socket::{
     Cookie, Endpoint, Family, Holder, Holders, InetAddr, Inode, NetnsId, Owner, Process, Proto,
-    RawSock, SockKey, SockState, Timer, TimerKind,
+    RawSock, SockKey, SockState, Timer, TimerKind, Uid,
 };
 pub use stale::{Keepalive, StaleReason, StaleSet};
 pub use table::{ConnTable, Keep, SockEntry};

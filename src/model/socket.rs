@@ -21,10 +21,46 @@ pub struct Cookie(pub u64);
 #[serde(transparent)]
 pub struct Inode(pub u32);
 
-/// A network namespace, named by the inode of its `/proc/PID/ns/net` link.
+/// A network namespace, named by the inode of its `/proc/PID/ns/net` link: the kernel's
+/// `ns_common.inum`, an `unsigned int`, so 4 bytes in every socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
 #[serde(transparent)]
-pub struct NetnsId(pub u64);
+pub struct NetnsId(pub u32);
+
+impl NetnsId {
+    /// The namespace whose nsfs file has this inode number (`stat`'s `st_ino`); `None` for a
+    /// number no namespace has (one past 32 bits).
+    pub fn from_ino(ino: u64) -> Option<NetnsId> {
+        u32::try_from(ino).ok().map(NetnsId)
+    }
+
+    /// Its inode number, as `stat` and `ls -i` give it.
+    pub fn ino(self) -> u64 {
+        u64::from(self.0)
+    }
+}
+
+/// A user id in 4 bytes with its absence (`Option<Uid>`): `(uid_t)-1` names no user (the
+/// kernel shows a uid it cannot map as the overflow uid instead), so its bits mark none.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Uid(std::num::NonZeroU32);
+
+impl Uid {
+    /// `None` for `(uid_t)-1`, which is no user.
+    pub fn new(uid: u32) -> Option<Uid> {
+        std::num::NonZeroU32::new(!uid).map(Uid)
+    }
+
+    pub fn get(self) -> u32 {
+        !self.0.get()
+    }
+}
+
+impl fmt::Debug for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
 
 /// Identifies one socket across polls: cookies are unique within a host, the namespace keeps
 /// keys from different namespaces apart once several are read.
@@ -341,7 +377,7 @@ pub struct RawSock {
     pub cookie: Cookie,
     pub netns: NetnsId,
     /// Socket owner's uid; `None` where the kernel does not say.
-    pub uid: Option<u32>,
+    pub uid: Option<Uid>,
     pub recv_q: u32,
     pub send_q: u32,
     pub timer: Option<Timer>,
@@ -393,9 +429,10 @@ mod size {
     /// Every socket is held twice (two poll buffers take turns) at 100k+ sockets: its size is
     /// a memory budget. The keepalive options fit where `Option<TcpInfo>`'s tag used to be;
     /// the RTO and the kernel's RTO-recovery clock (the dead-peer countdown with data in
-    /// flight) cost 8 bytes.
+    /// flight) cost 8 bytes; the uid and the namespace take 4 each.
     #[test]
-    fn raw_sock_stays_192_bytes() {
-        assert_eq!(std::mem::size_of::<super::RawSock>(), 192);
+    fn raw_sock_stays_184_bytes() {
+        assert_eq!(std::mem::size_of::<super::RawSock>(), 184);
+        assert_eq!(std::mem::size_of::<Option<super::Uid>>(), 4);
     }
 }

@@ -33,14 +33,14 @@ pub(super) struct Retired {
 }
 
 /// What a connection's end is told with, beside its [`Carry`]: 96 bytes where its `RawSock`
-/// takes 192. All but its `tcp_info`, whose byte counters the [`Carry`] keeps: a filter on
+/// takes 184. All but its `tcp_info`, whose byte counters the [`Carry`] keeps: a filter on
 /// its end sees what the last poll saw, and an unknown for the rest, never a made-up value.
 #[derive(Debug, Clone)]
 struct Epitaph {
     tuple: Tuple,
     family: Family,
     inode: Inode,
-    uid: Option<u32>,
+    uid: Option<crate::model::Uid>,
     owner: Owner,
     opts: SockOpts,
     timer: Option<Timer>,
@@ -221,6 +221,6 @@ mod size {
     #[test]
     fn an_epitaph_stays_96_bytes() {
         assert_eq!(std::mem::size_of::<Option<super::Epitaph>>(), 96);
-        assert_eq!(std::mem::size_of::<super::Carry>(), 48);
+        assert_eq!(std::mem::size_of::<super::Carry>(), 40);
     }
 }

@@ -17,7 +17,7 @@ pub fn sock(state: SockState) -> RawSock {
         inode: Inode(1000),
         cookie: Cookie(1),
         netns: NetnsId(1),
-        uid: Some(1000),
+        uid: crate::model::Uid::new(1000),
         recv_q: 0,
         send_q: 0,
         timer: None,
@@ -328,7 +328,7 @@ fn a_retired_table_tells_an_end_with_what_the_whole_one_does() {
         assert_eq!(s.remote.to_string(), "127.0.0.1:5432");
         assert_eq!(
             (s.family, s.inode, s.uid),
-            (Family::Inet, Inode(1000), Some(1000))
+            (Family::Inet, Inode(1000), crate::model::Uid::new(1000))
         );
         assert_eq!(s.netns, NetnsId(1));
         // A filter on its end sees its options, timer and queues as the last poll saw them.

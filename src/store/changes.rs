@@ -41,7 +41,7 @@ pub struct Changes {
     polls: u32,
     /// The namespaces named since the last keyframe: inode → its names, hashed (an inode
     /// can come back as another namespace, or its container be found later).
-    named: FxHashMap<u64, u64>,
+    named: FxHashMap<u32, u64>,
     /// The last keyframe's bytes, and the deltas' since (before compression).
     keyframe_bytes: u64,
     since_keyframe: u64,
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn namespaces_are_named_again_after_a_failed_write() {
-        let ns = |inode: u64| (inode, format!("ns{inode}"), None, false);
+        let ns = |inode: u32| (inode, format!("ns{inode}"), None, false);
         let mut c = Changes::default();
         assert_eq!(c.to_name(vec![ns(1)], true).len(), 1);
         assert!(c.to_name(vec![ns(1)], false).is_empty());

@@ -28,7 +28,9 @@ pub struct StoredSock {
     pub state: u8,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub netns: u64,
+    /// The namespace's inode (32 bits, as the kernel numbers them: a larger one is a damaged
+    /// line).
+    pub netns: u32,
     pub inode: u32,
     pub uid: Option<u32>,
     pub recv_q: u32,
@@ -53,7 +55,7 @@ type Row = (
     u8,
     SocketAddr,
     SocketAddr,
-    u64,
+    u32,
     u32,
     Option<u32>,
     u32,
@@ -166,7 +168,7 @@ impl StoredSock {
             remote: SocketAddr::new(r.ip(), r.port()),
             netns: s.netns.0,
             inode: s.inode.0,
-            uid: s.uid,
+            uid: s.uid.map(crate::model::Uid::get),
             recv_q: s.recv_q,
             send_q: s.send_q,
             timer: s
@@ -205,7 +207,7 @@ impl StoredSock {
             inode: Inode(self.inode),
             cookie: Cookie(self.cookie),
             netns: NetnsId(self.netns),
-            uid: self.uid,
+            uid: self.uid.and_then(crate::model::Uid::new),
             recv_q: self.recv_q,
             send_q: self.send_q,
             timer: self.timer.and_then(|(k, expires, retrans)| {
@@ -271,7 +273,7 @@ pub struct Keyframe {
 }
 
 /// A namespace's names as a keyframe keeps them: (inode, name, container, the host's).
-pub type StoredNs = (u64, String, Option<String>, bool);
+pub type StoredNs = (u32, String, Option<String>, bool);
 
 /// The namespaces of a poll, as a keyframe keeps them.
 pub fn stored_namespaces(all: &[crate::model::NsInfo]) -> Vec<StoredNs> {
@@ -384,7 +386,7 @@ pub fn narrow(snap: &mut crate::model::Snapshot, which: &crate::collector::names
                     *w == *n.name
                         || n.container.as_deref() == Some(w.as_str())
                         || (n.host && (w == "host" || w == "self"))
-                        || w.parse::<u64>().ok() == Some(n.id.0)
+                        || w.parse::<u64>().ok() == Some(n.id.ino())
                         || *w == format!("netns:{}", n.id.0)
                 })
             })

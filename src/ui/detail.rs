@@ -128,7 +128,7 @@ fn lines(e: &SockEntry, app: &App, theme: Theme, width: u16) -> Vec<Line<'static
     if let Some(c) = e.container() {
         kv("container", c);
     }
-    let uid = s.uid.map_or_else(|| "?".into(), |u| u.to_string());
+    let uid = s.uid.map_or_else(|| "?".into(), |u| u.get().to_string());
     kv(
         "ids",
         &format!(

@@ -447,7 +447,7 @@ fn declared_middleboxes_show_in_the_header_and_flag_at_risk() {
 fn namespaces_whose_settings_are_unknown_are_not_said_to_differ() {
     let (mut app, _) = fixture_app();
     let host = *app.table.settings();
-    let ns = |id: u64, settings: crate::model::KernelSettings| crate::model::NsInfo {
+    let ns = |id: u32, settings: crate::model::KernelSettings| crate::model::NsInfo {
         id: crate::model::NetnsId(id),
         name: format!("netns:{id}").into(),
         container: None,

@@ -86,7 +86,10 @@ pub struct Namespaces {
 
 impl Namespaces {
     pub fn new(which: Which, own: NetnsId) -> Self {
-        let host = rustix::fs::stat("/proc/1/ns/net").map_or(own, |st| NetnsId(st.st_ino));
+        let host = rustix::fs::stat("/proc/1/ns/net")
+            .ok()
+            .and_then(|st| NetnsId::from_ino(st.st_ino))
+            .unwrap_or(own);
         let mut names = Names::default();
         let own_wanted = match &which {
             Which::Own | Which::All => true,
@@ -392,11 +395,11 @@ mod tests {
     use super::*;
     use rustix::io::Errno;
 
-    fn failed(id: u64, errno: Errno) -> Failed {
+    fn failed(id: u32, errno: Errno) -> Failed {
         Failed {
             id: NetnsId(id),
             why: CollectError::Netns {
-                id,
+                id: id.into(),
                 what: "open its namespace file".into(),
                 errno,
             },

@@ -104,7 +104,7 @@ impl Wanted {
         self.all
             || (self.own && own)
             || (self.host && host)
-            || self.inodes.contains(&id.0)
+            || self.inodes.contains(&id.ino())
             || name.is_some_and(|n| self.names.iter().any(|w| w == n))
     }
 
@@ -121,7 +121,10 @@ pub fn check(which: &Which, own: NetnsId) -> Result<(), String> {
     let Which::Some(words) = which else {
         return Ok(());
     };
-    let host = rustix::fs::stat("/proc/1/ns/net").map_or(own, |st| NetnsId(st.st_ino));
+    let host = rustix::fs::stat("/proc/1/ns/net")
+        .ok()
+        .and_then(|st| NetnsId::from_ino(st.st_ino))
+        .unwrap_or(own);
     let found = netns::discover();
     let mut labels = Names::default();
     let named: Vec<(&Found, Arc<str>)> = found
@@ -168,16 +171,18 @@ mod tests {
     fn numbers_are_inodes_or_pids_and_never_truncated() {
         let me = std::process::id();
         let own = rustix::fs::stat("/proc/self/ns/net").unwrap().st_ino;
+        let own = NetnsId::from_ino(own).unwrap();
         let w = Wanted::of(&Which::Some(vec![me.to_string()]));
         assert!(
-            w.matches(NetnsId(own), false, false, None),
+            w.matches(own, false, false, None),
             "a pid selects its namespace"
         );
         // 2^32 + this pid is an inode no namespace has, not this pid.
         let big = (1u64 << 32) + u64::from(me);
         let w = Wanted::of(&Which::Some(vec![big.to_string()]));
-        assert!(!w.matches(NetnsId(own), false, false, None));
-        assert!(w.matches(NetnsId(big), false, false, None));
+        assert!(!w.matches(own, false, false, None));
+        // Nor the namespace numbered as its low 32 bits: no namespace has this number.
+        assert!(!w.matches(NetnsId(me), false, false, None));
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub(super) fn netns_is(e: &SockEntry, want: &str) -> bool {
         return ns.is_none_or(|n| n.host);
     }
     if let Ok(inode) = want.parse::<u64>() {
-        return e.sock.netns.0 == inode;
+        return e.sock.netns.ino() == inode;
     }
     let pat = glob::Pattern::new(want).ok();
     let hit = |name: &str| pat.as_ref().map_or(name == want, |p| p.matches(name));
@@ -72,7 +72,7 @@ pub(super) fn number(n: Num, e: &SockEntry, now: Instant) -> Option<u64> {
         Num::Sport => s.local.port().map(u64::from),
         Num::Dport => s.remote.port().map(u64::from),
         Num::Port => None, // handled in `term`: either end
-        Num::Uid => s.uid.map(u64::from),
+        Num::Uid => s.uid.map(|u| u64::from(u.get())),
         Num::Pid => s.owner.process().map(|p| u64::from(p.pid)),
         Num::Probes => e.keepalive_probes().map(u64::from),
         Num::Retrans => info

@@ -170,7 +170,7 @@ impl Collector {
         // Empty now, so this makes the capacity at least the last count (at the first poll,
         // the kernel's) plus a little growth: a first dump of 1M sockets that doubled its way
         // up would copy them over and over, and leave each smaller buffer in the heap.
-        buf.reserve(expected + expected / 32);
+        buf.reserve_exact(expected + expected / 32);
         let mut sink = DumpSink {
             socks: buf,
             ..DumpSink::default()

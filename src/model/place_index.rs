@@ -41,8 +41,8 @@ impl PlaceIndex {
             .copied()
     }
 
-    /// The place of `key` to change, or a new one holding `place` (then `key_at(place)` must
-    /// be `key`: the index may grow by it).
+    /// The place of `key` to change, or a new one holding `place`. The index makes room
+    /// before it looks, so `key_at` need not read `place` yet (it must read every other).
     pub(crate) fn entry(
         &mut self,
         key: u64,
@@ -161,16 +161,18 @@ impl<T: Keyed> KeyedVec<T> {
 
     /// The item with `item`'s key, to change; else `item` is added and `None` returned.
     pub(crate) fn get_or_add(&mut self, item: T) -> Option<&mut T> {
-        let key = item.key();
         let place = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
-        self.items.push(item);
-        let (items, index) = (&mut self.items, &mut self.index);
-        match index.entry(key, place, Self::key_at(items)) {
-            Slot::Made => None,
-            Slot::Found(&mut p) => {
-                items.pop();
-                items.get_mut(p as usize)
+        // The index grows before it takes the new place, so it never reads the item there:
+        // the item is pushed only once its key is known new.
+        match self
+            .index
+            .entry(item.key(), place, Self::key_at(&self.items))
+        {
+            Slot::Made => {
+                self.items.push(item);
+                None
             }
+            Slot::Found(&mut p) => self.items.get_mut(p as usize),
         }
     }
 
@@ -222,7 +224,8 @@ impl<T: Keyed> KeyedVec<T> {
 
     /// Room for `more` items beyond those held, made at once.
     pub(crate) fn reserve(&mut self, more: usize) {
-        self.items.reserve(more);
+        // Exact: on a full vector `reserve` would double it for a few more.
+        self.items.reserve_exact(more);
         self.index.reserve(more, Self::key_at(&self.items));
     }
 

@@ -1,5 +1,5 @@
-//! The cookie index across a poll: one map, not an old and a new one side by side (at 1M
-//! sockets each is 35 MB). Each socket of the new poll claims its cookie's entry, which then
+//! The cookie index across a poll: one index, not an old and a new one side by side (at 1M
+//! sockets each is 10 MB, its slots holding places only). Each socket of the new poll claims its cookie's entry, which then
 //! holds its new place, marked [`CLAIMED`]; the place it had is kept beside it, in
 //! [`Claims::was`]. The entries no socket claimed are the last poll's sockets that left.
 

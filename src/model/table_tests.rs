@@ -427,3 +427,61 @@ fn an_ipv6_connection_keeps_its_family_when_retired() {
     let s = ended[0].sock.as_ref().unwrap();
     assert_eq!((s.local.clone(), s.remote.clone()), (a.local, a.remote));
 }
+
+#[test]
+fn the_cookie_index_grows_while_a_poll_claims_it_and_finds_every_socket() {
+    let t0 = Instant::now();
+    let (t1, t2) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+    let with = |cookie: u64| {
+        let mut s = sock(SockState::Established);
+        s.cookie = Cookie(cookie);
+        s.inode = Inode(1000 + cookie as u32);
+        s.local = Endpoint::Inet(format!("127.0.0.1:{}", 40_000 + cookie).parse().unwrap());
+        s
+    };
+    for retire in [None, Some(Keep::History), Some(Keep::Ends)] {
+        let mut table = ConnTable::new(Duration::from_secs(300));
+        table.apply(snapshot((1..=64).map(with).collect()), t0);
+        let mut next = retire.map_or_else(Vec::new, |keep| table.retire(keep));
+        // The odd half leaves, 64 new arrive and one kept socket is listed twice: mid-claim
+        // the index holds 128 cookies, more than the room it made up front (64 + 33), so it
+        // grows while places of this poll and of the last one (or of what was retired) mix.
+        next.extend((2..=64).step_by(2).map(with));
+        next.push(with(2));
+        next.extend((1001..=1064).map(with));
+        let applied = table.apply(snapshot(next), t1);
+        assert_eq!(table.len(), 96, "{retire:?}");
+        let odd_places: Vec<u32> = (0..64).step_by(2).collect();
+        assert_eq!(applied.gone, odd_places, "{retire:?}");
+        let check = |table: &ConnTable| {
+            for c in (2..=64).step_by(2) {
+                let e = table.by_cookie(Cookie(c)).expect("kept");
+                assert_eq!(
+                    (e.sock.cookie, e.first_seen()),
+                    (Cookie(c), t0),
+                    "{retire:?}"
+                );
+            }
+            for c in 1001..=1064 {
+                let e = table.by_cookie(Cookie(c)).expect("new");
+                assert_eq!(
+                    (e.sock.cookie, e.first_seen()),
+                    (Cookie(c), t1),
+                    "{retire:?}"
+                );
+            }
+            for c in (1..=64).step_by(2) {
+                assert!(
+                    table.by_cookie(Cookie(c)).is_none(),
+                    "{c} left ({retire:?})"
+                );
+            }
+        };
+        check(&table);
+        // The settled index serves the next poll: every socket carried, none gone.
+        let again = (2..=64).step_by(2).chain(1001..=1064).map(with).collect();
+        let applied = table.apply(snapshot(again), t2);
+        assert!(applied.gone.is_empty(), "{retire:?}");
+        check(&table);
+    }
+}

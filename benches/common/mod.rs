@@ -108,11 +108,39 @@ impl Conntrack {
     }
 }
 
+const CONNTRACK_COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+
 impl Drop for Conntrack {
+    /// Puts the old limit back once the farm's closed connections have left the table (their
+    /// entries outlive the sockets, up to 2 minutes in `TIME_WAIT`): a limit below the count
+    /// would drop every new connection's packets meanwhile, the host's and the next bench's.
     fn drop(&mut self) {
-        if let Some(old) = self.0.take() {
-            let _ = std::fs::write(CONNTRACK_MAX, old.trim());
+        let Some(old) = self.0.take() else { return };
+        let Ok(limit) = old.trim().parse::<usize>() else {
+            return;
+        };
+        let count = || {
+            std::fs::read_to_string(CONNTRACK_COUNT)
+                .ok()
+                .and_then(|c| c.trim().parse::<usize>().ok())
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(300);
+        let mut said = false;
+        while count().is_some_and(|n| n + 4096 > limit) {
+            if Instant::now() > deadline {
+                println!(
+                    "nf_conntrack_max left raised: the table still holds more than its old \
+                     limit of {limit} (put it back with: echo {limit} > {CONNTRACK_MAX})"
+                );
+                return;
+            }
+            if !said {
+                println!("waiting for the farm's connections to leave the conntrack table");
+                said = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
+        let _ = std::fs::write(CONNTRACK_MAX, old.trim());
     }
 }
 

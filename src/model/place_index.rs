@@ -22,6 +22,13 @@ fn hash(key: u64) -> u64 {
     key.wrapping_mul(0xf135_7aea_2e62_a9c5).rotate_left(26)
 }
 
+/// The room to keep after a spike (twice what is held, at least 1024), when it has over four
+/// times that; `None` when the room is about right.
+fn room_after_spike(capacity: usize, len: usize) -> Option<usize> {
+    let len = len.max(1024);
+    (capacity > 4 * len).then_some(2 * len)
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PlaceIndex {
     places: HashTable<u32>,
@@ -115,10 +122,8 @@ impl PlaceIndex {
 
     /// After a spike: room for about as many places as it holds, when it has far more.
     pub(crate) fn shrink(&mut self, key_at: impl Fn(u32) -> Option<u64>) {
-        let len = self.places.len().max(1024);
-        if self.places.capacity() > 4 * len {
-            self.places
-                .shrink_to(2 * len, |&p| key_at(p).map_or(0, hash));
+        if let Some(room) = room_after_spike(self.places.capacity(), self.places.len()) {
+            self.places.shrink_to(room, |&p| key_at(p).map_or(0, hash));
         }
     }
 }
@@ -231,9 +236,8 @@ impl<T: Keyed> KeyedVec<T> {
 
     /// Gives back room after a spike.
     pub(crate) fn shrink(&mut self) {
-        let len = self.items.len().max(1024);
-        if self.items.capacity() > 4 * len {
-            self.items.shrink_to(2 * len);
+        if let Some(room) = room_after_spike(self.items.capacity(), self.items.len()) {
+            self.items.shrink_to(room);
         }
         self.index.shrink(Self::key_at(&self.items));
     }

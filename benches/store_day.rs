@@ -109,7 +109,7 @@ fn main() {
         };
         let bytes = writer
             .append_with(wall, |w| {
-                snapshot::write_poll(w, &sample, (&settings, &names), keyframe, delta)
+                snapshot::write_poll(w, &sample, (&settings, &names), keyframe, delta).map(|_| ())
             })
             .expect("written");
         changes.wrote(bytes, keyframe);

@@ -14,9 +14,15 @@ use common::{Reaped, Scratch};
 
 /// A recorder on `store`, polling every 200 ms; what it says comes through the channel.
 fn record(store: &Path) -> (Reaped, Receiver<String>) {
+    record_with(store, &[])
+}
+
+/// [`record`] with more options.
+fn record_with(store: &Path, more: &[&str]) -> (Reaped, Receiver<String>) {
     let mut child: Child = Command::new(env!("CARGO_BIN_EXE_katop"))
         .args(["record", "--interval", "200ms", "--store"])
         .arg(store)
+        .args(more)
         .env("KATOP_NETNS", "host")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -175,6 +181,62 @@ fn a_connections_life_is_recorded_and_read_back_from_a_private_store() {
     for f in std::fs::read_dir(&store).unwrap() {
         assert_eq!(mode(&f.unwrap().path()), 0o600);
     }
+}
+
+#[test]
+fn a_stale_reason_is_stored_by_cookie_and_read_back_whole() {
+    let scratch = Scratch::new("store-stale");
+    let store = scratch.0.join("store");
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let filter = format!("src:{a} or dst:{a}", a = l.local_addr().unwrap());
+    let (mut rec, _said) = record_with(&store, &["--stale-after", "1s"]);
+    common::wait_for("the store made", || store.exists());
+    let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _server = l.accept().unwrap().0;
+    let local = client.local_addr().unwrap().to_string();
+    let has =
+        |list: &serde_json::Value, r: &str| list.as_array().is_some_and(|l| l.contains(&r.into()));
+    // Silent past --stale-after: idle gained, told with all the poll knew of it.
+    let gained = common::wait_until("idle gained, recorded", || {
+        history(&store, &filter).into_iter().find(|v| {
+            v["event"] == "stale" && v["local"] == local.as_str() && has(&v["gained"], "idle")
+        })
+    });
+    assert_eq!(
+        gained["remote"],
+        l.local_addr().unwrap().to_string(),
+        "{gained}"
+    );
+    assert_eq!(gained["state"], "ESTABLISHED", "{gained}");
+    assert_eq!(gained["proto"], "tcp", "{gained}");
+    assert_eq!(gained["pid"], std::process::id(), "{gained}");
+    assert!(gained["process"].is_string(), "{gained}");
+    assert!(has(&gained["stale"], "idle") && gained["lost"] == serde_json::json!([]));
+    assert!(term(&mut rec).success());
+    // Stored by its cookie in a run, not spelled out.
+    let cookie = gained["cookie"].as_u64().unwrap();
+    let mut stored = String::new();
+    for f in std::fs::read_dir(&store).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "kz") {
+            let file = std::fs::File::open(p).unwrap();
+            katop::store::frame::for_each(file, |frame| {
+                stored.push_str(&String::from_utf8(frame).unwrap());
+                true
+            })
+            .unwrap();
+        }
+    }
+    let run = format!("[{cookie},");
+    assert!(
+        stored
+            .lines()
+            .any(|l| l.contains("\"stale_events\":") && l.contains(&run)),
+        "no run names {cookie}"
+    );
+    assert!(!stored
+        .lines()
+        .any(|l| l.contains("\"event\":\"stale\"") && l.contains(&local)));
 }
 
 #[test]

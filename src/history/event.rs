@@ -132,7 +132,7 @@ fn owner(sock: &RawSock) -> (Option<u32>, Option<String>) {
 
 impl Event {
     /// An event with only its time, kind, host and protocol; every other field absent.
-    fn bare(kind: Kind, at: SystemTime, host: &str, proto: &str) -> Event {
+    pub(crate) fn bare(kind: Kind, at: SystemTime, host: &str, proto: &str) -> Event {
         Event {
             time: crate::actions::log::rfc3339(at),
             event: kind,

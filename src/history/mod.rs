@@ -91,24 +91,26 @@ fn stored(
     let now = Instant::now();
     let ctx = crate::model::entry::Ctx::default();
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    crate::store::read::for_each_line(
+    crate::store::read::for_each_event(
         &dir,
-        since.unwrap_or(SystemTime::UNIX_EPOCH),
-        until.unwrap_or_else(SystemTime::now),
-        |line| {
-            // Keyframes and socket records are for `--at`, not events.
-            let Ok(ev) = serde_json::from_str::<Event>(line) else {
-                return Ok(());
-            };
-            let sock = source::sock_of(&ev);
+        (
+            since.unwrap_or(SystemTime::UNIX_EPOCH),
+            until.unwrap_or_else(SystemTime::now),
+        ),
+        None,
+        |ev, stored| {
+            let sock = source::sock_of(ev);
             if !filter.matches(&crate::model::SockEntry::bare(&sock, now, &ctx), now) {
                 return Ok(());
             }
-            if h.json {
+            match (h.json, stored) {
                 // As stored: the same object `--follow --json` printed.
-                writeln!(out, "{line}")?;
-            } else {
-                writeln!(out, "{}", ev.line())?;
+                (true, Some(line)) => writeln!(out, "{line}")?,
+                (true, None) => {
+                    serde_json::to_writer(&mut out, ev)?;
+                    out.write_all(b"\n")?;
+                }
+                (false, _) => writeln!(out, "{}", ev.line())?,
             }
             Ok(())
         },

@@ -124,22 +124,31 @@ impl Recorder {
             keyframe,
         );
         let (source, everything) = (&self.source, &self.everything);
+        // A stale event of a socket the socket lines hold is stored by its cookie.
+        let table = &source.last().0;
+        let stored = |cookie: u64| {
+            table
+                .by_cookie(crate::model::Cookie(cookie))
+                .is_some_and(|e| crate::store::snapshot::StoredSock::of(e.sock).is_some())
+        };
+        let mut socket_bytes = 0;
         let written = self.writer.append_with(now, |w| {
-            source.each_event(everything, |ev| {
-                serde_json::to_writer(&mut *w, ev)?;
-                w.write_all(b"\n")
-            })?;
-            crate::store::snapshot::write_poll(
+            let mut run = crate::store::events::Run::default();
+            source.each_event(everything, |ev| run.write(w, ev, stored))?;
+            run.close(w)?;
+            socket_bytes = crate::store::snapshot::write_poll(
                 w,
                 &sample,
                 (&settings, &namespaces),
                 keyframe,
                 delta,
-            )
+            )?;
+            Ok(())
         });
         match written {
-            Ok(bytes) => {
-                self.changes.wrote(bytes, keyframe);
+            Ok(_) => {
+                // Reading a moment costs its socket lines, not the events beside them.
+                self.changes.wrote(socket_bytes, keyframe);
                 self.stored_again();
             }
             Err(e) => {

@@ -60,7 +60,7 @@ impl Ctx {
         self.namespace(id).map_or(&self.settings, |n| &n.settings)
     }
 
-    pub(super) fn set_namespaces(&mut self, namespaces: Vec<crate::model::NsInfo>) {
+    pub(crate) fn set_namespaces(&mut self, namespaces: Vec<crate::model::NsInfo>) {
         self.ns_index = namespaces
             .iter()
             .enumerate()

@@ -100,6 +100,7 @@ impl Memory {
             .to_name(snapshot::stored_namespaces(&snap.namespaces), keyframe);
         let encoded = super::frame::compress_with(|w| {
             snapshot::write_poll(w, &sample, (&snap.settings, &namespaces), keyframe, delta)
+                .map(|_| ())
         });
         let Ok((data, raw)) = encoded else {
             // Not remembered: the next poll starts afresh.

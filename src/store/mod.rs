@@ -8,6 +8,7 @@
 //! first and keeps the recorder running. One recorder at a time (a lock file).
 
 pub mod changes;
+pub mod events;
 pub mod frame;
 pub mod memory;
 pub mod read;

@@ -49,7 +49,7 @@ fn each_frame(
     .map_err(StoreError::Read)
 }
 
-/// A segment's lines up to `at`, from its last keyframe at or before `at` when it holds one
+/// A segment's socket lines and poll marks up to `at`, from its last keyframe at or before `at` when it holds one
 /// (`true`): what came before that keyframe is let go as the segment is read, and reading
 /// stops at the first line after `at`.
 fn lines_up_to(
@@ -63,6 +63,10 @@ fn lines_up_to(
         for line in frame.lines() {
             if time_of(line).is_some_and(|t| t > at) {
                 return false;
+            }
+            // Events are not part of a moment's sockets: a burst of them is not held.
+            if !(super::events::is_socket_line(line) || is_sample(line)) {
+                continue;
             }
             if line.contains("\"keyframe\":") {
                 kept.clear();
@@ -80,25 +84,56 @@ fn secs(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Every stored line whose `time` lies in `[since, until]`, oldest first, to `each`, a segment
-/// in memory at a time. A torn or damaged tail is skipped, never an error.
-pub fn for_each_line(
+/// Every stored event whose `time` lies in `[since, until]` (only those of the connection
+/// `only`, when given), oldest first, to `each`: with its line as stored when it was stored
+/// whole, else filled in from its poll's socket lines ([`super::events`]).
+pub fn for_each_event(
     path: &Path,
-    since: SystemTime,
-    until: SystemTime,
-    mut each: impl FnMut(&str) -> anyhow::Result<()>,
+    (since, until): (SystemTime, SystemTime),
+    only: Option<u64>,
+    mut each: impl FnMut(&crate::history::event::Event, Option<&str>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    use super::events::{is_run, is_socket_line, Filler};
     let (dir, all) = open(path)?;
     for (i, (name, start, _)) in all.iter().enumerate() {
-        // A segment ends where the next begins.
         let ends = all.get(i + 1).map_or(u64::MAX, |n| n.1);
         if *start > secs(until) || ends < secs(since) {
             continue;
         }
-        for line in segment_lines(&dir, name)? {
-            if time_of(&line).is_some_and(|t| t >= since && t <= until) {
-                each(&line)?;
+        let lines = segment_lines(&dir, name)?;
+        let told = |l: &str| time_of(l).is_some_and(|t| t >= since && t <= until);
+        let mut filler =
+            Filler::wanting(lines.iter().map(String::as_str).filter(|l| told(l)), only);
+        // From a run on, a poll's lines wait for its socket line, which follows them.
+        let mut waiting: Vec<&str> = Vec::new();
+        let mut tell = |line: &str, filler: &Filler| -> anyhow::Result<()> {
+            if is_run(line) {
+                for ev in filler.fill(line, only) {
+                    each(&ev, None)?;
+                }
+            } else if let Ok(ev) = serde_json::from_str::<crate::history::event::Event>(line) {
+                if only.is_none_or(|c| ev.cookie == Some(c)) {
+                    each(&ev, Some(line))?;
+                }
             }
+            Ok(())
+        };
+        for line in &lines {
+            if is_socket_line(line) {
+                filler.apply(line);
+                for l in waiting.drain(..) {
+                    tell(l, &filler)?;
+                }
+            } else if told(line) {
+                if is_run(line) || !waiting.is_empty() {
+                    waiting.push(line);
+                } else {
+                    tell(line, &filler)?;
+                }
+            }
+        }
+        for l in waiting.drain(..) {
+            tell(l, &filler)?;
         }
     }
     Ok(())
@@ -179,21 +214,19 @@ const LIFELINE: usize = 200;
 /// A connection's recorded events up to `until`, oldest first, as lines for people (its last
 /// [`LIFELINE`]).
 pub fn lifeline(path: &Path, cookie: u64, until: SystemTime) -> anyhow::Result<Vec<String>> {
-    let needle = format!("\"cookie\":{cookie},");
     let mut lines = std::collections::VecDeque::new();
-    for_each_line(path, SystemTime::UNIX_EPOCH, until, |line| {
-        if line.contains(&needle) {
-            if let Ok(ev) = serde_json::from_str::<crate::history::event::Event>(line) {
-                if ev.cookie == Some(cookie) {
-                    lines.push_back(ev.line());
-                    if lines.len() > LIFELINE {
-                        lines.pop_front();
-                    }
-                }
+    for_each_event(
+        path,
+        (SystemTime::UNIX_EPOCH, until),
+        Some(cookie),
+        |ev, _| {
+            lines.push_back(ev.line());
+            if lines.len() > LIFELINE {
+                lines.pop_front();
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     Ok(lines.into())
 }
 

@@ -125,7 +125,7 @@ impl StoredSock {
         )
     }
 
-    fn set_moving(&mut self, m: Moving) {
+    pub(super) fn set_moving(&mut self, m: Moving) {
         (
             self.state,
             self.recv_q,
@@ -310,15 +310,19 @@ pub fn write_keyframe(
 
 /// A poll's socket lines: its mark (so the dashboard's past steps from one poll to the next),
 /// then a keyframe of every socket in `delta` (`keyframe`), or the delta. `context`'s
-/// namespaces are those to name ([`super::changes::Changes::to_name`]).
+/// namespaces are those to name ([`super::changes::Changes::to_name`]). Returns the bytes
+/// written: what reading a moment costs, which decides when the next keyframe is due (the
+/// events beside them do not: `--at` skips them).
 pub fn write_poll(
     w: &mut dyn std::io::Write,
     sample: &Sample,
     context: (&crate::model::KernelSettings, &[StoredNs]),
     keyframe: bool,
     delta: super::changes::Delta,
-) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *w, sample)?;
+) -> std::io::Result<u64> {
+    use std::io::Write;
+    let mut w = Counted { w, bytes: 0 };
+    serde_json::to_writer(&mut w, sample)?;
     w.write_all(b"\n")?;
     if keyframe {
         // In inode order: sockets made one after another sit side by side, their ports,
@@ -326,9 +330,29 @@ pub fn write_poll(
         let mut socks = delta.socks;
         socks.sort_unstable_by_key(|s| (s.inode, s.cookie));
         let socks = socks.into_iter().filter_map(StoredSock::of);
-        return write_keyframe(w, &sample.time, context, socks);
+        write_keyframe(&mut w, &sample.time, context, socks)?;
+    } else {
+        write_delta(&mut w, &sample.time, context.1, &delta)?;
     }
-    write_delta(w, &sample.time, context.1, &delta)
+    Ok(w.bytes)
+}
+
+/// A writer that counts what goes through it.
+struct Counted<'a> {
+    w: &'a mut dyn std::io::Write,
+    bytes: u64,
+}
+
+impl std::io::Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
 }
 
 /// Writes a [`Delta`] line, each record built as it is written; `namespaces`: those first
@@ -413,14 +437,13 @@ pub struct Delta {
     pub gone: Vec<u64>,
 }
 
-/// The snapshot the store holds for `at`: the sockets of the last keyframe before it, the
-/// deltas after applied. `lines` are the stored lines up to `at`, oldest first.
-pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
-    let k = lines.iter().rposition(|l| l.contains("\"keyframe\":"))?;
-    let frame: Keyframe = serde_json::from_str(&lines[k]).ok()?;
-    let taken = humantime::parse_rfc3339_weak(&frame.time).ok()?;
-    let settings = frame.settings;
-    let ns_info = |(id, name, container, host): StoredNs| crate::model::NsInfo {
+/// A namespace as a keyframe or a delta named it; the host's governed by `settings` (the
+/// store keeps the host's sysctls only).
+pub(super) fn ns_info(
+    (id, name, container, host): StoredNs,
+    settings: crate::model::KernelSettings,
+) -> crate::model::NsInfo {
+    crate::model::NsInfo {
         id: NetnsId(id),
         name: name.into(),
         container: container.map(Into::into),
@@ -431,7 +454,17 @@ pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
         },
         age: std::time::Duration::ZERO,
         host,
-    };
+    }
+}
+
+/// The snapshot the store holds for `at`: the sockets of the last keyframe before it, the
+/// deltas after applied. `lines` are the stored lines up to `at`, oldest first.
+pub fn at(lines: &[String], at: SystemTime) -> Option<crate::model::Snapshot> {
+    let k = lines.iter().rposition(|l| l.contains("\"keyframe\":"))?;
+    let frame: Keyframe = serde_json::from_str(&lines[k]).ok()?;
+    let taken = humantime::parse_rfc3339_weak(&frame.time).ok()?;
+    let settings = frame.settings;
+    let ns_info = |n: StoredNs| ns_info(n, settings);
     let mut namespaces: Vec<crate::model::NsInfo> =
         frame.namespaces.into_iter().map(ns_info).collect();
     let own = namespaces

@@ -51,7 +51,12 @@ fn a_keyframe_keeps_its_sockets_in_inode_order_and_reads_back_whole() {
     };
     let settings = crate::model::table::tests::linux_defaults();
     let mut out = Vec::new();
-    write_poll(&mut out, &sample, (&settings, &[]), true, delta).unwrap();
+    let counted = write_poll(&mut out, &sample, (&settings, &[]), true, delta).unwrap();
+    assert_eq!(
+        counted,
+        out.len() as u64,
+        "the bytes a moment's reading costs"
+    );
     let lines: Vec<String> = String::from_utf8(out)
         .unwrap()
         .lines()

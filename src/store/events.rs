@@ -131,16 +131,18 @@ pub struct Filler {
 }
 
 impl Filler {
-    /// For the runs among `lines` (those to be told), or for the one connection `only`.
+    /// For the runs among `lines` (those to be told): the sockets they name (only `only`,
+    /// when given). None named, no socket line is read.
     pub fn wanting<'a>(lines: impl Iterator<Item = &'a str>, only: Option<u64>) -> Filler {
-        let wanted = match only {
-            Some(cookie) => std::iter::once(cookie).collect(),
-            None => lines
-                .filter(|l| is_run(l))
-                .filter_map(|l| serde_json::from_str::<StoredRun>(l).ok())
-                .flat_map(|r| r.stale_events.into_iter().map(|e| e.0))
-                .collect(),
-        };
+        // One connection's runs are found without reading the others.
+        let named = only.map(|c| format!("[{c},"));
+        let wanted = lines
+            .filter(|l| is_run(l))
+            .filter(|l| named.as_deref().is_none_or(|n| l.contains(n)))
+            .filter_map(|l| serde_json::from_str::<StoredRun>(l).ok())
+            .flat_map(|r| r.stale_events.into_iter().map(|e| e.0))
+            .filter(|c| only.is_none_or(|o| *c == o))
+            .collect();
         Filler {
             wanted,
             ..Filler::default()
@@ -199,35 +201,39 @@ impl Filler {
         }
     }
 
-    /// A run's events, filled in (those of `only`, when given); a socket the lines before did
-    /// not hold (a damaged store) is told with its cookie alone, its other fields unknown.
-    pub fn fill(&self, line: &str, only: Option<u64>) -> Vec<Event> {
+    /// A run's events, filled in (those of `only`, when given), each to `each` as it is made
+    /// (a burst of 200k is never held as events); a socket the lines before did not hold (a
+    /// damaged store) is told with its cookie alone, its other fields unknown. A damaged run
+    /// tells nothing.
+    pub fn fill<E>(
+        &self,
+        line: &str,
+        only: Option<u64>,
+        mut each: impl FnMut(&Event) -> Result<(), E>,
+    ) -> Result<(), E> {
         let Ok(run) = serde_json::from_str::<StoredRun>(line) else {
-            return Vec::new();
+            return Ok(());
         };
         let now = Instant::now();
-        run.stale_events
-            .into_iter()
-            .filter(|e| only.is_none_or(|c| c == e.0))
-            .map(|(cookie, stale, gained, lost)| {
-                let mut ev = self.socks.get(&cookie).map_or_else(
-                    || {
-                        let mut ev =
-                            Event::bare(Kind::Stale, SystemTime::UNIX_EPOCH, &run.host, "tcp");
-                        ev.cookie = Some(cookie);
-                        ev
-                    },
-                    |s| {
-                        let sock = s.to_raw(0);
-                        let e = crate::model::SockEntry::bare(&sock, now, &self.ctx);
-                        Event::of(Kind::Stale, &e, SystemTime::UNIX_EPOCH, &run.host)
-                    },
-                );
-                ev.time.clone_from(&run.time);
-                (ev.stale, ev.gained, ev.lost) = (Some(stale), Some(gained), Some(lost));
-                ev
-            })
-            .collect()
+        let events = run.stale_events.into_iter();
+        for (cookie, stale, gained, lost) in events.filter(|e| only.is_none_or(|c| c == e.0)) {
+            let mut ev = self.socks.get(&cookie).map_or_else(
+                || {
+                    let mut ev = Event::bare(Kind::Stale, SystemTime::UNIX_EPOCH, &run.host, "tcp");
+                    ev.cookie = Some(cookie);
+                    ev
+                },
+                |s| {
+                    let sock = s.to_raw(0);
+                    let e = crate::model::SockEntry::bare(&sock, now, &self.ctx);
+                    Event::of(Kind::Stale, &e, SystemTime::UNIX_EPOCH, &run.host)
+                },
+            );
+            ev.time.clone_from(&run.time);
+            (ev.stale, ev.gained, ev.lost) = (Some(stale), Some(gained), Some(lost));
+            each(&ev)?;
+        }
+        Ok(())
     }
 }
 

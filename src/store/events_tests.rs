@@ -169,6 +169,9 @@ fn stale_events_are_stored_by_cookie_and_read_back_as_they_were_told() {
     let life = crate::store::read::lifeline(&path, 2, SystemTime::now()).unwrap();
     assert_eq!(life.len(), 1, "{life:?}");
     assert!(life[0].contains("+idle") && life[0].contains("postgres[4242]"));
+    let life = crate::store::read::lifeline(&path, 3, SystemTime::now()).unwrap();
+    assert_eq!(life.len(), 1, "{life:?}");
+    assert!(life[0].contains("opened"), "{life:?}");
     let _ = std::fs::remove_dir_all(&path);
 }
 
@@ -177,7 +180,13 @@ fn a_run_naming_a_socket_no_line_holds_tells_its_cookie_and_nothing_guessed() {
     let line = r#"{"time":"2026-12-07T10:00:00.000Z","host":"h","stale_events":[[7,["idle"],["idle"],[]]]}"#;
     let mut filler = Filler::wanting(std::iter::once(line), None);
     filler.apply(r#"{"time":"2026-12-07T10:00:00.000Z","socks":[],"moved":[],"gone":[]}"#);
-    let evs = filler.fill(line, None);
+    let mut evs = Vec::new();
+    filler
+        .fill(line, None, |ev| {
+            evs.push(ev.clone());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
     assert_eq!(evs.len(), 1);
     let v = serde_json::to_value(&evs[0]).unwrap();
     assert_eq!(v["cookie"], 7);
@@ -185,7 +194,13 @@ fn a_run_naming_a_socket_no_line_holds_tells_its_cookie_and_nothing_guessed() {
     assert_eq!(v["time"], "2026-12-07T10:00:00.000Z");
     assert!(v["local"].is_null() && v["process"].is_null() && v["state"].is_null());
     // A damaged run tells nothing rather than failing the read.
-    assert!(filler
-        .fill(r#"{"time":"x","stale_events":[[1,"#, None)
-        .is_empty());
+    let mut told = 0;
+    let damaged = r#"{"time":"x","stale_events":[[1,"#;
+    filler
+        .fill(damaged, None, |_| {
+            told += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!(told, 0);
 }

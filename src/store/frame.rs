@@ -80,9 +80,9 @@ fn compress_within(
 }
 
 /// A writer that counts what goes through it.
-struct Counted<W> {
-    inner: W,
-    bytes: u64,
+pub(super) struct Counted<W> {
+    pub(super) inner: W,
+    pub(super) bytes: u64,
 }
 
 impl<W: io::Write> io::Write for Counted<W> {

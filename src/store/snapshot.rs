@@ -321,7 +321,7 @@ pub fn write_poll(
     delta: super::changes::Delta,
 ) -> std::io::Result<u64> {
     use std::io::Write;
-    let mut w = Counted { w, bytes: 0 };
+    let mut w = super::frame::Counted { inner: w, bytes: 0 };
     serde_json::to_writer(&mut w, sample)?;
     w.write_all(b"\n")?;
     if keyframe {
@@ -335,24 +335,6 @@ pub fn write_poll(
         write_delta(&mut w, &sample.time, context.1, &delta)?;
     }
     Ok(w.bytes)
-}
-
-/// A writer that counts what goes through it.
-struct Counted<'a> {
-    w: &'a mut dyn std::io::Write,
-    bytes: u64,
-}
-
-impl std::io::Write for Counted<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.w.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.w.flush()
-    }
 }
 
 /// Writes a [`Delta`] line, each record built as it is written; `namespaces`: those first

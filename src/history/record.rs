@@ -132,7 +132,12 @@ impl Recorder {
                 .is_some_and(|e| crate::store::snapshot::StoredSock::of(e.sock).is_some())
         };
         let mut socket_bytes = 0;
-        let written = self.writer.append_with(now, |w| {
+        let level = if keyframe {
+            crate::store::frame::KEYFRAME_LEVEL
+        } else {
+            crate::store::frame::LEVEL
+        };
+        let written = self.writer.append_with((now, level), |w| {
             let mut run = crate::store::events::Run::default();
             source.each_event(everything, |ev| run.write(w, ev, stored))?;
             run.close(w)?;

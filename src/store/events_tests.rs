@@ -76,7 +76,7 @@ fn poll(
     let settings = crate::model::KernelSettings::default();
     let named = stored_namespaces(&ctx.namespaces);
     let stored = |c: u64| socks.iter().any(|s| s.cookie.0 == c);
-    w.append_with(wall, |out| {
+    w.append_with((wall, crate::store::frame::LEVEL), |out| {
         let mut run = Run::default();
         for ev in events {
             run.write(out, ev, stored)?;

@@ -167,17 +167,18 @@ impl Writer {
         if lines.is_empty() {
             return Ok(());
         }
-        self.append_with(now, |w| w.write_all(lines)).map(|_| ())
+        self.append_with((now, frame::LEVEL), |w| w.write_all(lines))
+            .map(|_| ())
     }
 
-    /// [`Self::append`] of what `write` writes, compressed as it goes; the bytes it wrote
-    /// (before compression).
+    /// [`Self::append`] of what `write` writes, compressed as it goes at zstd's `level`
+    /// ([`frame::LEVEL`], [`frame::KEYFRAME_LEVEL`]); the bytes it wrote (before compression).
     pub fn append_with(
         &mut self,
-        now: SystemTime,
+        (now, level): (SystemTime, i32),
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<u64, StoreError> {
-        let (frame, raw) = frame::encode_with(write).map_err(StoreError::Write)?;
+        let (frame, raw) = frame::encode_with(level, write).map_err(StoreError::Write)?;
         let mut result = self.write_frame(&frame, now);
         if matches!(&result, Err(StoreError::Write(e)) if e.raw_os_error() == Some(28)) {
             self.drop_oldest();

@@ -201,3 +201,31 @@ fn netns_narrows_the_past_by_the_names_the_keyframe_kept() {
     let snap = super::at(&lines, t0).unwrap();
     assert_eq!(snap.namespaces[1].name.as_ref(), "advns");
 }
+
+#[test]
+fn a_keyframe_is_compressed_harder_than_a_poll_s_other_lines() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let socks: Vec<RawSock> = (1..=5_000).map(|c| conn(c, 1_000 + c as u32 * 7)).collect();
+    let delta = Changes::default().delta(socks.iter(), (t0, Duration::ZERO), true);
+    let sample = Sample {
+        time: crate::actions::log::rfc3339(t0),
+        sample: socks.len(),
+    };
+    let settings = crate::model::table::tests::linux_defaults();
+    let mut lines = Vec::new();
+    write_poll(&mut lines, &sample, (&settings, &[]), true, delta).unwrap();
+    let size = |level| {
+        crate::store::frame::encode_with(level, |w| w.write_all(&lines))
+            .unwrap()
+            .0
+            .len()
+    };
+    let (usual, keyframe) = (
+        size(crate::store::frame::LEVEL),
+        size(crate::store::frame::KEYFRAME_LEVEL),
+    );
+    assert!(
+        keyframe < usual,
+        "{keyframe} bytes at the keyframe's level, {usual} at the usual"
+    );
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use katop::model::{
     Cookie, Endpoint, Family, Inode, NetnsId, Owner, Process, Proto, RawSock, SockState,
 };
-use katop::store::{changes::Changes, frame, snapshot, Limits, Writer};
+use katop::store::{changes::Changes, snapshot, Limits, Writer};
 
 mod common;
 
@@ -108,20 +108,9 @@ fn main() {
             sample: delta.tcp,
         };
         let bytes = writer
-            .append_with(
-                (
-                    wall,
-                    if keyframe {
-                        frame::KEYFRAME_LEVEL
-                    } else {
-                        frame::LEVEL
-                    },
-                ),
-                |w| {
-                    snapshot::write_poll(w, &sample, (&settings, &names), keyframe, delta)
-                        .map(|_| ())
-                },
-            )
+            .append_with((wall, keyframe), |w| {
+                snapshot::write_poll(w, &sample, (&settings, &names), keyframe, delta).map(|_| ())
+            })
             .expect("written");
         changes.wrote(bytes, keyframe);
     }

@@ -129,15 +129,10 @@ impl Recorder {
         let stored = |cookie: u64| {
             table
                 .by_cookie(crate::model::Cookie(cookie))
-                .is_some_and(|e| crate::store::snapshot::StoredSock::of(e.sock).is_some())
+                .is_some_and(|e| crate::store::snapshot::StoredSock::keeps(e.sock))
         };
         let mut socket_bytes = 0;
-        let level = if keyframe {
-            crate::store::frame::KEYFRAME_LEVEL
-        } else {
-            crate::store::frame::LEVEL
-        };
-        let written = self.writer.append_with((now, level), |w| {
+        let written = self.writer.append_with((now, keyframe), |w| {
             let mut run = crate::store::events::Run::default();
             source.each_event(everything, |ev| run.write(w, ev, stored))?;
             run.close(w)?;

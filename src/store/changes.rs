@@ -183,11 +183,11 @@ fn moved(a: &[u32; 4], b: &[u32; 4], slack: u32) -> bool {
 /// [`super::snapshot::StoredSock::moving`]'s fields, the fixed part the rest; both are read from the socket
 /// itself (a poll of 100k sockets builds no record for the ones that did not change).
 fn fingerprints(s: &RawSock, now_ms: u128) -> Option<(u64, u64, [u32; 4])> {
-    use crate::model::{Endpoint, Owner, Proto};
+    use crate::model::{Endpoint, Owner};
     let (Endpoint::Inet(l), Endpoint::Inet(r)) = (&s.local, &s.remote) else {
         return None;
     };
-    if s.proto != Proto::Tcp {
+    if !super::snapshot::StoredSock::keeps(s) {
         return None;
     }
     let secs = |ms: u128| u32::try_from(ms / 1000).unwrap_or(u32::MAX);

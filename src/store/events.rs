@@ -127,6 +127,8 @@ fn cookie_of(record: &RawValue) -> Option<u64> {
 pub struct Filler {
     wanted: FxHashSet<u64>,
     socks: FxHashMap<u64, StoredSock>,
+    /// Each namespace by inode, as named last.
+    names: FxHashMap<u32, crate::model::NsInfo>,
     ctx: crate::model::entry::Ctx,
 }
 
@@ -158,27 +160,27 @@ impl Filler {
         let Ok(l) = serde_json::from_str::<SocketLine>(line) else {
             return;
         };
-        let named = l.namespaces.into_iter();
         let settings = crate::model::KernelSettings::default();
-        let mut namespaces = std::mem::take(&mut self.ctx.namespaces);
-        // A keyframe lists every socket and names every namespace.
+        let renamed = l.keyframe.is_some() || !l.namespaces.is_empty();
+        // A keyframe lists every socket and names every namespace; a delta, the new ones.
         let records = if let Some(all) = l.keyframe {
             self.socks.clear();
-            namespaces = named
-                .map(|n| super::snapshot::ns_info(n, settings))
-                .collect();
+            self.names.clear();
             all
         } else {
-            for n in named {
-                namespaces.retain(|known| known.id.0 != n.0);
-                namespaces.push(super::snapshot::ns_info(n, settings));
-            }
             for cookie in l.gone {
                 self.socks.remove(&cookie);
             }
             l.socks
         };
-        self.ctx.set_namespaces(namespaces);
+        for n in l.namespaces {
+            self.names
+                .insert(n.0, super::snapshot::ns_info(n, settings));
+        }
+        if renamed {
+            self.ctx
+                .set_namespaces(self.names.values().cloned().collect());
+        }
         let wanted = |r: &&RawValue| cookie_of(r).is_some_and(|c| self.wanted.contains(&c));
         let whole: Vec<StoredSock> = records
             .into_iter()

@@ -76,7 +76,7 @@ fn poll(
     let settings = crate::model::KernelSettings::default();
     let named = stored_namespaces(&ctx.namespaces);
     let stored = |c: u64| socks.iter().any(|s| s.cookie.0 == c);
-    w.append_with((wall, crate::store::frame::LEVEL), |out| {
+    w.append_with((wall, keyframe), |out| {
         let mut run = Run::default();
         for ev in events {
             run.write(out, ev, stored)?;
@@ -98,7 +98,12 @@ fn stale_events_are_stored_by_cookie_and_read_back_as_they_were_told() {
     let mut changes = Changes::default();
     let t0 = SystemTime::now() - Duration::from_secs(60);
     let t1 = t0 + Duration::from_secs(10);
+    // The second stays idle: the same clock, 10 s older, so no delta lists it again.
     let (first, second) = (sock(1), sock(2));
+    let mut second_later = second.clone();
+    if let Some(i) = &mut second_later.tcp_info {
+        *i = i.aged(10_000);
+    }
     poll(
         &mut writer,
         &mut changes,
@@ -110,7 +115,7 @@ fn stale_events_are_stored_by_cookie_and_read_back_as_they_were_told() {
     let mut closing = first.clone();
     closing.state = SockState::CloseWait;
     let opening = sock(3);
-    let socks = [closing.clone(), second.clone(), opening.clone()];
+    let socks = [closing.clone(), second_later.clone(), opening.clone()];
     let ctx = ctx();
     let opened = Event::of(
         Kind::Opened,
@@ -124,7 +129,7 @@ fn stale_events_are_stored_by_cookie_and_read_back_as_they_were_told() {
     let told = vec![
         opened,
         stale(&closing, &ctx, t1, "close-wait"),
-        stale(&second, &ctx, t1, "idle"),
+        stale(&second_later, &ctx, t1, "idle"),
         unstored,
     ];
     poll(&mut writer, &mut changes, (t1, &socks, false), &told);
@@ -160,6 +165,20 @@ fn stale_events_are_stored_by_cookie_and_read_back_as_they_were_told() {
         })
         .map(|b| String::from_utf8(b).unwrap())
         .collect::<String>();
+    let delta: serde_json::Value = stored
+        .lines()
+        .find(|l| l.contains("\"gone\":"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    let listed: Vec<u64> = ["socks", "moved"]
+        .iter()
+        .flat_map(|k| delta[k].as_array().unwrap().iter())
+        .map(|r| r[0].as_u64().unwrap())
+        .collect();
+    assert!(
+        !listed.contains(&2),
+        "the idle one is filled in from the keyframe: {listed:?}"
+    );
     let runs: Vec<&str> = stored.lines().filter(|l| is_run(l)).collect();
     assert_eq!(runs.len(), 1, "{stored}");
     assert!(runs[0].contains("[1,[\"close-wait\"],[\"close-wait\"],[]]"));

@@ -167,22 +167,30 @@ impl Writer {
         if lines.is_empty() {
             return Ok(());
         }
-        self.append_with((now, frame::LEVEL), |w| w.write_all(lines))
+        self.append_with((now, true), |w| w.write_all(lines))
             .map(|_| ())
     }
 
-    /// [`Self::append`] of what `write` writes, compressed as it goes at zstd's `level`
-    /// ([`frame::LEVEL`], [`frame::KEYFRAME_LEVEL`]); the bytes it wrote (before compression).
+    /// [`Self::append`] of what `write` writes, compressed as it goes (harder for a
+    /// `keyframe`: [`frame::KEYFRAME_LEVEL`]); the bytes it wrote (before compression). Only a
+    /// keyframe begins a segment: a poll's delta too large for the segment's room still goes
+    /// in it, and the next poll begins the next segment with a keyframe (a segment reads
+    /// alone: `--at` and the stale events stored by cookie need its first sockets whole).
     pub fn append_with(
         &mut self,
-        (now, level): (SystemTime, i32),
+        (now, keyframe): (SystemTime, bool),
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<u64, StoreError> {
+        let level = if keyframe {
+            frame::KEYFRAME_LEVEL
+        } else {
+            frame::LEVEL
+        };
         let (frame, raw) = frame::encode_with(level, write).map_err(StoreError::Write)?;
-        let mut result = self.write_frame(&frame, now);
+        let mut result = self.write_frame(&frame, now, keyframe);
         if matches!(&result, Err(StoreError::Write(e)) if e.raw_os_error() == Some(28)) {
             self.drop_oldest();
-            result = self.write_frame(&frame, now);
+            result = self.write_frame(&frame, now, keyframe);
         }
         self.trim(now);
         result.map(|()| raw)
@@ -211,12 +219,19 @@ impl Writer {
         }
     }
 
-    fn write_frame(&mut self, frame: &[u8], now: SystemTime) -> Result<(), StoreError> {
-        let due = self.next_starts_segment(now)
-            || self
-                .current
-                .as_ref()
-                .is_some_and(|s| s.len + frame.len() as u64 > SEGMENT_MAX);
+    fn write_frame(
+        &mut self,
+        frame: &[u8],
+        now: SystemTime,
+        keyframe: bool,
+    ) -> Result<(), StoreError> {
+        let due = match &self.current {
+            None => true,
+            Some(s) => {
+                keyframe
+                    && (self.next_starts_segment(now) || s.len + frame.len() as u64 > SEGMENT_MAX)
+            }
+        };
         if due {
             self.current = None;
             self.current = Some(self.new_segment(now)?);
@@ -405,6 +420,17 @@ mod tests {
         w.make_room_for_keyframe();
         w.append(b"{}\n", t0).unwrap();
         assert_eq!(w.segments().len(), 2);
+        // A delta past the segment's room stays in it: only a keyframe begins a segment, and
+        // the next poll, told so, writes one.
+        let delta = |w: &mut Writer, n: usize| {
+            w.append_with((t0, false), |out| out.write_all(&noise(n)))
+                .unwrap();
+        };
+        for _ in 0..3 {
+            delta(&mut w, 25 << 20);
+        }
+        assert_eq!(w.segments().len(), 2);
+        assert!(w.next_starts_segment(t0));
         drop(w);
         let _ = std::fs::remove_dir_all(&path);
     }

@@ -96,7 +96,7 @@ pub fn for_each_event(
     use super::events::{is_run, is_socket_line, Filler};
     let (dir, all) = open(path)?;
     // One connection's events are found without reading the others.
-    let named = only.map(|c| format!("\"cookie\":{c},"));
+    let named = only.map(|c| (format!("\"cookie\":{c},"), format!("[{c},")));
     for (i, (name, start, _)) in all.iter().enumerate() {
         let ends = all.get(i + 1).map_or(u64::MAX, |n| n.1);
         if *start > secs(until) || ends < secs(since) {
@@ -109,10 +109,17 @@ pub fn for_each_event(
         // From a run on, a poll's lines wait for its socket line, which follows them.
         let mut waiting: Vec<&str> = Vec::new();
         let mut tell = |line: &str, filler: &Filler| -> anyhow::Result<()> {
-            if named.as_deref().is_some_and(|n| !line.contains(n)) && !is_run(line) {
+            let run = is_run(line);
+            let (whole, in_run) = named.as_ref().map_or((true, true), |(whole, in_run)| {
+                (
+                    line.contains(whole.as_str()),
+                    line.contains(in_run.as_str()),
+                )
+            });
+            if !(if run { in_run } else { whole }) {
                 return Ok(());
             }
-            if is_run(line) {
+            if run {
                 filler.fill(line, only, |ev| each(ev, None))?;
             } else if let Ok(ev) = serde_json::from_str::<crate::history::event::Event>(line) {
                 if only.is_none_or(|c| ev.cookie == Some(c)) {

@@ -155,12 +155,21 @@ fn timer_number(k: TimerKind) -> u8 {
 }
 
 impl StoredSock {
+    /// Whether the store keeps this socket: a TCP inet one.
+    pub fn keeps(s: &RawSock) -> bool {
+        s.proto == Proto::Tcp
+            && matches!(
+                (&s.local, &s.remote),
+                (Endpoint::Inet(_), Endpoint::Inet(_))
+            )
+    }
+
     /// A TCP inet socket as stored; `None` for any other.
     pub fn of(s: &RawSock) -> Option<StoredSock> {
         let (Endpoint::Inet(l), Endpoint::Inet(r)) = (&s.local, &s.remote) else {
             return None;
         };
-        (s.proto == Proto::Tcp).then(|| StoredSock {
+        Self::keeps(s).then(|| StoredSock {
             cookie: s.cookie.0,
             v6: s.family == Family::Inet6,
             state: state_number(s.state),

@@ -23,6 +23,12 @@ pub fn is_run(line: &str) -> bool {
     line.contains(KEY)
 }
 
+/// What a run holds for the connection `cookie` (`[cookie,`): one connection's runs are found
+/// without reading the others.
+pub fn run_needle(cookie: u64) -> String {
+    format!("[{cookie},")
+}
+
 /// Whether a stored line holds sockets: a keyframe or a delta. (A key in quotes never appears
 /// inside a JSON string, whose quotes are escaped.)
 pub fn is_socket_line(line: &str) -> bool {
@@ -136,8 +142,7 @@ impl Filler {
     /// For the runs among `lines` (those to be told): the sockets they name (only `only`,
     /// when given). None named, no socket line is read.
     pub fn wanting<'a>(lines: impl Iterator<Item = &'a str>, only: Option<u64>) -> Filler {
-        // One connection's runs are found without reading the others.
-        let named = only.map(|c| format!("[{c},"));
+        let named = only.map(run_needle);
         let wanted = lines
             .filter(|l| is_run(l))
             .filter(|l| named.as_deref().is_none_or(|n| l.contains(n)))

@@ -93,10 +93,11 @@ pub fn for_each_event(
     only: Option<u64>,
     mut each: impl FnMut(&crate::history::event::Event, Option<&str>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    use super::events::{is_run, is_socket_line, Filler};
+    use super::events::{is_run, is_socket_line, run_needle, Filler};
     let (dir, all) = open(path)?;
-    // One connection's events are found without reading the others.
-    let named = only.map(|c| (format!("\"cookie\":{c},"), format!("[{c},")));
+    // One connection's events are found without reading the others: (in a whole event, in
+    // a run).
+    let named = only.map(|c| (format!("\"cookie\":{c},"), run_needle(c)));
     for (i, (name, start, _)) in all.iter().enumerate() {
         let ends = all.get(i + 1).map_or(u64::MAX, |n| n.1);
         if *start > secs(until) || ends < secs(since) {
@@ -110,13 +111,10 @@ pub fn for_each_event(
         let mut waiting: Vec<&str> = Vec::new();
         let mut tell = |line: &str, filler: &Filler| -> anyhow::Result<()> {
             let run = is_run(line);
-            let (whole, in_run) = named.as_ref().map_or((true, true), |(whole, in_run)| {
-                (
-                    line.contains(whole.as_str()),
-                    line.contains(in_run.as_str()),
-                )
+            let ours = named.as_ref().is_none_or(|(whole, in_run)| {
+                line.contains(if run { in_run } else { whole }.as_str())
             });
-            if !(if run { in_run } else { whole }) {
+            if !ours {
                 return Ok(());
             }
             if run {

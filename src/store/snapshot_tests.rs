@@ -27,6 +27,20 @@ fn recorded(polls: &[(SystemTime, Vec<RawSock>)]) -> Vec<String> {
     lines
 }
 
+/// A keyframe poll of `socks` at `t0` as the recorder writes it, and the bytes `write_poll`
+/// counted.
+fn keyframe_of(socks: &[RawSock], t0: SystemTime) -> (Vec<u8>, u64) {
+    let delta = Changes::default().delta(socks.iter(), (t0, Duration::ZERO), true);
+    let sample = Sample {
+        time: crate::actions::log::rfc3339(t0),
+        sample: socks.len(),
+    };
+    let settings = crate::model::table::tests::linux_defaults();
+    let mut out = Vec::new();
+    let counted = write_poll(&mut out, &sample, (&settings, &[]), true, delta).unwrap();
+    (out, counted)
+}
+
 fn idle_at(snap: &crate::model::Snapshot, cookie: u64) -> Option<u32> {
     let s = snap.socks.iter().find(|s| s.cookie.0 == cookie)?;
     s.tcp_info?.idle_ms()
@@ -44,14 +58,7 @@ fn a_keyframe_keeps_its_sockets_in_inode_order_and_reads_back_whole() {
             s
         })
         .collect();
-    let delta = Changes::default().delta(socks.iter(), (t0, Duration::ZERO), true);
-    let sample = Sample {
-        time: crate::actions::log::rfc3339(t0),
-        sample: socks.len(),
-    };
-    let settings = crate::model::table::tests::linux_defaults();
-    let mut out = Vec::new();
-    let counted = write_poll(&mut out, &sample, (&settings, &[]), true, delta).unwrap();
+    let (out, counted) = keyframe_of(&socks, t0);
     assert_eq!(
         counted,
         out.len() as u64,
@@ -206,14 +213,7 @@ fn netns_narrows_the_past_by_the_names_the_keyframe_kept() {
 fn a_keyframe_is_compressed_harder_than_a_poll_s_other_lines() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let socks: Vec<RawSock> = (1..=5_000).map(|c| conn(c, 1_000 + c as u32 * 7)).collect();
-    let delta = Changes::default().delta(socks.iter(), (t0, Duration::ZERO), true);
-    let sample = Sample {
-        time: crate::actions::log::rfc3339(t0),
-        sample: socks.len(),
-    };
-    let settings = crate::model::table::tests::linux_defaults();
-    let mut lines = Vec::new();
-    write_poll(&mut lines, &sample, (&settings, &[]), true, delta).unwrap();
+    let (lines, _) = keyframe_of(&socks, t0);
     let size = |level| {
         crate::store::frame::encode_with(level, |w| w.write_all(&lines))
             .unwrap()

@@ -286,7 +286,8 @@ impl App {
     pub(super) fn apply_poll(&mut self, snap: Snapshot, now: Instant) {
         self.now = now;
         let crate::model::table::Applied {
-            mut previous,
+            mut spare,
+            departed,
             gone,
             ended,
             released,
@@ -294,15 +295,16 @@ impl App {
         // What disappeared stays greyed for a moment: only rows the operator could see (under
         // the current filter), not in a hunt for stale sockets, and not too many.
         if !gone.is_empty() && !self.filter.mentions_stale() {
-            let mut shown = vec![false; previous.len()];
-            for l in &self.lines {
-                if let Line::Sock(i) = l {
-                    shown[*i as usize] = true;
-                }
-            }
-            for i in gone {
-                if shown[i as usize] {
-                    let sock = previous[i as usize].clone();
+            let shown: rustc_hash::FxHashSet<u32> = self
+                .lines
+                .iter()
+                .filter_map(|l| match l {
+                    Line::Sock(i) => Some(*i),
+                    _ => None,
+                })
+                .collect();
+            for (i, sock) in gone.into_iter().zip(departed) {
+                if shown.contains(&i) {
                     // A dead connection's end was told when the kernel ended it: its row,
                     // greyed once its process lets go, says that end.
                     let end = released
@@ -321,8 +323,8 @@ impl App {
                 c.end = Some((e.cause, e.source));
             }
         }
-        previous.clear();
-        self.spare = Some(previous);
+        spare.clear();
+        self.spare = Some(spare);
         if !self.marked.is_empty() {
             let table = &self.table;
             self.marked.retain(|k| table.get(k).is_some());

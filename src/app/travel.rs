@@ -196,8 +196,8 @@ pub(super) fn ask_lifeline(app: &mut App) -> Vec<Effect> {
 pub(super) fn poll_aside(app: &mut App, snap: Snapshot, now: Instant) {
     if let Some(past) = app.past.as_mut() {
         let mut applied = past.live.table.apply(snap, now);
-        applied.previous.clear();
-        app.spare = Some(applied.previous);
+        applied.spare.clear();
+        app.spare = Some(applied.spare);
     }
 }
 

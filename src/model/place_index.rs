@@ -89,6 +89,7 @@ impl PlaceIndex {
     }
 
     /// Every place, in no order.
+    #[cfg(test)]
     pub(crate) fn places(&self) -> impl Iterator<Item = u32> + '_ {
         self.places.iter().copied()
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::ends::join::{self, Bytes, Departures, Ended};
+use crate::model::ends::join::{self, Bytes, Departures, Ended, Gone};
 use crate::model::ends::LastSeen;
 pub use crate::model::entry::{Ctx, Derived, SockEntry};
 use crate::model::keepalive::{self, Middlebox};
@@ -123,11 +123,15 @@ fn has_listener(listeners: &FxHashSet<(NetnsId, IpAddr, u16)>, sock: &RawSock) -
         .any(|a| listeners.contains(&(ns, a, port)))
 }
 
-/// What `ConnTable::apply` hands back: the previous poll's sockets, the indices (into them)
-/// of those that are gone, and the connections that ended, with why.
+/// What finishing a poll hands back: the sockets that left, and the connections that ended,
+/// with why.
 #[derive(Debug)]
 pub struct Applied {
-    pub previous: Vec<RawSock>,
+    /// The snapshot's vector, emptied, for the next poll to fill (from [`ConnTable::apply`]).
+    pub spare: Vec<RawSock>,
+    /// The sockets that left, in `gone`'s order (none where the table was retired).
+    pub departed: Vec<RawSock>,
+    /// Their places in the last poll, in order.
     pub gone: Vec<u32>,
     pub ended: Vec<Ended>,
     /// Dead connections no longer dead (their process let go), with the end told for each.
@@ -164,6 +168,8 @@ pub struct ConnTable {
     /// Namespaces asked for whose sockets the last poll could not read.
     pub unread_namespaces: usize,
     last_poll: Option<Instant>,
+    /// The poll under way, between [`Self::begin`] and [`Self::finish`].
+    absorbing: Option<absorbing::Absorbing>,
     /// The first poll's time; entries keep times as ms after it.
     epoch: Option<Instant>,
 }
@@ -190,6 +196,7 @@ impl ConnTable {
             opts_changed: Vec::new(),
             unread_namespaces: 0,
             last_poll: None,
+            absorbing: None,
             epoch: None,
         }
     }
@@ -227,27 +234,45 @@ impl ConnTable {
         &self.ctx.settings
     }
 
-    /// Replaces the table with `snap`, carrying history over for sockets seen before. Returns
-    /// the previous poll's sockets and which of them left: the caller may look at those, then
-    /// clear the vector and hand it to the next poll (two buffers take turns instead of a new
-    /// 20+ MiB vector every second).
-    pub fn apply(&mut self, snap: Snapshot, now: Instant) -> Applied {
-        let dt = self
-            .last_poll
-            .map(|t| now.saturating_duration_since(t).as_secs_f64());
-        let epoch = *self.epoch.get_or_insert(now);
-        // 4-byte stamps last 49 days; an older socket's age saturates there.
-        let now_ms =
-            u32::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u32::MAX);
-        let clock = WallClock {
-            now,
-            epoch,
-            wall: snap.wall,
+    /// Replaces the table with `snap`, carrying history over for sockets seen before: a poll
+    /// [`Self::begin`]s, is absorbed whole, and [`Self::finish`]es. Hands back the snapshot's
+    /// vector, emptied, for the caller's next poll to fill.
+    pub fn apply(&mut self, mut snap: Snapshot, now: Instant) -> Applied {
+        let traced: Vec<u64> = snap
+            .ends
+            .iter()
+            .flatten()
+            .filter_map(|t| t.cookie)
+            .collect();
+        self.begin(now, snap.wall, &traced);
+        let mut socks = std::mem::take(&mut snap.socks);
+        self.absorb(socks.drain(..));
+        let mut applied = self.finish(snap);
+        applied.spare = socks;
+        applied
+    }
+
+    /// Completes the poll begun: absorbs what `snap` still holds (its sockets and the dead
+    /// connections it found held), lets go of the last poll's sockets none claimed, works out
+    /// what needs the whole poll (services, keepalive, stale reasons, local pairs), and tells
+    /// which connections ended, with why.
+    pub fn finish(&mut self, mut snap: Snapshot) -> Applied {
+        if self.absorbing.is_none() {
+            let traced: Vec<u64> = snap
+                .ends
+                .iter()
+                .flatten()
+                .filter_map(|t| t.cookie)
+                .collect();
+            self.begin(snap.taken_at, snap.wall, &traced);
+        }
+        self.absorb(std::mem::take(&mut snap.socks));
+        let dead = self.known_dead(std::mem::take(&mut snap.unlisted), snap.ends.as_deref());
+        self.absorb(dead);
+        let Some(mut ab) = self.absorbing.take() else {
+            unreachable!("begun above")
         };
-        let mut socks = snap.socks;
-        socks.extend(self.known_dead(snap.unlisted, snap.ends.as_deref()));
-        let claims = self.claim(&mut socks);
-        let mut turned_dead = Vec::new();
+        let (now, now_ms) = (ab.clock.now, ab.now_ms);
         self.ctx.take(
             snap.settings,
             snap.holders,
@@ -255,59 +280,37 @@ impl ConnTable {
             (now, snap.wall),
         );
         self.ctx.dumped_at = Some(snap.taken_at.min(now));
-        let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
-        let served = served_by_process(&socks);
-        let mut ownerless_since = FxHashMap::default();
-        let mut derived = Vec::with_capacity(socks.len());
-        // Where each of the last poll's sockets is now, when local pairs are to be carried.
-        let carry_pairs = self.pairs && !self.peer_of.is_empty();
-        let mut now_at: Vec<u32> = if carry_pairs {
-            vec![crate::model::peers::NONE; self.socks.len()]
-        } else {
-            Vec::new()
+        let gone = ab.unclaimed();
+        let (mut gone_conns, departed) = self.let_go(&ab, &gone);
+        gone_conns.append(&mut ab.turned_dead);
+        let first_new = ab.old_len - if ab.in_place { gone.len() } else { 0 };
+        let is_new = |i: usize| {
+            if ab.in_place {
+                i >= first_new
+            } else {
+                ab.is_new(i)
+            }
         };
-        let last = self.last();
-        let mut carried = vec![false; last.len()];
-        for (j, sock) in socks.iter().enumerate() {
-            let was = claims.was(j);
-            let prev: Option<Carry> = was.map(|i| {
-                carried[i] = true;
-                if carry_pairs {
-                    now_at[i] = j as u32;
-                }
-                last.carry(i)
-            });
-            turned_dead.extend(self.turned_dead(sock, was.zip(prev), clock));
-            let unowned = Unowned::applies(sock).then(|| {
-                let since = *self.ownerless_since.get(&sock.cookie.0).unwrap_or(&now_ms);
-                ownerless_since.insert(sock.cookie.0, since);
-                let watched = Duration::from_millis(now_ms.saturating_sub(since).into());
-                let queued = sock.inode.0 == 0
-                    && has_listener(listeners.get_or_insert_with(|| listening(&socks)), sock);
-                Unowned {
-                    waited: Unowned::kernel_age(sock).unwrap_or(watched),
-                    queued,
-                }
-            });
-            derived.push(self.derive(sock, prev, (unowned, &served), now_ms, dt));
-        }
-        self.ownerless_since = ownerless_since;
+        self.derive_whole(is_new, now_ms);
         if self.pairs {
-            let known = self.carried_pairs(&now_at, socks.len());
-            self.peer_of = crate::model::peers::pair(&socks, known);
+            let known = if ab.in_place {
+                let now_at: Vec<u32> = (0..self.peer_of.len().min(ab.old_len))
+                    .map(|i| {
+                        if ab.claimed[i] {
+                            (i - gone.partition_point(|&g| (g as usize) < i)) as u32
+                        } else {
+                            crate::model::peers::NONE
+                        }
+                    })
+                    .collect();
+                self.carried_pairs(&now_at, self.socks.len())
+            } else {
+                Vec::new()
+            };
+            self.peer_of = crate::model::peers::pair(&self.socks, known);
         }
-        let mut gone_conns = self.gone_connections(&claims, clock);
-        gone_conns.append(&mut turned_dead);
-        self.settle_index(&socks);
-        let previous = std::mem::replace(&mut self.socks, socks);
-        let old_derived = std::mem::replace(&mut self.derived, derived);
-        let retired = self.retired.take();
-        let before = match &retired {
-            Some(r) => retiring::Last::Retired(r),
-            None => retiring::Last::Whole(&previous, &old_derived),
-        };
-        let ended = self.ends(gone_conns, snap.ends, (before, &claims), clock);
-        let mut ended = ended;
+        self.retired = None;
+        let mut ended = self.ends(gone_conns, snap.ends, &ab.before, ab.clock);
         if !snap.every_namespace {
             // The tracepoints see every namespace; an end no poll saw may be another's.
             ended.retain(|e| e.sock.is_some() || e.first_seen.is_some());
@@ -320,15 +323,107 @@ impl ConnTable {
         self.opts_changed = snap.opts_changed;
         self.unread_namespaces = snap.unread_namespaces;
         self.last_poll = Some(now);
-        let gone = (0..carried.len() as u32)
-            .filter(|&i| !carried[i as usize])
-            .collect();
         Applied {
-            previous,
+            spare: Vec::new(),
+            departed,
             gone,
             ended,
             released,
         }
+    }
+
+    /// The last poll's sockets none of this one claimed (`gone`, their places then) leave the
+    /// table; the connections among them are handed on for their ends, and the sockets
+    /// themselves returned (none from a retired table, which kept no sockets). The index then
+    /// holds this poll's places.
+    fn let_go(&mut self, ab: &absorbing::Absorbing, gone: &[u32]) -> (Vec<Gone>, Vec<RawSock>) {
+        let clock = ab.clock;
+        let gone_one = |cookie: u64, c: Carry, sock: Option<RawSock>| {
+            Some(Gone {
+                cookie,
+                tuple_hash: c.tuple_hash,
+                sock,
+                last: c.last?,
+                bytes: c.bytes,
+                first_seen: Some(clock.at(c.first_seen_ms)),
+                seen_alive: c.state_since_ms > c.first_seen_ms,
+            })
+        };
+        let mut conns = Vec::new();
+        let mut departed = Vec::new();
+        if ab.in_place {
+            let mut next = gone.iter().peekable();
+            let mut at = 0;
+            departed = self
+                .socks
+                .extract_if(.., |_| {
+                    let leaves = next.next_if(|&&g| g as usize == at).is_some();
+                    at += 1;
+                    leaves
+                })
+                .collect();
+            let mut next = gone.iter().peekable();
+            let mut at = 0;
+            let mut left_derived = Vec::with_capacity(gone.len());
+            self.derived.retain(|d| {
+                let leaves = next.next_if(|&&g| g as usize == at).is_some();
+                at += 1;
+                if leaves {
+                    left_derived.push(*d);
+                }
+                !leaves
+            });
+            conns = departed
+                .iter()
+                .zip(&left_derived)
+                .filter_map(|(s, d)| gone_one(s.cookie.0, Carry::of(s, d), Some(s.clone())))
+                .collect();
+        } else if let Some(r) = &self.retired {
+            let last = retiring::Last::Retired(r);
+            conns = gone
+                .iter()
+                .filter_map(|&i| {
+                    let i = i as usize;
+                    let cookie = last.cookie(i)?;
+                    gone_one(cookie, last.carry(i), last.sock(i, cookie))
+                })
+                .collect();
+        }
+        self.settle_index(gone, ab.in_place);
+        (conns, departed)
+    }
+
+    /// What needs the whole poll, for every socket: its service (a server process listening
+    /// on its port), keepalive status and stale reasons (a listener queueing an unaccepted
+    /// one); `is_new` tells the sockets first seen in this poll.
+    fn derive_whole(&mut self, is_new: impl Fn(usize) -> bool, now_ms: u32) {
+        let socks = &self.socks;
+        let mut listeners: Option<FxHashSet<(NetnsId, IpAddr, u16)>> = None;
+        let served = served_by_process(socks);
+        let mut ownerless_since = FxHashMap::default();
+        let mut derived = std::mem::take(&mut self.derived);
+        for (i, (sock, d)) in socks.iter().zip(derived.iter_mut()).enumerate() {
+            let unowned = Unowned::applies(sock).then(|| {
+                let since = *self.ownerless_since.get(&sock.cookie.0).unwrap_or(&now_ms);
+                ownerless_since.insert(sock.cookie.0, since);
+                let watched = Duration::from_millis(now_ms.saturating_sub(since).into());
+                let queued = sock.inode.0 == 0
+                    && has_listener(listeners.get_or_insert_with(|| listening(socks)), sock);
+                Unowned {
+                    waited: Unowned::kernel_age(sock).unwrap_or(watched),
+                    queued,
+                }
+            });
+            d.service = service_of(sock, &served);
+            d.keepalive = Keepalive::of(sock);
+            d.stale = self.stale(sock, absorbing::in_state(d, now_ms), unowned);
+            if is_new(i) {
+                // First seen: nothing changed yet.
+                d.stale_was = d.stale;
+            }
+        }
+        self.derived = derived;
+        self.ownerless_since = ownerless_since;
     }
 
     /// The last poll's local pairs whose two sockets are both still here, at their new places
@@ -349,47 +444,6 @@ impl ConnTable {
             }
         }
         known
-    }
-
-    /// What the model works out for one socket, given what it carried from the last poll.
-    fn derive(
-        &self,
-        sock: &RawSock,
-        prev: Option<Carry>,
-        (unowned, served): (Option<Unowned>, &Served),
-        now_ms: u32,
-        dt: Option<f64>,
-    ) -> Derived {
-        let first_seen_ms = prev.map_or(now_ms, |c| c.first_seen_ms);
-        let state_since_ms = match prev {
-            Some(c) if c.state == sock.state => c.state_since_ms,
-            _ => now_ms,
-        };
-        // Time in state counts from first sight only when katop saw the state change.
-        let in_state = match prev {
-            Some(_) => Duration::from_millis(now_ms.saturating_sub(state_since_ms).into()),
-            None => Duration::ZERO,
-        };
-        let rate = |cur: Option<u64>, old: Option<u64>| match (cur, old, dt) {
-            (Some(c), Some(o), Some(dt)) if dt > 0.0 => {
-                Some((c.saturating_sub(o) as f64 / dt) as f32)
-            }
-            _ => None,
-        };
-        let bytes = Bytes::of(sock);
-        let stale = self.stale(sock, in_state, unowned);
-        Derived {
-            first_seen_ms,
-            state_since_ms,
-            rate_in: rate(bytes.received(), prev.and_then(|c| c.bytes.received()))
-                .unwrap_or(f32::NAN),
-            rate_out: rate(bytes.sent(), prev.and_then(|c| c.bytes.sent())).unwrap_or(f32::NAN),
-            service: service_of(sock, served),
-            keepalive: Keepalive::of(sock),
-            stale,
-            // First seen: nothing changed yet.
-            stale_was: prev.map_or(stale, |c| c.stale),
-        }
     }
 
     /// The stale rules, with `at-risk` when middleboxes are declared.
@@ -448,13 +502,12 @@ impl ConnTable {
 #[path = "table_tests.rs"]
 pub(crate) mod tests;
 
-#[path = "table_claim.rs"]
-mod claim;
+#[path = "table_absorb.rs"]
+mod absorbing;
 #[path = "table_ends.rs"]
 mod departed;
 #[path = "table_retire.rs"]
 mod retiring;
-use departed::WallClock;
 pub use retiring::Keep;
 
 #[cfg(test)]

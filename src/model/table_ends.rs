@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::claim::Claims;
-use super::retiring::Last;
 use super::{Carry, ConnTable};
 use crate::model::ends::join::{self, Ended, Gone};
 use crate::model::stale;
@@ -121,48 +119,24 @@ impl ConnTable {
         })
     }
 
-    /// The connections that left since the last poll (those whose entry no socket of this one
-    /// claimed), in the last poll's order.
-    pub(super) fn gone_connections(&self, claims: &Claims, clock: WallClock) -> Vec<Gone> {
-        let last = self.last();
-        self.unclaimed(claims)
-            .into_iter()
-            .filter_map(|(i, cookie)| {
-                let c = last.carry(i as usize);
-                Some(Gone {
-                    cookie,
-                    tuple_hash: c.tuple_hash,
-                    sock: last.sock(i as usize, cookie),
-                    last: c.last?,
-                    bytes: c.bytes,
-                    first_seen: Some(clock.at(c.first_seen_ms)),
-                    seen_alive: c.state_since_ms > c.first_seen_ms,
-                })
-            })
-            .collect()
-    }
-
     /// Why `gone` (and connections no poll saw) ended, from the tracepoints' `traced` ends or
-    /// inferred. `before` is the last poll, and its index.
+    /// inferred. `before`: the last poll's copy of the traced sockets listed again.
     pub(super) fn ends(
         &mut self,
         gone: Vec<Gone>,
         traced: Option<Vec<crate::model::ends::trace::Traced>>,
-        (before, claims): (Last<'_>, &Claims),
+        before: &rustc_hash::FxHashMap<u64, (RawSock, Carry)>,
         clock: WallClock,
     ) -> Vec<Ended> {
         let (socks, derived, index) = (&self.socks, &self.derived, &self.index);
         // A connection told ended while still listed (its TIME_WAIT) is told as the last poll
         // saw it before (its owner, its bytes), when that poll did.
         let listed = |cookie: u64| {
-            let now_at = index.get(cookie, |p| socks.get(p as usize).map(|s| s.cookie.0))?;
-            let was = claims
-                .was(now_at as usize)
-                .and_then(|i| Some((before.sock(i, cookie)?, before.carry(i))));
-            let (sock, c) = was.unwrap_or_else(|| {
-                let i = now_at as usize;
-                (socks[i].clone(), Carry::of(&socks[i], &derived[i]))
-            });
+            let i = index.get(cookie, |p| socks.get(p as usize).map(|s| s.cookie.0))? as usize;
+            let (sock, c) = before
+                .get(&cookie)
+                .cloned()
+                .unwrap_or_else(|| (socks[i].clone(), Carry::of(&socks[i], &derived[i])));
             Some(Gone {
                 cookie,
                 tuple_hash: c.tuple_hash,

@@ -87,7 +87,12 @@ pub fn run(
     result
 }
 
-type PollResult = Result<Snapshot, String>;
+/// What the collector thread sends: a streamed poll's pieces as they are read, then the poll
+/// (or why it failed).
+enum Polled {
+    Piece(crate::collector::Piece),
+    Done(Result<Box<Snapshot>, String>),
+}
 
 /// Sockets whose keepalive options the dashboard's collector reads per poll, at most.
 const OPTS_PER_POLL: usize = 25_000;
@@ -100,7 +105,7 @@ fn spawn_collector(
     selection: Selection,
     interval: Arc<AtomicU64>,
     paused: Arc<AtomicBool>,
-    tx: mpsc::Sender<PollResult>,
+    tx: mpsc::Sender<Polled>,
     applied: std::sync::mpsc::Receiver<Vec<RawSock>>,
     (reread, focus, memory): (
         Reread,
@@ -117,7 +122,7 @@ fn spawn_collector(
                 match Collector::new(selection.clone()) {
                     Ok(c) => break c,
                     Err(e) => {
-                        if tx.blocking_send(Err(e.to_string())).is_err() {
+                        if tx.blocking_send(Polled::Done(Err(e.to_string()))).is_err() {
                             return;
                         }
                         if applied.recv().is_err() {
@@ -149,16 +154,18 @@ fn spawn_collector(
                     continue;
                 }
                 let started = Instant::now();
-                let result = collector
-                    .poll_into(std::mem::take(&mut buf))
-                    .map_err(|e| e.to_string());
-                // Without a store, the dashboard remembers the last hour itself.
-                if let (Ok(snap), Some(memory)) = (&result, &memory) {
-                    if let Ok(mut m) = memory.lock() {
-                        m.record(snap);
-                    }
-                }
-                if tx.blocking_send(result).is_err() {
+                let Some(result) = poll(
+                    &mut collector,
+                    std::mem::take(&mut buf),
+                    &tx,
+                    memory.as_ref(),
+                ) else {
+                    return; // the UI has gone
+                };
+                if tx
+                    .blocking_send(Polled::Done(result.map(Box::new)))
+                    .is_err()
+                {
                     return; // the UI has gone
                 }
                 match applied.recv() {
@@ -183,6 +190,44 @@ fn spawn_collector(
             }
         })
         .expect("spawn the collector thread");
+}
+
+/// One poll of the collector thread: streamed to the UI as it is read (the table applies it in
+/// place, so a poll of 1M sockets is never held whole beside the one shown), or whole while the
+/// dashboard's own memory remembers polls (below its limit, it needs them whole). `None` once
+/// the UI has gone.
+fn poll(
+    collector: &mut Collector,
+    buf: Vec<RawSock>,
+    tx: &mpsc::Sender<Polled>,
+    memory: Option<&past::Remembered>,
+) -> Option<Result<Snapshot, String>> {
+    let whole = memory.is_some_and(|m| m.lock().is_ok_and(|m| m.wants_polls()));
+    let is_tcp = |s: &RawSock| s.proto == crate::model::Proto::Tcp;
+    if whole {
+        let result = collector.poll_into(buf).map_err(|e| e.to_string());
+        // Without a store, the dashboard remembers the last hour itself.
+        if let (Ok(snap), Some(memory)) = (&result, memory) {
+            if let Ok(mut m) = memory.lock() {
+                m.record(snap);
+            }
+        }
+        return Some(result);
+    }
+    let (mut tcp, mut gone) = (0, false);
+    let result = collector.poll_streamed(buf, &mut |piece| {
+        tcp += piece.socks.iter().filter(|s| is_tcp(s)).count();
+        gone = gone || tx.blocking_send(Polled::Piece(piece)).is_err();
+    });
+    if gone {
+        return None;
+    }
+    if let (Ok(snap), Some(memory)) = (&result, memory) {
+        if let Ok(mut m) = memory.lock() {
+            m.passed(tcp + snap.socks.iter().filter(|s| is_tcp(s)).count());
+        }
+    }
+    Some(result.map_err(|e| e.to_string()))
 }
 
 /// Acts off the UI thread (each kill or change is a few syscalls, a marked set can be
@@ -379,7 +424,7 @@ fn start_workers(app: &mut App, interval: Duration, sources: Sources) -> (Worker
 
 /// Polls in, their spent buffers back out, and the actor's and store's answers in.
 struct Channels {
-    polls: mpsc::Receiver<PollResult>,
+    polls: mpsc::Receiver<Polled>,
     applied: std::sync::mpsc::SyncSender<Vec<RawSock>>,
     done: mpsc::UnboundedReceiver<Msg>,
 }
@@ -412,8 +457,9 @@ async fn event_loop(app: &mut App, interval: Duration, sources: Sources) -> anyh
         }
         let msg = tokio::select! {
             poll = rx.recv() => match poll {
-                Some(Ok(snap)) => Msg::Poll(Box::new(snap), Instant::now()),
-                Some(Err(e)) => {
+                Some(Polled::Piece(piece)) => Msg::Piece(piece, Instant::now()),
+                Some(Polled::Done(Ok(snap))) => Msg::Poll(snap, Instant::now()),
+                Some(Polled::Done(Err(e))) => {
                     let _ = applied_tx.try_send(Vec::new());
                     Msg::PollFailed(e)
                 }
@@ -443,7 +489,8 @@ async fn event_loop(app: &mut App, interval: Duration, sources: Sources) -> anyh
             }
         };
         // A tick only expires highlights; when polls already redraw every second it can wait.
-        redraw = !matches!(msg, Msg::Tick(_))
+        // A piece of a poll shows once the poll is whole.
+        redraw = !matches!(msg, Msg::Tick(_) | Msg::Piece(..))
             || app.paused
             || app.interval > Duration::from_secs(1)
             || !app.closed.is_empty();

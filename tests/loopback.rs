@@ -276,3 +276,78 @@ fn a_process_that_execs_is_shown_by_its_new_name() {
         (name_of_holder(&mut c).as_deref() == Some("python3")).then_some(())
     });
 }
+
+/// A poll streamed as it is read (as the dashboard takes it) and applied in place: after the
+/// first poll, which scans `/proc` and so hands nothing on before its end, the sockets go on in
+/// pieces with their owners and options, and the table then holds every connection this test
+/// made, once each, with its history carried and its options read; a listener closed between
+/// the polls has left.
+#[test]
+fn a_streamed_poll_applied_in_place_holds_every_socket_once() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..40)
+        .map(|i| connect(&l, (i % 2 == 0).then_some(Duration::from_secs(600))))
+        .collect();
+    let closing = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let closing_addr = closing.local_addr().unwrap();
+    let mut c = Collector::new(Selection::default()).unwrap();
+    let mut t = ConnTable::new(Duration::from_secs(300));
+    let mut pieces = Vec::new();
+    let first = c
+        .poll_streamed(Vec::new(), &mut |p| pieces.push(p))
+        .unwrap();
+    assert!(
+        pieces.is_empty(),
+        "a first poll hands nothing on before its scan"
+    );
+    let t0 = Instant::now();
+    t.apply(first, t0);
+    let closing_cookie = find_listener(&t, closing_addr).sock.cookie;
+    drop(closing);
+    let rest = c
+        .poll_streamed(Vec::new(), &mut |p| pieces.push(p))
+        .unwrap();
+    assert!(!pieces.is_empty(), "nothing was handed on");
+    assert!(
+        pieces[0].begins.is_some(),
+        "the first piece begins the poll"
+    );
+    assert!(pieces[1..].iter().all(|p| p.begins.is_none()));
+    let t1 = t0 + Duration::from_secs(1);
+    let handed: usize = pieces.iter().map(|p| p.socks.len()).sum();
+    for p in pieces {
+        if let Some(b) = p.begins {
+            t.begin(t1, b.wall, &b.traced);
+        }
+        t.absorb(p.socks);
+    }
+    let kept_back = rest.socks.len();
+    let applied = t.apply(rest, t1);
+    assert!(
+        handed > kept_back,
+        "{handed} sockets handed on, {kept_back} kept back"
+    );
+    assert!(applied.departed.iter().any(|s| s.cookie == closing_cookie));
+    assert!(
+        t.by_cookie(closing_cookie).is_none(),
+        "the closed listener left"
+    );
+    let mut cookies: Vec<u64> = t.entries().map(|e| e.sock.cookie.0).collect();
+    let listed = cookies.len();
+    cookies.sort_unstable();
+    cookies.dedup();
+    assert_eq!(cookies.len(), listed, "a socket listed twice");
+    let me = std::process::id();
+    for (i, (client, server)) in pairs.iter().enumerate() {
+        for (s, keepalive) in [(client, i % 2 == 0), (server, false)] {
+            let e = find(&t, s);
+            assert_eq!(pid_of(&e), Some(me), "{:?}", s.local_addr());
+            assert_eq!(e.first_seen(), t0, "history carried: {:?}", s.local_addr());
+            assert!(e.sock.opts.read, "options read: {:?}", s.local_addr());
+            assert_eq!(e.sock.opts.keepalive, keepalive, "{:?}", s.local_addr());
+            if keepalive {
+                assert_eq!(e.sock.opts.idle_s, 600);
+            }
+        }
+    }
+}

@@ -216,6 +216,8 @@ impl Viewport {
 
 #[derive(Debug, Clone)]
 pub enum Msg {
+    /// Sockets of a poll under way, as they are read (the poll ends with [`Msg::Poll`]).
+    Piece(crate::collector::Piece, Instant),
     Poll(Box<Snapshot>, Instant),
     PollFailed(String),
     Key(KeyEvent),
@@ -446,7 +448,16 @@ fn handle(app: &mut App, msg: Msg) -> Vec<Effect> {
             }
             vec![]
         }
+        Msg::Piece(piece, now) => {
+            let live = travel::live_table(app);
+            if let Some(b) = piece.begins {
+                live.begin(now, b.wall, &b.traced);
+            }
+            live.absorb(piece.socks);
+            vec![]
+        }
         Msg::PollFailed(e) => {
+            travel::live_table(app).give_up();
             app.error = Some(e);
             vec![]
         }

@@ -192,6 +192,14 @@ pub(super) fn ask_lifeline(app: &mut App) -> Vec<Effect> {
     }]
 }
 
+/// The live table, shown or set aside while the past is.
+pub(super) fn live_table(app: &mut App) -> &mut crate::model::ConnTable {
+    match app.past.as_mut() {
+        Some(past) => &mut past.live.table,
+        None => &mut app.table,
+    }
+}
+
 /// A live poll that arrived while the past is shown: it goes to the live view set aside.
 pub(super) fn poll_aside(app: &mut App, snap: Snapshot, now: Instant) {
     if let Some(past) = app.past.as_mut() {

@@ -118,6 +118,41 @@ pub struct Collector {
     tcp: tcp_iter::TcpSource,
 }
 
+/// Sockets a streamed poll hands on at a time ([`Collector::poll_streamed`]): 3 MB.
+pub const PIECE: usize = 16_384;
+
+/// A streamed poll's sockets, as they are read.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub socks: Vec<RawSock>,
+    /// In the poll's first piece: how it begins.
+    pub begins: Option<Begins>,
+}
+
+/// What a consumer begins a streamed poll with ([`crate::model::ConnTable::begin`]).
+#[derive(Debug, Clone)]
+pub struct Begins {
+    /// The cookies of the connection ends the tracepoints told since the last poll.
+    pub traced: Vec<u64>,
+    /// When the poll's first piece was read, by the wall clock.
+    pub wall: std::time::SystemTime,
+}
+
+/// What a dump of katop's own namespace kept (all of it, unless the poll is streamed).
+struct Dumped {
+    socks: Vec<RawSock>,
+    skipped: usize,
+    first_skip: Option<String>,
+}
+
+/// The sockets a streamed poll handed on: how many, and their inodes (the poll's scan, if it
+/// makes one, looks for them too).
+#[derive(Default)]
+struct HandedOn {
+    count: usize,
+    inodes: Vec<crate::model::Inode>,
+}
+
 /// Polls in a row with far fewer sockets than room before buffers and caches shrink.
 pub const SHRINK_AFTER: u32 = 10;
 
@@ -160,32 +195,63 @@ impl Collector {
     }
 
     /// A poll that fills `buf` (emptied first), reusing its allocation: see `ConnTable::apply`.
-    pub fn poll_into(&mut self, mut buf: Vec<RawSock>) -> Result<Snapshot, CollectError> {
+    pub fn poll_into(&mut self, buf: Vec<RawSock>) -> Result<Snapshot, CollectError> {
+        self.poll_with(buf, None)
+    }
+
+    /// A poll that hands its sockets on as they are read, in pieces of [`PIECE`], to a
+    /// consumer that applies them in place ([`crate::model::ConnTable::absorb`]): the poll's
+    /// sockets are never all in memory beside the last poll's. A socket goes on once its owner
+    /// and options are known without a scan (the steady state); the rest, and the other
+    /// namespaces' sockets, are in the snapshot returned, which completes the poll. `buf` is
+    /// filled only with those.
+    pub fn poll_streamed(
+        &mut self,
+        buf: Vec<RawSock>,
+        emit: &mut dyn FnMut(Piece),
+    ) -> Result<Snapshot, CollectError> {
+        self.poll_with(buf, Some(emit))
+    }
+
+    fn poll_with(
+        &mut self,
+        mut buf: Vec<RawSock>,
+        emit: Option<&mut dyn FnMut(Piece)>,
+    ) -> Result<Snapshot, CollectError> {
         let started = Instant::now();
+        let streamed = emit.is_some();
         // Before the dump: an end told now is of a socket this dump no longer lists (or lists
         // in TIME_WAIT), never of one it shows alive.
         let drained = self.ends.as_ref().map(ends::EndWatch::drain);
         let expected = self.expected();
         buf.clear();
-        // Empty now, so this makes the capacity at least the last count (at the first poll,
-        // the kernel's) plus a little growth: a first dump of 1M sockets that doubled its way
-        // up would copy them over and over, and leave each smaller buffer in the heap.
-        buf.reserve_exact(expected + expected / 32);
-        let mut sink = DumpSink {
-            socks: buf,
-            ..DumpSink::default()
-        };
-        let dumps = self.selection.dumps();
-        if self.namespaces.reads_own() {
-            let mut own = dumps.clone();
-            self.tcp
-                .take(&mut own, expected, self.netns, &mut sink.socks);
-            self.diag.dump_each(&own, self.netns, &mut sink)?;
+        if streamed {
+            // What stays in it: a piece at most, and the sockets kept back.
+            buf.shrink_to(2 * PIECE);
+        } else {
+            // Empty now, so this makes the capacity at least the last count (at the first
+            // poll, the kernel's) plus a little growth: a first dump of 1M sockets that
+            // doubled its way up would copy them over and over, and leave each smaller buffer
+            // in the heap.
+            buf.reserve_exact(expected + expected / 32);
         }
+        self.procs.begin_poll();
+        self.opts.begin_poll();
+        let traced = drained
+            .iter()
+            .flat_map(|d| d.ended.iter().filter_map(|t| t.cookie))
+            .collect();
+        let dumps = self.selection.dumps();
+        let (own, handed_on) = self.dump_own(buf, &dumps, expected, (emit, traced))?;
+        let Dumped {
+            socks: mut all,
+            skipped,
+            first_skip,
+        } = own;
         // Its sockets' timers were read by then: every other namespace's dump comes after.
         let own_dumped = Instant::now();
         let (mut namespaces, mut warnings, unread_namespaces) =
-            self.namespaces.poll(&dumps, &mut sink.socks);
+            self.namespaces.poll(&dumps, &mut all);
         let settings = sysctl::read();
         let dump_cost = started.elapsed();
         let mut dumps_read = Instant::now();
@@ -196,51 +262,35 @@ impl Collector {
         } else {
             dumps_read = own_dumped;
         }
-        self.last_count = sink.socks.len();
-        self.give_back_memory(&mut sink.socks);
+        self.last_count = all.len() + handed_on.count;
+        self.give_back_memory(&mut all);
+        let mut sink = DumpSink {
+            socks: all,
+            skipped,
+            first_skip,
+            hand_on: None,
+        };
         let dumped: Vec<NetnsId> = std::iter::once(self.netns)
             .chain(self.namespaces.ids())
             .collect();
-        self.procs.resolve(&mut sink.socks, &dumped);
+        self.procs
+            .resolve_rest(&mut sink.socks, &handed_on.inodes, &dumped);
+        drop(handed_on);
         let unlisted = if self.selection.protos.contains(&Proto::Tcp) {
             self.held.find(&self.procs, &dumped)
         } else {
             Vec::new()
         };
         self.opts
-            .fill(&mut sink.socks, self.procs.take_fresh().as_ref());
+            .fill_rest(&mut sink.socks, self.procs.take_fresh().as_ref());
         for s in &sink.socks {
-            if s.interface != 0 && !self.interfaces.contains_key(&s.interface) {
-                self.interfaces
-                    .insert(s.interface, interface_name(s.interface));
-            }
+            name_interface(&mut self.interfaces, s.interface);
         }
-        if sink.skipped > 0 {
-            warnings.push(format!(
-                "{} malformed sock_diag messages skipped (first: {})",
-                sink.skipped,
-                sink.first_skip.unwrap_or_default()
-            ));
-        }
-        if let Some(d) = drained.as_ref().filter(|d| d.dropped > 0) {
-            warnings.push(format!(
-                "{} trace events were lost in a burst: some connection ends are missing, and \
-                 some causes are inferred",
-                d.dropped
-            ));
-        }
-        if let Some(w) = self.procs.last.warning() {
-            warnings.push(w);
-        }
-        warnings.extend(self.bpf_warning());
-        if self.opts.last.unreadable > 0 {
-            warnings.push(format!(
-                "the keepalive options of {} sockets could not be read (no ptrace rights over \
-                 their owners: run as root or grant CAP_SYS_PTRACE), so they show the sysctl \
-                 defaults, marked ~",
-                self.opts.last.unreadable
-            ));
-        }
+        self.warn(
+            &mut warnings,
+            (sink.skipped, sink.first_skip),
+            drained.as_ref().map_or(0, |d| d.dropped),
+        );
         Ok(Snapshot {
             socks: sink.socks,
             netns: self.netns,
@@ -265,6 +315,102 @@ impl Collector {
             unlisted,
             opts_changed: self.opts.changed().to_vec(),
         })
+    }
+
+    /// Dumps katop's own namespace into `buf`; in a streamed poll (`emit`: where the pieces go,
+    /// the first with `traced`, the cookies of the ends traced since the last poll), hands each
+    /// socket on as it comes where it can ([`Collector::poll_streamed`]), and keeps the rest.
+    fn dump_own(
+        &mut self,
+        buf: Vec<RawSock>,
+        dumps: &[sock_diag::DumpKind],
+        expected: usize,
+        (mut emit, traced): (Option<&mut dyn FnMut(Piece)>, Vec<u64>),
+    ) -> Result<(Dumped, HandedOn), CollectError> {
+        let streamed = emit.is_some();
+        let mut traced = Some(traced);
+        let mut handed_on = HandedOn::default();
+        let (procs, opts, interfaces) = (&mut self.procs, &mut self.opts, &mut self.interfaces);
+        let mut take = |socks: &mut Vec<RawSock>, from: usize| {
+            let piece: Vec<RawSock> = socks
+                .extract_if(from.., |s| procs.ready(s) && opts.ready(s))
+                .collect();
+            if piece.is_empty() {
+                return;
+            }
+            for s in &piece {
+                name_interface(interfaces, s.interface);
+                if s.inode.0 != 0 {
+                    handed_on.inodes.push(s.inode);
+                }
+            }
+            handed_on.count += piece.len();
+            if let Some(emit) = emit.as_mut() {
+                let begins = traced.take().map(|traced| Begins {
+                    traced,
+                    wall: std::time::SystemTime::now(),
+                });
+                emit(Piece {
+                    socks: piece,
+                    begins,
+                });
+            }
+        };
+        let mut sink = DumpSink {
+            socks: buf,
+            hand_on: streamed.then(|| wire::HandOn::new(PIECE, &mut take)),
+            ..DumpSink::default()
+        };
+        if self.namespaces.reads_own() {
+            let mut own = dumps.to_vec();
+            self.tcp.take(&mut own, expected, self.netns, &mut sink);
+            self.diag.dump_each(&own, self.netns, &mut sink)?;
+            sink.offer(true);
+        }
+        let DumpSink {
+            socks,
+            skipped,
+            first_skip,
+            ..
+        } = sink;
+        Ok((
+            Dumped {
+                socks,
+                skipped,
+                first_skip,
+            },
+            handed_on,
+        ))
+    }
+
+    /// The poll's warnings beyond the namespaces': malformed messages `skipped` (how many,
+    /// and the first reason), trace events `dropped`, blind spots of the scan and the options.
+    fn warn(&self, warnings: &mut Vec<String>, skipped: (usize, Option<String>), dropped: u64) {
+        if skipped.0 > 0 {
+            warnings.push(format!(
+                "{} malformed sock_diag messages skipped (first: {})",
+                skipped.0,
+                skipped.1.unwrap_or_default()
+            ));
+        }
+        if dropped > 0 {
+            warnings.push(format!(
+                "{dropped} trace events were lost in a burst: some connection ends are missing, \
+                 and some causes are inferred"
+            ));
+        }
+        if let Some(w) = self.procs.last.warning() {
+            warnings.push(w);
+        }
+        warnings.extend(self.bpf_warning());
+        if self.opts.last.unreadable > 0 {
+            warnings.push(format!(
+                "the keepalive options of {} sockets could not be read (no ptrace rights over \
+                 their owners: run as root or grant CAP_SYS_PTRACE), so they show the sysctl \
+                 defaults, marked ~",
+                self.opts.last.unreadable
+            ));
+        }
     }
 
     /// Why the BPF readers are off, when a poll wanted them (10k sockets or more) and they could
@@ -354,6 +500,13 @@ pub fn current_netns() -> NetnsId {
         .ok()
         .and_then(|st| NetnsId::from_ino(st.st_ino))
         .unwrap_or_default()
+}
+
+/// Learns the name of the interface a socket is bound to, once.
+fn name_interface(names: &mut HashMap<u32, Box<str>>, index: u32) {
+    if index != 0 && !names.contains_key(&index) {
+        names.insert(index, interface_name(index));
+    }
 }
 
 fn interface_name(index: u32) -> Box<str> {

@@ -209,15 +209,46 @@ impl ProcessMap {
     /// are the network namespaces the sockets were read in: between full rescans, a process
     /// in another namespace holds none of the sockets looked for, and is not read again.
     pub fn resolve(&mut self, socks: &mut [RawSock], dumped: &[NetnsId]) {
+        self.begin_poll();
+        self.resolve_rest(socks, &[], dumped);
+    }
+
+    /// Begins a poll whose sockets are resolved as they come ([`Self::ready`]), the rest at its
+    /// end ([`Self::resolve_rest`]).
+    pub fn begin_poll(&mut self) {
         self.last.scanned = false;
         self.fresh = None;
         self.polls = self.polls.wrapping_add(1);
+    }
+
+    /// Sets the owner of a socket of the poll begun, if the map accounts for its inode (the
+    /// steady state); false for one that waits for the poll's scan, if any (a new socket, or
+    /// any before a first scan).
+    pub fn ready(&mut self, s: &mut RawSock) -> bool {
+        self.scans != 0 && self.assign_one(s)
+    }
+
+    /// Fills in `owner` on the poll's sockets not handed on (`socks`), scanning `/proc` if one
+    /// is new. `handed_on`: the inodes of those already handed on, owners set ([`Self::ready`]),
+    /// which the scan looks for too and counts as listed. (A scan that finds one of them held
+    /// by another process now tells so from the next poll on, as a scan does for any socket.)
+    pub fn resolve_rest(&mut self, socks: &mut [RawSock], handed_on: &[Inode], dumped: &[NetnsId]) {
         // In the steady state one pass with one lookup per socket does it all.
         if !self.assign(socks) || self.scans == 0 {
-            let live: FxHashSet<Inode> =
-                socks.iter().map(|s| s.inode).filter(|i| i.0 != 0).collect();
+            let live: FxHashSet<Inode> = socks
+                .iter()
+                .map(|s| s.inode)
+                .chain(handed_on.iter().copied())
+                .filter(|i| i.0 != 0)
+                .collect();
             self.scan(&live, dumped);
             self.assign(socks);
+            let polls = self.polls;
+            for inode in handed_on {
+                if let Some(held) = self.owners.get_mut(u64::from(inode.0)) {
+                    held.listed = polls;
+                }
+            }
         }
     }
 
@@ -248,36 +279,42 @@ impl ProcessMap {
     /// accounted for (neither owned nor looked for in vain), so a scan is due.
     fn assign(&mut self, socks: &mut [RawSock]) -> bool {
         let mut accounted = true;
-        let procs = &self.procs;
         for s in socks.iter_mut() {
-            let held = self.owners.get_mut(u64::from(s.inode.0));
-            let holder = held.and_then(|h| Some((procs.get(&h.pid)?, h)));
-            s.owner = match holder {
-                // No file refers to it (not yet accepted, or closed by its application).
-                _ if s.inode.0 == 0 => Owner::None,
-                Some((entry, held)) => {
-                    held.listed = self.polls;
-                    Owner::Process {
-                        process: Arc::clone(&entry.process),
-                        fd: held.fd,
-                    }
-                }
-                None => {
-                    accounted &= self.unowned.contains(&s.inode);
-                    // Not found: held by none only if katop saw every process that could.
-                    let unseen = match &self.blind {
-                        Blind::Nothing => false,
-                        Blind::Users(uids) => s.uid.is_none_or(|u| uids.contains(&u.get())),
-                        Blind::Everything => true,
-                    };
-                    if unseen {
-                        Owner::Unknown
-                    } else {
-                        Owner::None
-                    }
-                }
-            };
+            accounted &= self.assign_one(s);
         }
+        accounted
+    }
+
+    /// [`Self::assign`] for one socket.
+    fn assign_one(&mut self, s: &mut RawSock) -> bool {
+        let held = self.owners.get_mut(u64::from(s.inode.0));
+        let holder = held.and_then(|h| Some((self.procs.get(&h.pid)?, h)));
+        let mut accounted = true;
+        s.owner = match holder {
+            // No file refers to it (not yet accepted, or closed by its application).
+            _ if s.inode.0 == 0 => Owner::None,
+            Some((entry, held)) => {
+                held.listed = self.polls;
+                Owner::Process {
+                    process: Arc::clone(&entry.process),
+                    fd: held.fd,
+                }
+            }
+            None => {
+                accounted = self.unowned.contains(&s.inode);
+                // Not found: held by none only if katop saw every process that could.
+                let unseen = match &self.blind {
+                    Blind::Nothing => false,
+                    Blind::Users(uids) => s.uid.is_none_or(|u| uids.contains(&u.get())),
+                    Blind::Everything => true,
+                };
+                if unseen {
+                    Owner::Unknown
+                } else {
+                    Owner::None
+                }
+            }
+        };
         accounted
     }
 

@@ -75,6 +75,8 @@ pub struct OptsCache {
     pub last: OptsStats,
     /// Sockets whose options the last poll found changed (read again, and different).
     changed: Vec<Cookie>,
+    /// The cookies asked to be read again, from the poll's beginning to its end.
+    again: rustc_hash::FxHashSet<u64>,
 }
 
 /// Whether the kernel's timer says `SO_KEEPALIVE` is not what `cached` holds (ESTABLISHED,
@@ -118,15 +120,43 @@ impl OptsCache {
     /// poll's BPF pass, where it has the socket (free, so outside the budget), else with
     /// `getsockopt` on a borrowed fd.
     pub fn fill(&mut self, socks: &mut [RawSock], fresh: Option<&FdTable>) {
+        self.begin_poll();
+        self.fill_rest(socks, fresh);
+    }
+
+    /// Begins a poll whose sockets take their options from the cache as they come
+    /// ([`Self::ready`]), the rest at its end ([`Self::fill_rest`]).
+    pub fn begin_poll(&mut self) {
         self.polls = self.polls.wrapping_add(1);
-        let poll = self.polls;
         // Asked to read again: read at once, and compared with what was held.
-        let again: rustc_hash::FxHashSet<u64> = self
+        self.again = self
             .reread
             .lock()
             .map(|mut a| a.drain(..).map(|c| c.0).collect())
             .unwrap_or_default();
         self.changed.clear();
+    }
+
+    /// Sets a socket's options from the cache, where nothing is to be read this poll (its
+    /// owner set first); false for one to read ([`Self::fill_rest`] does).
+    pub fn ready(&mut self, s: &mut RawSock) -> bool {
+        let poll = self.polls;
+        let job = job(0, s);
+        let Some(word) = self.map.get_mut(s.cookie.0).map(|c| &mut c.word) else {
+            return job.is_none();
+        };
+        let ut = self.user_timeouts.get(&s.cookie.0).copied().unwrap_or(0);
+        s.opts = unpack(*word, ut);
+        *word = pack(&s.opts, poll);
+        let now = self.again.contains(&s.cookie.0) || contradicts(s, &s.opts);
+        job.is_none() || !(now || due(s.cookie, poll))
+    }
+
+    /// Sets the options of the poll's sockets not set as they came ([`Self::ready`]), and
+    /// forgets the sockets the poll did not see.
+    pub fn fill_rest(&mut self, socks: &mut [RawSock], fresh: Option<&FdTable>) {
+        let poll = self.polls;
+        let again = std::mem::take(&mut self.again);
         // What each read needs, taken out of the sockets so threads can share the work.
         let mut jobs: Vec<Job> = Vec::new();
         let mut new = 0;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use rustix::net::{sockopt, AddressFamily, SocketType};
 
 use super::bpf_iter;
+use super::wire::DumpSink;
 use crate::model::tcp_info::TcpInfo;
 
 use crate::model::{
@@ -91,21 +92,29 @@ impl TcpReader {
         families: (bool, bool),
         socks: &mut Vec<RawSock>,
     ) -> Result<(), String> {
-        self.read_within(PASS_BUDGET, netns, families, socks)
+        let mut sink = DumpSink {
+            socks: std::mem::take(socks),
+            ..DumpSink::default()
+        };
+        let result = self.read_within(PASS_BUDGET, netns, families, &mut sink);
+        *socks = sink.socks;
+        result
     }
 
-    /// [`TcpReader::read_into`], given up once it has taken longer than `budget`.
+    /// [`TcpReader::read_into`] a sink (which may hand the sockets on as they come), given up
+    /// once it has taken longer than `budget`.
     pub fn read_within(
         &mut self,
         budget: Duration,
         netns: NetnsId,
         families: (bool, bool),
-        socks: &mut Vec<RawSock>,
+        sink: &mut DumpSink<'_>,
     ) -> Result<(), String> {
-        let before = socks.len();
-        let result = self.pass(budget, netns, families, socks);
+        let before = sink.socks.len();
+        let result = self.pass(budget, netns, families, sink);
         if result.is_err() {
-            socks.truncate(before);
+            // What the pass read and kept back goes (what it handed on was read whole).
+            sink.socks.truncate(before);
         }
         result
     }
@@ -115,7 +124,7 @@ impl TcpReader {
         budget: Duration,
         netns: NetnsId,
         (ipv4, ipv6): (bool, bool),
-        socks: &mut Vec<RawSock>,
+        sink: &mut DumpSink<'_>,
     ) -> Result<(), String> {
         // Made for this pass and closed with it (listening on 127.0.0.1, so that the iterator
         // lists it).
@@ -136,7 +145,8 @@ impl TcpReader {
                 }
                 if r.is_check(&check) {
                     let c = check.verify(&r)?;
-                    socks.extend(waiting.drain(..).map(|w| w.sock(c, netns)));
+                    sink.socks
+                        .extend(waiting.drain(..).map(|w| w.sock(c, netns)));
                     clock = Some(c);
                     return Ok(());
                 }
@@ -144,7 +154,10 @@ impl TcpReader {
                     return Ok(());
                 }
                 match &clock {
-                    Some(c) => socks.push(r.sock(*c, netns)),
+                    Some(c) => {
+                        sink.socks.push(r.sock(*c, netns));
+                        sink.offer(false);
+                    }
                     None if r.state == TCP_LISTEN => waiting.push(r),
                     None => {
                         return Err(
@@ -434,7 +447,7 @@ impl TcpSource {
         dumps: &mut Vec<super::sock_diag::DumpKind>,
         expected: usize,
         netns: NetnsId,
-        socks: &mut Vec<RawSock>,
+        sink: &mut DumpSink<'_>,
     ) {
         use super::sock_diag::DumpKind;
         self.used = false;
@@ -450,7 +463,7 @@ impl TcpSource {
         let Some(reader) = self.reader.ready() else {
             return;
         };
-        if let Err(why) = reader.read_into(netns, families, socks) {
+        if let Err(why) = reader.read_within(PASS_BUDGET, netns, families, sink) {
             self.reader.failed_pass(&why);
             return;
         }

@@ -65,17 +65,63 @@ pub fn kernel_errno(code: i32) -> Result<Option<rustix::io::Errno>, WireError> {
 
 /// Sockets parsed from one dump, with the messages that had to be skipped.
 #[derive(Debug, Default)]
-pub struct DumpSink {
+pub struct DumpSink<'a> {
     pub socks: Vec<RawSock>,
     /// Messages skipped as malformed, and the first reason.
     pub skipped: usize,
     pub first_skip: Option<String>,
+    /// Where sockets go on as they come, in a streamed poll.
+    pub hand_on: Option<HandOn<'a>>,
 }
 
-impl DumpSink {
+/// Offers a streamed poll's sockets as they come, a batch at a time.
+pub struct HandOn<'a> {
+    /// The sockets from here on have not been offered (the ones before were kept back).
+    from: usize,
+    /// A batch.
+    every: usize,
+    /// Takes out of `socks[from..]` the sockets it hands on; the rest stay, in order.
+    take: &'a mut dyn FnMut(&mut Vec<RawSock>, usize),
+}
+
+impl<'a> HandOn<'a> {
+    pub fn new(every: usize, take: &'a mut dyn FnMut(&mut Vec<RawSock>, usize)) -> Self {
+        HandOn {
+            from: 0,
+            every: every.max(1),
+            take,
+        }
+    }
+}
+
+impl std::fmt::Debug for HandOn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandOn")
+            .field("from", &self.from)
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DumpSink<'_> {
     fn skip(&mut self, reason: String) {
         self.skipped += 1;
         self.first_skip.get_or_insert(reason);
+    }
+
+    /// Offers the sockets that came since the last offer, once they make a batch (`all`: any
+    /// that came).
+    pub fn offer(&mut self, all: bool) {
+        let Some(h) = &mut self.hand_on else {
+            return;
+        };
+        // A reader that gave up dropped what it had read (the offered sockets are gone).
+        h.from = h.from.min(self.socks.len());
+        let came = self.socks.len() - h.from;
+        if came >= h.every || (all && came > 0) {
+            (h.take)(&mut self.socks, h.from);
+            h.from = self.socks.len();
+        }
     }
 }
 
@@ -84,7 +130,7 @@ pub fn parse_datagram(
     mut buf: &[u8],
     proto: Proto,
     netns: NetnsId,
-    sink: &mut DumpSink,
+    sink: &mut DumpSink<'_>,
 ) -> Result<Progress, WireError> {
     let mut offset = 0;
     while !buf.is_empty() {
@@ -124,6 +170,7 @@ pub fn parse_datagram(
         offset += step;
         buf = buf.get(step..).unwrap_or_default();
     }
+    sink.offer(false);
     Ok(Progress::More)
 }
 

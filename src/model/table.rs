@@ -234,29 +234,14 @@ impl ConnTable {
         &self.ctx.settings
     }
 
-    /// Replaces the table with `snap`, carrying history over for sockets seen before: a poll
-    /// [`Self::begin`]s, is absorbed whole, and [`Self::finish`]es. Hands back the snapshot's
-    /// vector, emptied, for the caller's next poll to fill.
+    /// Replaces the table with `snap`, carrying history over for sockets seen before. A poll
+    /// [`Self::begin`]s (unless its first sockets were absorbed already, as they came), takes
+    /// the snapshot's sockets (the rest of them, streamed) and finishes: it absorbs the dead
+    /// connections the poll found held, lets go of the last poll's sockets none claimed, works
+    /// out what needs the whole poll (services, keepalive, stale reasons, local pairs), and
+    /// tells which connections ended, with why. Hands back the snapshot's vector, emptied, for
+    /// the caller's next poll to fill.
     pub fn apply(&mut self, mut snap: Snapshot, now: Instant) -> Applied {
-        let traced: Vec<u64> = snap
-            .ends
-            .iter()
-            .flatten()
-            .filter_map(|t| t.cookie)
-            .collect();
-        self.begin(now, snap.wall, &traced);
-        let mut socks = std::mem::take(&mut snap.socks);
-        self.absorb(socks.drain(..));
-        let mut applied = self.finish(snap);
-        applied.spare = socks;
-        applied
-    }
-
-    /// Completes the poll begun: absorbs what `snap` still holds (its sockets and the dead
-    /// connections it found held), lets go of the last poll's sockets none claimed, works out
-    /// what needs the whole poll (services, keepalive, stale reasons, local pairs), and tells
-    /// which connections ended, with why.
-    pub fn finish(&mut self, mut snap: Snapshot) -> Applied {
         if self.absorbing.is_none() {
             let traced: Vec<u64> = snap
                 .ends
@@ -264,13 +249,20 @@ impl ConnTable {
                 .flatten()
                 .filter_map(|t| t.cookie)
                 .collect();
-            self.begin(snap.taken_at, snap.wall, &traced);
+            self.begin(now, snap.wall, &traced);
         }
-        self.absorb(std::mem::take(&mut snap.socks));
+        let mut socks = std::mem::take(&mut snap.socks);
+        self.absorb(socks.drain(..));
+        let mut applied = self.finish(snap);
+        applied.spare = socks;
+        applied
+    }
+
+    fn finish(&mut self, mut snap: Snapshot) -> Applied {
         let dead = self.known_dead(std::mem::take(&mut snap.unlisted), snap.ends.as_deref());
         self.absorb(dead);
         let Some(mut ab) = self.absorbing.take() else {
-            unreachable!("begun above")
+            unreachable!("apply begins a poll")
         };
         let (now, now_ms) = (ab.clock.now, ab.now_ms);
         self.ctx.take(

@@ -112,7 +112,8 @@ fn cookie_at<'a>(
 
 impl ConnTable {
     /// Begins a poll taken at `now` (`wall` by the wall clock), whose sockets
-    /// [`Self::absorb`] then takes in pieces and [`Self::finish`] completes. `traced`: the
+    /// [`Self::absorb`] then takes in pieces as they come and [`Self::apply`] completes with
+    /// the rest. `traced`: the
     /// cookies of the ends the tracepoints told since the last poll, if read. A poll begun
     /// and never finished (its dump failed) is given up: what it absorbed stays, and nothing
     /// is gone on its account.
@@ -212,9 +213,9 @@ impl ConnTable {
         }
     }
 
-    /// A poll begun and not finished: its claims are settled as they are, and no socket
-    /// leaves on its account (a retired table starts afresh: what it kept is gone with it).
-    fn give_up(&mut self) {
+    /// Gives up a poll begun and not finished (its dump failed): its claims are settled as
+    /// they are, and no socket leaves on its account (a retired table starts afresh: what it kept is gone with it).
+    pub fn give_up(&mut self) {
         let Some(ab) = self.absorbing.take() else {
             return;
         };

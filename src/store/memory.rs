@@ -126,12 +126,8 @@ impl Memory {
     /// Whether a poll of this size is remembered; over the limit, everything is forgotten and
     /// its memory given back (the bookkeeping's map too, not only emptied).
     fn takes(&mut self, snap: &Snapshot) -> bool {
-        let limit = match self.off {
-            Some(_) => self.again(),
-            None => self.most,
-        };
         // Counted only when it could matter (this runs every poll, under the memory's lock).
-        let tcp = if snap.socks.len() <= limit {
+        let tcp = if snap.socks.len() <= self.limit() {
             0
         } else {
             snap.socks
@@ -139,7 +135,31 @@ impl Memory {
                 .filter(|s| s.proto == crate::model::Proto::Tcp)
                 .count()
         };
-        if tcp <= limit {
+        self.admits(tcp)
+    }
+
+    /// The most TCP sockets a poll it remembers may have now.
+    fn limit(&self) -> usize {
+        match self.off {
+            Some(_) => self.again(),
+            None => self.most,
+        }
+    }
+
+    /// Whether it remembers polls now: the collector then reads them whole, not streamed.
+    pub fn wants_polls(&self) -> bool {
+        self.off.is_none()
+    }
+
+    /// A poll it did not see whole (streamed while it was off) had `tcp` TCP sockets: under
+    /// its limit again, it remembers from the next poll on.
+    pub fn passed(&mut self, tcp: usize) {
+        self.admits(tcp);
+    }
+
+    /// Whether a poll of `tcp` TCP sockets is remembered; over the limit, it turns off.
+    fn admits(&mut self, tcp: usize) -> bool {
+        if tcp <= self.limit() {
             self.off = None;
             return true;
         }

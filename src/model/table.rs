@@ -251,10 +251,9 @@ impl ConnTable {
                 .collect();
             self.begin(now, snap.wall, &traced);
         }
-        let mut socks = std::mem::take(&mut snap.socks);
-        self.absorb(socks.drain(..));
+        let spare = self.absorb_vec(std::mem::take(&mut snap.socks));
         let mut applied = self.finish(snap);
-        applied.spare = socks;
+        applied.spare = spare;
         applied
     }
 

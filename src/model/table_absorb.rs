@@ -72,6 +72,16 @@ impl Absorbing {
     }
 }
 
+/// What claiming a socket's index entry found.
+enum Claim {
+    /// Listed already in this poll: its first listing stands.
+    Twice,
+    /// Not listed in the last poll (or its cookie was another namespace's socket's).
+    New,
+    /// At this place in the last poll.
+    Was(usize),
+}
+
 /// What derives from the last poll alone, worked out as a socket overwrites its last copy; the
 /// rest (service, keepalive, stale reasons) waits for the whole poll ([`ConnTable::finish`]).
 fn carried(prev: Option<Carry>, sock: &RawSock, now_ms: u32, dt: Option<f64>) -> Derived {
@@ -163,41 +173,12 @@ impl ConnTable {
 
     fn absorb_one(&mut self, sock: RawSock, ab: &mut Absorbing) {
         let here = self.socks.len() as u32;
-        let retired = self.retired.as_ref();
-        let last = Last::of(retired, &self.socks, &self.derived);
-        let slot = self.index.entry(
-            sock.cookie.0,
-            here | CLAIMED,
-            cookie_at(&self.socks, retired),
-        );
-        let was = match slot {
-            Slot::Made => None,
-            Slot::Found(p) if *p & CLAIMED != 0 => return,
-            Slot::Found(p) => {
-                let i = *p as usize;
-                if last.netns(i) == sock.netns {
-                    ab.claimed[i] = true;
-                    *p = if ab.in_place { i as u32 } else { here } | CLAIMED;
-                    Some(i)
-                } else {
-                    // Its cookie in another namespace: another socket; the last one left.
-                    *p = here | CLAIMED;
-                    None
-                }
-            }
+        let was = match self.claim(sock.cookie.0, sock.netns, here, ab) {
+            Claim::Twice => return,
+            Claim::New => None,
+            Claim::Was(i) => Some(i),
         };
-        let prev = was.map(|i| last.carry(i));
-        if let Some((i, c)) = was.zip(prev) {
-            let cookie = sock.cookie.0;
-            if ab.traced.contains(&cookie) {
-                if let Some(old) = last.sock(i, cookie) {
-                    ab.before.insert(cookie, (old, c));
-                }
-            }
-            ab.turned_dead
-                .extend(self.turned_dead(&sock, Some((i, c)), ab.clock));
-        }
-        let derived = carried(prev, &sock, ab.now_ms, ab.dt);
+        let derived = self.carry_in(&sock, was, ab);
         match was {
             Some(i) if ab.in_place => {
                 self.socks[i] = sock;
@@ -211,6 +192,118 @@ impl ConnTable {
                 self.derived.push(derived);
             }
         }
+    }
+
+    /// Takes in a poll's sockets (the rest of them, if some came before) and hands back a
+    /// vector, emptied, for the next poll. A table that holds none of its sockets (at its
+    /// first poll, or retired) makes the poll's vector its own, not copied: a first poll of 1M
+    /// sockets is never held twice.
+    pub(super) fn absorb_vec(&mut self, mut socks: Vec<RawSock>) -> Vec<RawSock> {
+        if !self.socks.is_empty() {
+            self.absorb(socks.drain(..));
+            return socks;
+        }
+        let Some(mut ab) = self.absorbing.take() else {
+            return socks;
+        };
+        ab.absorbed += socks.len();
+        let more = ab.absorbed.saturating_sub(self.index.len());
+        self.index
+            .reserve(more, cookie_at(&self.socks, self.retired.as_ref()));
+        let spare = std::mem::replace(&mut self.socks, socks);
+        self.derived.clear();
+        self.derived.reserve_exact(self.socks.len());
+        let mut twice = Vec::new();
+        for j in 0..self.socks.len() {
+            let (cookie, netns) = (self.socks[j].cookie.0, self.socks[j].netns);
+            let was = match self.claim(cookie, netns, j as u32, &mut ab) {
+                Claim::Twice => {
+                    twice.push(j);
+                    None
+                }
+                Claim::New => None,
+                Claim::Was(i) => Some(i),
+            };
+            let derived = self.carry_in(&self.socks[j], was, &mut ab);
+            self.derived.push(derived);
+            if !ab.in_place {
+                ab.was.push(was.map_or(NEW, |i| i as u32));
+            }
+        }
+        if !twice.is_empty() {
+            let keep = |n: &mut usize| {
+                *n += 1;
+                twice.binary_search(&(*n - 1)).is_err()
+            };
+            let mut n = 0;
+            self.socks.retain(|_| keep(&mut n));
+            let mut n = 0;
+            self.derived.retain(|_| keep(&mut n));
+            if !ab.in_place {
+                let mut n = 0;
+                ab.was.retain(|_| keep(&mut n));
+            }
+            // Each claimed place moves up by the repeats dropped before it (no repeat has one).
+            self.index.repoint(|p| {
+                if p & CLAIMED == 0 {
+                    return p;
+                }
+                let j = (p & !CLAIMED) as usize;
+                (j - twice.partition_point(|&t| t < j)) as u32 | CLAIMED
+            });
+        }
+        self.absorbing = Some(ab);
+        spare
+    }
+
+    /// Claims the index entry of a socket of this poll bound for place `here` (or, listed
+    /// again in place, for its own).
+    fn claim(
+        &mut self,
+        cookie: u64,
+        netns: crate::model::NetnsId,
+        here: u32,
+        ab: &mut Absorbing,
+    ) -> Claim {
+        let retired = self.retired.as_ref();
+        let last = Last::of(retired, &self.socks, &self.derived);
+        let slot = self
+            .index
+            .entry(cookie, here | CLAIMED, cookie_at(&self.socks, retired));
+        match slot {
+            Slot::Made => Claim::New,
+            Slot::Found(p) if *p & CLAIMED != 0 => Claim::Twice,
+            Slot::Found(p) => {
+                let i = *p as usize;
+                if last.netns(i) == netns {
+                    ab.claimed[i] = true;
+                    *p = if ab.in_place { i as u32 } else { here } | CLAIMED;
+                    Claim::Was(i)
+                } else {
+                    // Its cookie in another namespace: another socket; the last one left.
+                    *p = here | CLAIMED;
+                    Claim::New
+                }
+            }
+        }
+    }
+
+    /// What a socket of this poll carries from its last poll's place `was` (if any): its
+    /// history, and, before that place is overwritten, what its end would be told with.
+    fn carry_in(&self, sock: &RawSock, was: Option<usize>, ab: &mut Absorbing) -> Derived {
+        let last = self.last();
+        let prev = was.map(|i| last.carry(i));
+        if let Some((i, c)) = was.zip(prev) {
+            let cookie = sock.cookie.0;
+            if ab.traced.contains(&cookie) {
+                if let Some(old) = last.sock(i, cookie) {
+                    ab.before.insert(cookie, (old, c));
+                }
+            }
+            ab.turned_dead
+                .extend(self.turned_dead(sock, Some((i, c)), ab.clock));
+        }
+        carried(prev, sock, ab.now_ms, ab.dt)
     }
 
     /// Gives up a poll begun and not finished (its dump failed): its claims are settled as
@@ -276,3 +369,7 @@ impl ConnTable {
 pub(super) fn in_state(d: &Derived, now_ms: u32) -> Duration {
     Duration::from_millis(now_ms.saturating_sub(d.state_since_ms).into())
 }
+
+#[cfg(test)]
+#[path = "table_absorb_tests.rs"]
+mod tests;

@@ -490,10 +490,11 @@ async fn event_loop(app: &mut App, interval: Duration, sources: Sources) -> anyh
         };
         // A tick only expires highlights; when polls already redraw every second it can wait.
         // A piece of a poll shows once the poll is whole.
-        redraw = !matches!(msg, Msg::Tick(_) | Msg::Piece(..))
-            || app.paused
-            || app.interval > Duration::from_secs(1)
-            || !app.closed.is_empty();
+        redraw = !matches!(msg, Msg::Piece(..))
+            && (!matches!(msg, Msg::Tick(_))
+                || app.paused
+                || app.interval > Duration::from_secs(1)
+                || !app.closed.is_empty());
         // The store's answers the app has had (so the store can tell keys pressed before its
         // last answer came).
         if matches!(msg, Msg::Arrived(_)) {

@@ -128,12 +128,11 @@ impl OptsCache {
     /// ([`Self::ready`]), the rest at its end ([`Self::fill_rest`]).
     pub fn begin_poll(&mut self) {
         self.polls = self.polls.wrapping_add(1);
-        // Asked to read again: read at once, and compared with what was held.
-        self.again = self
-            .reread
-            .lock()
-            .map(|mut a| a.drain(..).map(|c| c.0).collect())
-            .unwrap_or_default();
+        // Asked to read again: read at once, and compared with what was held (kept until a
+        // poll gets that far: one whose dump failed leaves them for the next).
+        if let Ok(mut asked) = self.reread.lock() {
+            self.again.extend(asked.drain(..).map(|c| c.0));
+        }
         self.changed.clear();
     }
 
@@ -361,6 +360,17 @@ pub fn read(fd: &impl std::os::fd::AsFd) -> Option<SockOpts> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket asked to be read again stays asked through a poll whose dump failed (begun,
+    /// never filled): the next poll reads it.
+    #[test]
+    fn a_reread_asked_survives_a_failed_poll() {
+        let mut cache = OptsCache::default();
+        cache.reread.lock().unwrap().push(Cookie(7));
+        cache.begin_poll();
+        cache.begin_poll();
+        assert!(cache.again.contains(&7));
+    }
 
     #[test]
     fn packing_keeps_every_option_at_the_kernels_limits() {

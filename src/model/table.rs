@@ -168,8 +168,10 @@ pub struct ConnTable {
     /// Namespaces asked for whose sockets the last poll could not read.
     pub unread_namespaces: usize,
     last_poll: Option<Instant>,
-    /// The poll under way, between [`Self::begin`] and [`Self::finish`].
+    /// The poll under way, between [`Self::begin`] and [`Self::apply`].
     absorbing: Option<absorbing::Absorbing>,
+    /// Connections a poll given up found dead ([`Self::give_up`]), told with the next.
+    dead_since_given_up: Vec<Gone>,
     /// The first poll's time; entries keep times as ms after it.
     epoch: Option<Instant>,
 }
@@ -197,6 +199,7 @@ impl ConnTable {
             unread_namespaces: 0,
             last_poll: None,
             absorbing: None,
+            dead_since_given_up: Vec::new(),
             epoch: None,
         }
     }
@@ -274,6 +277,7 @@ impl ConnTable {
         let gone = ab.unclaimed();
         let (mut gone_conns, departed) = self.let_go(&ab, &gone);
         gone_conns.append(&mut ab.turned_dead);
+        gone_conns.append(&mut self.dead_since_given_up);
         let first_new = ab.old_len - if ab.in_place { gone.len() } else { 0 };
         let is_new = |i: usize| {
             if ab.in_place {
@@ -380,7 +384,7 @@ impl ConnTable {
                 })
                 .collect();
         }
-        self.settle_index(gone, ab.in_place);
+        self.settle_index(ab, gone);
         (conns, departed)
     }
 

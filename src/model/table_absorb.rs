@@ -43,10 +43,17 @@ pub(super) struct Absorbing {
     /// A retired table's: each socket's place in the last poll, by its place now ([`NEW`]:
     /// not listed then). Empty otherwise: a socket listed again keeps its place.
     was: Vec<u32>,
+    /// The last poll's places whose cookie came in another namespace (they left): never a
+    /// guess's.
+    displaced: Vec<usize>,
     /// Connections the last poll listed alive that are dead now (they stay listed).
     pub(super) turned_dead: Vec<Gone>,
     /// Sockets absorbed so far (repeats too).
     absorbed: usize,
+    /// The last poll's place after the one the last socket listed again had: a dump lists
+    /// sockets in the same order poll after poll, so the next one is most likely there, and
+    /// found without the index.
+    guess: usize,
     /// Cookies the tracepoints told ended since the last poll.
     traced: FxHashSet<u64>,
     /// Those listed again: the last poll's socket and carry, kept before this poll overwrote
@@ -84,7 +91,14 @@ enum Claim {
 
 /// What derives from the last poll alone, worked out as a socket overwrites its last copy; the
 /// rest (service, keepalive, stale reasons) waits for the whole poll ([`ConnTable::finish`]).
-fn carried(prev: Option<Carry>, sock: &RawSock, now_ms: u32, dt: Option<f64>) -> Derived {
+/// A socket overwritten in place keeps its last service and keepalive status (`old`) until then:
+/// the table stays whole for a view drawn between pieces.
+fn carried(
+    prev: Option<Carry>,
+    old: Option<&Derived>,
+    sock: &RawSock,
+    (now_ms, dt): (u32, Option<f64>),
+) -> Derived {
     let first_seen_ms = prev.map_or(now_ms, |c| c.first_seen_ms);
     let state_since_ms = match prev {
         Some(c) if c.state == sock.state => c.state_since_ms,
@@ -101,8 +115,8 @@ fn carried(prev: Option<Carry>, sock: &RawSock, now_ms: u32, dt: Option<f64>) ->
         state_since_ms,
         rate_in: rate(bytes.received(), prev.and_then(|c| c.bytes.received())).unwrap_or(f32::NAN),
         rate_out: rate(bytes.sent(), prev.and_then(|c| c.bytes.sent())).unwrap_or(f32::NAN),
-        service: crate::model::services::ServiceId::default(),
-        keepalive: None,
+        service: old.map(|d| d.service).unwrap_or_default(),
+        keepalive: old.and_then(|d| d.keepalive),
         stale,
         stale_was: stale,
     }
@@ -146,6 +160,8 @@ impl ConnTable {
             claimed: vec![false; old_len],
             was: Vec::new(),
             absorbed: 0,
+            guess: 0,
+            displaced: Vec::new(),
             turned_dead: Vec::new(),
             traced: traced.iter().copied().collect(),
             before: FxHashMap::default(),
@@ -265,6 +281,18 @@ impl ConnTable {
         here: u32,
         ab: &mut Absorbing,
     ) -> Claim {
+        let g = ab.guess;
+        let at_guess = ab.in_place
+            && self
+                .socks
+                .get(g)
+                .is_some_and(|s| s.cookie.0 == cookie && s.netns == netns);
+        if at_guess && g < ab.old_len && !ab.claimed[g] && !ab.displaced.contains(&g) {
+            // Its entry holds this place already; the claim is in `claimed`.
+            ab.claimed[g] = true;
+            ab.guess = g + 1;
+            return Claim::Was(g);
+        }
         let retired = self.retired.as_ref();
         let last = Last::of(retired, &self.socks, &self.derived);
         let slot = self
@@ -273,15 +301,20 @@ impl ConnTable {
         match slot {
             Slot::Made => Claim::New,
             Slot::Found(p) if *p & CLAIMED != 0 => Claim::Twice,
+            Slot::Found(p) if ab.in_place && ab.claimed.get(*p as usize) == Some(&true) => {
+                Claim::Twice
+            }
             Slot::Found(p) => {
                 let i = *p as usize;
                 if last.netns(i) == netns {
                     ab.claimed[i] = true;
+                    ab.guess = i + 1;
                     *p = if ab.in_place { i as u32 } else { here } | CLAIMED;
                     Claim::Was(i)
                 } else {
                     // Its cookie in another namespace: another socket; the last one left.
                     *p = here | CLAIMED;
+                    ab.displaced.push(i);
                     Claim::New
                 }
             }
@@ -303,13 +336,14 @@ impl ConnTable {
             ab.turned_dead
                 .extend(self.turned_dead(sock, Some((i, c)), ab.clock));
         }
-        carried(prev, sock, ab.now_ms, ab.dt)
+        let old = was.filter(|_| ab.in_place).map(|i| &self.derived[i]);
+        carried(prev, old, sock, (ab.now_ms, ab.dt))
     }
 
     /// Gives up a poll begun and not finished (its dump failed): its claims are settled as
     /// they are, and no socket leaves on its account (a retired table starts afresh: what it kept is gone with it).
     pub fn give_up(&mut self) {
-        let Some(ab) = self.absorbing.take() else {
+        let Some(mut ab) = self.absorbing.take() else {
             return;
         };
         if ab.in_place {
@@ -317,6 +351,11 @@ impl ConnTable {
                 *p &= !CLAIMED;
                 true
             });
+            // The sockets it overwrote hold its counters, the others the last poll's: the next
+            // poll's rates cannot be told (unknown, never halved or doubled). The connections
+            // it found dead are told with the next poll.
+            self.last_poll = None;
+            self.dead_since_given_up.append(&mut ab.turned_dead);
             // What the sockets absorbed would have had from the whole poll, as far as known.
             self.derive_whole(|i| i >= ab.old_len, ab.now_ms);
         } else {
@@ -330,9 +369,12 @@ impl ConnTable {
     /// After the poll's sockets are final and the ones that left are out (`gone`: their
     /// places in the last poll, in order), the index holds this poll's places only. The
     /// index lives from poll to poll, so after a spike it gives its room back.
-    pub(super) fn settle_index(&mut self, gone: &[u32], moved: bool) {
+    pub(super) fn settle_index(&mut self, ab: &Absorbing, gone: &[u32]) {
+        let moved = ab.in_place;
         self.index.retain(|p| {
-            let claimed = *p & CLAIMED != 0;
+            // Marked, or (in place) claimed at the place it held.
+            let claimed =
+                *p & CLAIMED != 0 || (moved && ab.claimed.get(*p as usize) == Some(&true));
             *p &= !CLAIMED;
             claimed
         });
@@ -347,11 +389,13 @@ impl ConnTable {
     }
 
     /// The place of the socket with this cookie in the table, once a poll is applied.
+    /// While a poll is absorbed, a socket claimed or new in it is at its marked place.
     pub(super) fn place(&self, cookie: u64) -> Option<usize> {
         let socks = &self.socks;
+        let at = |p: u32| (p & !CLAIMED) as usize;
         self.index
-            .get(cookie, |p| socks.get(p as usize).map(|s| s.cookie.0))
-            .map(|p| p as usize)
+            .get(cookie, |p| socks.get(at(p)).map(|s| s.cookie.0))
+            .map(at)
     }
 
     /// The last poll's place of a socket this poll has not listed (yet), while a poll is
@@ -360,7 +404,11 @@ impl ConnTable {
         let p = self
             .index
             .get(cookie, cookie_at(&self.socks, self.retired.as_ref()))?;
-        (p & CLAIMED == 0).then_some(p as usize)
+        let listed = self
+            .absorbing
+            .as_ref()
+            .is_some_and(|ab| ab.in_place && ab.claimed.get(p as usize) == Some(&true));
+        (p & CLAIMED == 0 && !listed).then_some(p as usize)
     }
 }
 

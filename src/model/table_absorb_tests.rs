@@ -158,3 +158,52 @@ fn a_poll_given_up_loses_no_socket() {
     assert_eq!(applied.gone, [1], "2 left in the poll after");
     assert_eq!(table.by_cookie(Cookie(3)).unwrap().first_seen(), t1);
 }
+
+/// Between two pieces the table stays whole for a view drawn meanwhile: a socket claimed in
+/// this poll, one new in it and one not listed yet are all found by cookie, and the ones
+/// overwritten keep their service and keepalive status.
+#[test]
+fn between_pieces_every_socket_is_found_as_it_was() {
+    let t0 = Instant::now();
+    let with = |cookie: u64| {
+        let mut s = sock(SockState::Established);
+        s.cookie = Cookie(cookie);
+        s
+    };
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    table.apply(snapshot(vec![with(1), with(2), with(3)]), t0);
+    let service = table.by_cookie(Cookie(2)).unwrap().derived.service;
+    table.begin(t0 + Duration::from_secs(1), snapshot(Vec::new()).wall, &[]);
+    // 2 out of its order (claimed through the index), 4 new; 1 and 3 not yet.
+    table.absorb(vec![with(2), with(4)]);
+    for c in 1..=4 {
+        assert!(table.by_cookie(Cookie(c)).is_some(), "{c} not found mid-poll");
+    }
+    let two = table.by_cookie(Cookie(2)).unwrap();
+    assert_eq!(two.derived.service, service, "its service kept mid-poll");
+}
+
+/// A poll given up leaves nothing it saw untold: a connection that died in it is told ended
+/// with the next poll, and the next poll's rates are unknown (its counters mix two polls).
+#[test]
+fn a_poll_given_up_tells_its_dead_and_no_false_rate() {
+    let t0 = Instant::now();
+    let mut alive = sock(SockState::Established);
+    alive.tcp_info = Some(info(0, 1000, 0));
+    let mut other = sock(SockState::Established);
+    other.cookie = Cookie(2);
+    other.tcp_info = Some(info(0, 1000, 0));
+    let mut table = ConnTable::new(Duration::from_secs(300));
+    table.apply(snapshot(vec![alive.clone(), other.clone()]), t0);
+    let mut dead = alive.clone();
+    dead.state = SockState::Close;
+    table.begin(t0 + Duration::from_secs(1), snapshot(Vec::new()).wall, &[]);
+    table.absorb(vec![dead.clone()]);
+    table.give_up();
+    other.tcp_info = Some(info(0, 9000, 0));
+    let applied = table.apply(snapshot(vec![dead, other]), t0 + Duration::from_secs(2));
+    let told: Vec<Option<u64>> = applied.ended.iter().map(|e| e.cookie).collect();
+    assert_eq!(told, [Some(1)], "the connection that died in the poll given up");
+    let e = table.by_cookie(Cookie(2)).unwrap();
+    assert_eq!(e.derived.rate_out(), None, "8000 B over which interval?");
+}

@@ -177,7 +177,10 @@ fn between_pieces_every_socket_is_found_as_it_was() {
     // 2 out of its order (claimed through the index), 4 new; 1 and 3 not yet.
     table.absorb(vec![with(2), with(4)]);
     for c in 1..=4 {
-        assert!(table.by_cookie(Cookie(c)).is_some(), "{c} not found mid-poll");
+        assert!(
+            table.by_cookie(Cookie(c)).is_some(),
+            "{c} not found mid-poll"
+        );
     }
     let two = table.by_cookie(Cookie(2)).unwrap();
     assert_eq!(two.derived.service, service, "its service kept mid-poll");
@@ -203,7 +206,11 @@ fn a_poll_given_up_tells_its_dead_and_no_false_rate() {
     other.tcp_info = Some(info(0, 9000, 0));
     let applied = table.apply(snapshot(vec![dead, other]), t0 + Duration::from_secs(2));
     let told: Vec<Option<u64>> = applied.ended.iter().map(|e| e.cookie).collect();
-    assert_eq!(told, [Some(1)], "the connection that died in the poll given up");
+    assert_eq!(
+        told,
+        [Some(1)],
+        "the connection that died in the poll given up"
+    );
     let e = table.by_cookie(Cookie(2)).unwrap();
     assert_eq!(e.derived.rate_out(), None, "8000 B over which interval?");
 }

@@ -125,7 +125,7 @@ fn has_listener(listeners: &FxHashSet<(NetnsId, IpAddr, u16)>, sock: &RawSock) -
 
 /// What finishing a poll hands back: the sockets that left, and the connections that ended,
 /// with why.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Applied {
     /// The snapshot's vector, emptied, for the next poll to fill (from [`ConnTable::apply`]).
     pub spare: Vec<RawSock>,
@@ -264,7 +264,8 @@ impl ConnTable {
         let dead = self.known_dead(std::mem::take(&mut snap.unlisted), snap.ends.as_deref());
         self.absorb(dead);
         let Some(mut ab) = self.absorbing.take() else {
-            unreachable!("apply begins a poll")
+            // Not reached: `apply` begins a poll unless one was begun.
+            return Applied::default();
         };
         let (now, now_ms) = (ab.clock.now, ab.now_ms);
         self.ctx.take(

@@ -138,16 +138,8 @@ pub struct Begins {
     pub wall: std::time::SystemTime,
 }
 
-/// What a dump of katop's own namespace kept (all of it, unless the poll is streamed).
-struct Dumped {
-    socks: Vec<RawSock>,
-    skipped: usize,
-    first_skip: Option<String>,
-}
-
 /// The sockets a streamed poll handed on: how many, and their inodes (the poll's scan, if it
 /// makes one, looks for them too).
-#[derive(Default)]
 struct HandedOn {
     count: usize,
     inodes: Vec<crate::model::Inode>,
@@ -242,16 +234,11 @@ impl Collector {
             .flat_map(|d| d.ended.iter().filter_map(|t| t.cookie))
             .collect();
         let dumps = self.selection.dumps();
-        let (own, handed_on) = self.dump_own(buf, &dumps, expected, (emit, traced))?;
-        let Dumped {
-            socks: mut all,
-            skipped,
-            first_skip,
-        } = own;
+        let (mut sink, handed_on) = self.dump_own(buf, &dumps, expected, (emit, traced))?;
         // Its sockets' timers were read by then: every other namespace's dump comes after.
         let own_dumped = Instant::now();
         let (mut namespaces, mut warnings, unread_namespaces) =
-            self.namespaces.poll(&dumps, &mut all);
+            self.namespaces.poll(&dumps, &mut sink.socks);
         let settings = sysctl::read();
         let dump_cost = started.elapsed();
         let mut dumps_read = Instant::now();
@@ -262,14 +249,8 @@ impl Collector {
         } else {
             dumps_read = own_dumped;
         }
-        self.last_count = all.len() + handed_on.count;
-        self.give_back_memory(&mut all);
-        let mut sink = DumpSink {
-            socks: all,
-            skipped,
-            first_skip,
-            hand_on: None,
-        };
+        self.last_count = sink.socks.len() + handed_on.count;
+        self.give_back_memory(&mut sink.socks);
         let dumped: Vec<NetnsId> = std::iter::once(self.netns)
             .chain(self.namespaces.ids())
             .collect();
@@ -326,7 +307,7 @@ impl Collector {
         dumps: &[sock_diag::DumpKind],
         expected: usize,
         (mut emit, traced): (Option<&mut dyn FnMut(Piece)>, Vec<u64>),
-    ) -> Result<(Dumped, HandedOn), CollectError> {
+    ) -> Result<(DumpSink<'static>, HandedOn), CollectError> {
         let streamed = emit.is_some();
         let mut traced = Some(traced);
         let mut handed_on = HandedOn {
@@ -371,20 +352,20 @@ impl Collector {
             self.diag.dump_each(&own, self.netns, &mut sink)?;
             sink.offer(true);
         }
+        // What it kept, no longer handed on.
         let DumpSink {
             socks,
             skipped,
             first_skip,
             ..
         } = sink;
-        Ok((
-            Dumped {
-                socks,
-                skipped,
-                first_skip,
-            },
-            handed_on,
-        ))
+        let kept = DumpSink {
+            socks,
+            skipped,
+            first_skip,
+            hand_on: None,
+        };
+        Ok((kept, handed_on))
     }
 
     /// The poll's warnings beyond the namespaces': malformed messages `skipped` (how many,
